@@ -1,0 +1,1 @@
+//! Mainline DHT (BEP 5). To be written.

@@ -1,0 +1,14 @@
+//! magnetfetch: a BitTorrent client that needs nothing but a magnet link.
+//!
+//! Layers (dependencies point one way):
+//! `cli → session → torrent → peer → (dht, net) → formats (bencode, metainfo, magnet)`.
+//! See `docs/architecture.md`.
+
+pub mod bencode;
+pub mod cli;
+pub mod dht;
+pub mod magnet;
+pub mod metainfo;
+pub mod net;
+pub mod peer;
+pub mod torrent;

@@ -1,0 +1,1 @@
+//! magnet (to be written).

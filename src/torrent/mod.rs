@@ -1,0 +1,1 @@
+//! Download and seed engine. To be written.
