@@ -185,7 +185,10 @@ mod tests {
         );
         assert_eq!(
             Bitfield::from_bytes(&[0x80], 10),
-            Err(BitfieldError::WrongLength { got: 1, expected: 2 })
+            Err(BitfieldError::WrongLength {
+                got: 1,
+                expected: 2
+            })
         );
         assert!(Bitfield::from_bytes(&[0xff], 8).unwrap().is_full());
     }

@@ -365,8 +365,16 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Segment { file: 0, file_offset: 0, len: 7 },
-                Segment { file: 2, file_offset: 0, len: 3 },
+                Segment {
+                    file: 0,
+                    file_offset: 0,
+                    len: 7
+                },
+                Segment {
+                    file: 2,
+                    file_offset: 0,
+                    len: 3
+                },
             ]
         );
         out.clear();
@@ -374,8 +382,16 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Segment { file: 2, file_offset: 3, len: 5 },
-                Segment { file: 3, file_offset: 0, len: 5 },
+                Segment {
+                    file: 2,
+                    file_offset: 3,
+                    len: 5
+                },
+                Segment {
+                    file: 3,
+                    file_offset: 0,
+                    len: 5
+                },
             ]
         );
         out.clear();
@@ -402,7 +418,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_layouts() {
-        assert!(matches!(Layout::new(0, vec![f("a", 1)]), Err(LayoutError::BadPieceLength(0))));
+        assert!(matches!(
+            Layout::new(0, vec![f("a", 1)]),
+            Err(LayoutError::BadPieceLength(0))
+        ));
         assert_eq!(Layout::new(16, vec![]), Err(LayoutError::NoFiles));
         assert_eq!(Layout::new(16, vec![f("a", 0)]), Err(LayoutError::Empty));
         assert_eq!(
@@ -427,7 +446,10 @@ mod tests {
             let mut spec = f("ok", 1);
             spec.path[1] = bad.to_string();
             assert!(
-                matches!(Layout::new(16, vec![spec]), Err(LayoutError::BadPath { index: 0, .. })),
+                matches!(
+                    Layout::new(16, vec![spec]),
+                    Err(LayoutError::BadPath { index: 0, .. })
+                ),
                 "{bad:?} accepted"
             );
         }

@@ -11,3 +11,9 @@ pub mod layout;
 
 pub use bitfield::Bitfield;
 pub use layout::{FileSpec, Layout, LayoutError, Segment, BLOCK_SIZE};
+pub mod choker;
+pub mod picker;
+pub mod pipeline;
+pub mod ratelimit;
+
+pub use picker::{BlockOutcome, BlockRef, BlockStatus, PeerKey, Picker, PickerConfig};
