@@ -17,3 +17,5 @@ pub mod pipeline;
 pub mod ratelimit;
 
 pub use picker::{BlockOutcome, BlockRef, BlockStatus, PeerKey, Picker, PickerConfig};
+pub mod storage;
+pub mod verify;
