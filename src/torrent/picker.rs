@@ -207,7 +207,7 @@ impl Picker {
 
     /// Block index of `r` if it is exactly one of our 16 KiB blocks.
     fn block_index(&self, r: &BlockRef) -> Option<u32> {
-        if r.piece >= self.piece_count || r.offset % BLOCK_SIZE != 0 {
+        if r.piece >= self.piece_count || !r.offset.is_multiple_of(BLOCK_SIZE) {
             return None;
         }
         let b = r.offset / BLOCK_SIZE;
