@@ -516,4 +516,26 @@ mod tests {
             Err(StorageError::OutOfRange { .. })
         ));
     }
+
+    #[test]
+    fn io_errors_are_typed_with_the_path() {
+        let p = Path::new("/x/y");
+        let full = StorageError::from_io(p, io::Error::from_raw_os_error(28));
+        assert!(matches!(full, StorageError::DiskFull { .. }));
+        assert_eq!(full.to_string(), "disk full while writing /x/y");
+        let denied = StorageError::from_io(p, io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(denied.to_string(), "permission denied for /x/y");
+        assert!(StorageError::from_io(p, io::Error::from(io::ErrorKind::NotFound)).is_missing());
+    }
+
+    #[test]
+    fn unwritable_download_dir_gives_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // The "download directory" is a regular file: nothing can be created below it.
+        let root = dir.path().join("not-a-dir");
+        std::fs::write(&root, b"x").unwrap();
+        let s = Storage::disk(layout(), &root);
+        let err = s.write_block(0, 0, &[1u8; 100]).unwrap_err();
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
+    }
 }
