@@ -156,6 +156,8 @@ pub struct Picker {
     have: Bitfield,
     /// Wanted pieces in state Missing.
     not_started_wanted: u32,
+    /// Wanted pieces not yet verified.
+    remaining_wanted: u32,
     /// Free blocks across started pieces.
     free_in_downloads: u64,
     sequential: bool,
@@ -186,6 +188,7 @@ impl Picker {
             suspects: BTreeMap::new(),
             have: Bitfield::new(n),
             not_started_wanted: 0,
+            remaining_wanted: 0,
             free_in_downloads: 0,
             sequential: false,
             seq_cursor: 0,
@@ -282,6 +285,13 @@ impl Picker {
             let wanted = self.is_wanted(i);
             if wanted {
                 self.bucket_insert(i);
+            }
+            if was_wanted != wanted {
+                if wanted {
+                    self.remaining_wanted += 1;
+                } else {
+                    self.remaining_wanted -= 1;
+                }
             }
             if self.state[i as usize] == PieceState::Missing && was_wanted != wanted {
                 if wanted {
@@ -381,7 +391,7 @@ impl Picker {
 
     /// All wanted pieces are verified.
     pub fn is_complete(&self) -> bool {
-        self.not_started_wanted == 0 && (0..self.piece_count).all(|i| !self.is_wanted(i))
+        self.remaining_wanted == 0
     }
 
     /// Number of requests currently outstanding to `peer`.
@@ -673,6 +683,9 @@ impl Picker {
         } else if self.state[i as usize] == PieceState::Missing && self.prio[i as usize] > 0 {
             self.not_started_wanted -= 1;
         }
+        if self.prio[i as usize] > 0 {
+            self.remaining_wanted -= 1;
+        }
         self.bucket_remove(i);
         self.state[i as usize] = PieceState::Have;
         self.parole[i as usize] = false;
@@ -896,6 +909,8 @@ impl Picker {
             }
         }
         assert_eq!(nsw, self.not_started_wanted);
+        let rem = (0..self.piece_count).filter(|&i| self.is_wanted(i)).count();
+        assert_eq!(rem as u32, self.remaining_wanted);
     }
 }
 

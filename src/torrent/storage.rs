@@ -459,6 +459,19 @@ pub fn generate(seed: u64, layout: &Layout, piece: u32, offset: u32, out: &mut [
     }
 }
 
+/// Piece hashes (BEP 3 `pieces`) of the [`generate`]d content, for building the simulated
+/// torrent.
+pub fn generated_hashes(seed: u64, layout: &Layout) -> Vec<[u8; 20]> {
+    let mut buf = Vec::new();
+    (0..layout.piece_count())
+        .map(|p| {
+            buf.resize(layout.piece_len(p) as usize, 0);
+            generate(seed, layout, p, 0, &mut buf);
+            super::verify::sha1(&buf)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +502,9 @@ mod tests {
         let seeder = Storage::generated(l.clone(), 42, true);
         let leecher = Storage::generated(l.clone(), 42, false);
         let piece0 = seeder.read_piece(0).unwrap();
+        let hashes = generated_hashes(42, &l);
+        assert_eq!(hashes.len(), 3);
+        assert_eq!(hashes[0], crate::torrent::verify::sha1(&piece0));
         // Padding area (bytes 20000..32768) is zeros.
         assert!(piece0[20_000..32_768].iter().all(|&b| b == 0));
         assert!(piece0[..20_000].iter().any(|&b| b != 0));
