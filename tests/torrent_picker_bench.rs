@@ -24,7 +24,11 @@ fn picker_whole_download() {
     let mut has = Vec::new();
     for k in 0..npeers {
         // A few seeds, the rest with 10..90 % of the pieces.
-        let density = if k < 5 { 1.0 } else { rng.random_range(0.1..0.9) };
+        let density = if k < 5 {
+            1.0
+        } else {
+            rng.random_range(0.1..0.9)
+        };
         let mut b = Bitfield::new(pieces);
         for i in 0..pieces {
             if rng.random_bool(density) {
@@ -37,6 +41,8 @@ fn picker_whole_download() {
     let t0 = Instant::now();
     let (mut picks, mut picked, mut received) = (0u64, 0u64, 0u64);
     let mut pick_time = std::time::Duration::ZERO;
+    let mut endgame_time = std::time::Duration::ZERO;
+    let mut endgame_picks = 0u64;
     let mut out = Vec::new();
     while !p.is_complete() {
         for k in 0..npeers {
@@ -52,10 +58,16 @@ fn picker_whole_download() {
             let want = depth.saturating_sub(p.outstanding(peer));
             if want > 0 {
                 out.clear();
+                let endgame = p.in_endgame();
                 let t = Instant::now();
                 picked += p.pick_blocks(peer, &has[k as usize], want, &mut out) as u64;
-                pick_time += t.elapsed();
+                let dt = t.elapsed();
+                pick_time += dt;
                 picks += 1;
+                if endgame {
+                    endgame_time += dt;
+                    endgame_picks += 1;
+                }
             }
         }
     }
@@ -63,10 +75,11 @@ fn picker_whole_download() {
     eprintln!(
         "picker bench: {pieces} pieces x {} blocks, {npeers} peers, depth {depth}: \
          total {:.3} s, {picks} pick_blocks calls ({:.2} us each), {picked} blocks picked, \
-         {received} blocks received",
+         {received} blocks received; of which endgame: {endgame_picks} calls ({:.2} us each)",
         l.block_count(0),
         total.as_secs_f64(),
         pick_time.as_secs_f64() * 1e6 / picks as f64,
+        endgame_time.as_secs_f64() * 1e6 / endgame_picks.max(1) as f64,
     );
     assert!(p.have().is_full());
 }

@@ -149,6 +149,8 @@ pub struct Picker {
     /// Position of each piece in its bucket (NONE when not in a bucket).
     pos: Vec<u32>,
     downloads: BTreeMap<u32, Download>,
+    /// Downloads with at least one free block (the partial-first pass scans only these).
+    with_free: BTreeSet<u32>,
     peers: BTreeMap<PeerKey, PeerState>,
     strikes: BTreeMap<PeerKey, u32>,
     /// Failed multi-sender attempts per piece: (sender, block digest) per block.
@@ -183,6 +185,7 @@ impl Picker {
             buckets: vec![Vec::new(); MAX_PRIORITY as usize],
             pos: vec![NONE; n as usize],
             downloads: BTreeMap::new(),
+            with_free: BTreeSet::new(),
             peers: BTreeMap::new(),
             strikes: BTreeMap::new(),
             suspects: BTreeMap::new(),
@@ -443,7 +446,10 @@ impl Picker {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         for own_pass in [true, false] {
-            for (&piece, dl) in &self.downloads {
+            for &piece in &self.with_free {
+                let Some(dl) = self.downloads.get(&piece) else {
+                    continue;
+                };
                 if dl.free == 0 || !peer_has.get(piece) || self.prio[piece as usize] == 0 {
                     continue;
                 }
@@ -542,6 +548,7 @@ impl Picker {
         self.state[piece as usize] = PieceState::Downloading;
         self.not_started_wanted -= 1;
         self.free_in_downloads += n as u64;
+        self.with_free.insert(piece);
         self.downloads.insert(
             piece,
             Download {
@@ -575,6 +582,9 @@ impl Picker {
             }
             dl.free -= picked.len() as u32;
             self.free_in_downloads -= picked.len() as u64;
+            if dl.free == 0 {
+                self.with_free.remove(&piece);
+            }
             picked
                 .into_iter()
                 .map(|b| self.block_ref(piece, b))
@@ -589,28 +599,37 @@ impl Picker {
 
     fn pick_endgame(&mut self, peer: PeerKey, has: &Bitfield, max: usize, out: &mut Vec<BlockRef>) {
         let limit = 1 + self.cfg.endgame_dups;
-        // Fewest requesters first, so duplicates spread over all remaining blocks.
-        let mut cands: Vec<(usize, BlockRef)> = Vec::new();
-        for (&piece, dl) in &self.downloads {
-            if !has.get(piece) || dl.free > 0 {
-                continue;
-            }
-            for (b, blk) in dl.blocks.iter().enumerate() {
-                if let Block::Requested(ps) = blk {
-                    if ps.len() < limit && !ps.contains(&peer) {
-                        cands.push((ps.len(), self.block_ref(piece, b as u32)));
+        let (plen, total) = (self.piece_length, self.total_length);
+        let mut taken = Vec::new();
+        // Fewest requesters first, so duplicates spread over all remaining blocks; stop as
+        // soon as `max` are found (endgame picks are frequent and must stay cheap).
+        'levels: for level in 1..limit {
+            for (&piece, dl) in self.downloads.iter_mut() {
+                if !has.get(piece) || dl.free > 0 {
+                    continue;
+                }
+                for (b, blk) in dl.blocks.iter_mut().enumerate() {
+                    if taken.len() >= max {
+                        break 'levels;
+                    }
+                    if let Block::Requested(ps) = blk {
+                        if ps.len() == level && !ps.contains(&peer) {
+                            ps.push(peer);
+                            let off = b as u64 * BLOCK_SIZE as u64;
+                            let len = (total - piece as u64 * plen - off).min(plen - off);
+                            taken.push(BlockRef {
+                                piece,
+                                offset: off as u32,
+                                len: len.min(BLOCK_SIZE as u64) as u32,
+                            });
+                        }
                     }
                 }
             }
         }
-        cands.sort();
-        for (_, r) in cands.into_iter().take(max) {
-            if let Some(dl) = self.downloads.get_mut(&r.piece) {
-                if let Block::Requested(ps) = &mut dl.blocks[(r.offset / BLOCK_SIZE) as usize] {
-                    ps.push(peer);
-                }
-            }
-            self.peers.entry(peer).or_default().requests.insert(r);
+        let ps = self.peers.entry(peer).or_default();
+        for r in taken {
+            ps.requests.insert(r);
             out.push(r);
         }
     }
@@ -643,6 +662,9 @@ impl Picker {
                 // Released (choke, snub) but the data came anyway: still good data.
                 dl.free -= 1;
                 self.free_in_downloads -= 1;
+                if dl.free == 0 {
+                    self.with_free.remove(&r.piece);
+                }
             }
             Block::Requested(ps) => {
                 for &other in ps.iter().filter(|&&o| o != peer) {
@@ -724,6 +746,7 @@ impl Picker {
     /// Forget a download's outstanding requests and free-block count.
     fn drop_download_requests(&mut self, i: u32, dl: Download) {
         self.free_in_downloads -= dl.free as u64;
+        self.with_free.remove(&i);
         for (b, blk) in dl.blocks.into_iter().enumerate() {
             if let Block::Requested(ps) = blk {
                 let r = self.block_ref(i, b as u32);
@@ -822,6 +845,7 @@ impl Picker {
                 *blk = Block::Free;
                 dl.free += 1;
                 self.free_in_downloads += 1;
+                self.with_free.insert(r.piece);
             }
         }
     }
@@ -877,11 +901,16 @@ impl Picker {
                 }
             }
             assert_eq!(f, dl.free);
+            assert_eq!(f > 0, self.with_free.contains(&piece));
             assert_eq!(r, dl.received);
             assert_eq!(st == PieceState::Verifying, r as usize == dl.blocks.len());
             free += f as u64;
         }
         assert_eq!(free, self.free_in_downloads);
+        assert!(self
+            .with_free
+            .iter()
+            .all(|p| self.downloads.contains_key(p)));
         let mut from_peers = BTreeSet::new();
         for (&p, ps) in &self.peers {
             for &r in &ps.requests {
