@@ -83,3 +83,24 @@ fn picker_whole_download() {
     );
     assert!(p.have().is_full());
 }
+
+/// SHA-1 throughput of piece verification (one thread), the ceiling of download speed per
+/// core spent hashing.
+#[test]
+#[ignore]
+fn sha1_throughput() {
+    let piece = vec![0x5au8; 4 << 20];
+    let rounds = 64; // 256 MiB
+    let t = Instant::now();
+    let mut acc = 0u8;
+    for _ in 0..rounds {
+        acc ^= magnetfetch::torrent::verify::sha1(&piece)[0];
+    }
+    let dt = t.elapsed().as_secs_f64();
+    eprintln!(
+        "sha1: {} MiB in {:.3} s = {:.0} MiB/s (acc {acc})",
+        rounds * 4,
+        dt,
+        (rounds * 4) as f64 / dt
+    );
+}
