@@ -123,14 +123,16 @@ impl Pipeline {
         self.snubbed
     }
 
-    /// Checks the snub timer. Returns true exactly when the peer *becomes* snubbed: then
-    /// release its requests in the picker.
+    /// Checks the snub timer. Returns true when the peer's requests must be released in
+    /// the picker: when it becomes snubbed, and again after every further [`SNUB_TIMEOUT`]
+    /// of silence (so the single request a snubbed peer still gets cannot stall a block).
     pub fn check_snub(&mut self, now: Instant, outstanding: usize) -> bool {
-        if self.snubbed || outstanding == 0 {
+        if outstanding == 0 {
             return false;
         }
         if now.saturating_duration_since(self.last_progress) >= SNUB_TIMEOUT {
             self.snubbed = true;
+            self.last_progress = now;
             return true;
         }
         false
@@ -204,7 +206,14 @@ mod tests {
         p.on_requests_sent(t1, false);
         assert!(!p.check_snub(t1 + Duration::from_secs(59), 5));
         assert!(p.check_snub(t1 + SNUB_TIMEOUT, 5));
-        assert!(!p.check_snub(t1 + SNUB_TIMEOUT, 5), "reported once");
+        assert!(
+            !p.check_snub(t1 + SNUB_TIMEOUT, 5),
+            "reported once per timeout"
+        );
+        assert!(
+            p.check_snub(t1 + SNUB_TIMEOUT * 2, 1),
+            "a snubbed peer sitting on a request is released again"
+        );
         assert!(p.is_snubbed());
         assert_eq!(p.depth(t1 + SNUB_TIMEOUT), 1);
         p.on_block(t1 + Duration::from_secs(70), 16384, None);
