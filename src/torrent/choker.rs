@@ -11,8 +11,8 @@
 //!   rate yet and need a first piece to trade);
 //! - snubbed peers (no block for a long time) are not rewarded with a regular slot.
 //!
-//! Randomness comes from the injected RNG, and ties are broken by peer key, so the same
-//! inputs give the same decisions.
+//! Randomness comes from the injected RNG (including the order of peers with equal rates),
+//! so the same inputs and seed give the same decisions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -126,6 +126,11 @@ impl Choker {
             .iter()
             .filter(|p| p.interested && !p.snubbed)
             .collect();
+        // Equal rates (typically all zero in a fresh swarm) are ordered at random, drawn in
+        // key order from the seeded RNG, so ties do not always favour the same peers.
+        cands.sort_by_key(|p| p.key);
+        let tie: BTreeMap<PeerKey, u64> =
+            cands.iter().map(|p| (p.key, self.rng.random())).collect();
         let rotate = self.cfg.seed_rotation;
         let served_long = |p: &PeerStat| {
             self.unchoked_since
@@ -156,10 +161,16 @@ impl Choker {
                         }
                     })
                     .then(b.up_rate.cmp(&a.up_rate))
+                    .then(tie[&a.key].cmp(&tie[&b.key]))
                     .then(a.key.cmp(&b.key))
             });
         } else {
-            cands.sort_by(|a, b| b.down_rate.cmp(&a.down_rate).then(a.key.cmp(&b.key)));
+            cands.sort_by(|a, b| {
+                b.down_rate
+                    .cmp(&a.down_rate)
+                    .then(tie[&a.key].cmp(&tie[&b.key]))
+                    .then(a.key.cmp(&b.key))
+            });
         }
         let regular: BTreeSet<PeerKey> = cands.iter().take(self.cfg.slots).map(|p| p.key).collect();
 
@@ -354,5 +365,19 @@ mod tests {
             let b = c3.tick(t0 + ROUND * r, &peers, true).cloned();
             assert_eq!(a, b);
         }
+    }
+
+    #[test]
+    fn equal_rates_are_not_always_won_by_the_same_peers() {
+        let old = Instant::now();
+        let t0 = old + Duration::from_secs(600);
+        let peers: Vec<PeerStat> = (1..=20).map(|k| stat(k, 0, 0, old)).collect();
+        let mut winners = BTreeSet::new();
+        for seed in 0..10 {
+            let mut c = Choker::new(ChokerConfig::default(), StdRng::seed_from_u64(seed));
+            let d = c.tick(t0, &peers, false).unwrap();
+            winners.extend(d.peers.iter().copied());
+        }
+        assert!(winners.len() > 10, "{winners:?}");
     }
 }
