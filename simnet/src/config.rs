@@ -25,7 +25,8 @@ pub struct NetworkConfig {
     /// A datagram that would wait longer than this in an up- or downlink queue is dropped
     /// (the router buffer is full).
     pub max_queue_delay: Duration,
-    /// Bytes a stream may have in flight or unread per direction before the writer blocks.
+    /// Bytes a stream may have in flight or unread per direction before the writer blocks
+    /// (default 1 MiB, so one stream fills 25 MB/s at a 40 ms round trip).
     pub stream_window: usize,
     /// A stream whose data cannot get through (partition) for this long is reset.
     pub stream_timeout: Duration,
@@ -47,7 +48,7 @@ impl Default for NetworkConfig {
             loss: 0.0,
             recv_queue: 1024,
             max_queue_delay: Duration::from_secs(2),
-            stream_window: 256 * 1024,
+            stream_window: 1024 * 1024,
             stream_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(10),
             accept_backlog: 128,

@@ -2,7 +2,8 @@
 //! and the time-ordered event queue. Handles (`Host`, `UdpSocket`, ...) are thin references
 //! into it. A single driver task delivers due events; there is no task or timer per packet.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +31,47 @@ pub(crate) const MAX_CHUNK: usize = 64 * 1024;
 const STREAM_RTO: Duration = Duration::from_secs(1);
 const EPHEMERAL_FIRST: u16 = 49152;
 
+/// A small multiplicative hasher for the lookup maps (keys are host ids, ports, addresses
+/// we created ourselves, so hash flooding is not a concern; SipHash showed up in profiles).
+#[derive(Default)]
+pub(crate) struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        // murmur3's fmix64: hashbrown takes buckets from the low bits and tags from the top
+        // bits, so every input bit must reach both ends.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(*b as u64);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(i as u64);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(i as u64);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<FastHasher>>;
+
 pub(crate) struct Shared {
     pub(crate) core: Mutex<Core>,
     notify: Arc<Notify>,
@@ -47,9 +89,15 @@ impl Shared {
     /// nudges the driver if the earliest event moved. Spawns the driver on first use.
     pub(crate) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut Core, Instant) -> R) -> R {
         let now = Instant::now();
+        self.with_core(|c| f(c, now))
+    }
+
+    /// [`Shared::with`] for operations that do not read the clock (receives): tokio's
+    /// test clock takes a lock on every `now()`.
+    pub(crate) fn with_core<R>(self: &Arc<Self>, f: impl FnOnce(&mut Core) -> R) -> R {
         let (r, wakers, notify, spawn) = {
             let mut core = self.core.lock();
-            let r = f(&mut core, now);
+            let r = f(&mut core);
             let spawn = !core.driver_started && tokio::runtime::Handle::try_current().is_ok();
             if spawn {
                 core.driver_started = true;
@@ -79,7 +127,7 @@ async fn driver(shared: Weak<Shared>, notify: Arc<Notify>) {
             let (next, wakers) = {
                 let mut core = sh.core.lock();
                 core.run_due(now);
-                let next = core.events.peek().map(|Reverse(e)| e.at);
+                let next = core.next_event();
                 core.driver_deadline = next;
                 core.needs_notify = false;
                 (next, std::mem::take(&mut core.wake))
@@ -102,27 +150,13 @@ async fn driver(shared: Weak<Shared>, notify: Arc<Notify>) {
     }
 }
 
-struct Event {
-    at: Instant,
+/// Heap entry: kept small (24 bytes) so sifting is cheap; the payload waits in a slab.
+/// Ordered by time, then by sequence number (FIFO among simultaneous events).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    at_ns: u64,
     seq: u64,
-    kind: EventKind,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Event {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
+    slot: u32,
 }
 
 enum Payload {
@@ -199,7 +233,7 @@ pub(crate) struct HostState {
     uplink_free: Instant,
     downlink_free: Instant,
     pub(crate) stats: Stats,
-    nat_seen: HashSet<SocketAddr>,
+    nat_seen: FastSet<SocketAddr>,
     nat_order: VecDeque<SocketAddr>,
     next_udp_port: u16,
     next_tcp_port: u16,
@@ -285,12 +319,16 @@ pub(crate) struct Core {
     rng: StdRng,
     seq: u64,
     next_id: u64,
-    events: BinaryHeap<Reverse<Event>>,
+    /// Virtual-time origin: event times are nanoseconds since this instant.
+    epoch: Instant,
+    events: BinaryHeap<Reverse<Key>>,
+    slab: Vec<Option<EventKind>>,
+    free: Vec<u32>,
     pub(crate) hosts: Vec<HostState>,
-    by_ip: HashMap<IpAddr, HostId>,
+    by_ip: FastMap<IpAddr, HostId>,
     // Lookup-only maps (never iterated), so HashMap order cannot leak into behaviour.
-    udp: HashMap<(HostId, u16), UdpState>,
-    listeners: HashMap<(HostId, u16), ListenerState>,
+    udp: FastMap<(HostId, u16), UdpState>,
+    listeners: FastMap<(HostId, u16), ListenerState>,
     // Iterated on host down: ordered by id for determinism.
     pub(crate) conns: BTreeMap<ConnId, Conn>,
     connects: BTreeMap<u64, PendingConnect>,
@@ -320,11 +358,14 @@ impl Core {
             rng: StdRng::seed_from_u64(seed),
             seq: 0,
             next_id: 1,
+            epoch: Instant::now(),
             events: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             hosts: Vec::new(),
-            by_ip: HashMap::new(),
-            udp: HashMap::new(),
-            listeners: HashMap::new(),
+            by_ip: FastMap::default(),
+            udp: FastMap::default(),
+            listeners: FastMap::default(),
             conns: BTreeMap::new(),
             connects: BTreeMap::new(),
             partitions: Vec::new(),
@@ -347,7 +388,26 @@ impl Core {
             self.driver_deadline = Some(at);
             self.needs_notify = true;
         }
-        self.events.push(Reverse(Event { at, seq: self.seq, kind }));
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(kind);
+                i
+            }
+            None => {
+                self.slab.push(Some(kind));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let at_ns = at.saturating_duration_since(self.epoch).as_nanos() as u64;
+        self.events.push(Reverse(Key { at_ns, seq: self.seq, slot }));
+    }
+
+    fn time_of(&self, at_ns: u64) -> Instant {
+        self.epoch + Duration::from_nanos(at_ns)
+    }
+
+    pub(crate) fn next_event(&self) -> Option<Instant> {
+        self.events.peek().map(|Reverse(k)| self.time_of(k.at_ns))
     }
 
     // ---------------------------------------------------------------- hosts
@@ -378,7 +438,7 @@ impl Core {
             uplink_free: now,
             downlink_free: now,
             stats: Stats::default(),
-            nat_seen: HashSet::new(),
+            nat_seen: FastSet::default(),
             nat_order: VecDeque::new(),
             next_udp_port: EPHEMERAL_FIRST,
             next_tcp_port: EPHEMERAL_FIRST,
@@ -1111,15 +1171,18 @@ impl Core {
     // ---------------------------------------------------------------- driver
 
     fn run_due(&mut self, now: Instant) {
-        while let Some(Reverse(ev)) = self.events.peek() {
-            if ev.at > now {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        while let Some(Reverse(k)) = self.events.peek() {
+            if k.at_ns > now_ns {
                 break;
             }
-            let Some(Reverse(ev)) = self.events.pop() else { break };
+            let Some(Reverse(k)) = self.events.pop() else { break };
+            let Some(kind) = self.slab.get_mut(k.slot as usize).and_then(Option::take) else { continue };
+            self.free.push(k.slot);
             // Process at the event's own time so the link model is not skewed by the
             // clock's granularity (tokio timers fire on millisecond ticks).
-            let t = ev.at;
-            match ev.kind {
+            let t = self.time_of(k.at_ns);
+            match kind {
                 EventKind::Arrive { src_host, dst_host, payload } => self.on_arrive(t, src_host, dst_host, payload),
                 EventKind::Deliver { src_host, dst_host, payload } => self.deliver(src_host, dst_host, payload),
                 EventKind::Syn { connect } => self.on_syn(t, connect),

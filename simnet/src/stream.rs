@@ -38,7 +38,7 @@ impl TcpListener {
 
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
         let (h, port, gen) = (self.host, self.local.port(), self.gen);
-        match self.shared.with(|c, _| c.accept(h, port, gen, cx.waker())) {
+        match self.shared.with_core(|c| c.accept(h, port, gen, cx.waker())) {
             Err(e) => Poll::Ready(Err(e)),
             Ok(None) => Poll::Pending,
             Ok(Some((conn, local, peer))) => {
@@ -106,7 +106,7 @@ impl Drop for ConnectGuard {
 pub(crate) async fn connect(shared: Arc<Shared>, host: HostId, addr: SocketAddr) -> io::Result<TcpStream> {
     let id = shared.with(|c, now| c.start_connect(now, host, addr))?;
     let mut guard = ConnectGuard { shared: shared.clone(), id, done: false };
-    let r = poll_fn(|cx| match shared.with(|c, _| c.poll_connect(id, cx.waker())) {
+    let r = poll_fn(|cx| match shared.with_core(|c| c.poll_connect(id, cx.waker())) {
         Some(r) => Poll::Ready(r),
         None => Poll::Pending,
     })

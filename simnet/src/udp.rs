@@ -50,7 +50,7 @@ impl UdpSocket {
     /// Poll form of [`UdpSocket::recv_from`].
     pub fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<(usize, SocketAddr)>> {
         let (h, port, gen) = (self.host, self.local.port(), self.gen);
-        match self.shared.with(|c, _| c.udp_recv(h, port, gen, cx.waker())) {
+        match self.shared.with_core(|c| c.udp_recv(h, port, gen, cx.waker())) {
             Err(e) => Poll::Ready(Err(e)),
             Ok(None) => Poll::Pending,
             Ok(Some((from, data))) => {

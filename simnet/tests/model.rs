@@ -67,7 +67,7 @@ async fn one_mib_over_one_mib_per_sec_takes_about_a_second() {
 #[tokio::test(start_paused = true)]
 async fn stream_throughput_is_window_over_rtt() {
     // Unlimited bandwidth, 100 ms one way: 256 KiB per 200 ms round trip = 1.25 MiB/s.
-    let cfg = NetworkConfig { latency: Duration::from_millis(50), ..Default::default() };
+    let cfg = NetworkConfig { latency: Duration::from_millis(50), stream_window: 256 * 1024, ..Default::default() };
     let net = Network::with_config(3, cfg);
     let a = net.add_host(ip("10.0.0.1")).unwrap();
     let b = net.add_host(ip("10.0.0.2")).unwrap();
