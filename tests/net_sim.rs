@@ -26,14 +26,18 @@ async fn udp_echo_over_sim() {
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
-            let Ok((n, from)) = ss.recv_from(&mut buf).await else { break };
+            let Ok((n, from)) = ss.recv_from(&mut buf).await else {
+                break;
+            };
             ss.send_to(&buf[..n], from).await.unwrap();
         }
     });
     let cs = client.bind_udp(sa("0.0.0.0:0")).await.unwrap();
     assert_eq!(cs.local_addr().unwrap().port(), 49152);
     let t0 = Instant::now();
-    cs.send_to(b"d1:ad2:id20:xe", sa("10.1.0.1:6881")).await.unwrap();
+    cs.send_to(b"d1:ad2:id20:xe", sa("10.1.0.1:6881"))
+        .await
+        .unwrap();
     let mut buf = [0u8; 1500];
     let (n, from) = cs.recv_from(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"d1:ad2:id20:xe");

@@ -25,7 +25,12 @@ fn status(field: &str) -> u64 {
 /// CPU time of this (single) thread: the machine is shared, so wall time alone overstates cost.
 fn cpu() -> Duration {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    Duration::from_nanos(s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0))
+    Duration::from_nanos(
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
 }
 
 fn host_ip(i: u32) -> IpAddr {
@@ -33,7 +38,11 @@ fn host_ip(i: u32) -> IpAddr {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
     rt.block_on(async {
         // ---------------------------------------------------------------- 1. setup
         let rss0 = status("VmRSS:");

@@ -3,8 +3,8 @@
 //! into it. A single driver task delivers due events; there is no task or timer per packet.
 
 use std::cmp::Reverse;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
@@ -347,7 +347,9 @@ fn err(kind: io::ErrorKind, msg: &'static str) -> io::Error {
 fn ser_time(bytes: usize, rate: Option<u64>) -> Duration {
     match rate {
         None => Duration::ZERO,
-        Some(r) => Duration::from_nanos(((bytes as u128 * 1_000_000_000) / r.max(1) as u128) as u64),
+        Some(r) => {
+            Duration::from_nanos(((bytes as u128 * 1_000_000_000) / r.max(1) as u128) as u64)
+        }
     }
 }
 
@@ -399,7 +401,11 @@ impl Core {
             }
         };
         let at_ns = at.saturating_duration_since(self.epoch).as_nanos() as u64;
-        self.events.push(Reverse(Key { at_ns, seq: self.seq, slot }));
+        self.events.push(Reverse(Key {
+            at_ns,
+            seq: self.seq,
+            slot,
+        }));
     }
 
     fn time_of(&self, at_ns: u64) -> Instant {
@@ -414,12 +420,18 @@ impl Core {
 
     pub(crate) fn add_host(&mut self, hc: HostConfig, now: Instant) -> io::Result<HostId> {
         if hc.ips.is_empty() {
-            return Err(err(io::ErrorKind::InvalidInput, "simnet: host needs an address"));
+            return Err(err(
+                io::ErrorKind::InvalidInput,
+                "simnet: host needs an address",
+            ));
         }
         let mut seen = BTreeSet::new();
         for ip in &hc.ips {
             if ip.is_unspecified() || self.by_ip.contains_key(ip) || !seen.insert(*ip) {
-                return Err(err(io::ErrorKind::AddrInUse, "simnet: host address taken or invalid"));
+                return Err(err(
+                    io::ErrorKind::AddrInUse,
+                    "simnet: host address taken or invalid",
+                ));
             }
         }
         let id = self.hosts.len();
@@ -451,7 +463,9 @@ impl Core {
     }
 
     pub(crate) fn set_up(&mut self, h: HostId, now: Instant, up: bool) {
-        let Some(host) = self.hosts.get_mut(h) else { return };
+        let Some(host) = self.hosts.get_mut(h) else {
+            return;
+        };
         if host.up == up {
             return;
         }
@@ -471,7 +485,12 @@ impl Core {
                 self.wake.extend(s.wakers);
             }
         }
-        let ports: Vec<(HostId, u16)> = self.listeners.keys().filter(|k| k.0 == h).copied().collect();
+        let ports: Vec<(HostId, u16)> = self
+            .listeners
+            .keys()
+            .filter(|k| k.0 == h)
+            .copied()
+            .collect();
         for k in ports {
             if let Some(l) = self.listeners.remove(&k) {
                 self.wake.extend(l.wakers);
@@ -480,7 +499,11 @@ impl Core {
         // Connections: our end aborts now, the peer sees a reset one latency later.
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
-            let Some(hosts) = self.conns.get(&id).map(|c| [c.ends[0].host, c.ends[1].host]) else {
+            let Some(hosts) = self
+                .conns
+                .get(&id)
+                .map(|c| [c.ends[0].host, c.ends[1].host])
+            else {
                 continue;
             };
             for e in 0..2 {
@@ -489,12 +512,23 @@ impl Core {
                     self.fail_end(id, e, io::ErrorKind::ConnectionAborted);
                     if peer_host != h {
                         let at = now + self.base_latency(h, peer_host);
-                        self.push(at, EventKind::Reset { conn: id, end: 1 - e });
+                        self.push(
+                            at,
+                            EventKind::Reset {
+                                conn: id,
+                                end: 1 - e,
+                            },
+                        );
                     }
                 }
             }
         }
-        let ids: Vec<u64> = self.connects.iter().filter(|(_, p)| p.host == h).map(|(k, _)| *k).collect();
+        let ids: Vec<u64> = self
+            .connects
+            .iter()
+            .filter(|(_, p)| p.host == h)
+            .map(|(k, _)| *k)
+            .collect();
         for id in ids {
             self.finish_connect(id, Err(io::ErrorKind::NetworkDown));
         }
@@ -511,9 +545,9 @@ impl Core {
     }
 
     fn blocked(&self, a: HostId, b: HostId) -> bool {
-        self.partitions.iter().any(|(x, y)| {
-            (x.contains(&a) && y.contains(&b)) || (x.contains(&b) && y.contains(&a))
-        })
+        self.partitions
+            .iter()
+            .any(|(x, y)| (x.contains(&a) && y.contains(&b)) || (x.contains(&b) && y.contains(&a)))
     }
 
     fn base_latency(&self, a: HostId, b: HostId) -> Duration {
@@ -548,7 +582,11 @@ impl Core {
             return bound;
         }
         let ips = &self.hosts[h].ips;
-        ips.iter().find(|ip| ip.is_ipv4() == dst.is_ipv4()).or(ips.first()).copied().unwrap_or(bound)
+        ips.iter()
+            .find(|ip| ip.is_ipv4() == dst.is_ipv4())
+            .or(ips.first())
+            .copied()
+            .unwrap_or(bound)
     }
 
     fn check_local(&self, h: HostId, addr: SocketAddr) -> io::Result<()> {
@@ -557,7 +595,10 @@ impl Core {
             return Err(err(io::ErrorKind::NetworkDown, "simnet: host is down"));
         }
         if !addr.ip().is_unspecified() && !host.ips.contains(&addr.ip()) {
-            return Err(err(io::ErrorKind::AddrNotAvailable, "simnet: address not on this host"));
+            return Err(err(
+                io::ErrorKind::AddrNotAvailable,
+                "simnet: address not on this host",
+            ));
         }
         Ok(())
     }
@@ -565,34 +606,73 @@ impl Core {
     fn pick_port(&mut self, h: HostId, tcp: bool) -> io::Result<u16> {
         for _ in 0..=(u16::MAX - EPHEMERAL_FIRST) {
             let host = &mut self.hosts[h];
-            let next = if tcp { &mut host.next_tcp_port } else { &mut host.next_udp_port };
+            let next = if tcp {
+                &mut host.next_tcp_port
+            } else {
+                &mut host.next_udp_port
+            };
             let p = *next;
-            *next = if p == u16::MAX { EPHEMERAL_FIRST } else { p + 1 };
-            let taken = if tcp { self.listeners.contains_key(&(h, p)) } else { self.udp.contains_key(&(h, p)) };
+            *next = if p == u16::MAX {
+                EPHEMERAL_FIRST
+            } else {
+                p + 1
+            };
+            let taken = if tcp {
+                self.listeners.contains_key(&(h, p))
+            } else {
+                self.udp.contains_key(&(h, p))
+            };
             if !taken {
                 return Ok(p);
             }
         }
-        Err(err(io::ErrorKind::AddrInUse, "simnet: no free ephemeral port"))
+        Err(err(
+            io::ErrorKind::AddrInUse,
+            "simnet: no free ephemeral port",
+        ))
     }
 
     // ---------------------------------------------------------------- UDP
 
-    pub(crate) fn bind_udp(&mut self, h: HostId, addr: SocketAddr) -> io::Result<(SocketAddr, u64)> {
+    pub(crate) fn bind_udp(
+        &mut self,
+        h: HostId,
+        addr: SocketAddr,
+    ) -> io::Result<(SocketAddr, u64)> {
         self.check_local(h, addr)?;
-        let port = if addr.port() == 0 { self.pick_port(h, false)? } else { addr.port() };
+        let port = if addr.port() == 0 {
+            self.pick_port(h, false)?
+        } else {
+            addr.port()
+        };
         if self.udp.contains_key(&(h, port)) {
             return Err(err(io::ErrorKind::AddrInUse, "simnet: UDP port in use"));
         }
         let gen = self.id();
-        self.udp.insert((h, port), UdpState { gen, ip: addr.ip(), queue: VecDeque::new(), wakers: Vec::new() });
+        self.udp.insert(
+            (h, port),
+            UdpState {
+                gen,
+                ip: addr.ip(),
+                queue: VecDeque::new(),
+                wakers: Vec::new(),
+            },
+        );
         Ok((SocketAddr::new(addr.ip(), port), gen))
     }
 
-    pub(crate) fn udp_state(&mut self, h: HostId, port: u16, gen: u64) -> io::Result<&mut UdpState> {
+    pub(crate) fn udp_state(
+        &mut self,
+        h: HostId,
+        port: u16,
+        gen: u64,
+    ) -> io::Result<&mut UdpState> {
         match self.udp.get_mut(&(h, port)) {
             Some(s) if s.gen == gen => Ok(s),
-            _ => Err(err(io::ErrorKind::NetworkDown, "simnet: socket closed (host went down)")),
+            _ => Err(err(
+                io::ErrorKind::NetworkDown,
+                "simnet: socket closed (host went down)",
+            )),
         }
     }
 
@@ -630,7 +710,10 @@ impl Core {
         dst: SocketAddr,
     ) -> io::Result<usize> {
         if buf.len() > MAX_DATAGRAM {
-            return Err(err(io::ErrorKind::InvalidInput, "simnet: datagram too large"));
+            return Err(err(
+                io::ErrorKind::InvalidInput,
+                "simnet: datagram too large",
+            ));
         }
         let bound_ip = self.udp_state(h, port, gen)?.ip;
         let src = SocketAddr::new(self.source_ip(h, bound_ip, dst.ip()), port);
@@ -650,7 +733,11 @@ impl Core {
             self.count_drop(h, buf.len());
             return Ok(buf.len());
         }
-        let payload = Payload::Datagram { src, dst, data: buf.to_vec() };
+        let payload = Payload::Datagram {
+            src,
+            dst,
+            data: buf.to_vec(),
+        };
         self.transmit(now, h, dst_host, payload, None);
         Ok(buf.len())
     }
@@ -697,7 +784,14 @@ impl Core {
             // Stream bytes never overtake each other.
             at = at.max(f);
         }
-        self.push(at, EventKind::Arrive { src_host: src, dst_host: dst, payload });
+        self.push(
+            at,
+            EventKind::Arrive {
+                src_host: src,
+                dst_host: dst,
+                payload,
+            },
+        );
         Some(at)
     }
 
@@ -730,13 +824,24 @@ impl Core {
         }
         let at = start + ser_time(size, host.down_rate);
         host.downlink_free = at;
-        self.push(at, EventKind::Deliver { src_host: src, dst_host: dst, payload });
+        self.push(
+            at,
+            EventKind::Deliver {
+                src_host: src,
+                dst_host: dst,
+                payload,
+            },
+        );
     }
 
     fn deliver(&mut self, src: HostId, dst: HostId, payload: Payload) {
         let size = payload.len();
         match payload {
-            Payload::Datagram { src: from, dst: to, data } => {
+            Payload::Datagram {
+                src: from,
+                dst: to,
+                data,
+            } => {
                 let limit = self.cfg.recv_queue;
                 let ok = self.hosts[dst].up;
                 let sock = self
@@ -752,7 +857,12 @@ impl Core {
                     _ => self.count_drop(src, size),
                 }
             }
-            Payload::Chunk { conn, from, data, fin } => {
+            Payload::Chunk {
+                conn,
+                from,
+                data,
+                fin,
+            } => {
                 let to = 1 - from;
                 let Some(c) = self.conns.get_mut(&conn) else {
                     self.count_drop(src, size);
@@ -789,14 +899,23 @@ impl Core {
 
     pub(crate) fn listen(&mut self, h: HostId, addr: SocketAddr) -> io::Result<(SocketAddr, u64)> {
         self.check_local(h, addr)?;
-        let port = if addr.port() == 0 { self.pick_port(h, true)? } else { addr.port() };
+        let port = if addr.port() == 0 {
+            self.pick_port(h, true)?
+        } else {
+            addr.port()
+        };
         if self.listeners.contains_key(&(h, port)) {
             return Err(err(io::ErrorKind::AddrInUse, "simnet: TCP port in use"));
         }
         let gen = self.id();
         self.listeners.insert(
             (h, port),
-            ListenerState { gen, ip: addr.ip(), backlog: VecDeque::new(), wakers: Vec::new() },
+            ListenerState {
+                gen,
+                ip: addr.ip(),
+                backlog: VecDeque::new(),
+                wakers: Vec::new(),
+            },
         );
         Ok((SocketAddr::new(addr.ip(), port), gen))
     }
@@ -810,10 +929,19 @@ impl Core {
     ) -> io::Result<Option<(ConnId, SocketAddr, SocketAddr)>> {
         let l = match self.listeners.get_mut(&(h, port)) {
             Some(l) if l.gen == gen => l,
-            _ => return Err(err(io::ErrorKind::NetworkDown, "simnet: listener closed (host went down)")),
+            _ => {
+                return Err(err(
+                    io::ErrorKind::NetworkDown,
+                    "simnet: listener closed (host went down)",
+                ))
+            }
         };
         if let Some((conn, peer)) = l.backlog.pop_front() {
-            let local = self.conns.get(&conn).map(|c| c.ends[1].addr).unwrap_or(peer);
+            let local = self
+                .conns
+                .get(&conn)
+                .map(|c| c.ends[1].addr)
+                .unwrap_or(peer);
             return Ok(Some((conn, local, peer)));
         }
         if !l.wakers.iter().any(|w| w.will_wake(waker)) {
@@ -833,7 +961,12 @@ impl Core {
         }
     }
 
-    pub(crate) fn start_connect(&mut self, now: Instant, h: HostId, remote: SocketAddr) -> io::Result<u64> {
+    pub(crate) fn start_connect(
+        &mut self,
+        now: Instant,
+        h: HostId,
+        remote: SocketAddr,
+    ) -> io::Result<u64> {
         let host = &self.hosts[h];
         if !host.up {
             return Err(err(io::ErrorKind::NetworkDown, "simnet: host is down"));
@@ -853,7 +986,10 @@ impl Core {
                 waker: None,
             },
         );
-        self.push(now + self.cfg.connect_timeout, EventKind::ConnectTimeout { connect: id });
+        self.push(
+            now + self.cfg.connect_timeout,
+            EventKind::ConnectTimeout { connect: id },
+        );
         let reachable = dst_host.is_some_and(|d| self.hosts[d].up && !self.blocked(h, d));
         if let (Some(d), true) = (dst_host, reachable) {
             let at = now + self.base_latency(h, d) + self.jitter(h) + self.jitter(d);
@@ -904,7 +1040,9 @@ impl Core {
     }
 
     fn on_syn(&mut self, now: Instant, id: u64) {
-        let Some(p) = self.connects.get(&id) else { return };
+        let Some(p) = self.connects.get(&id) else {
+            return;
+        };
         let (src, local, remote) = (p.host, p.local, p.remote);
         let Some(dst) = p.dst_host else { return };
         if !self.hosts[dst].up {
@@ -915,21 +1053,37 @@ impl Core {
         }
         let back = now + self.base_latency(src, dst);
         let backlog = self.cfg.accept_backlog;
-        let ok = self
-            .listeners
-            .get(&(dst, remote.port()))
-            .is_some_and(|l| (l.ip.is_unspecified() || l.ip == remote.ip()) && l.backlog.len() < backlog);
+        let ok = self.listeners.get(&(dst, remote.port())).is_some_and(|l| {
+            (l.ip.is_unspecified() || l.ip == remote.ip()) && l.backlog.len() < backlog
+        });
         if !ok {
-            self.push(back, EventKind::ConnectDone { connect: id, result: Err(io::ErrorKind::ConnectionRefused) });
+            self.push(
+                back,
+                EventKind::ConnectDone {
+                    connect: id,
+                    result: Err(io::ErrorKind::ConnectionRefused),
+                },
+            );
             return;
         }
         let conn = self.id();
-        self.conns.insert(conn, Conn { ends: [End::new(src, local, now), End::new(dst, remote, now)] });
+        self.conns.insert(
+            conn,
+            Conn {
+                ends: [End::new(src, local, now), End::new(dst, remote, now)],
+            },
+        );
         if let Some(l) = self.listeners.get_mut(&(dst, remote.port())) {
             l.backlog.push_back((conn, local));
             self.wake.append(&mut l.wakers);
         }
-        self.push(back, EventKind::ConnectDone { connect: id, result: Ok(conn) });
+        self.push(
+            back,
+            EventKind::ConnectDone {
+                connect: id,
+                result: Ok(conn),
+            },
+        );
     }
 
     fn on_connect_done(&mut self, now: Instant, id: u64, r: Result<ConnId, io::ErrorKind>) {
@@ -943,7 +1097,9 @@ impl Core {
 
     /// Marks an end failed and wakes its reader and writer.
     fn fail_end(&mut self, conn: ConnId, end: usize, kind: io::ErrorKind) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let e = &mut c.ends[end];
         if e.error.is_none() {
             e.error = Some(kind);
@@ -959,14 +1115,20 @@ impl Core {
     }
 
     fn maybe_remove(&mut self, conn: ConnId) {
-        if self.conns.get(&conn).is_some_and(|c| c.ends.iter().all(|e| e.dropped)) {
+        if self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.ends.iter().all(|e| e.dropped))
+        {
             self.conns.remove(&conn);
         }
     }
 
     /// A stream handle was dropped: graceful FIN if its receive side is drained, else reset.
     pub(crate) fn drop_end(&mut self, now: Instant, conn: ConnId, end: usize) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let e = &mut c.ends[end];
         e.dropped = true;
         e.reader = None;
@@ -996,7 +1158,10 @@ impl Core {
     ) -> Option<io::Result<usize>> {
         let window = self.cfg.stream_window as u64;
         let Some(c) = self.conns.get_mut(&conn) else {
-            return Some(Err(err(io::ErrorKind::NotConnected, "simnet: stream closed")));
+            return Some(Err(err(
+                io::ErrorKind::NotConnected,
+                "simnet: stream closed",
+            )));
         };
         let peer_host = c.ends[1 - end].host;
         let e = &mut c.ends[end];
@@ -1031,7 +1196,14 @@ impl Core {
             let consumed = e.consumed;
             let host = e.host;
             let at = now + self.base_latency(host, peer_host);
-            self.push(at, EventKind::Ack { conn, from: 1 - end, consumed });
+            self.push(
+                at,
+                EventKind::Ack {
+                    conn,
+                    from: 1 - end,
+                    consumed,
+                },
+            );
         }
         Some(Ok(n))
     }
@@ -1046,14 +1218,20 @@ impl Core {
     ) -> Option<io::Result<usize>> {
         let window = self.cfg.stream_window as u64;
         let Some(c) = self.conns.get_mut(&conn) else {
-            return Some(Err(err(io::ErrorKind::NotConnected, "simnet: stream closed")));
+            return Some(Err(err(
+                io::ErrorKind::NotConnected,
+                "simnet: stream closed",
+            )));
         };
         let e = &mut c.ends[end];
         if let Some(kind) = e.error {
             return Some(Err(io::Error::new(kind, stream_msg(kind))));
         }
         if e.fin_sent {
-            return Some(Err(err(io::ErrorKind::BrokenPipe, "simnet: stream shut down for writing")));
+            return Some(Err(err(
+                io::ErrorKind::BrokenPipe,
+                "simnet: stream shut down for writing",
+            )));
         }
         if buf.is_empty() {
             return Some(Ok(0));
@@ -1069,7 +1247,12 @@ impl Core {
         Some(Ok(n))
     }
 
-    pub(crate) fn stream_shutdown(&mut self, now: Instant, conn: ConnId, end: usize) -> io::Result<()> {
+    pub(crate) fn stream_shutdown(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        end: usize,
+    ) -> io::Result<()> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Err(err(io::ErrorKind::NotConnected, "simnet: stream closed"));
         };
@@ -1085,14 +1268,18 @@ impl Core {
     }
 
     fn send_chunk(&mut self, now: Instant, conn: ConnId, from: usize, data: Vec<u8>, fin: bool) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let (src, dst) = (c.ends[from].host, c.ends[1 - from].host);
         if fin {
             c.ends[from].fin_sent = true;
         }
         let stalled = !c.ends[from].stall.is_empty();
         if stalled || self.blocked(src, dst) {
-            let Some(c) = self.conns.get_mut(&conn) else { return };
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
             let e = &mut c.ends[from];
             e.stall.push_back((data, fin));
             e.stall_since.get_or_insert(now);
@@ -1122,8 +1309,23 @@ impl Core {
         s.bytes_sent += len;
         self.total.packets_sent += 1;
         self.total.bytes_sent += len;
-        let floor = self.conns.get(&conn).map(|c| c.ends[from].last_arrival).unwrap_or(now);
-        let at = self.transmit(now, src, dst, Payload::Chunk { conn, from, data, fin }, Some(floor));
+        let floor = self
+            .conns
+            .get(&conn)
+            .map(|c| c.ends[from].last_arrival)
+            .unwrap_or(now);
+        let at = self.transmit(
+            now,
+            src,
+            dst,
+            Payload::Chunk {
+                conn,
+                from,
+                data,
+                fin,
+            },
+            Some(floor),
+        );
         if let (Some(at), Some(c)) = (at, self.conns.get_mut(&conn)) {
             c.ends[from].last_arrival = at;
         }
@@ -1131,7 +1333,9 @@ impl Core {
 
     fn on_retry(&mut self, now: Instant, conn: ConnId, from: usize) {
         let timeout = self.cfg.stream_timeout;
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let (src, dst) = (c.ends[from].host, c.ends[1 - from].host);
         c.ends[from].retry_pending = false;
         if c.ends[from].error.is_some() {
@@ -1139,7 +1343,9 @@ impl Core {
         }
         let since = c.ends[from].stall_since.unwrap_or(now);
         if !self.blocked(src, dst) {
-            let Some(c) = self.conns.get_mut(&conn) else { return };
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
             let stall = std::mem::take(&mut c.ends[from].stall);
             c.ends[from].stall_since = None;
             for (data, fin) in stall {
@@ -1160,7 +1366,9 @@ impl Core {
     }
 
     fn on_ack(&mut self, conn: ConnId, from: usize, consumed: u64) {
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let e = &mut c.ends[from];
         e.acked = e.acked.max(consumed).min(e.sent);
         if let Some(w) = e.writer.take() {
@@ -1176,20 +1384,42 @@ impl Core {
             if k.at_ns > now_ns {
                 break;
             }
-            let Some(Reverse(k)) = self.events.pop() else { break };
-            let Some(kind) = self.slab.get_mut(k.slot as usize).and_then(Option::take) else { continue };
+            let Some(Reverse(k)) = self.events.pop() else {
+                break;
+            };
+            let Some(kind) = self.slab.get_mut(k.slot as usize).and_then(Option::take) else {
+                continue;
+            };
             self.free.push(k.slot);
             // Process at the event's own time so the link model is not skewed by the
             // clock's granularity (tokio timers fire on millisecond ticks).
             let t = self.time_of(k.at_ns);
             match kind {
-                EventKind::Arrive { src_host, dst_host, payload } => self.on_arrive(t, src_host, dst_host, payload),
-                EventKind::Deliver { src_host, dst_host, payload } => self.deliver(src_host, dst_host, payload),
+                EventKind::Arrive {
+                    src_host,
+                    dst_host,
+                    payload,
+                } => self.on_arrive(t, src_host, dst_host, payload),
+                EventKind::Deliver {
+                    src_host,
+                    dst_host,
+                    payload,
+                } => self.deliver(src_host, dst_host, payload),
                 EventKind::Syn { connect } => self.on_syn(t, connect),
-                EventKind::ConnectDone { connect, result } => self.on_connect_done(t, connect, result),
-                EventKind::ConnectTimeout { connect } => self.finish_connect(connect, Err(io::ErrorKind::TimedOut)),
-                EventKind::Ack { conn, from, consumed } => self.on_ack(conn, from, consumed),
-                EventKind::Reset { conn, end } => self.fail_end(conn, end, io::ErrorKind::ConnectionReset),
+                EventKind::ConnectDone { connect, result } => {
+                    self.on_connect_done(t, connect, result)
+                }
+                EventKind::ConnectTimeout { connect } => {
+                    self.finish_connect(connect, Err(io::ErrorKind::TimedOut))
+                }
+                EventKind::Ack {
+                    conn,
+                    from,
+                    consumed,
+                } => self.on_ack(conn, from, consumed),
+                EventKind::Reset { conn, end } => {
+                    self.fail_end(conn, end, io::ErrorKind::ConnectionReset)
+                }
                 EventKind::Retry { conn, from } => self.on_retry(t, conn, from),
             }
         }

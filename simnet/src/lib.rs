@@ -83,7 +83,9 @@ impl Network {
     }
 
     pub fn with_config(seed: u64, cfg: NetworkConfig) -> Network {
-        Network { shared: Shared::new(seed, cfg) }
+        Network {
+            shared: Shared::new(seed, cfg),
+        }
     }
 
     /// Adds a host with one address and the network's default link parameters.
@@ -95,13 +97,19 @@ impl Network {
     pub fn add_host_with(&self, cfg: HostConfig) -> io::Result<Host> {
         let now = tokio::time::Instant::now();
         let id = self.shared.core.lock().add_host(cfg, now)?;
-        Ok(Host { shared: self.shared.clone(), id })
+        Ok(Host {
+            shared: self.shared.clone(),
+            id,
+        })
     }
 
     /// The host owning `ip`, if any.
     pub fn host(&self, ip: IpAddr) -> Option<Host> {
         let id = self.shared.core.lock().host_by_ip(ip)?;
-        Some(Host { shared: self.shared.clone(), id })
+        Some(Host {
+            shared: self.shared.clone(),
+            id,
+        })
     }
 
     /// Cuts every path between a host in `a` and a host in `b` (both directions) until
@@ -153,7 +161,9 @@ impl Host {
     }
 
     pub fn network(&self) -> Network {
-        Network { shared: self.shared.clone() }
+        Network {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Binds a UDP socket. The IP must be unspecified or one of the host's; port 0 picks an

@@ -63,7 +63,8 @@ impl AsyncUdpSocket for QuinnSocket {
                 }
             }
             _ => {
-                self.inner.try_send_to(transmit.contents, transmit.destination)?;
+                self.inner
+                    .try_send_to(transmit.contents, transmit.destination)?;
             }
         }
         Ok(())

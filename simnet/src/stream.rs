@@ -22,13 +22,20 @@ pub struct TcpListener {
 
 impl fmt::Debug for TcpListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpListener").field("local", &self.local).finish()
+        f.debug_struct("TcpListener")
+            .field("local", &self.local)
+            .finish()
     }
 }
 
 impl TcpListener {
     pub(crate) fn new(shared: Arc<Shared>, host: HostId, local: SocketAddr, gen: u64) -> Self {
-        TcpListener { shared, host, local, gen }
+        TcpListener {
+            shared,
+            host,
+            local,
+            gen,
+        }
     }
 
     /// Waits for the next connection; returns it with the peer's address.
@@ -38,11 +45,20 @@ impl TcpListener {
 
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
         let (h, port, gen) = (self.host, self.local.port(), self.gen);
-        match self.shared.with_core(|c| c.accept(h, port, gen, cx.waker())) {
+        match self
+            .shared
+            .with_core(|c| c.accept(h, port, gen, cx.waker()))
+        {
             Err(e) => Poll::Ready(Err(e)),
             Ok(None) => Poll::Pending,
             Ok(Some((conn, local, peer))) => {
-                let s = TcpStream { shared: self.shared.clone(), conn, end: 1, local, peer };
+                let s = TcpStream {
+                    shared: self.shared.clone(),
+                    conn,
+                    end: 1,
+                    local,
+                    peer,
+                };
                 Poll::Ready(Ok((s, peer)))
             }
         }
@@ -73,7 +89,10 @@ pub struct TcpStream {
 
 impl fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TcpStream").field("local", &self.local).field("peer", &self.peer).finish()
+        f.debug_struct("TcpStream")
+            .field("local", &self.local)
+            .field("peer", &self.peer)
+            .finish()
     }
 }
 
@@ -103,24 +122,47 @@ impl Drop for ConnectGuard {
     }
 }
 
-pub(crate) async fn connect(shared: Arc<Shared>, host: HostId, addr: SocketAddr) -> io::Result<TcpStream> {
+pub(crate) async fn connect(
+    shared: Arc<Shared>,
+    host: HostId,
+    addr: SocketAddr,
+) -> io::Result<TcpStream> {
     let id = shared.with(|c, now| c.start_connect(now, host, addr))?;
-    let mut guard = ConnectGuard { shared: shared.clone(), id, done: false };
-    let r = poll_fn(|cx| match shared.with_core(|c| c.poll_connect(id, cx.waker())) {
-        Some(r) => Poll::Ready(r),
-        None => Poll::Pending,
-    })
+    let mut guard = ConnectGuard {
+        shared: shared.clone(),
+        id,
+        done: false,
+    };
+    let r = poll_fn(
+        |cx| match shared.with_core(|c| c.poll_connect(id, cx.waker())) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        },
+    )
     .await;
     guard.done = true;
     let (conn, local, peer) = r?;
-    Ok(TcpStream { shared, conn, end: 0, local, peer })
+    Ok(TcpStream {
+        shared,
+        conn,
+        end: 0,
+        local,
+        peer,
+    })
 }
 
 impl AsyncRead for TcpStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let (conn, end) = (self.conn, self.end);
         let dst = buf.initialize_unfilled();
-        match self.shared.with(|c, now| c.stream_read(now, conn, end, dst, cx.waker())) {
+        match self
+            .shared
+            .with(|c, now| c.stream_read(now, conn, end, dst, cx.waker()))
+        {
             None => Poll::Pending,
             Some(Err(e)) => Poll::Ready(Err(e)),
             Some(Ok(n)) => {
@@ -132,9 +174,16 @@ impl AsyncRead for TcpStream {
 }
 
 impl AsyncWrite for TcpStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let (conn, end) = (self.conn, self.end);
-        match self.shared.with(|c, now| c.stream_write(now, conn, end, buf, cx.waker())) {
+        match self
+            .shared
+            .with(|c, now| c.stream_write(now, conn, end, buf, cx.waker()))
+        {
             None => Poll::Pending,
             Some(r) => Poll::Ready(r),
         }

@@ -21,13 +21,20 @@ pub struct UdpSocket {
 
 impl fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UdpSocket").field("local", &self.local).finish()
+        f.debug_struct("UdpSocket")
+            .field("local", &self.local)
+            .finish()
     }
 }
 
 impl UdpSocket {
     pub(crate) fn new(shared: Arc<Shared>, host: HostId, local: SocketAddr, gen: u64) -> Self {
-        UdpSocket { shared, host, local, gen }
+        UdpSocket {
+            shared,
+            host,
+            local,
+            gen,
+        }
     }
 
     /// Queues `buf` for `addr`; returns its length. Errors if the socket's host went down or
@@ -39,7 +46,8 @@ impl UdpSocket {
     /// [`UdpSocket::send_to`] without the `async` (sending never waits).
     pub fn try_send_to(&self, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
         let (h, port, gen) = (self.host, self.local.port(), self.gen);
-        self.shared.with(|c, now| c.udp_send(now, h, port, gen, buf, addr))
+        self.shared
+            .with(|c, now| c.udp_send(now, h, port, gen, buf, addr))
     }
 
     /// Receives one datagram; a datagram longer than `buf` is truncated.
@@ -48,9 +56,16 @@ impl UdpSocket {
     }
 
     /// Poll form of [`UdpSocket::recv_from`].
-    pub fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<(usize, SocketAddr)>> {
+    pub fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
         let (h, port, gen) = (self.host, self.local.port(), self.gen);
-        match self.shared.with_core(|c| c.udp_recv(h, port, gen, cx.waker())) {
+        match self
+            .shared
+            .with_core(|c| c.udp_recv(h, port, gen, cx.waker()))
+        {
             Err(e) => Poll::Ready(Err(e)),
             Ok(None) => Poll::Pending,
             Ok(Some((from, data))) => {

@@ -31,7 +31,9 @@ async fn partition_blocks_and_heal_restores() {
     net.partition(&[ip("10.0.0.1")], &[ip("10.0.0.2")]);
     let mut buf = [0u8; 16];
     ua.send_to(b"lost", sa("10.0.0.2:1")).await.unwrap();
-    assert!(timeout(Duration::from_secs(5), ub.recv_from(&mut buf)).await.is_err());
+    assert!(timeout(Duration::from_secs(5), ub.recv_from(&mut buf))
+        .await
+        .is_err());
     // c is outside the partition.
     ua.send_to(b"ok", sa("10.0.0.3:1")).await.unwrap();
     assert_eq!(uc.recv_from(&mut buf).await.unwrap().0, 2);
@@ -41,7 +43,9 @@ async fn partition_blocks_and_heal_restores() {
     assert_eq!(e.kind(), ErrorKind::TimedOut);
     assert_eq!(t0.elapsed(), net.config().connect_timeout);
     s_ab.write_all(b"stalled").await.unwrap();
-    assert!(timeout(Duration::from_secs(5), s_ba.read(&mut buf)).await.is_err());
+    assert!(timeout(Duration::from_secs(5), s_ba.read(&mut buf))
+        .await
+        .is_err());
 
     net.heal();
     let n = s_ba.read(&mut buf).await.unwrap();
@@ -67,8 +71,14 @@ async fn long_partition_resets_streams() {
     assert_eq!(e.kind(), ErrorKind::TimedOut);
     let dt = t0.elapsed();
     let limit = net.config().stream_timeout;
-    assert!(dt >= limit && dt <= limit + Duration::from_secs(1), "{dt:?}");
-    assert_eq!(s_ab.write_all(b"x").await.unwrap_err().kind(), ErrorKind::TimedOut);
+    assert!(
+        dt >= limit && dt <= limit + Duration::from_secs(1),
+        "{dt:?}"
+    );
+    assert_eq!(
+        s_ab.write_all(b"x").await.unwrap_err().kind(),
+        ErrorKind::TimedOut
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -90,21 +100,36 @@ async fn downed_host_peers_see_errors() {
     b.down();
     assert!(!b.is_up());
     // b's own sockets fail at once.
-    assert_eq!(waiter.await.unwrap().unwrap_err().kind(), ErrorKind::NetworkDown);
+    assert_eq!(
+        waiter.await.unwrap().unwrap_err().kind(),
+        ErrorKind::NetworkDown
+    );
     assert_eq!(l.accept().await.unwrap_err().kind(), ErrorKind::NetworkDown);
     let mut buf = [0u8; 8];
-    assert_eq!(s_ba.read(&mut buf).await.unwrap_err().kind(), ErrorKind::ConnectionAborted);
+    assert_eq!(
+        s_ba.read(&mut buf).await.unwrap_err().kind(),
+        ErrorKind::ConnectionAborted
+    );
     // Its peer sees a reset one latency (20 ms) later.
     let t0 = Instant::now();
-    assert_eq!(s_ab.read(&mut buf).await.unwrap_err().kind(), ErrorKind::ConnectionReset);
+    assert_eq!(
+        s_ab.read(&mut buf).await.unwrap_err().kind(),
+        ErrorKind::ConnectionReset
+    );
     assert_eq!(t0.elapsed(), Duration::from_millis(20));
     // Datagrams to it vanish; connects to it time out; it cannot open sockets.
     let before = a.stats().packets_dropped;
     ua.send_to(b"x", sa("10.0.0.2:1")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(a.stats().packets_dropped, before + 1);
-    assert_eq!(a.connect(sa("10.0.0.2:80")).await.unwrap_err().kind(), ErrorKind::TimedOut);
-    assert_eq!(b.bind_udp(sa("0.0.0.0:2")).await.unwrap_err().kind(), ErrorKind::NetworkDown);
+    assert_eq!(
+        a.connect(sa("10.0.0.2:80")).await.unwrap_err().kind(),
+        ErrorKind::TimedOut
+    );
+    assert_eq!(
+        b.bind_udp(sa("0.0.0.0:2")).await.unwrap_err().kind(),
+        ErrorKind::NetworkDown
+    );
 
     b.up();
     let l2 = b.listen(sa("0.0.0.0:80")).await.unwrap();
@@ -138,13 +163,18 @@ async fn dropping_a_stream_with_unread_data_resets_the_peer() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(s);
     let mut buf = [0u8; 8];
-    assert_eq!(c.read(&mut buf).await.unwrap_err().kind(), ErrorKind::ConnectionReset);
+    assert_eq!(
+        c.read(&mut buf).await.unwrap_err().kind(),
+        ErrorKind::ConnectionReset
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn nat_host_is_reachable_only_after_it_sends() {
     let net = Network::new(6);
-    let n = net.add_host_with(HostConfig::new(ip("192.168.0.2")).nat(true)).unwrap();
+    let n = net
+        .add_host_with(HostConfig::new(ip("192.168.0.2")).nat(true))
+        .unwrap();
     let p = net.add_host(ip("10.0.0.1")).unwrap();
     let un = n.bind_udp(sa("0.0.0.0:6881")).await.unwrap();
     let up = p.bind_udp(sa("0.0.0.0:6881")).await.unwrap();
@@ -152,9 +182,16 @@ async fn nat_host_is_reachable_only_after_it_sends() {
     let lp = p.listen(sa("0.0.0.0:6881")).await.unwrap();
     let mut buf = [0u8; 16];
 
-    up.send_to(b"unsolicited", sa("192.168.0.2:6881")).await.unwrap();
-    assert!(timeout(Duration::from_secs(1), un.recv_from(&mut buf)).await.is_err());
-    assert_eq!(p.connect(sa("192.168.0.2:6881")).await.unwrap_err().kind(), ErrorKind::TimedOut);
+    up.send_to(b"unsolicited", sa("192.168.0.2:6881"))
+        .await
+        .unwrap();
+    assert!(timeout(Duration::from_secs(1), un.recv_from(&mut buf))
+        .await
+        .is_err());
+    assert_eq!(
+        p.connect(sa("192.168.0.2:6881")).await.unwrap_err().kind(),
+        ErrorKind::TimedOut
+    );
 
     // Once n has sent to p's address, p's replies come through.
     un.send_to(b"hi", sa("10.0.0.1:6881")).await.unwrap();
@@ -165,7 +202,9 @@ async fn nat_host_is_reachable_only_after_it_sends() {
     // But only from that address: another port of p is still filtered.
     let up2 = p.bind_udp(sa("0.0.0.0:7000")).await.unwrap();
     up2.send_to(b"other", from).await.unwrap();
-    assert!(timeout(Duration::from_secs(1), un.recv_from(&mut buf)).await.is_err());
+    assert!(timeout(Duration::from_secs(1), un.recv_from(&mut buf))
+        .await
+        .is_err());
     // Outbound streams work.
     let _s = n.connect(sa("10.0.0.1:6881")).await.unwrap();
     lp.accept().await.unwrap();
@@ -174,7 +213,11 @@ async fn nat_host_is_reachable_only_after_it_sends() {
 /// A small busy scenario: 20 hosts with jitter and loss gossiping datagrams and streams.
 /// Returns every observation with its virtual timestamp.
 fn scenario(seed: u64) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let cfg = NetworkConfig {
             jitter: Duration::from_millis(15),
@@ -195,9 +238,13 @@ fn scenario(seed: u64) -> Vec<String> {
                 let mut buf = [0u8; 64];
                 for k in 0..30u32 {
                     let to = IpAddr::from([10, 0, 0, ((i + k * 7) % 20) as u8 + 1]);
-                    sock.send_to(&k.to_be_bytes(), SocketAddr::new(to, 5000)).await.unwrap();
+                    sock.send_to(&k.to_be_bytes(), SocketAddr::new(to, 5000))
+                        .await
+                        .unwrap();
                 }
-                while let Ok(Ok((n, from))) = timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
+                while let Ok(Ok((n, from))) =
+                    timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
+                {
                     log.push(format!("{:?} {i} udp {from} {:?}", t0.elapsed(), &buf[..n]));
                 }
                 let to = IpAddr::from([10, 0, 0, ((i + 3) % 20) as u8 + 1]);

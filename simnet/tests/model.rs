@@ -18,8 +18,12 @@ fn sa(s: &str) -> SocketAddr {
 #[tokio::test(start_paused = true)]
 async fn datagram_latency_is_sum_of_access_links() {
     let net = Network::new(1);
-    let a = net.add_host_with(HostConfig::new(ip("10.0.0.1")).latency(Duration::from_millis(30))).unwrap();
-    let b = net.add_host_with(HostConfig::new(ip("10.0.0.2")).latency(Duration::from_millis(20))).unwrap();
+    let a = net
+        .add_host_with(HostConfig::new(ip("10.0.0.1")).latency(Duration::from_millis(30)))
+        .unwrap();
+    let b = net
+        .add_host_with(HostConfig::new(ip("10.0.0.2")).latency(Duration::from_millis(20)))
+        .unwrap();
     let sa_ = a.bind_udp(sa("10.0.0.1:1000")).await.unwrap();
     let sb = b.bind_udp(sa("0.0.0.0:2000")).await.unwrap();
     let t0 = Instant::now();
@@ -30,21 +34,31 @@ async fn datagram_latency_is_sum_of_access_links() {
     assert_eq!(&buf[..n], b"hello");
     assert_eq!(from, sa("10.0.0.1:1000"));
     // 50 ms one way; tokio's timer ticks in milliseconds, so allow one tick.
-    assert!(dt >= Duration::from_millis(50) && dt <= Duration::from_millis(51), "{dt:?}");
+    assert!(
+        dt >= Duration::from_millis(50) && dt <= Duration::from_millis(51),
+        "{dt:?}"
+    );
     // Reply goes back the same way.
     sb.send_to(b"back", from).await.unwrap();
     let (n, _) = sa_.recv_from(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"back");
     let dt = t0.elapsed();
-    assert!(dt >= Duration::from_millis(100) && dt <= Duration::from_millis(102), "{dt:?}");
+    assert!(
+        dt >= Duration::from_millis(100) && dt <= Duration::from_millis(102),
+        "{dt:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn one_mib_over_one_mib_per_sec_takes_about_a_second() {
     let net = Network::new(2);
     let rate = 1024 * 1024;
-    let a = net.add_host_with(HostConfig::new(ip("10.0.0.1")).rate(rate)).unwrap();
-    let b = net.add_host_with(HostConfig::new(ip("10.0.0.2")).rate(rate)).unwrap();
+    let a = net
+        .add_host_with(HostConfig::new(ip("10.0.0.1")).rate(rate))
+        .unwrap();
+    let b = net
+        .add_host_with(HostConfig::new(ip("10.0.0.2")).rate(rate))
+        .unwrap();
     let l = b.listen(sa("10.0.0.2:80")).await.unwrap();
     let server = tokio::spawn(async move {
         let (mut s, _) = l.accept().await.unwrap();
@@ -61,13 +75,20 @@ async fn one_mib_over_one_mib_per_sec_takes_about_a_second() {
     let dt = t0.elapsed();
     assert_eq!(got, data, "stream must be ordered and complete");
     // Serialisation 1.0 s + one chunk store-and-forward (62 ms) + 20 ms latency.
-    assert!(dt >= Duration::from_millis(1000) && dt <= Duration::from_millis(1200), "{dt:?}");
+    assert!(
+        dt >= Duration::from_millis(1000) && dt <= Duration::from_millis(1200),
+        "{dt:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn stream_throughput_is_window_over_rtt() {
     // Unlimited bandwidth, 100 ms one way: 256 KiB per 200 ms round trip = 1.25 MiB/s.
-    let cfg = NetworkConfig { latency: Duration::from_millis(50), stream_window: 256 * 1024, ..Default::default() };
+    let cfg = NetworkConfig {
+        latency: Duration::from_millis(50),
+        stream_window: 256 * 1024,
+        ..Default::default()
+    };
     let net = Network::with_config(3, cfg);
     let a = net.add_host(ip("10.0.0.1")).unwrap();
     let b = net.add_host(ip("10.0.0.2")).unwrap();
@@ -91,7 +112,10 @@ async fn stream_throughput_is_window_over_rtt() {
     assert_eq!(server.await.unwrap(), 10 * 256 * 1024);
     let dt = t0.elapsed();
     // Ten windows: about ten round trips (the last one only one way).
-    assert!(dt >= Duration::from_millis(1800) && dt <= Duration::from_millis(2100), "{dt:?}");
+    assert!(
+        dt >= Duration::from_millis(1800) && dt <= Duration::from_millis(2100),
+        "{dt:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -114,14 +138,19 @@ async fn writer_blocks_when_window_is_full() {
     // Reading frees the window again.
     let mut buf = vec![0u8; 128 * 1024];
     s.read_exact(&mut buf).await.unwrap();
-    let more = timeout(Duration::from_secs(1), c.write(&chunk)).await.unwrap().unwrap();
+    let more = timeout(Duration::from_secs(1), c.write(&chunk))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(more, chunk.len());
 }
 
 #[tokio::test(start_paused = true)]
 async fn slow_uplink_queues_datagrams() {
     let net = Network::new(5);
-    let a = net.add_host_with(HostConfig::new(ip("10.0.0.1")).up_rate(100_000)).unwrap();
+    let a = net
+        .add_host_with(HostConfig::new(ip("10.0.0.1")).up_rate(100_000))
+        .unwrap();
     let b = net.add_host(ip("10.0.0.2")).unwrap();
     let s1 = a.bind_udp(sa("0.0.0.0:0")).await.unwrap();
     let s2 = b.bind_udp(sa("0.0.0.0:9")).await.unwrap();
@@ -137,7 +166,10 @@ async fn slow_uplink_queues_datagrams() {
         assert_eq!((n, buf[0]), (10_000, i), "FIFO without jitter");
         last = t0.elapsed();
     }
-    assert!(last >= Duration::from_millis(1520) && last <= Duration::from_millis(1522), "{last:?}");
+    assert!(
+        last >= Duration::from_millis(1520) && last <= Duration::from_millis(1522),
+        "{last:?}"
+    );
     // Beyond max_queue_delay (2 s) the queue drops.
     for _ in 0..30 {
         s1.send_to(&[0; 10_000], sa("10.0.0.2:9")).await.unwrap();
@@ -147,9 +179,14 @@ async fn slow_uplink_queues_datagrams() {
 
 #[tokio::test(start_paused = true)]
 async fn loss_drops_the_expected_fraction() {
-    let cfg = NetworkConfig { recv_queue: 100_000, ..Default::default() };
+    let cfg = NetworkConfig {
+        recv_queue: 100_000,
+        ..Default::default()
+    };
     let net = Network::with_config(6, cfg);
-    let a = net.add_host_with(HostConfig::new(ip("10.0.0.1")).loss(0.1)).unwrap();
+    let a = net
+        .add_host_with(HostConfig::new(ip("10.0.0.1")).loss(0.1))
+        .unwrap();
     let b = net.add_host(ip("10.0.0.2")).unwrap();
     let s1 = a.bind_udp(sa("0.0.0.0:0")).await.unwrap();
     let s2 = b.bind_udp(sa("0.0.0.0:9")).await.unwrap();
@@ -175,7 +212,10 @@ async fn loss_drops_the_expected_fraction() {
 
 #[tokio::test(start_paused = true)]
 async fn full_receive_queue_drops() {
-    let cfg = NetworkConfig { recv_queue: 10, ..Default::default() };
+    let cfg = NetworkConfig {
+        recv_queue: 10,
+        ..Default::default()
+    };
     let net = Network::with_config(7, cfg);
     let a = net.add_host(ip("10.0.0.1")).unwrap();
     let b = net.add_host(ip("10.0.0.2")).unwrap();
@@ -217,15 +257,33 @@ async fn fin_gives_eof_and_bytes_flow_both_ways() {
 #[tokio::test(start_paused = true)]
 async fn bind_rules() {
     let net = Network::new(9);
-    let a = net.add_host_with(HostConfig::new(ip("10.0.0.1")).ip(ip("10.0.1.1"))).unwrap();
-    assert_eq!(net.add_host(ip("10.0.1.1")).unwrap_err().kind(), ErrorKind::AddrInUse);
+    let a = net
+        .add_host_with(HostConfig::new(ip("10.0.0.1")).ip(ip("10.0.1.1")))
+        .unwrap();
+    assert_eq!(
+        net.add_host(ip("10.0.1.1")).unwrap_err().kind(),
+        ErrorKind::AddrInUse
+    );
     let s = a.bind_udp(sa("10.0.1.1:0")).await.unwrap();
     assert_eq!(s.local_addr().unwrap(), sa("10.0.1.1:49152"));
-    assert_eq!(a.bind_udp(sa("0.0.0.0:49152")).await.unwrap_err().kind(), ErrorKind::AddrInUse);
-    assert_eq!(a.bind_udp(sa("10.9.9.9:1")).await.unwrap_err().kind(), ErrorKind::AddrNotAvailable);
+    assert_eq!(
+        a.bind_udp(sa("0.0.0.0:49152")).await.unwrap_err().kind(),
+        ErrorKind::AddrInUse
+    );
+    assert_eq!(
+        a.bind_udp(sa("10.9.9.9:1")).await.unwrap_err().kind(),
+        ErrorKind::AddrNotAvailable
+    );
     drop(s);
     a.bind_udp(sa("0.0.0.0:49152")).await.unwrap();
     let l = a.listen(sa("0.0.0.0:0")).await.unwrap();
-    assert_eq!(l.local_addr().unwrap().port(), 49152, "TCP and UDP ports are separate");
-    assert_eq!(net.host(ip("10.0.1.1")).unwrap().ips(), vec![ip("10.0.0.1"), ip("10.0.1.1")]);
+    assert_eq!(
+        l.local_addr().unwrap().port(),
+        49152,
+        "TCP and UDP ports are separate"
+    );
+    assert_eq!(
+        net.host(ip("10.0.1.1")).unwrap().ips(),
+        vec![ip("10.0.0.1"), ip("10.0.1.1")]
+    );
 }

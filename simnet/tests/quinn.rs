@@ -29,10 +29,18 @@ async fn quinn_bidirectional_stream_over_simnet() {
     let net = Network::new(21);
     // 25 ms per access link (50 ms one way) and 1 MB/s: QUIC has real work to do.
     let a = net
-        .add_host_with(HostConfig::new(ip("10.0.0.1")).latency(Duration::from_millis(25)).rate(1_000_000))
+        .add_host_with(
+            HostConfig::new(ip("10.0.0.1"))
+                .latency(Duration::from_millis(25))
+                .rate(1_000_000),
+        )
         .unwrap();
     let b = net
-        .add_host_with(HostConfig::new(ip("10.0.0.2")).latency(Duration::from_millis(25)).rate(1_000_000))
+        .add_host_with(
+            HostConfig::new(ip("10.0.0.2"))
+                .latency(Duration::from_millis(25))
+                .rate(1_000_000),
+        )
         .unwrap();
     let server_sock = QuinnSocket::new(b.bind_udp(sa("10.0.0.2:4433")).await.unwrap());
     let client_sock = QuinnSocket::new(a.bind_udp(sa("10.0.0.1:0")).await.unwrap());
@@ -43,9 +51,13 @@ async fn quinn_bidirectional_stream_over_simnet() {
         Arc::new(TokioRuntime),
     )
     .unwrap();
-    let mut client =
-        Endpoint::new_with_abstract_socket(EndpointConfig::default(), None, Arc::new(client_sock), Arc::new(TokioRuntime))
-            .unwrap();
+    let mut client = Endpoint::new_with_abstract_socket(
+        EndpointConfig::default(),
+        None,
+        Arc::new(client_sock),
+        Arc::new(TokioRuntime),
+    )
+    .unwrap();
     client.set_default_client_config(client_cfg);
 
     let srv = tokio::spawn(async move {
@@ -61,7 +73,11 @@ async fn quinn_bidirectional_stream_over_simnet() {
     });
 
     let t0 = Instant::now();
-    let conn = client.connect(sa("10.0.0.2:4433"), "sim.test").unwrap().await.unwrap();
+    let conn = client
+        .connect(sa("10.0.0.2:4433"), "sim.test")
+        .unwrap()
+        .await
+        .unwrap();
     let handshake = t0.elapsed();
     // The handshake needs at least one round trip (100 ms) of virtual time.
     assert!(handshake >= Duration::from_millis(100), "{handshake:?}");
