@@ -951,7 +951,7 @@ impl Core {
     }
 
     pub(crate) fn close_listener(&mut self, now: Instant, h: HostId, port: u16, gen: u64) {
-        if !self.listeners.get(&(h, port)).is_some_and(|l| l.gen == gen) {
+        if self.listeners.get(&(h, port)).is_none_or(|l| l.gen != gen) {
             return;
         }
         if let Some(l) = self.listeners.remove(&(h, port)) {
