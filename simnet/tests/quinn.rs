@@ -1,5 +1,6 @@
 //! A QUIC connection (quinn) between two simnet hosts carries data both ways.
-//! Run with `cargo test -p simnet --features quinn --test quinn`.
+//! simnet dev-depends on itself with feature `quinn`, so plain `cargo test` runs this.
+#![cfg(feature = "quinn")]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
