@@ -1,9 +1,9 @@
 //! The one network seam: every socket magnetfetch opens goes through [`Net`].
 //!
-//! Two back ends sit behind the same API: real tokio sockets, and `simnet` (added by the
-//! simnet issue). Protocol code (DHT, peers, trackers) is written once against these types;
-//! there is no `#[cfg(test)]` fork. Time always comes from `tokio::time`, which the simulation
-//! pauses and advances.
+//! Two back ends sit behind the same API: real tokio sockets, and a [`simnet::Host`] on a
+//! simulated network (`Net::Sim`). Protocol code (DHT, peers, trackers) is written once
+//! against these types; there is no `#[cfg(test)]` fork. Time always comes from
+//! `tokio::time`, which the simulation pauses and advances.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +18,21 @@ pub enum Net {
     /// Real sockets through tokio.
     #[default]
     Tokio,
+    /// A host on a simulated network (see the `simnet` crate and `docs/simnet.md`).
+    Sim(simnet::Host),
+}
+
+impl Net {
+    /// Whether this is a simulated host.
+    pub fn is_sim(&self) -> bool {
+        matches!(self, Net::Sim(_))
+    }
+}
+
+impl From<simnet::Host> for Net {
+    fn from(h: simnet::Host) -> Self {
+        Net::Sim(h)
+    }
 }
 
 impl Net {
@@ -25,6 +40,7 @@ impl Net {
     pub async fn bind_udp(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
         match self {
             Net::Tokio => Ok(UdpSocket::Tokio(tokio::net::UdpSocket::bind(addr).await?)),
+            Net::Sim(h) => Ok(UdpSocket::Sim(h.bind_udp(addr).await?)),
         }
     }
 
@@ -32,6 +48,7 @@ impl Net {
     pub async fn listen(&self, addr: SocketAddr) -> io::Result<Listener> {
         match self {
             Net::Tokio => Ok(Listener::Tokio(tokio::net::TcpListener::bind(addr).await?)),
+            Net::Sim(h) => Ok(Listener::Sim(h.listen(addr).await?)),
         }
     }
 
@@ -43,6 +60,7 @@ impl Net {
                 s.set_nodelay(true)?;
                 Ok(Stream::Tokio(s))
             }
+            Net::Sim(h) => Ok(Stream::Sim(h.connect(addr).await?)),
         }
     }
 }
@@ -51,24 +69,28 @@ impl Net {
 #[derive(Debug)]
 pub enum UdpSocket {
     Tokio(tokio::net::UdpSocket),
+    Sim(simnet::UdpSocket),
 }
 
 impl UdpSocket {
     pub async fn send_to(&self, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
         match self {
             UdpSocket::Tokio(s) => s.send_to(buf, addr).await,
+            UdpSocket::Sim(s) => s.send_to(buf, addr).await,
         }
     }
 
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         match self {
             UdpSocket::Tokio(s) => s.recv_from(buf).await,
+            UdpSocket::Sim(s) => s.recv_from(buf).await,
         }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             UdpSocket::Tokio(s) => s.local_addr(),
+            UdpSocket::Sim(s) => s.local_addr(),
         }
     }
 }
@@ -77,6 +99,7 @@ impl UdpSocket {
 #[derive(Debug)]
 pub enum Listener {
     Tokio(tokio::net::TcpListener),
+    Sim(simnet::TcpListener),
 }
 
 impl Listener {
@@ -87,12 +110,17 @@ impl Listener {
                 s.set_nodelay(true)?;
                 Ok((Stream::Tokio(s), a))
             }
+            Listener::Sim(l) => {
+                let (s, a) = l.accept().await?;
+                Ok((Stream::Sim(s), a))
+            }
         }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Listener::Tokio(l) => l.local_addr(),
+            Listener::Sim(l) => l.local_addr(),
         }
     }
 }
@@ -101,18 +129,21 @@ impl Listener {
 #[derive(Debug)]
 pub enum Stream {
     Tokio(tokio::net::TcpStream),
+    Sim(simnet::TcpStream),
 }
 
 impl Stream {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Stream::Tokio(s) => s.peer_addr(),
+            Stream::Sim(s) => s.peer_addr(),
         }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Stream::Tokio(s) => s.local_addr(),
+            Stream::Sim(s) => s.local_addr(),
         }
     }
 }
@@ -125,26 +156,34 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tokio(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Sim(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tokio(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Sim(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tokio(s) => Pin::new(s).poll_flush(cx),
+            Stream::Sim(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tokio(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Sim(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
