@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "magnetfetch", version, about = "A BitTorrent client that needs nothing but a magnet link")]
+#[command(
+    name = "magnetfetch",
+    version,
+    about = "A BitTorrent client that needs nothing but a magnet link"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
