@@ -176,6 +176,9 @@ struct PeerSlot {
     size: u64,
     /// False once the peer rejected or failed to answer in time: we stop asking it.
     usable: bool,
+    /// Pieces asked of this peer in the current attempt: data for any other piece is
+    /// unsolicited and ignored, so a peer can't slip garbage into pieces others serve.
+    asked: BTreeSet<u32>,
 }
 
 /// What a delivered piece led to.
@@ -256,7 +259,14 @@ impl MetadataFetch {
         if self.peers.len() >= self.max_peers && !self.peers.contains_key(&addr) {
             return Err(MetadataError::TooManyPeers);
         }
-        self.peers.insert(addr, PeerSlot { size, usable: true });
+        self.peers.insert(
+            addr,
+            PeerSlot {
+                size,
+                usable: true,
+                asked: BTreeSet::new(),
+            },
+        );
         if self.size.is_none() {
             self.adopt_size();
         }
@@ -285,6 +295,9 @@ impl MetadataFetch {
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(s, _)| *s);
         self.size = best;
+        for p in self.peers.values_mut() {
+            p.asked.clear();
+        }
         self.slots = match best {
             Some(s) => vec![Slot::Missing; num_pieces(s) as usize],
             None => Vec::new(),
@@ -322,6 +335,9 @@ impl MetadataFetch {
             peer: addr,
             at: now,
         };
+        if let Some(p) = self.peers.get_mut(&addr) {
+            p.asked.insert(i as u32);
+        }
         Some(i as u32)
     }
 
@@ -339,11 +355,11 @@ impl MetadataFetch {
         let Some(size) = self.size else {
             return Ok(Outcome::Progress);
         };
-        match self.peers.get(&addr) {
-            Some(p) if p.size == size => {}
+        let asked = match self.peers.get(&addr) {
+            Some(p) if p.size == size => p.asked.contains(&piece),
             // Unknown peer, or one that announced another size: not part of this attempt.
             _ => return Ok(Outcome::Progress),
-        }
+        };
         if let Some(t) = total_size {
             if t != size {
                 return Err(MetadataError::SizeMismatch {
@@ -363,8 +379,9 @@ impl MetadataFetch {
                 expected,
             });
         }
-        if matches!(slot, Slot::Have { .. }) {
-            return Ok(Outcome::Progress); // duplicate (late answer after reassignment)
+        if !asked || matches!(slot, Slot::Have { .. }) {
+            // Unsolicited, or a duplicate (late answer after reassignment).
+            return Ok(Outcome::Progress);
         }
         *slot = Slot::Have { data, from: addr };
         if self.slots.iter().all(|s| matches!(s, Slot::Have { .. })) {
@@ -591,6 +608,26 @@ mod tests {
         assert_eq!(f.next_request(addr(2), t0), Some(0));
         assert_eq!(
             deliver(&mut f, &inf, addr(2), 0),
+            Outcome::Done(inf.to_vec())
+        );
+    }
+
+    #[test]
+    fn unsolicited_data_is_ignored() {
+        let (inf, ih) = info(2 * METADATA_PIECE);
+        let now = Instant::now();
+        let mut f = MetadataFetch::new(ih, Duration::from_secs(5));
+        f.add_peer(addr(1), Some(inf.len() as u64)).unwrap();
+        f.add_peer(addr(2), Some(inf.len() as u64)).unwrap();
+        assert_eq!(f.next_request(addr(1), now), Some(0));
+        // Peer 2 was asked nothing: its (garbage) piece 1 must not be taken.
+        let junk = Bytes::from(vec![0u8; METADATA_PIECE]);
+        assert_eq!(f.on_data(addr(2), 1, None, junk), Ok(Outcome::Progress));
+        assert_eq!(f.progress(), (0, 2));
+        assert_eq!(deliver(&mut f, &inf, addr(1), 0), Outcome::Progress);
+        assert_eq!(f.next_request(addr(2), now), Some(1));
+        assert_eq!(
+            deliver(&mut f, &inf, addr(2), 1),
             Outcome::Done(inf.to_vec())
         );
     }
