@@ -234,3 +234,23 @@ async fn timeout_counts_dead_peers() {
         .unwrap_err();
     assert!(err.to_string().contains("1 peers tried"), "{err}");
 }
+
+#[tokio::test]
+async fn liar_mixed_with_honest_peer_does_not_get_the_honest_one_banned() {
+    // Both connected at once: the first attempt likely mixes their pieces, which proves
+    // nothing; single-source retries must then pin the blame on the liar alone.
+    let (info, ih) = make_info(3 * 16384, 7);
+    let mut bad = info.to_vec();
+    bad[20000] ^= 1;
+    let liar = server([127, 0, 4, 1], ih, Bytes::from(bad), 1).await;
+    let honest = server([127, 0, 4, 2], ih, info.clone(), 2).await;
+    let (tx, rx) = mpsc::channel(2);
+    tx.send(liar).await.unwrap();
+    tx.send(honest).await.unwrap();
+    let got = fetch_metadata_stats(Net::Tokio, ih, pid(0), rx, quick_cfg())
+        .await
+        .expect("fetch");
+    assert_eq!(got.info, info.to_vec());
+    assert!(!got.banned.contains(&honest), "honest peer banned");
+    eprintln!("banned: {:?}", got.banned);
+}

@@ -463,8 +463,8 @@ pub async fn fetch_metadata_stats(
                                         since_first_peer: first_peer.map_or(Duration::ZERO, |t| now - t),
                                     });
                                 }
-                                Ok(Outcome::Corrupt(bad)) => {
-                                    tracing::warn!(%info_hash, ?bad, "metadata failed SHA-1; banning contributors");
+                                Ok(Outcome::Corrupt { contributors, banned: bad }) => {
+                                    tracing::warn!(%info_hash, ?contributors, ?bad, "metadata failed SHA-1");
                                     for a in bad {
                                         banned_total.insert(a);
                                         active.remove(&a);

@@ -188,9 +188,13 @@ pub enum Outcome {
     Progress,
     /// Verified: the raw info dictionary, SHA-1 equal to the info-hash.
     Done(Vec<u8>),
-    /// Assembled metadata failed verification. Everything was discarded; these peers (sorted)
-    /// contributed and are now banned. The fetch continues with the others.
-    Corrupt(Vec<SocketAddr>),
+    /// Assembled metadata failed verification and was discarded. `contributors` (sorted)
+    /// sent pieces of it; `banned` are those proven guilty (the sole source of a failed
+    /// attempt). The fetch continues with the others.
+    Corrupt {
+        contributors: Vec<SocketAddr>,
+        banned: Vec<SocketAddr>,
+    },
 }
 
 /// The fetching state machine (pure; time is passed in).
@@ -204,6 +208,13 @@ pub struct MetadataFetch {
     banned: BTreeSet<SocketAddr>,
     /// Upper bound on peers tracked (each costs little; the driver bounds connections too).
     max_peers: usize,
+    /// After an attempt mixing several peers failed, we can't tell who lied; from then on
+    /// every attempt takes all pieces from one peer, so a failure proves that peer guilty.
+    single_source: bool,
+    /// The peer of the current single-source attempt.
+    source: Option<SocketAddr>,
+    /// Contributors to a failed mixed attempt: tried as single sources only after others.
+    suspects: BTreeSet<SocketAddr>,
 }
 
 impl MetadataFetch {
@@ -216,6 +227,9 @@ impl MetadataFetch {
             peers: BTreeMap::new(),
             banned: BTreeSet::new(),
             max_peers: 1024,
+            single_source: false,
+            source: None,
+            suspects: BTreeSet::new(),
         }
     }
 
@@ -276,11 +290,30 @@ impl MetadataFetch {
     /// A peer disconnected: what it was asked for goes back to the pool.
     pub fn remove_peer(&mut self, addr: &SocketAddr) {
         self.peers.remove(addr);
+        self.mark_unusable(addr);
+    }
+
+    /// The single source gave up: drop what it sent so attempts never mix sources.
+    fn drop_source(&mut self, addr: &SocketAddr) {
+        if self.source != Some(*addr) {
+            return;
+        }
+        self.source = None;
         for s in &mut self.slots {
-            if matches!(s, Slot::Requested { peer, .. } if peer == addr) {
+            if matches!(s, Slot::Have { from, .. } if from == addr) {
                 *s = Slot::Missing;
             }
         }
+    }
+
+    /// Chooses the next single source: a usable non-suspect first, else a usable suspect
+    /// (in address order, for determinism).
+    fn pick_source(&self) -> Option<SocketAddr> {
+        let size = self.size?;
+        let usable = |(a, p): (&SocketAddr, &PeerSlot)| (p.usable && p.size == size).then_some(*a);
+        let mut it = self.peers.iter().filter_map(usable);
+        let first = it.clone().find(|a| !self.suspects.contains(a));
+        first.or_else(|| it.next())
     }
 
     /// Picks the size most non-banned peers agree on (ties: the smaller), so one liar who
@@ -320,13 +353,23 @@ impl MetadataFetch {
         if !p.usable || p.size != size {
             return None;
         }
-        let eligible = self
-            .peers
-            .values()
-            .filter(|p| p.usable && p.size == size)
-            .count()
-            .max(1);
-        let cap = self.slots.len().div_ceil(eligible).clamp(1, 8);
+        let cap = if self.single_source {
+            if self.source.is_none() {
+                self.source = self.pick_source();
+            }
+            if self.source != Some(addr) {
+                return None;
+            }
+            8
+        } else {
+            let eligible = self
+                .peers
+                .values()
+                .filter(|p| p.usable && p.size == size)
+                .count()
+                .max(1);
+            self.slots.len().div_ceil(eligible).clamp(1, 8)
+        };
         if self.outstanding(&addr) >= cap {
             return None;
         }
@@ -356,7 +399,9 @@ impl MetadataFetch {
             return Ok(Outcome::Progress);
         };
         let asked = match self.peers.get(&addr) {
-            Some(p) if p.size == size => p.asked.contains(&piece),
+            Some(p) if p.size == size => {
+                p.asked.contains(&piece) && (!self.single_source || self.source == Some(addr))
+            }
             // Unknown peer, or one that announced another size: not part of this attempt.
             _ => return Ok(Outcome::Progress),
         };
@@ -403,12 +448,26 @@ impl MetadataFetch {
         if Id20(digest) == self.info_hash {
             return Outcome::Done(info);
         }
-        for a in &from {
-            self.banned.insert(*a);
-            self.peers.remove(a);
-        }
+        let contributors: Vec<SocketAddr> = from.into_iter().collect();
+        let banned = if contributors.len() == 1 {
+            // One source: it alone sent the bad metadata.
+            for a in &contributors {
+                self.banned.insert(*a);
+                self.peers.remove(a);
+                self.suspects.remove(a);
+            }
+            contributors.clone()
+        } else {
+            self.suspects.extend(contributors.iter().copied());
+            Vec::new()
+        };
+        self.single_source = true;
+        self.source = None;
         self.adopt_size();
-        Outcome::Corrupt(from.into_iter().collect())
+        Outcome::Corrupt {
+            contributors,
+            banned,
+        }
     }
 
     /// The peer refused a piece: it won't serve us (e.g. it lacks the metadata); stop asking
@@ -427,6 +486,7 @@ impl MetadataFetch {
         if let Some(p) = self.peers.get_mut(addr) {
             p.usable = false;
         }
+        self.drop_source(addr);
         for s in &mut self.slots {
             if matches!(s, Slot::Requested { peer, .. } if peer == addr) {
                 *s = Slot::Missing;
@@ -572,13 +632,36 @@ mod tests {
         assert_eq!(f.next_request(addr(1), now), Some(0));
         assert_eq!(f.next_request(addr(2), now), Some(1));
         assert_eq!(deliver(&mut f, &bad, addr(1), 0), Outcome::Progress);
+        // Mixed attempt: nobody is proven guilty yet.
         assert_eq!(
             deliver(&mut f, &inf, addr(2), 1),
-            Outcome::Corrupt(vec![addr(1), addr(2)])
+            Outcome::Corrupt {
+                contributors: vec![addr(1), addr(2)],
+                banned: vec![]
+            }
+        );
+        assert_eq!(f.progress(), (0, 2));
+        // Single-source retries: suspects 1 and 2 come after 3; drop 3 to force suspect 1.
+        f.remove_peer(&addr(3));
+        assert_eq!(f.next_request(addr(2), now), None, "1 is the source");
+        assert_eq!(f.next_request(addr(1), now), Some(0));
+        assert_eq!(f.next_request(addr(1), now), Some(1));
+        assert_eq!(deliver(&mut f, &bad, addr(1), 0), Outcome::Progress);
+        assert_eq!(
+            deliver(&mut f, &bad, addr(1), 1),
+            Outcome::Corrupt {
+                contributors: vec![addr(1)],
+                banned: vec![addr(1)]
+            }
         );
         assert!(f.is_banned(&addr(1)));
         assert_eq!(f.add_peer(addr(1), Some(1)), Err(MetadataError::Banned));
-        assert_eq!(f.progress(), (0, 2));
+        f.add_peer(addr(3), Some(inf.len() as u64)).unwrap();
+        assert_eq!(
+            f.next_request(addr(2), now),
+            None,
+            "non-suspect 3 goes first"
+        );
         assert_eq!(f.next_request(addr(3), now), Some(0));
         assert_eq!(f.next_request(addr(3), now), Some(1));
         assert_eq!(deliver(&mut f, &inf, addr(3), 0), Outcome::Progress);
