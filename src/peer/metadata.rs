@@ -6,9 +6,11 @@
 //! - [`MetadataFetch`]: a pure state machine for the fetching side. It adopts a
 //!   `metadata_size` (at most [`MAX_METADATA_SIZE`]), hands *different* pieces to different
 //!   peers, reassigns a piece a peer fails to deliver in time, assembles, verifies SHA-1
-//!   against the info-hash, and on a mismatch bans every contributing peer and starts over
-//!   with the others. Received pieces are kept as separate buffers, so nothing of a claimed
-//!   size is allocated before the bytes actually arrive.
+//!   against the info-hash. On a mismatch everything is discarded; if one peer sent it all,
+//!   that peer is banned; if several did, nobody can be blamed yet, so every later attempt
+//!   takes all pieces from a single peer (non-suspects first) until the liar is pinned down
+//!   and banned. Data for pieces not asked of that peer is ignored. Received pieces are kept
+//!   as separate buffers, so nothing of a claimed size is allocated before bytes arrive.
 //! - [`serve_request`]: the serving side, answering from raw info bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
