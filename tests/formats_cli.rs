@@ -190,6 +190,8 @@ fn bad_inputs_exit_1_with_one_error_line() {
     std::fs::write(&one, b"x").unwrap();
     let out_t = d.join("o.torrent");
     let missing = d.join("missing.torrent");
+    let nope = d.join("nope");
+    let deep_out = d.join("no/such/dir/o.torrent");
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["info", s(&missing)], "missing.torrent"),
@@ -213,15 +215,12 @@ fn bad_inputs_exit_1_with_one_error_line() {
             vec!["create", s(&empty_dir), "-o", s(&out_t)],
             "empty directory",
         ),
-        (vec!["create", s(&d.join("nope")), "-o", s(&out_t)], "nope"),
+        (vec!["create", s(&nope), "-o", s(&out_t)], "nope"),
         (
             vec!["create", s(&one), "-o", s(&out_t), "--piece-length", "1000"],
             "power of two",
         ),
-        (
-            vec!["create", s(&one), "-o", s(&d.join("no/such/dir/o.torrent"))],
-            "cannot write",
-        ),
+        (vec!["create", s(&one), "-o", s(&deep_out)], "cannot write"),
     ];
     for (args, expect) in cases {
         let out = magnetfetch(&args);
