@@ -1,1 +1,65 @@
-//! Peer wire protocol (BEP 3, 6, 9, 10, 11). To be written.
+//! Peer wire protocol: the message codec (BEP 3, Fast extension BEP 6, DHT port BEP 5),
+//! the handshake with reserved bits and BEP 20 peer ids, the extension protocol (BEP 10),
+//! metadata exchange `ut_metadata` (BEP 9), peer exchange `ut_pex` (BEP 11), and the async
+//! connection layer over [`crate::net`].
+//!
+//! Pure parts (codecs, [`metadata::MetadataFetch`], [`pex::PexSender`]) do no I/O; [`conn`]
+//! is the thin async layer that drives them.
+
+pub mod benc;
+pub mod conn;
+pub mod extension;
+pub mod handshake;
+pub mod metadata;
+pub mod pex;
+pub mod wire;
+
+use crate::id::Id20;
+pub use conn::{
+    fetch_metadata, fetch_metadata_stats, serve_metadata, serve_metadata_conn, FetchConfig,
+    FetchError, Fetched, PeerConn, PeerReader, PeerWriter,
+};
+pub use extension::ExtHandshake;
+pub use handshake::{generate_peer_id, Handshake, Reserved};
+pub use metadata::{MetadataFetch, MetadataMsg};
+pub use pex::{PexMsg, PexSender};
+pub use wire::{validate, validate_in, BlockRef, Decoder, Geometry, Message};
+
+/// Why a peer connection failed or was dropped. Every variant is a reason we log.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("message too long: id {id:?}, length {len}")]
+    MessageTooLong { id: Option<u8>, len: u32 },
+    #[error("bad length {len} for message id {id}")]
+    BadLength { id: u8, len: u32 },
+    #[error("piece index {index} out of range (torrent has {num_pieces})")]
+    IndexOutOfRange { index: u32, num_pieces: u32 },
+    #[error("bitfield is {got} bytes, expected {expected}")]
+    BitfieldLength { got: usize, expected: usize },
+    #[error("bitfield has spare bits set")]
+    BitfieldSpareBits,
+    #[error("block length {0} not in 1..=128 KiB")]
+    BadBlockLength(u32),
+    #[error("block {0:?} lies outside its piece")]
+    BlockOutsidePiece(BlockRef),
+    #[error("bad handshake: {0}")]
+    BadHandshake(&'static str),
+    #[error("info-hash mismatch: expected {expected}, got {got}")]
+    InfoHashMismatch { expected: Id20, got: Id20 },
+    #[error("no torrent for info-hash {0}")]
+    UnknownInfoHash(Id20),
+    #[error("connected to ourselves")]
+    SelfConnection,
+    #[error(transparent)]
+    Bencode(#[from] benc::BencError),
+    #[error(transparent)]
+    Metadata(#[from] metadata::MetadataError),
+    #[error("bad extension message: {0}")]
+    BadExtension(&'static str),
+}

@@ -1,0 +1,689 @@
+//! The async connection layer (BEP 3 handshake, BEP 10 extended handshake, framed messages)
+//! over [`crate::net::Stream`], plus the two metadata tasks built on it: the fetcher
+//! ([`fetch_metadata`], BEP 9 across many peers) and a minimal metadata server
+//! ([`serve_metadata`]).
+//!
+//! All waiting is `tokio::time`, all sockets come from [`Net`], so the same code runs on the
+//! simulated network. The protocol decisions live in the pure types ([`MetadataFetch`],
+//! [`Decoder`]); this file only moves bytes and events between them and the sockets.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{timeout, Instant};
+
+use super::extension::{ExtHandshake, HANDSHAKE_ID, UT_METADATA, UT_METADATA_ID, UT_PEX_ID};
+use super::handshake::{self, Handshake, HANDSHAKE_LEN, PREFIX_LEN};
+use super::metadata::{serve_request, MetadataFetch, MetadataMsg, Outcome};
+use super::pex::PexMsg;
+use super::wire::{self, Decoder, Message};
+use super::PeerError;
+use crate::id::{InfoHash, PeerId};
+use crate::net::{Listener, Net, Stream};
+
+/// Messages that arrive before the extended handshake and are kept for the caller.
+const MAX_PENDING: usize = 64;
+/// Bytes asked of the socket per read when no larger message is in progress.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reading half: decodes framed messages.
+pub struct PeerReader {
+    rd: ReadHalf<Stream>,
+    decoder: Decoder,
+}
+
+impl PeerReader {
+    /// Next message; cancel-safe (bytes read are kept in the decoder).
+    pub async fn recv(&mut self) -> Result<Message, PeerError> {
+        loop {
+            if let Some(m) = self.decoder.next_message()? {
+                return Ok(m);
+            }
+            self.decoder.reserve_hint(READ_CHUNK);
+            let n = self.rd.read_buf(self.decoder.buffer_mut()).await?;
+            if n == 0 {
+                return Err(PeerError::Closed);
+            }
+        }
+    }
+}
+
+/// Writing half: encodes messages into a reusable buffer.
+pub struct PeerWriter {
+    wr: WriteHalf<Stream>,
+    buf: BytesMut,
+}
+
+impl PeerWriter {
+    pub async fn send(&mut self, msg: &Message) -> Result<(), PeerError> {
+        self.buf.clear();
+        wire::encode(msg, &mut self.buf);
+        self.wr.write_all(&self.buf).await?;
+        Ok(())
+    }
+
+    /// Sends an extension message with the id the *peer* assigned.
+    pub async fn send_extended(&mut self, id: u8, payload: &[u8]) -> Result<(), PeerError> {
+        self.buf.clear();
+        wire::encode_extended(id, payload, &mut self.buf);
+        self.wr.write_all(&self.buf).await?;
+        Ok(())
+    }
+
+    /// Sends a block without copying `data` into the message buffer.
+    pub async fn send_piece(
+        &mut self,
+        index: u32,
+        begin: u32,
+        data: &[u8],
+    ) -> Result<(), PeerError> {
+        self.buf.clear();
+        wire::encode_piece_header(index, begin, data.len() as u32, &mut self.buf);
+        self.wr.write_all(&self.buf).await?;
+        self.wr.write_all(data).await?;
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), PeerError> {
+        self.wr.flush().await?;
+        Ok(())
+    }
+}
+
+/// An established connection: handshake done, framed reader and writer ready.
+pub struct PeerConn {
+    pub addr: SocketAddr,
+    /// The peer's handshake (its reserved bits and peer id).
+    pub remote: Handshake,
+    pub reader: PeerReader,
+    pub writer: PeerWriter,
+    /// Messages received while waiting for the extended handshake, delivered first by
+    /// [`PeerConn::recv`].
+    pending: VecDeque<Message>,
+}
+
+async fn read_exact_timed(s: &mut Stream, buf: &mut [u8], t: Duration) -> Result<(), PeerError> {
+    match timeout(t, s.read_exact(buf)).await {
+        Err(_) => Err(PeerError::Timeout("waiting for handshake")),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(PeerError::Closed),
+        Ok(r) => r.map(|_| ()).map_err(PeerError::from),
+    }
+}
+
+impl PeerConn {
+    fn new(stream: Stream, addr: SocketAddr, remote: Handshake) -> Self {
+        let (rd, wr) = tokio::io::split(stream);
+        PeerConn {
+            addr,
+            remote,
+            reader: PeerReader {
+                rd,
+                decoder: Decoder::new(),
+            },
+            writer: PeerWriter {
+                wr,
+                buf: BytesMut::with_capacity(256),
+            },
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Connects (bounded by `connect_timeout`) and performs the handshake (bounded by
+    /// `handshake_timeout`); checks the info-hash and that we didn't reach ourselves.
+    pub async fn connect(
+        net: &Net,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        connect_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> Result<Self, PeerError> {
+        let mut s = timeout(connect_timeout, net.connect(addr))
+            .await
+            .map_err(|_| PeerError::Timeout("connecting"))??;
+        s.write_all(&Handshake::new(info_hash, our_id).encode())
+            .await?;
+        let mut b = [0u8; HANDSHAKE_LEN];
+        read_exact_timed(&mut s, &mut b, handshake_timeout).await?;
+        let remote = Handshake::parse(&b)?;
+        if remote.info_hash != info_hash {
+            return Err(PeerError::InfoHashMismatch {
+                expected: info_hash,
+                got: remote.info_hash,
+            });
+        }
+        if remote.peer_id == our_id {
+            return Err(PeerError::SelfConnection);
+        }
+        Ok(Self::new(s, addr, remote))
+    }
+
+    /// Answers an incoming connection: reads the peer's info-hash, accepts it only if
+    /// `known` says we have that torrent, then replies with our handshake.
+    pub async fn accept(
+        mut s: Stream,
+        addr: SocketAddr,
+        our_id: PeerId,
+        known: impl Fn(&InfoHash) -> bool,
+        handshake_timeout: Duration,
+    ) -> Result<Self, PeerError> {
+        let mut prefix = [0u8; PREFIX_LEN];
+        read_exact_timed(&mut s, &mut prefix, handshake_timeout).await?;
+        let (reserved, info_hash) = handshake::parse_prefix(&prefix)?;
+        if !known(&info_hash) {
+            return Err(PeerError::UnknownInfoHash(info_hash));
+        }
+        s.write_all(&Handshake::new(info_hash, our_id).encode())
+            .await?;
+        let mut id = [0u8; 20];
+        read_exact_timed(&mut s, &mut id, handshake_timeout).await?;
+        let remote = Handshake {
+            reserved,
+            info_hash,
+            peer_id: crate::id::Id20(id),
+        };
+        if remote.peer_id == our_id {
+            return Err(PeerError::SelfConnection);
+        }
+        Ok(Self::new(s, addr, remote))
+    }
+
+    /// Whether both sides negotiated the extension protocol (BEP 10).
+    pub fn extensions(&self) -> bool {
+        self.remote.reserved.extension_protocol()
+    }
+
+    /// Sends our extended handshake and waits (bounded) for the peer's. Other messages
+    /// received meanwhile are kept (up to [`MAX_PENDING`]) for [`PeerConn::recv`].
+    pub async fn exchange_ext_handshake(
+        &mut self,
+        ours: &ExtHandshake,
+        wait: Duration,
+    ) -> Result<ExtHandshake, PeerError> {
+        if !self.extensions() {
+            return Err(PeerError::BadExtension("peer lacks the extension protocol"));
+        }
+        self.writer
+            .send_extended(HANDSHAKE_ID, &ours.encode())
+            .await?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.reader.recv())
+                .await
+                .map_err(|_| PeerError::Timeout("waiting for extended handshake"))??;
+            match m {
+                Message::Extended {
+                    id: HANDSHAKE_ID,
+                    payload,
+                } => return ExtHandshake::decode(&payload),
+                other => {
+                    if self.pending.len() >= MAX_PENDING {
+                        return Err(PeerError::BadExtension("no extended handshake"));
+                    }
+                    self.pending.push_back(other);
+                }
+            }
+        }
+    }
+
+    /// Next message (pending ones first).
+    pub async fn recv(&mut self) -> Result<Message, PeerError> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(m);
+        }
+        self.reader.recv().await
+    }
+
+    pub async fn send(&mut self, msg: &Message) -> Result<(), PeerError> {
+        self.writer.send(msg).await
+    }
+
+    /// Splits into independently usable halves (pending messages are returned too).
+    pub fn into_parts(self) -> (PeerReader, PeerWriter, Vec<Message>) {
+        (self.reader, self.writer, self.pending.into())
+    }
+}
+
+/// Tuning of [`fetch_metadata`].
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Connections open at once (connecting + connected).
+    pub max_peers: usize,
+    /// Connections still connecting/handshaking at once.
+    pub max_half_open: usize,
+    pub connect_timeout: Duration,
+    /// Handshake and extended handshake.
+    pub handshake_timeout: Duration,
+    /// A metadata piece not delivered in this time is asked of another peer.
+    pub piece_timeout: Duration,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Our listen port, advertised in the extended handshake.
+    pub listen_port: Option<u16>,
+    /// Most candidate addresses queued (further ones are dropped until the queue drains).
+    pub max_candidates: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            max_peers: 40,
+            max_half_open: 16,
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            piece_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            listen_port: None,
+            max_candidates: 2000,
+        }
+    }
+}
+
+/// Why [`fetch_metadata`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no metadata for {info_hash} after {secs} s ({tried} peers tried, {connected} connected, {banned} banned for corrupt metadata)")]
+    Timeout {
+        info_hash: InfoHash,
+        secs: u64,
+        tried: usize,
+        connected: usize,
+        banned: usize,
+    },
+}
+
+/// A successful fetch and how it went.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The raw info dictionary; its SHA-1 is the info-hash.
+    pub info: Vec<u8>,
+    /// Addresses we attempted to connect to.
+    pub tried: usize,
+    /// Peers that completed both handshakes.
+    pub connected: usize,
+    /// Peers banned for contributing to metadata that failed verification (sorted).
+    pub banned: Vec<SocketAddr>,
+    /// From the first peer ready to serve metadata to verified metadata.
+    pub since_first_peer: Duration,
+}
+
+enum Event {
+    Ready {
+        addr: SocketAddr,
+        size: Option<u64>,
+        cmd: mpsc::Sender<u32>,
+    },
+    Meta {
+        addr: SocketAddr,
+        msg: MetadataMsg,
+    },
+    Pex {
+        addrs: Vec<SocketAddr>,
+    },
+    Closed {
+        addr: SocketAddr,
+        why: PeerError,
+    },
+}
+
+/// Fetches the info dictionary for `info_hash` from the peers arriving on `peers`.
+pub async fn fetch_metadata(
+    net: Net,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    peers: mpsc::Receiver<SocketAddr>,
+    cfg: FetchConfig,
+) -> Result<Vec<u8>, FetchError> {
+    fetch_metadata_stats(net, info_hash, our_id, peers, cfg)
+        .await
+        .map(|f| f.info)
+}
+
+/// [`fetch_metadata`] with statistics (for the CLI and benchmarks).
+pub async fn fetch_metadata_stats(
+    net: Net,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    mut peers: mpsc::Receiver<SocketAddr>,
+    cfg: FetchConfig,
+) -> Result<Fetched, FetchError> {
+    let start = Instant::now();
+    let deadline = start + cfg.timeout;
+    let mut fetch = MetadataFetch::new(info_hash, cfg.piece_timeout);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(256);
+    let mut tasks = JoinSet::new();
+    // Per-connection command senders; `None` while still connecting (half-open).
+    let mut active: BTreeMap<SocketAddr, Option<mpsc::Sender<u32>>> = BTreeMap::new();
+    let mut queued: VecDeque<SocketAddr> = VecDeque::new();
+    let mut seen: BTreeSet<SocketAddr> = BTreeSet::new();
+    let mut peers_open = true;
+    let mut tried = 0usize;
+    let mut connected = 0usize;
+    let mut first_peer: Option<Instant> = None;
+    let mut banned_total: BTreeSet<SocketAddr> = BTreeSet::new();
+    // Bound on distinct addresses remembered; beyond it new candidates are ignored.
+    let max_seen = cfg.max_candidates * 8;
+
+    let add_candidate =
+        |a: SocketAddr, queued: &mut VecDeque<SocketAddr>, seen: &mut BTreeSet<SocketAddr>| {
+            if a.port() == 0 || seen.len() >= max_seen || queued.len() >= cfg.max_candidates {
+                return;
+            }
+            if seen.insert(a) {
+                queued.push_back(a);
+            }
+        };
+
+    loop {
+        // Launch connections within both limits.
+        let half_open = active.values().filter(|v| v.is_none()).count();
+        let mut room = cfg
+            .max_half_open
+            .saturating_sub(half_open)
+            .min(cfg.max_peers.saturating_sub(active.len()));
+        while room > 0 {
+            let Some(addr) = queued.pop_front() else {
+                break;
+            };
+            if fetch.is_banned(&addr) {
+                continue;
+            }
+            room -= 1;
+            tried += 1;
+            active.insert(addr, None);
+            tasks.spawn(fetch_peer_task(
+                net.clone(),
+                addr,
+                info_hash,
+                our_id,
+                cfg.clone(),
+                ev_tx.clone(),
+            ));
+        }
+
+        let wake = fetch.next_deadline().map_or(deadline, |d| d.min(deadline));
+        tokio::select! {
+            biased;
+            ev = ev_rx.recv() => {
+                // We hold a sender, so the channel never closes.
+                let Some(ev) = ev else { continue };
+                let now = Instant::now();
+                match ev {
+                    Event::Ready { addr, size, cmd } => {
+                        match fetch.add_peer(addr, size) {
+                            Ok(()) => {
+                                connected += 1;
+                                first_peer.get_or_insert(now);
+                                active.insert(addr, Some(cmd));
+                            }
+                            Err(e) => {
+                                tracing::debug!(%addr, %e, "peer can't serve metadata");
+                                active.remove(&addr); // dropping `cmd` ends the task
+                            }
+                        }
+                    }
+                    Event::Meta { addr, msg } => match msg {
+                        MetadataMsg::Data { piece, total_size, data } => {
+                            match fetch.on_data(addr, piece, total_size, data) {
+                                Ok(Outcome::Done(info)) => {
+                                    return Ok(Fetched {
+                                        info,
+                                        tried,
+                                        connected,
+                                        banned: banned_total.into_iter().collect(),
+                                        since_first_peer: first_peer.map_or(Duration::ZERO, |t| now - t),
+                                    });
+                                }
+                                Ok(Outcome::Corrupt(bad)) => {
+                                    tracing::warn!(%info_hash, ?bad, "metadata failed SHA-1; banning contributors");
+                                    for a in bad {
+                                        banned_total.insert(a);
+                                        active.remove(&a);
+                                    }
+                                }
+                                Ok(Outcome::Progress) => {}
+                                Err(e) => {
+                                    tracing::debug!(%addr, %e, "dropping peer");
+                                    fetch.remove_peer(&addr);
+                                    active.remove(&addr);
+                                }
+                            }
+                        }
+                        MetadataMsg::Reject { piece } => {
+                            fetch.on_reject(addr, piece);
+                            fetch.remove_peer(&addr);
+                            active.remove(&addr);
+                        }
+                        MetadataMsg::Request { .. } => {}
+                    },
+                    Event::Pex { addrs } => {
+                        for a in addrs {
+                            add_candidate(a, &mut queued, &mut seen);
+                        }
+                    }
+                    Event::Closed { addr, why } => {
+                        tracing::debug!(%addr, %why, "metadata peer closed");
+                        fetch.remove_peer(&addr);
+                        active.remove(&addr);
+                    }
+                }
+            }
+            a = peers.recv(), if peers_open => match a {
+                Some(a) => add_candidate(a, &mut queued, &mut seen),
+                None => peers_open = false,
+            },
+            _ = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= deadline {
+                    return Err(FetchError::Timeout {
+                        info_hash,
+                        secs: cfg.timeout.as_secs(),
+                        tried,
+                        connected,
+                        banned: banned_total.len(),
+                    });
+                }
+                for slow in fetch.poll_timeouts(Instant::now()) {
+                    tracing::debug!(%slow, "metadata request timed out");
+                    fetch.remove_peer(&slow);
+                    active.remove(&slow);
+                }
+            }
+        }
+        // Give every usable peer its share of requests.
+        let now = Instant::now();
+        for addr in fetch.usable_peers() {
+            let Some(Some(tx)) = active.get(&addr) else {
+                continue;
+            };
+            let tx = tx.clone();
+            while let Some(piece) = fetch.next_request(addr, now) {
+                if tx.try_send(piece).is_err() {
+                    // Task gone or backlogged: the request times out and is reassigned.
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Commands queued per peer task (requests in flight per peer are at most 8).
+const CMD_QUEUE: usize = 16;
+
+/// One connection of a metadata fetch: handshakes, then forwards ut_metadata requests from
+/// the fetch loop and answers/PEX to it until the loop drops its command sender.
+async fn fetch_peer_task(
+    net: Net,
+    addr: SocketAddr,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    cfg: FetchConfig,
+    ev: mpsc::Sender<Event>,
+) {
+    let why = match fetch_peer(&net, addr, info_hash, our_id, &cfg, &ev).await {
+        Ok(()) => PeerError::Closed,
+        Err(e) => e,
+    };
+    let _ = ev.send(Event::Closed { addr, why }).await;
+}
+
+async fn fetch_peer(
+    net: &Net,
+    addr: SocketAddr,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    cfg: &FetchConfig,
+    ev: &mpsc::Sender<Event>,
+) -> Result<(), PeerError> {
+    let mut conn = PeerConn::connect(
+        net,
+        addr,
+        info_hash,
+        our_id,
+        cfg.connect_timeout,
+        cfg.handshake_timeout,
+    )
+    .await?;
+    let ours = ExtHandshake::ours(cfg.listen_port, None, Some(addr.ip()));
+    let theirs = conn
+        .exchange_ext_handshake(&ours, cfg.handshake_timeout)
+        .await?;
+    let Some(ut_id) = theirs.id_of(UT_METADATA) else {
+        return Err(PeerError::BadExtension("peer lacks ut_metadata"));
+    };
+    let (tx, mut cmds) = mpsc::channel(CMD_QUEUE);
+    if ev
+        .send(Event::Ready {
+            addr,
+            size: theirs.metadata_size,
+            cmd: tx,
+        })
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    // Messages that came before the extended handshake are irrelevant to a metadata fetch.
+    let (mut rd, mut wr, _) = conn.into_parts();
+    loop {
+        tokio::select! {
+            biased;
+            cmd = cmds.recv() => {
+                let Some(piece) = cmd else { return Ok(()) };
+                wr.send_extended(ut_id, &MetadataMsg::Request { piece }.encode()).await?;
+            }
+            m = rd.recv() => match m? {
+                Message::Extended { id: UT_METADATA_ID, payload } => {
+                    match MetadataMsg::decode(&payload)? {
+                        // We have no metadata to give yet.
+                        MetadataMsg::Request { piece } => {
+                            wr.send_extended(ut_id, &MetadataMsg::Reject { piece }.encode()).await?;
+                        }
+                        msg => {
+                            if ev.send(Event::Meta { addr, msg }).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                Message::Extended { id: UT_PEX_ID, payload } => {
+                    // PEX is advisory: a malformed one is ignored, not fatal.
+                    if let Ok(p) = PexMsg::decode(&payload) {
+                        let addrs = p.added.into_iter().map(|(a, _)| a).collect();
+                        if ev.send(Event::Pex { addrs }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Serves ut_metadata for one torrent to every peer that connects to `listener`, at most
+/// `max_conns` at a time. Runs until the listener fails.
+pub async fn serve_metadata(
+    listener: Listener,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    info: Bytes,
+    max_conns: usize,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(max_conns.max(1)));
+    let mut conns = JoinSet::new();
+    loop {
+        let (stream, addr) = listener.accept().await?;
+        // Reap finished connections so the set stays bounded.
+        while conns.try_join_next().is_some() {}
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // full: drop the connection
+        };
+        let info = info.clone();
+        conns.spawn(async move {
+            let r = serve_metadata_conn(stream, addr, info_hash, our_id, info).await;
+            if let Err(e) = r {
+                tracing::debug!(%addr, %e, "metadata server connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Idle time after which the metadata server hangs up.
+const SERVE_IDLE: Duration = Duration::from_secs(120);
+
+/// Serves ut_metadata to one incoming connection. `info` is sent as-is (its hash is not
+/// checked here, so a test can run a lying peer).
+pub async fn serve_metadata_conn(
+    stream: Stream,
+    addr: SocketAddr,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    info: Bytes,
+) -> Result<(), PeerError> {
+    let mut conn = PeerConn::accept(
+        stream,
+        addr,
+        our_id,
+        |h| *h == info_hash,
+        Duration::from_secs(10),
+    )
+    .await?;
+    if conn.remote.reserved.fast() {
+        // We hold no pieces, only metadata.
+        conn.send(&Message::HaveNone).await?;
+    }
+    if !conn.extensions() {
+        return Err(PeerError::BadExtension("peer lacks the extension protocol"));
+    }
+    let ours = ExtHandshake::ours(None, Some(info.len() as u64), Some(addr.ip()));
+    let theirs = conn
+        .exchange_ext_handshake(&ours, Duration::from_secs(10))
+        .await?;
+    let their_id = theirs.id_of(UT_METADATA);
+    loop {
+        let m = timeout(SERVE_IDLE, conn.recv())
+            .await
+            .map_err(|_| PeerError::Timeout("idle"))??;
+        if let Message::Extended {
+            id: UT_METADATA_ID,
+            payload,
+        } = m
+        {
+            if let MetadataMsg::Request { piece } = MetadataMsg::decode(&payload)? {
+                let Some(id) = their_id else {
+                    return Err(PeerError::BadExtension("request without ut_metadata id"));
+                };
+                conn.writer
+                    .send_extended(id, &serve_request(&info, piece).encode())
+                    .await?;
+            }
+        }
+    }
+}
