@@ -1,0 +1,1073 @@
+//! Piece picker: which 16 KiB blocks to request from which peer (BEP 3 practice, BEP 6).
+//!
+//! A pure data structure, driven by the torrent task:
+//! - **Availability** is counted from peers' `bitfield`/`have` messages (BEP 3) and BEP 6
+//!   `have_all` (a seed counts once globally instead of once per piece).
+//! - **Rarest first**: wanted pieces sit in buckets indexed by (priority, availability);
+//!   a change of availability moves a piece between neighbouring buckets in O(1), and a
+//!   pick scans buckets from the rarest up, starting at a random position in each bucket
+//!   (random tie-breaking from the injected seeded RNG, so simulations are reproducible).
+//! - **Random first pieces**: until `random_first` pieces are verified, new pieces are
+//!   chosen at random so a fresh peer quickly has something to trade.
+//! - **Partial pieces first**: blocks of pieces already in progress are requested before
+//!   new pieces are started (the peer's own pieces first, then others'), which keeps the
+//!   number of half-finished pieces small.
+//! - **Endgame**: once every remaining block is requested, a peer may request blocks that
+//!   others already requested (at most `endgame_dups` extra requesters per block); when a
+//!   block arrives the other requesters are returned as cancels (BEP 3 `cancel`).
+//! - **Failed pieces**: blocks are reset, every peer that sent a block of it gets a strike,
+//!   and a peer with strikes in 2+ failed pieces is reported as flagged (to be banned).
+//!   The re-download of a failed piece is exclusive to one peer so that a second failure
+//!   is attributed cleanly.
+//! - **File selection / priorities**: pieces of priority 0 are never picked; higher
+//!   priorities are picked first. **Sequential** mode picks the lowest wanted piece.
+//! - Requests of a peer that chokes us, disconnects, is snubbed or rejects (BEP 6
+//!   `reject_request`) are released for others.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::bitfield::Bitfield;
+use super::layout::{Layout, BLOCK_SIZE};
+
+/// Identifies a peer connection inside one torrent (assigned by the torrent task).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerKey(pub u64);
+
+/// A block request: `len` bytes at `offset` in `piece` (the BEP 3 `request` triple).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockRef {
+    pub piece: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Highest priority level (1 = normal, 0 = don't download).
+pub const MAX_PRIORITY: u8 = 7;
+
+const NONE: u32 = u32::MAX;
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct PickerConfig {
+    /// Pick new pieces at random until this many pieces are verified.
+    pub random_first: u32,
+    /// In endgame, how many peers besides the first may request the same block.
+    pub endgame_dups: usize,
+    /// Failed pieces a peer may contribute to before being flagged.
+    pub strikes_to_flag: u32,
+}
+
+impl Default for PickerConfig {
+    fn default() -> Self {
+        PickerConfig {
+            random_first: 4,
+            endgame_dups: 2,
+            strikes_to_flag: 2,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PieceState {
+    Missing,
+    Downloading,
+    /// All blocks received, hash check pending.
+    Verifying,
+    Have,
+}
+
+#[derive(Clone, Debug)]
+enum Block {
+    Free,
+    Requested(Vec<PeerKey>),
+    Received(PeerKey),
+}
+
+#[derive(Debug)]
+struct Download {
+    blocks: Vec<Block>,
+    free: u32,
+    received: u32,
+    started_by: PeerKey,
+    /// Re-download after a failure: only `owner` may request blocks.
+    exclusive: bool,
+    owner: Option<PeerKey>,
+}
+
+#[derive(Default, Debug)]
+struct PeerState {
+    requests: BTreeSet<BlockRef>,
+}
+
+/// What happened with a received block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockStatus {
+    /// New data: write it.
+    Accepted,
+    /// Already have this block (endgame duplicate or piece being verified): drop it.
+    Duplicate,
+    /// Not a block we asked for or could use (bad geometry, piece not in progress).
+    Unexpected,
+}
+
+/// Result of [`Picker::on_block_received`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockOutcome {
+    pub status: BlockStatus,
+    /// Every block of the piece is now here: hash it, then call `on_piece_verified` or
+    /// `on_piece_failed`.
+    pub piece_complete: bool,
+    /// Other peers that had requested this block (endgame): send them `cancel`.
+    pub cancels: Vec<(PeerKey, BlockRef)>,
+}
+
+/// The piece picker of one torrent.
+pub struct Picker {
+    cfg: PickerConfig,
+    piece_length: u64,
+    total_length: u64,
+    piece_count: u32,
+    avail: Vec<u32>,
+    seeds: u32,
+    prio: Vec<u8>,
+    state: Vec<PieceState>,
+    parole: Vec<bool>,
+    /// buckets[prio - 1][availability] = wanted, not-yet-verified pieces.
+    buckets: Vec<Vec<Vec<u32>>>,
+    /// Position of each piece in its bucket (NONE when not in a bucket).
+    pos: Vec<u32>,
+    downloads: BTreeMap<u32, Download>,
+    peers: BTreeMap<PeerKey, PeerState>,
+    strikes: BTreeMap<PeerKey, u32>,
+    have: Bitfield,
+    /// Wanted pieces in state Missing.
+    not_started_wanted: u32,
+    /// Free blocks across started pieces.
+    free_in_downloads: u64,
+    sequential: bool,
+    seq_cursor: u32,
+    rng: StdRng,
+    scratch: Vec<u32>,
+}
+
+impl Picker {
+    /// A picker for `layout` with every piece wanted at priority 1.
+    pub fn new(layout: &Layout, cfg: PickerConfig, rng: StdRng) -> Self {
+        let n = layout.piece_count();
+        let mut p = Picker {
+            cfg,
+            piece_length: layout.piece_length(),
+            total_length: layout.total_length(),
+            piece_count: n,
+            avail: vec![0; n as usize],
+            seeds: 0,
+            prio: vec![0; n as usize],
+            state: vec![PieceState::Missing; n as usize],
+            parole: vec![false; n as usize],
+            buckets: vec![Vec::new(); MAX_PRIORITY as usize],
+            pos: vec![NONE; n as usize],
+            downloads: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            strikes: BTreeMap::new(),
+            have: Bitfield::new(n),
+            not_started_wanted: 0,
+            free_in_downloads: 0,
+            sequential: false,
+            seq_cursor: 0,
+            rng,
+            scratch: Vec::new(),
+        };
+        p.set_priorities(&vec![1; n as usize]);
+        p
+    }
+
+    // ---- geometry -------------------------------------------------------------------
+
+    fn piece_len(&self, i: u32) -> u64 {
+        let start = i as u64 * self.piece_length;
+        (self.total_length - start).min(self.piece_length)
+    }
+
+    fn block_count(&self, i: u32) -> u32 {
+        self.piece_len(i).div_ceil(BLOCK_SIZE as u64) as u32
+    }
+
+    fn block_ref(&self, piece: u32, b: u32) -> BlockRef {
+        let off = b as u64 * BLOCK_SIZE as u64;
+        let len = (self.piece_len(piece) - off).min(BLOCK_SIZE as u64) as u32;
+        BlockRef {
+            piece,
+            offset: off as u32,
+            len,
+        }
+    }
+
+    /// Block index of `r` if it is exactly one of our 16 KiB blocks.
+    fn block_index(&self, r: &BlockRef) -> Option<u32> {
+        if r.piece >= self.piece_count || r.offset % BLOCK_SIZE != 0 {
+            return None;
+        }
+        let b = r.offset / BLOCK_SIZE;
+        (b < self.block_count(r.piece) && self.block_ref(r.piece, b) == *r).then_some(b)
+    }
+
+    // ---- buckets --------------------------------------------------------------------
+
+    fn in_buckets(&self, i: u32) -> bool {
+        self.pos[i as usize] != NONE
+    }
+
+    fn bucket_insert(&mut self, i: u32) {
+        let lvl = self.prio[i as usize] as usize - 1;
+        let a = self.avail[i as usize] as usize;
+        let levels = &mut self.buckets[lvl];
+        if levels.len() <= a {
+            levels.resize_with(a + 1, Vec::new);
+        }
+        levels[a].push(i);
+        self.pos[i as usize] = (levels[a].len() - 1) as u32;
+    }
+
+    fn bucket_remove(&mut self, i: u32) {
+        let p = self.pos[i as usize];
+        if p == NONE {
+            return;
+        }
+        let lvl = self.prio[i as usize] as usize - 1;
+        let a = self.avail[i as usize] as usize;
+        let b = &mut self.buckets[lvl][a];
+        b.swap_remove(p as usize);
+        if let Some(&moved) = b.get(p as usize) {
+            self.pos[moved as usize] = p;
+        }
+        self.pos[i as usize] = NONE;
+    }
+
+    fn is_wanted(&self, i: u32) -> bool {
+        (i as usize) < self.prio.len()
+            && self.prio[i as usize] > 0
+            && self.state[i as usize] != PieceState::Have
+    }
+
+    // ---- configuration --------------------------------------------------------------
+
+    /// Sets per-piece priorities (0 = skip, 1..=7; larger values are clamped). See
+    /// [`Layout::piece_priorities`] to derive them from file priorities. Missing entries
+    /// mean 0.
+    pub fn set_priorities(&mut self, prio: &[u8]) {
+        for i in 0..self.piece_count {
+            let new = prio.get(i as usize).copied().unwrap_or(0).min(MAX_PRIORITY);
+            let old = self.prio[i as usize];
+            if new == old {
+                continue;
+            }
+            let was_wanted = self.is_wanted(i);
+            self.bucket_remove(i);
+            self.prio[i as usize] = new;
+            let wanted = self.is_wanted(i);
+            if wanted {
+                self.bucket_insert(i);
+            }
+            if self.state[i as usize] == PieceState::Missing && was_wanted != wanted {
+                if wanted {
+                    self.not_started_wanted += 1;
+                } else {
+                    self.not_started_wanted -= 1;
+                }
+            }
+        }
+        self.seq_cursor = 0;
+    }
+
+    /// Sequential mode (streaming): new pieces are picked lowest index first.
+    pub fn set_sequential(&mut self, on: bool) {
+        self.sequential = on;
+        self.seq_cursor = 0;
+    }
+
+    // ---- availability ---------------------------------------------------------------
+
+    fn inc(&mut self, i: u32) {
+        let inb = self.in_buckets(i);
+        if inb {
+            self.bucket_remove(i);
+        }
+        self.avail[i as usize] = self.avail[i as usize].saturating_add(1);
+        if inb {
+            self.bucket_insert(i);
+        }
+    }
+
+    fn dec(&mut self, i: u32) {
+        let inb = self.in_buckets(i);
+        if inb {
+            self.bucket_remove(i);
+        }
+        self.avail[i as usize] = self.avail[i as usize].saturating_sub(1);
+        if inb {
+            self.bucket_insert(i);
+        }
+    }
+
+    /// A peer's bitfield arrived (BEP 3). Count it once per peer.
+    pub fn add_peer_bitfield(&mut self, has: &Bitfield) {
+        let n = self.piece_count;
+        for i in has.iter_set().filter(|&i| i < n) {
+            self.inc(i);
+        }
+    }
+
+    /// A peer left (or its bitfield is replaced): uncount what it had.
+    pub fn remove_peer_bitfield(&mut self, has: &Bitfield) {
+        let n = self.piece_count;
+        for i in has.iter_set().filter(|&i| i < n) {
+            self.dec(i);
+        }
+    }
+
+    /// A peer announced `have` (BEP 3). The caller counts each piece once per peer.
+    pub fn add_have(&mut self, piece: u32) {
+        if piece < self.piece_count {
+            self.inc(piece);
+        }
+    }
+
+    /// A peer sent BEP 6 `have_all`.
+    pub fn add_seed(&mut self) {
+        self.seeds += 1;
+    }
+
+    /// A `have_all` peer left.
+    pub fn remove_seed(&mut self) {
+        self.seeds = self.seeds.saturating_sub(1);
+    }
+
+    /// How many connected peers have piece `i`.
+    pub fn availability(&self, i: u32) -> u32 {
+        self.avail.get(i as usize).copied().unwrap_or(0) + self.seeds
+    }
+
+    // ---- queries --------------------------------------------------------------------
+
+    /// Verified pieces.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// Is piece `i` wanted and not yet verified (for `have` messages: become interested)?
+    pub fn wants(&self, i: u32) -> bool {
+        self.is_wanted(i)
+    }
+
+    /// Does a peer with `has` have anything we want (BEP 3 `interested`)?
+    pub fn interesting(&self, has: &Bitfield) -> bool {
+        has.iter_set().any(|i| self.is_wanted(i))
+    }
+
+    /// All wanted pieces are verified.
+    pub fn is_complete(&self) -> bool {
+        self.not_started_wanted == 0 && (0..self.piece_count).all(|i| !self.is_wanted(i))
+    }
+
+    /// Number of requests currently outstanding to `peer`.
+    pub fn outstanding(&self, peer: PeerKey) -> usize {
+        self.peers.get(&peer).map_or(0, |p| p.requests.len())
+    }
+
+    /// Outstanding requests to `peer`, ascending.
+    pub fn requests_of(&self, peer: PeerKey) -> Vec<BlockRef> {
+        self.peers
+            .get(&peer)
+            .map_or_else(Vec::new, |p| p.requests.iter().copied().collect())
+    }
+
+    /// Failed pieces `peer` contributed to.
+    pub fn strikes(&self, peer: PeerKey) -> u32 {
+        self.strikes.get(&peer).copied().unwrap_or(0)
+    }
+
+    /// Is the picker in endgame (no block left unrequested)?
+    pub fn in_endgame(&self) -> bool {
+        self.not_started_wanted == 0 && self.free_in_downloads == 0 && !self.downloads.is_empty()
+    }
+
+    /// Pieces started but not yet verified.
+    pub fn pieces_in_progress(&self) -> usize {
+        self.downloads.len()
+    }
+
+    // ---- picking --------------------------------------------------------------------
+
+    /// Appends up to `max` new requests for `peer` (which has `peer_has`) to `out`, and
+    /// records them as outstanding. Returns how many were added. For BEP 6 allowed-fast
+    /// requests while choked, pass the allowed set intersected with the peer's pieces.
+    pub fn pick_blocks(
+        &mut self,
+        peer: PeerKey,
+        peer_has: &Bitfield,
+        max: usize,
+        out: &mut Vec<BlockRef>,
+    ) -> usize {
+        let start = out.len();
+        if max == 0 {
+            return 0;
+        }
+        self.peers.entry(peer).or_default();
+
+        // 1. Pieces in progress: the peer's own first, then others'.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        for own_pass in [true, false] {
+            for (&piece, dl) in &self.downloads {
+                if dl.free == 0 || !peer_has.get(piece) || self.prio[piece as usize] == 0 {
+                    continue;
+                }
+                if (dl.started_by == peer) != own_pass {
+                    continue;
+                }
+                if dl.exclusive && dl.owner.is_some_and(|o| o != peer) {
+                    continue;
+                }
+                scratch.push(piece);
+            }
+        }
+        for &piece in &scratch {
+            if out.len() - start >= max {
+                break;
+            }
+            self.take_free(peer, piece, max - (out.len() - start), out);
+        }
+
+        // 2. New pieces.
+        if out.len() - start < max && self.not_started_wanted > 0 {
+            scratch.clear();
+            let mut need = (max - (out.len() - start)) as u64;
+            self.choose_new(peer_has, &mut need, &mut scratch);
+            for &piece in &scratch {
+                if out.len() - start >= max {
+                    break;
+                }
+                self.start_piece(peer, piece);
+                self.take_free(peer, piece, max - (out.len() - start), out);
+            }
+        }
+        self.scratch = scratch;
+
+        // 3. Endgame: duplicate requests on blocks others are fetching.
+        if out.len() - start < max && self.in_endgame() {
+            self.pick_endgame(peer, peer_has, max - (out.len() - start), out);
+        }
+        out.len() - start
+    }
+
+    /// Chooses not-started wanted pieces the peer has, enough to cover `need` blocks.
+    fn choose_new(&mut self, has: &Bitfield, need: &mut u64, out: &mut Vec<u32>) {
+        let take = |this: &Picker, i: u32, need: &mut u64, out: &mut Vec<u32>| -> bool {
+            if this.state[i as usize] == PieceState::Missing
+                && this.prio[i as usize] > 0
+                && has.get(i)
+            {
+                out.push(i);
+                *need = need.saturating_sub(this.block_count(i) as u64);
+            }
+            *need == 0
+        };
+        let n = self.piece_count;
+        if self.sequential {
+            while self.seq_cursor < n && !self.is_wanted(self.seq_cursor) {
+                self.seq_cursor += 1;
+            }
+            for i in self.seq_cursor..n {
+                if take(self, i, need, out) {
+                    return;
+                }
+            }
+            return;
+        }
+        if self.have.count() < self.cfg.random_first {
+            let s = self.rng.random_range(0..n);
+            for k in 0..n {
+                let i = (s + k) % n;
+                if take(self, i, need, out) {
+                    return;
+                }
+            }
+            return;
+        }
+        for lvl in (0..MAX_PRIORITY as usize).rev() {
+            for a in 0..self.buckets[lvl].len() {
+                let len = self.buckets[lvl][a].len();
+                if len == 0 {
+                    continue;
+                }
+                let s = self.rng.random_range(0..len);
+                for k in 0..len {
+                    let i = self.buckets[lvl][a][(s + k) % len];
+                    if take(self, i, need, out) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_piece(&mut self, peer: PeerKey, piece: u32) {
+        let n = self.block_count(piece);
+        let exclusive = self.parole[piece as usize];
+        self.state[piece as usize] = PieceState::Downloading;
+        self.not_started_wanted -= 1;
+        self.free_in_downloads += n as u64;
+        self.downloads.insert(
+            piece,
+            Download {
+                blocks: vec![Block::Free; n as usize],
+                free: n,
+                received: 0,
+                started_by: peer,
+                exclusive,
+                owner: None,
+            },
+        );
+    }
+
+    fn take_free(&mut self, peer: PeerKey, piece: u32, max: usize, out: &mut Vec<BlockRef>) {
+        let refs: Vec<BlockRef> = {
+            let Some(dl) = self.downloads.get_mut(&piece) else {
+                return;
+            };
+            if dl.exclusive {
+                dl.owner = Some(peer);
+            }
+            let mut picked = Vec::new();
+            for (b, blk) in dl.blocks.iter_mut().enumerate() {
+                if picked.len() >= max {
+                    break;
+                }
+                if matches!(blk, Block::Free) {
+                    *blk = Block::Requested(vec![peer]);
+                    picked.push(b as u32);
+                }
+            }
+            dl.free -= picked.len() as u32;
+            self.free_in_downloads -= picked.len() as u64;
+            picked
+                .into_iter()
+                .map(|b| self.block_ref(piece, b))
+                .collect()
+        };
+        let ps = self.peers.entry(peer).or_default();
+        for r in refs {
+            ps.requests.insert(r);
+            out.push(r);
+        }
+    }
+
+    fn pick_endgame(&mut self, peer: PeerKey, has: &Bitfield, max: usize, out: &mut Vec<BlockRef>) {
+        let limit = 1 + self.cfg.endgame_dups;
+        // Fewest requesters first, so duplicates spread over all remaining blocks.
+        let mut cands: Vec<(usize, BlockRef)> = Vec::new();
+        for (&piece, dl) in &self.downloads {
+            if !has.get(piece) || dl.free > 0 {
+                continue;
+            }
+            for (b, blk) in dl.blocks.iter().enumerate() {
+                if let Block::Requested(ps) = blk {
+                    if ps.len() < limit && !ps.contains(&peer) {
+                        cands.push((ps.len(), self.block_ref(piece, b as u32)));
+                    }
+                }
+            }
+        }
+        cands.sort();
+        for (_, r) in cands.into_iter().take(max) {
+            if let Some(dl) = self.downloads.get_mut(&r.piece) {
+                if let Block::Requested(ps) = &mut dl.blocks[(r.offset / BLOCK_SIZE) as usize] {
+                    ps.push(peer);
+                }
+            }
+            self.peers.entry(peer).or_default().requests.insert(r);
+            out.push(r);
+        }
+    }
+
+    // ---- events ---------------------------------------------------------------------
+
+    /// A block arrived from `peer`.
+    pub fn on_block_received(&mut self, peer: PeerKey, r: BlockRef) -> BlockOutcome {
+        if let Some(ps) = self.peers.get_mut(&peer) {
+            ps.requests.remove(&r);
+        }
+        let mut out = BlockOutcome {
+            status: BlockStatus::Unexpected,
+            piece_complete: false,
+            cancels: Vec::new(),
+        };
+        let Some(b) = self.block_index(&r) else {
+            return out;
+        };
+        let Some(dl) = self.downloads.get_mut(&r.piece) else {
+            return out;
+        };
+        let blk = &mut dl.blocks[b as usize];
+        match blk {
+            Block::Received(_) => {
+                out.status = BlockStatus::Duplicate;
+                return out;
+            }
+            Block::Free => {
+                // Released (choke, snub) but the data came anyway: still good data.
+                dl.free -= 1;
+                self.free_in_downloads -= 1;
+            }
+            Block::Requested(ps) => {
+                for &other in ps.iter().filter(|&&o| o != peer) {
+                    out.cancels.push((other, r));
+                }
+            }
+        }
+        *blk = Block::Received(peer);
+        dl.received += 1;
+        out.status = BlockStatus::Accepted;
+        if dl.received as usize == dl.blocks.len() {
+            self.state[r.piece as usize] = PieceState::Verifying;
+            out.piece_complete = true;
+        }
+        for (other, _) in &out.cancels {
+            if let Some(ps) = self.peers.get_mut(other) {
+                ps.requests.remove(&r);
+            }
+        }
+        out
+    }
+
+    /// Piece `i` passed its hash check (or was found on disk / in resume data).
+    pub fn on_piece_verified(&mut self, i: u32) {
+        if i >= self.piece_count || self.state[i as usize] == PieceState::Have {
+            return;
+        }
+        if let Some(dl) = self.downloads.remove(&i) {
+            self.drop_download_requests(i, dl);
+        } else if self.state[i as usize] == PieceState::Missing && self.prio[i as usize] > 0 {
+            self.not_started_wanted -= 1;
+        }
+        self.bucket_remove(i);
+        self.state[i as usize] = PieceState::Have;
+        self.parole[i as usize] = false;
+        self.have.set(i);
+    }
+
+    /// Forget a download's outstanding requests and free-block count.
+    fn drop_download_requests(&mut self, i: u32, dl: Download) {
+        self.free_in_downloads -= dl.free as u64;
+        for (b, blk) in dl.blocks.into_iter().enumerate() {
+            if let Block::Requested(ps) = blk {
+                let r = self.block_ref(i, b as u32);
+                for p in ps {
+                    if let Some(st) = self.peers.get_mut(&p) {
+                        st.requests.remove(&r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Piece `i` failed its hash check: it will be downloaded again (exclusively from one
+    /// peer). Returns the peers that just reached the strike limit (ban them).
+    pub fn on_piece_failed(&mut self, i: u32) -> Vec<PeerKey> {
+        let Some(dl) = self.downloads.remove(&i) else {
+            return Vec::new();
+        };
+        let senders: BTreeSet<PeerKey> = dl
+            .blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Received(p) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        self.drop_download_requests(i, dl);
+        self.state[i as usize] = PieceState::Missing;
+        self.parole[i as usize] = true;
+        if self.prio[i as usize] > 0 {
+            self.not_started_wanted += 1;
+        }
+        self.seq_cursor = self.seq_cursor.min(i);
+        let mut flagged = Vec::new();
+        for p in senders {
+            let s = self.strikes.entry(p).or_insert(0);
+            *s += 1;
+            if *s == self.cfg.strikes_to_flag {
+                flagged.push(p);
+            }
+        }
+        flagged
+    }
+
+    /// Releases every outstanding request of `peer` (choked us, snubbed, or before
+    /// disconnecting) so other peers can fetch those blocks. Returns the released requests
+    /// (send `cancel` for them if the connection stays up).
+    pub fn release_requests(&mut self, peer: PeerKey) -> Vec<BlockRef> {
+        let Some(ps) = self.peers.get_mut(&peer) else {
+            return Vec::new();
+        };
+        let reqs: Vec<BlockRef> = std::mem::take(&mut ps.requests).into_iter().collect();
+        for r in &reqs {
+            self.release_one(peer, r);
+        }
+        for dl in self.downloads.values_mut() {
+            if dl.owner == Some(peer) {
+                dl.owner = None;
+            }
+        }
+        reqs
+    }
+
+    fn release_one(&mut self, peer: PeerKey, r: &BlockRef) {
+        let Some(b) = self.block_index(r) else {
+            return;
+        };
+        let Some(dl) = self.downloads.get_mut(&r.piece) else {
+            return;
+        };
+        let blk = &mut dl.blocks[b as usize];
+        if let Block::Requested(ps) = blk {
+            ps.retain(|&p| p != peer);
+            if ps.is_empty() {
+                *blk = Block::Free;
+                dl.free += 1;
+                self.free_in_downloads += 1;
+            }
+        }
+    }
+
+    /// The peer choked us (BEP 3): its requests are void.
+    pub fn on_peer_choked(&mut self, peer: PeerKey) -> Vec<BlockRef> {
+        self.release_requests(peer)
+    }
+
+    /// The peer disconnected: release its requests and forget it (its strikes are kept).
+    /// Call `remove_peer_bitfield`/`remove_seed` for its availability too.
+    pub fn on_peer_disconnected(&mut self, peer: PeerKey) {
+        self.release_requests(peer);
+        self.peers.remove(&peer);
+    }
+
+    /// BEP 6 `reject_request`: the peer will not send this block.
+    pub fn on_reject(&mut self, peer: PeerKey, r: BlockRef) {
+        let removed = self
+            .peers
+            .get_mut(&peer)
+            .is_some_and(|ps| ps.requests.remove(&r));
+        if removed {
+            self.release_one(peer, &r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    const PL: u64 = 4 * BLOCK_SIZE as u64;
+
+    fn picker(pieces: u64) -> Picker {
+        let l = Layout::single("f", pieces * PL, PL).unwrap();
+        let cfg = PickerConfig {
+            random_first: 0,
+            ..Default::default()
+        };
+        Picker::new(&l, cfg, StdRng::seed_from_u64(7))
+    }
+
+    fn bf(n: u32, set: &[u32]) -> Bitfield {
+        let mut b = Bitfield::new(n);
+        for &i in set {
+            b.set(i);
+        }
+        b
+    }
+
+    fn receive_piece(p: &mut Picker, peer: PeerKey, piece: u32) -> BlockOutcome {
+        let mut last = None;
+        for b in 0..4 {
+            let r = BlockRef {
+                piece,
+                offset: b * BLOCK_SIZE,
+                len: BLOCK_SIZE,
+            };
+            last = Some(p.on_block_received(peer, r));
+        }
+        last.unwrap()
+    }
+
+    #[test]
+    fn rarest_first_order() {
+        let mut p = picker(6);
+        // piece 3 is held by one peer, 5 by two, the rest by three.
+        p.add_peer_bitfield(&bf(6, &[0, 1, 2, 3, 4, 5]));
+        p.add_peer_bitfield(&bf(6, &[0, 1, 2, 4, 5]));
+        p.add_peer_bitfield(&bf(6, &[0, 1, 2, 4]));
+        let all = Bitfield::full(6);
+        let mut out = Vec::new();
+        p.pick_blocks(PeerKey(1), &all, 4, &mut out);
+        assert!(out.iter().all(|r| r.piece == 3), "{out:?}");
+        out.clear();
+        p.pick_blocks(PeerKey(2), &all, 4, &mut out);
+        assert!(out.iter().all(|r| r.piece == 5), "{out:?}");
+        // A peer without the rare pieces gets a common one.
+        out.clear();
+        p.pick_blocks(PeerKey(3), &bf(6, &[0]), 4, &mut out);
+        assert!(out.iter().all(|r| r.piece == 0));
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn ties_are_broken_by_the_seeded_rng() {
+        let firsts: Vec<u32> = (0..20)
+            .map(|seed| {
+                let l = Layout::single("f", 64 * PL, PL).unwrap();
+                let cfg = PickerConfig {
+                    random_first: 0,
+                    ..Default::default()
+                };
+                let mut p = Picker::new(&l, cfg, StdRng::seed_from_u64(seed));
+                p.add_seed();
+                let mut out = Vec::new();
+                p.pick_blocks(PeerKey(1), &Bitfield::full(64), 1, &mut out);
+                out[0].piece
+            })
+            .collect();
+        let distinct: BTreeSet<_> = firsts.iter().collect();
+        assert!(distinct.len() > 5, "{firsts:?}");
+        // Same seed, same choice.
+        let again: Vec<u32> = (0..20)
+            .map(|seed| {
+                let l = Layout::single("f", 64 * PL, PL).unwrap();
+                let cfg = PickerConfig {
+                    random_first: 0,
+                    ..Default::default()
+                };
+                let mut p = Picker::new(&l, cfg, StdRng::seed_from_u64(seed));
+                p.add_seed();
+                let mut out = Vec::new();
+                p.pick_blocks(PeerKey(1), &Bitfield::full(64), 1, &mut out);
+                out[0].piece
+            })
+            .collect();
+        assert_eq!(firsts, again);
+    }
+
+    #[test]
+    fn partial_pieces_are_finished_first() {
+        let mut p = picker(8);
+        p.add_seed();
+        let all = Bitfield::full(8);
+        let mut a = Vec::new();
+        p.pick_blocks(PeerKey(1), &all, 2, &mut a);
+        let piece = a[0].piece;
+        assert!(a.iter().all(|r| r.piece == piece));
+        // Another peer continues the same piece before starting a new one.
+        let mut b = Vec::new();
+        p.pick_blocks(PeerKey(2), &all, 3, &mut b);
+        assert_eq!(b[0].piece, piece);
+        assert_eq!(b[1].piece, piece);
+        assert_ne!(b[2].piece, piece);
+        assert_eq!(p.pieces_in_progress(), 2);
+    }
+
+    #[test]
+    fn endgame_duplicates_and_cancels() {
+        let mut p = picker(1);
+        p.add_seed();
+        let all = Bitfield::full(1);
+        let mut a = Vec::new();
+        assert_eq!(p.pick_blocks(PeerKey(1), &all, 10, &mut a), 4);
+        assert!(p.in_endgame());
+        let mut b = Vec::new();
+        assert_eq!(p.pick_blocks(PeerKey(2), &all, 10, &mut b), 4);
+        let mut c = Vec::new();
+        assert_eq!(p.pick_blocks(PeerKey(3), &all, 2, &mut c), 2);
+        // Peer 2 asking again gets nothing new: it already requested everything.
+        let mut d = Vec::new();
+        assert_eq!(p.pick_blocks(PeerKey(2), &all, 10, &mut d), 0);
+        let o = p.on_block_received(PeerKey(2), a[0]);
+        assert_eq!(o.status, BlockStatus::Accepted);
+        let mut cancels = o.cancels.clone();
+        cancels.sort();
+        assert_eq!(cancels, vec![(PeerKey(1), a[0]), (PeerKey(3), a[0])]);
+        assert_eq!(p.outstanding(PeerKey(1)), 3);
+        assert_eq!(p.outstanding(PeerKey(3)), 1);
+        // The late copy from peer 1 is a duplicate.
+        assert_eq!(
+            p.on_block_received(PeerKey(1), a[0]).status,
+            BlockStatus::Duplicate
+        );
+        for r in &a[1..] {
+            p.on_block_received(PeerKey(1), *r);
+        }
+        assert_eq!(p.outstanding(PeerKey(2)), 0);
+        assert_eq!(p.outstanding(PeerKey(3)), 0);
+        p.on_piece_verified(0);
+        assert!(p.is_complete());
+    }
+
+    #[test]
+    fn file_selection_and_sequential() {
+        let mut p = picker(8);
+        p.add_seed();
+        p.set_priorities(&[0, 0, 1, 1, 0, 1, 0, 0]);
+        p.set_sequential(true);
+        let all = Bitfield::full(8);
+        let mut out = Vec::new();
+        p.pick_blocks(PeerKey(1), &all, 100, &mut out);
+        let pieces: Vec<u32> = out.iter().map(|r| r.piece).collect();
+        assert_eq!(pieces, vec![2, 2, 2, 2, 3, 3, 3, 3, 5, 5, 5, 5]);
+        for piece in [2, 3, 5] {
+            assert!(receive_piece(&mut p, PeerKey(1), piece).piece_complete);
+            p.on_piece_verified(piece);
+        }
+        assert!(p.is_complete());
+        assert!(!p.interesting(&all));
+    }
+
+    #[test]
+    fn higher_priority_first() {
+        let mut p = picker(4);
+        p.add_seed();
+        p.set_priorities(&[1, 1, 5, 1]);
+        let mut out = Vec::new();
+        p.pick_blocks(PeerKey(1), &Bitfield::full(4), 1, &mut out);
+        assert_eq!(out[0].piece, 2);
+    }
+
+    #[test]
+    fn failed_pieces_flag_contributors() {
+        let mut p = picker(4);
+        p.add_seed();
+        let all = Bitfield::full(4);
+        let (good, bad) = (PeerKey(1), PeerKey(9));
+        // Piece A: blocks from both peers; fails.
+        let mut out = Vec::new();
+        p.pick_blocks(good, &all, 2, &mut out);
+        p.pick_blocks(bad, &all, 2, &mut out);
+        let first = out[0].piece;
+        assert!(out.iter().all(|r| r.piece == first));
+        for (i, r) in out.iter().enumerate() {
+            let who = if i < 2 { good } else { bad };
+            p.on_block_received(who, *r);
+        }
+        assert!(p.on_piece_failed(first).is_empty());
+        assert_eq!(p.strikes(good), 1);
+        assert_eq!(p.strikes(bad), 1);
+        // Re-download is exclusive: once `bad` owns it, `good` cannot join.
+        let mut again = Vec::new();
+        p.pick_blocks(bad, &bf(4, &[first]), 4, &mut again);
+        assert_eq!(again.len(), 4);
+        let mut other = Vec::new();
+        p.pick_blocks(good, &bf(4, &[first]), 4, &mut other);
+        assert!(other.is_empty());
+        for r in &again {
+            p.on_block_received(bad, *r);
+        }
+        assert_eq!(p.on_piece_failed(first), vec![bad]);
+        assert_eq!(p.strikes(good), 1);
+        // Third attempt, good peer: verified.
+        let mut third = Vec::new();
+        p.pick_blocks(good, &bf(4, &[first]), 4, &mut third);
+        assert!(receive_piece(&mut p, good, first).piece_complete);
+        p.on_piece_verified(first);
+        assert!(p.have().get(first));
+    }
+
+    #[test]
+    fn choke_reject_and_disconnect_release_requests() {
+        let mut p = picker(2);
+        p.add_seed();
+        let all = Bitfield::full(2);
+        let mut a = Vec::new();
+        p.pick_blocks(PeerKey(1), &all, 8, &mut a);
+        assert_eq!(a.len(), 8);
+        assert!(p.in_endgame());
+        p.on_reject(PeerKey(1), a[0]);
+        assert_eq!(p.outstanding(PeerKey(1)), 7);
+        assert!(!p.in_endgame());
+        let mut b = Vec::new();
+        p.pick_blocks(PeerKey(2), &all, 1, &mut b);
+        assert_eq!(b, vec![a[0]]);
+        assert_eq!(p.on_peer_choked(PeerKey(1)).len(), 7);
+        let mut c = Vec::new();
+        p.pick_blocks(PeerKey(3), &all, 100, &mut c);
+        // The 7 released blocks, then (endgame) a duplicate of peer 2's block.
+        assert_eq!(c.len(), 8);
+        assert_eq!(c[7], a[0]);
+        p.on_peer_disconnected(PeerKey(3));
+        assert_eq!(p.outstanding(PeerKey(3)), 0);
+        let mut d = Vec::new();
+        assert_eq!(p.pick_blocks(PeerKey(4), &all, 100, &mut d), 8);
+        // A block released but still delivered is accepted.
+        assert_eq!(
+            p.on_block_received(PeerKey(1), a[1]).status,
+            BlockStatus::Accepted
+        );
+        // Bad geometry is refused.
+        let bogus = BlockRef {
+            piece: 0,
+            offset: 1,
+            len: 10,
+        };
+        assert_eq!(
+            p.on_block_received(PeerKey(1), bogus).status,
+            BlockStatus::Unexpected
+        );
+    }
+
+    #[test]
+    fn availability_moves_between_buckets() {
+        let mut p = picker(3);
+        let x = bf(3, &[0, 2]);
+        p.add_peer_bitfield(&x);
+        p.add_have(2);
+        assert_eq!(p.availability(2), 2);
+        p.remove_peer_bitfield(&x);
+        assert_eq!(p.availability(0), 0);
+        assert_eq!(p.availability(2), 1);
+        p.add_seed();
+        assert_eq!(p.availability(1), 1);
+        let mut out = Vec::new();
+        p.pick_blocks(PeerKey(1), &Bitfield::full(3), 4, &mut out);
+        // 0 and 1 tie at avail 0(+seed); 2 is commoner.
+        assert_ne!(out[0].piece, 2);
+    }
+
+    #[test]
+    fn random_first_pieces_then_rarest() {
+        let l = Layout::single("f", 32 * PL, PL).unwrap();
+        let mut p = Picker::new(&l, PickerConfig::default(), StdRng::seed_from_u64(3));
+        // Piece 31 is the rarest, but random-first ignores rarity.
+        let mut common = Bitfield::full(32);
+        common.clear(31);
+        for _ in 0..3 {
+            p.add_peer_bitfield(&common);
+        }
+        p.add_peer_bitfield(&Bitfield::full(32));
+        let mut hits = 0;
+        for k in 0..4 {
+            let mut out = Vec::new();
+            p.pick_blocks(PeerKey(k), &Bitfield::full(32), 4, &mut out);
+            let piece = out[0].piece;
+            hits += (piece == 31) as u32;
+            receive_piece(&mut p, PeerKey(k), piece);
+            p.on_piece_verified(piece);
+        }
+        assert!(hits <= 1);
+        if !p.have().get(31) {
+            let mut out = Vec::new();
+            p.pick_blocks(PeerKey(9), &Bitfield::full(32), 4, &mut out);
+            assert_eq!(out[0].piece, 31);
+        }
+    }
+}
