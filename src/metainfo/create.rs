@@ -24,8 +24,9 @@ use super::{check_component, FileEntry, Info, Metainfo, MAX_PATH_DEPTH, MAX_PIEC
 pub const MIN_PIECE_LENGTH: u64 = 16 << 10;
 /// Largest piece length chosen automatically.
 pub const MAX_AUTO_PIECE_LENGTH: u64 = 16 << 20;
-/// Read size per worker.
-const READ_BUF: usize = 4 << 20;
+/// Read size per worker: small enough to stay in L2 cache, so the copy out of the page
+/// cache and the hashing of that copy do not both go to main memory (4 MiB measured no faster).
+const READ_BUF: usize = 256 << 10;
 
 /// Options for [`create`]. `Default` gives an automatic piece length and no trackers.
 #[derive(Debug, Clone, Default)]
