@@ -154,6 +154,24 @@ fn create_single_file_auto_piece_length() {
 }
 
 #[test]
+fn output_inside_the_tree_is_not_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tree");
+    make_tree(&data);
+    let out_t = data.join("tree.torrent");
+    let first = magnetfetch(&["create", s(&data), "-o", s(&out_t)]);
+    assert!(first.status.success());
+    let v1 = json(&["info", s(&out_t), "--json"]);
+    // The second run finds the first torrent inside the tree and must leave it out.
+    let second = magnetfetch(&["create", s(&data), "-o", s(&out_t)]);
+    assert!(second.status.success());
+    let v2 = json(&["info", s(&out_t), "--json"]);
+    assert_eq!(v1["files"], v2["files"]);
+    assert_eq!(v1["infohash"], v2["infohash"]);
+    assert_eq!(first.stdout, second.stdout);
+}
+
+#[test]
 fn magnet_info_base32_and_extras() {
     let v = json(&[
         "info",

@@ -102,9 +102,10 @@ pub struct Info {
 }
 
 impl Info {
-    /// Sum of all file lengths (padding included).
+    /// Sum of all file lengths (padding included). O(1): the last file's end offset, since
+    /// offsets are cumulative (callers such as piece pickers call this per piece).
     pub fn total_length(&self) -> u64 {
-        self.files.iter().map(|f| f.length).sum()
+        self.files.last().map_or(0, |f| f.offset + f.length)
     }
 
     pub fn piece_count(&self) -> usize {
