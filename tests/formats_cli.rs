@@ -182,6 +182,7 @@ fn magnet_info_base32_and_extras() {
     assert_eq!(v["name"], "x y");
     assert_eq!(v["peers"], serde_json::json!(["127.0.0.1:6881"]));
     assert_eq!(v["select_only"], serde_json::json!([[0, 0], [2, 3]]));
+    assert!(v["total_size"].is_null() && v["files"].is_null());
 }
 
 #[test]

@@ -121,7 +121,10 @@ impl Info {
         if index + 1 < count {
             self.piece_length
         } else {
-            self.total_length() - self.piece_length * (count as u64 - 1)
+            // Saturating: `Info` fields are public, so a hand-built value may be inconsistent;
+            // that must give a wrong length, not a panic.
+            self.total_length()
+                .saturating_sub(self.piece_length.saturating_mul(count as u64 - 1))
         }
     }
 
