@@ -133,7 +133,7 @@ fn parse_int(buf: &[u8], pos: usize) -> Result<(i64, usize), BencodeError> {
     };
     let canonical = !mag.is_empty()
         && mag.iter().all(u8::is_ascii_digit)
-        && !(mag.len() > 1 && mag[0] == b'0')
+        && (mag.len() == 1 || !mag.starts_with(b"0"))
         && !(neg && mag == b"0");
     if !canonical {
         return Err(BencodeError::BadInteger(pos));
@@ -151,12 +151,10 @@ fn parse_bytes(buf: &[u8], pos: usize) -> Result<(Range<usize>, usize), BencodeE
         .iter()
         .take(21) // u64 has at most 20 digits
         .position(|&c| c == b':')
-        .ok_or_else(|| {
-            if rest.len() <= 21 {
-                BencodeError::UnexpectedEof(buf.len())
-            } else {
-                BencodeError::BadInteger(pos)
-            }
+        .ok_or(if rest.len() <= 21 {
+            BencodeError::UnexpectedEof(buf.len())
+        } else {
+            BencodeError::BadInteger(pos)
         })?;
     let digits = &rest[..colon];
     if digits.is_empty()

@@ -154,6 +154,24 @@ fn create_single_file_auto_piece_length() {
 }
 
 #[test]
+fn output_inside_the_tree_is_not_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tree");
+    make_tree(&data);
+    let out_t = data.join("tree.torrent");
+    let first = magnetfetch(&["create", s(&data), "-o", s(&out_t)]);
+    assert!(first.status.success());
+    let v1 = json(&["info", s(&out_t), "--json"]);
+    // The second run finds the first torrent inside the tree and must leave it out.
+    let second = magnetfetch(&["create", s(&data), "-o", s(&out_t)]);
+    assert!(second.status.success());
+    let v2 = json(&["info", s(&out_t), "--json"]);
+    assert_eq!(v1["files"], v2["files"]);
+    assert_eq!(v1["infohash"], v2["infohash"]);
+    assert_eq!(first.stdout, second.stdout);
+}
+
+#[test]
 fn magnet_info_base32_and_extras() {
     let v = json(&[
         "info",
@@ -164,6 +182,7 @@ fn magnet_info_base32_and_extras() {
     assert_eq!(v["name"], "x y");
     assert_eq!(v["peers"], serde_json::json!(["127.0.0.1:6881"]));
     assert_eq!(v["select_only"], serde_json::json!([[0, 0], [2, 3]]));
+    assert!(v["total_size"].is_null() && v["files"].is_null());
 }
 
 #[test]

@@ -69,6 +69,7 @@ pub fn run(args: Args) -> CliResult {
             .ok()
             .map(|d| d.as_secs() as i64),
         threads: 0,
+        exclude: Some(args.output.clone()),
     };
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {

@@ -111,6 +111,11 @@ fn magnet_json(m: &Magnet) -> String {
         "peers": m.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "select_only": so,
         "magnet": m.to_uri(),
+        // Same shape as a torrent's object; these are unknown until the metadata arrives.
+        "total_size": null,
+        "piece_length": null,
+        "pieces": null,
+        "files": null,
     });
     format!("{v}\n")
 }

@@ -24,8 +24,9 @@ use super::{check_component, FileEntry, Info, Metainfo, MAX_PATH_DEPTH, MAX_PIEC
 pub const MIN_PIECE_LENGTH: u64 = 16 << 10;
 /// Largest piece length chosen automatically.
 pub const MAX_AUTO_PIECE_LENGTH: u64 = 16 << 20;
-/// Read size per worker.
-const READ_BUF: usize = 4 << 20;
+/// Read size per worker: small enough to stay in L2 cache, so the copy out of the page
+/// cache and the hashing of that copy do not both go to main memory (4 MiB measured no faster).
+const READ_BUF: usize = 256 << 10;
 
 /// Options for [`create`]. `Default` gives an automatic piece length and no trackers.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +42,9 @@ pub struct CreateOptions {
     pub creation_date: Option<i64>,
     /// Hashing threads; 0 means one per available core.
     pub threads: usize,
+    /// A file never added even if it lies inside the tree: the output .torrent, so that
+    /// re-running `create dir -o dir/x.torrent` does not hash the previous torrent.
+    pub exclude: Option<PathBuf>,
 }
 
 /// Why a torrent could not be created.
@@ -100,7 +104,8 @@ pub fn create_with_progress(
             return Err(CreateError::BadPieceLength(pl));
         }
     }
-    let (name, multi_file, found) = collect(path)?;
+    let exclude = opts.exclude.as_deref().and_then(file_id);
+    let (name, multi_file, found) = collect(path, exclude)?;
     let mut files = Vec::with_capacity(found.len());
     let mut offset = 0u64;
     for f in &found {
@@ -173,7 +178,10 @@ struct Found {
 }
 
 /// Returns (torrent name, multi-file?, files in torrent order).
-fn collect(root: &Path) -> Result<(String, bool, Vec<Found>), CreateError> {
+fn collect(
+    root: &Path,
+    exclude: Option<FileId>,
+) -> Result<(String, bool, Vec<Found>), CreateError> {
     // The root itself may be a symlink the user pointed at on purpose: follow that one.
     let meta = std::fs::metadata(root).map_err(io_err(root))?;
     let canonical = std::fs::canonicalize(root).map_err(io_err(root))?;
@@ -197,7 +205,7 @@ fn collect(root: &Path) -> Result<(String, bool, Vec<Found>), CreateError> {
         return Err(CreateError::NotAFile(root.to_path_buf()));
     }
     let mut out = Vec::new();
-    walk(root, &mut Vec::new(), &mut out)?;
+    walk(root, exclude, &mut Vec::new(), &mut out)?;
     if out.is_empty() {
         return Err(CreateError::NoFiles(root.to_path_buf()));
     }
@@ -218,7 +226,37 @@ fn component(os: &std::ffi::OsStr, path: &Path) -> Result<String, CreateError> {
     Ok(s.to_string())
 }
 
-fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Found>) -> Result<(), CreateError> {
+/// Identity of a file (device, inode), to recognise the excluded file under any name.
+type FileId = (u64, u64);
+
+#[cfg(unix)]
+fn file_id(p: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &Path) -> Option<FileId> {
+    None
+}
+
+#[cfg(unix)]
+fn meta_id(m: &std::fs::Metadata) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn meta_id(_: &std::fs::Metadata) -> Option<FileId> {
+    None
+}
+
+fn walk(
+    dir: &Path,
+    exclude: Option<FileId>,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<Found>,
+) -> Result<(), CreateError> {
     if prefix.len() >= MAX_PATH_DEPTH {
         return Err(CreateError::TooDeep(dir.to_path_buf()));
     }
@@ -231,10 +269,13 @@ fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<Found>) -> Result<()
         if ft.is_symlink() || !(ft.is_file() || ft.is_dir()) {
             continue;
         }
+        if exclude.is_some() && meta_id(&meta) == exclude {
+            continue;
+        }
         let name = component(&entry.file_name(), &path)?;
         prefix.push(name);
         if ft.is_dir() {
-            walk(&path, prefix, out)?;
+            walk(&path, exclude, prefix, out)?;
         } else {
             out.push(Found {
                 components: prefix.clone(),

@@ -102,9 +102,10 @@ pub struct Info {
 }
 
 impl Info {
-    /// Sum of all file lengths (padding included).
+    /// Sum of all file lengths (padding included). O(1): the last file's end offset, since
+    /// offsets are cumulative (callers such as piece pickers call this per piece).
     pub fn total_length(&self) -> u64 {
-        self.files.iter().map(|f| f.length).sum()
+        self.files.last().map_or(0, |f| f.offset + f.length)
     }
 
     pub fn piece_count(&self) -> usize {
@@ -120,7 +121,10 @@ impl Info {
         if index + 1 < count {
             self.piece_length
         } else {
-            self.total_length() - self.piece_length * (count as u64 - 1)
+            // Saturating: `Info` fields are public, so a hand-built value may be inconsistent;
+            // that must give a wrong length, not a panic.
+            self.total_length()
+                .saturating_sub(self.piece_length.saturating_mul(count as u64 - 1))
         }
     }
 

@@ -456,3 +456,99 @@ fn auto_piece_length_targets_1000_to_2000_pieces() {
     }
     assert_eq!(auto_piece_length(1 << 50), 16 << 20);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_component() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 ._\u{e9}-]{1,12}".prop_filter("not . or ..", |c| c != "." && c != "..")
+    }
+
+    fn arb_info() -> impl Strategy<Value = Info> {
+        (
+            arb_component(),
+            prop::sample::select(vec![1u64, 7, 16384, 1 << 20]),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(arb_component(), 1..4),
+                    0u64..100_000,
+                    any::<[bool; 3]>(),
+                ),
+                1..6,
+            ),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_filter_map("needs data", |(name, pl, raw_files, multi, private)| {
+                let raw_files = if multi {
+                    raw_files
+                } else {
+                    raw_files.into_iter().take(1).collect()
+                };
+                let mut offset = 0;
+                let files: Vec<FileEntry> = raw_files
+                    .into_iter()
+                    .map(|(path, length, [pad, x, h])| {
+                        let e = FileEntry {
+                            path: if multi { path } else { vec![name.clone()] },
+                            length,
+                            offset,
+                            pad: pad && multi,
+                            executable: x && multi,
+                            hidden: h && multi,
+                            symlink: false,
+                        };
+                        offset += length;
+                        e
+                    })
+                    .collect();
+                if offset == 0 || offset / pl > 50_000 {
+                    return None;
+                }
+                let pieces = (0..offset.div_ceil(pl)).map(|i| [i as u8; 20]).collect();
+                Some(Info {
+                    name,
+                    piece_length: pl,
+                    pieces,
+                    files,
+                    multi_file: multi,
+                    private,
+                    hybrid: false,
+                })
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn info_round_trip(info in arb_info()) {
+            let raw = info.to_bytes();
+            let back = Info::from_bytes(&raw).unwrap();
+            prop_assert_eq!(&back, &info);
+            let m = Metainfo::from_info(info);
+            prop_assert_eq!(Metainfo::from_bytes(&m.to_bytes()).unwrap(), m);
+        }
+
+        #[test]
+        fn hostile_info_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Info::from_bytes(&bytes);
+            let _ = Metainfo::from_bytes(&bytes);
+        }
+
+        #[test]
+        fn mutated_torrent_never_panics(info in arb_info(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut t = Metainfo::from_info(info).to_bytes();
+            let i = at.index(t.len());
+            t[i] = byte;
+            if let Ok(m) = Metainfo::from_bytes(&t) {
+                // Whatever parses is still internally consistent.
+                prop_assert_eq!(m.info.total_length().div_ceil(m.info.piece_length), m.info.piece_count() as u64);
+                for f in &m.info.files {
+                    for c in &f.path {
+                        prop_assert!(check_component(c).is_ok());
+                    }
+                }
+            }
+        }
+    }
+}
