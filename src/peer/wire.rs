@@ -622,4 +622,80 @@ mod tests {
         // The payload points into the decoder's buffer, 13 bytes after the frame start.
         assert_eq!(data.as_ptr() as usize, base + 13);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn block() -> impl Strategy<Value = BlockRef> {
+            (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(index, begin, length)| BlockRef {
+                index,
+                begin,
+                length,
+            })
+        }
+
+        fn message() -> impl Strategy<Value = Message> {
+            prop_oneof![
+                Just(Message::KeepAlive),
+                Just(Message::Choke),
+                Just(Message::HaveNone),
+                any::<u32>().prop_map(Message::Have),
+                any::<u32>().prop_map(Message::AllowedFast),
+                any::<u16>().prop_map(Message::Port),
+                block().prop_map(Message::Request),
+                block().prop_map(Message::Reject),
+                proptest::collection::vec(any::<u8>(), 0..300)
+                    .prop_map(|v| Message::Bitfield(Bytes::from(v))),
+                (
+                    any::<u32>(),
+                    any::<u32>(),
+                    proptest::collection::vec(any::<u8>(), 0..20000)
+                )
+                    .prop_map(|(index, begin, d)| Message::Piece {
+                        index,
+                        begin,
+                        data: Bytes::from(d)
+                    }),
+                (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
+                    |(id, p)| Message::Extended {
+                        id,
+                        payload: Bytes::from(p)
+                    }
+                ),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_messages_round_trip_in_any_chunking(
+                msgs in proptest::collection::vec(message(), 0..8),
+                chunk in 1usize..5000,
+            ) {
+                let mut out = BytesMut::new();
+                for m in &msgs {
+                    encode(m, &mut out);
+                }
+                let mut d = Decoder::new();
+                let mut got = Vec::new();
+                for c in out.chunks(chunk) {
+                    d.feed(c);
+                    while let Some(m) = d.next_message().unwrap() {
+                        got.push(m);
+                    }
+                }
+                prop_assert_eq!(got, msgs);
+                prop_assert_eq!(d.buffered(), 0);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2000), n in 0u32..100) {
+                let mut d = Decoder::new();
+                d.feed(&data);
+                while let Ok(Some(m)) = d.next_message() {
+                    let _ = validate(&m, n);
+                }
+            }
+        }
+    }
 }
