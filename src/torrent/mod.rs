@@ -15,6 +15,7 @@ pub mod choker;
 pub mod picker;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod resume;
 
 pub use picker::{BlockOutcome, BlockRef, BlockStatus, PeerKey, Picker, PickerConfig};
 pub mod storage;

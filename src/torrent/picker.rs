@@ -15,10 +15,12 @@
 //! - **Endgame**: once every remaining block is requested, a peer may request blocks that
 //!   others already requested (at most `endgame_dups` extra requesters per block); when a
 //!   block arrives the other requesters are returned as cancels (BEP 3 `cancel`).
-//! - **Failed pieces**: blocks are reset, every peer that sent a block of it gets a strike,
-//!   and a peer with strikes in 2+ failed pieces is reported as flagged (to be banned).
-//!   The re-download of a failed piece is exclusive to one peer so that a second failure
-//!   is attributed cleanly.
+//! - **Failed pieces**: blocks are reset and the piece is re-downloaded exclusively from one
+//!   peer (so a second failure has a single, certain culprit). Peers at fault get a strike
+//!   and a peer with strikes from 2+ failed pieces is reported as flagged (to be banned).
+//!   To avoid punishing honest peers that merely shared a piece with a corrupt one, the
+//!   block digests of a multi-sender failure can be kept and compared with the good copy
+//!   once it verifies ("smart ban": only senders of differing blocks are at fault).
 //! - **File selection / priorities**: pieces of priority 0 are never picked; higher
 //!   priorities are picked first. **Sequential** mode picks the lowest wanted piece.
 //! - Requests of a peer that chokes us, disconnects, is snubbed or rejects (BEP 6
@@ -48,6 +50,13 @@ pub struct BlockRef {
 pub const MAX_PRIORITY: u8 = 7;
 
 const NONE: u32 = u32::MAX;
+
+/// Failed pieces whose block digests we keep for smart banning (beyond: strike everyone).
+const MAX_SUSPECT_PIECES: usize = 1024;
+/// Failed attempts remembered per piece.
+const MAX_ATTEMPTS: usize = 4;
+
+type Attempt = Vec<Option<(PeerKey, [u8; 20])>>;
 
 /// Tunables.
 #[derive(Clone, Debug)]
@@ -142,9 +151,13 @@ pub struct Picker {
     downloads: BTreeMap<u32, Download>,
     peers: BTreeMap<PeerKey, PeerState>,
     strikes: BTreeMap<PeerKey, u32>,
+    /// Failed multi-sender attempts per piece: (sender, block digest) per block.
+    suspects: BTreeMap<u32, Vec<Attempt>>,
     have: Bitfield,
     /// Wanted pieces in state Missing.
     not_started_wanted: u32,
+    /// Wanted pieces not yet verified.
+    remaining_wanted: u32,
     /// Free blocks across started pieces.
     free_in_downloads: u64,
     sequential: bool,
@@ -172,8 +185,10 @@ impl Picker {
             downloads: BTreeMap::new(),
             peers: BTreeMap::new(),
             strikes: BTreeMap::new(),
+            suspects: BTreeMap::new(),
             have: Bitfield::new(n),
             not_started_wanted: 0,
+            remaining_wanted: 0,
             free_in_downloads: 0,
             sequential: false,
             seq_cursor: 0,
@@ -207,7 +222,7 @@ impl Picker {
 
     /// Block index of `r` if it is exactly one of our 16 KiB blocks.
     fn block_index(&self, r: &BlockRef) -> Option<u32> {
-        if r.piece >= self.piece_count || r.offset % BLOCK_SIZE != 0 {
+        if r.piece >= self.piece_count || !r.offset.is_multiple_of(BLOCK_SIZE) {
             return None;
         }
         let b = r.offset / BLOCK_SIZE;
@@ -270,6 +285,13 @@ impl Picker {
             let wanted = self.is_wanted(i);
             if wanted {
                 self.bucket_insert(i);
+            }
+            if was_wanted != wanted {
+                if wanted {
+                    self.remaining_wanted += 1;
+                } else {
+                    self.remaining_wanted -= 1;
+                }
             }
             if self.state[i as usize] == PieceState::Missing && was_wanted != wanted {
                 if wanted {
@@ -369,7 +391,7 @@ impl Picker {
 
     /// All wanted pieces are verified.
     pub fn is_complete(&self) -> bool {
-        self.not_started_wanted == 0 && (0..self.piece_count).all(|i| !self.is_wanted(i))
+        self.remaining_wanted == 0
     }
 
     /// Number of requests currently outstanding to `peer`.
@@ -643,20 +665,60 @@ impl Picker {
         out
     }
 
-    /// Piece `i` passed its hash check (or was found on disk / in resume data).
-    pub fn on_piece_verified(&mut self, i: u32) {
+    /// Piece `i` passed its hash check (or was found on disk / in resume data). When the
+    /// piece had failed before with several senders ([`Picker::needs_block_digests`]), pass the
+    /// SHA-1 of each of its blocks: senders whose earlier blocks differ from the good ones
+    /// get a strike. Returns the peers that just reached the strike limit (ban them).
+    pub fn on_piece_verified(
+        &mut self,
+        i: u32,
+        block_digests: Option<&[[u8; 20]]>,
+    ) -> Vec<PeerKey> {
+        let mut flagged = Vec::new();
         if i >= self.piece_count || self.state[i as usize] == PieceState::Have {
-            return;
+            return flagged;
         }
         if let Some(dl) = self.downloads.remove(&i) {
             self.drop_download_requests(i, dl);
         } else if self.state[i as usize] == PieceState::Missing && self.prio[i as usize] > 0 {
             self.not_started_wanted -= 1;
         }
+        if self.prio[i as usize] > 0 {
+            self.remaining_wanted -= 1;
+        }
         self.bucket_remove(i);
         self.state[i as usize] = PieceState::Have;
         self.parole[i as usize] = false;
         self.have.set(i);
+        if let (Some(attempts), Some(good)) = (self.suspects.remove(&i), block_digests) {
+            let mut guilty = BTreeSet::new();
+            for attempt in attempts {
+                for (b, rec) in attempt.iter().enumerate() {
+                    if let (Some((peer, d)), Some(g)) = (rec, good.get(b)) {
+                        if d != g {
+                            guilty.insert(*peer);
+                        }
+                    }
+                }
+            }
+            for p in guilty {
+                self.strike(p, &mut flagged);
+            }
+        }
+        flagged
+    }
+
+    /// Does piece `i` have failed attempts waiting to be compared with a good copy?
+    pub fn needs_block_digests(&self, i: u32) -> bool {
+        self.suspects.contains_key(&i)
+    }
+
+    fn strike(&mut self, p: PeerKey, flagged: &mut Vec<PeerKey>) {
+        let s = self.strikes.entry(p).or_insert(0);
+        *s += 1;
+        if *s == self.cfg.strikes_to_flag {
+            flagged.push(p);
+        }
     }
 
     /// Forget a download's outstanding requests and free-block count.
@@ -674,20 +736,28 @@ impl Picker {
         }
     }
 
-    /// Piece `i` failed its hash check: it will be downloaded again (exclusively from one
-    /// peer). Returns the peers that just reached the strike limit (ban them).
-    pub fn on_piece_failed(&mut self, i: u32) -> Vec<PeerKey> {
+    /// Piece `i` failed its hash check: it will be downloaded again, exclusively from one
+    /// peer. Who gets a strike:
+    /// - a single sender: it alone sent the piece, so it is certainly at fault;
+    /// - several senders and `block_digests` (SHA-1 of each block as received) given: the
+    ///   attempt is remembered and judged when a good copy verifies (smart ban), so honest
+    ///   peers that shared a piece with a corrupt one are not punished;
+    /// - several senders, no digests: every sender.
+    ///
+    /// Returns the peers that just reached the strike limit (ban them).
+    pub fn on_piece_failed(&mut self, i: u32, block_digests: Option<&[[u8; 20]]>) -> Vec<PeerKey> {
         let Some(dl) = self.downloads.remove(&i) else {
             return Vec::new();
         };
-        let senders: BTreeSet<PeerKey> = dl
+        let per_block: Vec<Option<PeerKey>> = dl
             .blocks
             .iter()
-            .filter_map(|b| match b {
+            .map(|b| match b {
                 Block::Received(p) => Some(*p),
                 _ => None,
             })
             .collect();
+        let senders: BTreeSet<PeerKey> = per_block.iter().flatten().copied().collect();
         self.drop_download_requests(i, dl);
         self.state[i as usize] = PieceState::Missing;
         self.parole[i as usize] = true;
@@ -696,11 +766,24 @@ impl Picker {
         }
         self.seq_cursor = self.seq_cursor.min(i);
         let mut flagged = Vec::new();
-        for p in senders {
-            let s = self.strikes.entry(p).or_insert(0);
-            *s += 1;
-            if *s == self.cfg.strikes_to_flag {
-                flagged.push(p);
+        let room = self.suspects.contains_key(&i) || self.suspects.len() < MAX_SUSPECT_PIECES;
+        match block_digests {
+            Some(d) if d.len() == per_block.len() && senders.len() > 1 && room => {
+                let attempt = per_block
+                    .iter()
+                    .zip(d)
+                    .map(|(p, d)| p.map(|p| (p, *d)))
+                    .collect();
+                let attempts = self.suspects.entry(i).or_default();
+                if attempts.len() >= MAX_ATTEMPTS {
+                    attempts.remove(0);
+                }
+                attempts.push(attempt);
+            }
+            _ => {
+                for p in senders {
+                    self.strike(p, &mut flagged);
+                }
             }
         }
         flagged
@@ -764,6 +847,70 @@ impl Picker {
         if removed {
             self.release_one(peer, &r);
         }
+    }
+}
+
+#[cfg(test)]
+impl Picker {
+    /// Cross-checks every redundant counter and index (tests only).
+    fn check_invariants(&self) {
+        let mut free = 0u64;
+        let mut pairs: BTreeSet<(PeerKey, BlockRef)> = BTreeSet::new();
+        for (&piece, dl) in &self.downloads {
+            let st = self.state[piece as usize];
+            assert!(matches!(
+                st,
+                PieceState::Downloading | PieceState::Verifying
+            ));
+            let mut f = 0;
+            let mut r = 0;
+            for (b, blk) in dl.blocks.iter().enumerate() {
+                match blk {
+                    Block::Free => f += 1,
+                    Block::Received(_) => r += 1,
+                    Block::Requested(ps) => {
+                        assert!(!ps.is_empty());
+                        for &p in ps {
+                            assert!(pairs.insert((p, self.block_ref(piece, b as u32))));
+                        }
+                    }
+                }
+            }
+            assert_eq!(f, dl.free);
+            assert_eq!(r, dl.received);
+            assert_eq!(st == PieceState::Verifying, r as usize == dl.blocks.len());
+            free += f as u64;
+        }
+        assert_eq!(free, self.free_in_downloads);
+        let mut from_peers = BTreeSet::new();
+        for (&p, ps) in &self.peers {
+            for &r in &ps.requests {
+                from_peers.insert((p, r));
+            }
+        }
+        assert_eq!(pairs, from_peers);
+        let mut nsw = 0;
+        for i in 0..self.piece_count {
+            let st = self.state[i as usize];
+            assert_eq!(st == PieceState::Have, self.have.get(i));
+            assert_eq!(
+                st == PieceState::Downloading || st == PieceState::Verifying,
+                self.downloads.contains_key(&i)
+            );
+            if st == PieceState::Missing && self.prio[i as usize] > 0 {
+                nsw += 1;
+            }
+            let inb = self.pos[i as usize] != NONE;
+            assert_eq!(inb, self.is_wanted(i), "piece {i}");
+            if inb {
+                let lvl = self.prio[i as usize] as usize - 1;
+                let a = self.avail[i as usize] as usize;
+                assert_eq!(self.buckets[lvl][a][self.pos[i as usize] as usize], i);
+            }
+        }
+        assert_eq!(nsw, self.not_started_wanted);
+        let rem = (0..self.piece_count).filter(|&i| self.is_wanted(i)).count();
+        assert_eq!(rem as u32, self.remaining_wanted);
     }
 }
 
@@ -911,7 +1058,7 @@ mod tests {
         }
         assert_eq!(p.outstanding(PeerKey(2)), 0);
         assert_eq!(p.outstanding(PeerKey(3)), 0);
-        p.on_piece_verified(0);
+        p.on_piece_verified(0, None);
         assert!(p.is_complete());
     }
 
@@ -928,7 +1075,7 @@ mod tests {
         assert_eq!(pieces, vec![2, 2, 2, 2, 3, 3, 3, 3, 5, 5, 5, 5]);
         for piece in [2, 3, 5] {
             assert!(receive_piece(&mut p, PeerKey(1), piece).piece_complete);
-            p.on_piece_verified(piece);
+            p.on_piece_verified(piece, None);
         }
         assert!(p.is_complete());
         assert!(!p.interesting(&all));
@@ -960,7 +1107,7 @@ mod tests {
             let who = if i < 2 { good } else { bad };
             p.on_block_received(who, *r);
         }
-        assert!(p.on_piece_failed(first).is_empty());
+        assert!(p.on_piece_failed(first, None).is_empty());
         assert_eq!(p.strikes(good), 1);
         assert_eq!(p.strikes(bad), 1);
         // Re-download is exclusive: once `bad` owns it, `good` cannot join.
@@ -973,13 +1120,13 @@ mod tests {
         for r in &again {
             p.on_block_received(bad, *r);
         }
-        assert_eq!(p.on_piece_failed(first), vec![bad]);
+        assert_eq!(p.on_piece_failed(first, None), vec![bad]);
         assert_eq!(p.strikes(good), 1);
         // Third attempt, good peer: verified.
         let mut third = Vec::new();
         p.pick_blocks(good, &bf(4, &[first]), 4, &mut third);
         assert!(receive_piece(&mut p, good, first).piece_complete);
-        p.on_piece_verified(first);
+        p.on_piece_verified(first, None);
         assert!(p.have().get(first));
     }
 
@@ -1061,13 +1208,120 @@ mod tests {
             let piece = out[0].piece;
             hits += (piece == 31) as u32;
             receive_piece(&mut p, PeerKey(k), piece);
-            p.on_piece_verified(piece);
+            p.on_piece_verified(piece, None);
         }
         assert!(hits <= 1);
         if !p.have().get(31) {
             let mut out = Vec::new();
             p.pick_blocks(PeerKey(9), &Bitfield::full(32), 4, &mut out);
             assert_eq!(out[0].piece, 31);
+        }
+    }
+
+    /// A random swarm driving every event type; invariants hold after each step and the
+    /// download completes with exactly the good data, the corrupt peer flagged.
+    #[test]
+    fn randomized_swarm_keeps_invariants_and_completes() {
+        for seed in 0..24u64 {
+            let pieces = 40u32;
+            let l = Layout::single("f", pieces as u64 * PL - 5000, PL).unwrap();
+            let mut p = Picker::new(&l, PickerConfig::default(), StdRng::seed_from_u64(seed));
+            let mut rng = StdRng::seed_from_u64(seed + 100);
+            if seed % 2 == 1 {
+                let prio: Vec<u8> = (0..pieces)
+                    .map(|i| (i % 5 != 0) as u8 * (1 + (i % 3) as u8))
+                    .collect();
+                p.set_priorities(&prio);
+            }
+            if seed % 4 == 3 {
+                p.set_sequential(true);
+            }
+            // Peer 0 is a seed sending corrupt data; peers 1..6 have random halves and a seed.
+            let mut has: BTreeMap<PeerKey, Bitfield> = BTreeMap::new();
+            let corrupt = PeerKey(0);
+            has.insert(corrupt, Bitfield::full(pieces));
+            p.add_peer_bitfield(&Bitfield::full(pieces));
+            for k in 1..6u64 {
+                let mut b = Bitfield::new(pieces);
+                for i in 0..pieces {
+                    if rng.random_bool(0.5) {
+                        b.set(i);
+                    }
+                }
+                p.add_peer_bitfield(&b);
+                has.insert(PeerKey(k), b);
+            }
+            p.add_peer_bitfield(&Bitfield::full(pieces));
+            has.insert(PeerKey(6), Bitfield::full(pieces));
+            // Digest of each received block as the peer sent it.
+            let digest = |piece: u32, off: u32, bad: bool| {
+                let mut d = [0u8; 20];
+                d[..4].copy_from_slice(&piece.to_le_bytes());
+                d[4..8].copy_from_slice(&off.to_le_bytes());
+                d[8] = bad as u8;
+                d
+            };
+            let mut got: BTreeMap<u32, BTreeMap<u32, [u8; 20]>> = BTreeMap::new();
+            let mut flagged: BTreeSet<PeerKey> = BTreeSet::new();
+            let mut steps = 0;
+            while !p.is_complete() {
+                steps += 1;
+                assert!(steps < 50_000, "no progress (seed {seed})");
+                let keys: Vec<PeerKey> = has.keys().copied().collect();
+                let peer = keys[rng.random_range(0..keys.len())];
+                match rng.random_range(0..10) {
+                    0..=3 => {
+                        let mut out = Vec::new();
+                        let want = 8 - p.outstanding(peer).min(8);
+                        p.pick_blocks(peer, &has[&peer], want, &mut out);
+                        for r in &out {
+                            assert!(has[&peer].get(r.piece));
+                        }
+                    }
+                    4..=7 => {
+                        let reqs = p.requests_of(peer);
+                        if let Some(&r) = reqs.first() {
+                            let o = p.on_block_received(peer, r);
+                            if o.status == BlockStatus::Accepted {
+                                got.entry(r.piece)
+                                    .or_default()
+                                    .insert(r.offset, digest(r.piece, r.offset, peer == corrupt));
+                            }
+                            if o.piece_complete {
+                                let blocks = got.remove(&r.piece).unwrap();
+                                let ds: Vec<[u8; 20]> = blocks.values().copied().collect();
+                                let newly = if ds.iter().any(|d| d[8] == 1) {
+                                    p.on_piece_failed(r.piece, Some(&ds))
+                                } else {
+                                    p.on_piece_verified(r.piece, Some(&ds))
+                                };
+                                for f in newly {
+                                    flagged.insert(f);
+                                    p.on_peer_disconnected(f);
+                                    p.remove_peer_bitfield(&has.remove(&f).unwrap());
+                                }
+                            }
+                        }
+                    }
+                    8 => {
+                        p.on_peer_choked(peer);
+                    }
+                    _ => {
+                        if let Some(&r) = p.requests_of(peer).last() {
+                            p.on_reject(peer, r);
+                        }
+                    }
+                }
+                p.check_invariants();
+            }
+            assert_eq!(
+                flagged,
+                BTreeSet::from([corrupt]),
+                "seed {seed}: only the corrupt peer is flagged"
+            );
+            for i in 0..pieces {
+                assert_eq!(p.have().get(i), p.prio[i as usize] > 0);
+            }
         }
     }
 }

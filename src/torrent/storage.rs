@@ -459,6 +459,19 @@ pub fn generate(seed: u64, layout: &Layout, piece: u32, offset: u32, out: &mut [
     }
 }
 
+/// Piece hashes (BEP 3 `pieces`) of the [`generate`]d content, for building the simulated
+/// torrent.
+pub fn generated_hashes(seed: u64, layout: &Layout) -> Vec<[u8; 20]> {
+    let mut buf = Vec::new();
+    (0..layout.piece_count())
+        .map(|p| {
+            buf.resize(layout.piece_len(p) as usize, 0);
+            generate(seed, layout, p, 0, &mut buf);
+            super::verify::sha1(&buf)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +502,9 @@ mod tests {
         let seeder = Storage::generated(l.clone(), 42, true);
         let leecher = Storage::generated(l.clone(), 42, false);
         let piece0 = seeder.read_piece(0).unwrap();
+        let hashes = generated_hashes(42, &l);
+        assert_eq!(hashes.len(), 3);
+        assert_eq!(hashes[0], crate::torrent::verify::sha1(&piece0));
         // Padding area (bytes 20000..32768) is zeros.
         assert!(piece0[20_000..32_768].iter().all(|&b| b == 0));
         assert!(piece0[..20_000].iter().any(|&b| b != 0));
@@ -515,5 +531,27 @@ mod tests {
             s.write_block(2, 0, &vec![0; 10_000]),
             Err(StorageError::OutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn io_errors_are_typed_with_the_path() {
+        let p = Path::new("/x/y");
+        let full = StorageError::from_io(p, io::Error::from_raw_os_error(28));
+        assert!(matches!(full, StorageError::DiskFull { .. }));
+        assert_eq!(full.to_string(), "disk full while writing /x/y");
+        let denied = StorageError::from_io(p, io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(denied.to_string(), "permission denied for /x/y");
+        assert!(StorageError::from_io(p, io::Error::from(io::ErrorKind::NotFound)).is_missing());
+    }
+
+    #[test]
+    fn unwritable_download_dir_gives_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // The "download directory" is a regular file: nothing can be created below it.
+        let root = dir.path().join("not-a-dir");
+        std::fs::write(&root, b"x").unwrap();
+        let s = Storage::disk(layout(), &root);
+        let err = s.write_block(0, 0, &[1u8; 100]).unwrap_err();
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
     }
 }

@@ -37,12 +37,11 @@ pub fn check_piece(
 
 /// Hashes `data` on the blocking pool; gives the buffer back for reuse.
 pub async fn hash_blocking(data: Vec<u8>) -> ([u8; 20], Vec<u8>) {
-    match tokio::task::spawn_blocking(move || (sha1(&data), data)).await {
-        Ok(r) => r,
-        // The closure cannot panic; if the pool is shutting down report a hash that
-        // matches nothing, so the piece is simply not trusted.
-        Err(_) => ([0; 20], Vec::new()),
-    }
+    // The closure cannot panic; if the pool is shutting down, report a hash that matches
+    // nothing so the piece is simply not trusted.
+    tokio::task::spawn_blocking(move || (sha1(&data), data))
+        .await
+        .unwrap_or_default()
 }
 
 /// Checks a stored piece on the blocking pool.
