@@ -432,6 +432,7 @@ async fn run_torrent(
                     }
                 }
             };
+            tracing::debug!(%info_hash, peers = fetched.connected, "metadata fetched");
             let meta = Metainfo::from_info_bytes(&fetched.info)?;
             let ms = start.elapsed().as_millis() as u64;
             (Arc::new(meta), Some(ms))
@@ -495,6 +496,7 @@ async fn run_torrent(
         progress,
         verified_tx: None,
     };
+    tracing::debug!(%info_hash, have = params.have.count(), "swarm starting");
     let sw = swarm::Swarm::new(params);
     // Peers heard of during the metadata phase are this swarm's first candidates.
     let (fwd_tx, fwd_rx) = mpsc::channel(ADDR_QUEUE);

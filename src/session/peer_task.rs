@@ -255,65 +255,47 @@ async fn write_loop(
     their_meta: Option<u8>,
     their_pex: Option<u8>,
 ) -> Result<(), PeerError> {
-    let mut choking = true;
-    let mut queue: VecDeque<WireBlock> = VecDeque::new();
+    let mut st = WriterState {
+        choking: true,
+        queue: VecDeque::new(),
+        their_meta,
+        their_pex,
+    };
     let mut last_send = Instant::now();
     loop {
-        // Serve uploads when unchoked and there is something to serve; otherwise wait.
-        let can_serve = !choking && !queue.is_empty() && !ctx.stopping.load(Ordering::Relaxed);
+        if !st.choking && !st.queue.is_empty() && !ctx.stopping.load(Ordering::Relaxed) {
+            // Take in whatever arrived (cancels, chokes) without blocking, then serve one
+            // batch to completion. Serving is never a `select!` branch: cancelling it halfway
+            // would lose drained requests or cut a `piece` message in two.
+            loop {
+                if let Ok(cmd) = cmd_rx.try_recv() {
+                    if !on_cmd(&mut writer, &mut st, cmd).await? {
+                        return Ok(());
+                    }
+                } else if let Ok(up) = up_rx.try_recv() {
+                    on_upload(&mut writer, &ctx, &mut st, up).await?;
+                } else {
+                    break;
+                }
+            }
+            if !st.choking && !st.queue.is_empty() {
+                serve(&mut writer, &ctx, &mut st.queue).await?;
+            }
+            last_send = Instant::now();
+            continue;
+        }
         tokio::select! {
             biased;
             cmd = cmd_rx.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
-                match cmd {
-                    PeerCmd::Send(msgs) => {
-                        for m in &msgs {
-                            writer.queue(m);
-                        }
-                        writer.flush().await?;
-                    }
-                    PeerCmd::Choke => {
-                        if !choking {
-                            choking = true;
-                            queue.clear();
-                            writer.send(&Message::Choke).await?;
-                        }
-                    }
-                    PeerCmd::Unchoke => {
-                        if choking {
-                            choking = false;
-                            writer.send(&Message::Unchoke).await?;
-                        }
-                    }
-                    PeerCmd::Pex(payload) => {
-                        if let Some(id) = their_pex {
-                            writer.send_extended(id, &payload).await?;
-                        }
-                    }
-                    PeerCmd::Close => return Ok(()),
+                if !on_cmd(&mut writer, &mut st, cmd).await? {
+                    return Ok(());
                 }
                 last_send = Instant::now();
             }
             up = up_rx.recv() => {
                 let Some(up) = up else { return Ok(()) };
-                match up {
-                    Upload::Request(b) => {
-                        if !choking && queue.len() < MAX_UPLOAD_QUEUE && !queue.contains(&b) {
-                            queue.push_back(b);
-                        }
-                    }
-                    Upload::Cancel(b) => queue.retain(|q| *q != b),
-                    Upload::Metadata(piece) => {
-                        if let Some(id) = their_meta {
-                            writer.send_extended(id, &serve_request(&ctx.info, piece).encode()).await?;
-                            last_send = Instant::now();
-                        }
-                    }
-                }
-            }
-            r = serve(&mut writer, &ctx, &mut queue), if can_serve => {
-                r?;
-                last_send = Instant::now();
+                on_upload(&mut writer, &ctx, &mut st, up).await?;
             }
             _ = tokio::time::sleep_until(last_send + KEEPALIVE) => {
                 writer.send(&Message::KeepAlive).await?;
@@ -321,6 +303,73 @@ async fn write_loop(
             }
         }
     }
+}
+
+struct WriterState {
+    choking: bool,
+    queue: VecDeque<WireBlock>,
+    their_meta: Option<u8>,
+    their_pex: Option<u8>,
+}
+
+/// Applies one actor command; false means close.
+async fn on_cmd(
+    writer: &mut PeerWriter,
+    st: &mut WriterState,
+    cmd: PeerCmd,
+) -> Result<bool, PeerError> {
+    match cmd {
+        PeerCmd::Send(msgs) => {
+            for m in &msgs {
+                writer.queue(m);
+            }
+            writer.flush().await?;
+        }
+        PeerCmd::Choke => {
+            if !st.choking {
+                st.choking = true;
+                st.queue.clear();
+                writer.send(&Message::Choke).await?;
+            }
+        }
+        PeerCmd::Unchoke => {
+            if st.choking {
+                st.choking = false;
+                writer.send(&Message::Unchoke).await?;
+            }
+        }
+        PeerCmd::Pex(payload) => {
+            if let Some(id) = st.their_pex {
+                writer.send_extended(id, &payload).await?;
+            }
+        }
+        PeerCmd::Close => return Ok(false),
+    }
+    Ok(true)
+}
+
+async fn on_upload(
+    writer: &mut PeerWriter,
+    ctx: &PeerContext,
+    st: &mut WriterState,
+    up: Upload,
+) -> Result<(), PeerError> {
+    match up {
+        Upload::Request(b) => {
+            if !st.choking && st.queue.len() < MAX_UPLOAD_QUEUE && !st.queue.contains(&b) {
+                st.queue.push_back(b);
+            }
+        }
+        Upload::Cancel(b) => st.queue.retain(|q| *q != b),
+        Upload::Metadata(piece) => {
+            if let Some(id) = st.their_meta {
+                writer
+                    .send_extended(id, &serve_request(&ctx.info, piece).encode())
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads up to [`SERVE_BATCH`] queued blocks and sends them, honouring the upload limit.
@@ -355,6 +404,7 @@ async fn serve(
     } else {
         read()
     };
+    tracing::trace!(n = blocks.len(), "serving");
     for (b, data) in blocks.into_iter().flatten() {
         writer.queue_piece(b.index, b.begin, &data);
         ctx.counters

@@ -122,6 +122,10 @@ pub struct SwarmInputs {
 #[derive(Debug, Clone, Default)]
 pub struct SwarmSummary {
     pub complete: bool,
+    /// Pieces that failed their hash check.
+    pub failed_pieces: u64,
+    /// Peers banned for corrupt data.
+    pub bans: u64,
     pub downloaded: u64,
     pub uploaded: u64,
 }
@@ -159,8 +163,9 @@ struct Cand {
     next_try: Instant,
 }
 
-/// Checked piece: (piece, matched, storage result).
-type CheckResult = (u32, Result<bool, StorageError>);
+/// A hashed piece: index, whether it matched (or the write error), and per-block SHA-1s
+/// when the picker needs them to tell honest senders from corrupt ones (smart ban).
+type CheckResult = (u32, Result<bool, StorageError>, Option<Vec<[u8; 20]>>);
 
 pub struct Swarm {
     p: SwarmParams,
@@ -187,6 +192,8 @@ pub struct Swarm {
     stopping: Arc<AtomicBool>,
     scratch: Vec<BlockRef>,
     complete_announced: bool,
+    failed_pieces: u64,
+    bans: u64,
 }
 
 impl Swarm {
@@ -201,7 +208,7 @@ impl Swarm {
         }
         picker.set_sequential(p.cfg.sequential);
         for i in p.have.iter_set() {
-            picker.on_piece_verified(i);
+            picker.on_piece_verified(i, None);
         }
         let up_limit = match p.cfg.max_up_rate {
             Some(r) => TokenBucket::new(r, r.max(256 * 1024), now),
@@ -236,6 +243,8 @@ impl Swarm {
             stopping: Arc::new(AtomicBool::new(false)),
             scratch: Vec::new(),
             complete_announced: false,
+            failed_pieces: 0,
+            bans: 0,
             p,
         }
     }
@@ -274,8 +283,8 @@ impl Swarm {
                 }
                 Some(r) = self.checks.join_next(), if self.checking > 0 => {
                     self.checking -= 1;
-                    if let Ok((piece, res)) = r {
-                        self.on_checked(piece, res)?;
+                    if let Ok((piece, res, digests)) = r {
+                        self.on_checked(piece, res, digests)?;
                     }
                 }
                 Some((key, ev)) = self.ev_rx.recv() => self.on_peer_event(key, ev),
@@ -310,6 +319,8 @@ impl Swarm {
         });
         Ok(SwarmSummary {
             complete: self.complete(),
+            failed_pieces: self.failed_pieces,
+            bans: self.bans,
             downloaded: self.downloaded,
             uploaded: self.total_uploaded.load(Ordering::Relaxed),
         })
@@ -412,6 +423,7 @@ impl Swarm {
     fn on_connected(&mut self, addr: SocketAddr, res: Result<PeerConn, PeerError>) {
         match res {
             Ok(conn) => {
+                tracing::debug!(%addr, "connected");
                 if let Some(c) = self.cands.get_mut(&addr) {
                     c.state = CandState::Connected;
                 }
@@ -548,6 +560,9 @@ impl Swarm {
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
+        if !matches!(m, Message::Piece { .. }) {
+            tracing::trace!(addr = %peer.addr, msg = ?m, "message");
+        }
         if peer.ext.is_none() {
             if let Some(rx) = peer.ext_rx.as_mut() {
                 if let Ok(ext) = rx.try_recv() {
@@ -635,6 +650,7 @@ impl Swarm {
         peer.pipeline.on_block(now, len, sent);
         peer.down.record(now, len);
         let out = self.picker.on_block_received(key, r);
+        tracing::trace!(?r, ?out.status, complete = out.piece_complete, "block");
         if out.status == BlockStatus::Accepted {
             let plen = self.p.layout.piece_len(index) as usize;
             let buf = self
@@ -664,14 +680,21 @@ impl Swarm {
         };
         let expected = self.p.piece_hashes.get(piece as usize).copied();
         let storage = self.p.storage.clone();
+        let want_digests = self.picker.needs_block_digests(piece);
         let work = move || -> CheckResult {
+            let block_digests = || {
+                buf.chunks(crate::torrent::BLOCK_SIZE as usize)
+                    .map(crate::torrent::verify::sha1)
+                    .collect::<Vec<_>>()
+            };
             let Some(expected) = expected else {
-                return (piece, Ok(false));
+                return (piece, Ok(false), None);
             };
             if crate::torrent::verify::sha1(&buf) != expected {
-                return (piece, Ok(false));
+                return (piece, Ok(false), Some(block_digests()));
             }
-            (piece, storage.write_block(piece, 0, &buf).map(|_| true))
+            let digests = want_digests.then(block_digests);
+            (piece, storage.write_block(piece, 0, &buf).map(|_| true), digests)
         };
         self.checking += 1;
         if self.p.cfg.blocking_io {
@@ -682,10 +705,16 @@ impl Swarm {
         }
     }
 
-    fn on_checked(&mut self, piece: u32, res: Result<bool, StorageError>) -> Result<(), SwarmError> {
+    fn on_checked(
+        &mut self,
+        piece: u32,
+        res: Result<bool, StorageError>,
+        digests: Option<Vec<[u8; 20]>>,
+    ) -> Result<(), SwarmError> {
         match res? {
             true => {
-                self.picker.on_piece_verified(piece);
+                let flagged = self.picker.on_piece_verified(piece, digests.as_deref());
+                self.ban(flagged);
                 if let Some(tx) = &self.p.verified_tx {
                     let _ = tx.send(piece);
                 }
@@ -705,19 +734,25 @@ impl Swarm {
             }
             false => {
                 tracing::warn!(piece, "piece failed its hash check");
-                let flagged = self.picker.on_piece_failed(piece);
-                for k in flagged {
-                    if let Some(p) = self.peers.get(&k) {
-                        tracing::warn!(addr = %p.addr, "banning peer: sent data for 2+ failed pieces");
-                        self.banned.insert(p.addr);
-                        self.cands.remove(&p.addr);
-                    }
-                    self.drop_peer(k, "banned");
-                }
+                self.failed_pieces += 1;
+                let flagged = self.picker.on_piece_failed(piece, digests.as_deref());
+                self.ban(flagged);
                 self.request_everywhere();
             }
         }
         Ok(())
+    }
+
+    fn ban(&mut self, flagged: Vec<PeerKey>) {
+        for k in flagged {
+            if let Some(p) = self.peers.get(&k) {
+                tracing::warn!(addr = %p.addr, "banning peer: sent data for 2+ failed pieces");
+                self.banned.insert(p.addr);
+                self.cands.remove(&p.addr);
+                self.bans += 1;
+            }
+            self.drop_peer(k, "banned");
+        }
     }
 
     fn update_interest(&mut self, key: PeerKey) {
@@ -776,9 +811,11 @@ impl Swarm {
         let mut out = std::mem::take(&mut self.scratch);
         self.picker.pick_blocks(key, &p.has, want, &mut out);
         if out.is_empty() {
+            tracing::trace!(addr = %p.addr, want, "nothing to request");
             self.scratch = out;
             return;
         }
+        tracing::trace!(addr = %p.addr, n = out.len(), "requesting");
         p.pipeline.on_requests_sent(now, cur > 0);
         let mut msgs = Vec::with_capacity(out.len());
         for r in &out {
