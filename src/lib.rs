@@ -12,4 +12,5 @@ pub mod magnet;
 pub mod metainfo;
 pub mod net;
 pub mod peer;
+pub mod session;
 pub mod torrent;

@@ -1,6 +1,15 @@
 //! Command-line interface: one file per subcommand, no protocol logic here.
+//!
+//! Contract (checked from outside): a usage error exits 2 (clap's message); any other failure
+//! exits 1 with exactly one line on stderr starting with `error: `; never a panic trace.
 
 use clap::{Parser, Subcommand};
+use std::fmt;
+use std::io::Write;
+
+pub mod create;
+pub mod info;
+pub mod magnet;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -14,7 +23,14 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Create a .torrent from a file or directory and print its magnet link
+    Create(create::Args),
+    /// Show what a .torrent file or a magnet link contains
+    Info(info::Args),
+    /// Print the magnet link of a .torrent file
+    Magnet(magnet::Args),
+}
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
@@ -26,5 +42,71 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    match cli.command {}
+    // A bug must still look like an error, not a backtrace: the hook prints one line and
+    // catch_unwind turns the panic into exit code 1.
+    std::panic::set_hook(Box::new(|p| {
+        let msg = p
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("error: internal error: {}", one_line(&msg));
+    }));
+    let result = std::panic::catch_unwind(|| match cli.command {
+        Command::Create(a) => create::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Magnet(a) => magnet::run(a),
+    });
+    match result {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("error: {}", one_line(&e.0));
+            1
+        }
+        Err(_) => 1,
+    }
+}
+
+/// A user-facing error: one line of text. Any `std::error::Error` converts into it, so
+/// subcommands can use `?` on library errors (whose messages already name the problem).
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl CliError {
+    pub fn msg(m: impl fmt::Display) -> Self {
+        CliError(m.to_string())
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+fn one_line(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth reporting.
+pub fn print_out(text: &str) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::msg(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }

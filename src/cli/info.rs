@@ -1,0 +1,223 @@
+//! `magnetfetch info (FILE.torrent | MAGNET) [--json]`: show a torrent's or a magnet's
+//! contents. The `--json` shape is a contract: `infohash` (40 lowercase hex), `name`,
+//! `total_size`, `piece_length`, `pieces` (count), `files` (`[{path, length}]`, path
+//! `/`-joined below the torrent's directory), `trackers`, `web_seeds`, and more.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{print_out, CliError, CliResult};
+use crate::magnet::Magnet;
+use crate::metainfo::{Metainfo, MAX_TORRENT_SIZE};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A .torrent file or a magnet link
+    #[arg(value_name = "FILE.torrent|MAGNET")]
+    pub input: String,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Reads and parses a .torrent file, refusing oversized files before reading them.
+pub fn read_torrent(path: &Path) -> Result<Metainfo, CliError> {
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| CliError::msg(format!("cannot read {shown}: {e}")))?;
+    let mut buf = Vec::new();
+    file.take(MAX_TORRENT_SIZE as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| CliError::msg(format!("cannot read {shown}: {e}")))?;
+    if buf.len() > MAX_TORRENT_SIZE {
+        return Err(CliError::msg(format!(
+            "{shown}: file is too large to be a torrent"
+        )));
+    }
+    Metainfo::from_bytes(&buf).map_err(|e| CliError::msg(format!("{shown}: {e}")))
+}
+
+pub fn run(args: Args) -> CliResult {
+    let is_magnet = args
+        .input
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"));
+    let text = if is_magnet {
+        let m = Magnet::parse(&args.input)?;
+        if args.json {
+            magnet_json(&m)
+        } else {
+            magnet_text(&m)
+        }
+    } else {
+        let m = read_torrent(Path::new(&args.input))?;
+        if args.json {
+            torrent_json(&m)
+        } else {
+            torrent_text(&m)
+        }
+    };
+    print_out(&text)
+}
+
+fn torrent_json(m: &Metainfo) -> String {
+    let files: Vec<_> = m
+        .info
+        .files
+        .iter()
+        .map(|f| {
+            let mut o = json!({ "path": f.path_string(), "length": f.length });
+            if f.pad {
+                o["pad"] = json!(true);
+            }
+            o
+        })
+        .collect();
+    let v = json!({
+        "kind": "torrent",
+        "infohash": m.info_hash.to_hex(),
+        "name": m.info.name,
+        "total_size": m.info.total_length(),
+        "piece_length": m.info.piece_length,
+        "pieces": m.info.piece_count(),
+        "files": files,
+        "multi_file": m.info.multi_file,
+        "private": m.info.private,
+        "trackers": m.trackers(),
+        "announce_list": m.announce_list,
+        "web_seeds": m.url_list,
+        "comment": m.comment,
+        "created_by": m.created_by,
+        "creation_date": m.creation_date,
+        "magnet": m.magnet().to_uri(),
+    });
+    format!("{v}\n")
+}
+
+fn magnet_json(m: &Magnet) -> String {
+    let so = m.select_only.as_ref().map(|rs| {
+        rs.iter()
+            .map(|r| json!([r.start(), r.end()]))
+            .collect::<Vec<_>>()
+    });
+    let v = json!({
+        "kind": "magnet",
+        "infohash": m.info_hash.to_hex(),
+        "name": m.display_name,
+        "trackers": m.trackers,
+        "web_seeds": m.web_seeds,
+        "peers": m.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "select_only": so,
+        "magnet": m.to_uri(),
+        // Same shape as a torrent's object; these are unknown until the metadata arrives.
+        "total_size": null,
+        "piece_length": null,
+        "pieces": null,
+        "files": null,
+    });
+    format!("{v}\n")
+}
+
+/// `1.5 GiB (1610612736 bytes)`.
+fn size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {} ({n} bytes)", UNITS[u])
+    }
+}
+
+fn torrent_text(m: &Metainfo) -> String {
+    use std::fmt::Write;
+    let i = &m.info;
+    let mut s = String::new();
+    let _ = writeln!(s, "name:          {}", i.name);
+    let _ = writeln!(s, "info-hash:     {}", m.info_hash);
+    let _ = writeln!(s, "total size:    {}", size(i.total_length()));
+    let _ = writeln!(
+        s,
+        "pieces:        {} x {}",
+        i.piece_count(),
+        size(i.piece_length)
+    );
+    let _ = writeln!(s, "private:       {}", if i.private { "yes" } else { "no" });
+    if i.hybrid {
+        let _ = writeln!(s, "format:        hybrid v1+v2 (using v1)");
+    }
+    if let Some(c) = &m.comment {
+        let _ = writeln!(s, "comment:       {c}");
+    }
+    if let Some(c) = &m.created_by {
+        let _ = writeln!(s, "created by:    {c}");
+    }
+    if let Some(d) = m.creation_date {
+        let _ = writeln!(s, "creation date: {d} (unix time)");
+    }
+    if m.announce_list.is_empty() {
+        for t in m.trackers() {
+            let _ = writeln!(s, "tracker:       {t}");
+        }
+    } else {
+        for (n, tier) in m.announce_list.iter().enumerate() {
+            for t in tier {
+                let _ = writeln!(s, "tracker:       [tier {}] {t}", n + 1);
+            }
+        }
+    }
+    for w in &m.url_list {
+        let _ = writeln!(s, "web seed:      {w}");
+    }
+    let _ = writeln!(s, "files ({}):", i.files.len());
+    for f in &i.files {
+        let pad = if f.pad { "  (padding)" } else { "" };
+        let _ = writeln!(s, "  {:>14}  {}{pad}", f.length, f.path_string());
+    }
+    s
+}
+
+fn magnet_text(m: &Magnet) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "name:          {}",
+        m.display_name.as_deref().unwrap_or("(none)")
+    );
+    let _ = writeln!(s, "info-hash:     {}", m.info_hash);
+    for t in &m.trackers {
+        let _ = writeln!(s, "tracker:       {t}");
+    }
+    for w in &m.web_seeds {
+        let _ = writeln!(s, "web seed:      {w}");
+    }
+    for p in &m.peers {
+        let _ = writeln!(s, "peer:          {p}");
+    }
+    if let Some(sel) = &m.select_only {
+        let list: Vec<String> = sel
+            .iter()
+            .map(|r| {
+                if r.start() == r.end() {
+                    r.start().to_string()
+                } else {
+                    format!("{}-{}", r.start(), r.end())
+                }
+            })
+            .collect();
+        let _ = writeln!(s, "select only:   files {}", list.join(","));
+    }
+    let _ = writeln!(
+        s,
+        "(size and files are known once the metadata is fetched from peers)"
+    );
+    s
+}

@@ -1,1 +1,0 @@
-//! metainfo (to be written).

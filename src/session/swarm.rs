@@ -1,0 +1,955 @@
+//! The torrent actor: one task per torrent that owns the piece picker, the choker, the
+//! in-progress piece buffers and the peer table, and turns peer messages into requests,
+//! verified pieces and `have`s (BEP 3 piece exchange, BEP 6 Fast extension).
+//!
+//! Shape: peer connections run as [`super::peer_task`] tasks and talk to this actor over one
+//! bounded channel; connects run in a `JoinSet`; hashing and disk writes of whole pieces run
+//! on the blocking pool (or inline in simulation, where the blocking pool would make runs
+//! non-deterministic). All decisions happen here, on one task, so the picker and choker stay
+//! plain data structures with no locking.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::id::{InfoHash, PeerId};
+use crate::net::Net;
+use crate::peer::wire::BlockRef as WireBlock;
+use crate::peer::{Message, PeerConn, PeerError};
+use crate::torrent::choker::{Choker, ChokerConfig, PeerStat};
+use crate::torrent::pipeline::{Pipeline, PipelineConfig};
+use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
+use crate::torrent::storage::{Storage, StorageError};
+use crate::torrent::{Bitfield, BlockRef, BlockStatus, Layout, PeerKey, Picker, PickerConfig};
+
+use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
+use super::{Phase, Progress};
+
+/// Tunables of one torrent's swarm.
+#[derive(Clone, Debug)]
+pub struct SwarmConfig {
+    /// Connected peers we aim for (outgoing connects stop here).
+    pub max_peers: usize,
+    /// Extra room for incoming connections beyond `max_peers`.
+    pub incoming_slack: usize,
+    /// Outgoing connects in flight at once.
+    pub max_half_open: usize,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// Hash and write on tokio's blocking pool (real disks) or inline (simulation).
+    pub blocking_io: bool,
+    /// Bytes/s; `None` = unlimited.
+    pub max_down_rate: Option<u64>,
+    pub max_up_rate: Option<u64>,
+    /// Keep running after completion (seeding) until stopped.
+    pub keep_seeding: bool,
+    pub sequential: bool,
+    /// Per-file priority (0 = skip); empty = all files wanted.
+    pub file_priorities: Vec<u8>,
+    /// Candidate addresses remembered at most.
+    pub max_candidates: usize,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            max_peers: 50,
+            incoming_slack: 20,
+            max_half_open: 16,
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            blocking_io: true,
+            max_down_rate: None,
+            max_up_rate: None,
+            keep_seeding: false,
+            sequential: false,
+            file_priorities: Vec::new(),
+            max_candidates: 10_000,
+        }
+    }
+}
+
+/// Why a torrent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("storage error: {0}")]
+    Storage(#[from] StorageError),
+    #[error("stopped")]
+    Stopped,
+}
+
+/// What the actor needs to start.
+pub struct SwarmParams {
+    pub net: Net,
+    pub info_hash: InfoHash,
+    pub our_id: PeerId,
+    /// Our listen port, advertised in the extended handshake.
+    pub our_port: Option<u16>,
+    pub layout: Arc<Layout>,
+    pub piece_hashes: Arc<Vec<[u8; 20]>>,
+    /// The raw info dictionary (served over ut_metadata).
+    pub info: Bytes,
+    pub storage: Arc<Storage>,
+    /// Pieces already verified (resume data or a recheck).
+    pub have: Bitfield,
+    pub rng_seed: u64,
+    pub cfg: SwarmConfig,
+    pub progress: watch::Sender<Progress>,
+    /// Pieces verified in this run are reported here (for resume data).
+    pub verified_tx: Option<mpsc::UnboundedSender<u32>>,
+}
+
+/// Inputs from the rest of the session.
+pub struct SwarmInputs {
+    /// Peer addresses from every source (DHT, trackers, x.pe, --peer, PEX).
+    pub addrs: mpsc::Receiver<SocketAddr>,
+    /// Incoming connections for this torrent, handshake done.
+    pub incoming: mpsc::Receiver<PeerConn>,
+    /// Stop request (true = stop).
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Summary when the actor ends.
+#[derive(Debug, Clone, Default)]
+pub struct SwarmSummary {
+    pub complete: bool,
+    /// Pieces that failed their hash check.
+    pub failed_pieces: u64,
+    /// Peers banned for corrupt data.
+    pub bans: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+}
+
+struct Peer {
+    addr: SocketAddr,
+    cmd: mpsc::Sender<PeerCmd>,
+    has: Bitfield,
+    peer_choking: bool,
+    am_interested: bool,
+    peer_interested: bool,
+    am_choking: bool,
+    pipeline: Pipeline,
+    counters: Arc<PeerCounters>,
+    down: RateEstimator,
+    up: RateEstimator,
+    up_seen: u64,
+    connected_at: Instant,
+    ext: Option<PeerExt>,
+    ext_rx: Option<oneshot::Receiver<PeerExt>>,
+    requested_at: BTreeMap<BlockRef, Instant>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum CandState {
+    Idle,
+    Connecting,
+    Connected,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    state: CandState,
+    fails: u32,
+    next_try: Instant,
+}
+
+/// A hashed piece: index, whether it matched (or the write error), and per-block SHA-1s
+/// when the picker needs them to tell honest senders from corrupt ones (smart ban).
+type CheckResult = (u32, Result<bool, StorageError>, Option<Vec<[u8; 20]>>);
+
+pub struct Swarm {
+    p: SwarmParams,
+    picker: Picker,
+    choker: Choker,
+    peers: BTreeMap<PeerKey, Peer>,
+    next_key: u64,
+    cands: BTreeMap<SocketAddr, Cand>,
+    queue: VecDeque<SocketAddr>,
+    banned: BTreeSet<SocketAddr>,
+    buffers: BTreeMap<u32, Vec<u8>>,
+    connecting: JoinSet<(SocketAddr, Result<PeerConn, PeerError>)>,
+    checks: JoinSet<CheckResult>,
+    checking: usize,
+    ev_tx: mpsc::Sender<(PeerKey, PeerEvent)>,
+    ev_rx: mpsc::Receiver<(PeerKey, PeerEvent)>,
+    total_uploaded: Arc<AtomicU64>,
+    downloaded: u64,
+    down_rate: RateEstimator,
+    up_rate: RateEstimator,
+    up_seen: u64,
+    up_limit: Arc<Mutex<TokenBucket>>,
+    down_limit: TokenBucket,
+    stopping: Arc<AtomicBool>,
+    scratch: Vec<BlockRef>,
+    complete_announced: bool,
+    failed_pieces: u64,
+    bans: u64,
+}
+
+impl Swarm {
+    pub fn new(p: SwarmParams) -> Self {
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(p.rng_seed);
+        let picker_rng = StdRng::from_rng(&mut rng);
+        let choker_rng = StdRng::from_rng(&mut rng);
+        let mut picker = Picker::new(&p.layout, PickerConfig::default(), picker_rng);
+        if !p.cfg.file_priorities.is_empty() {
+            picker.set_priorities(&p.layout.piece_priorities(&p.cfg.file_priorities));
+        }
+        picker.set_sequential(p.cfg.sequential);
+        for i in p.have.iter_set() {
+            picker.on_piece_verified(i, None);
+        }
+        let up_limit = match p.cfg.max_up_rate {
+            Some(r) => TokenBucket::new(r, r.max(256 * 1024), now),
+            None => TokenBucket::unlimited(now),
+        };
+        let down_limit = match p.cfg.max_down_rate {
+            Some(r) => TokenBucket::new(r, r.max(256 * 1024), now),
+            None => TokenBucket::unlimited(now),
+        };
+        let (ev_tx, ev_rx) = mpsc::channel(4096);
+        Swarm {
+            picker,
+            choker: Choker::new(ChokerConfig::default(), choker_rng),
+            peers: BTreeMap::new(),
+            next_key: 0,
+            cands: BTreeMap::new(),
+            queue: VecDeque::new(),
+            banned: BTreeSet::new(),
+            buffers: BTreeMap::new(),
+            connecting: JoinSet::new(),
+            checks: JoinSet::new(),
+            checking: 0,
+            ev_tx,
+            ev_rx,
+            total_uploaded: Arc::new(AtomicU64::new(0)),
+            downloaded: 0,
+            down_rate: RateEstimator::default_at(now),
+            up_rate: RateEstimator::default_at(now),
+            up_seen: 0,
+            up_limit: Arc::new(Mutex::new(up_limit)),
+            down_limit,
+            stopping: Arc::new(AtomicBool::new(false)),
+            scratch: Vec::new(),
+            complete_announced: false,
+            failed_pieces: 0,
+            bans: 0,
+            p,
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// Runs until complete (or forever when seeding) or until stopped.
+    pub async fn run(mut self, mut inputs: SwarmInputs) -> Result<SwarmSummary, SwarmError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut addrs_open = true;
+        let mut incoming_open = true;
+        self.publish(if self.complete() {
+            Phase::Seeding
+        } else {
+            Phase::Downloading
+        });
+        loop {
+            if self.complete() && self.checking == 0 {
+                if !self.complete_announced {
+                    self.complete_announced = true;
+                    self.on_complete().await?;
+                }
+                if !self.p.cfg.keep_seeding {
+                    break;
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = inputs.stop.changed() => {
+                    if *inputs.stop.borrow() {
+                        break;
+                    }
+                }
+                Some(r) = self.checks.join_next(), if self.checking > 0 => {
+                    self.checking -= 1;
+                    if let Ok((piece, res, digests)) = r {
+                        self.on_checked(piece, res, digests)?;
+                    }
+                }
+                Some((key, ev)) = self.ev_rx.recv() => self.on_peer_event(key, ev),
+                Some(r) = self.connecting.join_next(), if !self.connecting.is_empty() => {
+                    if let Ok((addr, res)) = r {
+                        self.on_connected(addr, res);
+                    }
+                }
+                a = inputs.addrs.recv(), if addrs_open => match a {
+                    Some(a) => {
+                        self.add_candidate(a);
+                        self.connect_more();
+                    }
+                    None => addrs_open = false,
+                },
+                c = inputs.incoming.recv(), if incoming_open => match c {
+                    Some(c) => self.on_incoming(c),
+                    None => incoming_open = false,
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        self.stopping.store(true, Ordering::Relaxed);
+        for p in self.peers.values() {
+            let _ = p.cmd.try_send(PeerCmd::Close);
+        }
+        self.flush_storage().await?;
+        self.publish(if self.complete() {
+            Phase::Done
+        } else {
+            Phase::Stopped
+        });
+        Ok(SwarmSummary {
+            complete: self.complete(),
+            failed_pieces: self.failed_pieces,
+            bans: self.bans,
+            downloaded: self.downloaded,
+            uploaded: self.total_uploaded.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn flush_storage(&self) -> Result<(), SwarmError> {
+        let st = self.p.storage.clone();
+        if self.p.cfg.blocking_io {
+            tokio::task::spawn_blocking(move || st.flush())
+                .await
+                .unwrap_or(Ok(()))?;
+        } else {
+            st.flush()?;
+        }
+        Ok(())
+    }
+
+    async fn on_complete(&mut self) -> Result<(), SwarmError> {
+        self.flush_storage().await?;
+        // Two seeds have nothing to say to each other; tell the rest we want nothing.
+        let seeds: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.has.is_full())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in seeds {
+            self.drop_peer(k, "both seeds");
+        }
+        for p in self.peers.values_mut() {
+            if p.am_interested {
+                p.am_interested = false;
+                let _ = p.cmd.try_send(PeerCmd::Send(vec![Message::NotInterested]));
+            }
+        }
+        self.choker.force_round();
+        self.run_choker(Instant::now());
+        self.publish(if self.p.cfg.keep_seeding {
+            Phase::Seeding
+        } else {
+            Phase::Done
+        });
+        Ok(())
+    }
+
+    // ---- peers: connecting ---------------------------------------------------------
+
+    fn add_candidate(&mut self, a: SocketAddr) {
+        if a.port() == 0 || a.ip().is_unspecified() || self.banned.contains(&a) {
+            return;
+        }
+        if self.cands.contains_key(&a) || self.cands.len() >= self.p.cfg.max_candidates {
+            return;
+        }
+        self.cands.insert(
+            a,
+            Cand {
+                state: CandState::Idle,
+                fails: 0,
+                next_try: Instant::now(),
+            },
+        );
+        self.queue.push_back(a);
+    }
+
+    fn connect_more(&mut self) {
+        if self.complete() {
+            return; // seeds wait for leechers to come to them
+        }
+        let now = Instant::now();
+        let mut deferred = Vec::new();
+        while self.connecting.len() < self.p.cfg.max_half_open
+            && self.peers.len() + self.connecting.len() < self.p.cfg.max_peers
+        {
+            let Some(a) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(c) = self.cands.get_mut(&a) else {
+                continue;
+            };
+            if c.state != CandState::Idle {
+                continue;
+            }
+            if c.next_try > now {
+                deferred.push(a);
+                continue;
+            }
+            c.state = CandState::Connecting;
+            let net = self.p.net.clone();
+            let (ih, id) = (self.p.info_hash, self.p.our_id);
+            let (ct, ht) = (self.p.cfg.connect_timeout, self.p.cfg.handshake_timeout);
+            self.connecting.spawn(async move {
+                let r = PeerConn::connect(&net, a, ih, id, ct, ht).await;
+                (a, r)
+            });
+        }
+        self.queue.extend(deferred);
+    }
+
+    fn on_connected(&mut self, addr: SocketAddr, res: Result<PeerConn, PeerError>) {
+        match res {
+            Ok(conn) => {
+                tracing::debug!(%addr, "connected");
+                if let Some(c) = self.cands.get_mut(&addr) {
+                    c.state = CandState::Connected;
+                }
+                self.add_peer(conn);
+            }
+            Err(e) => {
+                tracing::debug!(%addr, %e, "connect failed");
+                self.candidate_failed(addr);
+            }
+        }
+        self.connect_more();
+    }
+
+    fn candidate_failed(&mut self, addr: SocketAddr) {
+        if let Some(c) = self.cands.get_mut(&addr) {
+            c.state = CandState::Idle;
+            c.fails += 1;
+            if c.fails >= 5 {
+                self.cands.remove(&addr);
+                return;
+            }
+            // Back off: 5 s, 10 s, 20 s, 40 s.
+            c.next_try = Instant::now() + Duration::from_secs(5u64 << (c.fails - 1).min(3));
+            self.queue.push_back(addr);
+        }
+    }
+
+    fn on_incoming(&mut self, conn: PeerConn) {
+        if self.banned.contains(&conn.addr)
+            || self.peers.len() >= self.p.cfg.max_peers + self.p.cfg.incoming_slack
+        {
+            return; // dropping the connection closes it
+        }
+        self.add_peer(conn);
+    }
+
+    fn add_peer(&mut self, conn: PeerConn) {
+        let key = PeerKey(self.next_key);
+        self.next_key += 1;
+        let now = Instant::now();
+        let n = self.p.layout.piece_count();
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (ext_tx, ext_rx) = oneshot::channel();
+        let counters = Arc::new(PeerCounters::default());
+        let ctx = PeerContext {
+            key,
+            storage: self.p.storage.clone(),
+            info: self.p.info.clone(),
+            num_pieces: n,
+            counters: counters.clone(),
+            total_uploaded: self.total_uploaded.clone(),
+            up_limit: self.up_limit.clone(),
+            blocking_io: self.p.cfg.blocking_io,
+            stopping: self.stopping.clone(),
+        };
+        let addr = conn.addr;
+        tokio::spawn(run_peer(
+            conn,
+            ctx,
+            self.picker.have().clone(),
+            self.p.our_port,
+            cmd_rx,
+            self.ev_tx.clone(),
+            ext_tx,
+        ));
+        self.peers.insert(
+            key,
+            Peer {
+                addr,
+                cmd: cmd_tx,
+                has: Bitfield::new(n),
+                peer_choking: true,
+                am_interested: false,
+                peer_interested: false,
+                am_choking: true,
+                pipeline: Pipeline::new(PipelineConfig::default(), now),
+                counters,
+                down: RateEstimator::default_at(now),
+                up: RateEstimator::default_at(now),
+                up_seen: 0,
+                connected_at: now,
+                ext: None,
+                ext_rx: Some(ext_rx),
+                requested_at: BTreeMap::new(),
+            },
+        );
+    }
+
+    fn drop_peer(&mut self, key: PeerKey, why: &str) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        tracing::debug!(addr = %p.addr, why, "peer dropped");
+        let _ = p.cmd.try_send(PeerCmd::Close);
+        self.picker.on_peer_disconnected(key);
+        self.picker.remove_peer_bitfield(&p.has);
+        if let Some(c) = self.cands.get_mut(&p.addr) {
+            c.state = CandState::Idle;
+            c.next_try = Instant::now() + Duration::from_secs(10);
+            self.queue.push_back(p.addr);
+        }
+        if !p.am_choking {
+            self.choker.force_round();
+        }
+    }
+
+    // ---- peers: messages -----------------------------------------------------------
+
+    fn on_peer_event(&mut self, key: PeerKey, ev: PeerEvent) {
+        match ev {
+            PeerEvent::Closed(e) => {
+                if self.peers.contains_key(&key) {
+                    self.drop_peer(key, &e.to_string());
+                    self.connect_more();
+                }
+            }
+            PeerEvent::Pex(addrs) => {
+                for a in addrs.into_iter().take(crate::peer::pex::MAX_ADDED) {
+                    self.add_candidate(a);
+                }
+                self.connect_more();
+            }
+            PeerEvent::Msg(m) => {
+                if let Err(why) = self.on_message(key, m) {
+                    self.drop_peer(key, why);
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, key: PeerKey, m: Message) -> Result<(), &'static str> {
+        let n = self.p.layout.piece_count();
+        let now = Instant::now();
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        if !matches!(m, Message::Piece { .. }) {
+            tracing::trace!(addr = %peer.addr, msg = ?m, "message");
+        }
+        if peer.ext.is_none() {
+            if let Some(rx) = peer.ext_rx.as_mut() {
+                if let Ok(ext) = rx.try_recv() {
+                    if let Some(q) = ext.reqq {
+                        peer.pipeline.set_reqq(q as usize);
+                    }
+                    peer.ext = Some(ext);
+                    peer.ext_rx = None;
+                }
+            }
+        }
+        match m {
+            Message::Bitfield(bytes) => {
+                let bf = Bitfield::from_bytes(&bytes, n).map_err(|_| "bad bitfield")?;
+                self.picker.remove_peer_bitfield(&peer.has);
+                peer.has = bf;
+                self.picker.add_peer_bitfield(&peer.has);
+                self.update_interest(key);
+            }
+            Message::HaveAll => {
+                self.picker.remove_peer_bitfield(&peer.has);
+                peer.has = Bitfield::full(n);
+                self.picker.add_peer_bitfield(&peer.has);
+                self.update_interest(key);
+            }
+            Message::HaveNone => {}
+            Message::Have(i) => {
+                if i >= n {
+                    return Err("have out of range");
+                }
+                if peer.has.set(i) {
+                    self.picker.add_have(i);
+                }
+                self.update_interest(key);
+            }
+            Message::Choke => {
+                peer.peer_choking = true;
+                peer.requested_at.clear();
+                self.picker.on_peer_choked(key);
+                self.request_everywhere();
+            }
+            Message::Unchoke => {
+                peer.peer_choking = false;
+                self.fill_requests(key);
+            }
+            Message::Interested => {
+                peer.peer_interested = true;
+                if self.choker.current().peers.len() < ChokerConfig::default().slots + 1 {
+                    self.choker.force_round();
+                    self.run_choker(now);
+                }
+            }
+            Message::NotInterested => {
+                peer.peer_interested = false;
+            }
+            Message::Piece { index, begin, data } => {
+                self.on_block(key, index, begin, data, now);
+            }
+            Message::Reject(b) => {
+                let r = to_block(b);
+                peer.requested_at.remove(&r);
+                self.picker.on_reject(key, r);
+                self.fill_requests(key);
+            }
+            // Suggest, AllowedFast, Port, Request/Cancel (handled by the peer task): nothing
+            // for the actor to decide yet.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_block(&mut self, key: PeerKey, index: u32, begin: u32, data: Bytes, now: Instant) {
+        let len = data.len() as u64;
+        self.downloaded += len;
+        self.down_rate.record(now, len);
+        let r = BlockRef {
+            piece: index,
+            offset: begin,
+            len: data.len() as u32,
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let sent = peer.requested_at.remove(&r);
+        peer.pipeline.on_block(now, len, sent);
+        peer.down.record(now, len);
+        let out = self.picker.on_block_received(key, r);
+        tracing::trace!(?r, ?out.status, complete = out.piece_complete, "block");
+        if out.status == BlockStatus::Accepted {
+            let plen = self.p.layout.piece_len(index) as usize;
+            let buf = self
+                .buffers
+                .entry(index)
+                .or_insert_with(|| vec![0u8; plen]);
+            let end = begin as usize + data.len();
+            if end <= buf.len() {
+                buf[begin as usize..end].copy_from_slice(&data);
+            }
+        }
+        for (other, cr) in out.cancels {
+            if let Some(o) = self.peers.get_mut(&other) {
+                o.requested_at.remove(&cr);
+                let _ = o.cmd.try_send(PeerCmd::Send(vec![Message::Cancel(to_wire(cr))]));
+            }
+        }
+        if out.piece_complete {
+            self.start_check(index);
+        }
+        self.fill_requests(key);
+    }
+
+    fn start_check(&mut self, piece: u32) {
+        let Some(buf) = self.buffers.remove(&piece) else {
+            return;
+        };
+        let expected = self.p.piece_hashes.get(piece as usize).copied();
+        let storage = self.p.storage.clone();
+        let want_digests = self.picker.needs_block_digests(piece);
+        let work = move || -> CheckResult {
+            let block_digests = || {
+                buf.chunks(crate::torrent::BLOCK_SIZE as usize)
+                    .map(crate::torrent::verify::sha1)
+                    .collect::<Vec<_>>()
+            };
+            let Some(expected) = expected else {
+                return (piece, Ok(false), None);
+            };
+            if crate::torrent::verify::sha1(&buf) != expected {
+                return (piece, Ok(false), Some(block_digests()));
+            }
+            let digests = want_digests.then(block_digests);
+            (piece, storage.write_block(piece, 0, &buf).map(|_| true), digests)
+        };
+        self.checking += 1;
+        if self.p.cfg.blocking_io {
+            self.checks.spawn_blocking(work);
+        } else {
+            let r = work();
+            self.checks.spawn(async move { r });
+        }
+    }
+
+    fn on_checked(
+        &mut self,
+        piece: u32,
+        res: Result<bool, StorageError>,
+        digests: Option<Vec<[u8; 20]>>,
+    ) -> Result<(), SwarmError> {
+        match res? {
+            true => {
+                let flagged = self.picker.on_piece_verified(piece, digests.as_deref());
+                self.ban(flagged);
+                if let Some(tx) = &self.p.verified_tx {
+                    let _ = tx.send(piece);
+                }
+                let mut dead = Vec::new();
+                for (k, p) in &self.peers {
+                    if !p.has.get(piece)
+                        && p.cmd
+                            .try_send(PeerCmd::Send(vec![Message::Have(piece)]))
+                            .is_err()
+                    {
+                        dead.push(*k);
+                    }
+                }
+                for k in dead {
+                    self.drop_peer(k, "not reading");
+                }
+            }
+            false => {
+                tracing::warn!(piece, "piece failed its hash check");
+                self.failed_pieces += 1;
+                let flagged = self.picker.on_piece_failed(piece, digests.as_deref());
+                self.ban(flagged);
+                self.request_everywhere();
+            }
+        }
+        Ok(())
+    }
+
+    fn ban(&mut self, flagged: Vec<PeerKey>) {
+        for k in flagged {
+            if let Some(p) = self.peers.get(&k) {
+                tracing::warn!(addr = %p.addr, "banning peer: sent data for 2+ failed pieces");
+                self.banned.insert(p.addr);
+                self.cands.remove(&p.addr);
+                self.bans += 1;
+            }
+            self.drop_peer(k, "banned");
+        }
+    }
+
+    fn update_interest(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let want = !self.picker.is_complete() && self.picker.interesting(&p.has);
+        if want != p.am_interested {
+            p.am_interested = want;
+            let m = if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            let _ = p.cmd.try_send(PeerCmd::Send(vec![m]));
+        }
+        if want {
+            self.fill_requests(key);
+        }
+    }
+
+    fn request_everywhere(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.fill_requests(k);
+        }
+    }
+
+    /// Tops up `key`'s outstanding requests to its pipeline depth.
+    fn fill_requests(&mut self, key: PeerKey) {
+        let now = Instant::now();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.peer_choking || !p.am_interested {
+            return;
+        }
+        let depth = p.pipeline.depth(now);
+        let cur = self.picker.outstanding(key);
+        if cur >= depth {
+            return;
+        }
+        let mut want = depth - cur;
+        if !self.down_limit.is_unlimited() {
+            // Ask only for what the download limit lets in now.
+            let mut n = 0;
+            while n < want && self.down_limit.try_take(now, crate::torrent::BLOCK_SIZE as u64) {
+                n += 1;
+            }
+            want = n;
+            if want == 0 {
+                return;
+            }
+        }
+        self.scratch.clear();
+        let mut out = std::mem::take(&mut self.scratch);
+        self.picker.pick_blocks(key, &p.has, want, &mut out);
+        if out.is_empty() {
+            tracing::trace!(addr = %p.addr, want, "nothing to request");
+            self.scratch = out;
+            return;
+        }
+        tracing::trace!(addr = %p.addr, n = out.len(), "requesting");
+        p.pipeline.on_requests_sent(now, cur > 0);
+        let mut msgs = Vec::with_capacity(out.len());
+        for r in &out {
+            p.requested_at.insert(*r, now);
+            msgs.push(Message::Request(to_wire(*r)));
+        }
+        if p.cmd.try_send(PeerCmd::Send(msgs)).is_err() {
+            self.scratch = out;
+            self.drop_peer(key, "not reading");
+            return;
+        }
+        out.clear();
+        self.scratch = out;
+    }
+
+    // ---- periodic work -------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        // Snubbed peers: give their blocks to others.
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in &keys {
+            let out = self.picker.outstanding(*k);
+            if let Some(p) = self.peers.get_mut(k) {
+                if p.pipeline.check_snub(now, out) {
+                    p.requested_at.clear();
+                    self.picker.release_requests(*k);
+                }
+                let up = p.counters.uploaded.load(Ordering::Relaxed);
+                p.up.record(now, up - p.up_seen);
+                p.up_seen = up;
+            }
+        }
+        // Lost interest in peers with nothing left for us.
+        for k in &keys {
+            if let Some(p) = self.peers.get(k) {
+                if p.am_interested && !self.picker.interesting(&p.has) {
+                    self.update_interest(*k);
+                }
+            }
+        }
+        self.run_choker(now);
+        self.request_everywhere();
+        self.connect_more();
+        let up = self.total_uploaded.load(Ordering::Relaxed);
+        self.up_rate.record(now, up - self.up_seen);
+        self.up_seen = up;
+        let phase = self.progress_phase();
+        self.publish(phase);
+    }
+
+    fn progress_phase(&self) -> Phase {
+        if self.complete() {
+            if self.p.cfg.keep_seeding {
+                Phase::Seeding
+            } else {
+                Phase::Done
+            }
+        } else {
+            Phase::Downloading
+        }
+    }
+
+    fn run_choker(&mut self, now: Instant) {
+        let mut stats = Vec::with_capacity(self.peers.len());
+        for (k, p) in self.peers.iter_mut() {
+            stats.push(PeerStat {
+                key: *k,
+                interested: p.peer_interested,
+                down_rate: p.down.rate(now),
+                up_rate: p.up.rate(now),
+                connected_at: p.connected_at,
+                snubbed: p.pipeline.is_snubbed(),
+            });
+        }
+        let seeding = self.complete();
+        let Some(decision) = self.choker.tick(now, &stats, seeding) else {
+            return;
+        };
+        let unchoked = decision.peers.clone();
+        for (k, p) in self.peers.iter_mut() {
+            let should_choke = !unchoked.contains(k);
+            if should_choke != p.am_choking {
+                p.am_choking = should_choke;
+                let _ = p.cmd.try_send(if should_choke {
+                    PeerCmd::Choke
+                } else {
+                    PeerCmd::Unchoke
+                });
+            }
+        }
+    }
+
+    fn publish(&mut self, phase: Phase) {
+        let now = Instant::now();
+        let layout = &self.p.layout;
+        let have = self.picker.have();
+        let verified: u64 = have.iter_set().map(|i| layout.piece_len(i)).sum();
+        let seeds = self.peers.values().filter(|p| p.has.is_full()).count();
+        let down_rate = self.down_rate.rate(now);
+        let up_rate = self.up_rate.rate(now);
+        let downloaded = self.downloaded;
+        let uploaded = self.total_uploaded.load(Ordering::Relaxed);
+        let peers = self.peers.len();
+        let known = self.cands.len();
+        self.p.progress.send_modify(|pr| {
+            pr.phase = phase;
+            pr.total = layout.total_length();
+            pr.verified = verified;
+            pr.pieces_have = have.count();
+            pr.pieces = layout.piece_count();
+            pr.downloaded = downloaded;
+            pr.uploaded = uploaded;
+            pr.down_rate = down_rate;
+            pr.up_rate = up_rate;
+            pr.peers = peers;
+            pr.seeds = seeds;
+            pr.known_peers = known;
+        });
+    }
+}
+
+fn to_wire(r: BlockRef) -> WireBlock {
+    WireBlock {
+        index: r.piece,
+        begin: r.offset,
+        length: r.len,
+    }
+}
+
+fn to_block(b: WireBlock) -> BlockRef {
+    BlockRef {
+        piece: b.index,
+        offset: b.begin,
+        len: b.length,
+    }
+}

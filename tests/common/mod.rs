@@ -1,0 +1,102 @@
+//! Shared helpers for integration tests that need a real, independent client.
+//!
+//! Interop tests call [`require_or_skip`]: when the tool is missing it prints a loud `SKIP:`
+//! line and the test returns early, unless `MAGNETFETCH_REQUIRE_INTEROP=1`, in which case the
+//! test fails (CI sets it so that a missing package can never look like a pass).
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The system python with the libtorrent bindings (never the pyenv python on PATH).
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// `/usr/bin/python3` if it can `import libtorrent`.
+pub fn python_libtorrent() -> Option<PathBuf> {
+    let ok = Command::new(SYSTEM_PYTHON)
+        .args(["-c", "import libtorrent"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    ok.then(|| PathBuf::from(SYSTEM_PYTHON))
+}
+
+/// `mktorrent` from PATH, if installed.
+pub fn mktorrent() -> Option<PathBuf> {
+    which("mktorrent")
+}
+
+/// Finds an executable on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// True when interop tests must not skip.
+pub fn interop_required() -> bool {
+    std::env::var("MAGNETFETCH_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
+}
+
+/// Is `what` available? `"libtorrent"` (or `"python3-libtorrent"`) checks the system python's
+/// bindings; anything else is looked up as an executable on PATH (e.g. `"mktorrent"`).
+/// When missing: prints a loud SKIP and returns false, or panics when
+/// `MAGNETFETCH_REQUIRE_INTEROP=1`. Usage: `if !require_or_skip("libtorrent") { return; }`.
+pub fn require_or_skip(what: &str) -> bool {
+    let found = match what {
+        "libtorrent" | "python3-libtorrent" => python_libtorrent().is_some(),
+        tool => which(tool).is_some(),
+    };
+    if found {
+        return true;
+    }
+    if interop_required() {
+        panic!("MAGNETFETCH_REQUIRE_INTEROP=1 but {what} is not available");
+    }
+    // Written to the stderr handle directly, not with eprintln!: the test harness captures
+    // the print macros of passing tests, and a skip must be visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIP: {what} is not available; interop test not run (set MAGNETFETCH_REQUIRE_INTEROP=1 to fail instead) ***\n"
+    );
+    false
+}
+
+/// Runs a python script with the system python; panics with its stderr if it fails.
+pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs the magnetfetch binary built for this test run.
+pub fn magnetfetch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_magnetfetch"))
+        .args(args)
+        .output()
+        .expect("run magnetfetch")
+}
+
+/// Asserts the error contract: exit 1, exactly one stderr line starting with `error: `,
+/// nothing on stdout; returns that line.
+pub fn assert_cli_error(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one stderr line, got: {stderr:?}");
+    assert!(lines[0].starts_with("error: "), "{stderr:?}");
+    assert!(out.stdout.is_empty(), "stdout should be empty on error");
+    lines[0].to_string()
+}
