@@ -87,6 +87,16 @@ impl FileEntry {
     }
 }
 
+/// A contiguous byte range inside one file (see [`Info::slices`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSlice {
+    /// Index into [`Info::files`].
+    pub file_index: usize,
+    /// Offset inside that file.
+    pub offset: u64,
+    pub len: u64,
+}
+
 /// The info dictionary (v1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
@@ -126,6 +136,40 @@ impl Info {
             self.total_length()
                 .saturating_sub(self.piece_length.saturating_mul(count as u64 - 1))
         }
+    }
+
+    /// The parts of files that hold the torrent bytes `start..start + len`, in order.
+    /// Zero-length files never appear; padding files do (check [`FileEntry::pad`]: they are
+    /// not stored, their bytes are zeros). Bytes past the end of the data are ignored.
+    pub fn slices(&self, start: u64, len: u64) -> Vec<FileSlice> {
+        let end = start.saturating_add(len).min(self.total_length());
+        let mut out = Vec::new();
+        // First file ending after `start` (offsets are sorted, so binary search).
+        let first = self.files.partition_point(|f| f.offset + f.length <= start);
+        let mut pos = start;
+        for (i, f) in self.files.iter().enumerate().skip(first) {
+            if pos >= end {
+                break;
+            }
+            let f_end = f.offset + f.length;
+            if f.length == 0 || f_end <= pos {
+                continue;
+            }
+            let take = f_end.min(end) - pos;
+            out.push(FileSlice {
+                file_index: i,
+                offset: pos - f.offset,
+                len: take,
+            });
+            pos += take;
+        }
+        out
+    }
+
+    /// [`Info::slices`] for piece `index` (empty if out of range).
+    pub fn piece_slices(&self, index: usize) -> Vec<FileSlice> {
+        let start = (index as u64).saturating_mul(self.piece_length);
+        self.slices(start, self.piece_len(index))
     }
 
     /// Where a file goes relative to the download directory: `name` for a single file,

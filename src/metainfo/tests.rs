@@ -63,6 +63,34 @@ fn parses_multi_file_and_hashes_original_bytes() {
 }
 
 #[test]
+fn piece_to_file_slices() {
+    let mut d = multi_info();
+    // 10000 + 0 + 6384 + 3616 = 20000 bytes; pieces of 16384: [0,16384) and [16384,20000).
+    d.insert(
+        b"files".to_vec(),
+        Value::List(vec![
+            file(&["a"], 10000),
+            file(&["empty"], 0),
+            file(&["b"], 6384),
+            file(&["c"], 3616),
+        ]),
+    );
+    let info = Info::from_bytes(&Value::Dict(d).encode()).unwrap();
+    let sl = |file_index, offset, len| FileSlice {
+        file_index,
+        offset,
+        len,
+    };
+    assert_eq!(info.piece_slices(0), vec![sl(0, 0, 10000), sl(2, 0, 6384)]);
+    assert_eq!(info.piece_slices(1), vec![sl(3, 0, 3616)]);
+    assert_eq!(info.piece_slices(2), vec![]);
+    assert_eq!(info.slices(9999, 2), vec![sl(0, 9999, 1), sl(2, 0, 1)]);
+    assert_eq!(info.slices(19_999, 100), vec![sl(3, 3615, 1)]);
+    assert_eq!(info.slices(20_000, 1), vec![]);
+    assert_eq!(info.slices(5, 0), vec![]);
+}
+
+#[test]
 fn unsorted_info_keys_keep_their_hash() {
     // Keys out of order: a re-encoding would sort them and change the hash.
     let info = b"d6:pieces20:aaaaaaaaaaaaaaaaaaaa4:name1:x12:piece lengthi16384e6:lengthi5ee";
@@ -522,6 +550,14 @@ mod props {
     proptest! {
         #[test]
         fn info_round_trip(info in arb_info()) {
+            // Piece-to-file mapping covers every piece exactly, inside file bounds.
+            for i in 0..info.piece_count().min(64) {
+                let sl = info.piece_slices(i);
+                prop_assert_eq!(sl.iter().map(|x| x.len).sum::<u64>(), info.piece_len(i));
+                for x in &sl {
+                    prop_assert!(x.offset + x.len <= info.files[x.file_index].length);
+                }
+            }
             let raw = info.to_bytes();
             let back = Info::from_bytes(&raw).unwrap();
             prop_assert_eq!(&back, &info);
