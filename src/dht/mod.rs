@@ -6,5 +6,8 @@
 
 pub mod krpc;
 pub mod lookup;
+pub mod node;
 pub mod store;
 pub mod table;
+
+pub use node::{Dht, DhtConfig, DhtStats, LookupHandle, LookupSummary, DEFAULT_BOOTSTRAP};
