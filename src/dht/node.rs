@@ -8,11 +8,12 @@
 //! and sleeps with `tokio::time` until the next deadline, so the same code runs on real
 //! sockets and on the simulated network with paused time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lru::LruCache;
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 use super::krpc::{error_code, Body, Message, NodeInfo, Query, QueryKind, Response, Want};
 use super::lookup::{Lookup, LookupConfig, LookupKind};
 use super::store::{PeerStore, StoreConfig, Tokens};
-use super::table::{bep42_node_id, is_local, Table, TableConfig};
+use super::table::{bep42_node_id, bep42_valid, is_local, Table, TableConfig};
 use crate::id::{Id20, InfoHash, NodeId};
 use crate::net::{Net, UdpSocket};
 
@@ -51,6 +52,10 @@ const SAVE_EVERY: Duration = Duration::from_secs(10 * 60);
 const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
 /// Nodes saved in the state file.
 const MAX_SAVED_NODES: usize = 200;
+/// Distinct responders that must report the same external IP before we believe it.
+const EXTERNAL_IP_VOTES: usize = 3;
+/// Bound on candidate external IPs tracked (a liar can only waste these slots).
+const MAX_IP_CANDIDATES: usize = 16;
 
 /// Node settings.
 #[derive(Clone, Debug)]
@@ -66,6 +71,8 @@ pub struct DhtConfig {
     /// Seed of every random choice (ids, tokens, transaction ids). None: from the OS.
     pub seed: Option<u64>,
     /// Force a node id (else: state file, else BEP 42 id for a public bind IP, else random).
+    /// Unless forced, the id is re-derived once (BEP 42) when responders agree on an
+    /// external IP our id does not match.
     pub node_id: Option<NodeId>,
     pub lookup: LookupConfig,
     pub store: StoreConfig,
@@ -155,7 +162,7 @@ enum Cmd {
 pub struct Dht {
     cmd: mpsc::Sender<Cmd>,
     local_addr: SocketAddr,
-    node_id: NodeId,
+    node_id: Arc<Mutex<NodeId>>,
 }
 
 /// Saved state: node id and good nodes (for a warm restart).
@@ -212,7 +219,7 @@ impl Dht {
         let saved = config.state_file.as_deref().and_then(load_state);
         let now = Instant::now();
         let state = NodeState::new(config, local_addr, saved, now);
-        let node_id = state.id;
+        let node_id = state.shared_id.clone();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(run(sock, state, rx));
         Ok(Dht {
@@ -226,8 +233,9 @@ impl Dht {
         self.local_addr
     }
 
+    /// Our current node id (it may change once, see [`DhtConfig::node_id`]).
     pub fn node_id(&self) -> NodeId {
-        self.node_id
+        *self.node_id.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts a `get_peers` lookup; optionally announces afterwards (`announce` =
@@ -402,6 +410,11 @@ struct RateBucket {
 pub(crate) struct NodeState {
     cfg: DhtConfig,
     id: NodeId,
+    shared_id: Arc<Mutex<NodeId>>,
+    /// Set when the id was forced or already re-derived from the external IP.
+    id_fixed: bool,
+    /// Candidate external IP → distinct responder IPs that reported it (BEP 42).
+    ip_votes: BTreeMap<IpAddr, BTreeSet<IpAddr>>,
     local: SocketAddr,
     table: Table,
     store: PeerStore,
@@ -470,8 +483,11 @@ impl NodeState {
             next_maintenance: now,
             next_save: now + SAVE_EVERY,
             outbox: Vec::new(),
+            id_fixed: cfg.node_id.is_some(),
             cfg,
             id,
+            shared_id: Arc::new(Mutex::new(id)),
+            ip_votes: BTreeMap::new(),
             local,
         }
     }
@@ -918,8 +934,8 @@ impl NodeState {
             return;
         };
         self.stats.responses += 1;
-        if ip.is_some() {
-            self.stats.external_addr = ip;
+        if let Some(ip) = ip {
+            self.vote_external(ip, from.ip(), now);
         }
         if r.id != self.id {
             self.table.heard_response(r.id, from, now);
@@ -962,6 +978,43 @@ impl NodeState {
                 }
             }
         }
+    }
+
+    /// BEP 42: learn our external IP from the `ip` field of responses; once enough distinct
+    /// responders agree and our id does not match that IP, derive a conforming id (once).
+    fn vote_external(&mut self, reported: SocketAddr, voter: IpAddr, now: Instant) {
+        let ip = reported.ip();
+        if ip.is_unspecified() || ip.is_ipv6() != self.v6() {
+            return;
+        }
+        if !self.ip_votes.contains_key(&ip) && self.ip_votes.len() >= MAX_IP_CANDIDATES {
+            return;
+        }
+        let voters = self.ip_votes.entry(ip).or_default();
+        if voters.len() < EXTERNAL_IP_VOTES * 4 {
+            voters.insert(voter);
+        }
+        if voters.len() < EXTERNAL_IP_VOTES {
+            return;
+        }
+        self.stats.external_addr = Some(reported);
+        if self.id_fixed || is_local(ip) || bep42_valid(&self.id, ip) {
+            return;
+        }
+        self.id_fixed = true;
+        let new_id = bep42_node_id(ip, &mut self.rng);
+        tracing::info!("external IP {ip}: node id {} -> {new_id} (BEP 42)", self.id);
+        self.change_id(new_id, now);
+    }
+
+    fn change_id(&mut self, new_id: NodeId, now: Instant) {
+        let fresh = Table::new(new_id, self.table.config().clone(), now);
+        let old = std::mem::replace(&mut self.table, fresh);
+        for e in old.good_nodes(now) {
+            self.table.heard_response(e.id, e.addr, now);
+        }
+        self.id = new_id;
+        *self.shared_id.lock().unwrap_or_else(|e| e.into_inner()) = new_id;
     }
 
     fn closest_nodes(&self, target: &Id20, now: Instant) -> Vec<NodeInfo> {
@@ -1280,6 +1333,47 @@ mod tests {
         st.packet(&resp, "127.0.0.9:1".parse().unwrap(), now);
         assert_eq!(st.table.len(), 1);
         assert_eq!(st.stats.responses, 1);
+    }
+
+    #[test]
+    fn bep42_id_rederived_from_agreeing_external_ip() {
+        let boots: Vec<SocketAddr> = (1..=4u8)
+            .map(|i| SocketAddr::from(([127, 0, 0, 10 + i], 1)))
+            .collect();
+        let cfg = DhtConfig {
+            seed: Some(6),
+            bootstrap: boots.clone(),
+            ..Default::default()
+        };
+        let mut st = NodeState::new(cfg, "127.0.0.1:6881".parse().unwrap(), None, Instant::now());
+        let old = st.id;
+        let now = Instant::now();
+        st.tick(now);
+        let sent: Vec<(Vec<u8>, SocketAddr)> = st.outbox.drain(..).collect();
+        assert_eq!(sent.len(), 3, "alpha = 3 bootstrap queries");
+        let external: SocketAddr = "203.0.113.7:6881".parse().unwrap();
+        for (i, (b, to)) in sent.iter().enumerate() {
+            let q = Message::decode(b).unwrap();
+            let resp = Message {
+                tid: q.tid,
+                version: None,
+                read_only: false,
+                ip: Some(external),
+                body: Body::Response(Response {
+                    id: Id20([i as u8 + 1; 20]),
+                    ..Default::default()
+                }),
+            };
+            st.packet(&resp.encode(), *to, now);
+            if i < 2 {
+                assert_eq!(st.id, old, "two votes are not enough");
+            }
+        }
+        assert_ne!(st.id, old);
+        assert!(bep42_valid(&st.id, external.ip()));
+        assert_eq!(*st.shared_id.lock().unwrap(), st.id);
+        assert_eq!(st.stats.external_addr, Some(external));
+        assert_eq!(st.table.len(), 3, "table carried over");
     }
 
     #[test]
