@@ -1527,6 +1527,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ipv6_loopback_announce_and_find() {
+        let t = Duration::from_secs(10);
+        let Ok(root) = Dht::start(
+            Net::Tokio,
+            "[::1]:0".parse().unwrap(),
+            loopback_cfg(1, vec![]),
+        )
+        .await
+        else {
+            eprintln!("SKIP: no IPv6 loopback");
+            return;
+        };
+        let a = Dht::start(
+            Net::Tokio,
+            "[::1]:0".parse().unwrap(),
+            loopback_cfg(2, vec![root.local_addr()]),
+        )
+        .await
+        .unwrap();
+        let b = Dht::start(
+            Net::Tokio,
+            "[::1]:0".parse().unwrap(),
+            loopback_cfg(3, vec![root.local_addr()]),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(t, a.bootstrapped()).await.unwrap();
+        tokio::time::timeout(t, b.bootstrapped()).await.unwrap();
+        let ih = Id20([0x66; 20]);
+        let h = a.lookup(ih, Some(Some(6000)), false).await;
+        tokio::time::timeout(t, drain(h.peers)).await.unwrap();
+        assert!(h.done.await.unwrap().announced_to >= 1);
+        let found = tokio::time::timeout(t, drain(b.get_peers(ih).await))
+            .await
+            .unwrap();
+        assert_eq!(found, vec!["[::1]:6000".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[tokio::test]
     async fn restart_is_warm_from_state_file() {
         let t = Duration::from_secs(20);
         let dir = tempfile::tempdir().unwrap();
