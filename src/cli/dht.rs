@@ -109,9 +109,10 @@ pub fn parse_infohash(s: &str) -> Option<Id20> {
     (n == 20).then_some(Id20(out))
 }
 
-/// Resolves HOST:PORT names to addresses of the bind family; unresolvable ones are
+/// Resolves HOST:PORT names (e.g. [`DEFAULT_BOOTSTRAP`]) to addresses of one family
+/// (`v6`), for [`DhtConfig::bootstrap`]; unresolvable ones are
 /// reported and skipped.
-async fn resolve(names: Vec<String>, v6: bool) -> Vec<SocketAddr> {
+pub async fn resolve(names: Vec<String>, v6: bool) -> Vec<SocketAddr> {
     let found = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         for n in names {
