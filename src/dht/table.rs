@@ -530,6 +530,18 @@ impl Table {
         out
     }
 
+    /// One random target in every bucket, regardless of deadlines (used once after
+    /// bootstrap to fill the far buckets, which a self-lookup alone leaves thin).
+    pub fn all_refresh_targets(&mut self, now: Instant, rng: &mut impl Rng) -> Vec<NodeId> {
+        let n = self.buckets.len();
+        let mut out = Vec::new();
+        for (i, b) in self.buckets.iter_mut().enumerate() {
+            b.last_changed = now;
+            out.push(random_id_in_bucket(&self.own, i, i == n - 1, rng));
+        }
+        out
+    }
+
     /// The earliest instant at which some bucket needs a refresh.
     pub fn next_refresh(&self) -> Option<Instant> {
         self.buckets.iter().map(|b| b.last_changed + GOOD_FOR).min()
