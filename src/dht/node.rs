@@ -1,0 +1,1977 @@
+//! The DHT node task (BEP 5, with BEP 32/33/42/43/51 answers): one task owns the UDP
+//! socket, the routing table, the peer store, the tokens, the outstanding transactions and
+//! the running lookups.
+//!
+//! The protocol logic lives in [`NodeState`], a synchronous state machine fed with packets,
+//! commands and the current time, which queues outgoing datagrams in an outbox. The task
+//! around it only moves bytes between the socket (through [`crate::net`]) and that state,
+//! and sleeps with `tokio::time` until the next deadline, so the same code runs on real
+//! sockets and on the simulated network with paused time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lru::LruCache;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::krpc::{error_code, Body, Message, NodeInfo, Query, QueryKind, Response, Want};
+use super::lookup::{Lookup, LookupConfig, LookupKind};
+use super::store::{PeerStore, StoreConfig, Tokens};
+use super::table::{bep42_node_id, bep42_valid, is_local, Table, TableConfig};
+use crate::id::{Id20, InfoHash, NodeId};
+use crate::net::{Net, UdpSocket};
+
+/// The usual public bootstrap routers.
+pub const DEFAULT_BOOTSTRAP: &[&str] = &[
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "router.utorrent.com:6881",
+    "dht.libtorrent.org:25401",
+];
+
+/// Our client version in the `v` key: "MF" + version 0.1.
+const VERSION: &[u8] = b"MF\x00\x01";
+/// Values returned per `get_peers` answer. 32 compact IPv4 peers plus 8 nodes keep the
+/// answer around 550 bytes, so a ~100-byte query buys at most a ~5x bigger answer.
+const MAX_VALUES: usize = 32;
+/// BEP 51 samples per answer (20 bytes each).
+const MAX_SAMPLES: usize = 20;
+/// How often housekeeping runs.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
+/// How often the state file is rewritten while running.
+const SAVE_EVERY: Duration = Duration::from_secs(10 * 60);
+/// Retry bootstrap this often while the table is empty.
+const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+/// Delay of the second self-lookup after bootstrap.
+const SECOND_PASS_AFTER: Duration = Duration::from_secs(10);
+/// Nodes saved in the state file.
+const MAX_SAVED_NODES: usize = 200;
+/// Distinct responders that must report the same external IP before we believe it.
+const EXTERNAL_IP_VOTES: usize = 3;
+/// Bound on candidate external IPs tracked (a liar can only waste these slots).
+const MAX_IP_CANDIDATES: usize = 16;
+
+/// Node settings.
+#[derive(Clone, Debug)]
+pub struct DhtConfig {
+    /// Bootstrap addresses (already resolved; see [`DEFAULT_BOOTSTRAP`] for names).
+    pub bootstrap: Vec<SocketAddr>,
+    /// Where the node id and good nodes are saved and loaded.
+    pub state_file: Option<PathBuf>,
+    /// BEP 43: never answer queries, ask others not to add us.
+    pub read_only: bool,
+    /// BEP 42: refuse (true) or only de-prioritise (false) nodes with non-conforming ids.
+    pub enforce_node_id: bool,
+    /// Seed of every random choice (ids, tokens, transaction ids). None: from the OS.
+    pub seed: Option<u64>,
+    /// Force a node id (else: state file, else BEP 42 id for a public bind IP, else random).
+    /// Unless forced, the id is re-derived once (BEP 42) when responders agree on an
+    /// external IP our id does not match.
+    pub node_id: Option<NodeId>,
+    pub lookup: LookupConfig,
+    pub store: StoreConfig,
+    /// Per-IP rate limit on incoming queries (sustained per second; burst is twice that).
+    pub queries_per_sec_per_ip: u32,
+    /// Bound on outstanding queries we sent.
+    pub max_transactions: usize,
+    /// Bound on concurrently running lookups (more wait in the command queue).
+    pub max_lookups: usize,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            bootstrap: Vec::new(),
+            state_file: None,
+            read_only: false,
+            enforce_node_id: false,
+            seed: None,
+            node_id: None,
+            lookup: LookupConfig::default(),
+            store: StoreConfig::default(),
+            queries_per_sec_per_ip: 20,
+            max_transactions: 2048,
+            max_lookups: 64,
+        }
+    }
+}
+
+/// Counters for the node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DhtStats {
+    pub queries_sent: u64,
+    pub responses: u64,
+    pub timeouts: u64,
+    pub queries_received: u64,
+    pub queries_dropped: u64,
+    /// Distinct nodes that answered, summed over finished lookups.
+    pub nodes_visited: u64,
+    pub lookups_done: u64,
+    pub table_size: usize,
+    pub peers_stored: usize,
+    /// Our address as others see it (BEP 42 `ip`), last reported.
+    pub external_addr: Option<SocketAddr>,
+}
+
+/// The result of one lookup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LookupSummary {
+    pub peers: usize,
+    pub queries_sent: u64,
+    pub responses: u64,
+    pub timeouts: u64,
+    pub nodes_visited: usize,
+    pub rounds: u32,
+    /// Nodes `announce_peer` was sent to.
+    pub announced_to: usize,
+    pub duration: Duration,
+}
+
+/// A running lookup as seen by the caller: peers stream in, the summary comes at the end.
+pub struct LookupHandle {
+    /// Closed when the lookup (and its announce, if any) is finished.
+    pub peers: mpsc::Receiver<SocketAddr>,
+    pub done: oneshot::Receiver<LookupSummary>,
+}
+
+enum Cmd {
+    Lookup {
+        info_hash: InfoHash,
+        /// Some(port) to announce afterwards; Some(None) = implied port.
+        announce: Option<(Option<u16>, bool)>,
+        peers: mpsc::Sender<SocketAddr>,
+        done: oneshot::Sender<LookupSummary>,
+    },
+    FindNode {
+        target: NodeId,
+        done: oneshot::Sender<Vec<NodeInfo>>,
+    },
+    Bootstrapped(oneshot::Sender<()>),
+    Stats(oneshot::Sender<DhtStats>),
+    Save(oneshot::Sender<io::Result<()>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle to a running DHT node. Dropping every handle stops the node.
+pub struct Dht {
+    cmd: mpsc::Sender<Cmd>,
+    local_addr: SocketAddr,
+    node_id: Arc<Mutex<NodeId>>,
+}
+
+/// Saved state: node id and good nodes (for a warm restart).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedState {
+    id: String,
+    nodes: Vec<(String, SocketAddr)>,
+}
+
+fn load_state(path: &Path) -> Option<(NodeId, Vec<NodeInfo>)> {
+    // A missing or corrupt state file only means a cold start.
+    let text = std::fs::read_to_string(path).ok()?;
+    if text.len() > 1 << 20 {
+        return None;
+    }
+    let s: SavedState = serde_json::from_str(&text).ok()?;
+    let id = Id20::from_hex(&s.id).ok()?;
+    let nodes = s
+        .nodes
+        .into_iter()
+        .take(MAX_SAVED_NODES)
+        .filter_map(|(id, addr)| {
+            Some(NodeInfo {
+                id: Id20::from_hex(&id).ok()?,
+                addr,
+            })
+        })
+        .collect();
+    Some((id, nodes))
+}
+
+fn save_state(path: &Path, id: &NodeId, nodes: &[NodeInfo]) -> io::Result<()> {
+    let s = SavedState {
+        id: id.to_hex(),
+        nodes: nodes.iter().map(|n| (n.id.to_hex(), n.addr)).collect(),
+    };
+    let text = serde_json::to_string_pretty(&s).map_err(io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    // Write then rename so a crash never leaves a half-written file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Dht {
+    /// Binds the socket and starts the node task (which bootstraps at once).
+    pub async fn start(net: Net, bind: SocketAddr, config: DhtConfig) -> io::Result<Dht> {
+        let sock = net.bind_udp(bind).await?;
+        let local_addr = sock.local_addr()?;
+        let saved = config.state_file.as_deref().and_then(load_state);
+        let now = Instant::now();
+        let state = NodeState::new(config, local_addr, saved, now);
+        let node_id = state.shared_id.clone();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(run(sock, state, rx));
+        Ok(Dht {
+            cmd: tx,
+            local_addr,
+            node_id,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Our current node id (it may change once, see [`DhtConfig::node_id`]).
+    pub fn node_id(&self) -> NodeId {
+        *self.node_id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a `get_peers` lookup; optionally announces afterwards (`announce` =
+    /// Some(port), port None = implied port, i.e. our UDP port as seen by the receiver).
+    pub async fn lookup(
+        &self,
+        info_hash: InfoHash,
+        announce: Option<Option<u16>>,
+        seed: bool,
+    ) -> LookupHandle {
+        let (ptx, prx) = mpsc::channel(256);
+        let (dtx, drx) = oneshot::channel();
+        let cmd = Cmd::Lookup {
+            info_hash,
+            announce: announce.map(|p| (p, seed)),
+            peers: ptx,
+            done: dtx,
+        };
+        // If the node is gone, the channels simply close.
+        let _ = self.cmd.send(cmd).await;
+        LookupHandle {
+            peers: prx,
+            done: drx,
+        }
+    }
+
+    /// Streams peers for `info_hash` as they are found; the channel closes at the end.
+    pub async fn get_peers(&self, info_hash: InfoHash) -> mpsc::Receiver<SocketAddr> {
+        self.lookup(info_hash, None, false).await.peers
+    }
+
+    /// Like [`Dht::get_peers`], then announces us (`port` None = implied port).
+    pub async fn announce(
+        &self,
+        info_hash: InfoHash,
+        port: Option<u16>,
+    ) -> mpsc::Receiver<SocketAddr> {
+        self.lookup(info_hash, Some(port), false).await.peers
+    }
+
+    /// An iterative `find_node`; returns the closest nodes that answered.
+    pub async fn find_node(&self, target: NodeId) -> Vec<NodeInfo> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .cmd
+            .send(Cmd::FindNode { target, done: tx })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Resolves once the initial bootstrap lookup has finished.
+    pub async fn bootstrapped(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Bootstrapped(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub async fn stats(&self) -> DhtStats {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Stats(tx)).await.is_err() {
+            return DhtStats::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Writes the state file now (no-op without one).
+    pub async fn save_state(&self) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Save(tx))
+            .await
+            .map_err(|_| io::Error::other("DHT node stopped"))?;
+        rx.await.map_err(|_| io::Error::other("DHT node stopped"))?
+    }
+
+    /// Saves state and stops the node.
+    pub async fn shutdown(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(sock: UdpSocket, mut st: NodeState, mut cmds: mpsc::Receiver<Cmd>) {
+    let mut buf = vec![0u8; 65536];
+    st.tick(Instant::now());
+    loop {
+        for (bytes, to) in st.outbox.drain(..) {
+            // UDP send errors (unreachable host etc.) are just lost packets.
+            let _ = sock.send_to(&bytes, to).await;
+        }
+        let wake = st.next_wake();
+        tokio::select! {
+            biased;
+            cmd = cmds.recv() => match cmd {
+                None => {
+                    st.save();
+                    return;
+                }
+                Some(Cmd::Shutdown(tx)) => {
+                    st.save();
+                    let _ = tx.send(());
+                    return;
+                }
+                Some(c) => st.command(c, Instant::now()),
+            },
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    if let Some(pkt) = buf.get(..n) {
+                        st.packet(pkt, from, now);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("dht recv error: {e}");
+                    // Avoid a hot loop if the socket keeps failing.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        st.tick(Instant::now());
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Purpose {
+    Lookup(u64),
+    Ping,
+    /// An `announce_peer` sent at the end of this lookup.
+    Announce(u64),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Txn {
+    addr: SocketAddr,
+    expect: Option<NodeId>,
+    sent: Instant,
+    purpose: Purpose,
+}
+
+enum Waiter {
+    Peers {
+        peers: Option<mpsc::Sender<SocketAddr>>,
+        done: Option<oneshot::Sender<LookupSummary>>,
+    },
+    Nodes(Option<oneshot::Sender<Vec<NodeInfo>>>),
+    Internal,
+}
+
+struct RunningLookup {
+    lookup: Lookup,
+    waiter: Waiter,
+    announce: Option<(Option<u16>, bool)>,
+    bootstrap: bool,
+    started: Instant,
+    /// Set once the lookup is done and announcing: (announces outstanding, acknowledged).
+    announcing: Option<(usize, usize)>,
+    /// Something happened since the last drive (saves re-scanning idle lookups).
+    dirty: bool,
+}
+
+/// Per-IP token bucket for incoming queries.
+#[derive(Clone, Copy)]
+struct RateBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The node's protocol state: synchronous, driven by the task in [`run`].
+pub(crate) struct NodeState {
+    cfg: DhtConfig,
+    id: NodeId,
+    shared_id: Arc<Mutex<NodeId>>,
+    /// Set when the id was forced or already re-derived from the external IP.
+    id_fixed: bool,
+    /// Candidate external IP → distinct responder IPs that reported it (BEP 42).
+    ip_votes: BTreeMap<IpAddr, BTreeSet<IpAddr>>,
+    local: SocketAddr,
+    table: Table,
+    store: PeerStore,
+    tokens: Tokens,
+    rng: StdRng,
+    txns: BTreeMap<u16, Txn>,
+    next_tid: u16,
+    lookups: BTreeMap<u64, RunningLookup>,
+    next_lookup: u64,
+    rate: LruCache<IpAddr, RateBucket>,
+    stats: DhtStats,
+    saved_nodes: Vec<NodeInfo>,
+    bootstrapped: bool,
+    bootstrap_waiters: Vec<oneshot::Sender<()>>,
+    last_bootstrap: Option<Instant>,
+    /// When to repeat the self-lookup once after bootstrap (see `finish_bootstrap`).
+    second_pass_at: Option<Instant>,
+    next_maintenance: Instant,
+    next_save: Instant,
+    outbox: Vec<(Vec<u8>, SocketAddr)>,
+}
+
+impl NodeState {
+    fn new(
+        cfg: DhtConfig,
+        local: SocketAddr,
+        saved: Option<(NodeId, Vec<NodeInfo>)>,
+        now: Instant,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(cfg.seed.unwrap_or_else(rand::random));
+        let (saved_id, saved_nodes) = match saved {
+            Some((id, nodes)) => (Some(id), nodes),
+            None => (None, Vec::new()),
+        };
+        let id = cfg.node_id.or(saved_id).unwrap_or_else(|| {
+            let ip = local.ip();
+            if !ip.is_unspecified() && !is_local(ip) {
+                bep42_node_id(ip, &mut rng)
+            } else {
+                Id20(rng.random())
+            }
+        });
+        let ip = local.ip();
+        // Bound to loopback/private (tests, LANs): accept such peers in the table.
+        let allow_private = ip.is_loopback() || is_local(ip);
+        let tcfg = TableConfig {
+            allow_private,
+            enforce_node_id: cfg.enforce_node_id,
+            ..Default::default()
+        };
+        let tokens = Tokens::new(now, &mut rng);
+        let next_tid = rng.random();
+        NodeState {
+            table: Table::new(id, tcfg, now),
+            store: PeerStore::new(cfg.store.clone()),
+            tokens,
+            rng,
+            txns: BTreeMap::new(),
+            next_tid,
+            lookups: BTreeMap::new(),
+            next_lookup: 0,
+            rate: LruCache::new(NonZeroUsize::new(8192).unwrap_or(NonZeroUsize::MIN)),
+            stats: DhtStats::default(),
+            saved_nodes,
+            bootstrapped: false,
+            bootstrap_waiters: Vec::new(),
+            last_bootstrap: None,
+            second_pass_at: None,
+            next_maintenance: now,
+            next_save: now + SAVE_EVERY,
+            outbox: Vec::new(),
+            id_fixed: cfg.node_id.is_some(),
+            cfg,
+            id,
+            shared_id: Arc::new(Mutex::new(id)),
+            ip_votes: BTreeMap::new(),
+            local,
+        }
+    }
+
+    fn v6(&self) -> bool {
+        self.local.is_ipv6()
+    }
+
+    fn save(&self) {
+        let Some(path) = &self.cfg.state_file else {
+            return;
+        };
+        if let Err(e) = self.save_to(path) {
+            tracing::warn!("could not save DHT state to {}: {e}", path.display());
+        }
+    }
+
+    fn save_to(&self, path: &Path) -> io::Result<()> {
+        let now = Instant::now();
+        let mut nodes: Vec<NodeInfo> = self
+            .table
+            .good_nodes(now)
+            .into_iter()
+            .map(|e| NodeInfo {
+                id: e.id,
+                addr: e.addr,
+            })
+            .collect();
+        nodes.truncate(MAX_SAVED_NODES);
+        save_state(path, &self.id, &nodes)
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut t = self.next_maintenance;
+        for l in self.lookups.values() {
+            if let Some(d) = l.lookup.next_deadline() {
+                t = t.min(d);
+            }
+        }
+        if let Some(oldest) = self.txns.values().map(|x| x.sent).min() {
+            t = t.min(oldest + self.cfg.lookup.timeout);
+        }
+        t
+    }
+
+    fn command(&mut self, c: Cmd, now: Instant) {
+        match c {
+            Cmd::Lookup {
+                info_hash,
+                announce,
+                peers,
+                done,
+            } => {
+                let waiter = Waiter::Peers {
+                    peers: Some(peers),
+                    done: Some(done),
+                };
+                self.start_lookup(
+                    info_hash,
+                    LookupKind::GetPeers,
+                    waiter,
+                    announce,
+                    false,
+                    now,
+                );
+            }
+            Cmd::FindNode { target, done } => {
+                self.start_lookup(
+                    target,
+                    LookupKind::FindNode,
+                    Waiter::Nodes(Some(done)),
+                    None,
+                    false,
+                    now,
+                );
+            }
+            Cmd::Bootstrapped(tx) => {
+                if self.bootstrapped {
+                    let _ = tx.send(());
+                } else {
+                    self.bootstrap_waiters.push(tx);
+                }
+            }
+            Cmd::Stats(tx) => {
+                let _ = tx.send(self.stats());
+            }
+            Cmd::Save(tx) => {
+                let r = match &self.cfg.state_file {
+                    Some(p) => self.save_to(p),
+                    None => Ok(()),
+                };
+                let _ = tx.send(r);
+            }
+            Cmd::Shutdown(_) => {}
+        }
+    }
+
+    fn stats(&self) -> DhtStats {
+        DhtStats {
+            table_size: self.table.len(),
+            peers_stored: self.store.len(),
+            ..self.stats
+        }
+    }
+
+    fn start_lookup(
+        &mut self,
+        target: Id20,
+        kind: LookupKind,
+        waiter: Waiter,
+        announce: Option<(Option<u16>, bool)>,
+        bootstrap: bool,
+        now: Instant,
+    ) {
+        if self.lookups.len() >= self.cfg.max_lookups {
+            // Bounded: refuse rather than grow without limit; dropping the waiter closes
+            // the caller's channels, so it sees an empty result.
+            drop(waiter);
+            return;
+        }
+        let k = self.cfg.lookup.k;
+        let mut known: Vec<NodeInfo> = self
+            .table
+            .closest(&target, k * 2, now)
+            .into_iter()
+            .map(|e| NodeInfo {
+                id: e.id,
+                addr: e.addr,
+            })
+            .collect();
+        known.extend(self.saved_nodes.iter().copied());
+        // Bootstrap routers are asked too while our table is thin.
+        let unknown: Vec<SocketAddr> = if self.table.len() < k || bootstrap {
+            self.cfg.bootstrap.clone()
+        } else {
+            Vec::new()
+        };
+        let lookup = Lookup::new(target, kind, self.cfg.lookup.clone(), known, unknown);
+        let id = self.next_lookup;
+        self.next_lookup += 1;
+        self.lookups.insert(
+            id,
+            RunningLookup {
+                lookup,
+                waiter,
+                announce,
+                bootstrap,
+                started: now,
+                announcing: None,
+                dirty: true,
+            },
+        );
+    }
+
+    fn bootstrap(&mut self, now: Instant) {
+        self.last_bootstrap = Some(now);
+        self.start_lookup(
+            self.id,
+            LookupKind::FindNode,
+            Waiter::Internal,
+            None,
+            true,
+            now,
+        );
+    }
+
+    fn alloc_tid(&mut self) -> Option<u16> {
+        if self.txns.len() >= self.cfg.max_transactions {
+            return None;
+        }
+        loop {
+            let t = self.next_tid;
+            self.next_tid = self.next_tid.wrapping_add(1);
+            if !self.txns.contains_key(&t) {
+                return Some(t);
+            }
+        }
+    }
+
+    fn send(&mut self, msg: &Message, to: SocketAddr) {
+        self.outbox.push((msg.encode(), to));
+    }
+
+    fn send_query(
+        &mut self,
+        to: SocketAddr,
+        expect: Option<NodeId>,
+        kind: QueryKind,
+        purpose: Purpose,
+        now: Instant,
+    ) {
+        let Some(tid) = self.alloc_tid() else { return };
+        self.txns.insert(
+            tid,
+            Txn {
+                addr: to,
+                expect,
+                sent: now,
+                purpose,
+            },
+        );
+        let want = Want::default();
+        let msg = Message {
+            tid: tid.to_be_bytes().to_vec(),
+            version: Some(VERSION.to_vec()),
+            read_only: self.cfg.read_only,
+            ip: None,
+            body: Body::Query(Query {
+                id: self.id,
+                kind,
+                want,
+            }),
+        };
+        self.stats.queries_sent += 1;
+        self.send(&msg, to);
+    }
+
+    /// Housekeeping and lookup progress; called after every event.
+    fn tick(&mut self, now: Instant) {
+        // Transactions that timed out.
+        let timeout = self.cfg.lookup.timeout;
+        let expired: Vec<u16> = self
+            .txns
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(t.sent) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for tid in expired {
+            if let Some(t) = self.txns.remove(&tid) {
+                self.stats.timeouts += 1;
+                if let Some(id) = t.expect {
+                    self.table.failed(&id, now);
+                }
+                self.txn_failed(t.purpose, t.addr);
+            }
+        }
+        if now >= self.next_maintenance {
+            self.next_maintenance = now + MAINTENANCE_EVERY;
+            self.maintenance(now);
+        }
+        self.drive_lookups(now);
+    }
+
+    fn maintenance(&mut self, now: Instant) {
+        self.tokens.maybe_rotate(now, &mut self.rng);
+        self.store.expire(now);
+        let need_bootstrap = match self.last_bootstrap {
+            None => true,
+            Some(t) => {
+                self.table.is_empty()
+                    && now.saturating_duration_since(t) >= REBOOTSTRAP_EVERY
+                    && !self.lookups.values().any(|l| l.bootstrap)
+            }
+        };
+        if need_bootstrap
+            && (!self.cfg.bootstrap.is_empty()
+                || !self.saved_nodes.is_empty()
+                || !self.table.is_empty())
+        {
+            self.bootstrap(now);
+        } else if need_bootstrap && !self.bootstrapped {
+            // Nothing to bootstrap from: we are the first node (e.g. a private swarm's root).
+            self.last_bootstrap = Some(now);
+            self.finish_bootstrap(now);
+        }
+        if self.second_pass_at.is_some_and(|t| now >= t) {
+            self.second_pass_at = None;
+            self.start_lookup(
+                self.id,
+                LookupKind::FindNode,
+                Waiter::Internal,
+                None,
+                false,
+                now,
+            );
+            for t in self.table.all_refresh_targets(now, &mut self.rng) {
+                self.start_lookup(t, LookupKind::FindNode, Waiter::Internal, None, false, now);
+            }
+        }
+        if self.bootstrapped {
+            let targets = self.table.refresh_targets(now, &mut self.rng);
+            for t in targets {
+                self.start_lookup(t, LookupKind::FindNode, Waiter::Internal, None, false, now);
+            }
+        }
+        for (id, addr) in self.table.to_ping(now, 8) {
+            self.send_query(addr, Some(id), QueryKind::Ping, Purpose::Ping, now);
+        }
+        if now >= self.next_save {
+            self.next_save = now + SAVE_EVERY;
+            self.save();
+        }
+    }
+
+    fn finish_bootstrap(&mut self, now: Instant) {
+        self.bootstrapped = true;
+        // Nodes that joined after our self-lookup (e.g. a whole swarm starting at once) do
+        // not know us and we do not know them, and a self-lookup leaves the far buckets
+        // thin. A little later: one more self-lookup (finds our true neighbours, puts us in
+        // their tables) and one lookup per bucket (fills the far buckets).
+        if !self.cfg.bootstrap.is_empty() || !self.saved_nodes.is_empty() {
+            self.second_pass_at = Some(now + SECOND_PASS_AFTER);
+        }
+        // Saved nodes have served their purpose once we have a table.
+        if !self.table.is_empty() {
+            self.saved_nodes.clear();
+        }
+        for w in self.bootstrap_waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    fn drive_lookups(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.lookups.keys().copied().collect();
+        for lid in ids {
+            let Some(rl) = self.lookups.get_mut(&lid) else {
+                continue;
+            };
+            if !rl.dirty && rl.lookup.next_deadline().is_none_or(|d| d > now) {
+                continue;
+            }
+            rl.dirty = false;
+            if let Some((outstanding, _)) = rl.announcing {
+                // Finished once every announce was answered or timed out, so that callers
+                // who see the end of the lookup can rely on the peer being stored.
+                if outstanding == 0 {
+                    if let Some(rl) = self.lookups.remove(&lid) {
+                        self.finish_lookup(rl, now);
+                    }
+                }
+                continue;
+            }
+            let queries = rl.lookup.next_queries(now);
+            let (target, kind) = (rl.lookup.target(), rl.lookup.kind());
+            for (expect, addr) in queries {
+                let q = match kind {
+                    LookupKind::FindNode => QueryKind::FindNode { target },
+                    LookupKind::GetPeers => QueryKind::GetPeers {
+                        info_hash: target,
+                        noseed: false,
+                        scrape: false,
+                    },
+                };
+                self.send_query(addr, expect, q, Purpose::Lookup(lid), now);
+            }
+            let done = self.lookups.get(&lid).is_some_and(|rl| rl.lookup.is_done());
+            let wants_announce = self
+                .lookups
+                .get(&lid)
+                .is_some_and(|rl| rl.announce.is_some());
+            if done && wants_announce && self.start_announce(lid, now) > 0 {
+                continue;
+            }
+            if done {
+                if let Some(rl) = self.lookups.remove(&lid) {
+                    self.finish_lookup(rl, now);
+                }
+            }
+        }
+    }
+
+    /// Sends `announce_peer` to the k closest nodes that gave a token; returns how many.
+    fn start_announce(&mut self, lid: u64, now: Instant) -> usize {
+        let Some(rl) = self.lookups.get(&lid) else {
+            return 0;
+        };
+        let mut sent = 0;
+        let (targets, target) = (rl.lookup.announce_targets(), rl.lookup.target());
+        if let Some((port, seed)) = rl.announce {
+            for (n, token) in targets {
+                let kind = QueryKind::AnnouncePeer {
+                    info_hash: target,
+                    port: port.unwrap_or(self.local.port()),
+                    implied_port: port.is_none(),
+                    token,
+                    seed,
+                };
+                self.send_query(n.addr, Some(n.id), kind, Purpose::Announce(lid), now);
+                sent += 1;
+            }
+        }
+        if let Some(rl) = self.lookups.get_mut(&lid) {
+            rl.announcing = Some((sent, 0));
+        }
+        sent
+    }
+
+    fn finish_lookup(&mut self, rl: RunningLookup, now: Instant) {
+        let s = rl.lookup.finish_stats();
+        let visited = rl.lookup.nodes_visited();
+        self.stats.nodes_visited += visited as u64;
+        self.stats.lookups_done += 1;
+        let announced_to = rl.announcing.map_or(0, |(_, acked)| acked);
+        let summary = LookupSummary {
+            peers: rl.lookup.peers().len(),
+            queries_sent: s.queries_sent,
+            responses: s.responses,
+            timeouts: s.timeouts,
+            nodes_visited: visited,
+            rounds: s.rounds,
+            announced_to,
+            duration: now.saturating_duration_since(rl.started),
+        };
+        match rl.waiter {
+            Waiter::Peers { done, .. } => {
+                if let Some(d) = done {
+                    let _ = d.send(summary);
+                }
+            }
+            Waiter::Nodes(tx) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(rl.lookup.closest_responded());
+                }
+            }
+            Waiter::Internal => {}
+        }
+        if rl.bootstrap && !self.bootstrapped {
+            self.finish_bootstrap(now);
+        }
+    }
+
+    /// Token bucket per IP: true if this query may be answered.
+    fn rate_ok(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let rate = f64::from(self.cfg.queries_per_sec_per_ip.max(1));
+        let burst = rate * 2.0;
+        let b = self.rate.get_or_insert_mut(ip, || RateBucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// One incoming datagram.
+    fn packet(&mut self, buf: &[u8], from: SocketAddr, now: Instant) {
+        if from.is_ipv6() != self.v6() || from.port() == 0 {
+            return;
+        }
+        let msg = match Message::decode(buf) {
+            Ok(m) => m,
+            Err(e) => {
+                if e.is_query && !self.cfg.read_only {
+                    if let Some(tid) = e.tid.filter(|t| t.len() <= 16) {
+                        if self.rate_ok(from.ip(), now) {
+                            let reply = Message::error(tid, error_code::PROTOCOL, e.reason);
+                            self.send(&reply, from);
+                        }
+                    }
+                }
+                return;
+            }
+        };
+        match msg.body {
+            Body::Query(q) => self.on_query(msg.tid, msg.read_only, q, from, now),
+            Body::Response(r) => self.on_response(&msg.tid, msg.ip, r, from, now),
+            Body::Error { .. } => self.on_error(&msg.tid, from),
+        }
+    }
+
+    fn take_txn(&mut self, tid: &[u8], from: SocketAddr) -> Option<Txn> {
+        let t = u16::from_be_bytes(<[u8; 2]>::try_from(tid).ok()?);
+        // Only the address we asked may answer (no spoofed answers from elsewhere).
+        if self.txns.get(&t)?.addr != from {
+            return None;
+        }
+        self.txns.remove(&t)
+    }
+
+    fn on_error(&mut self, tid: &[u8], from: SocketAddr) {
+        let Some(t) = self.take_txn(tid, from) else {
+            return;
+        };
+        self.txn_failed(t.purpose, from);
+    }
+
+    /// A query got an error reply or timed out.
+    fn txn_failed(&mut self, purpose: Purpose, addr: SocketAddr) {
+        match purpose {
+            Purpose::Lookup(l) => {
+                if let Some(rl) = self.lookups.get_mut(&l) {
+                    rl.lookup.on_failure(addr);
+                    rl.dirty = true;
+                }
+            }
+            Purpose::Announce(l) => {
+                if let Some(rl) = self.lookups.get_mut(&l) {
+                    rl.dirty = true;
+                }
+                if let Some((outstanding, _)) = self
+                    .lookups
+                    .get_mut(&l)
+                    .and_then(|rl| rl.announcing.as_mut())
+                {
+                    *outstanding = outstanding.saturating_sub(1);
+                }
+            }
+            Purpose::Ping => {}
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        tid: &[u8],
+        ip: Option<SocketAddr>,
+        r: Response,
+        from: SocketAddr,
+        now: Instant,
+    ) {
+        let Some(t) = self.take_txn(tid, from) else {
+            return;
+        };
+        self.stats.responses += 1;
+        if let Some(ip) = ip {
+            self.vote_external(ip, from.ip(), now);
+        }
+        if r.id != self.id {
+            self.table.heard_response(r.id, from, now);
+        }
+        if let Purpose::Announce(l) = t.purpose {
+            if let Some(rl) = self.lookups.get_mut(&l) {
+                rl.dirty = true;
+            }
+            if let Some((outstanding, acked)) = self
+                .lookups
+                .get_mut(&l)
+                .and_then(|rl| rl.announcing.as_mut())
+            {
+                *outstanding = outstanding.saturating_sub(1);
+                *acked += 1;
+            }
+            return;
+        }
+        let Purpose::Lookup(lid) = t.purpose else {
+            return;
+        };
+        let v6 = self.v6();
+        let own = (self.id, self.local);
+        let table = &self.table;
+        let nodes: Vec<NodeInfo> = if v6 { &r.nodes6 } else { &r.nodes }
+            .iter()
+            .filter(|n| n.id != own.0 && n.addr != own.1 && table.addr_ok(&n.addr))
+            .copied()
+            .collect();
+        let values: Vec<SocketAddr> = r
+            .values
+            .iter()
+            .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+            .copied()
+            .collect();
+        let Some(rl) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        rl.dirty = true;
+        let new_peers = rl
+            .lookup
+            .on_response(from, r.id, &nodes, r.token, &values, now);
+        if let Waiter::Peers { peers, .. } = &mut rl.waiter {
+            if let Some(tx) = peers {
+                for p in new_peers {
+                    match tx.try_send(p) {
+                        Ok(()) => {}
+                        // Bounded: a slow consumer loses peers rather than growing memory.
+                        Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            *peers = None;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// BEP 42: learn our external IP from the `ip` field of responses; once enough distinct
+    /// responders agree and our id does not match that IP, derive a conforming id (once).
+    fn vote_external(&mut self, reported: SocketAddr, voter: IpAddr, now: Instant) {
+        let ip = reported.ip();
+        if ip.is_unspecified() || ip.is_ipv6() != self.v6() {
+            return;
+        }
+        if !self.ip_votes.contains_key(&ip) && self.ip_votes.len() >= MAX_IP_CANDIDATES {
+            return;
+        }
+        let voters = self.ip_votes.entry(ip).or_default();
+        if voters.len() < EXTERNAL_IP_VOTES * 4 {
+            voters.insert(voter);
+        }
+        if voters.len() < EXTERNAL_IP_VOTES {
+            return;
+        }
+        self.stats.external_addr = Some(reported);
+        if self.id_fixed || is_local(ip) || bep42_valid(&self.id, ip) {
+            return;
+        }
+        self.id_fixed = true;
+        let new_id = bep42_node_id(ip, &mut self.rng);
+        tracing::info!("external IP {ip}: node id {} -> {new_id} (BEP 42)", self.id);
+        self.change_id(new_id, now);
+    }
+
+    fn change_id(&mut self, new_id: NodeId, now: Instant) {
+        let fresh = Table::new(new_id, self.table.config().clone(), now);
+        let old = std::mem::replace(&mut self.table, fresh);
+        for e in old.good_nodes(now) {
+            self.table.heard_response(e.id, e.addr, now);
+        }
+        self.id = new_id;
+        *self.shared_id.lock().unwrap_or_else(|e| e.into_inner()) = new_id;
+    }
+
+    fn closest_nodes(&self, target: &Id20, now: Instant) -> Vec<NodeInfo> {
+        self.table
+            .closest(target, self.cfg.lookup.k, now)
+            .into_iter()
+            .map(|e| NodeInfo {
+                id: e.id,
+                addr: e.addr,
+            })
+            .collect()
+    }
+
+    fn on_query(&mut self, tid: Vec<u8>, ro: bool, q: Query, from: SocketAddr, now: Instant) {
+        self.stats.queries_received += 1;
+        if !self.rate_ok(from.ip(), now) {
+            self.stats.queries_dropped += 1;
+            return;
+        }
+        // BEP 43: read-only nodes are not added to tables; and we, if read-only, stay silent.
+        if !ro && q.id != self.id {
+            self.table.heard_query(q.id, from, now);
+        }
+        if self.cfg.read_only {
+            return;
+        }
+        let mut resp = Response {
+            id: self.id,
+            ..Default::default()
+        };
+        let v6 = self.v6();
+        let put_nodes = |resp: &mut Response, nodes: Vec<NodeInfo>| {
+            if v6 {
+                resp.nodes6 = nodes;
+            } else {
+                resp.nodes = nodes;
+            }
+        };
+        match q.kind {
+            QueryKind::Ping => {}
+            QueryKind::FindNode { target } => {
+                put_nodes(&mut resp, self.closest_nodes(&target, now))
+            }
+            QueryKind::GetPeers {
+                info_hash,
+                noseed,
+                scrape,
+            } => {
+                resp.token = Some(self.tokens.token(from.ip()));
+                let mut max = MAX_VALUES;
+                if scrape {
+                    if let Some((seeds, peers)) = self.store.scrape(&info_hash, now) {
+                        resp.bf_seeds = Some(Box::new(seeds.0));
+                        resp.bf_peers = Some(Box::new(peers.0));
+                        // The filters take 512 bytes: send fewer values (BEP 33).
+                        max = 8;
+                    }
+                }
+                resp.values = self
+                    .store
+                    .get(&info_hash, v6, max, noseed, now, &mut self.rng);
+                put_nodes(&mut resp, self.closest_nodes(&info_hash, now));
+            }
+            QueryKind::AnnouncePeer {
+                info_hash,
+                port,
+                implied_port,
+                token,
+                seed,
+            } => {
+                if !self.tokens.verify(&token, from.ip()) {
+                    self.send(
+                        &Message::error(tid, error_code::PROTOCOL, "bad token"),
+                        from,
+                    );
+                    return;
+                }
+                let port = if implied_port { from.port() } else { port };
+                if port == 0 {
+                    self.send(&Message::error(tid, error_code::PROTOCOL, "bad port"), from);
+                    return;
+                }
+                self.store
+                    .announce(info_hash, SocketAddr::new(from.ip(), port), seed, now);
+            }
+            QueryKind::SampleInfohashes { target } => {
+                let (samples, num) = self.store.samples(MAX_SAMPLES, &mut self.rng);
+                resp.samples = Some(samples);
+                resp.num = Some(num as i64);
+                // Samples are drawn afresh for each request; ask indexers to wait a minute.
+                resp.interval = Some(60);
+                put_nodes(&mut resp, self.closest_nodes(&target, now));
+            }
+            QueryKind::Unknown {
+                target: Some(target),
+                ..
+            } => put_nodes(&mut resp, self.closest_nodes(&target, now)),
+            QueryKind::Unknown { target: None, .. } => {
+                self.send(
+                    &Message::error(tid, error_code::METHOD_UNKNOWN, "method unknown"),
+                    from,
+                );
+                return;
+            }
+        }
+        let msg = Message {
+            tid,
+            version: Some(VERSION.to_vec()),
+            read_only: false,
+            ip: Some(from),
+            body: Body::Response(resp),
+        };
+        self.send(&msg, from);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn state(addr: &str, seed: u64) -> NodeState {
+        let cfg = DhtConfig {
+            seed: Some(seed),
+            ..Default::default()
+        };
+        NodeState::new(cfg, addr.parse().unwrap(), None, Instant::now())
+    }
+
+    fn query(id: NodeId, kind: QueryKind) -> Vec<u8> {
+        Message {
+            tid: b"qq".to_vec(),
+            version: None,
+            read_only: false,
+            ip: None,
+            body: Body::Query(Query {
+                id,
+                kind,
+                want: Want::default(),
+            }),
+        }
+        .encode()
+    }
+
+    fn reply(st: &mut NodeState) -> Message {
+        let (b, _) = st.outbox.pop().expect("a reply");
+        Message::decode(&b).unwrap()
+    }
+
+    #[test]
+    fn answers_malformed_query_with_203_and_unknown_with_204() {
+        let mut st = state("127.0.0.1:6881", 1);
+        let from: SocketAddr = "127.0.0.2:1000".parse().unwrap();
+        let now = Instant::now();
+        st.packet(b"d1:ad2:id3:abce1:q4:ping1:t2:xy1:y1:qe", from, now);
+        let m = reply(&mut st);
+        assert_eq!(m.tid, b"xy");
+        assert!(matches!(m.body, Body::Error { code: 203, .. }));
+        st.packet(
+            &query(
+                Id20([1; 20]),
+                QueryKind::Unknown {
+                    method: b"frob".to_vec(),
+                    target: None,
+                },
+            ),
+            from,
+            now,
+        );
+        assert!(matches!(reply(&mut st).body, Body::Error { code: 204, .. }));
+        // Garbage that is not a query: silence.
+        st.packet(b"\xff\x00garbage", from, now);
+        assert!(st.outbox.is_empty());
+    }
+
+    #[test]
+    fn announce_needs_token_from_same_ip_and_implied_port_works() {
+        let mut st = state("127.0.0.1:6881", 2);
+        let a: SocketAddr = "127.0.0.2:1000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.3:1000".parse().unwrap();
+        let now = Instant::now();
+        let ih = Id20([7; 20]);
+        st.packet(
+            &query(
+                Id20([1; 20]),
+                QueryKind::GetPeers {
+                    info_hash: ih,
+                    noseed: false,
+                    scrape: false,
+                },
+            ),
+            a,
+            now,
+        );
+        let Body::Response(r) = reply(&mut st).body else {
+            panic!()
+        };
+        let token = r.token.unwrap();
+        assert!(r.values.is_empty());
+        // Token from another IP is refused.
+        let ann = |token: Vec<u8>| {
+            query(
+                Id20([1; 20]),
+                QueryKind::AnnouncePeer {
+                    info_hash: ih,
+                    port: 9,
+                    implied_port: true,
+                    token,
+                    seed: false,
+                },
+            )
+        };
+        st.packet(&ann(token.clone()), b, now);
+        assert!(matches!(reply(&mut st).body, Body::Error { code: 203, .. }));
+        st.packet(&ann(token), a, now);
+        assert!(matches!(reply(&mut st).body, Body::Response(_)));
+        st.packet(
+            &query(
+                Id20([2; 20]),
+                QueryKind::GetPeers {
+                    info_hash: ih,
+                    noseed: false,
+                    scrape: true,
+                },
+            ),
+            b,
+            now,
+        );
+        let m = reply(&mut st);
+        assert_eq!(m.ip, Some(b), "BEP 42 ip field");
+        let Body::Response(r) = m.body else { panic!() };
+        assert_eq!(r.values, vec![a], "implied port: the UDP source port");
+        assert!(r.bf_peers.is_some() && r.bf_seeds.is_some());
+        // BEP 51.
+        st.packet(
+            &query(Id20([2; 20]), QueryKind::SampleInfohashes { target: ih }),
+            b,
+            now,
+        );
+        let Body::Response(r) = reply(&mut st).body else {
+            panic!()
+        };
+        assert_eq!(r.samples, Some(vec![ih]));
+        assert_eq!(r.num, Some(1));
+    }
+
+    #[test]
+    fn rate_limit_drops_floods() {
+        let mut st = state("127.0.0.1:6881", 3);
+        let a: SocketAddr = "127.0.0.2:1000".parse().unwrap();
+        let now = Instant::now();
+        for _ in 0..1000 {
+            st.packet(&query(Id20([1; 20]), QueryKind::Ping), a, now);
+        }
+        assert_eq!(st.outbox.len(), 40, "burst of 2x the per-second rate");
+        assert_eq!(st.stats.queries_dropped, 960);
+        st.outbox.clear();
+        st.packet(
+            &query(Id20([1; 20]), QueryKind::Ping),
+            a,
+            now + Duration::from_secs(1),
+        );
+        assert_eq!(st.outbox.len(), 1);
+    }
+
+    #[test]
+    fn read_only_node_stays_silent_and_flags_queries() {
+        let cfg = DhtConfig {
+            seed: Some(4),
+            read_only: true,
+            bootstrap: vec!["127.0.0.9:1".parse().unwrap()],
+            ..Default::default()
+        };
+        let mut st = NodeState::new(cfg, "127.0.0.1:6881".parse().unwrap(), None, Instant::now());
+        let now = Instant::now();
+        st.packet(
+            &query(Id20([1; 20]), QueryKind::Ping),
+            "127.0.0.2:1".parse().unwrap(),
+            now,
+        );
+        assert!(st.outbox.is_empty());
+        st.tick(now);
+        let to: SocketAddr = "127.0.0.9:1".parse().unwrap();
+        let (b, _) = st
+            .outbox
+            .iter()
+            .find(|(_, a)| *a == to)
+            .expect("bootstrap query");
+        assert!(Message::decode(b).unwrap().read_only);
+    }
+
+    #[test]
+    fn response_from_wrong_address_is_ignored() {
+        let cfg = DhtConfig {
+            seed: Some(5),
+            bootstrap: vec!["127.0.0.9:1".parse().unwrap()],
+            ..Default::default()
+        };
+        let mut st = NodeState::new(cfg, "127.0.0.1:6881".parse().unwrap(), None, Instant::now());
+        let now = Instant::now();
+        st.tick(now);
+        let (b, _) = st.outbox.pop().unwrap();
+        let q = Message::decode(&b).unwrap();
+        let resp = Message {
+            tid: q.tid.clone(),
+            version: None,
+            read_only: false,
+            ip: None,
+            body: Body::Response(Response {
+                id: Id20([3; 20]),
+                ..Default::default()
+            }),
+        }
+        .encode();
+        st.packet(&resp, "127.0.0.8:1".parse().unwrap(), now);
+        assert_eq!(st.table.len(), 0);
+        st.packet(&resp, "127.0.0.9:1".parse().unwrap(), now);
+        assert_eq!(st.table.len(), 1);
+        assert_eq!(st.stats.responses, 1);
+    }
+
+    #[test]
+    fn bep42_id_rederived_from_agreeing_external_ip() {
+        let boots: Vec<SocketAddr> = (1..=4u8)
+            .map(|i| SocketAddr::from(([127, 0, 0, 10 + i], 1)))
+            .collect();
+        let cfg = DhtConfig {
+            seed: Some(6),
+            bootstrap: boots.clone(),
+            ..Default::default()
+        };
+        let mut st = NodeState::new(cfg, "127.0.0.1:6881".parse().unwrap(), None, Instant::now());
+        let old = st.id;
+        let now = Instant::now();
+        st.tick(now);
+        let sent: Vec<(Vec<u8>, SocketAddr)> = st.outbox.drain(..).collect();
+        assert_eq!(sent.len(), 3, "alpha = 3 bootstrap queries");
+        let external: SocketAddr = "203.0.113.7:6881".parse().unwrap();
+        for (i, (b, to)) in sent.iter().enumerate() {
+            let q = Message::decode(b).unwrap();
+            let resp = Message {
+                tid: q.tid,
+                version: None,
+                read_only: false,
+                ip: Some(external),
+                body: Body::Response(Response {
+                    id: Id20([i as u8 + 1; 20]),
+                    ..Default::default()
+                }),
+            };
+            st.packet(&resp.encode(), *to, now);
+            if i < 2 {
+                assert_eq!(st.id, old, "two votes are not enough");
+            }
+        }
+        assert_ne!(st.id, old);
+        assert!(bep42_valid(&st.id, external.ip()));
+        assert_eq!(*st.shared_id.lock().unwrap(), st.id);
+        assert_eq!(st.stats.external_addr, Some(external));
+        assert_eq!(st.table.len(), 3, "table carried over");
+    }
+
+    #[test]
+    fn state_file_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/dht.json");
+        let nodes = vec![NodeInfo {
+            id: Id20([1; 20]),
+            addr: "1.2.3.4:5".parse().unwrap(),
+        }];
+        save_state(&p, &Id20([9; 20]), &nodes).unwrap();
+        let (id, n) = load_state(&p).unwrap();
+        assert_eq!(id, Id20([9; 20]));
+        assert_eq!(n, nodes);
+        std::fs::write(&p, "{not json").unwrap();
+        assert!(load_state(&p).is_none());
+    }
+
+    fn loopback_cfg(seed: u64, bootstrap: Vec<SocketAddr>) -> DhtConfig {
+        DhtConfig {
+            seed: Some(seed),
+            bootstrap,
+            ..Default::default()
+        }
+    }
+
+    async fn drain(mut rx: mpsc::Receiver<SocketAddr>) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        while let Some(p) = rx.recv().await {
+            out.push(p);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn twenty_nodes_on_loopback_find_an_announced_peer() {
+        let t = Duration::from_secs(20);
+        let boot = Dht::start(
+            Net::Tokio,
+            "127.0.1.1:0".parse().unwrap(),
+            loopback_cfg(100, vec![]),
+        )
+        .await
+        .unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..20u8 {
+            let bind = SocketAddr::from(([127, 0, 1, 10 + i], 0));
+            nodes.push(
+                Dht::start(
+                    Net::Tokio,
+                    bind,
+                    loopback_cfg(i as u64, vec![boot.local_addr()]),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for n in &nodes {
+            tokio::time::timeout(t, n.bootstrapped())
+                .await
+                .expect("bootstrap");
+        }
+        let ih = Id20([0x42; 20]);
+        let found = tokio::time::timeout(t, drain(nodes[5].announce(ih, Some(7777)).await))
+            .await
+            .unwrap();
+        assert!(found.is_empty(), "nobody announced yet: {found:?}");
+        let announcer: SocketAddr = "127.0.1.15:7777".parse().unwrap();
+        let h = nodes[15].lookup(ih, None, false).await;
+        let found = tokio::time::timeout(t, drain(h.peers)).await.unwrap();
+        assert_eq!(found, vec![announcer]);
+        let summary = h.done.await.unwrap();
+        assert_eq!(summary.peers, 1);
+        assert!(summary.nodes_visited >= 8, "{summary:?}");
+        // Implied port: the announcer's UDP port is stored.
+        let udp_port = nodes[3].local_addr().port();
+        drain(nodes[3].announce(ih, None).await).await;
+        let found = tokio::time::timeout(t, drain(nodes[9].get_peers(ih).await))
+            .await
+            .unwrap();
+        assert!(
+            found.contains(&SocketAddr::from(([127, 0, 1, 13], udp_port))),
+            "{found:?}"
+        );
+        let st = nodes[15].stats().await;
+        assert!(st.table_size >= 8, "{st:?}");
+        assert!(st.queries_sent > 0 && st.responses > 0);
+        let bst = boot.stats().await;
+        assert!(bst.queries_received >= 20, "{bst:?}");
+        for n in nodes {
+            n.shutdown().await;
+        }
+        boot.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn ipv6_loopback_announce_and_find() {
+        let t = Duration::from_secs(10);
+        let Ok(root) = Dht::start(
+            Net::Tokio,
+            "[::1]:0".parse().unwrap(),
+            loopback_cfg(1, vec![]),
+        )
+        .await
+        else {
+            eprintln!("SKIP: no IPv6 loopback");
+            return;
+        };
+        let a = Dht::start(
+            Net::Tokio,
+            "[::1]:0".parse().unwrap(),
+            loopback_cfg(2, vec![root.local_addr()]),
+        )
+        .await
+        .unwrap();
+        let b = Dht::start(
+            Net::Tokio,
+            "[::1]:0".parse().unwrap(),
+            loopback_cfg(3, vec![root.local_addr()]),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(t, a.bootstrapped()).await.unwrap();
+        tokio::time::timeout(t, b.bootstrapped()).await.unwrap();
+        let ih = Id20([0x66; 20]);
+        let h = a.lookup(ih, Some(Some(6000)), false).await;
+        tokio::time::timeout(t, drain(h.peers)).await.unwrap();
+        assert!(h.done.await.unwrap().announced_to >= 1);
+        let found = tokio::time::timeout(t, drain(b.get_peers(ih).await))
+            .await
+            .unwrap();
+        assert_eq!(found, vec!["[::1]:6000".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[tokio::test]
+    async fn restart_is_warm_from_state_file() {
+        let t = Duration::from_secs(20);
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("dht.json");
+        let boot = Dht::start(
+            Net::Tokio,
+            "127.0.2.1:0".parse().unwrap(),
+            loopback_cfg(1, vec![]),
+        )
+        .await
+        .unwrap();
+        let mut others = Vec::new();
+        for i in 0..5u8 {
+            let bind = SocketAddr::from(([127, 0, 2, 10 + i], 0));
+            let n = Dht::start(
+                Net::Tokio,
+                bind,
+                loopback_cfg(10 + i as u64, vec![boot.local_addr()]),
+            )
+            .await
+            .unwrap();
+            tokio::time::timeout(t, n.bootstrapped()).await.unwrap();
+            others.push(n);
+        }
+        let cfg = DhtConfig {
+            state_file: Some(state.clone()),
+            ..loopback_cfg(50, vec![boot.local_addr()])
+        };
+        let a = Dht::start(Net::Tokio, "127.0.2.50:0".parse().unwrap(), cfg)
+            .await
+            .unwrap();
+        tokio::time::timeout(t, a.bootstrapped()).await.unwrap();
+        let id = a.node_id();
+        a.shutdown().await;
+        assert!(state.exists());
+        // Restart with no bootstrap at all: the saved nodes are enough.
+        let cfg = DhtConfig {
+            state_file: Some(state.clone()),
+            ..loopback_cfg(51, vec![])
+        };
+        let b = Dht::start(Net::Tokio, "127.0.2.50:0".parse().unwrap(), cfg)
+            .await
+            .unwrap();
+        assert_eq!(b.node_id(), id);
+        tokio::time::timeout(t, b.bootstrapped()).await.unwrap();
+        assert!(b.stats().await.table_size >= 5);
+        b.shutdown().await;
+    }
+
+    /// Measurement, not a gate: `cargo test --lib dht::node::tests::loopback_lookup_cost --
+    /// --ignored --nocapture`. 200 nodes on real loopback UDP, 20 lookups of announced hashes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn loopback_lookup_cost() {
+        let t = Duration::from_secs(30);
+        let boot = Dht::start(
+            Net::Tokio,
+            "127.0.3.1:0".parse().unwrap(),
+            loopback_cfg(1, vec![]),
+        )
+        .await
+        .unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..200u32 {
+            let bind =
+                SocketAddr::from(([127, 0, 3 + (i / 200) as u8 + 1, (i % 200) as u8 + 10], 0));
+            nodes.push(
+                Dht::start(
+                    Net::Tokio,
+                    bind,
+                    loopback_cfg(1000 + u64::from(i), vec![boot.local_addr()]),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for n in &nodes {
+            tokio::time::timeout(t, n.bootstrapped()).await.unwrap();
+        }
+        let (mut queries, mut rounds, mut times, mut found) =
+            (Vec::new(), Vec::new(), Vec::new(), 0);
+        for j in 0..20usize {
+            let ih = Id20([j as u8 + 1; 20]);
+            drain(nodes[j * 7 % 200].announce(ih, Some(4000)).await).await;
+            let h = nodes[(j * 13 + 100) % 200].lookup(ih, None, false).await;
+            let peers = tokio::time::timeout(t, drain(h.peers)).await.unwrap();
+            let s = h.done.await.unwrap();
+            found += usize::from(!peers.is_empty());
+            queries.push(s.queries_sent);
+            rounds.push(s.rounds);
+            times.push(s.duration);
+        }
+        queries.sort();
+        rounds.sort();
+        times.sort();
+        eprintln!(
+            "200 loopback nodes: found {found}/20; median queries/lookup {}, max {}; median rounds {}; median time {:?}, max {:?}",
+            queries[10], queries[19], rounds[10], times[10], times[19]
+        );
+        assert_eq!(found, 20);
+    }
+
+    /// A deterministic in-process network of pure `NodeState`s: datagrams are delivered
+    /// after a fixed one-way latency on a virtual clock; every node is ticked every 50 ms.
+    /// This exercises the exact node logic the task runs, without sockets or real time.
+    /// (delivery time, sequence for a stable order, destination index, source, bytes).
+    type Datagram = (Instant, u64, usize, SocketAddr, Vec<u8>);
+
+    struct PureNet {
+        nodes: Vec<NodeState>,
+        index: BTreeMap<SocketAddr, usize>,
+        queue: std::collections::BinaryHeap<std::cmp::Reverse<Datagram>>,
+        dead: BTreeSet<usize>,
+        /// Nodes whose answers are replaced by garbage or by lies about closer nodes.
+        liars: BTreeSet<usize>,
+        latency: Duration,
+        now: Instant,
+        next_tick: Instant,
+        seq: u64,
+        packets: u64,
+    }
+
+    impl PureNet {
+        fn new(n: usize, latency: Duration, seed: u64) -> PureNet {
+            let now = Instant::now();
+            let addr =
+                |i: usize| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6881));
+            let boots: Vec<SocketAddr> = (0..3).map(addr).collect();
+            let mut nodes = Vec::new();
+            let mut index = BTreeMap::new();
+            for i in 0..n {
+                let bootstrap = if i < 3 { Vec::new() } else { boots.clone() };
+                let cfg = DhtConfig {
+                    seed: Some(seed * 1_000_003 + i as u64),
+                    bootstrap,
+                    ..Default::default()
+                };
+                nodes.push(NodeState::new(cfg, addr(i), None, now));
+                index.insert(addr(i), i);
+            }
+            PureNet {
+                nodes,
+                index,
+                queue: Default::default(),
+                dead: BTreeSet::new(),
+                liars: BTreeSet::new(),
+                latency,
+                now,
+                next_tick: now,
+                seq: 0,
+                packets: 0,
+            }
+        }
+
+        fn flush(&mut self, i: usize) {
+            let from = self.nodes[i].local;
+            let liar = self.liars.contains(&i);
+            for (b, to) in std::mem::take(&mut self.nodes[i].outbox) {
+                let b = if liar { self.lie(i, b) } else { b };
+                if let Some(&j) = self.index.get(&to) {
+                    self.seq += 1;
+                    self.packets += 1;
+                    self.queue.push(std::cmp::Reverse((
+                        self.now + self.latency,
+                        self.seq,
+                        j,
+                        from,
+                        b,
+                    )));
+                }
+            }
+        }
+
+        /// Half the liars answer garbage; the others claim 8 nodes right next to their own
+        /// id (so they look closer to the target) at addresses where nobody listens.
+        fn lie(&mut self, i: usize, b: Vec<u8>) -> Vec<u8> {
+            let Ok(mut m) = Message::decode(&b) else {
+                return b;
+            };
+            let Body::Response(r) = &mut m.body else {
+                return b;
+            };
+            if i.is_multiple_of(2) {
+                return b"d1:rd2:id3:xyz5:nodes7:garbagee1:t2:aa1:y1:re".to_vec();
+            }
+            r.nodes = (0..8u8)
+                .map(|k| {
+                    let mut id = r.id;
+                    id.0[19] ^= k + 1;
+                    self.seq += 1;
+                    let a = SocketAddr::from(([10, 250, (self.seq >> 8) as u8, self.seq as u8], 1));
+                    NodeInfo { id, addr: a }
+                })
+                .collect();
+            m.encode()
+        }
+
+        /// Runs the network until `stop` returns true or `limit` of virtual time passes.
+        fn run(&mut self, limit: Duration, mut stop: impl FnMut(&mut PureNet) -> bool) -> bool {
+            let end = self.now + limit;
+            while self.now < end {
+                let next_pkt = self.queue.peek().map(|r| r.0 .0);
+                if next_pkt.is_some_and(|t| t < self.next_tick) {
+                    let std::cmp::Reverse((t, _, j, from, b)) = self.queue.pop().unwrap();
+                    self.now = t;
+                    if !self.dead.contains(&j) {
+                        self.nodes[j].packet(&b, from, t);
+                        self.nodes[j].tick(t);
+                        self.flush(j);
+                    }
+                } else {
+                    // `stop` is checked on the 50 ms ticks only: checking it per packet
+                    // would make the harness quadratic.
+                    if stop(self) {
+                        return true;
+                    }
+                    self.now = self.next_tick;
+                    self.next_tick = self.now + Duration::from_millis(50);
+                    for i in 0..self.nodes.len() {
+                        if !self.dead.contains(&i) && self.nodes[i].next_wake() <= self.now {
+                            self.nodes[i].tick(self.now);
+                            self.flush(i);
+                        }
+                    }
+                }
+            }
+            stop(self)
+        }
+
+        fn bootstrap(&mut self) {
+            let ok = self.run(Duration::from_secs(60), |net| {
+                net.nodes
+                    .iter()
+                    .enumerate()
+                    .all(|(i, n)| n.bootstrapped || net.dead.contains(&i))
+            });
+            assert!(ok, "bootstrap did not finish");
+            // Let the second self-lookup (10 s after bootstrap) run.
+            self.run(Duration::from_secs(15), |_| false);
+        }
+
+        /// Starts a lookup on node `i`; returns its channels.
+        fn lookup(
+            &mut self,
+            i: usize,
+            ih: Id20,
+            announce: Option<(Option<u16>, bool)>,
+        ) -> (mpsc::Receiver<SocketAddr>, oneshot::Receiver<LookupSummary>) {
+            let (ptx, prx) = mpsc::channel(256);
+            let (dtx, drx) = oneshot::channel();
+            let now = self.now;
+            self.nodes[i].command(
+                Cmd::Lookup {
+                    info_hash: ih,
+                    announce,
+                    peers: ptx,
+                    done: dtx,
+                },
+                now,
+            );
+            self.nodes[i].tick(now);
+            self.flush(i);
+            (prx, drx)
+        }
+
+        fn finish(&mut self, mut done: oneshot::Receiver<LookupSummary>) -> LookupSummary {
+            let mut out = None;
+            self.run(Duration::from_secs(60), |_| {
+                if let Ok(s) = done.try_recv() {
+                    out = Some(s);
+                    true
+                } else {
+                    false
+                }
+            });
+            out.expect("lookup finished")
+        }
+    }
+
+    /// Announces from random live nodes, looks up from others; returns (found, summaries).
+    fn lookups(net: &mut PureNet, count: usize, rng: &mut StdRng) -> (usize, Vec<LookupSummary>) {
+        let n = net.nodes.len();
+        let live: Vec<usize> = (0..n).filter(|i| !net.dead.contains(i)).collect();
+        let mut found = 0;
+        let mut sums = Vec::new();
+        for _ in 0..count {
+            let ih = Id20(rng.random());
+            let a = live[rng.random_range(0..live.len())];
+            let b = live[rng.random_range(0..live.len())];
+            let (_, d) = net.lookup(a, ih, Some((Some(4242), false)));
+            net.finish(d);
+            let (mut peers, d) = net.lookup(b, ih, None);
+            let s = net.finish(d);
+            let want = SocketAddr::new(net.nodes[a].local.ip(), 4242);
+            let mut got = false;
+            while let Ok(p) = peers.try_recv() {
+                got |= p == want;
+            }
+            found += usize::from(got);
+            sums.push(s);
+        }
+        (found, sums)
+    }
+
+    fn report(label: &str, found: usize, sums: &mut [LookupSummary]) -> (u32, u64) {
+        let n = sums.len();
+        sums.sort_by_key(|s| s.rounds);
+        let rounds = sums[n / 2].rounds;
+        sums.sort_by_key(|s| s.queries_sent);
+        let queries = sums[n / 2].queries_sent;
+        let qmax = sums[n - 1].queries_sent;
+        sums.sort_by_key(|s| s.duration);
+        eprintln!(
+            "{label}: found {found}/{n}; median rounds {rounds}; median queries/lookup {queries} (max {qmax}); \
+             median time {:?} (max {:?})",
+            sums[n / 2].duration,
+            sums[n - 1].duration
+        );
+        (rounds, queries)
+    }
+
+    /// Measurement (about 15 s of CPU in a debug build), run with
+    /// `cargo test --lib dht::node::tests::pure_net_1000 -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn pure_net_1000_nodes_50ms_links() {
+        let mut rng = StdRng::seed_from_u64(42);
+        let mut net = PureNet::new(1000, Duration::from_millis(50), 1);
+        net.bootstrap();
+        let (found, mut sums) = lookups(&mut net, 20, &mut rng);
+        let (rounds, _) = report("1000 nodes, 50 ms links", found, &mut sums);
+        assert_eq!(found, 20);
+        assert!(rounds <= 10, "median rounds {rounds} > log2(1000)");
+    }
+
+    #[test]
+    fn pure_net_10_percent_liars() {
+        let mut rng = StdRng::seed_from_u64(44);
+        let mut net = PureNet::new(500, Duration::from_millis(50), 3);
+        for i in 3..500 {
+            if rng.random_bool(0.1) {
+                net.liars.insert(i);
+            }
+        }
+        net.bootstrap();
+        let (found, mut sums) = lookups(&mut net, 20, &mut rng);
+        report("500 nodes, 10% liars", found, &mut sums);
+        assert_eq!(found, 20);
+    }
+
+    #[test]
+    fn pure_net_20_percent_dead() {
+        let mut rng = StdRng::seed_from_u64(43);
+        let mut net = PureNet::new(500, Duration::from_millis(50), 2);
+        net.bootstrap();
+        // Then 20% of the nodes (not the bootstrap ones) die silently.
+        for i in 3..500 {
+            if rng.random_bool(0.2) {
+                net.dead.insert(i);
+            }
+        }
+        let (found, mut sums) = lookups(&mut net, 20, &mut rng);
+        let (rounds, _) = report("500 nodes, 20% dead", found, &mut sums);
+        assert_eq!(found, 20);
+        assert!(rounds <= 9, "median rounds {rounds} > log2(500)");
+    }
+}
