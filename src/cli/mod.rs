@@ -8,6 +8,7 @@ use std::fmt;
 use std::io::Write;
 
 pub mod create;
+pub mod dht;
 pub mod info;
 pub mod magnet;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Info(info::Args),
     /// Print the magnet link of a .torrent file
     Magnet(magnet::Args),
+    /// Mainline DHT tools: look up peers for an info-hash, or run a DHT node
+    Dht(dht::DhtArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -54,17 +57,22 @@ pub fn main() -> i32 {
         eprintln!("error: internal error: {}", one_line(&msg));
     }));
     let result = std::panic::catch_unwind(|| match cli.command {
-        Command::Create(a) => create::run(a),
-        Command::Info(a) => info::run(a),
-        Command::Magnet(a) => magnet::run(a),
+        Command::Create(a) => exit_code(create::run(a)),
+        Command::Info(a) => exit_code(info::run(a)),
+        Command::Magnet(a) => exit_code(magnet::run(a)),
+        Command::Dht(a) => dht::run(a),
     });
-    match result {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => {
+    result.unwrap_or(1)
+}
+
+/// 0 on success; otherwise prints the one `error:` line and gives 1.
+fn exit_code(r: CliResult) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
             eprintln!("error: {}", one_line(&e.0));
             1
         }
-        Err(_) => 1,
     }
 }
 
