@@ -13,3 +13,4 @@ pub mod metainfo;
 pub mod net;
 pub mod peer;
 pub mod torrent;
+pub mod tracker;
