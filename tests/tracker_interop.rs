@@ -205,7 +205,7 @@ async fn our_client_announces_to_opentracker() {
         return skip_or_fail("opentracker not installed (apt-get install -y opentracker)");
     }
     let dir = tempfile::tempdir().unwrap();
-    // opentracker drops to user nobody and chroots to its working directory.
+    // opentracker drops to user nobody and chroots: the directory must be world-readable.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let h = Id20([0x42; 20]);
@@ -213,6 +213,7 @@ async fn our_client_announces_to_opentracker() {
     let port = free_port();
     let child = Command::new("opentracker")
         .current_dir(dir.path())
+        // It chroots into -d before reading the whitelist, so the path is chroot-relative.
         .args([
             "-i",
             "127.0.0.1",
@@ -220,8 +221,10 @@ async fn our_client_announces_to_opentracker() {
             &port.to_string(),
             "-P",
             &port.to_string(),
+            "-d",
+            dir.path().to_str().unwrap(),
             "-w",
-            "white",
+            "/white",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
