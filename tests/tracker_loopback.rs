@@ -203,3 +203,61 @@ async fn tracker_set_feeds_peers_and_reports_errors_once() {
     handle.stop().await;
     assert_eq!(s.stats(&h).incomplete, 0, "stopped was sent");
 }
+
+#[tokio::test]
+async fn torrents_dir_is_served_with_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let info =
+        b"d6:lengthi12345e4:name8:<b>x.iso12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
+    let mut file = b"d8:announce4:none4:info".to_vec();
+    file.extend_from_slice(info);
+    file.push(b'e');
+    std::fs::write(dir.path().join("x.torrent"), &file).unwrap();
+    std::fs::write(dir.path().join("junk.torrent"), b"not bencode").unwrap();
+    let h = {
+        use sha1::Digest;
+        Id20(sha1::Sha1::digest(info).into())
+    };
+    let cfg = ServerConfig {
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        udp: Some("127.0.0.1:0".parse().unwrap()),
+        torrents_dir: Some(dir.path().to_path_buf()),
+        store: StoreConfig {
+            per_ip_rate: 0.0,
+            ..StoreConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let s = TrackerServer::start(Net::Tokio, cfg).await.unwrap();
+    client()
+        .announce(&urls(&s)[0], &req(h, 1, 3001, 0))
+        .await
+        .unwrap();
+    let base = format!("http://{}", s.http_addr.unwrap());
+    let get = |p: &str| {
+        let u = format!("{base}{p}");
+        async move {
+            magnetfetch::tracker::http::get_url(&Net::Tokio, &u, 1 << 20, Duration::from_secs(5))
+                .await
+                .unwrap()
+        }
+    };
+    let idx = get("/").await;
+    let page = String::from_utf8(idx.body).unwrap();
+    assert!(page.contains("&lt;b&gt;x.iso"), "{page}");
+    assert!(
+        page.contains("<td>12345</td><td>1</td><td>0</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("xt=urn:btih:{}", h.to_hex())),
+        "{page}"
+    );
+    assert!(!page.contains("junk"), "{page}");
+    let t = get("/x.torrent").await;
+    assert_eq!(t.status, 200);
+    assert_eq!(t.header("content-type"), Some("application/x-bittorrent"));
+    assert_eq!(t.body, file);
+    assert_eq!(get("/..%2Fx.torrent").await.status, 404);
+    assert_eq!(get("/junk.torrent").await.status, 404);
+}
