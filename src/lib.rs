@@ -14,3 +14,4 @@ pub mod net;
 pub mod peer;
 pub mod torrent;
 pub mod tracker;
+pub mod webseed;
