@@ -494,6 +494,9 @@ impl TierTask {
             } else {
                 retry = (retry * 2).min(RETRY_MAX);
             }
+            if *self.stop.borrow() {
+                break;
+            }
             // Sleep until the next announce, waking early when the download completes.
             let deadline = Instant::now() + wait;
             loop {
@@ -503,7 +506,10 @@ impl TierTask {
                         if r.is_err() || *self.stop.borrow() { break; }
                     }
                     r = self.progress.changed(), if !was_complete => {
-                        if r.is_ok() && self.progress.borrow().left == 0 {
+                        if r.is_err() {
+                            // The torrent dropped its sender: no completion will come.
+                            was_complete = true;
+                        } else if self.progress.borrow().left == 0 {
                             was_complete = true;
                             pending_completed = started;
                             break;
