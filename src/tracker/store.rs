@@ -253,7 +253,10 @@ impl PeerStore {
         let mut peers = Vec::new();
         let n = map.len();
         if want > 0 && n > 0 {
-            let start = self.rng.random_range(0..n);
+            // Start at a random point among the 4*want most recently seen peers (LRU order):
+            // O(numwant) instead of O(swarm) per announce, and it favours fresh peers, which
+            // are the likeliest to still be online.
+            let start = self.rng.random_range(0..n.min(want.saturating_mul(4)));
             for (a, p) in map.iter().skip(start).chain(map.iter().take(start)) {
                 if peers.len() >= want {
                     break;
