@@ -72,9 +72,30 @@ struct Shared {
     epoch: Instant,
     torrents_dir: Option<PathBuf>,
     udp_port: Option<u16>,
+    /// Last directory listing and when it was taken: a listing reads every file, so it is
+    /// refreshed at most every [`LISTING_TTL`] however many requests arrive.
+    listing: tokio::sync::Mutex<Option<(Instant, Arc<Vec<TorrentEntry>>)>>,
 }
 
+/// How long a `--torrents` directory listing is reused.
+pub const LISTING_TTL: Duration = Duration::from_secs(5);
+
 impl Shared {
+    async fn listing(&self) -> Arc<Vec<TorrentEntry>> {
+        let Some(dir) = &self.torrents_dir else {
+            return Arc::new(Vec::new());
+        };
+        let mut g = self.listing.lock().await;
+        if let Some((at, l)) = g.as_ref() {
+            if at.elapsed() < LISTING_TTL {
+                return l.clone();
+            }
+        }
+        let l = Arc::new(scan_dir(dir).await.unwrap_or_default());
+        *g = Some((Instant::now(), l.clone()));
+        l
+    }
+
     fn conn_id(&self, src: SocketAddr, window: u64) -> u64 {
         let mut h = Sha1::new();
         h.update(self.key);
@@ -138,6 +159,7 @@ impl TrackerServer {
             epoch: Instant::now(),
             torrents_dir: cfg.torrents_dir.clone(),
             udp_port: udp_addr.map(|a| a.port()),
+            listing: tokio::sync::Mutex::new(None),
         });
         let mut tasks = Vec::new();
         if let Some(sock) = udp {
@@ -404,7 +426,7 @@ async fn route(head: &[u8], peer: SocketAddr, sh: &Shared) -> HttpReply {
         b"/announce" => HttpReply::bencode(http_announce(sh, query, src, now)),
         b"/scrape" => HttpReply::bencode(http_scrape(sh, query, src, now)),
         b"/" | b"/index.html" => match &sh.torrents_dir {
-            Some(dir) => {
+            Some(_) => {
                 let host = header(head, "host")
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .filter(|h| {
@@ -413,7 +435,7 @@ async fn route(head: &[u8], peer: SocketAddr, sh: &Shared) -> HttpReply {
                     })
                     .unwrap_or("localhost")
                     .to_string();
-                let list = scan_dir(dir).await.unwrap_or_default();
+                let list = sh.listing().await;
                 HttpReply {
                     status: "200 OK",
                     content_type: "text/html; charset=utf-8",
@@ -427,16 +449,16 @@ async fn route(head: &[u8], peer: SocketAddr, sh: &Shared) -> HttpReply {
             },
         },
         p => {
-            let Some(dir) = &sh.torrents_dir else {
+            if sh.torrents_dir.is_none() {
                 return HttpReply::not_found();
-            };
+            }
             let name = p.strip_prefix(b"/").and_then(http_proto::percent_decode);
             let Some(name) = name.and_then(|n| String::from_utf8(n).ok()) else {
                 return HttpReply::not_found();
             };
             // Only names found by listing the directory are served: no path ever comes from
             // the request itself.
-            let list = scan_dir(dir).await.unwrap_or_default();
+            let list = sh.listing().await;
             match list.iter().find(|t| t.file_name == name) {
                 Some(t) => match tokio::fs::read(&t.path).await {
                     Ok(body) => HttpReply {
@@ -580,6 +602,7 @@ mod tests {
             epoch: Instant::now(),
             torrents_dir: None,
             udp_port: None,
+            listing: tokio::sync::Mutex::new(None),
         }
     }
 
