@@ -274,3 +274,90 @@ async fn our_client_announces_to_opentracker() {
         .await;
     assert!(r.is_err(), "{r:?}");
 }
+
+/// Two libtorrent sessions (seeder, leecher) that find each other only through our tracker.
+const SWARM: &str = r#"
+import libtorrent as lt, sys, os, time
+d, url = sys.argv[1], sys.argv[2]
+sd, ld = os.path.join(d, 's'), os.path.join(d, 'l')
+os.makedirs(sd); os.makedirs(ld)
+p = os.path.join(sd, 'payload.bin')
+data = os.urandom(300000)
+with open(p, 'wb') as f:
+    f.write(data)
+fs = lt.file_storage()
+lt.add_files(fs, p)
+t = lt.create_torrent(fs, 16384)
+t.add_tracker(url)
+lt.set_piece_hashes(t, sd)
+ti = lt.torrent_info(t.generate())
+def sess():
+    return lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
+                       'enable_natpmp': False, 'listen_interfaces': '127.0.0.1:0',
+                       'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification | lt.alert.category_t.peer_notification | lt.alert.category_t.connect_notification})
+s1, s2 = sess(), sess()
+seed = s1.add_torrent({'ti': ti, 'save_path': sd})
+seed.force_recheck()
+while not seed.status().is_seeding:
+    time.sleep(0.05)
+seed.force_reannounce()
+leech = s2.add_torrent({'ti': lt.torrent_info(ti), 'save_path': ld})
+deadline = time.time() + 40
+while time.time() < deadline and not leech.status().is_seeding:
+    time.sleep(0.1)
+st = leech.status()
+sys.stderr.write('leecher: peers=%d list_peers=%d state=%s progress=%.2f\n' % (st.num_peers, st.list_peers, st.state, st.progress))
+for a in s2.pop_alerts() + s1.pop_alerts():
+    sys.stderr.write('lt: %s\n' % a.message())
+ok = leech.status().is_seeding and open(os.path.join(ld, 'payload.bin'), 'rb').read() == data
+print(str(ti.info_hashes().v1), 'ok' if ok else 'fail', flush=True)
+time.sleep(1)
+"#;
+
+#[tokio::test]
+async fn libtorrent_leecher_finds_libtorrent_seeder_through_us() {
+    if !have_libtorrent() {
+        return skip_or_fail("python3-libtorrent not importable by /usr/bin/python3");
+    }
+    let server = TrackerServer::start(
+        Net::Tokio,
+        ServerConfig {
+            udp: Some("127.0.0.1:0".parse().unwrap()),
+            store: StoreConfig {
+                interval: Duration::from_secs(60),
+                per_ip_rate: 0.0,
+                ..StoreConfig::default()
+            },
+            conn_key: rand::random(),
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = format!("udp://{}/announce", server.udp_addr.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(PY)
+            .args(["-c", SWARM, &d, &url])
+            .stderr(Stdio::inherit())
+            .output()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("swarm finished")
+        .unwrap()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut parts = line.split_whitespace();
+    let h = Id20::from_hex(parts.next().expect("info-hash")).unwrap();
+    assert_eq!(
+        parts.next(),
+        Some("ok"),
+        "libtorrent leecher did not complete: {line}"
+    );
+    // The seeder announced to us; the leecher was tracked too.
+    let st = server.stats(&h);
+    assert!(st.complete >= 1, "{st:?}");
+    assert!(st.complete + st.incomplete >= 2, "{st:?}");
+}

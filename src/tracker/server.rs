@@ -2,7 +2,7 @@
 //! small hand-written HTTP/1.1 server, UDP (BEP 15) with stateless connection ids, and an
 //! optional `.torrent` directory served with an index page.
 //!
-//! UDP connection ids are `SHA-1(key ‖ minute window ‖ source address)` truncated to 64 bits,
+//! UDP connection ids are `SHA-1(key ‖ minute window ‖ source IP)` truncated to 64 bits,
 //! with a key drawn at start: nothing is stored per connect, a spoofed source never sees the
 //! id sent to the real owner of that address, and an id is accepted in its window and the
 //! next one (1 to 2 minutes, BEP 15 asks for at least 1).
@@ -104,7 +104,9 @@ impl Shared {
             IpAddr::V4(ip) => h.update(ip.octets()),
             IpAddr::V6(ip) => h.update(ip.octets()),
         }
-        h.update(src.port().to_be_bytes());
+        // The port is deliberately not bound: libtorrent caches connection ids per tracker for
+        // the whole process, so two sessions on one host share an id. Spoofing protection
+        // only needs the IP (a spoofer never receives what is sent to it).
         let d = h.finalize();
         let mut b = [0u8; 8];
         b.copy_from_slice(&d[..8]);
