@@ -14,3 +14,5 @@ pub mod net;
 pub mod peer;
 pub mod session;
 pub mod torrent;
+pub mod tracker;
+pub mod webseed;

@@ -11,6 +11,7 @@ pub mod create;
 pub mod dht;
 pub mod info;
 pub mod magnet;
+pub mod tracker;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +34,8 @@ pub enum Command {
     Magnet(magnet::Args),
     /// Mainline DHT tools: look up peers for an info-hash, or run a DHT node
     Dht(dht::DhtArgs),
+    /// Run a BitTorrent tracker (HTTP and UDP) and serve .torrent files
+    Tracker(tracker::TrackerArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -61,6 +64,7 @@ pub fn main() -> i32 {
         Command::Info(a) => exit_code(info::run(a)),
         Command::Magnet(a) => exit_code(magnet::run(a)),
         Command::Dht(a) => dht::run(a),
+        Command::Tracker(a) => tracker::run(a),
     });
     result.unwrap_or(1)
 }

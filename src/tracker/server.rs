@@ -1,0 +1,691 @@
+//! The tracker server behind `magnetfetch tracker`: HTTP announce/scrape (BEP 3, 23, 48) on a
+//! small hand-written HTTP/1.1 server, UDP (BEP 15) with stateless connection ids, and an
+//! optional `.torrent` directory served with an index page.
+//!
+//! UDP connection ids are `SHA-1(key ‖ minute window ‖ source IP)` truncated to 64 bits,
+//! with a key drawn at start: nothing is stored per connect, a spoofed source never sees the
+//! id sent to the real owner of that address, and an id is accepted in its window and the
+//! next one (1 to 2 minutes, BEP 15 asks for at least 1).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::http::find;
+use super::http_proto::{self, percent_encode};
+use super::store::{PeerStore, Refusal, StoreConfig};
+use super::torrents::{scan_dir, TorrentEntry};
+use super::udp_proto::{self, Request};
+use super::ScrapeStats;
+use crate::id::Id20;
+use crate::net::{Net, Stream, UdpSocket};
+
+/// Largest HTTP request head accepted.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// Time a client gets to send its request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub http: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
+    pub torrents_dir: Option<PathBuf>,
+    /// Only these info-hashes are tracked when set.
+    pub allow: Option<BTreeSet<Id20>>,
+    pub store: StoreConfig,
+    /// Most HTTP connections handled at once; further accepts wait.
+    pub max_http_conns: usize,
+    /// Secret for UDP connection ids (draw it at random in production).
+    pub conn_key: [u8; 16],
+    /// Seed for peer sampling.
+    pub seed: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http: None,
+            udp: None,
+            torrents_dir: None,
+            allow: None,
+            store: StoreConfig::default(),
+            max_http_conns: 256,
+            conn_key: [0; 16],
+            seed: 0,
+        }
+    }
+}
+
+struct Shared {
+    store: Mutex<PeerStore>,
+    key: [u8; 16],
+    epoch: Instant,
+    torrents_dir: Option<PathBuf>,
+    udp_port: Option<u16>,
+    /// Last directory listing and when it was taken: a listing reads every file, so it is
+    /// refreshed at most every [`LISTING_TTL`] however many requests arrive.
+    listing: tokio::sync::Mutex<Option<(Instant, Arc<Vec<TorrentEntry>>)>>,
+}
+
+/// How long a `--torrents` directory listing is reused.
+pub const LISTING_TTL: Duration = Duration::from_secs(5);
+
+impl Shared {
+    async fn listing(&self) -> Arc<Vec<TorrentEntry>> {
+        let Some(dir) = &self.torrents_dir else {
+            return Arc::new(Vec::new());
+        };
+        let mut g = self.listing.lock().await;
+        if let Some((at, l)) = g.as_ref() {
+            if at.elapsed() < LISTING_TTL {
+                return l.clone();
+            }
+        }
+        let l = Arc::new(scan_dir(dir).await.unwrap_or_default());
+        *g = Some((Instant::now(), l.clone()));
+        l
+    }
+
+    fn conn_id(&self, src: SocketAddr, window: u64) -> u64 {
+        let mut h = Sha1::new();
+        h.update(self.key);
+        h.update(window.to_be_bytes());
+        match src.ip() {
+            IpAddr::V4(ip) => h.update(ip.octets()),
+            IpAddr::V6(ip) => h.update(ip.octets()),
+        }
+        // The port is deliberately not bound: libtorrent caches connection ids per tracker for
+        // the whole process, so two sessions on one host share an id. Spoofing protection
+        // only needs the IP (a spoofer never receives what is sent to it).
+        let d = h.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(b)
+    }
+
+    fn window(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs() / 60
+    }
+
+    fn conn_ok(&self, src: SocketAddr, id: u64, now: Instant) -> bool {
+        let w = self.window(now);
+        id == self.conn_id(src, w) || (w > 0 && id == self.conn_id(src, w - 1))
+    }
+
+    fn stats(&self, h: &Id20) -> ScrapeStats {
+        self.store
+            .lock()
+            .map(|mut s| s.scrape(Instant::now(), h))
+            .unwrap_or_default()
+    }
+}
+
+/// A running tracker. Dropping it stops its tasks.
+pub struct TrackerServer {
+    pub http_addr: Option<SocketAddr>,
+    pub udp_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl TrackerServer {
+    /// Binds the configured sockets and spawns the server tasks.
+    pub async fn start(net: Net, cfg: ServerConfig) -> io::Result<TrackerServer> {
+        let udp = match cfg.udp {
+            Some(a) => Some(net.bind_udp(a).await?),
+            None => None,
+        };
+        let http = match cfg.http {
+            Some(a) => Some(net.listen(a).await?),
+            None => None,
+        };
+        let udp_addr = udp.as_ref().map(UdpSocket::local_addr).transpose()?;
+        let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+        let shared = Arc::new(Shared {
+            store: Mutex::new(PeerStore::new(
+                cfg.store.clone(),
+                cfg.allow.clone(),
+                cfg.seed,
+            )),
+            key: cfg.conn_key,
+            epoch: Instant::now(),
+            torrents_dir: cfg.torrents_dir.clone(),
+            udp_port: udp_addr.map(|a| a.port()),
+            listing: tokio::sync::Mutex::new(None),
+        });
+        let mut tasks = Vec::new();
+        if let Some(sock) = udp {
+            tasks.push(tokio::spawn(udp_loop(sock, shared.clone())));
+        }
+        if let Some(l) = http {
+            let sem = Arc::new(Semaphore::new(cfg.max_http_conns.max(1)));
+            let sh = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let Ok(permit) = sem.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (stream, peer) = match l.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let sh = sh.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(
+                            REQUEST_TIMEOUT * 3,
+                            handle_http(stream, peer, sh),
+                        )
+                        .await;
+                        drop(permit);
+                    });
+                }
+            }));
+        }
+        Ok(TrackerServer {
+            http_addr,
+            udp_addr,
+            shared,
+            tasks,
+        })
+    }
+
+    /// Current counters for one torrent.
+    pub fn stats(&self, h: &Id20) -> ScrapeStats {
+        self.shared.stats(h)
+    }
+
+    /// Waits until every task ends (they run until aborted; used by the CLI).
+    pub async fn join(mut self) {
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for TrackerServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- UDP
+
+async fn udp_loop(sock: UdpSocket, sh: Arc<Shared>) {
+    let mut buf = vec![0u8; udp_proto::MAX_PACKET];
+    let mut out = Vec::with_capacity(udp_proto::MAX_PACKET);
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // ICMP errors from earlier sends surface here on some systems: keep serving.
+            Err(_) => continue,
+        };
+        let Some(len) = handle_udp(&sh, &buf[..n], src, Instant::now(), &mut out) else {
+            continue;
+        };
+        let _ = sock.send_to(&out[..len], src).await;
+    }
+}
+
+/// Handles one datagram; writes the reply into `out` and returns its length, or `None` to stay
+/// silent (garbage, bad connection id, rate-limited).
+fn handle_udp(
+    sh: &Shared,
+    pkt: &[u8],
+    src: SocketAddr,
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let req = udp_proto::parse_request(pkt)?;
+    let csrc = udp_proto::canonical(src);
+    match req {
+        Request::Connect { tid } => {
+            let id = sh.conn_id(src, sh.window(now));
+            out.clear();
+            out.extend_from_slice(&udp_proto::encode_connect_response(tid, id));
+        }
+        Request::Announce {
+            conn_id,
+            tid,
+            info_hash,
+            peer_id,
+            left,
+            event,
+            numwant,
+            port,
+            ..
+        } => {
+            if !sh.conn_ok(src, conn_id, now) {
+                return None;
+            }
+            let mut store = sh.store.lock().ok()?;
+            if !store.rate_ok(now, csrc.ip()) {
+                return None;
+            }
+            let port = if port == 0 { csrc.port() } else { port };
+            let addr = SocketAddr::new(csrc.ip(), port);
+            let numwant = usize::try_from(numwant).ok();
+            match store.announce(now, info_hash, addr, peer_id, left, event, numwant) {
+                Ok(o) => {
+                    let peers: Vec<SocketAddr> = o.peers.iter().map(|(a, _)| *a).collect();
+                    udp_proto::encode_announce_response(
+                        out,
+                        tid,
+                        store.interval_secs(),
+                        o.incomplete,
+                        o.complete,
+                        &peers,
+                        csrc.is_ipv6(),
+                    );
+                }
+                Err(r) => {
+                    *out = udp_proto::encode_error(tid, &r.to_string());
+                }
+            }
+        }
+        Request::Scrape {
+            conn_id,
+            tid,
+            hashes,
+        } => {
+            if !sh.conn_ok(src, conn_id, now) {
+                return None;
+            }
+            let mut store = sh.store.lock().ok()?;
+            if !store.rate_ok(now, csrc.ip()) {
+                return None;
+            }
+            let stats: Vec<ScrapeStats> = hashes.iter().map(|h| store.scrape(now, h)).collect();
+            *out = udp_proto::encode_scrape_response(tid, &stats);
+        }
+    }
+    Some(out.len())
+}
+
+// ---------------------------------------------------------------- HTTP
+
+struct HttpReply {
+    status: &'static str,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl HttpReply {
+    fn bencode(body: Vec<u8>) -> Self {
+        HttpReply {
+            status: "200 OK",
+            content_type: "text/plain",
+            body,
+        }
+    }
+    fn not_found() -> Self {
+        HttpReply {
+            status: "404 Not Found",
+            content_type: "text/plain",
+            body: b"not found\n".to_vec(),
+        }
+    }
+}
+
+async fn handle_http(mut stream: Stream, peer: SocketAddr, sh: Arc<Shared>) {
+    let mut buf = Vec::with_capacity(1024);
+    let head_end =
+        match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream, &mut buf)).await {
+            Ok(Some(e)) => e,
+            _ => {
+                let reply = HttpReply {
+                    status: "400 Bad Request",
+                    content_type: "text/plain",
+                    body: http_proto::encode_failure("malformed or oversized request"),
+                };
+                let _ = write_reply(&mut stream, reply, false).await;
+                return;
+            }
+        };
+    let head = &buf[..head_end];
+    let reply = route(head, peer, &sh).await;
+    let head_only = head.starts_with(b"HEAD ");
+    let _ = write_reply(&mut stream, reply, head_only).await;
+}
+
+async fn read_head(stream: &mut Stream, buf: &mut Vec<u8>) -> Option<usize> {
+    let mut tmp = [0u8; 2048];
+    loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        if buf.len() > MAX_REQUEST {
+            return None;
+        }
+        let n = stream.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+async fn write_reply(stream: &mut Stream, r: HttpReply, head_only: bool) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        r.status,
+        r.content_type,
+        r.body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    if !head_only {
+        stream.write_all(&r.body).await?;
+    }
+    stream.flush().await?;
+    stream.shutdown().await
+}
+
+fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    head.split(|&c| c == b'\n').skip(1).find_map(|l| {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        let i = l.iter().position(|&c| c == b':')?;
+        l[..i]
+            .eq_ignore_ascii_case(name.as_bytes())
+            .then(|| l[i + 1..].trim_ascii())
+    })
+}
+
+async fn route(head: &[u8], peer: SocketAddr, sh: &Shared) -> HttpReply {
+    let line_end = head.iter().position(|&c| c == b'\r').unwrap_or(head.len());
+    let mut parts = head[..line_end].split(|&c| c == b' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    let ok = matches!(method, Some(b"GET") | Some(b"HEAD"))
+        && version.is_some_and(|v| v.starts_with(b"HTTP/1."));
+    let Some(target) = target.filter(|_| ok) else {
+        return HttpReply {
+            status: "400 Bad Request",
+            content_type: "text/plain",
+            body: http_proto::encode_failure("only GET is supported"),
+        };
+    };
+    let (path, query) = match target.iter().position(|&c| c == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, &b""[..]),
+    };
+    let now = Instant::now();
+    let src = udp_proto::canonical(peer);
+    match path {
+        b"/announce" => HttpReply::bencode(http_announce(sh, query, src, now)),
+        b"/scrape" => HttpReply::bencode(http_scrape(sh, query, src, now)),
+        b"/" | b"/index.html" => match &sh.torrents_dir {
+            Some(_) => {
+                let host = header(head, "host")
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .filter(|h| {
+                        h.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+                    })
+                    .unwrap_or("localhost")
+                    .to_string();
+                let list = sh.listing().await;
+                HttpReply {
+                    status: "200 OK",
+                    content_type: "text/html; charset=utf-8",
+                    body: index_page(&list, &host, sh.udp_port, |h| sh.stats(h)).into_bytes(),
+                }
+            }
+            None => HttpReply {
+                status: "200 OK",
+                content_type: "text/plain",
+                body: b"magnetfetch tracker\n".to_vec(),
+            },
+        },
+        p => {
+            if sh.torrents_dir.is_none() {
+                return HttpReply::not_found();
+            }
+            let name = p.strip_prefix(b"/").and_then(http_proto::percent_decode);
+            let Some(name) = name.and_then(|n| String::from_utf8(n).ok()) else {
+                return HttpReply::not_found();
+            };
+            // Only names found by listing the directory are served: no path ever comes from
+            // the request itself.
+            let list = sh.listing().await;
+            match list.iter().find(|t| t.file_name == name) {
+                Some(t) => match tokio::fs::read(&t.path).await {
+                    Ok(body) => HttpReply {
+                        status: "200 OK",
+                        content_type: "application/x-bittorrent",
+                        body,
+                    },
+                    Err(_) => HttpReply::not_found(),
+                },
+                None => HttpReply::not_found(),
+            }
+        }
+    }
+}
+
+fn http_announce(sh: &Shared, query: &[u8], src: SocketAddr, now: Instant) -> Vec<u8> {
+    let a = match http_proto::parse_announce_query(query) {
+        Ok(a) => a,
+        Err(e) => return http_proto::encode_failure(&e.to_string()),
+    };
+    let Ok(mut store) = sh.store.lock() else {
+        return http_proto::encode_failure("internal error");
+    };
+    if !store.rate_ok(now, src.ip()) {
+        return http_proto::encode_failure(&Refusal::RateLimited.to_string());
+    }
+    let addr = SocketAddr::new(src.ip(), a.port);
+    let numwant = a.numwant.map(|n| n as usize);
+    match store.announce(now, a.info_hash, addr, a.peer_id, a.left, a.event, numwant) {
+        Ok(o) => {
+            let peers: Vec<(SocketAddr, Option<Id20>)> = o
+                .peers
+                .iter()
+                .map(|(p, id)| (*p, (!a.no_peer_id).then_some(*id)))
+                .collect();
+            // BEP 23: compact is the default reply; a dictionary list only when asked with
+            // compact=0.
+            let compact = a.compact || !query_has(query, b"compact=0");
+            http_proto::encode_announce_reply(
+                store.interval_secs(),
+                o.complete,
+                o.incomplete,
+                &peers,
+                compact,
+            )
+        }
+        Err(r) => http_proto::encode_failure(&r.to_string()),
+    }
+}
+
+fn query_has(query: &[u8], kv: &[u8]) -> bool {
+    query.split(|&c| c == b'&').any(|p| p == kv)
+}
+
+fn http_scrape(sh: &Shared, query: &[u8], src: SocketAddr, now: Instant) -> Vec<u8> {
+    let hashes = match http_proto::parse_scrape_query(query) {
+        Ok(h) if h.is_empty() => return http_proto::encode_failure("full scrape is not supported"),
+        Ok(h) => h,
+        Err(e) => return http_proto::encode_failure(&e.to_string()),
+    };
+    let Ok(mut store) = sh.store.lock() else {
+        return http_proto::encode_failure("internal error");
+    };
+    if !store.rate_ok(now, src.ip()) {
+        return http_proto::encode_failure(&Refusal::RateLimited.to_string());
+    }
+    let files: Vec<(Id20, ScrapeStats)> =
+        hashes.iter().map(|h| (*h, store.scrape(now, h))).collect();
+    http_proto::encode_scrape_reply(&files)
+}
+
+fn html_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '&' => o.push_str("&amp;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// The index page: one row per torrent with its name, size, magnet link and live counts.
+pub fn index_page(
+    list: &[TorrentEntry],
+    host: &str,
+    udp_port: Option<u16>,
+    stats: impl Fn(&Id20) -> ScrapeStats,
+) -> String {
+    let mut trs = vec![format!("http://{host}/announce")];
+    if let Some(p) = udp_port {
+        let h = match host.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        };
+        trs.push(format!("udp://{h}:{p}/announce"));
+    }
+    let mut s = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>magnetfetch tracker</title></head><body>\n\
+         <h1>Torrents</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Seeders</th><th>Leechers</th><th>Magnet</th><th>.torrent</th></tr>\n",
+    );
+    for t in list {
+        let st = stats(&t.info_hash);
+        let mut magnet = format!(
+            "magnet:?xt=urn:btih:{}&dn={}",
+            t.info_hash.to_hex(),
+            percent_encode(t.name.as_bytes())
+        );
+        for tr in &trs {
+            magnet.push_str("&tr=");
+            magnet.push_str(&percent_encode(tr.as_bytes()));
+        }
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"{}\">magnet</a></td><td><a href=\"/{}\">{}</a></td></tr>",
+            html_escape(&t.name),
+            t.size,
+            st.complete,
+            st.incomplete,
+            html_escape(&magnet),
+            percent_encode(t.file_name.as_bytes()),
+            html_escape(&t.file_name),
+        );
+    }
+    s.push_str("</table>\n</body></html>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            store: Mutex::new(PeerStore::new(StoreConfig::default(), None, 0)),
+            key: [7; 16],
+            epoch: Instant::now(),
+            torrents_dir: None,
+            udp_port: None,
+            listing: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn udp_connection_ids_are_per_source_and_expire() {
+        let sh = shared();
+        let a: SocketAddr = "10.0.0.1:5".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:5".parse().unwrap();
+        let now = sh.epoch;
+        let id = sh.conn_id(a, sh.window(now));
+        assert!(sh.conn_ok(a, id, now));
+        assert!(!sh.conn_ok(b, id, now), "another source cannot use it");
+        assert!(sh.conn_ok(a, id, now + Duration::from_secs(119)));
+        assert!(!sh.conn_ok(a, id, now + Duration::from_secs(120)));
+        let other = Shared {
+            key: [8; 16],
+            ..shared()
+        };
+        assert_ne!(other.conn_id(a, 0), sh.conn_id(a, 0), "keyed");
+    }
+
+    #[test]
+    fn udp_announce_needs_valid_connection_id() {
+        let sh = shared();
+        let src: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let req = super::super::AnnounceRequest {
+            info_hash: Id20([1; 20]),
+            peer_id: Id20([2; 20]),
+            port: 6881,
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            event: super::super::Event::Started,
+            numwant: None,
+            key: 0,
+            tracker_id: None,
+        };
+        assert!(handle_udp(
+            &sh,
+            &udp_proto::encode_announce(1234, 1, &req),
+            src,
+            now,
+            &mut out
+        )
+        .is_none());
+        let n = handle_udp(&sh, &udp_proto::encode_connect(9), src, now, &mut out).unwrap();
+        let id = udp_proto::parse_connect_response(&out[..n], 9).unwrap();
+        let n = handle_udp(
+            &sh,
+            &udp_proto::encode_announce(id, 2, &req),
+            src,
+            now,
+            &mut out,
+        )
+        .unwrap();
+        let r = udp_proto::parse_announce_response(&out[..n], 2, false).unwrap();
+        assert_eq!(r.complete, Some(1));
+        assert!(handle_udp(&sh, b"garbage garbage garbage", src, now, &mut out).is_none());
+    }
+
+    #[test]
+    fn index_escapes_and_links() {
+        let t = TorrentEntry {
+            file_name: "a b.torrent".into(),
+            path: PathBuf::from("/x"),
+            name: "<script>".into(),
+            size: 9,
+            info_hash: Id20([0xab; 20]),
+        };
+        let p = index_page(&[t], "127.0.0.1:8000", Some(6969), |_| ScrapeStats {
+            complete: 3,
+            downloaded: 0,
+            incomplete: 4,
+        });
+        assert!(p.contains("&lt;script&gt;"));
+        assert!(!p.contains("<script>"));
+        assert!(p.contains("xt=urn:btih:abababab"));
+        assert!(p.contains("udp%3A%2F%2F127.0.0.1%3A6969%2Fannounce"));
+        assert!(p.contains("<td>3</td><td>4</td>"));
+        assert!(p.contains("href=\"/a%20b.torrent\""));
+    }
+}

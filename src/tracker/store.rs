@@ -1,0 +1,453 @@
+//! The tracker server's state as pure data: per-torrent swarms with expiry, caps with LRU
+//! eviction, an optional allow-list, and a per-IP token-bucket rate limit. No sockets, no clock
+//! of its own: every call takes `now`.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use lru::LruCache;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use super::{Event, ScrapeStats};
+use crate::id::Id20;
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Announce interval handed to clients; peers expire after two of them.
+    pub interval: Duration,
+    /// Most torrents tracked; the least recently announced one is evicted beyond it.
+    pub max_torrents: usize,
+    /// Most peers per torrent and family; the least recently seen is evicted beyond it.
+    pub max_peers_per_torrent: usize,
+    /// Peers returned when the client does not say.
+    pub default_numwant: usize,
+    /// Cap on `numwant`.
+    pub max_numwant: usize,
+    /// Announces+scrapes per second allowed per source IP (0 = unlimited), and the burst.
+    pub per_ip_rate: f64,
+    pub per_ip_burst: f64,
+    /// Most source IPs the rate limiter remembers (LRU).
+    pub max_tracked_ips: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            interval: Duration::from_secs(1800),
+            max_torrents: 100_000,
+            max_peers_per_torrent: 5_000,
+            default_numwant: 50,
+            max_numwant: 200,
+            per_ip_rate: 20.0,
+            per_ip_burst: 200.0,
+            max_tracked_ips: 65_536,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    id: Id20,
+    seeder: bool,
+    last: Instant,
+}
+
+struct Swarm {
+    v4: LruCache<SocketAddr, Peer>,
+    v6: LruCache<SocketAddr, Peer>,
+    seeders: u32,
+    leechers: u32,
+    downloaded: u32,
+}
+
+impl Swarm {
+    fn new(cap: NonZeroUsize) -> Self {
+        Swarm {
+            v4: LruCache::new(cap),
+            v6: LruCache::new(cap),
+            seeders: 0,
+            leechers: 0,
+            downloaded: 0,
+        }
+    }
+
+    fn forget(&mut self, p: &Peer) {
+        if p.seeder {
+            self.seeders = self.seeders.saturating_sub(1);
+        } else {
+            self.leechers = self.leechers.saturating_sub(1);
+        }
+    }
+
+    fn count(&mut self, p: &Peer) {
+        if p.seeder {
+            self.seeders += 1;
+        } else {
+            self.leechers += 1;
+        }
+    }
+
+    /// Drops peers not seen since `deadline`. Peers are kept in last-announce order by the
+    /// LRU, so only the old end needs looking at.
+    fn expire(&mut self, deadline: Instant) {
+        for fam in 0..2 {
+            loop {
+                let map = if fam == 0 { &mut self.v4 } else { &mut self.v6 };
+                match map.peek_lru() {
+                    Some((_, p)) if p.last < deadline => {
+                        if let Some((_, p)) = map.pop_lru() {
+                            self.forget(&p);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> ScrapeStats {
+        ScrapeStats {
+            complete: self.seeders,
+            downloaded: self.downloaded,
+            incomplete: self.leechers,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+}
+
+/// Why an announce was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("torrent not on this tracker's allow-list")]
+    NotAllowed,
+    #[error("too many requests, slow down")]
+    RateLimited,
+}
+
+/// What an accepted announce gets back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub peers: Vec<(SocketAddr, Id20)>,
+    pub complete: u32,
+    pub incomplete: u32,
+}
+
+pub struct PeerStore {
+    cfg: StoreConfig,
+    swarms: LruCache<Id20, Swarm>,
+    allow: Option<BTreeSet<Id20>>,
+    limiter: LruCache<IpAddr, (f64, Instant)>,
+    rng: StdRng,
+}
+
+impl PeerStore {
+    pub fn new(cfg: StoreConfig, allow: Option<BTreeSet<Id20>>, seed: u64) -> Self {
+        let one = NonZeroUsize::MIN;
+        PeerStore {
+            swarms: LruCache::new(NonZeroUsize::new(cfg.max_torrents).unwrap_or(one)),
+            limiter: LruCache::new(NonZeroUsize::new(cfg.max_tracked_ips).unwrap_or(one)),
+            cfg,
+            allow,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn interval_secs(&self) -> u32 {
+        u32::try_from(self.cfg.interval.as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Token bucket per source IP; true when this request may proceed.
+    pub fn rate_ok(&mut self, now: Instant, ip: IpAddr) -> bool {
+        if self.cfg.per_ip_rate <= 0.0 {
+            return true;
+        }
+        let (rate, burst) = (self.cfg.per_ip_rate, self.cfg.per_ip_burst.max(1.0));
+        let (tokens, last) = self.limiter.get(&ip).copied().unwrap_or((burst, now));
+        let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * rate).min(burst);
+        let ok = tokens >= 1.0;
+        self.limiter
+            .put(ip, (if ok { tokens - 1.0 } else { tokens }, now));
+        ok
+    }
+
+    pub fn allowed(&self, h: &Id20) -> bool {
+        self.allow.as_ref().is_none_or(|a| a.contains(h))
+    }
+
+    /// Records an announce from `addr` (the source IP with the announced port) and picks up to
+    /// `numwant` other peers of the same address family at random.
+    #[allow(clippy::too_many_arguments)]
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        info_hash: Id20,
+        addr: SocketAddr,
+        peer_id: Id20,
+        left: u64,
+        event: Event,
+        numwant: Option<usize>,
+    ) -> Result<Outcome, Refusal> {
+        if !self.allowed(&info_hash) {
+            return Err(Refusal::NotAllowed);
+        }
+        let cap = NonZeroUsize::new(self.cfg.max_peers_per_torrent).unwrap_or(NonZeroUsize::MIN);
+        let deadline = now.checked_sub(self.cfg.interval * 2);
+        if !self.swarms.contains(&info_hash) {
+            if event == Event::Stopped {
+                return Ok(Outcome {
+                    peers: Vec::new(),
+                    complete: 0,
+                    incomplete: 0,
+                });
+            }
+            // push() evicts the least recently announced torrent when full.
+            self.swarms.push(info_hash, Swarm::new(cap));
+        }
+        let Some(swarm) = self.swarms.get_mut(&info_hash) else {
+            return Ok(Outcome {
+                peers: Vec::new(),
+                complete: 0,
+                incomplete: 0,
+            });
+        };
+        if let Some(d) = deadline {
+            swarm.expire(d);
+        }
+        let v6 = addr.is_ipv6();
+        if event == Event::Stopped {
+            let map = if v6 { &mut swarm.v6 } else { &mut swarm.v4 };
+            if let Some(p) = map.pop(&addr) {
+                swarm.forget(&p);
+            }
+        } else {
+            let peer = Peer {
+                id: peer_id,
+                seeder: left == 0,
+                last: now,
+            };
+            if event == Event::Completed {
+                swarm.downloaded = swarm.downloaded.saturating_add(1);
+            }
+            swarm.count(&peer);
+            let map = if v6 { &mut swarm.v6 } else { &mut swarm.v4 };
+            // push returns the replaced entry (same key) or the evicted LRU one.
+            if let Some((_, old)) = map.push(addr, peer) {
+                swarm.forget(&old);
+            }
+        }
+        let want = numwant
+            .unwrap_or(self.cfg.default_numwant)
+            .min(self.cfg.max_numwant);
+        let map = if v6 { &swarm.v6 } else { &swarm.v4 };
+        let mut peers = Vec::new();
+        let n = map.len();
+        if want > 0 && n > 0 {
+            // Start at a random point among the 4*want most recently seen peers (LRU order):
+            // O(numwant) instead of O(swarm) per announce, and it favours fresh peers, which
+            // are the likeliest to still be online.
+            let start = self.rng.random_range(0..n.min(want.saturating_mul(4)));
+            for (a, p) in map.iter().skip(start).chain(map.iter().take(start)) {
+                if peers.len() >= want {
+                    break;
+                }
+                if *a != addr {
+                    peers.push((*a, p.id));
+                }
+            }
+        }
+        let out = Outcome {
+            peers,
+            complete: swarm.seeders,
+            incomplete: swarm.leechers,
+        };
+        if swarm.is_empty() {
+            self.swarms.pop(&info_hash);
+        }
+        Ok(out)
+    }
+
+    /// Counters for one torrent, expiring stale peers first.
+    pub fn scrape(&mut self, now: Instant, h: &Id20) -> ScrapeStats {
+        let deadline = now.checked_sub(self.cfg.interval * 2);
+        match self.swarms.peek_mut(h) {
+            Some(s) => {
+                if let Some(d) = deadline {
+                    s.expire(d);
+                }
+                s.stats()
+            }
+            None => ScrapeStats::default(),
+        }
+    }
+
+    pub fn torrents(&self) -> usize {
+        self.swarms.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> StoreConfig {
+        StoreConfig {
+            interval: Duration::from_secs(100),
+            max_torrents: 3,
+            max_peers_per_torrent: 4,
+            default_numwant: 50,
+            max_numwant: 2,
+            per_ip_rate: 1.0,
+            per_ip_burst: 2.0,
+            max_tracked_ips: 2,
+        }
+    }
+
+    fn a(i: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i], 1000))
+    }
+
+    #[test]
+    fn peers_see_each_other_and_counts() {
+        let now = Instant::now();
+        let mut s = PeerStore::new(cfg(), None, 1);
+        let h = Id20([1; 20]);
+        let o = s
+            .announce(now, h, a(1), Id20([1; 20]), 0, Event::Started, None)
+            .unwrap();
+        assert!(o.peers.is_empty());
+        assert_eq!((o.complete, o.incomplete), (1, 0));
+        let o = s
+            .announce(now, h, a(2), Id20([2; 20]), 5, Event::Started, None)
+            .unwrap();
+        assert_eq!(o.peers, vec![(a(1), Id20([1; 20]))]);
+        assert_eq!((o.complete, o.incomplete), (1, 1));
+        // Re-announce does not double count; completing moves leecher to seeder.
+        let o = s
+            .announce(now, h, a(2), Id20([2; 20]), 0, Event::Completed, None)
+            .unwrap();
+        assert_eq!((o.complete, o.incomplete), (2, 0));
+        assert_eq!(
+            s.scrape(now, &h),
+            ScrapeStats {
+                complete: 2,
+                downloaded: 1,
+                incomplete: 0
+            }
+        );
+        s.announce(now, h, a(2), Id20([2; 20]), 0, Event::Stopped, None)
+            .unwrap();
+        assert_eq!(s.scrape(now, &h).complete, 1);
+    }
+
+    #[test]
+    fn numwant_capped_and_families_apart() {
+        let now = Instant::now();
+        let mut s = PeerStore::new(cfg(), None, 1);
+        let h = Id20([1; 20]);
+        for i in 1..=4 {
+            s.announce(now, h, a(i), Id20([i; 20]), 1, Event::None, None)
+                .unwrap();
+        }
+        let o = s
+            .announce(now, h, a(1), Id20([1; 20]), 1, Event::None, Some(100))
+            .unwrap();
+        assert_eq!(o.peers.len(), 2, "max_numwant caps");
+        assert!(o.peers.iter().all(|(p, _)| *p != a(1)));
+        let v6: SocketAddr = "[::1]:5".parse().unwrap();
+        let o = s
+            .announce(now, h, v6, Id20([9; 20]), 1, Event::None, None)
+            .unwrap();
+        assert!(o.peers.is_empty(), "v6 announcer gets no v4 peers");
+        assert_eq!(o.incomplete, 5);
+    }
+
+    #[test]
+    fn expiry_after_two_intervals() {
+        let t0 = Instant::now();
+        let mut s = PeerStore::new(cfg(), None, 1);
+        let h = Id20([1; 20]);
+        s.announce(t0, h, a(1), Id20([1; 20]), 0, Event::None, None)
+            .unwrap();
+        assert_eq!(s.scrape(t0 + Duration::from_secs(199), &h).complete, 1);
+        assert_eq!(s.scrape(t0 + Duration::from_secs(201), &h).complete, 0);
+        let o = s
+            .announce(
+                t0 + Duration::from_secs(201),
+                h,
+                a(2),
+                Id20([2; 20]),
+                1,
+                Event::None,
+                None,
+            )
+            .unwrap();
+        assert!(o.peers.is_empty());
+    }
+
+    #[test]
+    fn caps_evict_lru() {
+        let now = Instant::now();
+        let mut s = PeerStore::new(cfg(), None, 1);
+        for i in 0..10u8 {
+            s.announce(
+                now,
+                Id20([i; 20]),
+                a(1),
+                Id20([1; 20]),
+                1,
+                Event::None,
+                None,
+            )
+            .unwrap();
+        }
+        assert_eq!(s.torrents(), 3);
+        assert_eq!(s.scrape(now, &Id20([9; 20])).incomplete, 1);
+        assert_eq!(s.scrape(now, &Id20([0; 20])).incomplete, 0);
+        let h = Id20([9; 20]);
+        for i in 0..20u8 {
+            s.announce(now, h, a(i), Id20([i; 20]), 1, Event::None, None)
+                .unwrap();
+        }
+        assert_eq!(
+            s.scrape(now, &h).incomplete,
+            4,
+            "per-torrent cap with counts kept right"
+        );
+    }
+
+    #[test]
+    fn allow_list_and_rate_limit() {
+        let now = Instant::now();
+        let allow: BTreeSet<Id20> = [Id20([1; 20])].into_iter().collect();
+        let mut s = PeerStore::new(cfg(), Some(allow), 1);
+        assert_eq!(
+            s.announce(
+                now,
+                Id20([2; 20]),
+                a(1),
+                Id20([1; 20]),
+                1,
+                Event::None,
+                None
+            ),
+            Err(Refusal::NotAllowed)
+        );
+        assert_eq!(s.torrents(), 0);
+        let ip = a(1).ip();
+        assert!(s.rate_ok(now, ip));
+        assert!(s.rate_ok(now, ip));
+        assert!(!s.rate_ok(now, ip));
+        assert!(s.rate_ok(now + Duration::from_secs(1), ip));
+    }
+}
