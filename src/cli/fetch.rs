@@ -157,6 +157,7 @@ async fn fetch(args: Args, source: Source) -> i32 {
     let mut handle = session.add(add);
     let info_hash = handle.info_hash;
     let mut prog = handle.progress();
+    display.update(&prog.borrow_and_update().clone());
     let mut tick = tokio::time::interval(super::progress::PLAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = tokio::signal::ctrl_c();

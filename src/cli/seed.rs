@@ -137,6 +137,7 @@ async fn seed(args: Args) -> i32 {
     let started = Instant::now();
     let mut handle = session.add(add);
     let mut prog = handle.progress();
+    display.update(&prog.borrow_and_update().clone());
     let mut tick = tokio::time::interval(super::progress::PLAIN_EVERY);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
