@@ -149,7 +149,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         _ => return Err(err()),
     };
     let v = num * mult;
-    if !v.is_finite() || v < 1.0 || v > 1e15 {
+    if !v.is_finite() || !(1.0..=1e15).contains(&v) {
         return Err(err());
     }
     Ok(v as u64)
