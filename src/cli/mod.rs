@@ -7,25 +7,40 @@ use clap::{Parser, Subcommand};
 use std::fmt;
 use std::io::Write;
 
+pub mod common;
 pub mod create;
 pub mod dht;
+pub mod fetch;
 pub mod info;
 pub mod magnet;
+pub mod progress;
+pub mod seed;
 pub mod tracker;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "magnetfetch",
     version,
-    about = "A BitTorrent client that needs nothing but a magnet link"
+    about = "A BitTorrent client that needs nothing but a magnet link",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Without a subcommand, the arguments are those of `fetch`:
+  magnetfetch 'magnet:?xt=urn:btih:...' -o ~/Downloads"
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// `magnetfetch MAGNET ...` is `magnetfetch fetch MAGNET ...`.
+    #[command(flatten)]
+    pub fetch: fetch::Args,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Download a magnet link, .torrent file or info-hash (the default command)
+    Fetch(fetch::Args),
+    /// Share a file or directory over the DHT: prints its magnet link, seeds until Ctrl-C
+    Seed(seed::Args),
     /// Create a .torrent from a file or directory and print its magnet link
     Create(create::Args),
     /// Show what a .torrent file or a magnet link contains
@@ -36,6 +51,11 @@ pub enum Command {
     Dht(dht::DhtArgs),
     /// Run a BitTorrent tracker (HTTP and UDP) and serve .torrent files
     Tracker(tracker::TrackerArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -60,13 +80,29 @@ pub fn main() -> i32 {
         eprintln!("error: internal error: {}", one_line(&msg));
     }));
     let result = std::panic::catch_unwind(|| match cli.command {
+        None => fetch::run(cli.fetch),
+        Some(c) => run_command(c),
+    });
+    result.unwrap_or(1)
+}
+
+fn run_command(c: Command) -> i32 {
+    match c {
+        Command::Fetch(a) => fetch::run(a),
+        Command::Seed(a) => seed::run(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "magnetfetch", &mut buf);
+            exit_code(print_out(&String::from_utf8_lossy(&buf)))
+        }
         Command::Create(a) => exit_code(create::run(a)),
         Command::Info(a) => exit_code(info::run(a)),
         Command::Magnet(a) => exit_code(magnet::run(a)),
         Command::Dht(a) => dht::run(a),
         Command::Tracker(a) => tracker::run(a),
-    });
-    result.unwrap_or(1)
+    }
 }
 
 /// 0 on success; otherwise prints the one `error:` line and gives 1.
@@ -105,7 +141,7 @@ impl fmt::Display for CliError {
 
 pub type CliResult = Result<(), CliError>;
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split(['\n', '\r'])
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()

@@ -24,11 +24,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::dht::{Dht, DhtConfig};
 use crate::id::{InfoHash, PeerId};
 use crate::magnet::{Magnet, PeerAddr};
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::net::Net;
 use crate::peer::{FetchConfig, FetchError, PeerConn};
+use crate::torrent::resume::{self, ResumeSaver, ResumeState};
 use crate::torrent::storage::{Storage, StorageError};
 use crate::torrent::{Bitfield, FileSpec, Layout, LayoutError};
 
@@ -105,6 +107,9 @@ pub struct SessionConfig {
     pub rng_seed: Option<u64>,
     /// Hash and write on tokio's blocking pool (real runs) or inline (simulation).
     pub blocking_io: bool,
+    /// Run a DHT node (BEP 5) on the listener's IP and port (UDP), used to find peers for
+    /// every non-private torrent and to announce us. Needs `listen`.
+    pub dht: Option<DhtConfig>,
 }
 
 impl Default for SessionConfig {
@@ -114,6 +119,7 @@ impl Default for SessionConfig {
             listen: None,
             rng_seed: None,
             blocking_io: true,
+            dht: None,
         }
     }
 }
@@ -172,6 +178,12 @@ pub struct AddTorrent {
     pub swarm: SwarmConfig,
     /// Give up on metadata after this long without it.
     pub metadata_timeout: Duration,
+    /// Directory for resume data (`<info-hash>.resume`, see [`crate::torrent::resume`]);
+    /// `None`: no resume data, a full recheck of what is on disk at start.
+    pub resume_dir: Option<PathBuf>,
+    /// Download only these files (indexes as listed by `magnetfetch info`); `None`: the
+    /// magnet's `so=` if any, else every file. Applied once the file list is known.
+    pub only_files: Option<Vec<std::ops::RangeInclusive<u32>>>,
 }
 
 impl AddTorrent {
@@ -182,6 +194,8 @@ impl AddTorrent {
             peers: Vec::new(),
             swarm: SwarmConfig::default(),
             metadata_timeout: Duration::from_secs(60),
+            resume_dir: None,
+            only_files: None,
         }
     }
 }
@@ -220,6 +234,15 @@ impl TorrentHandle {
         let _ = self.stop.send(true);
     }
 
+    /// Waits for the torrent to end, without consuming the handle (so `stop` stays
+    /// usable while waiting, e.g. in a `select!`). Call it no more once it returned.
+    pub async fn join(&mut self) -> Result<TorrentOutcome, TorrentError> {
+        match (&mut self.join).await {
+            Ok(r) => r,
+            Err(_) => Err(TorrentError::Stopped),
+        }
+    }
+
     /// Waits for the torrent to end.
     pub async fn wait(self) -> Result<TorrentOutcome, TorrentError> {
         match self.join.await {
@@ -240,6 +263,7 @@ struct Inner {
     torrents: Mutex<BTreeMap<InfoHash, Slot>>,
     rng: Mutex<StdRng>,
     blocking_io: bool,
+    dht: Option<Arc<Dht>>,
 }
 
 /// Our client: a peer id, a listening socket, and the torrents.
@@ -261,10 +285,7 @@ impl Session {
             None => StdRng::from_os_rng(),
         };
         let peer_id = crate::peer::generate_peer_id(&mut rng);
-        let listener = match cfg.listen {
-            Some(a) => Some(cfg.net.listen(a).await?),
-            None => None,
-        };
+        let (listener, dht) = bind(&cfg).await?;
         let listen_addr = match &listener {
             Some(l) => Some(l.local_addr()?),
             None => None,
@@ -276,6 +297,7 @@ impl Session {
             torrents: Mutex::new(BTreeMap::new()),
             rng: Mutex::new(rng),
             blocking_io: cfg.blocking_io,
+            dht: dht.map(Arc::new),
         });
         if let Some(l) = listener {
             tokio::spawn(accept_loop(l, Arc::downgrade(&inner)));
@@ -296,6 +318,11 @@ impl Session {
         &self.inner.net
     }
 
+    /// The session's DHT node, when it runs one.
+    pub fn dht(&self) -> Option<&Dht> {
+        self.inner.dht.as_deref()
+    }
+
     /// Adds a torrent and starts it.
     pub fn add(&self, add: AddTorrent) -> TorrentHandle {
         let info_hash = add.source.info_hash();
@@ -307,6 +334,16 @@ impl Session {
         let rng_seed = lock(&self.inner.rng).next_u64();
         for a in initial_peers(&add) {
             let _ = addr_tx.try_send(a);
+        }
+        let private = matches!(&add.source, Source::Metainfo(m) if m.info.private);
+        if let (Some(dht), false) = (&self.inner.dht, private) {
+            tokio::spawn(discover(
+                dht.clone(),
+                info_hash,
+                self.inner.listen_addr.map(|a| a.port()),
+                addr_tx.clone(),
+                progress_rx.clone(),
+            ));
         }
         let inner = self.inner.clone();
         let join = tokio::spawn(async move {
@@ -320,6 +357,83 @@ impl Session {
             stop: stop_tx,
             addrs: addr_tx,
             join,
+        }
+    }
+}
+
+/// Binds the TCP listener and, when asked, the DHT's UDP socket on the same IP and port
+/// (peers learn one port for both). With port 0 the TCP port is chosen by the system and
+/// may be taken for UDP: then a few other ports are tried.
+async fn bind(cfg: &SessionConfig) -> std::io::Result<(Option<crate::net::Listener>, Option<Dht>)> {
+    let Some(addr) = cfg.listen else {
+        return Ok((None, None));
+    };
+    let attempts = if addr.port() == 0 { 8 } else { 1 };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let listener = cfg.net.listen(addr).await?;
+        let Some(dcfg) = &cfg.dht else {
+            return Ok((Some(listener), None));
+        };
+        let udp_addr = listener.local_addr()?;
+        match Dht::start(cfg.net.clone(), udp_addr, dcfg.clone()).await {
+            Ok(d) => return Ok((Some(listener), Some(d))),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("cannot bind the DHT socket")))
+}
+
+/// First re-lookup while no peer is connected yet (doubling up to [`DISCOVER_RETRY`]): a
+/// seeder that announced a moment after our first lookup is found within seconds.
+const DISCOVER_FIRST_RETRY: Duration = Duration::from_secs(3);
+/// Re-lookup interval while no peer is connected yet.
+const DISCOVER_RETRY: Duration = Duration::from_secs(30);
+/// Re-announce interval once peers are connected (BEP 5 peers expire after 30 min).
+const DISCOVER_REANNOUNCE: Duration = Duration::from_secs(15 * 60);
+
+/// Finds peers for one torrent on the DHT and announces us (BEP 5 `get_peers` then
+/// `announce_peer`), feeding every peer to the torrent; again every 30 s while no peer is
+/// connected, every 15 min after. Ends when the torrent ends (its address channel closes).
+async fn discover(
+    dht: Arc<Dht>,
+    info_hash: InfoHash,
+    port: Option<u16>,
+    tx: mpsc::Sender<SocketAddr>,
+    progress: watch::Receiver<Progress>,
+) {
+    let mut watch_end = progress.clone();
+    let ended = async move { while watch_end.changed().await.is_ok() {} };
+    tokio::pin!(ended);
+    let mut retry = DISCOVER_FIRST_RETRY;
+    loop {
+        let seeding = matches!(progress.borrow().phase, Phase::Seeding);
+        let announce = port.map(Some);
+        let mut h = dht.lookup(info_hash, announce, seeding).await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = tx.closed() => return,
+                _ = &mut ended => return,
+                p = h.peers.recv() => match p {
+                    // A full queue only drops this one address; the torrent has plenty.
+                    Some(a) => { let _ = tx.try_send(a); }
+                    None => break,
+                },
+            }
+        }
+        let wait = if progress.borrow().peers > 0 {
+            DISCOVER_REANNOUNCE
+        } else {
+            let w = retry;
+            retry = (retry * 2).min(DISCOVER_RETRY);
+            w
+        };
+        tokio::select! {
+            biased;
+            _ = tx.closed() => return,
+            _ = &mut ended => return,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -358,14 +472,15 @@ async fn accept_loop(listener: crate::net::Listener, inner: std::sync::Weak<Inne
                 weak.upgrade()
                     .is_some_and(|i| lock(&i.torrents).contains_key(ih))
             };
-            let conn =
-                match PeerConn::accept(stream, addr, our_id, known, Duration::from_secs(10)).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(%addr, %e, "incoming handshake failed");
-                        return;
-                    }
-                };
+            let conn = match PeerConn::accept(stream, addr, our_id, known, Duration::from_secs(10))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(%addr, %e, "incoming handshake failed");
+                    return;
+                }
+            };
             let Some(i) = weak.upgrade() else { return };
             let tx = lock(&i.torrents)
                 .get(&conn.remote.info_hash)
@@ -390,6 +505,10 @@ async fn run_torrent(
     let start = Instant::now();
     let info_hash = add.source.info_hash();
     let mut seen: Vec<SocketAddr> = Vec::new();
+    let only = add.only_files.clone().or_else(|| match &add.source {
+        Source::Magnet(m) => m.select_only.clone(),
+        Source::Metainfo(_) => None,
+    });
     let (metainfo, metadata_ms) = match add.source {
         Source::Metainfo(m) => (m, None),
         Source::Magnet(m) => {
@@ -471,12 +590,29 @@ async fn run_torrent(
     });
     // Whatever is already there is verified, never overwritten blindly: only pieces that
     // fail their hash are downloaded (and only those are written).
+    let resume_path = match (&add.storage, &add.resume_dir) {
+        (StorageSpec::Disk(_), Some(d)) => Some(resume::resume_path(d, &info_hash)),
+        _ => None,
+    };
     let have = match &add.storage {
         StorageSpec::Disk(_) => {
-            crate::torrent::verify::recheck_blocking(storage.clone(), hashes.clone(), None)
-                .await?
+            initial_have(&storage, &hashes, info_hash, resume_path.as_deref()).await?
         }
         _ => Bitfield::new(layout.piece_count()),
+    };
+    let (verified_tx, resume_task) = match &resume_path {
+        Some(path) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(save_resume(
+                path.clone(),
+                info_hash,
+                storage.clone(),
+                have.clone(),
+                rx,
+            ));
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
     };
     let params = swarm::SwarmParams {
         net: inner.net.clone(),
@@ -491,10 +627,19 @@ async fn run_torrent(
         rng_seed,
         cfg: SwarmConfig {
             blocking_io: inner.blocking_io && add.swarm.blocking_io,
+            file_priorities: match &only {
+                Some(sel) => info
+                    .files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| u8::from(sel.iter().any(|r| r.contains(&(i as u32)))))
+                    .collect(),
+                None => add.swarm.file_priorities.clone(),
+            },
             ..add.swarm.clone()
         },
         progress,
-        verified_tx: None,
+        verified_tx,
     };
     tracing::debug!(%info_hash, have = params.have.count(), "swarm starting");
     let sw = swarm::Swarm::new(params);
@@ -512,17 +657,123 @@ async fn run_torrent(
             }
         }
     });
-    let summary = sw
+    let result = sw
         .run(swarm::SwarmInputs {
             addrs: fwd_rx,
             incoming,
             stop,
         })
-        .await?;
+        .await;
+    // The swarm is gone, so is its sender: the saver writes the final state and ends.
+    if let Some(t) = resume_task {
+        let _ = t.await;
+    }
+    let summary = result?;
     Ok(TorrentOutcome {
         metainfo,
         summary,
         metadata_ms,
         elapsed: start.elapsed(),
     })
+}
+
+/// Pieces already on disk: the resume data's trusted pieces plus a re-hash of the pieces it
+/// cannot vouch for (files changed since); without usable resume data, a full recheck.
+async fn initial_have(
+    storage: &Arc<Storage>,
+    hashes: &Arc<Vec<[u8; 20]>>,
+    info_hash: InfoHash,
+    resume_path: Option<&std::path::Path>,
+) -> Result<Bitfield, StorageError> {
+    let layout = storage.layout().clone();
+    let state = match resume_path {
+        Some(p) => match ResumeState::load(p, &info_hash, &layout) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%e, "resume data ignored; rechecking");
+                None
+            }
+        },
+        None => None,
+    };
+    let Some(state) = state else {
+        return crate::torrent::verify::recheck_blocking(storage.clone(), hashes.clone(), None)
+            .await;
+    };
+    let plan = state.plan(&layout, &resume::file_stamps(storage));
+    tracing::debug!(
+        trusted = plan.trusted.count(),
+        recheck = plan.recheck.count(),
+        "resume data loaded"
+    );
+    let mut have = plan.trusted;
+    if !plan.recheck.none() {
+        let ok = crate::torrent::verify::recheck_blocking(
+            storage.clone(),
+            hashes.clone(),
+            Some(plan.recheck),
+        )
+        .await?;
+        for p in ok.iter_set() {
+            have.set(p);
+        }
+    }
+    Ok(have)
+}
+
+/// Saves resume data as pieces verify (batched by [`ResumeSaver`]), and once more when the
+/// swarm ends. The data is flushed before the state that vouches for it is written.
+async fn save_resume(
+    path: PathBuf,
+    info_hash: InfoHash,
+    storage: Arc<Storage>,
+    mut have: Bitfield,
+    mut verified: mpsc::UnboundedReceiver<u32>,
+) {
+    let mut saver = ResumeSaver::new(Duration::from_secs(2), 32, Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = false;
+    loop {
+        let open = tokio::select! {
+            biased;
+            p = verified.recv() => match p {
+                Some(p) => {
+                    if have.set(p) {
+                        saver.on_verified();
+                        dirty = true;
+                    }
+                    true
+                }
+                None => false,
+            },
+            _ = tick.tick() => true,
+        };
+        if (!open && dirty) || saver.due(Instant::now()) {
+            let state = have.clone();
+            let st = storage.clone();
+            let p = path.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                st.flush().map_err(|e| e.to_string())?;
+                ResumeState {
+                    info_hash,
+                    have: state,
+                    files: resume::file_stamps(&st),
+                }
+                .save(&p)
+                .map_err(|e| e.to_string())
+            })
+            .await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(%e, "cannot save resume data"),
+                Err(e) => tracing::warn!(%e, "resume save task failed"),
+            }
+            saver.saved(Instant::now());
+            dirty = false;
+        }
+        if !open {
+            return;
+        }
+    }
 }

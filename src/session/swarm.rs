@@ -653,10 +653,7 @@ impl Swarm {
         tracing::trace!(?r, ?out.status, complete = out.piece_complete, "block");
         if out.status == BlockStatus::Accepted {
             let plen = self.p.layout.piece_len(index) as usize;
-            let buf = self
-                .buffers
-                .entry(index)
-                .or_insert_with(|| vec![0u8; plen]);
+            let buf = self.buffers.entry(index).or_insert_with(|| vec![0u8; plen]);
             let end = begin as usize + data.len();
             if end <= buf.len() {
                 buf[begin as usize..end].copy_from_slice(&data);
@@ -665,7 +662,9 @@ impl Swarm {
         for (other, cr) in out.cancels {
             if let Some(o) = self.peers.get_mut(&other) {
                 o.requested_at.remove(&cr);
-                let _ = o.cmd.try_send(PeerCmd::Send(vec![Message::Cancel(to_wire(cr))]));
+                let _ = o
+                    .cmd
+                    .try_send(PeerCmd::Send(vec![Message::Cancel(to_wire(cr))]));
             }
         }
         if out.piece_complete {
@@ -694,7 +693,11 @@ impl Swarm {
                 return (piece, Ok(false), Some(block_digests()));
             }
             let digests = want_digests.then(block_digests);
-            (piece, storage.write_block(piece, 0, &buf).map(|_| true), digests)
+            (
+                piece,
+                storage.write_block(piece, 0, &buf).map(|_| true),
+                digests,
+            )
         };
         self.checking += 1;
         if self.p.cfg.blocking_io {
@@ -799,7 +802,11 @@ impl Swarm {
         if !self.down_limit.is_unlimited() {
             // Ask only for what the download limit lets in now.
             let mut n = 0;
-            while n < want && self.down_limit.try_take(now, crate::torrent::BLOCK_SIZE as u64) {
+            while n < want
+                && self
+                    .down_limit
+                    .try_take(now, crate::torrent::BLOCK_SIZE as u64)
+            {
                 n += 1;
             }
             want = n;

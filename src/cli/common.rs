@@ -1,0 +1,256 @@
+//! Flags shared by the networking commands (`fetch`, `seed`) and their small parsers
+//! (rates, durations, file indexes), plus session start-up from those flags.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::CliError;
+use crate::dht::{DhtConfig, DEFAULT_BOOTSTRAP};
+use crate::session::{Session, SessionConfig};
+
+/// Default bind address; when its port is taken a free port is used instead.
+const DEFAULT_BIND: &str = "0.0.0.0:6881";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// TCP listen and UDP DHT address (one port for both).
+    /// Default 0.0.0.0:6881, falling back to a free port
+    #[arg(long, value_name = "IP:PORT")]
+    pub bind: Option<SocketAddr>,
+    /// DHT bootstrap nodes (replace the public routers)
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
+    pub bootstrap: Vec<String>,
+    /// State directory (resume data, DHT node id and nodes).
+    /// Default $XDG_STATE_HOME/magnetfetch or ~/.local/state/magnetfetch
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Do not use the DHT (peers only from --peer, the magnet link and incoming connections)
+    #[arg(long)]
+    pub no_dht: bool,
+    /// Machine-readable output: one JSON object per line on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// No progress display (errors only)
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// More log output on stderr (-v debug, -vv trace); RUST_LOG also works
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Common {
+    /// The state directory: `--state-dir`, else XDG.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("magnetfetch");
+        }
+        match std::env::var_os("HOME").filter(|x| !x.is_empty()) {
+            Some(h) => PathBuf::from(h).join(".local/state/magnetfetch"),
+            None => PathBuf::from(".magnetfetch-state"),
+        }
+    }
+
+    /// Logs to stderr: `-v`/`-vv`, else `RUST_LOG`, else warnings only.
+    pub fn init_logging(&self) {
+        let filter = match self.verbose {
+            0 => tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            1 => tracing_subscriber::EnvFilter::new("magnetfetch=debug"),
+            _ => tracing_subscriber::EnvFilter::new("magnetfetch=trace"),
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+
+    /// Starts the session: TCP listener and (unless `--no-dht`) the DHT node on one port.
+    pub async fn start_session(&self) -> Result<Session, CliError> {
+        let dht = if self.no_dht {
+            None
+        } else {
+            let v6 = self.bind.is_some_and(|b| b.is_ipv6());
+            let names: Vec<String> = self
+                .bootstrap
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .cloned()
+                .collect();
+            let names = if names.is_empty() {
+                DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect()
+            } else {
+                names
+            };
+            let bootstrap = super::dht::resolve(names, v6).await;
+            if bootstrap.is_empty() {
+                eprintln!("warning: no usable DHT bootstrap node");
+            }
+            Some(DhtConfig {
+                bootstrap,
+                state_file: Some(self.state_dir().join("dht.json")),
+                ..Default::default()
+            })
+        };
+        let explicit = self.bind.is_some();
+        let bind = self
+            .bind
+            .unwrap_or_else(|| DEFAULT_BIND.parse().expect("valid default"));
+        let cfg = |listen: SocketAddr| SessionConfig {
+            listen: Some(listen),
+            dht: dht.clone(),
+            ..SessionConfig::default()
+        };
+        match Session::start(cfg(bind)).await {
+            Ok(s) => Ok(s),
+            Err(e) if !explicit => {
+                let mut any = bind;
+                any.set_port(0);
+                Session::start(cfg(any))
+                    .await
+                    .map_err(|e2| CliError::msg(format!("cannot bind {bind} ({e}) or {any}: {e2}")))
+            }
+            Err(e) => Err(CliError::msg(format!("cannot bind {bind}: {e}"))),
+        }
+    }
+}
+
+/// A multi-threaded runtime for a command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::msg(format!("cannot start runtime: {e}")))
+}
+
+/// A byte rate: `500000`, `500K`, `2M`, `2MiB`, `1.5MB`, `2MiB/s` (K/M/G are binary units,
+/// kB/MB/GB decimal).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let err = || format!("invalid rate {s:?} (e.g. 2MiB, 500K, 1000000)");
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| err())?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" | "b" => 1.0,
+        "K" | "k" | "KiB" | "kiB" | "Ki" => 1024.0,
+        "M" | "m" | "MiB" | "Mi" => 1024.0 * 1024.0,
+        "G" | "g" | "GiB" | "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => return Err(err()),
+    };
+    let v = num * mult;
+    if !v.is_finite() || !(1.0..=1e15).contains(&v) {
+        return Err(err());
+    }
+    Ok(v as u64)
+}
+
+/// A duration: `90` (seconds), `90s`, `10m`, `2h`, `1d`, or combinations like `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?} (e.g. 90s, 10m, 2h, 1h30m)");
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(err());
+    }
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| err())?;
+        num.clear();
+        let mult = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(err()),
+        };
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(err)?;
+    }
+    if !num.is_empty() {
+        return Err(err());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// File indexes: `0,2,5-7`.
+pub fn parse_indexes(s: &str) -> Result<Vec<RangeInclusive<u32>>, String> {
+    let err = || format!("invalid file indexes {s:?} (e.g. 0,2,5-7)");
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let r = match part.split_once('-') {
+            Some((a, b)) => {
+                let a: u32 = a.trim().parse().map_err(|_| err())?;
+                let b: u32 = b.trim().parse().map_err(|_| err())?;
+                if a > b {
+                    return Err(err());
+                }
+                a..=b
+            }
+            None => {
+                let a: u32 = part.parse().map_err(|_| err())?;
+                a..=a
+            }
+        };
+        out.push(r);
+    }
+    if out.is_empty() {
+        return Err(err());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("2MiB"), Ok(2 * 1024 * 1024));
+        assert_eq!(parse_rate("2M"), Ok(2 * 1024 * 1024));
+        assert_eq!(parse_rate("500K"), Ok(500 * 1024));
+        assert_eq!(parse_rate("1.5MB"), Ok(1_500_000));
+        assert_eq!(parse_rate("1000"), Ok(1000));
+        assert_eq!(parse_rate("64KiB/s"), Ok(65536));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("2XB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5m3").is_err());
+    }
+
+    #[test]
+    fn indexes() {
+        assert_eq!(parse_indexes("0,2,5-7"), Ok(vec![0..=0, 2..=2, 5..=7]));
+        assert!(parse_indexes("7-5").is_err());
+        assert!(parse_indexes("a").is_err());
+        assert!(parse_indexes("").is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! The `magnetfetch` binary end to end on loopback (addresses 127.0.0.21-40): DHT-only
+//! fetch from a `magnetfetch seed` process bootstrapped from `magnetfetch dht serve`,
+//! Ctrl-C then resume, and the usage/error exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Kills the child when dropped (a failing assert must not leave processes behind).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Lines of a child's stdout, read on a thread.
+fn lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { return };
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Starts `magnetfetch seed FILE` and returns it with its magnet link (first stdout line).
+fn start_seeder(file: &Path, extra: &[&str], state: &Path) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .arg("seed")
+        .arg(file)
+        .args(extra)
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn seeder");
+    let rx = lines(&mut child);
+    let magnet = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("seeder printed no magnet link");
+    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
+    (Proc(child), magnet)
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn fetch_over_dht_from_seed_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(2 * 1024 * 1024 + 777, 21);
+    let file = dir.path().join("payload.bin");
+    std::fs::write(&file, &data).unwrap();
+
+    let boot = Proc(
+        Command::new(BIN)
+            .args([
+                "dht",
+                "serve",
+                "--bind",
+                "127.0.0.21:16881",
+                "--no-bootstrap",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (_seeder, magnet) = start_seeder(
+        &file,
+        &[
+            "--bind",
+            "127.0.0.22:16882",
+            "--bootstrap",
+            "127.0.0.21:16881",
+        ],
+        &dir.path().join("state-seed"),
+    );
+    let out_dir = dir.path().join("dl");
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .arg(&magnet)
+        .args([
+            "--bind",
+            "127.0.0.23:16883",
+            "--bootstrap",
+            "127.0.0.21:16881",
+        ])
+        .arg("-o")
+        .arg(&out_dir)
+        .arg("--state-dir")
+        .arg(dir.path().join("state-dl"))
+        .arg("--json")
+        .arg("--metadata-timeout")
+        .arg("15s")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = json_lines(&out.stdout);
+    assert_eq!(events[0]["event"], "phase");
+    assert_eq!(events[0]["phase"], "searching");
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    let ih = magnet
+        .strip_prefix("magnet:?xt=urn:btih:")
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert_eq!(done["infohash"], ih);
+    assert_eq!(done["name"], "payload.bin");
+    assert_eq!(done["total_size"], data.len() as u64);
+    assert!(done["downloaded"].as_u64().unwrap() >= data.len() as u64);
+    assert!(done["metadata_ms"].as_u64().is_some());
+    assert!(done["elapsed_ms"].as_u64().is_some());
+    let path = done["path"].as_str().unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    assert_eq!(std::fs::read(out_dir.join("payload.bin")).unwrap(), data);
+    eprintln!(
+        "fetch over DHT: metadata {} ms, total {} ms (process {:?})",
+        done["metadata_ms"], done["elapsed_ms"], took
+    );
+    drop(boot);
+}
+
+#[test]
+fn sigint_then_resume_downloads_less() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 3 * 1024 * 1024;
+    let data = random_bytes(size, 24);
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, &data).unwrap();
+    let (_seeder, magnet) = start_seeder(
+        &file,
+        &[
+            "--bind",
+            "127.0.0.24:16884",
+            "--no-dht",
+            "--piece-length",
+            "64K",
+        ],
+        &dir.path().join("state-seed"),
+    );
+    let out_dir = dir.path().join("dl");
+    let state = dir.path().join("state-dl");
+    let fetch = |extra: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.arg(&magnet)
+            .args([
+                "--bind",
+                "127.0.0.25:0",
+                "--no-dht",
+                "--peer",
+                "127.0.0.24:16884",
+            ])
+            .arg("-o")
+            .arg(&out_dir)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--json")
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    // 512 KiB/s: about 6 s for the whole file; interrupted after a good part is verified.
+    let mut child = fetch(&["--max-down-rate", "512K"]).spawn().unwrap();
+    let rx = lines(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut verified = 0;
+    while Instant::now() < deadline {
+        let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        if v["event"] == "progress" {
+            verified = v["verified"].as_u64().unwrap_or(0);
+            if verified > 0 {
+                break;
+            }
+        }
+        assert_ne!(v["event"], "done", "finished before the interrupt");
+    }
+    assert!(verified > 0, "no progress before the deadline");
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+
+    let out = fetch(&[]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = json_lines(&out.stdout);
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done");
+    let downloaded = done["downloaded"].as_u64().unwrap();
+    assert!(
+        downloaded < size as u64,
+        "second run downloaded {downloaded} of {size}"
+    );
+    assert_eq!(std::fs::read(out_dir.join("big.bin")).unwrap(), data);
+    eprintln!("resumed: second run downloaded {downloaded} of {size} bytes");
+}
+
+#[test]
+fn bad_usage_exits_2_with_hint() {
+    let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Usage"), "{err}");
+    let out = Command::new(BIN)
+        .args(["fetch", "x", "--max-down-rate", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+    // --help lists the subcommands and exits 0.
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for c in ["fetch", "seed", "create", "dht", "completions"] {
+        assert!(help.contains(c), "{help}");
+    }
+}
+
+#[test]
+fn bad_magnet_exits_1_with_one_error_line() {
+    let out = Command::new(BIN)
+        .args([
+            "magnet:?xt=urn:btih:nothex",
+            "--no-dht",
+            "--bind",
+            "127.0.0.26:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let l: Vec<&str> = err.lines().collect();
+    assert_eq!(l.len(), 1, "{err}");
+    assert!(l[0].starts_with("error: "), "{err}");
+}
+
+#[test]
+fn no_peers_times_out_with_clear_message() {
+    let out = Command::new(BIN)
+        .args([
+            "c12fe1c06bba254a9dc9f519b335aa7c1367a88a",
+            "--no-dht",
+            "--bind",
+            "127.0.0.27:0",
+            "--metadata-timeout",
+            "1s",
+        ])
+        .arg("--state-dir")
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "error: no peers found for c12fe1c06bba254a9dc9f519b335aa7c1367a88a after 1 s"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn completions_script() {
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("magnetfetch"));
+}
