@@ -234,6 +234,13 @@ fn sigint_then_resume_downloads_less() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(stderr.contains("run the same command again"), "{stderr}");
+    // The verified pieces were recorded (resume data), not only left on disk.
+    let resume_files: Vec<_> = std::fs::read_dir(state.join("resume"))
+        .expect("resume dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "resume"))
+        .collect();
+    assert_eq!(resume_files.len(), 1);
 
     let out = fetch(&[]).output().unwrap();
     assert_eq!(
@@ -328,4 +335,53 @@ fn completions_script() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("magnetfetch"));
+}
+
+#[test]
+fn seed_http_serves_index_and_torrent() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("small file.txt");
+    std::fs::write(&file, b"hello over http").unwrap();
+    let (_seeder, magnet) = start_seeder(
+        &file,
+        &[
+            "--bind",
+            "127.0.0.28:0",
+            "--no-dht",
+            "--http",
+            "127.0.0.28:16888",
+        ],
+        &dir.path().join("state"),
+    );
+    let get = |path: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut s = loop {
+            match std::net::TcpStream::connect("127.0.0.28:16888") {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("http connect: {e}"),
+            }
+        };
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        buf
+    };
+    let index = String::from_utf8_lossy(&get("/")).into_owned();
+    assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+    assert!(index.contains(&magnet.replace('&', "&amp;")), "{index}");
+    let t = get("/small%20file.txt.torrent");
+    let head_end = t.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&t[..head_end]);
+    assert!(
+        head.contains("Content-Type: application/x-bittorrent"),
+        "{head}"
+    );
+    let meta = magnetfetch::metainfo::Metainfo::from_bytes(&t[head_end + 4..]).unwrap();
+    assert_eq!(meta.magnet().to_uri(), magnet);
+    assert!(String::from_utf8_lossy(&get("/nope")).starts_with("HTTP/1.1 404"));
 }

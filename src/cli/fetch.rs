@@ -201,6 +201,10 @@ async fn fetch(args: Args, source: Source) -> i32 {
             }
         }
     };
+    // Keep the DHT warm for the next run: its id and good nodes go to the state dir.
+    if let Some(d) = session.dht() {
+        let _ = d.save_state().await;
+    }
     let last = prog.borrow().clone();
     match result {
         Ok(out) if out.summary.complete => {

@@ -160,6 +160,10 @@ async fn seed(args: Args) -> i32 {
             }
         }
     };
+    // Keep the DHT warm for the next run: its id and good nodes go to the state dir.
+    if let Some(d) = session.dht() {
+        let _ = d.save_state().await;
+    }
     match result {
         Ok(out) => {
             if display.is_json() {
