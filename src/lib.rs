@@ -13,4 +13,5 @@ pub mod metainfo;
 pub mod net;
 pub mod peer;
 pub mod session;
+pub mod sim;
 pub mod torrent;

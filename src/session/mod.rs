@@ -142,8 +142,10 @@ pub enum StorageSpec {
     Disk(PathBuf),
     /// In memory (simulation).
     Memory,
-    /// Deterministic generated content (simulation seeders and leechers).
-    Generated { seed: u64 },
+    /// Deterministic generated content (simulation seeders and leechers); `complete` = every
+    /// piece present and verified from the start (a seeder; with a seed other than the
+    /// torrent's it serves corrupt data, which is how simulations model liars).
+    Generated { seed: u64, complete: bool },
 }
 
 /// What to start from.
@@ -358,14 +360,15 @@ async fn accept_loop(listener: crate::net::Listener, inner: std::sync::Weak<Inne
                 weak.upgrade()
                     .is_some_and(|i| lock(&i.torrents).contains_key(ih))
             };
-            let conn =
-                match PeerConn::accept(stream, addr, our_id, known, Duration::from_secs(10)).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(%addr, %e, "incoming handshake failed");
-                        return;
-                    }
-                };
+            let conn = match PeerConn::accept(stream, addr, our_id, known, Duration::from_secs(10))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(%addr, %e, "incoming handshake failed");
+                    return;
+                }
+            };
             let Some(i) = weak.upgrade() else { return };
             let tx = lock(&i.torrents)
                 .get(&conn.remote.info_hash)
@@ -460,7 +463,9 @@ async fn run_torrent(
     let storage = Arc::new(match &add.storage {
         StorageSpec::Disk(dir) => Storage::disk(layout.clone(), dir.clone()),
         StorageSpec::Memory => Storage::memory(layout.clone()),
-        StorageSpec::Generated { seed } => Storage::generated(layout.clone(), *seed, false),
+        StorageSpec::Generated { seed, complete } => {
+            Storage::generated(layout.clone(), *seed, *complete)
+        }
     });
     progress.send_modify(|p| {
         p.phase = Phase::Checking;
@@ -473,9 +478,9 @@ async fn run_torrent(
     // fail their hash are downloaded (and only those are written).
     let have = match &add.storage {
         StorageSpec::Disk(_) => {
-            crate::torrent::verify::recheck_blocking(storage.clone(), hashes.clone(), None)
-                .await?
+            crate::torrent::verify::recheck_blocking(storage.clone(), hashes.clone(), None).await?
         }
+        StorageSpec::Generated { complete: true, .. } => Bitfield::full(layout.piece_count()),
         _ => Bitfield::new(layout.piece_count()),
     };
     let params = swarm::SwarmParams {
