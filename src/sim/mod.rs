@@ -489,7 +489,14 @@ async fn leech(
                 if res.first_lookup.is_none() {
                     res.first_lookup = s.ok();
                 }
-                next_lookup = Instant::now() + relookup;
+                // Without metadata we may know only a seeder whose connection slots are
+                // full: ask again soon (announcing us, so the crowd finds itself).
+                let wait = if prog.borrow().total == 0 {
+                    relookup.min(Duration::from_secs(2))
+                } else {
+                    relookup
+                };
+                next_lookup = Instant::now() + wait;
             }
             _ = tokio::time::sleep_until(next_lookup), if pending.is_none() && dht.is_some() => {
                 if let Some(d) = dht {
