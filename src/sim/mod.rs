@@ -545,7 +545,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         }
     };
     let v = n * mult;
-    if !v.is_finite() || v < 0.0 || v > 1e15 {
+    if !v.is_finite() || !(0.0..=1e15).contains(&v) {
         return Err(format!("size out of range: {s:?}"));
     }
     Ok(v.round() as u64)
