@@ -360,15 +360,14 @@ async fn accept_loop(listener: crate::net::Listener, inner: std::sync::Weak<Inne
                 weak.upgrade()
                     .is_some_and(|i| lock(&i.torrents).contains_key(ih))
             };
-            let conn = match PeerConn::accept(stream, addr, our_id, known, Duration::from_secs(10))
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(%addr, %e, "incoming handshake failed");
-                    return;
-                }
-            };
+            let conn =
+                match PeerConn::accept(stream, addr, our_id, known, Duration::from_secs(10)).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(%addr, %e, "incoming handshake failed");
+                        return;
+                    }
+                };
             let Some(i) = weak.upgrade() else { return };
             let tx = lock(&i.torrents)
                 .get(&conn.remote.info_hash)
@@ -478,7 +477,8 @@ async fn run_torrent(
     // fail their hash are downloaded (and only those are written).
     let have = match &add.storage {
         StorageSpec::Disk(_) => {
-            crate::torrent::verify::recheck_blocking(storage.clone(), hashes.clone(), None).await?
+            crate::torrent::verify::recheck_blocking(storage.clone(), hashes.clone(), None)
+                .await?
         }
         StorageSpec::Generated { complete: true, .. } => Bitfield::full(layout.piece_count()),
         _ => Bitfield::new(layout.piece_count()),
