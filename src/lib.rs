@@ -13,6 +13,7 @@ pub mod metainfo;
 pub mod net;
 pub mod peer;
 pub mod session;
+pub mod sim;
 pub mod torrent;
 pub mod tracker;
 pub mod webseed;

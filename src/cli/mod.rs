@@ -15,6 +15,7 @@ pub mod info;
 pub mod magnet;
 pub mod progress;
 pub mod seed;
+pub mod sim;
 pub mod tracker;
 
 #[derive(Parser, Debug)]
@@ -51,6 +52,8 @@ pub enum Command {
     Dht(dht::DhtArgs),
     /// Run a BitTorrent tracker (HTTP and UDP) and serve .torrent files
     Tracker(tracker::TrackerArgs),
+    /// Simulate a whole swarm of magnetfetch peers over an in-process network
+    Sim(sim::SimArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -102,6 +105,7 @@ fn run_command(c: Command) -> i32 {
         Command::Magnet(a) => exit_code(magnet::run(a)),
         Command::Dht(a) => dht::run(a),
         Command::Tracker(a) => tracker::run(a),
+        Command::Sim(a) => sim::run(a),
     }
 }
 

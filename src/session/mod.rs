@@ -148,8 +148,10 @@ pub enum StorageSpec {
     Disk(PathBuf),
     /// In memory (simulation).
     Memory,
-    /// Deterministic generated content (simulation seeders and leechers).
-    Generated { seed: u64 },
+    /// Deterministic generated content (simulation seeders and leechers); `complete` = every
+    /// piece present and verified from the start (a seeder; with a seed other than the
+    /// torrent's it serves corrupt data, which is how simulations model liars).
+    Generated { seed: u64, complete: bool },
 }
 
 /// What to start from.
@@ -579,7 +581,9 @@ async fn run_torrent(
     let storage = Arc::new(match &add.storage {
         StorageSpec::Disk(dir) => Storage::disk(layout.clone(), dir.clone()),
         StorageSpec::Memory => Storage::memory(layout.clone()),
-        StorageSpec::Generated { seed } => Storage::generated(layout.clone(), *seed, false),
+        StorageSpec::Generated { seed, complete } => {
+            Storage::generated(layout.clone(), *seed, *complete)
+        }
     });
     progress.send_modify(|p| {
         p.phase = Phase::Checking;
@@ -598,6 +602,7 @@ async fn run_torrent(
         StorageSpec::Disk(_) => {
             initial_have(&storage, &hashes, info_hash, resume_path.as_deref()).await?
         }
+        StorageSpec::Generated { complete: true, .. } => Bitfield::full(layout.piece_count()),
         _ => Bitfield::new(layout.piece_count()),
     };
     let (verified_tx, resume_task) = match &resume_path {

@@ -31,6 +31,8 @@ use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
 use crate::torrent::storage::{Storage, StorageError};
 use crate::torrent::{Bitfield, BlockRef, BlockStatus, Layout, PeerKey, Picker, PickerConfig};
 
+use crate::peer::pex::PexSender;
+
 use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
 use super::{Phase, Progress};
 
@@ -147,6 +149,10 @@ struct Peer {
     ext: Option<PeerExt>,
     ext_rx: Option<oneshot::Receiver<PeerExt>>,
     requested_at: BTreeMap<BlockRef, Instant>,
+    /// We dialled this address (so it is one others can dial too).
+    outgoing: bool,
+    /// BEP 11: what we have told this peer about our other peers.
+    pex: PexSender,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -427,7 +433,7 @@ impl Swarm {
                 if let Some(c) = self.cands.get_mut(&addr) {
                     c.state = CandState::Connected;
                 }
-                self.add_peer(conn);
+                self.add_peer(conn, true);
             }
             Err(e) => {
                 tracing::debug!(%addr, %e, "connect failed");
@@ -457,10 +463,10 @@ impl Swarm {
         {
             return; // dropping the connection closes it
         }
-        self.add_peer(conn);
+        self.add_peer(conn, false);
     }
 
-    fn add_peer(&mut self, conn: PeerConn) {
+    fn add_peer(&mut self, conn: PeerConn, outgoing: bool) {
         let key = PeerKey(self.next_key);
         self.next_key += 1;
         let now = Instant::now();
@@ -508,6 +514,8 @@ impl Swarm {
                 ext: None,
                 ext_rx: Some(ext_rx),
                 requested_at: BTreeMap::new(),
+                outgoing,
+                pex: PexSender::new(),
             },
         );
     }
@@ -563,17 +571,12 @@ impl Swarm {
         if !matches!(m, Message::Piece { .. }) {
             tracing::trace!(addr = %peer.addr, msg = ?m, "message");
         }
-        if peer.ext.is_none() {
-            if let Some(rx) = peer.ext_rx.as_mut() {
-                if let Ok(ext) = rx.try_recv() {
-                    if let Some(q) = ext.reqq {
-                        peer.pipeline.set_reqq(q as usize);
-                    }
-                    peer.ext = Some(ext);
-                    peer.ext_rx = None;
-                }
-            }
+        if let Some(a) = poll_ext(peer) {
+            self.mark_connected(a);
         }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
         match m {
             Message::Bitfield(bytes) => {
                 let bf = Bitfield::from_bytes(&bytes, n).map_err(|_| "bad bitfield")?;
@@ -840,10 +843,63 @@ impl Swarm {
 
     // ---- periodic work -------------------------------------------------------------
 
+    /// An incoming peer's listen address (from its extended handshake) is already
+    /// connected: don't dial it again when DHT or PEX mention it.
+    fn mark_connected(&mut self, a: SocketAddr) {
+        if self.cands.len() < self.p.cfg.max_candidates || self.cands.contains_key(&a) {
+            self.cands.insert(
+                a,
+                Cand {
+                    state: CandState::Connected,
+                    fails: 0,
+                    next_try: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// BEP 11: tell each PEX-capable peer the dialable addresses of our other peers (first
+    /// message as soon as its extended handshake is known, then at most once a minute), so
+    /// a flash crowd that only knows the seeder finds itself within a tick or two.
+    fn send_pex(&mut self, now: Instant) {
+        let mut connected: BTreeMap<SocketAddr, u8> = BTreeMap::new();
+        for p in self.peers.values() {
+            let Some(a) = dial_addr(p) else { continue };
+            let mut f = 0u8;
+            if p.has.is_full() {
+                f |= crate::peer::pex::FLAG_SEED;
+            }
+            if p.outgoing {
+                f |= crate::peer::pex::FLAG_REACHABLE;
+            }
+            connected.insert(a, f);
+        }
+        for p in self.peers.values_mut() {
+            if !p.ext.as_ref().is_some_and(|e| e.pex) {
+                continue;
+            }
+            let me = dial_addr(p);
+            let removed = me.and_then(|a| connected.remove(&a).map(|f| (a, f)));
+            if let Some(m) = p.pex.poll(now, &connected) {
+                let _ = p.cmd.try_send(PeerCmd::Pex(m.encode()));
+            }
+            if let Some((a, f)) = removed {
+                connected.insert(a, f);
+            }
+        }
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
-        // Snubbed peers: give their blocks to others.
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in &keys {
+            let a = self.peers.get_mut(k).and_then(poll_ext);
+            if let Some(a) = a {
+                self.mark_connected(a);
+            }
+        }
+        self.send_pex(now);
+        // Snubbed peers: give their blocks to others.
         for k in &keys {
             let out = self.picker.outstanding(*k);
             if let Some(p) = self.peers.get_mut(k) {
@@ -958,5 +1014,35 @@ fn to_block(b: WireBlock) -> BlockRef {
         piece: b.index,
         offset: b.begin,
         len: b.length,
+    }
+}
+
+/// Takes the peer's extended handshake once it has arrived; returns its listen address when
+/// the peer came to us (that address is then connected, too).
+fn poll_ext(peer: &mut Peer) -> Option<SocketAddr> {
+    if peer.ext.is_some() {
+        return None;
+    }
+    let ext = peer.ext_rx.as_mut()?.try_recv().ok()?;
+    if let Some(q) = ext.reqq {
+        peer.pipeline.set_reqq(q as usize);
+    }
+    let port = ext.listen_port;
+    peer.ext = Some(ext);
+    peer.ext_rx = None;
+    match (peer.outgoing, port) {
+        (false, Some(p)) if p != 0 => Some(SocketAddr::new(peer.addr.ip(), p)),
+        _ => None,
+    }
+}
+
+/// The address others could dial to reach this peer, if known.
+fn dial_addr(p: &Peer) -> Option<SocketAddr> {
+    if p.outgoing {
+        return Some(p.addr);
+    }
+    match p.ext.as_ref()?.listen_port {
+        Some(port) if port != 0 => Some(SocketAddr::new(p.addr.ip(), port)),
+        _ => None,
     }
 }

@@ -1,0 +1,99 @@
+//! Issue 5 over simnet: metadata (BEP 9) from 1 and from 20 peers, and a peer that accepts
+//! the connection but never answers does not stall the fetch. Virtual time, no sleeps.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use magnetfetch::magnet::Magnet;
+use magnetfetch::net::Net;
+use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::sim::{make_metainfo, Scenario};
+
+async fn session(net: &simnet::Network, ip: &str, seed: u64) -> Session {
+    let h = net.add_host(ip.parse().unwrap()).unwrap();
+    Session::start(SessionConfig {
+        net: Net::Sim(h),
+        listen: Some(format!("{ip}:6881").parse().unwrap()),
+        rng_seed: Some(seed),
+        blocking_io: false,
+    })
+    .await
+    .unwrap()
+}
+
+/// Starts `seeders` seeders and one leecher that knows them (and `silent` first); returns
+/// the leecher's time to metadata in ms.
+async fn fetch(seeders: usize, silent: bool) -> u64 {
+    let net = simnet::Network::new(7);
+    let sc = Scenario {
+        size: 20 << 20,
+        piece_length: 16 << 10, // 1280 pieces: a 25 KB info dict, two metadata pieces
+        ..Scenario::default()
+    };
+    let meta = make_metainfo(&sc).unwrap();
+    assert!(meta.raw_info.len() > 16 << 10);
+    let mut peers: Vec<SocketAddr> = Vec::new();
+    let mut keep = Vec::new();
+    if silent {
+        // Accepts TCP connections and holds them without a byte in reply.
+        let h = net.add_host("127.1.0.1".parse().unwrap()).unwrap();
+        let l = h.listen("127.1.0.1:6881".parse().unwrap()).await.unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        peers.push("127.1.0.1:6881".parse().unwrap());
+    }
+    for i in 0..seeders {
+        let ip = format!("127.0.0.{}", i + 1);
+        let s = session(&net, &ip, i as u64).await;
+        let mut add = AddTorrent::new(
+            Source::Metainfo(meta.clone()),
+            StorageSpec::Generated {
+                seed: sc.seed,
+                complete: true,
+            },
+        );
+        add.swarm.keep_seeding = true;
+        add.swarm.blocking_io = false;
+        keep.push((s.clone(), s.add(add)));
+        peers.push(s.listen_addr().unwrap());
+    }
+    let leecher = session(&net, "127.2.0.1", 99).await;
+    let mut add = AddTorrent::new(
+        Source::Magnet(Magnet::new(meta.info_hash)),
+        StorageSpec::Generated {
+            seed: sc.seed,
+            complete: false,
+        },
+    );
+    add.peers = peers;
+    add.swarm.blocking_io = false;
+    add.metadata_timeout = Duration::from_secs(60);
+    let out = leecher.add(add).wait().await.expect("download failed");
+    assert!(out.summary.complete);
+    assert_eq!(out.metainfo.info_hash, meta.info_hash);
+    out.metadata_ms.expect("started from a magnet")
+}
+
+#[tokio::test(start_paused = true)]
+async fn metadata_from_one_peer() {
+    let ms = fetch(1, false).await;
+    // A few round trips of 40 ms (connect, handshakes, pieces), nothing more.
+    assert!(ms < 1000, "{ms} ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn metadata_from_twenty_peers() {
+    let ms = fetch(20, false).await;
+    assert!(ms < 1000, "{ms} ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_peer_does_not_stall_metadata() {
+    let ms = fetch(3, true).await;
+    // Well below the handshake timeout (10 s) a silent peer would cost if it blocked us.
+    assert!(ms < 2000, "{ms} ms");
+}
