@@ -75,7 +75,10 @@ async fn main() -> ExitCode {
     println!(
         "{{\"info_hash\":\"{}\",\"addr\":\"{}\"}}",
         meta.info_hash.to_hex(),
-        session.listen_addr().map(|a| a.to_string()).unwrap_or_default()
+        session
+            .listen_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     );
     match h.wait().await {
         Ok(_) => ExitCode::SUCCESS,

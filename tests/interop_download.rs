@@ -199,7 +199,10 @@ async fn download_from_libtorrent_seeder() {
         .expect("download from libtorrent failed");
     assert!(out.summary.complete, "not complete: {:?}", out.summary);
     assert_eq!(out.metainfo.info_hash, ih);
-    assert!(out.metadata_ms.is_some(), "metadata came from the peer (BEP 9)");
+    assert!(
+        out.metadata_ms.is_some(),
+        "metadata came from the peer (BEP 9)"
+    );
     let got = std::fs::read(dst.path().join("lt_payload.bin")).expect("downloaded file");
     assert_eq!(got.len(), data.len());
     assert!(got == data, "downloaded bytes differ from the seeded file");
@@ -262,5 +265,9 @@ async fn libtorrent_downloads_from_our_seeder() {
     seeding.stop();
     let s = seeding.wait().await.unwrap();
     assert!(s.summary.uploaded >= data.len() as u64);
-    eprintln!("magnetfetch -> libtorrent: {} bytes in {} s", data.len(), j["secs"]);
+    eprintln!(
+        "magnetfetch -> libtorrent: {} bytes in {} s",
+        data.len(),
+        j["secs"]
+    );
 }

@@ -165,11 +165,7 @@ async fn setup(
     if !conn.extensions() {
         return Ok(None);
     }
-    let ours = ExtHandshake::ours(
-        our_port,
-        Some(ctx.info.len() as u64),
-        Some(conn.addr.ip()),
-    );
+    let ours = ExtHandshake::ours(our_port, Some(ctx.info.len() as u64), Some(conn.addr.ip()));
     // A peer that never answers the extended handshake is still a peer for pieces.
     match conn
         .exchange_ext_handshake(&ours, Duration::from_secs(10))
