@@ -34,6 +34,8 @@ const SERVE_BATCH: usize = 16;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// We send a keep-alive after this long without sending anything.
 const KEEPALIVE: Duration = Duration::from_secs(90);
+/// Bytes of queued small messages after which the writer stops coalescing and writes.
+const MAX_COALESCE: usize = 64 * 1024;
 
 /// What the actor tells a peer's writer.
 #[derive(Debug)]
@@ -253,19 +255,31 @@ async fn write_loop(
 ) -> Result<(), PeerError> {
     let mut st = WriterState {
         choking: true,
+        deferred: None,
         queue: VecDeque::new(),
         their_meta,
         their_pex,
     };
     let mut last_send = Instant::now();
     loop {
+        if let Some(cmd) = st.deferred.take() {
+            if !on_cmd(&mut writer, &mut st, &mut cmd_rx, cmd).await? {
+                return Ok(());
+            }
+            last_send = Instant::now();
+            continue;
+        }
         if !st.choking && !st.queue.is_empty() && !ctx.stopping.load(Ordering::Relaxed) {
             // Take in whatever arrived (cancels, chokes) without blocking, then serve one
             // batch to completion. Serving is never a `select!` branch: cancelling it halfway
             // would lose drained requests or cut a `piece` message in two.
             loop {
-                if let Ok(cmd) = cmd_rx.try_recv() {
-                    if !on_cmd(&mut writer, &mut st, cmd).await? {
+                if let Some(cmd) = st.deferred.take() {
+                    if !on_cmd(&mut writer, &mut st, &mut cmd_rx, cmd).await? {
+                        return Ok(());
+                    }
+                } else if let Ok(cmd) = cmd_rx.try_recv() {
+                    if !on_cmd(&mut writer, &mut st, &mut cmd_rx, cmd).await? {
                         return Ok(());
                     }
                 } else if let Ok(up) = up_rx.try_recv() {
@@ -284,7 +298,7 @@ async fn write_loop(
             biased;
             cmd = cmd_rx.recv() => {
                 let Some(cmd) = cmd else { return Ok(()) };
-                if !on_cmd(&mut writer, &mut st, cmd).await? {
+                if !on_cmd(&mut writer, &mut st, &mut cmd_rx, cmd).await? {
                     return Ok(());
                 }
                 last_send = Instant::now();
@@ -303,6 +317,9 @@ async fn write_loop(
 
 struct WriterState {
     choking: bool,
+    /// A non-`Send` command taken off the channel while coalescing `Send`s; handled next,
+    /// before anything else from the channel, so command order is kept.
+    deferred: Option<PeerCmd>,
     queue: VecDeque<WireBlock>,
     their_meta: Option<u8>,
     their_pex: Option<u8>,
@@ -312,12 +329,30 @@ struct WriterState {
 async fn on_cmd(
     writer: &mut PeerWriter,
     st: &mut WriterState,
+    cmd_rx: &mut mpsc::Receiver<PeerCmd>,
     cmd: PeerCmd,
 ) -> Result<bool, PeerError> {
     match cmd {
         PeerCmd::Send(msgs) => {
             for m in &msgs {
                 writer.queue(m);
+            }
+            // The actor sends a request or two per arriving block; on a fast link many such
+            // commands are already waiting. Coalesce them into one write instead of one
+            // syscall each (bounded so a flood cannot grow the buffer without limit).
+            while writer.queued() < MAX_COALESCE {
+                match cmd_rx.try_recv() {
+                    Ok(PeerCmd::Send(more)) => {
+                        for m in &more {
+                            writer.queue(m);
+                        }
+                    }
+                    Ok(other) => {
+                        st.deferred = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
             writer.flush().await?;
         }

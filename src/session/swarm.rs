@@ -505,7 +505,15 @@ impl Swarm {
                 am_interested: false,
                 peer_interested: false,
                 am_choking: true,
-                pipeline: Pipeline::new(PipelineConfig::default(), now),
+                // Loopback/LAN: min RTT ~100 µs makes the BDP estimate a handful of
+                // blocks, too few to hide per-request latency; keep at least 32 in flight.
+                pipeline: Pipeline::new(
+                    PipelineConfig {
+                        min_depth: 32,
+                        ..PipelineConfig::default()
+                    },
+                    now,
+                ),
                 counters,
                 down: RateEstimator::default_at(now),
                 up: RateEstimator::default_at(now),

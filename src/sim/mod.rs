@@ -216,6 +216,7 @@ fn session_cfg(host: &simnet::Host, ip: IpAddr, seed: u64) -> SessionConfig {
         listen: Some(SocketAddr::new(ip, PORT)),
         rng_seed: Some(seed),
         blocking_io: false,
+        dht: None,
     }
 }
 
