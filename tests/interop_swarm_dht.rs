@@ -93,7 +93,10 @@ fn json_field(line: &str, key: &str) -> String {
 }
 
 fn sha256_file(path: &std::path::Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
@@ -130,7 +133,12 @@ fn magnetfetch_downloads_from_libtorrent_via_dht_only() {
     let out_dir = dir.path().join("out");
     let out = Command::new(BIN)
         .arg(&magnet)
-        .args(["--bind", "127.0.0.143:6881", "--bootstrap", "127.0.0.141:6881"])
+        .args([
+            "--bind",
+            "127.0.0.143:6881",
+            "--bootstrap",
+            "127.0.0.141:6881",
+        ])
         .args(["--json", "--metadata-timeout", "40s", "-o"])
         .arg(&out_dir)
         .arg("--state-dir")
@@ -169,7 +177,12 @@ fn libtorrent_downloads_from_magnetfetch_seed_via_dht_only() {
         Command::new(BIN)
             .arg("seed")
             .arg(&file)
-            .args(["--bind", "127.0.0.146:6881", "--bootstrap", "127.0.0.145:6881"])
+            .args([
+                "--bind",
+                "127.0.0.146:6881",
+                "--bootstrap",
+                "127.0.0.145:6881",
+            ])
             .arg("--state-dir")
             .arg(dir.path().join("seedstate"))
             .arg("-q")

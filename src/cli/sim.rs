@@ -136,7 +136,10 @@ fn opt(x: Option<f64>) -> String {
 
 fn print_table(r: &crate::sim::Report) {
     println!("seed {}", r.seed);
-    println!("leechers completed   {} / {}", r.leechers_completed, r.leechers);
+    println!(
+        "leechers completed   {} / {}",
+        r.leechers_completed, r.leechers
+    );
     println!("                          min   median      p90      max  (simulated s)");
     println!("metadata             {}", dist(&r.metadata_s));
     println!("completion           {}", dist(&r.completion_s));
@@ -155,10 +158,7 @@ fn print_table(r: &crate::sim::Report) {
         "uploaded             seeders {} B, leechers {} B",
         r.uploaded_by_seeders, r.uploaded_by_leechers
     );
-    println!(
-        "failed pieces / bans {} / {}",
-        r.failed_pieces, r.bans
-    );
+    println!("failed pieces / bans {} / {}", r.failed_pieces, r.bans);
     println!(
         "time                 {:.3} s simulated, {:.3} s wall",
         r.sim_time_s, r.wall_time_s
