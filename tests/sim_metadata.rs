@@ -1,5 +1,6 @@
 //! Issue 5 over simnet: metadata (BEP 9) from 1 and from 20 peers, and a peer that accepts
-//! the connection but never answers does not stall the fetch. Virtual time, no sleeps.
+//! the connection but never answers does not stall the fetch, and peers serving corrupt
+//! metadata do not stop it. Virtual time, no sleeps.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +17,7 @@ async fn session(net: &simnet::Network, ip: &str, seed: u64) -> Session {
         listen: Some(format!("{ip}:6881").parse().unwrap()),
         rng_seed: Some(seed),
         blocking_io: false,
+        dht: None,
     })
     .await
     .unwrap()
@@ -24,6 +26,12 @@ async fn session(net: &simnet::Network, ip: &str, seed: u64) -> Session {
 /// Starts `seeders` seeders and one leecher that knows them (and `silent` first); returns
 /// the leecher's time to metadata in ms.
 async fn fetch(seeders: usize, silent: bool) -> u64 {
+    fetch_with(seeders, silent, 0).await
+}
+
+/// Like [`fetch`], with `liars` peers (listed first) serving metadata of the right size whose
+/// bytes are corrupt: its SHA-1 cannot match the info-hash.
+async fn fetch_with(seeders: usize, silent: bool, liars: usize) -> u64 {
     let net = simnet::Network::new(7);
     let sc = Scenario {
         size: 20 << 20,
@@ -45,6 +53,25 @@ async fn fetch(seeders: usize, silent: bool) -> u64 {
             }
         });
         peers.push("127.1.0.1:6881".parse().unwrap());
+    }
+    for i in 0..liars {
+        let ip = format!("127.3.0.{}", i + 1);
+        let h = net.add_host(ip.parse().unwrap()).unwrap();
+        let addr: SocketAddr = format!("{ip}:6881").parse().unwrap();
+        let l = Net::Sim(h).listen(addr).await.unwrap();
+        let mut bad = meta.raw_info.clone();
+        for b in bad.iter_mut().skip(100).step_by(997) {
+            *b ^= 0x5a;
+        }
+        let id = magnetfetch::id::Id20([0x42 + i as u8; 20]);
+        tokio::spawn(magnetfetch::peer::serve_metadata(
+            l,
+            meta.info_hash,
+            id,
+            bytes::Bytes::from(bad),
+            8,
+        ));
+        peers.push(addr);
     }
     for i in 0..seeders {
         let ip = format!("127.0.0.{}", i + 1);
@@ -96,4 +123,12 @@ async fn silent_peer_does_not_stall_metadata() {
     let ms = fetch(3, true).await;
     // Well below the handshake timeout (10 s) a silent peer would cost if it blocked us.
     assert!(ms < 2000, "{ms} ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn corrupt_metadata_peers_do_not_stop_the_fetch() {
+    // Two liars are asked first; the fetch must detect the SHA-1 mismatch, drop them and
+    // finish from the honest seeders (and the download then completes from them).
+    let ms = fetch_with(3, false, 2).await;
+    assert!(ms < 5000, "{ms} ms");
 }
