@@ -385,3 +385,96 @@ fn seed_http_serves_index_and_torrent() {
     assert_eq!(meta.magnet().to_uri(), magnet);
     assert!(String::from_utf8_lossy(&get("/nope")).starts_with("HTTP/1.1 404"));
 }
+
+/// `magnetfetch metadata`: a magnet becomes a .torrent with the same info-hash, found through
+/// the DHT only; an unknown info-hash times out with the contract's message.
+#[test]
+fn metadata_command_writes_the_torrent() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_magnetfetch");
+    let mut node = std::process::Command::new(bin)
+        .args(["dht", "serve", "--bind", "127.0.0.38:16881", "--state-dir"])
+        .arg(dir.path().join("n"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let file = dir.path().join("m.bin");
+    std::fs::write(&file, vec![7u8; 700_000]).unwrap();
+    let mut seed = std::process::Command::new(bin)
+        .arg("seed")
+        .arg(&file)
+        .args([
+            "--bind",
+            "127.0.0.39:16881",
+            "--bootstrap",
+            "127.0.0.38:16881",
+            "-q",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("s"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut magnet = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(seed.stdout.take().unwrap()),
+        &mut magnet,
+    )
+    .unwrap();
+    let out_torrent = dir.path().join("out.torrent");
+    let out = std::process::Command::new(bin)
+        .args(["metadata", magnet.trim(), "-o"])
+        .arg(&out_torrent)
+        .args([
+            "--bind",
+            "127.0.0.40:16881",
+            "--bootstrap",
+            "127.0.0.38:16881",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("f"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let missing = std::process::Command::new(bin)
+        .args(["metadata", &"ab".repeat(20), "-o"])
+        .arg(dir.path().join("none.torrent"))
+        .args([
+            "--bind",
+            "127.0.0.40:16882",
+            "--bootstrap",
+            "127.0.0.38:16881",
+        ])
+        .args(["--timeout", "1", "--state-dir"])
+        .arg(dir.path().join("g"))
+        .output()
+        .unwrap();
+    let _ = seed.kill();
+    let _ = node.kill();
+    let _ = seed.wait();
+    let _ = node.wait();
+    assert_eq!(out.status.code(), Some(0), "{stdout} {:?}", out.stderr);
+    assert!(
+        stdout.contains(" ms "),
+        "prints the time to metadata: {stdout}"
+    );
+    let info = std::process::Command::new(bin)
+        .arg("info")
+        .arg(&out_torrent)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let ih = magnet.split("btih:").nth(1).unwrap()[..40].to_string();
+    assert_eq!(v["infohash"], ih.as_str());
+    assert_eq!(v["total_size"], 700_000);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.starts_with("error: no peers found for abababab") && err.contains("DHT: "),
+        "{err}"
+    );
+}

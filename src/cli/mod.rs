@@ -13,6 +13,7 @@ pub mod dht;
 pub mod fetch;
 pub mod info;
 pub mod magnet;
+pub mod metadata;
 pub mod progress;
 pub mod seed;
 pub mod sim;
@@ -52,6 +53,8 @@ pub enum Command {
     Dht(dht::DhtArgs),
     /// Run a BitTorrent tracker (HTTP and UDP) and serve .torrent files
     Tracker(tracker::TrackerArgs),
+    /// Resolve a magnet link to a .torrent (DHT + BEP 9 metadata), without the content
+    Metadata(metadata::Args),
     /// Simulate a whole swarm of magnetfetch peers over an in-process network
     Sim(sim::SimArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
@@ -106,6 +109,7 @@ fn run_command(c: Command) -> i32 {
         Command::Dht(a) => dht::run(a),
         Command::Tracker(a) => tracker::run(a),
         Command::Sim(a) => sim::run(a),
+        Command::Metadata(a) => metadata::run(a),
     }
 }
 
