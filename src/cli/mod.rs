@@ -74,6 +74,20 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    // `magnetfetch WORD` where WORD is neither a subcommand nor anything fetchable is a typo'd
+    // subcommand far more often than a missing file: report it as a usage error (exit 2).
+    if cli.command.is_none() {
+        if let Some(src) = cli.fetch.source.as_deref() {
+            if !looks_fetchable(src) {
+                eprintln!(
+                    "error: '{src}' is not a subcommand, a magnet link, a .torrent file or an info-hash\n\n\
+                     Usage: magnetfetch [OPTIONS] <MAGNET|FILE.torrent|INFOHASH>\n       \
+                     magnetfetch <COMMAND>\n\nFor more information, try '--help'."
+                );
+                return 2;
+            }
+        }
+    }
     // A bug must still look like an error, not a backtrace: the hook prints one line and
     // catch_unwind turns the panic into exit code 1.
     std::panic::set_hook(Box::new(|p| {
@@ -111,6 +125,14 @@ fn run_command(c: Command) -> i32 {
         Command::Sim(a) => sim::run(a),
         Command::Metadata(a) => metadata::run(a),
     }
+}
+
+/// Could `s` be what `fetch` takes: a magnet link, an existing file, or an info-hash?
+fn looks_fetchable(s: &str) -> bool {
+    let t = s.trim();
+    (t.len() >= 7 && t[..7].eq_ignore_ascii_case("magnet:"))
+        || std::path::Path::new(t).exists()
+        || dht::parse_infohash(t).is_some()
 }
 
 /// 0 on success; otherwise prints the one `error:` line and gives 1.
