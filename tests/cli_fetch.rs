@@ -261,6 +261,81 @@ fn sigint_then_resume_downloads_less() {
     eprintln!("resumed: second run downloaded {downloaded} of {size} bytes");
 }
 
+/// A byte changed behind our back (same size, same modification time) fools the resume data;
+/// `--recheck` hashes every piece again and fetches only the damaged one.
+#[test]
+fn recheck_finds_silent_corruption_that_resume_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 1024 * 1024;
+    let data = random_bytes(size, 29);
+    let file = dir.path().join("r.bin");
+    std::fs::write(&file, &data).unwrap();
+    let (_seeder, magnet) = start_seeder(
+        &file,
+        &[
+            "--bind",
+            "127.0.0.29:16885",
+            "--no-dht",
+            "--piece-length",
+            "64K",
+        ],
+        &dir.path().join("state-seed"),
+    );
+    let out_dir = dir.path().join("dl");
+    let state = dir.path().join("state-dl");
+    let fetch = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .arg(&magnet)
+            .args([
+                "--bind",
+                "127.0.0.30:0",
+                "--no-dht",
+                "--peer",
+                "127.0.0.29:16885",
+                "--json",
+            ])
+            .arg("-o")
+            .arg(&out_dir)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let events = json_lines(&out.stdout);
+        let done = events.last().unwrap().clone();
+        assert_eq!(done["event"], "done");
+        done["downloaded"].as_u64().unwrap()
+    };
+    assert_eq!(fetch(&[]), size as u64);
+    let got = out_dir.join("r.bin");
+    assert_eq!(std::fs::read(&got).unwrap(), data);
+
+    // Flip one byte in piece 3 and put the modification time back.
+    let mtime = std::fs::metadata(&got).unwrap().modified().unwrap();
+    let mut bad = data.clone();
+    bad[3 * 65536 + 100] ^= 0xff;
+    std::fs::write(&got, &bad).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&got)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+
+    // Resume data vouches for every piece: nothing fetched, the damage stays.
+    assert_eq!(fetch(&[]), 0);
+    assert_eq!(std::fs::read(&got).unwrap(), bad);
+    // --recheck: exactly the damaged piece is fetched again.
+    assert_eq!(fetch(&["--recheck"]), 65536);
+    assert_eq!(std::fs::read(&got).unwrap(), data);
+}
+
 #[test]
 fn bad_usage_exits_2_with_hint() {
     let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();

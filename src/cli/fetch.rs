@@ -49,6 +49,9 @@ pub struct Args {
     /// Download pieces in order (for streaming)
     #[arg(long)]
     pub sequential: bool,
+    /// Verify the files already on disk from scratch instead of trusting the resume data
+    #[arg(long)]
+    pub recheck: bool,
     /// Download rate limit, e.g. 2MiB (per second)
     #[arg(long, value_name = "RATE", value_parser = common::parse_rate)]
     pub max_down_rate: Option<u64>,
@@ -146,6 +149,7 @@ async fn fetch(args: Args, source: Source) -> i32 {
     add.metadata_timeout = args.metadata_timeout;
     add.resume_dir = Some(state_dir.join("resume"));
     add.only_files = args.only.clone();
+    add.recheck = args.recheck;
     add.swarm.keep_seeding = keep_seeding;
     add.swarm.sequential = args.sequential;
     add.swarm.max_down_rate = args.max_down_rate;

@@ -186,6 +186,10 @@ pub struct AddTorrent {
     /// Download only these files (indexes as listed by `magnetfetch info`); `None`: the
     /// magnet's `so=` if any, else every file. Applied once the file list is known.
     pub only_files: Option<Vec<std::ops::RangeInclusive<u32>>>,
+    /// Hash every piece on disk at start instead of trusting the resume data (which is still
+    /// written as pieces verify). For files the user suspects were changed behind our back
+    /// without their size or modification time changing.
+    pub recheck: bool,
 }
 
 impl AddTorrent {
@@ -198,6 +202,7 @@ impl AddTorrent {
             metadata_timeout: Duration::from_secs(60),
             resume_dir: None,
             only_files: None,
+            recheck: false,
         }
     }
 }
@@ -600,7 +605,9 @@ async fn run_torrent(
     };
     let have = match &add.storage {
         StorageSpec::Disk(_) => {
-            initial_have(&storage, &hashes, info_hash, resume_path.as_deref()).await?
+            // --recheck: load no resume data, so every piece on disk is hashed.
+            let trusted = resume_path.as_deref().filter(|_| !add.recheck);
+            initial_have(&storage, &hashes, info_hash, trusted).await?
         }
         StorageSpec::Generated { complete: true, .. } => Bitfield::full(layout.piece_count()),
         _ => Bitfield::new(layout.piece_count()),
