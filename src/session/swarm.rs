@@ -8,7 +8,7 @@
 //! non-deterministic). All decisions happen here, on one task, so the picker and choker stay
 //! plain data structures with no locking.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,7 @@ use crate::torrent::{Bitfield, BlockRef, BlockStatus, Layout, PeerKey, Picker, P
 
 use crate::peer::pex::PexSender;
 
+use super::idle::{BanList, IdlePeers};
 use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
 use super::{Phase, Progress};
 
@@ -169,6 +170,11 @@ struct Cand {
     next_try: Instant,
 }
 
+/// Banned addresses remembered at most (oldest forgotten first).
+const MAX_BANNED: usize = 4096;
+/// Mutual uninterest this long makes a peer a candidate for dropping at the peer limit.
+const IDLE_DROP_AFTER: Duration = Duration::from_secs(60);
+
 /// A hashed piece: index, whether it matched (or the write error), and per-block SHA-1s
 /// when the picker needs them to tell honest senders from corrupt ones (smart ban).
 type CheckResult = (u32, Result<bool, StorageError>, Option<Vec<[u8; 20]>>);
@@ -181,7 +187,8 @@ pub struct Swarm {
     next_key: u64,
     cands: BTreeMap<SocketAddr, Cand>,
     queue: VecDeque<SocketAddr>,
-    banned: BTreeSet<SocketAddr>,
+    banned: BanList,
+    idle: IdlePeers,
     buffers: BTreeMap<u32, Vec<u8>>,
     connecting: JoinSet<(SocketAddr, Result<PeerConn, PeerError>)>,
     checks: JoinSet<CheckResult>,
@@ -232,7 +239,8 @@ impl Swarm {
             next_key: 0,
             cands: BTreeMap::new(),
             queue: VecDeque::new(),
-            banned: BTreeSet::new(),
+            banned: BanList::new(MAX_BANNED),
+            idle: IdlePeers::default(),
             buffers: BTreeMap::new(),
             connecting: JoinSet::new(),
             checks: JoinSet::new(),
@@ -536,6 +544,7 @@ impl Swarm {
         let _ = p.cmd.try_send(PeerCmd::Close);
         self.picker.on_peer_disconnected(key);
         self.picker.remove_peer_bitfield(&p.has);
+        self.idle.remove(key);
         if let Some(c) = self.cands.get_mut(&p.addr) {
             c.state = CandState::Idle;
             c.next_try = Instant::now() + Duration::from_secs(10);
@@ -928,6 +937,7 @@ impl Swarm {
                 }
             }
         }
+        self.drop_idle(now);
         self.run_choker(now);
         self.request_everywhere();
         self.connect_more();
@@ -936,6 +946,24 @@ impl Swarm {
         self.up_seen = up;
         let phase = self.progress_phase();
         self.publish(phase);
+    }
+
+    /// At the connection limit, a peer with which neither side has been interested for
+    /// [`IDLE_DROP_AFTER`] only holds a slot another peer could use: drop it (a few per
+    /// tick). Below the limit idle peers stay: they may get pieces we want later.
+    fn drop_idle(&mut self, now: Instant) {
+        for (k, p) in &self.peers {
+            self.idle
+                .observe(*k, !p.am_interested && !p.peer_interested, now);
+        }
+        let limit = self.p.cfg.max_peers;
+        if self.peers.len() < limit {
+            return;
+        }
+        let excess = (self.peers.len() + 1 - limit).min(4);
+        for k in self.idle.victims(now, IDLE_DROP_AFTER, excess) {
+            self.drop_peer(k, "neither side interested");
+        }
     }
 
     fn progress_phase(&self) -> Phase {
