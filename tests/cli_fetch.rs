@@ -8,19 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
+mod common;
+use common::random_bytes;
 
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
 
 /// Kills the child when dropped (a failing assert must not leave processes behind).
 struct Proc(Child);

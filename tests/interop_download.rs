@@ -6,10 +6,8 @@
 //! SKIPs loudly when python3-libtorrent is missing, FAILs then if
 //! MAGNETFETCH_REQUIRE_INTEROP=1.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +15,9 @@ use magnetfetch::id::Id20;
 use magnetfetch::magnet::Magnet;
 use magnetfetch::metainfo::{create, CreateOptions};
 use magnetfetch::session::{AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec};
+
+mod common;
+use common::{random_bytes, require_or_skip, PyHelper};
 
 const SIZE: usize = 4 * 1024 * 1024 + 12345;
 
@@ -81,84 +82,6 @@ if __name__ == '__main__':
         leech(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
 "#;
 
-/// True if libtorrent is usable; otherwise prints SKIP (or panics when interop is required).
-fn libtorrent_available(test: &str) -> bool {
-    let ok = Command::new("/usr/bin/python3")
-        .args(["-c", "import libtorrent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("MAGNETFETCH_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{test}: python3-libtorrent missing and MAGNETFETCH_REQUIRE_INTEROP=1");
-        }
-        eprintln!("SKIP: {test}: /usr/bin/python3 cannot import libtorrent");
-    }
-    ok
-}
-
-/// The helper script run as a child; killed on drop.
-struct Helper {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Helper {
-    fn spawn(args: &[&str]) -> Helper {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lt_helper.py");
-        std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(SCRIPT.as_bytes()))
-            .unwrap();
-        let child = Command::new("/usr/bin/python3")
-            .arg("-W")
-            .arg("ignore")
-            .arg(&path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python3");
-        Helper { child, _dir: dir }
-    }
-
-    /// Reads the helper's one JSON line (blocking, in a blocking thread).
-    async fn json_line(&mut self) -> serde_json::Value {
-        let out = self.child.stdout.take().expect("stdout");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut l = String::new();
-            BufReader::new(out).read_line(&mut l).map(|_| l)
-        })
-        .await
-        .unwrap()
-        .expect("read helper output");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("helper said {line:?}: {e}"))
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Deterministic pseudo-random payload (xorshift), incompressible enough for a transfer test.
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 async fn session(ip: [u8; 4], seed: u64) -> Session {
     Session::start(SessionConfig {
         listen: Some(SocketAddr::from((ip, 0))),
@@ -171,7 +94,7 @@ async fn session(ip: [u8; 4], seed: u64) -> Session {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_from_libtorrent_seeder() {
-    if !libtorrent_available("download_from_libtorrent_seeder") {
+    if !require_or_skip("libtorrent") {
         return;
     }
     let src = tempfile::tempdir().unwrap();
@@ -180,7 +103,7 @@ async fn download_from_libtorrent_seeder() {
     let path = src.path().join("lt_payload.bin");
     std::fs::write(&path, &data).unwrap();
 
-    let mut seeder = Helper::spawn(&["seed", "127.0.0.41", path.to_str().unwrap()]);
+    let mut seeder = PyHelper::spawn(SCRIPT, &["seed", "127.0.0.41", path.to_str().unwrap()]);
     let j = seeder.json_line().await;
     assert_eq!(j["seeding"], true, "libtorrent did not start seeding: {j}");
     let port = j["port"].as_u64().unwrap() as u16;
@@ -216,7 +139,7 @@ async fn download_from_libtorrent_seeder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_downloads_from_our_seeder() {
-    if !libtorrent_available("libtorrent_downloads_from_our_seeder") {
+    if !require_or_skip("libtorrent") {
         return;
     }
     let src = tempfile::tempdir().unwrap();
@@ -254,7 +177,7 @@ async fn libtorrent_downloads_from_our_seeder() {
     let addr = seeder.listen_addr().unwrap().to_string();
     let dst_s = dst.path().to_str().unwrap().to_string();
     let ih = meta.info_hash.to_hex();
-    let mut leecher = Helper::spawn(&["leech", "127.0.0.44", &ih, &addr, &dst_s]);
+    let mut leecher = PyHelper::spawn(SCRIPT, &["leech", "127.0.0.44", &ih, &addr, &dst_s]);
     let j = leecher.json_line().await;
     assert_eq!(j["ok"], true, "libtorrent did not download from us: {j}");
     let file = PathBuf::from(j["file"].as_str().unwrap());

@@ -5,9 +5,7 @@
 //! MAGNETFETCH_REQUIRE_INTEROP=1. uTP, DHT, LSD, UPnP are off: plain TCP between two
 //! loopback addresses.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +14,9 @@ use magnetfetch::net::Net;
 use magnetfetch::peer::{fetch_metadata_stats, serve_metadata, FetchConfig};
 use sha1::{Digest, Sha1};
 use tokio::sync::mpsc;
+
+mod common;
+use common::{require_or_skip, PyHelper};
 
 const SCRIPT: &str = r#"import json, os, sys, tempfile, time
 import libtorrent as lt
@@ -74,77 +75,12 @@ if __name__ == '__main__':
         leech(sys.argv[2], sys.argv[3], sys.argv[4])
 "#;
 
-/// True if libtorrent is usable; otherwise prints SKIP (or panics when interop is required).
-fn libtorrent_available(test: &str) -> bool {
-    let ok = Command::new("/usr/bin/python3")
-        .args(["-c", "import libtorrent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("MAGNETFETCH_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{test}: python3-libtorrent missing and MAGNETFETCH_REQUIRE_INTEROP=1");
-        }
-        eprintln!("SKIP: {test}: /usr/bin/python3 cannot import libtorrent");
-    }
-    ok
-}
-
-/// The helper script run as a child; killed on drop.
-struct Helper {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Helper {
-    fn spawn(args: &[&str]) -> Helper {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lt_helper.py");
-        std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(SCRIPT.as_bytes()))
-            .unwrap();
-        let child = Command::new("/usr/bin/python3")
-            .arg("-W")
-            .arg("ignore")
-            .arg(&path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python3");
-        Helper { child, _dir: dir }
-    }
-
-    /// Reads the helper's one JSON line (blocking, in a blocking thread).
-    async fn json_line(&mut self) -> serde_json::Value {
-        let out = self.child.stdout.take().expect("stdout");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut l = String::new();
-            BufReader::new(out).read_line(&mut l).map(|_| l)
-        })
-        .await
-        .unwrap()
-        .expect("read helper output");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("helper said {line:?}: {e}"))
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_metadata_from_libtorrent_seeder() {
-    if !libtorrent_available("fetch_metadata_from_libtorrent_seeder") {
+    if !require_or_skip("libtorrent") {
         return;
     }
-    let mut seeder = Helper::spawn(&["seed", "127.0.0.61", "24000000"]);
+    let mut seeder = PyHelper::spawn(SCRIPT, &["seed", "127.0.0.61", "24000000"]);
     let j = seeder.json_line().await;
     assert_eq!(j["seeding"], true, "libtorrent did not start seeding: {j}");
     let port = j["port"].as_u64().unwrap() as u16;
@@ -195,7 +131,7 @@ fn info_dict(n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_fetches_metadata_from_us() {
-    if !libtorrent_available("libtorrent_fetches_metadata_from_us") {
+    if !require_or_skip("libtorrent") {
         return;
     }
     let info = info_dict(1500);
@@ -213,7 +149,10 @@ async fn libtorrent_fetches_metadata_from_us() {
         Bytes::from(info.clone()),
         4,
     ));
-    let mut leecher = Helper::spawn(&["leech", "127.0.0.63", &ih.to_hex(), &addr.to_string()]);
+    let mut leecher = PyHelper::spawn(
+        SCRIPT,
+        &["leech", "127.0.0.63", &ih.to_hex(), &addr.to_string()],
+    );
     let j = leecher.json_line().await;
     server.abort();
     assert_eq!(

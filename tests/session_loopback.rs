@@ -8,17 +8,8 @@ use magnetfetch::magnet::Magnet;
 use magnetfetch::metainfo::{create, CreateOptions};
 use magnetfetch::session::{AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec};
 
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+mod common;
+use common::random_bytes;
 
 async fn session(ip: &str, seed: u64) -> Session {
     Session::start(SessionConfig {

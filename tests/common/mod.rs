@@ -100,3 +100,66 @@ pub fn assert_cli_error(out: &Output) -> String {
     assert!(out.stdout.is_empty(), "stdout should be empty on error");
     lines[0].to_string()
 }
+
+/// Deterministic pseudo-random payload (xorshift): incompressible enough for transfer tests,
+/// reproducible from its seed.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A python helper script (run by the system python) as a child process; killed on drop so a
+/// failing assert never leaves it behind.
+pub struct PyHelper {
+    pub child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PyHelper {
+    /// Writes `script` to a temp file and runs it with `args`; its stderr goes to ours.
+    pub fn spawn(script: &str, args: &[&str]) -> PyHelper {
+        use std::process::Stdio;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("helper.py");
+        std::fs::write(&path, script).unwrap();
+        let child = Command::new(SYSTEM_PYTHON)
+            .arg("-W")
+            .arg("ignore")
+            .arg(&path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python3");
+        PyHelper { child, _dir: dir }
+    }
+
+    /// Reads the helper's next JSON line (in a blocking thread).
+    pub async fn json_line(&mut self) -> serde_json::Value {
+        use std::io::{BufRead, BufReader};
+        let out = self.child.stdout.take().expect("stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut l = String::new();
+            BufReader::new(out).read_line(&mut l).map(|_| l)
+        })
+        .await
+        .unwrap()
+        .expect("read helper output");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("helper said {line:?}: {e}"))
+    }
+}
+
+impl Drop for PyHelper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
