@@ -44,6 +44,8 @@ const VERSION: &[u8] = b"MF\x00\x01";
 const MAX_VALUES: usize = 32;
 /// BEP 51 samples per answer (20 bytes each).
 const MAX_SAMPLES: usize = 20;
+/// Receive buffer: one MTU-sized datagram with room to spare.
+const RECV_BUF: usize = 4096;
 /// How often housekeeping runs.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 /// How often the state file is rewritten while running.
@@ -328,7 +330,13 @@ impl Dht {
 }
 
 async fn run(sock: UdpSocket, mut st: NodeState, mut cmds: mpsc::Receiver<Cmd>) {
-    let mut buf = vec![0u8; 65536];
+    // KRPC messages (and anything else sharing the port) fit in one MTU; a bigger datagram
+    // is truncated and then fails to decode. A small buffer matters in a simulation of
+    // thousands of nodes: 64 KiB each was most of the memory of a 5,000-node swarm.
+    let mut buf = vec![0u8; RECV_BUF];
+    // Back-off for a socket that keeps failing (its host went away in a simulation, or
+    // ICMP errors): up to 1 s between attempts instead of a wake-up every 10 ms.
+    let mut err_wait = Duration::from_millis(10);
     st.tick(Instant::now());
     loop {
         for (bytes, to) in st.outbox.drain(..) {
@@ -352,6 +360,7 @@ async fn run(sock: UdpSocket, mut st: NodeState, mut cmds: mpsc::Receiver<Cmd>) 
             },
             r = sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
+                    err_wait = Duration::from_millis(10);
                     let now = Instant::now();
                     if let Some(pkt) = buf.get(..n) {
                         st.packet(pkt, from, now);
@@ -360,7 +369,8 @@ async fn run(sock: UdpSocket, mut st: NodeState, mut cmds: mpsc::Receiver<Cmd>) 
                 Err(e) => {
                     tracing::debug!("dht recv error: {e}");
                     // Avoid a hot loop if the socket keeps failing.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(err_wait).await;
+                    err_wait = (err_wait * 2).min(Duration::from_secs(1));
                 }
             },
             _ = tokio::time::sleep_until(wake) => {}
@@ -629,8 +639,18 @@ impl NodeState {
             })
             .collect();
         known.extend(self.saved_nodes.iter().copied());
-        // Bootstrap routers are asked too while our table is thin.
-        let unknown: Vec<SocketAddr> = if self.table.len() < k || bootstrap {
+        // Bootstrap routers are asked too while our table is thin, and when we know nobody
+        // in the target's bucket (no known node shares more prefix bits with the target
+        // than we do). Without the latter, a group of nodes whose far buckets happen to be
+        // empty (all 5,000 nodes of a simulation joining at once) answer every query about
+        // the other half of the id space with each other, forever: a lookup started there
+        // ends in that group, and so do its refreshes. Found by tests/dht_sim.rs.
+        let ours = target.distance(&self.id).leading_zeros();
+        let blind = ours < 160
+            && !known
+                .iter()
+                .any(|n| target.distance(&n.id).leading_zeros() > ours);
+        let unknown: Vec<SocketAddr> = if self.table.len() < k || bootstrap || blind {
             self.cfg.bootstrap.clone()
         } else {
             Vec::new()
@@ -1376,6 +1396,123 @@ mod tests {
             now + Duration::from_secs(1),
         );
         assert_eq!(st.outbox.len(), 1);
+    }
+
+    /// A flood from 100,000 random IPs with random ids: every get_peers followed by a
+    /// valid-token announce for a fresh info-hash. Memory stays bounded (rate-limit map,
+    /// table, peer store, transactions) and no answer is more than a few times the size of
+    /// its query (no amplification).
+    #[test]
+    fn flood_from_random_ips_stays_bounded_and_never_amplifies() {
+        let cfg = DhtConfig {
+            seed: Some(9),
+            store: StoreConfig {
+                max_per_hash: 50,
+                max_total: 5_000,
+            },
+            ..Default::default()
+        };
+        let mut st = NodeState::new(cfg, "1.2.3.4:6881".parse().unwrap(), None, Instant::now());
+        let mut rng = StdRng::seed_from_u64(99);
+        let mut now = Instant::now();
+        let (mut max_ratio, mut max_len) = (0.0f64, 0usize);
+        let mut answer = |st: &mut NodeState, q: &[u8], from: SocketAddr, now: Instant| {
+            st.packet(q, from, now);
+            let out = std::mem::take(&mut st.outbox);
+            assert!(out.len() <= 1, "one answer per query at most");
+            let (b, to) = out.into_iter().next()?;
+            assert_eq!(to, from, "answers go only to the asker");
+            max_ratio = max_ratio.max(b.len() as f64 / q.len() as f64);
+            max_len = max_len.max(b.len());
+            Message::decode(&b).ok()
+        };
+        for i in 0..100_000u32 {
+            now += Duration::from_micros(100);
+            let ip = std::net::Ipv4Addr::from(rng.random::<u32>() | 0x0100_0000);
+            let from = SocketAddr::from((ip, 1 + (i % 60_000) as u16));
+            let ih = Id20(rng.random());
+            let id = Id20(rng.random());
+            let gp = query(
+                id,
+                QueryKind::GetPeers {
+                    info_hash: ih,
+                    noseed: false,
+                    scrape: true,
+                },
+            );
+            let Some(Message {
+                body: Body::Response(r),
+                ..
+            }) = answer(&mut st, &gp, from, now)
+            else {
+                continue;
+            };
+            let ann = query(
+                id,
+                QueryKind::AnnouncePeer {
+                    info_hash: ih,
+                    port: 0,
+                    implied_port: true,
+                    token: r.token.unwrap_or_default(),
+                    seed: false,
+                },
+            );
+            answer(&mut st, &ann, from, now);
+            let fnq = query(id, QueryKind::FindNode { target: ih });
+            answer(&mut st, &fnq, from, now);
+        }
+        st.tick(now);
+        assert!(st.rate.len() <= 8192, "rate map {}", st.rate.len());
+        assert!(st.store.len() <= 5_000, "stored peers {}", st.store.len());
+        assert!(
+            st.store.len() >= 4_000,
+            "the store did fill: {}",
+            st.store.len()
+        );
+        assert!(st.table.len() <= 160 * 8, "table {}", st.table.len());
+        assert!(st.txns.len() <= st.cfg.max_transactions);
+        // get_peers with scrape: id, token, 8 nodes, 8 values, two 256-byte bloom filters
+        // against a ~110-byte query. That is the worst case; find_node is ~3x.
+        assert!(max_len < 1024, "largest answer {max_len} bytes");
+        assert!(max_ratio < 9.0, "largest answer/query ratio {max_ratio:.1}");
+    }
+
+    /// A lookup for a target in a bucket where we know nobody also asks the bootstrap
+    /// routers, even with a full table; one where we know a closer node does not.
+    #[test]
+    fn lookup_into_an_empty_bucket_also_asks_the_bootstrap_routers() {
+        let router: SocketAddr = "10.9.9.9:6881".parse().unwrap();
+        let cfg = DhtConfig {
+            seed: Some(5),
+            node_id: Some(Id20([0; 20])),
+            bootstrap: vec![router],
+            ..Default::default()
+        };
+        let now = Instant::now();
+        let mut st = NodeState::new(cfg, "10.0.0.1:6881".parse().unwrap(), None, now);
+        // 20 nodes, all in our half of the id space (first bit 0).
+        for i in 0..20u8 {
+            let mut id = Id20([0; 20]);
+            id.0[0] = 1 + i;
+            let addr = SocketAddr::from(([10, 0, 1, 1 + i], 6881));
+            st.table.heard_response(id, addr, now);
+        }
+        assert!(st.table.len() >= 8);
+        let sent_to = |st: &mut NodeState, target: Id20| {
+            let (tx, _rx) = oneshot::channel();
+            st.command(Cmd::FindNode { target, done: tx }, now);
+            st.drive_lookups(now);
+            let to: Vec<SocketAddr> = st.outbox.drain(..).map(|(_, a)| a).collect();
+            st.lookups.clear();
+            st.txns.clear();
+            to
+        };
+        // Far half: nobody known there.
+        assert!(sent_to(&mut st, Id20([0xf0; 20])).contains(&router));
+        // Our half: known nodes share more prefix with the target than we do.
+        let mut near = Id20([0; 20]);
+        near.0[0] = 3;
+        assert!(!sent_to(&mut st, near).contains(&router));
     }
 
     #[test]
