@@ -121,8 +121,15 @@ def get(a):
     name = h.torrent_file().name() if st.has_metadata else None
     out({"event": "done" if done else "timeout", "since_add_s": round(time.time() - t1, 3),
          "name": name, "downloaded": st.total_payload_download})
-    # Leave without the orderly session teardown (DHT/announce shutdown can take seconds):
-    # the download is complete and on disk, which is all the measurement needs.
+    # libtorrent 2 declares pieces verified while their blocks may still sit in its store
+    # buffer: flush to the files before leaving, else the runner's hash check can fail.
+    if done:
+        s.apply_settings({"alert_mask": lt.alert.category_t.storage_notification})
+        h.flush_cache()
+        end = time.time() + 30
+        while time.time() < end and not any(isinstance(x, lt.cache_flushed_alert) for x in s.pop_alerts()):
+            s.wait_for_alert(100)
+    # Then leave without the orderly session teardown (DHT shutdown can take seconds).
     sys.stdout.flush()
     os._exit(0 if done else 1)
 

@@ -319,8 +319,16 @@ def run_download(client, magnet, name, src_sha1, size, seeder_pid, bootstrap, po
     kill_group(p)  # anything it left behind
     seed_cpu = cpu_of(seeder_pid) - seed_cpu0
     got = os.path.join(ddir, name)
-    ok = code == 0 and "done" in marks and os.path.exists(got) and os.path.getsize(got) == size \
-        and sha1_file(got) == src_sha1
+    why = None
+    if t_exit >= timeout:
+        why = f"timeout ({timeout:.0f} s)"
+    elif code != 0 or "done" not in marks:
+        why = f"exit {code}, events seen {sorted(marks)}"
+    elif not os.path.exists(got) or os.path.getsize(got) != size:
+        why = "output file missing or of the wrong size"
+    elif sha1_file(got) != src_sha1:
+        why = "downloaded data differs from the source (SHA-1)"
+    ok = why is None
     shutil.rmtree(ddir, ignore_errors=True)
     shutil.rmtree(sdir, ignore_errors=True)
     r = {"client": client.name, "run": n, "ok": ok, "exit": code, "exit_s": t_exit,
@@ -329,7 +337,7 @@ def run_download(client, magnet, name, src_sha1, size, seeder_pid, bootstrap, po
     if ok and r["done_s"] and r["meta_s"] is not None and r["done_s"] > r["meta_s"]:
         r["mbps"] = size / (r["done_s"] - r["meta_s"]) / 1e6
     if not ok:
-        r["why"] = "timeout" if t_exit >= timeout else f"exit {code}, marks {sorted(marks)}"
+        r["why"] = why
         r["tail"] = "".join(tail[-8:])[-1200:]
     return r
 
@@ -573,7 +581,7 @@ def report(a, size, swarm_res, micro_res, mach, load, started, elapsed, cmdline)
                  "peak RSS of the downloader process from `wait4(2)`; *seeder CPU* = the seeder "
                  "process's user+sys during that download (`/proc/PID/stat`).")
         L.append("")
-        L.append("| seeder | downloader | ok | metadata s | complete s | MB/s | CPU s | peak RSS MiB | seeder CPU s |")
+        L.append("| seeder | downloader | ok | metadata s | complete s | MB/s | CPU s | peak RSS MiB | seeder CPU s (serving it) |")
         L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         f = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"
         ratios = []
@@ -643,8 +651,8 @@ def report(a, size, swarm_res, micro_res, mach, load, started, elapsed, cmdline)
                      "first DHT contact before the magnet is added; its RSS includes the interpreter "
                      "(~10 MiB) and libtorrent 2's memory-mapped file pages.")
             L.append("")
-        fails = [r for s in ("libtorrent", "magnetfetch") for rs in (swarm_res.get(s) or {}).values()
-                 for r in rs if not r["ok"]]
+        fails = [r for s in ("libtorrent", "magnetfetch") for k, rs in (swarm_res.get(s) or {}).items()
+                 if not k.startswith("_") for r in rs if not r["ok"]]
         if fails:
             L.append("Failed runs (excluded from the medians): " + "; ".join(
                 f"{r['client']} run {r['run']}: {r.get('why')}" for r in fails))
