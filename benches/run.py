@@ -113,6 +113,16 @@ def free_port(ip):
     raise SystemExit(f"no free port on {ip}")
 
 
+def wait4(pid):
+    """os.wait4 that polls, so the main thread keeps running Python code and handles Ctrl-C
+    at once (a blocking wait4 may not see a signal delivered to a reader thread)."""
+    while True:
+        got, status, ru = os.wait4(pid, os.WNOHANG)
+        if got == pid:
+            return got, status, ru
+        time.sleep(0.005)
+
+
 def log(msg):
     sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
     sys.stderr.flush()
@@ -306,7 +316,7 @@ def run_download(client, magnet, name, src_sha1, size, seeder_pid, bootstrap, po
         threading.Thread(target=poll, daemon=True).start()
     timer = threading.Timer(timeout, kill_group, args=(p,))
     timer.start()
-    _, status, ru = os.wait4(p.pid, 0)  # the kernel's accounting of the downloader
+    _, status, ru = wait4(p.pid)  # the kernel's accounting of the downloader
     t_exit = time.monotonic() - t0
     timer.cancel()
     stop_poll.set()
@@ -447,12 +457,15 @@ def swarm(a, size, clients):
 def measured(argv, timeout, cwd=ROOT):
     """Runs argv; returns (stdout+stderr text, wall s, user+sys s, peak RSS MiB)."""
     t0 = time.monotonic()
-    p = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
-    timer = threading.Timer(timeout, kill_group, args=(p,))
-    timer.start()
-    out = p.stdout.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    timer.cancel()
+    # Output to a file, not a pipe: the main thread then only ever waits in the polling wait4.
+    with open(os.path.join(WORK, "measured.out"), "w+") as f:
+        p = spawn(argv, stdout=f, stderr=subprocess.STDOUT, cwd=cwd)
+        timer = threading.Timer(timeout, kill_group, args=(p,))
+        timer.start()
+        _, status, ru = wait4(p.pid)
+        timer.cancel()
+        f.seek(0)
+        out = f.read()
     p.returncode = os.waitstatus_to_exitcode(status)
     if p in CHILDREN:
         CHILDREN.remove(p)
