@@ -17,6 +17,11 @@ T0 = time.time()
 import libtorrent as lt  # noqa: E402  (import cost is part of what the runner measures)
 
 
+# How often the downloader asks libtorrent for its status (each call is a round trip to the
+# session thread). BENCH_LT_POLL overrides it for experiments.
+POLL = float(os.environ.get("BENCH_LT_POLL", "0.005"))
+
+
 def out(obj):
     print(json.dumps(obj), flush=True)
 
@@ -115,7 +120,7 @@ def get(a):
             out({"event": "metadata", "since_add_s": round(meta, 3)})
         if st.is_seeding:
             break
-        time.sleep(0.005)
+        time.sleep(POLL)
     st = h.status()
     done = bool(st.is_seeding)
     name = h.torrent_file().name() if st.has_metadata else None
