@@ -139,12 +139,15 @@ fn create_torrent(file: &Path, out: &Path, extra: &[&str]) -> String {
 }
 
 /// Seeds the .torrent in argv[1] from the directory argv[2] with libtorrent (DHT, LSD, UPnP
-/// off; announces to every tracker of every tier) until killed. Prints "seeding PORT".
+/// off; announces to every tracker of every tier), listening on argv[3], until killed.
+/// Prints "seeding PORT". Not on 127.0.0.1: opentracker hands a peer its own address, and
+/// libtorrent then bans that IP after connecting to itself, which would be our source
+/// address too.
 const LT_SEEDER: &str = r#"
 import libtorrent as lt, sys, time
 ti = lt.torrent_info(sys.argv[1])
 s = lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
-                'enable_natpmp': False, 'listen_interfaces': '127.0.0.1:0',
+                'enable_natpmp': False, 'listen_interfaces': sys.argv[3] + ':0',
                 'announce_to_all_tiers': True, 'announce_to_all_trackers': True,
                 'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification})
 h = s.add_torrent({'ti': ti, 'save_path': sys.argv[2]})
@@ -180,11 +183,12 @@ sys.stderr.write('lt leecher: peers=%d progress=%.2f\n' % (st.num_peers, st.prog
 print('ok' if st.is_seeding else 'fail', flush=True)
 "#;
 
-fn start_lt_seeder(torrent: &Path, dir: &Path) -> Proc {
+fn start_lt_seeder(torrent: &Path, dir: &Path, ip: &str) -> Proc {
     let mut child = Command::new(PY)
         .args(["-c", LT_SEEDER])
         .arg(torrent)
         .arg(dir)
+        .arg(ip)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -267,7 +271,7 @@ fn fixture(name: &str, len: usize, seed: u64) -> Fixture {
 }
 
 /// (a) + (c): libtorrent seeder found through `magnetfetch tracker`, magnet with only `tr=`.
-fn lt_seeder_via_our_tracker(udp: bool, bind_ip: &str, tracker_ip: &str) {
+fn lt_seeder_via_our_tracker(udp: bool, bind_ip: &str, tracker_ip: &str, lt_ip: &str) {
     if !have_libtorrent() {
         return skip_or_fail("python3-libtorrent not importable by /usr/bin/python3");
     }
@@ -280,7 +284,7 @@ fn lt_seeder_via_our_tracker(udp: bool, bind_ip: &str, tracker_ip: &str) {
         &torrent,
         &["--tracker", url, "--piece-length", "32K"],
     );
-    let _seeder = start_lt_seeder(&torrent, fx.file.parent().unwrap());
+    let _seeder = start_lt_seeder(&torrent, fx.file.parent().unwrap(), lt_ip);
     // HTTP scrape (BEP 48) of our tracker reports the seeder, whichever way it announced.
     let c = magnetfetch::tracker::TrackerClient::new(
         magnetfetch::net::Net::Tokio,
@@ -323,12 +327,12 @@ fn lt_seeder_via_our_tracker(udp: bool, bind_ip: &str, tracker_ip: &str) {
 
 #[test]
 fn lt_seeder_found_through_our_udp_tracker() {
-    lt_seeder_via_our_tracker(true, "127.0.0.61", "127.0.0.60");
+    lt_seeder_via_our_tracker(true, "127.0.0.61", "127.0.0.60", "127.0.0.72");
 }
 
 #[test]
 fn lt_seeder_found_through_our_http_tracker() {
-    lt_seeder_via_our_tracker(false, "127.0.0.63", "127.0.0.62");
+    lt_seeder_via_our_tracker(false, "127.0.0.63", "127.0.0.62", "127.0.0.73");
 }
 
 /// (b) + (c): libtorrent leecher downloads from `magnetfetch seed --no-dht --tracker udp://`.
@@ -485,7 +489,11 @@ fn web_seed_only_download_via_cli() {
     ] {
         let name = src.file_name().unwrap().to_str().unwrap().to_string();
         let torrent = fx.dir.path().join(format!("{name}.torrent"));
-        create_torrent(&src, &torrent, &["--web-seed", &base, "--piece-length", "64K"]);
+        create_torrent(
+            &src,
+            &torrent,
+            &["--web-seed", &base, "--piece-length", "64K"],
+        );
         let out = fx.dir.path().join(format!("out-{name}"));
         let events = fetch(
             torrent.to_str().unwrap(),
@@ -541,7 +549,7 @@ fn fetch_from_lt_seeder_found_through_opentracker() {
         .expect("spawn opentracker");
     let _ot = Proc(ot);
     std::thread::sleep(Duration::from_millis(300));
-    let _seeder = start_lt_seeder(&torrent, fx.file.parent().unwrap());
+    let _seeder = start_lt_seeder(&torrent, fx.file.parent().unwrap(), "127.0.0.71");
     for (i, url) in [&udp_url, &http_url].into_iter().enumerate() {
         let magnet = format!(
             "magnet:?xt=urn:btih:{ih}&tr={}",

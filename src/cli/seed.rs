@@ -142,7 +142,10 @@ async fn seed(args: Args) -> i32 {
             "seeding {} ({}) on {a}{}; Ctrl-C to stop",
             meta.info.name,
             indicatif::HumanBytes(meta.info.total_length()),
-            match (session.dht().is_some() && !meta.info.private, args.trackers.len()) {
+            match (
+                session.dht().is_some() && !meta.info.private,
+                args.trackers.len()
+            ) {
                 (true, 0) => " (TCP + DHT)".to_string(),
                 (false, 0) => " (DHT off)".to_string(),
                 (true, n) => format!(" (TCP + DHT + {n} tracker(s))"),

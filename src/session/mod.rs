@@ -307,7 +307,9 @@ impl Session {
             // UDP trackers record the source address: send from the IP we listen on
             // (matters on hosts with several addresses, and on 127.0.0.x in tests).
             if c.bind_ip.is_none() {
-                c.bind_ip = listen_addr.map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
+                c.bind_ip = listen_addr
+                    .map(|a| a.ip())
+                    .filter(|ip| !ip.is_unspecified());
             }
             Arc::new(crate::tracker::TrackerClient::new(cfg.net.clone(), c))
         });
@@ -554,7 +556,7 @@ async fn run_torrent(
     progress: watch::Sender<Progress>,
     mut stop: watch::Receiver<bool>,
     mut addrs: mpsc::Receiver<SocketAddr>,
-    incoming: mpsc::Receiver<PeerConn>,
+    mut incoming: mpsc::Receiver<PeerConn>,
 ) -> Result<TorrentOutcome, TorrentError> {
     let start = Instant::now();
     let info_hash = add.source.info_hash();
@@ -580,11 +582,14 @@ async fn run_torrent(
                 listen_port: inner.listen_addr.map(|a| a.port()),
                 ..FetchConfig::default()
             };
-            let fetch = crate::peer::fetch_metadata_stats(
+            // Peers that dial us meanwhile (they heard of us from a tracker) serve it too.
+            let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
+            let fetch = crate::peer::conn::fetch_metadata_incoming(
                 inner.net.clone(),
                 info_hash,
                 inner.peer_id,
                 meta_rx,
+                inc_rx,
                 cfg,
             );
             tokio::pin!(fetch);
@@ -597,6 +602,9 @@ async fn run_torrent(
                         }
                     }
                     r = &mut fetch => break r?,
+                    Some(c) = incoming.recv() => {
+                        let _ = inc_tx.try_send(c);
+                    }
                     Some(a) = addrs.recv() => {
                         if seen.len() < 10_000 && !seen.contains(&a) {
                             seen.push(a);

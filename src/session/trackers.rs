@@ -146,13 +146,7 @@ pub fn start(p: GlueParams) -> TorrentGlue {
     };
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(run(
-        p.progress,
-        p.peers,
-        p.counters,
-        tprog_tx,
-        peer_rx,
-        ev_rx,
-        done_rx,
+        p.progress, p.peers, p.counters, tprog_tx, peer_rx, ev_rx, done_rx,
     ));
     TorrentGlue {
         trackers,
