@@ -217,17 +217,12 @@ fn fetch(source: &str, out: &Path, bind_ip: &str, state: &Path) -> Vec<serde_jso
     let p = Proc(child);
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut events = Vec::new();
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) => {
-                let v: serde_json::Value = serde_json::from_str(&l).expect("JSON line");
-                let done = matches!(v["event"].as_str(), Some("done" | "error"));
-                events.push(v);
-                if done {
-                    break;
-                }
-            }
-            Err(_) => break,
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let v: serde_json::Value = serde_json::from_str(&l).expect("JSON line");
+        let done = matches!(v["event"].as_str(), Some("done" | "error"));
+        events.push(v);
+        if done {
+            break;
         }
     }
     let mut p = p;
@@ -566,4 +561,44 @@ fn fetch_from_lt_seeder_found_through_opentracker() {
         let tr = events.iter().find(|e| e["event"] == "tracker").unwrap();
         assert_eq!(tr["status"], "ok", "{url}: {tr}");
     }
+}
+
+/// A web seed serving wrong bytes is dropped; a good one (listed after it) completes the
+/// download, and the result verifies.
+#[test]
+fn bad_web_seed_dropped_good_one_completes() {
+    let fx = fixture("mixed.bin", 800_000, 51);
+    let mut bad = fx.data.clone();
+    for b in bad.iter_mut().step_by(1000) {
+        *b ^= 0xff;
+    }
+    let bad_srv = range_server(
+        "127.0.0.66",
+        BTreeMap::from([("/m/mixed.bin".to_string(), bad)]),
+    );
+    let good_srv = range_server(
+        "127.0.0.66",
+        BTreeMap::from([("/m/mixed.bin".to_string(), fx.data.clone())]),
+    );
+    let torrent = fx.dir.path().join("mixed.torrent");
+    create_torrent(
+        &fx.file,
+        &torrent,
+        &[
+            "--web-seed",
+            &format!("http://{bad_srv}/m/"),
+            "--web-seed",
+            &format!("http://{good_srv}/m/"),
+            "--piece-length",
+            "32K",
+        ],
+    );
+    let out = fx.dir.path().join("out");
+    fetch(
+        torrent.to_str().unwrap(),
+        &out,
+        "127.0.0.67",
+        &fx.dir.path().join("state"),
+    );
+    assert_eq!(std::fs::read(out.join("mixed.bin")).unwrap(), fx.data);
 }

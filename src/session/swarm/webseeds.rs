@@ -228,6 +228,13 @@ impl Swarm {
         };
         s.in_flight = s.in_flight.saturating_sub(1);
         let key = s.key;
+        if s.dead {
+            // Dropped for bad data while this fetch ran: its bytes are not wanted.
+            for r in d.blocks {
+                self.picker.on_reject(key, r);
+            }
+            return;
+        }
         let data = match d.result {
             Ok(data) => {
                 s.fails = 0;
@@ -243,7 +250,11 @@ impl Swarm {
                     tracing::info!(url = %s.url, %e, "web seed error; backing off");
                     s.next_try = now + Duration::from_secs(5u64 << (s.fails - 1).min(4));
                 }
-                self.ws_release(d.seed);
+                // Only this fetch's blocks go back (another fetch of the seed may be running).
+                for r in d.blocks {
+                    self.picker.on_reject(key, r);
+                }
+                self.request_everywhere();
                 return;
             }
         };
@@ -252,7 +263,9 @@ impl Swarm {
         for r in d.blocks {
             let len = r.len as usize;
             let Some(chunk) = data.get(at..at + len) else {
-                break;
+                // Short data (cannot happen with a length-checked fetch): release the rest.
+                self.picker.on_reject(key, r);
+                continue;
             };
             at += len;
             self.downloaded += len as u64;
@@ -287,17 +300,7 @@ impl Swarm {
         for p in complete {
             self.start_check(p);
         }
-        // Blocks that did not arrive (short data) go back to the pool.
-        self.picker.release_requests(key);
         self.ws_fill(now);
-    }
-
-    fn ws_release(&mut self, seed: usize) {
-        if let Some(s) = self.ws.seeds.get(seed) {
-            let key = s.key;
-            self.picker.release_requests(key);
-            self.request_everywhere();
-        }
     }
 
     /// A piece was checked: web seeds that sent part of a bad piece get a strike.
