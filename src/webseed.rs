@@ -95,9 +95,21 @@ pub fn piece_ranges(
         .filter(|&s| s < total && layout.piece_length > 0)
         .ok_or(WebSeedError::NoSuchPiece(piece))?;
     let end = start.saturating_add(layout.piece_length).min(total);
-    if end - start > MAX_PIECE {
-        return Err(WebSeedError::TooLarge(end - start));
+    byte_ranges(base, layout, start, end - start)
+}
+
+/// The ranges (in order) that make up torrent bytes `start..start+len` (clipped to the
+/// torrent); zero-length files are skipped. At most [`MAX_PIECE`] bytes.
+pub fn byte_ranges(
+    base: &str,
+    layout: &Layout,
+    start: u64,
+    len: u64,
+) -> Result<Vec<RangeRequest>, WebSeedError> {
+    if len > MAX_PIECE {
+        return Err(WebSeedError::TooLarge(len));
     }
+    let end = start.saturating_add(len).min(layout.total());
     let mut out = Vec::new();
     let mut file_start = 0u64;
     for f in &layout.files {

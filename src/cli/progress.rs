@@ -24,6 +24,8 @@ pub struct Display {
     mode: Mode,
     last_phase: Option<Phase>,
     last_periodic: Option<Instant>,
+    /// Each tracker's last reported status: a change is shown once, not on every update.
+    trackers: std::collections::BTreeMap<String, (String, Option<String>)>,
 }
 
 /// A human phase name.
@@ -69,10 +71,11 @@ fn percent(p: &Progress) -> f64 {
 /// One human line describing `p` (plain mode and the terminal bar's message).
 pub fn status_line(p: &Progress) -> String {
     let peers = format!(
-        "peers {} ({} seeds, {} leechers)",
+        "peers {} ({} seeds, {} leechers){}",
         p.peers,
         p.seeds,
-        p.peers.saturating_sub(p.seeds)
+        p.peers.saturating_sub(p.seeds),
+        sources_label(p)
     );
     match p.phase {
         Phase::Searching | Phase::Metadata => format!(
@@ -99,6 +102,27 @@ pub fn status_line(p: &Progress) -> String {
     }
 }
 
+/// Where peers came from, e.g. ` [dht 12, tracker 3, webseed 1]` (empty when none yet).
+pub fn sources_label(p: &Progress) -> String {
+    let s = &p.sources;
+    let parts: Vec<String> = [
+        ("dht", s.dht),
+        ("tracker", s.tracker),
+        ("pex", s.pex),
+        ("incoming", s.incoming),
+        ("webseed", s.webseed),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(", "))
+    }
+}
+
 impl Display {
     /// JSON when `json`; nothing when `quiet`; else a live bar when stderr is a terminal.
     pub fn new(json: bool, quiet: bool) -> Display {
@@ -122,6 +146,7 @@ impl Display {
             mode,
             last_phase: None,
             last_periodic: None,
+            trackers: std::collections::BTreeMap::new(),
         }
     }
 
@@ -132,6 +157,7 @@ impl Display {
     /// Shows `p`: phase changes at once, the rest live (terminal) or every
     /// [`PLAIN_EVERY`] (plain lines, JSON progress events).
     pub fn update(&mut self, p: &Progress) {
+        self.tracker_changes(p);
         let now = Instant::now();
         let phase_changed = self.last_phase != Some(p.phase);
         if phase_changed {
@@ -182,9 +208,42 @@ impl Display {
                 "up_rate": p.up_rate,
                 "peers": p.peers,
                 "seeds": p.seeds,
+                "sources": p.sources,
+                "trackers": p.trackers,
             })),
             Mode::Plain => eprintln!("{}", status_line(p)),
             _ => {}
+        }
+    }
+
+    /// Reports a tracker whose status changed (first answer, a new error, recovery): a JSON
+    /// `tracker` event or one human line. The same error again is not repeated.
+    fn tracker_changes(&mut self, p: &Progress) {
+        for t in &p.trackers {
+            let now = (t.status.clone(), t.error.clone());
+            if self.trackers.get(&t.url) == Some(&now) {
+                continue;
+            }
+            if self.trackers.len() >= 256 && !self.trackers.contains_key(&t.url) {
+                continue;
+            }
+            self.trackers.insert(t.url.clone(), now);
+            match &self.mode {
+                Mode::Json => emit(&json!({
+                    "event": "tracker",
+                    "url": t.url,
+                    "status": t.status,
+                    "error": t.error,
+                    "peers": t.peers,
+                    "seeders": t.seeders,
+                    "leechers": t.leechers,
+                })),
+                Mode::Quiet => {}
+                _ => self.message(&match &t.error {
+                    Some(e) => format!("tracker {}: {e}", t.url),
+                    None => format!("tracker {}: ok, {} peers", t.url, t.peers),
+                }),
+            }
         }
     }
 

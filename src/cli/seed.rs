@@ -1,7 +1,9 @@
-//! `magnetfetch seed PATH`: trackerless seeding. Hashes PATH into a torrent in memory (like
-//! `create`), prints its magnet link as the first line of stdout, announces it on the DHT
-//! (BEP 5; again every 15 min) and serves peers until Ctrl-C. `--http IP:PORT` also serves
-//! an index page with the magnet link and the .torrent over plain HTTP/1.1.
+//! `magnetfetch seed PATH`: seeding. Hashes PATH into a torrent in memory (like `create`),
+//! prints its magnet link as the first line of stdout, announces it on the DHT (BEP 5; again
+//! every 15 min) and, with `--tracker URL`, to those trackers (BEP 3/15; the URLs go into
+//! the torrent, one tier each), and serves peers until Ctrl-C. `--no-dht --tracker URL` is
+//! a tracker-only seed. `--http IP:PORT` also serves an index page with the magnet link and
+//! the .torrent over plain HTTP/1.1.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +22,8 @@ use crate::session::{AddTorrent, Source, StorageSpec};
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
   magnetfetch seed ./photos                      # prints the magnet link, seeds until Ctrl-C
-  magnetfetch seed big.iso -o big.iso.torrent --http 0.0.0.0:8080")]
+  magnetfetch seed big.iso -o big.iso.torrent --http 0.0.0.0:8080
+  magnetfetch seed big.iso --no-dht --tracker udp://tracker.example:6969  # tracker only")]
 pub struct Args {
     /// File or directory to share
     pub path: PathBuf,
@@ -33,6 +36,15 @@ pub struct Args {
     /// Piece length in bytes (power of two, 16 KiB..256 MiB; K/M suffixes allowed)
     #[arg(long, value_name = "BYTES", value_parser = common::parse_rate)]
     pub piece_length: Option<u64>,
+    /// Tracker announce URL, put in the torrent and announced to (repeatable; one tier each)
+    #[arg(long = "tracker", short = 't', value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Web seed URL put in the torrent (BEP 19; repeatable)
+    #[arg(long = "web-seed", short = 'w', value_name = "URL")]
+    pub web_seeds: Vec<String>,
+    /// Mark the torrent private (BEP 27: no DHT, no PEX; trackers only)
+    #[arg(long)]
+    pub private: bool,
     /// Upload rate limit, e.g. 500K (per second)
     #[arg(long, value_name = "RATE", value_parser = common::parse_rate)]
     pub max_up_rate: Option<u64>,
@@ -78,6 +90,9 @@ async fn seed(args: Args) -> i32 {
     }
     let opts = CreateOptions {
         piece_length: args.piece_length,
+        trackers: args.trackers.clone(),
+        web_seeds: args.web_seeds.clone(),
+        private: args.private,
         created_by: Some(concat!("magnetfetch/", env!("CARGO_PKG_VERSION")).to_string()),
         threads: 0,
         exclude: args.output.clone(),
@@ -127,10 +142,14 @@ async fn seed(args: Args) -> i32 {
             "seeding {} ({}) on {a}{}; Ctrl-C to stop",
             meta.info.name,
             indicatif::HumanBytes(meta.info.total_length()),
-            if session.dht().is_some() {
-                " (TCP + DHT)"
-            } else {
-                " (DHT off)"
+            match (
+                session.dht().is_some() && !meta.info.private,
+                args.trackers.len()
+            ) {
+                (true, 0) => " (TCP + DHT)".to_string(),
+                (false, 0) => " (DHT off)".to_string(),
+                (true, n) => format!(" (TCP + DHT + {n} tracker(s))"),
+                (false, n) => format!(" (DHT off, {n} tracker(s))"),
             }
         ));
     }

@@ -373,9 +373,25 @@ pub async fn fetch_metadata_stats(
     net: Net,
     info_hash: InfoHash,
     our_id: PeerId,
-    mut peers: mpsc::Receiver<SocketAddr>,
+    peers: mpsc::Receiver<SocketAddr>,
     cfg: FetchConfig,
 ) -> Result<Fetched, FetchError> {
+    let (_none, incoming) = mpsc::channel(1);
+    fetch_metadata_incoming(net, info_hash, our_id, peers, incoming, cfg).await
+}
+
+/// [`fetch_metadata_stats`] that also uses connections peers made to us (handshake done):
+/// a peer that learnt our address from a tracker often dials us while we dial it, and keeps
+/// only one of the two connections, so the incoming one must be able to serve the fetch.
+pub async fn fetch_metadata_incoming(
+    net: Net,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    mut peers: mpsc::Receiver<SocketAddr>,
+    mut incoming: mpsc::Receiver<PeerConn>,
+    cfg: FetchConfig,
+) -> Result<Fetched, FetchError> {
+    let mut incoming_open = true;
     let start = Instant::now();
     let deadline = start + cfg.timeout;
     let mut fetch = MetadataFetch::new(info_hash, cfg.piece_timeout);
@@ -501,6 +517,23 @@ pub async fn fetch_metadata_stats(
                 Some(a) => add_candidate(a, &mut queued, &mut seen),
                 None => peers_open = false,
             },
+            c = incoming.recv(), if incoming_open => match c {
+                Some(c) if active.len() < cfg.max_peers && !active.contains_key(&c.addr)
+                    && !fetch.is_banned(&c.addr) => {
+                    let addr = c.addr;
+                    active.insert(addr, None);
+                    let (ev, cfg) = (ev_tx.clone(), cfg.clone());
+                    tasks.spawn(async move {
+                        let why = match fetch_on_conn(c, &cfg, &ev).await {
+                            Ok(()) => PeerError::Closed,
+                            Err(e) => e,
+                        };
+                        let _ = ev.send(Event::Closed { addr, why }).await;
+                    });
+                }
+                Some(_) => {} // full or known: dropping it closes it
+                None => incoming_open = false,
+            },
             _ = tokio::time::sleep_until(wake) => {
                 if Instant::now() >= deadline {
                     return Err(FetchError::Timeout {
@@ -563,7 +596,7 @@ async fn fetch_peer(
     cfg: &FetchConfig,
     ev: &mpsc::Sender<Event>,
 ) -> Result<(), PeerError> {
-    let mut conn = PeerConn::connect(
+    let conn = PeerConn::connect(
         net,
         addr,
         info_hash,
@@ -572,6 +605,16 @@ async fn fetch_peer(
         cfg.handshake_timeout,
     )
     .await?;
+    fetch_on_conn(conn, cfg, ev).await
+}
+
+/// The metadata exchange over an established connection (ours or the peer's).
+async fn fetch_on_conn(
+    mut conn: PeerConn,
+    cfg: &FetchConfig,
+    ev: &mpsc::Sender<Event>,
+) -> Result<(), PeerError> {
+    let addr = conn.addr;
     let ours = ExtHandshake::ours(cfg.listen_port, None, Some(addr.ip()));
     let theirs = conn
         .exchange_ext_handshake(&ours, cfg.handshake_timeout)

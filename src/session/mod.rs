@@ -10,6 +10,7 @@
 pub mod idle;
 pub mod peer_task;
 pub mod swarm;
+pub mod trackers;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use crate::torrent::storage::{Storage, StorageError};
 use crate::torrent::{Bitfield, FileSpec, Layout, LayoutError};
 
 pub use swarm::{SwarmConfig, SwarmError, SwarmSummary};
+pub use trackers::{PeerSources, SourceCounters, TrackerStatus};
 
 /// Where a torrent is in its life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -96,6 +98,10 @@ pub struct Progress {
     /// Milliseconds from start to verified metadata (None until then, or when the torrent
     /// started from a .torrent).
     pub metadata_ms: Option<u64>,
+    /// Peer addresses received per source (DHT, trackers, PEX, incoming, web seeds in use).
+    pub sources: PeerSources,
+    /// Each tracker's last status.
+    pub trackers: Vec<TrackerStatus>,
 }
 
 /// Session-wide settings.
@@ -111,6 +117,8 @@ pub struct SessionConfig {
     /// Run a DHT node (BEP 5) on the listener's IP and port (UDP), used to find peers for
     /// every non-private torrent and to announce us. Needs `listen`.
     pub dht: Option<DhtConfig>,
+    /// Tracker client settings (BEP 3/15); `None`: never announce to trackers.
+    pub trackers: Option<crate::tracker::ClientConfig>,
 }
 
 impl Default for SessionConfig {
@@ -121,6 +129,7 @@ impl Default for SessionConfig {
             rng_seed: None,
             blocking_io: true,
             dht: None,
+            trackers: Some(crate::tracker::ClientConfig::default()),
         }
     }
 }
@@ -272,6 +281,7 @@ struct Inner {
     rng: Mutex<StdRng>,
     blocking_io: bool,
     dht: Option<Arc<Dht>>,
+    trackers: Option<Arc<crate::tracker::TrackerClient>>,
 }
 
 /// Our client: a peer id, a listening socket, and the torrents.
@@ -298,6 +308,17 @@ impl Session {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
+        let trackers = cfg.trackers.clone().map(|mut c| {
+            c.seed = rng.next_u64();
+            // UDP trackers record the source address: send from the IP we listen on
+            // (matters on hosts with several addresses, and on 127.0.0.x in tests).
+            if c.bind_ip.is_none() {
+                c.bind_ip = listen_addr
+                    .map(|a| a.ip())
+                    .filter(|ip| !ip.is_unspecified());
+            }
+            Arc::new(crate::tracker::TrackerClient::new(cfg.net.clone(), c))
+        });
         let inner = Arc::new(Inner {
             net: cfg.net.clone(),
             peer_id,
@@ -306,6 +327,7 @@ impl Session {
             rng: Mutex::new(rng),
             blocking_io: cfg.blocking_io,
             dht: dht.map(Arc::new),
+            trackers,
         });
         if let Some(l) = listener {
             tokio::spawn(accept_loop(l, Arc::downgrade(&inner)));
@@ -344,6 +366,7 @@ impl Session {
             let _ = addr_tx.try_send(a);
         }
         let private = matches!(&add.source, Source::Metainfo(m) if m.info.private);
+        let counters = Arc::new(SourceCounters::default());
         if let (Some(dht), false) = (&self.inner.dht, private) {
             tokio::spawn(discover(
                 dht.clone(),
@@ -351,12 +374,29 @@ impl Session {
                 self.inner.listen_addr.map(|a| a.port()),
                 addr_tx.clone(),
                 progress_rx.clone(),
+                counters.clone(),
             ));
         }
+        let glue = trackers::start(trackers::GlueParams {
+            client: self.inner.trackers.clone(),
+            info_hash,
+            peer_id: self.inner.peer_id,
+            port: self.inner.listen_addr.map_or(0, |a| a.port()),
+            tiers: tracker_tiers(&add.source),
+            rng_seed: rng_seed ^ 0x7472_6163_6b65_7273,
+            counters: counters.clone(),
+            progress: progress_tx.clone(),
+            peers: addr_tx.clone(),
+        });
+        let mut add = add;
+        add.swarm.private = add.swarm.private || private;
+        add.swarm.sources = Some(counters);
         let inner = self.inner.clone();
         let join = tokio::spawn(async move {
             let r = run_torrent(&inner, add, rng_seed, progress_tx, stop_rx, addr_rx, inc_rx).await;
             lock(&inner.torrents).remove(&info_hash);
+            // `stopped` to the trackers (bounded) before the torrent is reported ended.
+            glue.stop().await;
             r
         });
         TorrentHandle {
@@ -409,6 +449,7 @@ async fn discover(
     port: Option<u16>,
     tx: mpsc::Sender<SocketAddr>,
     progress: watch::Receiver<Progress>,
+    counters: Arc<SourceCounters>,
 ) {
     let mut watch_end = progress.clone();
     let ended = async move { while watch_end.changed().await.is_ok() {} };
@@ -425,7 +466,10 @@ async fn discover(
                 _ = &mut ended => return,
                 p = h.peers.recv() => match p {
                     // A full queue only drops this one address; the torrent has plenty.
-                    Some(a) => { let _ = tx.try_send(a); }
+                    Some(a) => {
+                        counters.dht.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let _ = tx.try_send(a);
+                    }
                     None => break,
                 },
             }
@@ -448,6 +492,16 @@ async fn discover(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The torrent's tracker tiers: `announce-list` (BEP 12) else `announce`; a magnet's `tr=`
+/// one tier each (BEP 9 gives them no order).
+fn tracker_tiers(source: &Source) -> Vec<Vec<String>> {
+    match source {
+        Source::Magnet(m) => m.trackers.iter().map(|t| vec![t.clone()]).collect(),
+        Source::Metainfo(m) if !m.announce_list.is_empty() => m.announce_list.clone(),
+        Source::Metainfo(m) => m.announce.iter().map(|t| vec![t.clone()]).collect(),
+    }
 }
 
 fn initial_peers(add: &AddTorrent) -> Vec<SocketAddr> {
@@ -508,7 +562,7 @@ async fn run_torrent(
     progress: watch::Sender<Progress>,
     mut stop: watch::Receiver<bool>,
     mut addrs: mpsc::Receiver<SocketAddr>,
-    incoming: mpsc::Receiver<PeerConn>,
+    mut incoming: mpsc::Receiver<PeerConn>,
 ) -> Result<TorrentOutcome, TorrentError> {
     let start = Instant::now();
     let info_hash = add.source.info_hash();
@@ -517,6 +571,10 @@ async fn run_torrent(
         Source::Magnet(m) => m.select_only.clone(),
         Source::Metainfo(_) => None,
     });
+    let web_seeds: Vec<String> = match &add.source {
+        Source::Magnet(m) => m.web_seeds.clone(),
+        Source::Metainfo(m) => m.url_list.clone(),
+    };
     let (metainfo, metadata_ms) = match add.source {
         Source::Metainfo(m) => (m, None),
         Source::Magnet(m) => {
@@ -530,11 +588,14 @@ async fn run_torrent(
                 listen_port: inner.listen_addr.map(|a| a.port()),
                 ..FetchConfig::default()
             };
-            let fetch = crate::peer::fetch_metadata_stats(
+            // Peers that dial us meanwhile (they heard of us from a tracker) serve it too.
+            let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
+            let fetch = crate::peer::conn::fetch_metadata_incoming(
                 inner.net.clone(),
                 info_hash,
                 inner.peer_id,
                 meta_rx,
+                inc_rx,
                 cfg,
             );
             tokio::pin!(fetch);
@@ -547,6 +608,9 @@ async fn run_torrent(
                         }
                     }
                     r = &mut fetch => break r?,
+                    Some(c) = incoming.recv() => {
+                        let _ = inc_tx.try_send(c);
+                    }
                     Some(a) = addrs.recv() => {
                         if seen.len() < 10_000 && !seen.contains(&a) {
                             seen.push(a);
@@ -649,6 +713,7 @@ async fn run_torrent(
                     .collect(),
                 None => add.swarm.file_priorities.clone(),
             },
+            web_seeds: swarm::WebSeedSetup::new(&metainfo, web_seeds),
             ..add.swarm.clone()
         },
         progress,

@@ -37,6 +37,9 @@ use super::idle::{BanList, IdlePeers};
 use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
 use super::{Phase, Progress};
 
+mod webseeds;
+pub use webseeds::WebSeedSetup;
+
 /// Tunables of one torrent's swarm.
 #[derive(Clone, Debug)]
 pub struct SwarmConfig {
@@ -60,6 +63,12 @@ pub struct SwarmConfig {
     pub file_priorities: Vec<u8>,
     /// Candidate addresses remembered at most.
     pub max_candidates: usize,
+    /// BEP 27 private torrent: no PEX (peers only from trackers and incoming).
+    pub private: bool,
+    /// Where to count PEX and incoming peers (see [`super::trackers`]).
+    pub sources: Option<Arc<super::SourceCounters>>,
+    /// Web seeds (BEP 19) to download from alongside peers.
+    pub web_seeds: Option<Arc<WebSeedSetup>>,
 }
 
 impl Default for SwarmConfig {
@@ -77,6 +86,9 @@ impl Default for SwarmConfig {
             sequential: false,
             file_priorities: Vec::new(),
             max_candidates: 10_000,
+            private: false,
+            sources: None,
+            web_seeds: None,
         }
     }
 }
@@ -207,6 +219,7 @@ pub struct Swarm {
     complete_announced: bool,
     failed_pieces: u64,
     bans: u64,
+    ws: webseeds::WebSeeds,
 }
 
 impl Swarm {
@@ -259,6 +272,7 @@ impl Swarm {
             complete_announced: false,
             failed_pieces: 0,
             bans: 0,
+            ws: webseeds::WebSeeds::new(p.cfg.web_seeds.clone(), p.net.clone()),
             p,
         }
     }
@@ -302,6 +316,11 @@ impl Swarm {
                     }
                 }
                 Some((key, ev)) = self.ev_rx.recv() => self.on_peer_event(key, ev),
+                Some(r) = self.ws.tasks.join_next(), if !self.ws.tasks.is_empty() => {
+                    if let Ok(done) = r {
+                        self.on_ws_done(done);
+                    }
+                }
                 Some(r) = self.connecting.join_next(), if !self.connecting.is_empty() => {
                     if let Ok((addr, res)) = r {
                         self.on_connected(addr, res);
@@ -471,6 +490,9 @@ impl Swarm {
         {
             return; // dropping the connection closes it
         }
+        if let Some(c) = &self.p.cfg.sources {
+            c.incoming.fetch_add(1, Ordering::Relaxed);
+        }
         self.add_peer(conn, false);
     }
 
@@ -565,7 +587,11 @@ impl Swarm {
                     self.connect_more();
                 }
             }
+            PeerEvent::Pex(_) if self.p.cfg.private => {}
             PeerEvent::Pex(addrs) => {
+                if let Some(c) = &self.p.cfg.sources {
+                    c.pex.fetch_add(addrs.len() as u64, Ordering::Relaxed);
+                }
                 for a in addrs.into_iter().take(crate::peer::pex::MAX_ADDED) {
                     self.add_candidate(a);
                 }
@@ -734,6 +760,9 @@ impl Swarm {
         res: Result<bool, StorageError>,
         digests: Option<Vec<[u8; 20]>>,
     ) -> Result<(), SwarmError> {
+        if let Ok(ok) = &res {
+            self.ws_on_checked(piece, *ok);
+        }
         match res? {
             true => {
                 let flagged = self.picker.on_piece_verified(piece, digests.as_deref());
@@ -915,7 +944,10 @@ impl Swarm {
                 self.mark_connected(a);
             }
         }
-        self.send_pex(now);
+        if !self.p.cfg.private {
+            self.send_pex(now);
+        }
+        self.ws_fill(now);
         // Snubbed peers: give their blocks to others.
         for k in &keys {
             let out = self.picker.outstanding(*k);

@@ -177,11 +177,12 @@ impl TrackerClient {
         build: impl Fn(u64, u32) -> Vec<u8>,
         parse: impl Fn(&[u8], u32) -> Result<T, TrackerError>,
     ) -> Result<T, TrackerError> {
-        let bind_ip = self.cfg.bind_ip.unwrap_or(if addr.is_ipv6() {
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        });
+        // A configured address of the other family cannot reach this tracker: use any.
+        let bind_ip = match self.cfg.bind_ip {
+            Some(ip) if ip.is_ipv6() == addr.is_ipv6() => ip,
+            _ if addr.is_ipv6() => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
         let sock = self.net.bind_udp(SocketAddr::new(bind_ip, 0)).await?;
         let mut n = 0u32;
         loop {
