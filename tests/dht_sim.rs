@@ -59,10 +59,10 @@ impl Swarm {
         let boots: Vec<SocketAddr> = (0..3).map(|i| SocketAddr::new(ip_of(i), PORT)).collect();
         let mut hosts = Vec::with_capacity(n);
         let mut nodes = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, role) in roles.iter().enumerate().take(n) {
             let h = net.add_host(ip_of(i)).unwrap();
             let addr = SocketAddr::new(ip_of(i), PORT);
-            match roles[i] {
+            match *role {
                 Role::Honest => {
                     let cfg = DhtConfig {
                         seed: Some(seed.wrapping_mul(1_000_003).wrapping_add(i as u64)),

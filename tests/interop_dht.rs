@@ -236,3 +236,97 @@ async fn libtorrent_finds_peer_announced_through_our_node() {
     announcer.shutdown().await;
     root.shutdown().await;
 }
+
+/// 19 libtorrent DHT nodes on 127.0.0.81–99 (bootstrapping from the first); each announces
+/// its own random info-hash (a magnet added to the session: libtorrent announces it). Prints one JSON line once the announces had
+/// time to land, then stays up.
+const SWARM_SCRIPT: &str = r#"
+import json, os, sys, tempfile, time
+import libtorrent as lt
+n = int(sys.argv[1])
+def settings(iface, bootstrap):
+    return {"listen_interfaces": f"{iface}:6881", "enable_dht": True, "enable_lsd": False,
+        "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": bootstrap,
+        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False, "outgoing_interfaces": iface,
+        "dht_announce_interval": 5, "enable_outgoing_utp": False, "enable_incoming_utp": False}
+root = "127.0.0.81:6881"
+sessions = [lt.session(settings(f"127.0.0.{81 + i}", root)) for i in range(n)]
+time.sleep(6)
+hashes = []
+for i, s in enumerate(sessions):
+    ih = os.urandom(20)
+    # (this binding's dht_announce cannot be called: its flags type is not exported)
+    p = lt.parse_magnet_uri(f"magnet:?xt=urn:btih:{ih.hex()}")
+    p.save_path = tempfile.mkdtemp(prefix="mf-dht-bench-")
+    s.add_torrent(p)
+    hashes.append([ih.hex(), f"127.0.0.{81 + i}:6881"])
+time.sleep(8)
+print(json.dumps({"bootstrap": root, "hashes": hashes}), flush=True)
+time.sleep(120)
+"#;
+
+/// Measurement for docs/benchmarks.md ("DHT lookups"), not a gate:
+/// `MAGNETFETCH_REQUIRE_INTEROP=1 cargo test --release --test interop_dht
+/// bench_lookups_in_libtorrent_swarm -- --ignored --nocapture`.
+/// Our node (127.0.0.80) joins a swarm of 19 libtorrent DHT nodes and looks up each one's
+/// announced info-hash: time and queries per lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_lookups_in_libtorrent_swarm() {
+    if !libtorrent_available("bench_lookups_in_libtorrent_swarm") {
+        return;
+    }
+    let child = Command::new(PYTHON)
+        .args(["-c", SWARM_SCRIPT, "19"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn libtorrent");
+    let mut child = KillOnDrop(child);
+    let (info, _child) = tokio::task::spawn_blocking(move || {
+        let v = read_json_line(&mut child.0);
+        (v, child)
+    })
+    .await
+    .unwrap();
+    let root: SocketAddr = info["bootstrap"].as_str().unwrap().parse().unwrap();
+    let cfg = DhtConfig {
+        bootstrap: vec![root],
+        seed: Some(80),
+        ..Default::default()
+    };
+    let dht = Dht::start(Net::Tokio, "127.0.0.80:0".parse().unwrap(), cfg)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), dht.bootstrapped())
+        .await
+        .expect("bootstrap");
+    let mut sums = Vec::new();
+    let mut found = 0;
+    for pair in info["hashes"].as_array().unwrap() {
+        let ih = Id20::from_hex(pair[0].as_str().unwrap()).unwrap();
+        let want: SocketAddr = pair[1].as_str().unwrap().parse().unwrap();
+        let h = dht.lookup(ih, None, false).await;
+        let mut rx = h.peers;
+        let mut got = false;
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            got |= p == want;
+        }
+        found += usize::from(got);
+        sums.push(h.done.await.expect("lookup finished"));
+    }
+    let n = sums.len();
+    sums.sort_by_key(|s| s.queries_sent);
+    let (q50, qmax) = (sums[n / 2].queries_sent, sums[n - 1].queries_sent);
+    sums.sort_by_key(|s| s.duration);
+    eprintln!(
+        "libtorrent swarm of {n}: found {found}/{n}; queries/lookup median {q50}, max {qmax}; \
+         lookup time median {:?}, max {:?}",
+        sums[n / 2].duration,
+        sums[n - 1].duration
+    );
+    assert!(found >= n * 9 / 10, "found {found}/{n}");
+    dht.shutdown().await;
+}
