@@ -490,38 +490,41 @@ async fn serve(
     let mut buf = std::mem::take(serve_buf);
     // Each request's length was checked (≤ MAX_BLOCK) by the reader, so the buffer is
     // bounded by SERVE_BATCH_BYTES + one block.
-    let read = move || -> (Vec<u8>, u64) {
-        buf.clear();
+    let read = move || -> (Vec<u8>, usize, u64) {
+        // `used` bytes of `buf` are this batch; the Vec's length only ever grows to the
+        // largest batch, so its bytes are zeroed once, not before every read.
+        let mut used = 0usize;
         let mut sent = 0u64;
         for b in batch {
-            let start = buf.len();
-            buf.extend_from_slice(&(9 + b.length).to_be_bytes());
-            buf.push(crate::peer::wire::ID_PIECE);
-            buf.extend_from_slice(&b.index.to_be_bytes());
-            buf.extend_from_slice(&b.begin.to_be_bytes());
-            let data = buf.len();
-            buf.resize(data + b.length as usize, 0);
-            if storage
-                .read_into(b.index, b.begin, &mut buf[data..])
-                .is_err()
-            {
-                // Not ours to serve (out of range or unreadable): skip the block.
-                buf.truncate(start);
-                continue;
+            let data = used + 13;
+            let end = data + b.length as usize;
+            if buf.len() < end {
+                buf.resize(end, 0);
             }
-            sent += u64::from(b.length);
+            buf[used..used + 4].copy_from_slice(&(9 + b.length).to_be_bytes());
+            buf[used + 4] = crate::peer::wire::ID_PIECE;
+            buf[used + 5..used + 9].copy_from_slice(&b.index.to_be_bytes());
+            buf[used + 9..data].copy_from_slice(&b.begin.to_be_bytes());
+            // Not ours to serve (out of range or unreadable): skip the block.
+            if storage
+                .read_into(b.index, b.begin, &mut buf[data..end])
+                .is_ok()
+            {
+                used = end;
+                sent += u64::from(b.length);
+            }
         }
-        (buf, sent)
+        (buf, used, sent)
     };
-    let (buf, sent) = if ctx.blocking_io {
+    let (buf, used, sent) = if ctx.blocking_io {
         tokio::task::spawn_blocking(read)
             .await
-            .unwrap_or_else(|_| (Vec::new(), 0))
+            .unwrap_or_else(|_| (Vec::new(), 0, 0))
     } else {
         read()
     };
     tracing::trace!(bytes = sent, "serving");
-    writer.write_framed(&buf).await?;
+    writer.write_framed(&buf[..used]).await?;
     ctx.counters.uploaded.fetch_add(sent, Ordering::Relaxed);
     ctx.total_uploaded.fetch_add(sent, Ordering::Relaxed);
     *serve_buf = buf;

@@ -700,13 +700,16 @@ impl Swarm {
             let spare = &mut self.spare_buffers;
             // A reused buffer holds an older piece's bytes; every block of this piece is
             // written before it is hashed (the picker completes a piece only then).
-            let buf = self.buffers.entry(index).or_insert_with(|| match spare.pop() {
-                Some(mut b) => {
-                    b.resize(plen, 0);
-                    b
-                }
-                None => vec![0u8; plen],
-            });
+            let buf = self
+                .buffers
+                .entry(index)
+                .or_insert_with(|| match spare.pop() {
+                    Some(mut b) => {
+                        b.resize(plen, 0);
+                        b
+                    }
+                    None => vec![0u8; plen],
+                });
             let end = begin as usize + data.len();
             if end <= buf.len() {
                 buf[begin as usize..end].copy_from_slice(&data);
@@ -853,6 +856,12 @@ impl Swarm {
             return;
         }
         let mut want = depth - cur;
+        // Top up in chunks of a quarter of the pipeline (at most 8 blocks): a peer that
+        // sends one block per socket write would otherwise cost one request command and
+        // one socket write per block. The pipeline stays at least 3/4 full.
+        if cur > 0 && want < (depth / 4).min(8) {
+            return;
+        }
         if !self.down_limit.is_unlimited() {
             // Ask only for what the download limit lets in now.
             let mut n = 0;
