@@ -74,6 +74,12 @@ def run_measured(argv):
         raise SystemExit(f"{argv[0]} failed ({p.returncode}): {out!r}")
     return json.loads(lines[-1]), ru.ru_utime + ru.ru_stime, ru.ru_maxrss
 
+def proc_cpu(pid):
+    """user+sys CPU seconds of a running process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 def start_server(argv):
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
     line = p.stdout.readline()
@@ -81,32 +87,38 @@ def start_server(argv):
         raise SystemExit(f"{argv} did not start")
     return p, json.loads(line)
 
-def download(kind, ih, peer, base, src, n):
+def download(kind, ih, peer, base, src, n, seed_pid=None):
     d = os.path.join(base, f"dl-{kind}-{n}")
     shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
     if kind == "mf":
         argv = [os.path.join(EX, "loopback_get"), ih, peer, d, "127.0.0.52"]
     else:
         argv = ["/usr/bin/python3", "-W", "ignore", "-c", LT, "leech", "127.0.0.53", ih, peer, d]
+    s0 = proc_cpu(seed_pid) if seed_pid else 0.0
     j, cpu, rss = run_measured(argv)
+    seed_cpu = proc_cpu(seed_pid) - s0 if seed_pid else 0.0
     got = os.path.join(d, os.path.basename(src))
     ok = j["complete"] and filecmp.cmp(got, src, shallow=False)
     shutil.rmtree(d, ignore_errors=True)
     if not ok:
         raise SystemExit(f"{kind} download from {peer} incomplete or corrupt: {j}")
-    return {"s": j["total_ms"] / 1000, "meta_ms": j["metadata_ms"], "cpu": cpu, "rss_mib": rss / 1024}
+    return {"s": j["total_ms"] / 1000, "meta_ms": j["metadata_ms"], "cpu": cpu, "seed_cpu": seed_cpu, "rss_mib": rss / 1024}
 
 def med(rows, k):
     return statistics.median(r[k] for r in rows)
 
 def main():
+    global EX
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1G")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--piece", type=int, default=256 * 1024)
     ap.add_argument("--dir", default="/tmp/mf-bench")
     ap.add_argument("--only", choices=["mf", "lt"], help="run only mf->mf or only the libtorrent-seeder rows")
+    ap.add_argument("--bin-dir", default=None, help="where loopback_seed/loopback_get are (to compare builds)")
     a = ap.parse_args()
+    if a.bin_dir:
+        EX = a.bin_dir
     size = parse_size(a.size)
     src_dir = os.path.join(a.dir, "src"); os.makedirs(src_dir, exist_ok=True)
     src = os.path.join(src_dir, "payload.bin")
@@ -118,7 +130,7 @@ def main():
         try:
             rows = []
             for n in range(a.runs):
-                r = download("mf", j["info_hash"], j["addr"], a.dir, src, n)
+                r = download("mf", j["info_hash"], j["addr"], a.dir, src, n, seed.pid)
                 print(f"mf->mf run {n}: {r}", file=sys.stderr); rows.append(r)
             results["magnetfetch -> magnetfetch"] = rows
         finally:
@@ -131,7 +143,7 @@ def main():
             for n in range(a.runs):
                 order = ["mf", "lt"] if n % 2 == 0 else ["lt", "mf"]
                 for k in order:
-                    r = download(k, j["info_hash"], peer, a.dir, src, n)
+                    r = download(k, j["info_hash"], peer, a.dir, src, n, seed.pid)
                     print(f"lt->{k} run {n}: {r}", file=sys.stderr); rows[k].append(r)
             results["libtorrent -> magnetfetch"] = rows["mf"]
             results["libtorrent -> libtorrent"] = rows["lt"]
@@ -139,11 +151,12 @@ def main():
             seed.kill(); seed.wait()
     mib = size / (1 << 20)
     print(f"\n{a.size} ({size} bytes), piece {a.piece // 1024} KiB, {a.runs} runs, medians:\n")
-    print("| seeder -> downloader | time s | MB/s | metadata ms | CPU s (user+sys) | peak RSS MiB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}\n")
+    print("| seeder -> downloader | time s | MB/s | metadata ms | downloader CPU s | seeder CPU s | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
         s = med(rows, "s")
-        print(f"| {name} | {s:.2f} | {size / s / 1e6:.0f} | {med(rows, 'meta_ms'):.0f} | {med(rows, 'cpu'):.2f} | {med(rows, 'rss_mib'):.0f} |")
+        print(f"| {name} | {s:.2f} | {size / s / 1e6:.0f} | {med(rows, 'meta_ms'):.0f} | {med(rows, 'cpu'):.2f} | {med(rows, 'seed_cpu'):.2f} | {med(rows, 'rss_mib'):.0f} |")
     if "libtorrent -> magnetfetch" in results:
         m, l = results["libtorrent -> magnetfetch"], results["libtorrent -> libtorrent"]
         print(f"\nratio magnetfetch/libtorrent (same libtorrent seeder): time {med(m, 's') / med(l, 's'):.2f}, "

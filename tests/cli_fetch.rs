@@ -225,6 +225,22 @@ fn sigint_then_resume_downloads_less() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(stderr.contains("run the same command again"), "{stderr}");
+    // The `interrupted` event reports what was verified when the session stopped; every
+    // piece counted there was handed to the resume saver before the stop, so the restart
+    // must not fetch any of it again.
+    let mut verified_at_stop = None;
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        if v["event"] == "interrupted" {
+            verified_at_stop = v["verified"].as_u64();
+            break;
+        }
+    }
+    let verified_at_stop = verified_at_stop.expect("an `interrupted` event with `verified`");
+    assert!(
+        verified_at_stop >= verified && verified_at_stop < size as u64,
+        "verified at stop {verified_at_stop}, seen before {verified}, size {size}"
+    );
     // The verified pieces were recorded (resume data), not only left on disk.
     let resume_files: Vec<_> = std::fs::read_dir(state.join("resume"))
         .expect("resume dir")
@@ -244,10 +260,16 @@ fn sigint_then_resume_downloads_less() {
     let done = events.last().unwrap();
     assert_eq!(done["event"], "done");
     let downloaded = done["downloaded"].as_u64().unwrap();
+    // Strict: one seeder, so no endgame duplicates; the second run fetches only what was
+    // not verified before the stop (partial pieces are fetched again in full, and they are
+    // part of the remainder), so not one byte more than the remainder.
+    let remaining = size as u64 - verified_at_stop;
     assert!(
-        downloaded < size as u64,
-        "second run downloaded {downloaded} of {size}"
+        downloaded <= remaining,
+        "second run downloaded {downloaded} bytes, but only {remaining} of {size} were \
+         not verified before the stop (verified data fetched twice)"
     );
+    assert!(downloaded > 0, "the second run had pieces left to fetch");
     assert_eq!(std::fs::read(out_dir.join("big.bin")).unwrap(), data);
     eprintln!("resumed: second run downloaded {downloaded} of {size} bytes");
 }

@@ -29,8 +29,10 @@ use crate::net::{Listener, Net, Stream};
 
 /// Messages that arrive before the extended handshake and are kept for the caller.
 const MAX_PENDING: usize = 64;
-/// Bytes asked of the socket per read when no larger message is in progress.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes asked of the socket per read when no larger message is in progress. Large, so one
+/// read on a fast link brings in a dozen 16 KiB blocks that go to the torrent actor as one
+/// batch (see `session::peer_task`); the buffer is reused once those blocks are consumed.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Reading half: decodes framed messages.
 pub struct PeerReader {
@@ -51,6 +53,12 @@ impl PeerReader {
                 return Err(PeerError::Closed);
             }
         }
+    }
+
+    /// The next message if it is already fully buffered (no I/O). Lets the caller take
+    /// everything one socket read brought in and hand it on as one batch.
+    pub fn try_next(&mut self) -> Result<Option<Message>, PeerError> {
+        self.decoder.next_message()
     }
 }
 
@@ -103,6 +111,17 @@ impl PeerWriter {
     pub fn queue_piece(&mut self, index: u32, begin: u32, data: &[u8]) {
         wire::encode_piece_header(index, begin, data.len() as u32, &mut self.buf);
         self.buf.extend_from_slice(data);
+    }
+
+    /// Writes `data` as it is (already framed, e.g. a batch of `piece` messages built by
+    /// the caller), after anything queued.
+    pub async fn write_framed(&mut self, data: &[u8]) -> Result<(), PeerError> {
+        if !self.buf.is_empty() {
+            self.write_queued().await?;
+        }
+        self.wr.write_all(data).await?;
+        self.wr.flush().await?;
+        Ok(())
     }
 
     /// Bytes queued and not yet written.

@@ -28,8 +28,15 @@ use crate::torrent::{Bitfield, PeerKey};
 /// Requests from one peer we queue for serving; more are ignored (BEP 3 leaves it to us, and
 /// we advertise `reqq` in the extended handshake).
 pub const MAX_UPLOAD_QUEUE: usize = 500;
-/// Blocks read from storage in one blocking call.
-const SERVE_BATCH: usize = 16;
+/// Blocks read from storage in one blocking call and sent in one socket write.
+const SERVE_BATCH: usize = 32;
+/// Payload bytes read in one blocking call (bounds the per-peer send buffer).
+const SERVE_BATCH_BYTES: usize = 512 * 1024;
+/// Messages already decoded from one socket read that go to the actor (or the writer) as
+/// one batch: one channel send and one wake-up instead of one per 16 KiB block.
+const READ_BATCH: usize = 64;
+/// Batches of upload work (requests, cancels, metadata requests) queued for the writer.
+const UPLOAD_BATCHES: usize = 64;
 /// A peer that sends nothing for this long is dropped (BEP 3 keep-alives come every 2 min).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// We send a keep-alive after this long without sending anything.
@@ -57,6 +64,8 @@ pub enum PeerCmd {
 pub enum PeerEvent {
     /// A message the actor has to act on (everything except uploads and metadata requests).
     Msg(Message),
+    /// Several such messages, in order, that arrived in one socket read.
+    Batch(Vec<Message>),
     /// Addresses learned from the peer's ut_pex.
     Pex(Vec<std::net::SocketAddr>),
     /// The connection ended.
@@ -128,7 +137,7 @@ pub async fn run_peer(
     let their_meta = theirs.as_ref().and_then(|t| t.id_of(UT_METADATA));
     let their_pex = theirs.as_ref().and_then(|t| t.id_of(UT_PEX));
     let (reader, writer, pending) = conn.into_parts();
-    let (up_tx, up_rx) = mpsc::channel::<Upload>(MAX_UPLOAD_QUEUE);
+    let (up_tx, up_rx) = mpsc::channel::<Vec<Upload>>(UPLOAD_BATCHES);
     let ctx = Arc::new(ctx);
     let writer_task = tokio::spawn(write_loop(
         writer,
@@ -189,13 +198,15 @@ async fn read_loop(
     mut reader: PeerReader,
     pending: Vec<Message>,
     ctx: &PeerContext,
-    up_tx: mpsc::Sender<Upload>,
+    up_tx: mpsc::Sender<Vec<Upload>>,
     ev_tx: &mpsc::Sender<(PeerKey, PeerEvent)>,
 ) -> PeerError {
     let key = ctx.key;
     let mut backlog: VecDeque<Message> = pending.into();
+    let mut msgs: Vec<Message> = Vec::new();
+    let mut ups: Vec<Upload> = Vec::new();
     loop {
-        let m = match backlog.pop_front() {
+        let first = match backlog.pop_front() {
             Some(m) => m,
             None => match tokio::time::timeout(IDLE_TIMEOUT, reader.recv()).await {
                 Err(_) => return PeerError::Timeout("peer idle"),
@@ -203,57 +214,97 @@ async fn read_loop(
                 Ok(Ok(m)) => m,
             },
         };
-        if let Err(e) = crate::peer::validate(&m, ctx.num_pieces) {
-            return e;
+        // Take everything the last read already brought in (without waiting for more), so
+        // a burst of blocks costs the actor one wake-up.
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(m) = next.take() {
+            n += 1;
+            if let Err(e) = crate::peer::validate(&m, ctx.num_pieces) {
+                return e;
+            }
+            match m {
+                Message::KeepAlive => {}
+                Message::Request(b) => {
+                    if b.length > MAX_BLOCK {
+                        return PeerError::BadBlockLength(b.length);
+                    }
+                    ups.push(Upload::Request(b));
+                }
+                Message::Cancel(b) => ups.push(Upload::Cancel(b)),
+                Message::Extended {
+                    id: UT_METADATA_ID,
+                    payload,
+                } => {
+                    if let Ok(MetadataMsg::Request { piece }) = MetadataMsg::decode(&payload) {
+                        ups.push(Upload::Metadata(piece));
+                    }
+                }
+                Message::Extended {
+                    id: UT_PEX_ID,
+                    payload,
+                } => {
+                    if let Ok(p) = crate::peer::PexMsg::decode(&payload) {
+                        // Keep the order of events: what came before the PEX goes first.
+                        if !send_msgs(ev_tx, key, &mut msgs).await {
+                            return PeerError::Closed;
+                        }
+                        let ev = PeerEvent::Pex(p.added.into_iter().map(|(a, _)| a).collect());
+                        if ev_tx.send((key, ev)).await.is_err() {
+                            return PeerError::Closed;
+                        }
+                    }
+                }
+                Message::Extended { .. } => {}
+                other => msgs.push(other),
+            }
+            if n < READ_BATCH {
+                next = match backlog.pop_front() {
+                    Some(m) => Some(m),
+                    None => match reader.try_next() {
+                        Ok(m) => m,
+                        Err(e) => return e,
+                    },
+                };
+            }
         }
-        let ev = match m {
-            Message::KeepAlive => continue,
-            Message::Request(b) => {
-                if b.length > MAX_BLOCK {
-                    return PeerError::BadBlockLength(b.length);
-                }
-                // Full queue: the peer ignored our reqq; drop the request (it will re-ask).
-                let _ = up_tx.try_send(Upload::Request(b));
-                continue;
-            }
-            Message::Cancel(b) => {
-                let _ = up_tx.try_send(Upload::Cancel(b));
-                continue;
-            }
-            Message::Extended {
-                id: UT_METADATA_ID,
-                payload,
-            } => {
-                if let Ok(MetadataMsg::Request { piece }) = MetadataMsg::decode(&payload) {
-                    let _ = up_tx.try_send(Upload::Metadata(piece));
-                }
-                continue;
-            }
-            Message::Extended {
-                id: UT_PEX_ID,
-                payload,
-            } => match crate::peer::PexMsg::decode(&payload) {
-                Ok(p) => PeerEvent::Pex(p.added.into_iter().map(|(a, _)| a).collect()),
-                Err(_) => continue,
-            },
-            Message::Extended { .. } => continue,
-            other => PeerEvent::Msg(other),
-        };
-        if ev_tx.send((key, ev)).await.is_err() {
+        if !ups.is_empty() {
+            // Full queue: the peer ignored our reqq; drop the requests (it will re-ask).
+            let _ = up_tx.try_send(std::mem::take(&mut ups));
+        }
+        if !send_msgs(ev_tx, key, &mut msgs).await {
             return PeerError::Closed;
         }
     }
+}
+
+/// Hands the collected messages to the actor (one event); false if the actor is gone.
+async fn send_msgs(
+    ev_tx: &mpsc::Sender<(PeerKey, PeerEvent)>,
+    key: PeerKey,
+    msgs: &mut Vec<Message>,
+) -> bool {
+    let ev = match msgs.len() {
+        0 => return true,
+        1 => match msgs.pop() {
+            Some(m) => PeerEvent::Msg(m),
+            None => return true,
+        },
+        _ => PeerEvent::Batch(std::mem::take(msgs)),
+    };
+    ev_tx.send((key, ev)).await.is_ok()
 }
 
 async fn write_loop(
     mut writer: PeerWriter,
     ctx: Arc<PeerContext>,
     mut cmd_rx: mpsc::Receiver<PeerCmd>,
-    mut up_rx: mpsc::Receiver<Upload>,
+    mut up_rx: mpsc::Receiver<Vec<Upload>>,
     their_meta: Option<u8>,
     their_pex: Option<u8>,
 ) -> Result<(), PeerError> {
     let mut st = WriterState {
+        serve_buf: Vec::new(),
         choking: true,
         deferred: None,
         queue: VecDeque::new(),
@@ -282,14 +333,16 @@ async fn write_loop(
                     if !on_cmd(&mut writer, &mut st, &mut cmd_rx, cmd).await? {
                         return Ok(());
                     }
-                } else if let Ok(up) = up_rx.try_recv() {
-                    on_upload(&mut writer, &ctx, &mut st, up).await?;
+                } else if let Ok(ups) = up_rx.try_recv() {
+                    for up in ups {
+                        on_upload(&mut writer, &ctx, &mut st, up).await?;
+                    }
                 } else {
                     break;
                 }
             }
             if !st.choking && !st.queue.is_empty() {
-                serve(&mut writer, &ctx, &mut st.queue).await?;
+                serve(&mut writer, &ctx, &mut st.queue, &mut st.serve_buf).await?;
             }
             last_send = Instant::now();
             continue;
@@ -304,8 +357,10 @@ async fn write_loop(
                 last_send = Instant::now();
             }
             up = up_rx.recv() => {
-                let Some(up) = up else { return Ok(()) };
-                on_upload(&mut writer, &ctx, &mut st, up).await?;
+                let Some(ups) = up else { return Ok(()) };
+                for up in ups {
+                    on_upload(&mut writer, &ctx, &mut st, up).await?;
+                }
             }
             _ = tokio::time::sleep_until(last_send + KEEPALIVE) => {
                 writer.send(&Message::KeepAlive).await?;
@@ -316,6 +371,8 @@ async fn write_loop(
 }
 
 struct WriterState {
+    /// Framed `piece` messages of one serve batch; reused (capacity ≤ one batch).
+    serve_buf: Vec<u8>,
     choking: bool,
     /// A non-`Send` command taken off the channel while coalescing `Send`s; handled next,
     /// before anything else from the channel, so command order is kept.
@@ -403,46 +460,73 @@ async fn on_upload(
     Ok(())
 }
 
-/// Reads up to [`SERVE_BATCH`] queued blocks and sends them, honouring the upload limit.
+/// Reads up to [`SERVE_BATCH`] queued blocks ([`SERVE_BATCH_BYTES`]) straight into one
+/// buffer of framed `piece` messages (header, then the block read in place: no per-block
+/// allocation or copy) and sends it with one write, honouring the upload limit.
 async fn serve(
     writer: &mut PeerWriter,
     ctx: &PeerContext,
     queue: &mut VecDeque<WireBlock>,
+    serve_buf: &mut Vec<u8>,
 ) -> Result<(), PeerError> {
-    let batch: Vec<WireBlock> = queue.drain(..queue.len().min(SERVE_BATCH)).collect();
-    let bytes: u64 = batch.iter().map(|b| b.length as u64).sum();
+    let mut n = 0;
+    let mut bytes = 0usize;
+    for b in queue.iter() {
+        if n == SERVE_BATCH || (n > 0 && bytes + b.length as usize > SERVE_BATCH_BYTES) {
+            break;
+        }
+        n += 1;
+        bytes += b.length as usize;
+    }
+    let batch: Vec<WireBlock> = queue.drain(..n).collect();
     let wait = {
         let mut tb = ctx.up_limit.lock().unwrap_or_else(|p| p.into_inner());
-        tb.reserve(Instant::now(), bytes)
+        tb.reserve(Instant::now(), bytes as u64)
     };
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
     let storage = ctx.storage.clone();
-    let read = move || -> Vec<Option<(WireBlock, Vec<u8>)>> {
-        batch
-            .into_iter()
-            .map(|b| {
-                storage
-                    .read_block(b.index, b.begin, b.length)
-                    .ok()
-                    .map(|d| (b, d))
-            })
-            .collect()
+    let mut buf = std::mem::take(serve_buf);
+    // Each request's length was checked (≤ MAX_BLOCK) by the reader, so the buffer is
+    // bounded by SERVE_BATCH_BYTES + one block.
+    let read = move || -> (Vec<u8>, usize, u64) {
+        // `used` bytes of `buf` are this batch; the Vec's length only ever grows to the
+        // largest batch, so its bytes are zeroed once, not before every read.
+        let mut used = 0usize;
+        let mut sent = 0u64;
+        for b in batch {
+            let data = used + 13;
+            let end = data + b.length as usize;
+            if buf.len() < end {
+                buf.resize(end, 0);
+            }
+            buf[used..used + 4].copy_from_slice(&(9 + b.length).to_be_bytes());
+            buf[used + 4] = crate::peer::wire::ID_PIECE;
+            buf[used + 5..used + 9].copy_from_slice(&b.index.to_be_bytes());
+            buf[used + 9..data].copy_from_slice(&b.begin.to_be_bytes());
+            // Not ours to serve (out of range or unreadable): skip the block.
+            if storage
+                .read_into(b.index, b.begin, &mut buf[data..end])
+                .is_ok()
+            {
+                used = end;
+                sent += u64::from(b.length);
+            }
+        }
+        (buf, used, sent)
     };
-    let blocks = if ctx.blocking_io {
-        tokio::task::spawn_blocking(read).await.unwrap_or_default()
+    let (buf, used, sent) = if ctx.blocking_io {
+        tokio::task::spawn_blocking(read)
+            .await
+            .unwrap_or_else(|_| (Vec::new(), 0, 0))
     } else {
         read()
     };
-    tracing::trace!(n = blocks.len(), "serving");
-    for (b, data) in blocks.into_iter().flatten() {
-        writer.queue_piece(b.index, b.begin, &data);
-        ctx.counters
-            .uploaded
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        ctx.total_uploaded
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-    }
-    writer.flush().await
+    tracing::trace!(bytes = sent, "serving");
+    writer.write_framed(&buf[..used]).await?;
+    ctx.counters.uploaded.fetch_add(sent, Ordering::Relaxed);
+    ctx.total_uploaded.fetch_add(sent, Ordering::Relaxed);
+    *serve_buf = buf;
+    Ok(())
 }

@@ -189,7 +189,16 @@ const IDLE_DROP_AFTER: Duration = Duration::from_secs(60);
 
 /// A hashed piece: index, whether it matched (or the write error), and per-block SHA-1s
 /// when the picker needs them to tell honest senders from corrupt ones (smart ban).
-type CheckResult = (u32, Result<bool, StorageError>, Option<Vec<[u8; 20]>>);
+/// The piece buffer comes back too, for reuse.
+type CheckResult = (
+    u32,
+    Result<bool, StorageError>,
+    Option<Vec<[u8; 20]>>,
+    Vec<u8>,
+);
+
+/// Spare piece buffers kept for reuse (a few pieces are hashed while others fill).
+const SPARE_BUFFERS: usize = 8;
 
 pub struct Swarm {
     p: SwarmParams,
@@ -202,6 +211,11 @@ pub struct Swarm {
     banned: BanList,
     idle: IdlePeers,
     buffers: BTreeMap<u32, Vec<u8>>,
+    /// Piece buffers handed back after hashing, reused for the next pieces: a fresh
+    /// zeroed allocation per piece costs page faults for every page of it.
+    spare_buffers: Vec<Vec<u8>>,
+    /// Inside a [`PeerEvent::Batch`]: `on_block` leaves the pipeline top-up to its end.
+    batching: bool,
     connecting: JoinSet<(SocketAddr, Result<PeerConn, PeerError>)>,
     checks: JoinSet<CheckResult>,
     checking: usize,
@@ -255,6 +269,8 @@ impl Swarm {
             banned: BanList::new(MAX_BANNED),
             idle: IdlePeers::default(),
             buffers: BTreeMap::new(),
+            spare_buffers: Vec::new(),
+            batching: false,
             connecting: JoinSet::new(),
             checks: JoinSet::new(),
             checking: 0,
@@ -311,7 +327,10 @@ impl Swarm {
                 }
                 Some(r) = self.checks.join_next(), if self.checking > 0 => {
                     self.checking -= 1;
-                    if let Ok((piece, res, digests)) = r {
+                    if let Ok((piece, res, digests, buf)) = r {
+                        if self.spare_buffers.len() < SPARE_BUFFERS {
+                            self.spare_buffers.push(buf);
+                        }
                         self.on_checked(piece, res, digests)?;
                     }
                 }
@@ -602,6 +621,20 @@ impl Swarm {
                     self.drop_peer(key, why);
                 }
             }
+            PeerEvent::Batch(ms) => {
+                // Blocks in a batch top up the pipeline once, at the end: one request
+                // command (one socket write) per batch instead of one per block.
+                self.batching = true;
+                for m in ms {
+                    if let Err(why) = self.on_message(key, m) {
+                        self.batching = false;
+                        self.drop_peer(key, why);
+                        return;
+                    }
+                }
+                self.batching = false;
+                self.fill_requests(key);
+            }
         }
     }
 
@@ -699,7 +732,19 @@ impl Swarm {
         tracing::trace!(?r, ?out.status, complete = out.piece_complete, "block");
         if out.status == BlockStatus::Accepted {
             let plen = self.p.layout.piece_len(index) as usize;
-            let buf = self.buffers.entry(index).or_insert_with(|| vec![0u8; plen]);
+            let spare = &mut self.spare_buffers;
+            // A reused buffer holds an older piece's bytes; every block of this piece is
+            // written before it is hashed (the picker completes a piece only then).
+            let buf = self
+                .buffers
+                .entry(index)
+                .or_insert_with(|| match spare.pop() {
+                    Some(mut b) => {
+                        b.resize(plen, 0);
+                        b
+                    }
+                    None => vec![0u8; plen],
+                });
             let end = begin as usize + data.len();
             if end <= buf.len() {
                 buf[begin as usize..end].copy_from_slice(&data);
@@ -716,7 +761,9 @@ impl Swarm {
         if out.piece_complete {
             self.start_check(index);
         }
-        self.fill_requests(key);
+        if !self.batching {
+            self.fill_requests(key);
+        }
     }
 
     fn start_check(&mut self, piece: u32) {
@@ -727,23 +774,22 @@ impl Swarm {
         let storage = self.p.storage.clone();
         let want_digests = self.picker.needs_block_digests(piece);
         let work = move || -> CheckResult {
-            let block_digests = || {
+            let block_digests = |buf: &[u8]| {
                 buf.chunks(crate::torrent::BLOCK_SIZE as usize)
                     .map(crate::torrent::verify::sha1)
                     .collect::<Vec<_>>()
             };
             let Some(expected) = expected else {
-                return (piece, Ok(false), None);
+                return (piece, Ok(false), None, buf);
             };
             if crate::torrent::verify::sha1(&buf) != expected {
-                return (piece, Ok(false), Some(block_digests()));
+                let d = block_digests(&buf);
+                return (piece, Ok(false), Some(d), buf);
             }
-            let digests = want_digests.then(block_digests);
-            (
-                piece,
-                storage.write_block(piece, 0, &buf).map(|_| true),
-                digests,
-            )
+            let digests = want_digests.then(|| block_digests(&buf));
+            // One positional write for the whole verified piece.
+            let res = storage.write_block(piece, 0, &buf).map(|_| true);
+            (piece, res, digests, buf)
         };
         self.checking += 1;
         if self.p.cfg.blocking_io {
@@ -848,6 +894,12 @@ impl Swarm {
             return;
         }
         let mut want = depth - cur;
+        // Top up in chunks of a quarter of the pipeline (at most 8 blocks): a peer that
+        // sends one block per socket write would otherwise cost one request command and
+        // one socket write per block. The pipeline stays at least 3/4 full.
+        if cur > 0 && want < (depth / 4).min(8) {
+            return;
+        }
         if !self.down_limit.is_unlimited() {
             // Ask only for what the download limit lets in now.
             let mut n = 0;

@@ -225,11 +225,23 @@ impl Storage {
     /// The range is checked against the layout (so at most one piece is allocated);
     /// callers serving peers must also cap `len` (BEP 3 practice: 16 KiB, at most 128 KiB).
     pub fn read_block(&self, piece: u32, offset: u32, len: u32) -> Result<Vec<u8>, StorageError> {
-        let segs = self.segments(piece, offset, len)?;
         let mut buf = vec![0u8; len as usize];
+        self.read_into(piece, offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of `piece` into `buf` (no allocation: the upload
+    /// path reads straight into its socket buffer). Range checked like [`Storage::read_block`].
+    pub fn read_into(&self, piece: u32, offset: u32, buf: &mut [u8]) -> Result<(), StorageError> {
+        let len = u32::try_from(buf.len()).map_err(|_| StorageError::OutOfRange {
+            piece,
+            offset,
+            len: u32::MAX,
+        })?;
+        let segs = self.segments(piece, offset, len)?;
         if let Backend::Generated(g) = &self.backend {
-            g.read(&self.layout, piece, offset, &mut buf);
-            return Ok(buf);
+            g.read(&self.layout, piece, offset, buf);
+            return Ok(());
         }
         let mut pos = 0usize;
         for s in segs {
@@ -237,20 +249,22 @@ impl Storage {
             let out = &mut buf[pos..pos + n];
             pos += n;
             if self.layout.files()[s.file].pad {
-                continue; // zeros
+                out.fill(0);
+                continue;
             }
             match &self.backend {
                 Backend::Disk(d) => d.read(&self.layout, s.file, s.file_offset, out)?,
-                Backend::Sparse(m) => {
-                    if let Some(f) = lock(m).get(&s.file) {
+                Backend::Sparse(m) => match lock(m).get(&s.file) {
+                    Some(f) => {
                         let off = s.file_offset as usize;
                         out.copy_from_slice(&f[off..off + n]);
                     }
-                }
+                    None => out.fill(0),
+                },
                 Backend::Generated(_) => {}
             }
         }
-        Ok(buf)
+        Ok(())
     }
 
     /// Reads a whole piece.
