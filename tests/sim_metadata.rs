@@ -18,6 +18,7 @@ async fn session(net: &simnet::Network, ip: &str, seed: u64) -> Session {
         rng_seed: Some(seed),
         blocking_io: false,
         dht: None,
+        transport: Default::default(),
     })
     .await
     .unwrap()

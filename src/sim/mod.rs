@@ -217,6 +217,7 @@ fn session_cfg(host: &simnet::Host, ip: IpAddr, seed: u64) -> SessionConfig {
         rng_seed: Some(seed),
         blocking_io: false,
         dht: None,
+        transport: Default::default(),
     }
 }
 
