@@ -190,16 +190,25 @@ fn mode_name(m: TransportMode) -> &'static str {
 #[ignore = "measurement; see docs/benchmarks.md"]
 async fn measure_two_peers_100ms_rtt() {
     // 25 ms per access link: 50 ms one way host to host, 100 ms RTT. 5 MiB/s links.
-    let size = 32 << 20;
+    let size: u64 = std::env::var("MF_SIZE_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8)
+        << 20;
+    let rate: u64 = std::env::var("MF_RATE_KIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5120)
+        << 10;
     for loss in [0.0, 0.01, 0.03] {
-        for mode in [TransportMode::Tcp, TransportMode::Quic] {
+        for mode in [TransportMode::Quic, TransportMode::Tcp] {
             let l = Link {
                 latency: Duration::from_millis(25),
                 loss,
-                rate: Some(5 << 20),
+                rate: (rate > 0).then_some(rate),
             };
             let wall = std::time::Instant::now();
-            let o = swarm(size, 1, &l, mode, Duration::from_secs(600)).await;
+            let o = swarm(size, 1, &l, mode, Duration::from_secs(120)).await;
             let t = o.secs.first().copied();
             println!(
                 "two peers, 100 ms RTT, loss {:.0}%, {}: {} (quic {} B, tcp {} B, wall {:.1}s)",
