@@ -12,6 +12,7 @@ pub mod magnet;
 pub mod metainfo;
 pub mod net;
 pub mod peer;
+pub mod quic;
 pub mod session;
 pub mod sim;
 pub mod torrent;

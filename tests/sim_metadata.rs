@@ -19,6 +19,7 @@ async fn session(net: &simnet::Network, ip: &str, seed: u64) -> Session {
         blocking_io: false,
         dht: None,
         trackers: None,
+        transport: Default::default(),
     })
     .await
     .unwrap()

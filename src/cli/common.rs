@@ -29,6 +29,13 @@ pub struct Common {
     /// Do not use the DHT (peers only from --peer, the magnet link and incoming connections)
     #[arg(long)]
     pub no_dht: bool,
+    /// Peer transport: auto = QUIC with magnetfetch peers (on the DHT's UDP port), TCP with
+    /// everyone else; tcp = TCP only; quic = QUIC only
+    #[arg(long, value_name = "auto|tcp|quic", default_value = "auto")]
+    pub transport: crate::quic::TransportMode,
+    /// Happy eyeballs: milliseconds QUIC gets alone before TCP is tried too (--transport auto)
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    pub tcp_delay_ms: u64,
     /// Machine-readable output: one JSON object per line on stdout
     #[arg(long)]
     pub json: bool,
@@ -104,6 +111,11 @@ impl Common {
         let cfg = |listen: SocketAddr| SessionConfig {
             listen: Some(listen),
             dht: dht.clone(),
+            transport: crate::quic::DialConfig {
+                mode: self.transport,
+                tcp_delay: Duration::from_millis(self.tcp_delay_ms),
+                ..Default::default()
+            },
             ..SessionConfig::default()
         };
         match Session::start(cfg(bind)).await {

@@ -227,6 +227,7 @@ async fn fetch(args: Args, source: Source) -> i32 {
                     "elapsed_ms": started.elapsed().as_millis() as u64,
                     "downloaded": out.summary.downloaded,
                     "uploaded": out.summary.uploaded,
+                    "transport_bytes": out.summary.transport_bytes,
                 }));
             }
             display.finish(&format!(

@@ -196,6 +196,7 @@ async fn seed(args: Args) -> i32 {
                     "elapsed_ms": started.elapsed().as_millis() as u64,
                     "downloaded": out.summary.downloaded,
                     "uploaded": out.summary.uploaded,
+                    "transport_bytes": out.summary.transport_bytes,
                 }));
             }
             display.finish(&format!(

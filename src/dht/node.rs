@@ -218,7 +218,12 @@ fn save_state(path: &Path, id: &NodeId, nodes: &[NodeInfo]) -> io::Result<()> {
 impl Dht {
     /// Binds the socket and starts the node task (which bootstraps at once).
     pub async fn start(net: Net, bind: SocketAddr, config: DhtConfig) -> io::Result<Dht> {
-        let sock = net.bind_udp(bind).await?;
+        Self::start_on(net.bind_udp(bind).await?, config)
+    }
+
+    /// Starts the node on a socket bound by the caller (e.g. shared with QUIC:
+    /// `crate::net::quic::bind_shared` hands the node only datagrams starting with `d`).
+    pub fn start_on(sock: UdpSocket, config: DhtConfig) -> io::Result<Dht> {
         let local_addr = sock.local_addr()?;
         let saved = config.state_file.as_deref().and_then(load_state);
         let now = Instant::now();

@@ -5,9 +5,12 @@
 //! against these types; there is no `#[cfg(test)]` fork. Time always comes from
 //! `tokio::time`, which the simulation pauses and advances.
 
+pub mod quic;
+
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -70,6 +73,9 @@ impl Net {
 pub enum UdpSocket {
     Tokio(tokio::net::UdpSocket),
     Sim(simnet::UdpSocket),
+    /// Shared with a QUIC endpoint: only datagrams starting with `d` (KRPC) are returned by
+    /// `recv_from`; the others go to QUIC (see [`quic`]).
+    Shared(Arc<quic::SharedUdp>),
 }
 
 impl UdpSocket {
@@ -77,6 +83,7 @@ impl UdpSocket {
         match self {
             UdpSocket::Tokio(s) => s.send_to(buf, addr).await,
             UdpSocket::Sim(s) => s.send_to(buf, addr).await,
+            UdpSocket::Shared(s) => s.send_to(buf, addr).await,
         }
     }
 
@@ -84,6 +91,7 @@ impl UdpSocket {
         match self {
             UdpSocket::Tokio(s) => s.recv_from(buf).await,
             UdpSocket::Sim(s) => s.recv_from(buf).await,
+            UdpSocket::Shared(s) => s.recv_from(buf).await,
         }
     }
 
@@ -91,6 +99,7 @@ impl UdpSocket {
         match self {
             UdpSocket::Tokio(s) => s.local_addr(),
             UdpSocket::Sim(s) => s.local_addr(),
+            UdpSocket::Shared(s) => s.local_addr(),
         }
     }
 }
@@ -130,6 +139,16 @@ impl Listener {
 pub enum Stream {
     Tokio(tokio::net::TcpStream),
     Sim(simnet::TcpStream),
+    /// One bidirectional stream of a QUIC connection (real or simulated UDP).
+    Quic(Box<quic::QuicStream>),
+}
+
+/// Which transport a peer connection runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Transport {
+    /// TCP (real, or simnet's stream sockets).
+    Tcp,
+    Quic,
 }
 
 impl Stream {
@@ -137,6 +156,7 @@ impl Stream {
         match self {
             Stream::Tokio(s) => s.peer_addr(),
             Stream::Sim(s) => s.peer_addr(),
+            Stream::Quic(s) => Ok(s.peer_addr()),
         }
     }
 
@@ -144,6 +164,14 @@ impl Stream {
         match self {
             Stream::Tokio(s) => s.local_addr(),
             Stream::Sim(s) => s.local_addr(),
+            Stream::Quic(s) => Ok(s.local_addr()),
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self {
+            Stream::Tokio(_) | Stream::Sim(_) => Transport::Tcp,
+            Stream::Quic(_) => Transport::Quic,
         }
     }
 }
@@ -157,6 +185,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tokio(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Sim(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Quic(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -170,6 +199,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tokio(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Sim(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Quic(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -177,6 +207,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tokio(s) => Pin::new(s).poll_flush(cx),
             Stream::Sim(s) => Pin::new(s).poll_flush(cx),
+            Stream::Quic(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -184,6 +215,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tokio(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Sim(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Quic(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -143,6 +143,8 @@ pub struct PeerConn {
     pub addr: SocketAddr,
     /// The peer's handshake (its reserved bits and peer id).
     pub remote: Handshake,
+    /// TCP or QUIC (issue 9).
+    pub transport: crate::net::Transport,
     pub reader: PeerReader,
     pub writer: PeerWriter,
     /// Messages received while waiting for the extended handshake, delivered first by
@@ -160,9 +162,11 @@ async fn read_exact_timed(s: &mut Stream, buf: &mut [u8], t: Duration) -> Result
 
 impl PeerConn {
     fn new(stream: Stream, addr: SocketAddr, remote: Handshake) -> Self {
+        let transport = stream.transport();
         let (rd, wr) = tokio::io::split(stream);
         PeerConn {
             addr,
+            transport,
             remote,
             reader: PeerReader {
                 rd,
@@ -186,9 +190,20 @@ impl PeerConn {
         connect_timeout: Duration,
         handshake_timeout: Duration,
     ) -> Result<Self, PeerError> {
-        let mut s = timeout(connect_timeout, net.connect(addr))
+        let s = timeout(connect_timeout, net.connect(addr))
             .await
             .map_err(|_| PeerError::Timeout("connecting"))??;
+        Self::handshake_outgoing(s, addr, info_hash, our_id, handshake_timeout).await
+    }
+
+    /// The outgoing BitTorrent handshake on an already connected stream (TCP or QUIC).
+    pub async fn handshake_outgoing(
+        mut s: Stream,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        handshake_timeout: Duration,
+    ) -> Result<Self, PeerError> {
         s.write_all(&Handshake::new(info_hash, our_id).encode())
             .await?;
         let mut b = [0u8; HANDSHAKE_LEN];

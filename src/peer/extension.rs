@@ -47,6 +47,8 @@ pub struct ExtHandshake {
     pub reqq: Option<u32>,
     /// Size of the info dictionary in bytes (BEP 9); unchecked here, see `metadata`.
     pub metadata_size: Option<u64>,
+    /// magnetfetch's own key `mf_quic`: the sender's QUIC (UDP) port (see `crate::quic`).
+    pub mf_quic: Option<u16>,
 }
 
 impl ExtHandshake {
@@ -66,6 +68,7 @@ impl ExtHandshake {
             yourip,
             reqq: Some(OUR_REQQ),
             metadata_size,
+            mf_quic: None,
         }
     }
 
@@ -77,7 +80,7 @@ impl ExtHandshake {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.dict_start();
-        // Keys in sorted order: m, metadata_size, p, reqq, v, yourip.
+        // Keys in sorted order: m, metadata_size, mf_quic, p, reqq, v, yourip.
         w.bytes(b"m").dict_start();
         for (name, id) in &self.m {
             w.kv_int(name, i64::from(*id));
@@ -85,6 +88,9 @@ impl ExtHandshake {
         w.end();
         if let Some(n) = self.metadata_size {
             w.kv_int("metadata_size", n as i64);
+        }
+        if let Some(p) = self.mf_quic {
+            w.kv_int("mf_quic", i64::from(p));
         }
         if let Some(p) = self.p {
             w.kv_int("p", i64::from(p));
@@ -135,6 +141,11 @@ impl ExtHandshake {
             .and_then(Value::as_int)
             .and_then(|p| u16::try_from(p).ok())
             .filter(|&p| p != 0);
+        hs.mf_quic = d
+            .get(&b"mf_quic"[..])
+            .and_then(Value::as_int)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|&p| p != 0);
         hs.v = d.get(&b"v"[..]).and_then(Value::as_bytes).map(|b| {
             let b = &b[..b.len().min(MAX_CLIENT_LEN)];
             String::from_utf8_lossy(b).into_owned()
@@ -175,6 +186,9 @@ mod tests {
         assert!(enc.starts_with(b"d1:md11:ut_metadatai1e6:ut_pexi2ee13:metadata_sizei31235e"));
         assert_eq!(ExtHandshake::decode(&enc).unwrap(), hs);
         assert_eq!(hs.id_of(UT_PEX), Some(UT_PEX_ID));
+        let mut q = hs.clone();
+        q.mf_quic = Some(6881);
+        assert_eq!(ExtHandshake::decode(&q.encode()).unwrap(), q);
     }
 
     #[test]
@@ -189,6 +203,10 @@ mod tests {
         assert!(hs.v.is_some());
         assert!(ExtHandshake::decode(b"le").is_err());
         assert!(ExtHandshake::decode(b"d1:m").is_err());
+        let q = ExtHandshake::decode(b"d7:mf_quici6881ee").unwrap();
+        assert_eq!(q.mf_quic, Some(6881));
+        let bad = ExtHandshake::decode(b"d7:mf_quici70000ee").unwrap();
+        assert_eq!(bad.mf_quic, None, "out of range port");
         let big = ExtHandshake::decode(b"d4:reqqi99999999999ee").unwrap();
         assert_eq!(big.reqq, Some(MAX_REQQ));
     }

@@ -36,7 +36,7 @@ use crate::torrent::resume::{self, ResumeSaver, ResumeState};
 use crate::torrent::storage::{Storage, StorageError};
 use crate::torrent::{Bitfield, FileSpec, Layout, LayoutError};
 
-pub use swarm::{SwarmConfig, SwarmError, SwarmSummary};
+pub use swarm::{SwarmConfig, SwarmError, SwarmSummary, TransportBytes};
 pub use trackers::{PeerSources, SourceCounters, TrackerStatus};
 
 /// Where a torrent is in its life.
@@ -102,6 +102,8 @@ pub struct Progress {
     pub sources: PeerSources,
     /// Each tracker's last status.
     pub trackers: Vec<TrackerStatus>,
+    /// Payload bytes (received + sent) per transport (issue 9).
+    pub transport_bytes: swarm::TransportBytes,
 }
 
 /// Session-wide settings.
@@ -119,6 +121,8 @@ pub struct SessionConfig {
     pub dht: Option<DhtConfig>,
     /// Tracker client settings (BEP 3/15); `None`: never announce to trackers.
     pub trackers: Option<crate::tracker::ClientConfig>,
+    /// TCP, QUIC or both (issue 9); QUIC shares the DHT's UDP port. Needs `listen`.
+    pub transport: crate::quic::DialConfig,
 }
 
 impl Default for SessionConfig {
@@ -130,6 +134,7 @@ impl Default for SessionConfig {
             blocking_io: true,
             dht: None,
             trackers: Some(crate::tracker::ClientConfig::default()),
+            transport: crate::quic::DialConfig::default(),
         }
     }
 }
@@ -282,6 +287,7 @@ struct Inner {
     blocking_io: bool,
     dht: Option<Arc<Dht>>,
     trackers: Option<Arc<crate::tracker::TrackerClient>>,
+    dialer: crate::quic::Dialer,
 }
 
 /// Our client: a peer id, a listening socket, and the torrents.
@@ -303,7 +309,7 @@ impl Session {
             None => StdRng::from_os_rng(),
         };
         let peer_id = crate::peer::generate_peer_id(&mut rng);
-        let (listener, dht) = bind(&cfg).await?;
+        let (listener, dht, quic) = bind(&cfg).await?;
         let listen_addr = match &listener {
             Some(l) => Some(l.local_addr()?),
             None => None,
@@ -328,9 +334,18 @@ impl Session {
             blocking_io: cfg.blocking_io,
             dht: dht.map(Arc::new),
             trackers,
+            dialer: crate::quic::Dialer {
+                mode: cfg.transport.mode,
+                tcp_delay: cfg.transport.tcp_delay,
+                quic: quic.clone(),
+                peers: Default::default(),
+            },
         });
         if let Some(l) = listener {
             tokio::spawn(accept_loop(l, Arc::downgrade(&inner)));
+        }
+        if let Some(ep) = quic {
+            tokio::spawn(quic_accept_loop(ep, Arc::downgrade(&inner)));
         }
         Ok(Session { inner })
     }
@@ -346,6 +361,11 @@ impl Session {
 
     pub fn net(&self) -> &Net {
         &self.inner.net
+    }
+
+    /// The transport policy and QUIC endpoint (if any).
+    pub fn dialer(&self) -> &crate::quic::Dialer {
+        &self.inner.dialer
     }
 
     /// The session's DHT node, when it runs one.
@@ -409,23 +429,55 @@ impl Session {
     }
 }
 
+/// What [`bind`] opened: the TCP listener, the DHT node, the QUIC endpoint.
+type Bound = (
+    Option<crate::net::Listener>,
+    Option<Dht>,
+    Option<crate::net::quic::QuicEndpoint>,
+);
+
 /// Binds the TCP listener and, when asked, the DHT's UDP socket on the same IP and port
-/// (peers learn one port for both). With port 0 the TCP port is chosen by the system and
-/// may be taken for UDP: then a few other ports are tried.
-async fn bind(cfg: &SessionConfig) -> std::io::Result<(Option<crate::net::Listener>, Option<Dht>)> {
+/// (peers learn one port for both); QUIC, when on, shares that UDP socket (first-byte
+/// demultiplexing, see [`crate::net::quic`]). With port 0 the TCP port is chosen by the
+/// system and may be taken for UDP: then a few other ports are tried.
+async fn bind(cfg: &SessionConfig) -> std::io::Result<Bound> {
     let Some(addr) = cfg.listen else {
-        return Ok((None, None));
+        return Ok((None, None, None));
     };
+    let quic = cfg.transport.mode.uses_quic();
     let attempts = if addr.port() == 0 { 8 } else { 1 };
     let mut last_err = None;
     for _ in 0..attempts {
         let listener = cfg.net.listen(addr).await?;
-        let Some(dcfg) = &cfg.dht else {
-            return Ok((Some(listener), None));
-        };
+        if cfg.dht.is_none() && !quic {
+            return Ok((Some(listener), None, None));
+        }
         let udp_addr = listener.local_addr()?;
-        match Dht::start(cfg.net.clone(), udp_addr, dcfg.clone()).await {
-            Ok(d) => return Ok((Some(listener), Some(d))),
+        let (sock, ep) = if quic {
+            let mut qcfg = cfg.transport.quic.clone();
+            qcfg.seed = qcfg.seed.or(cfg.rng_seed);
+            match crate::net::quic::bind_shared(&cfg.net, udp_addr, &qcfg).await {
+                Ok((s, e)) => (Some(s), Some(e)),
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let Some(dcfg) = &cfg.dht else {
+            if let Some(s) = sock {
+                tokio::spawn(crate::net::quic::drain_krpc(s));
+            }
+            return Ok((Some(listener), None, ep));
+        };
+        let started = match sock {
+            Some(s) => Dht::start_on(s, dcfg.clone()),
+            None => Dht::start(cfg.net.clone(), udp_addr, dcfg.clone()).await,
+        };
+        match started {
+            Ok(d) => return Ok((Some(listener), Some(d), ep)),
             Err(e) => last_err = Some(e),
         }
     }
@@ -523,34 +575,56 @@ async fn accept_loop(listener: crate::net::Listener, inner: std::sync::Weak<Inne
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Some(strong) = inner.upgrade() else {
+        if inner.strong_count() == 0 {
             return;
-        };
-        let our_id = strong.peer_id;
+        }
+        tokio::spawn(accept_peer(stream, addr, inner.clone()));
+    }
+}
+
+/// Incoming QUIC connections: the QUIC handshake and the peer's stream, then the same
+/// BitTorrent handshake as over TCP.
+async fn quic_accept_loop(ep: crate::net::quic::QuicEndpoint, inner: std::sync::Weak<Inner>) {
+    while let Some(inc) = ep.accept().await {
+        if inner.strong_count() == 0 {
+            ep.close();
+            return;
+        }
         let weak = inner.clone();
-        drop(strong);
         tokio::spawn(async move {
-            let known = |ih: &InfoHash| {
-                weak.upgrade()
-                    .is_some_and(|i| lock(&i.torrents).contains_key(ih))
-            };
-            let conn = match PeerConn::accept(stream, addr, our_id, known, Duration::from_secs(10))
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(%addr, %e, "incoming handshake failed");
-                    return;
-                }
-            };
-            let Some(i) = weak.upgrade() else { return };
-            let tx = lock(&i.torrents)
-                .get(&conn.remote.info_hash)
-                .map(|s| s.incoming.clone());
-            if let Some(tx) = tx {
-                let _ = tx.try_send(conn);
+            let addr = inc.remote_addr();
+            match tokio::time::timeout(Duration::from_secs(10), inc.stream()).await {
+                Ok(Ok((stream, addr))) => accept_peer(stream, addr, weak).await,
+                Ok(Err(e)) => tracing::debug!(%addr, %e, "incoming QUIC failed"),
+                Err(_) => tracing::debug!(%addr, "incoming QUIC timed out"),
             }
         });
+    }
+}
+
+/// The BitTorrent handshake of an incoming connection (any transport); hands it to its
+/// torrent.
+async fn accept_peer(stream: crate::net::Stream, addr: SocketAddr, weak: std::sync::Weak<Inner>) {
+    let Some(our_id) = weak.upgrade().map(|i| i.peer_id) else {
+        return;
+    };
+    let known = |ih: &InfoHash| {
+        weak.upgrade()
+            .is_some_and(|i| lock(&i.torrents).contains_key(ih))
+    };
+    let conn = match PeerConn::accept(stream, addr, our_id, known, Duration::from_secs(10)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%addr, %e, "incoming handshake failed");
+            return;
+        }
+    };
+    let Some(i) = weak.upgrade() else { return };
+    let tx = lock(&i.torrents)
+        .get(&conn.remote.info_hash)
+        .map(|s| s.incoming.clone());
+    if let Some(tx) = tx {
+        let _ = tx.try_send(conn);
     }
 }
 
@@ -696,6 +770,7 @@ async fn run_torrent(
         info_hash,
         our_id: inner.peer_id,
         our_port: inner.listen_addr.map(|a| a.port()),
+        dialer: inner.dialer.clone(),
         layout,
         piece_hashes: hashes,
         info: Bytes::from(metainfo.raw_info.clone()),

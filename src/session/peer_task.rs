@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::peer::extension::{ExtHandshake, UT_METADATA, UT_METADATA_ID, UT_PEX, UT_PEX_ID};
 use crate::peer::metadata::{serve_request, MetadataMsg};
+use crate::peer::pex::FLAG_MF_QUIC;
 use crate::peer::wire::{BlockRef as WireBlock, MAX_BLOCK};
 use crate::peer::{Message, PeerConn, PeerError, PeerReader, PeerWriter};
 use crate::torrent::ratelimit::TokenBucket;
@@ -95,6 +96,10 @@ pub struct PeerContext {
     pub blocking_io: bool,
     /// Set when the torrent stops: writers stop serving.
     pub stopping: Arc<AtomicBool>,
+    /// Our QUIC (UDP) port, advertised as `mf_quic` in the extended handshake.
+    pub quic_port: Option<u16>,
+    /// QUIC-capable peers learned from PEX flags (issue 9).
+    pub quic_peers: crate::quic::QuicPeers,
 }
 
 /// What we learned from the peer's extended handshake.
@@ -104,6 +109,8 @@ pub struct PeerExt {
     pub listen_port: Option<u16>,
     pub client: Option<String>,
     pub pex: bool,
+    /// The peer's `mf_quic` (its QUIC UDP port), if it speaks magnetfetch's QUIC.
+    pub quic_port: Option<u16>,
 }
 
 /// Runs one peer until it closes or is told to. `have` is our bitfield at connection time:
@@ -132,6 +139,7 @@ pub async fn run_peer(
         listen_port: theirs.as_ref().and_then(|t| t.p),
         client: theirs.as_ref().and_then(|t| t.v.clone()),
         pex: theirs.as_ref().and_then(|t| t.id_of(UT_PEX)).is_some(),
+        quic_port: theirs.as_ref().and_then(|t| t.mf_quic),
     };
     let _ = ext_tx.send(ext);
     let their_meta = theirs.as_ref().and_then(|t| t.id_of(UT_METADATA));
@@ -174,7 +182,8 @@ async fn setup(
     if !conn.extensions() {
         return Ok(None);
     }
-    let ours = ExtHandshake::ours(our_port, Some(ctx.info.len() as u64), Some(conn.addr.ip()));
+    let mut ours = ExtHandshake::ours(our_port, Some(ctx.info.len() as u64), Some(conn.addr.ip()));
+    ours.mf_quic = ctx.quic_port;
     // A peer that never answers the extended handshake is still a peer for pieces.
     match conn
         .exchange_ext_handshake(&ours, Duration::from_secs(10))
@@ -245,6 +254,9 @@ async fn read_loop(
                     payload,
                 } => {
                     if let Ok(p) = crate::peer::PexMsg::decode(&payload) {
+                        for (a, _) in p.added.iter().filter(|(_, f)| f & FLAG_MF_QUIC != 0) {
+                            ctx.quic_peers.learn_capable(*a);
+                        }
                         // Keep the order of events: what came before the PEX goes first.
                         if !send_msgs(ev_tx, key, &mut msgs).await {
                             return PeerError::Closed;

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::id::{InfoHash, PeerId};
-use crate::net::Net;
+use crate::net::{Net, Transport};
 use crate::peer::wire::BlockRef as WireBlock;
 use crate::peer::{Message, PeerConn, PeerError};
 use crate::torrent::choker::{Choker, ChokerConfig, PeerStat};
@@ -109,6 +109,8 @@ pub struct SwarmParams {
     pub our_id: PeerId,
     /// Our listen port, advertised in the extended handshake.
     pub our_port: Option<u16>,
+    /// Outgoing connections: TCP, QUIC or raced (issue 9).
+    pub dialer: crate::quic::Dialer,
     pub layout: Arc<Layout>,
     pub piece_hashes: Arc<Vec<[u8; 20]>>,
     /// The raw info dictionary (served over ut_metadata).
@@ -143,10 +145,29 @@ pub struct SwarmSummary {
     pub bans: u64,
     pub downloaded: u64,
     pub uploaded: u64,
+    /// Payload bytes (received + sent) per transport.
+    pub transport_bytes: TransportBytes,
+}
+
+/// Payload bytes moved (received + sent) over each transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransportBytes {
+    pub tcp: u64,
+    pub quic: u64,
+}
+
+impl TransportBytes {
+    fn add(&mut self, t: Transport, n: u64) {
+        match t {
+            Transport::Tcp => self.tcp += n,
+            Transport::Quic => self.quic += n,
+        }
+    }
 }
 
 struct Peer {
     addr: SocketAddr,
+    transport: Transport,
     cmd: mpsc::Sender<PeerCmd>,
     has: Bitfield,
     peer_choking: bool,
@@ -234,6 +255,7 @@ pub struct Swarm {
     failed_pieces: u64,
     bans: u64,
     ws: webseeds::WebSeeds,
+    transport_bytes: TransportBytes,
 }
 
 impl Swarm {
@@ -289,6 +311,7 @@ impl Swarm {
             failed_pieces: 0,
             bans: 0,
             ws: webseeds::WebSeeds::new(p.cfg.web_seeds.clone(), p.net.clone()),
+            transport_bytes: TransportBytes::default(),
             p,
         }
     }
@@ -375,6 +398,7 @@ impl Swarm {
             bans: self.bans,
             downloaded: self.downloaded,
             uploaded: self.total_uploaded.load(Ordering::Relaxed),
+            transport_bytes: self.transport_bytes_now(),
         })
     }
 
@@ -462,10 +486,11 @@ impl Swarm {
             }
             c.state = CandState::Connecting;
             let net = self.p.net.clone();
+            let dialer = self.p.dialer.clone();
             let (ih, id) = (self.p.info_hash, self.p.our_id);
             let (ct, ht) = (self.p.cfg.connect_timeout, self.p.cfg.handshake_timeout);
             self.connecting.spawn(async move {
-                let r = PeerConn::connect(&net, a, ih, id, ct, ht).await;
+                let r = dialer.connect(&net, a, ih, id, ct, ht).await;
                 (a, r)
             });
         }
@@ -533,8 +558,11 @@ impl Swarm {
             up_limit: self.up_limit.clone(),
             blocking_io: self.p.cfg.blocking_io,
             stopping: self.stopping.clone(),
+            quic_port: self.p.dialer.advertised_port(),
+            quic_peers: self.p.dialer.peers.clone(),
         };
         let addr = conn.addr;
+        let transport = conn.transport;
         tokio::spawn(run_peer(
             conn,
             ctx,
@@ -548,6 +576,7 @@ impl Swarm {
             key,
             Peer {
                 addr,
+                transport,
                 cmd: cmd_tx,
                 has: Bitfield::new(n),
                 peer_choking: true,
@@ -582,6 +611,8 @@ impl Swarm {
             return;
         };
         tracing::debug!(addr = %p.addr, why, "peer dropped");
+        let up = p.counters.uploaded.load(Ordering::Relaxed);
+        self.transport_bytes.add(p.transport, up - p.up_seen);
         let _ = p.cmd.try_send(PeerCmd::Close);
         self.picker.on_peer_disconnected(key);
         self.picker.remove_peer_bitfield(&p.has);
@@ -647,7 +678,7 @@ impl Swarm {
         if !matches!(m, Message::Piece { .. }) {
             tracing::trace!(addr = %peer.addr, msg = ?m, "message");
         }
-        if let Some(a) = poll_ext(peer) {
+        if let Some(a) = poll_ext(peer, &self.p.dialer.peers) {
             self.mark_connected(a);
         }
         let Some(peer) = self.peers.get_mut(&key) else {
@@ -725,6 +756,7 @@ impl Swarm {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        self.transport_bytes.add(peer.transport, len);
         let sent = peer.requested_at.remove(&r);
         peer.pipeline.on_block(now, len, sent);
         peer.down.record(now, len);
@@ -970,6 +1002,10 @@ impl Swarm {
             if p.outgoing {
                 f |= crate::peer::pex::FLAG_REACHABLE;
             }
+            // Our QUIC is on the same port as TCP: only then is the flag meaningful.
+            if p.ext.as_ref().and_then(|e| e.quic_port) == Some(a.port()) {
+                f |= crate::peer::pex::FLAG_MF_QUIC;
+            }
             connected.insert(a, f);
         }
         for p in self.peers.values_mut() {
@@ -991,7 +1027,8 @@ impl Swarm {
         let now = Instant::now();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in &keys {
-            let a = self.peers.get_mut(k).and_then(poll_ext);
+            let quic = &self.p.dialer.peers;
+            let a = self.peers.get_mut(k).and_then(|p| poll_ext(p, quic));
             if let Some(a) = a {
                 self.mark_connected(a);
             }
@@ -1010,6 +1047,7 @@ impl Swarm {
                 }
                 let up = p.counters.uploaded.load(Ordering::Relaxed);
                 p.up.record(now, up - p.up_seen);
+                self.transport_bytes.add(p.transport, up - p.up_seen);
                 p.up_seen = up;
             }
         }
@@ -1092,6 +1130,16 @@ impl Swarm {
         }
     }
 
+    /// Transport bytes including uploads not yet collected by the tick.
+    fn transport_bytes_now(&self) -> TransportBytes {
+        let mut t = self.transport_bytes;
+        for p in self.peers.values() {
+            let up = p.counters.uploaded.load(Ordering::Relaxed);
+            t.add(p.transport, up - p.up_seen);
+        }
+        t
+    }
+
     fn publish(&mut self, phase: Phase) {
         let now = Instant::now();
         let layout = &self.p.layout;
@@ -1104,7 +1152,9 @@ impl Swarm {
         let uploaded = self.total_uploaded.load(Ordering::Relaxed);
         let peers = self.peers.len();
         let known = self.cands.len();
+        let transport_bytes = self.transport_bytes_now();
         self.p.progress.send_modify(|pr| {
+            pr.transport_bytes = transport_bytes;
             pr.phase = phase;
             pr.total = layout.total_length();
             pr.verified = verified;
@@ -1139,7 +1189,7 @@ fn to_block(b: WireBlock) -> BlockRef {
 
 /// Takes the peer's extended handshake once it has arrived; returns its listen address when
 /// the peer came to us (that address is then connected, too).
-fn poll_ext(peer: &mut Peer) -> Option<SocketAddr> {
+fn poll_ext(peer: &mut Peer, quic: &crate::quic::QuicPeers) -> Option<SocketAddr> {
     if peer.ext.is_some() {
         return None;
     }
@@ -1148,7 +1198,11 @@ fn poll_ext(peer: &mut Peer) -> Option<SocketAddr> {
         peer.pipeline.set_reqq(q as usize);
     }
     let port = ext.listen_port;
+    let quic_port = ext.quic_port;
     peer.ext = Some(ext);
+    if let Some(d) = dial_addr(peer) {
+        quic.learn(d, quic_port);
+    }
     peer.ext_rx = None;
     match (peer.outgoing, port) {
         (false, Some(p)) if p != 0 => Some(SocketAddr::new(peer.addr.ip(), p)),

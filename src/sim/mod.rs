@@ -218,6 +218,7 @@ fn session_cfg(host: &simnet::Host, ip: IpAddr, seed: u64) -> SessionConfig {
         blocking_io: false,
         dht: None,
         trackers: None,
+        transport: Default::default(),
     }
 }
 

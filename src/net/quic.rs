@@ -1,0 +1,553 @@
+//! QUIC between magnetfetch peers (issue 9): a quinn endpoint on the node's UDP port, shared
+//! with the DHT (BEP 5) by demultiplexing on the first byte of each datagram.
+//!
+//! - KRPC datagrams are bencoded dictionaries: they start with `d` (0x64).
+//! - QUIC long headers start with `0b11xxxxxx` (>= 0xC0). Short headers start with
+//!   `0b01SRRKPP`; header protection masks the low five bits only, so with the spin bit off
+//!   (`allow_spin(false)`) and fixed-bit greasing off (`grease_quic_bit(false)`, which
+//!   tells the peer not to grease either) they are 0x40..=0x5F, never `d`.
+//!
+//! Datagrams starting with `d` go to whoever calls [`UdpSocket::recv_from`] (the DHT node,
+//! unchanged); everything else goes over a bounded channel to a [`quinn::AsyncUdpSocket`]
+//! adapter driving the endpoint. Sends from both share the one socket.
+//!
+//! TLS: each node makes a self-signed certificate (rcgen) at start; clients accept any
+//! certificate. This buys confidentiality and integrity against passive observers, not
+//! authentication: an active man in the middle can terminate both sides. See
+//! `docs/architecture.md` ("QUIC transport") for the threat model.
+
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::rustls;
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+
+use super::{Net, Stream, UdpSocket};
+
+/// ALPN of the BitTorrent peer wire over one QUIC bidirectional stream.
+pub const ALPN: &[u8] = b"magnetfetch-bt/1";
+/// Server name the client asks for (certificates are not checked; any name works).
+const SERVER_NAME: &str = "magnetfetch";
+/// QUIC datagrams queued between the shared socket and the endpoint at most; beyond it they
+/// are dropped, like a full router queue (QUIC recovers).
+const QUIC_QUEUE: usize = 4096;
+
+/// Tunables of the QUIC endpoint.
+#[derive(Clone, Debug)]
+pub struct QuicConfig {
+    /// Per-stream receive window (bytes): bounds what one peer can have in flight to us.
+    pub stream_receive_window: u32,
+    /// Per-connection receive window (bytes).
+    pub receive_window: u32,
+    /// Per-connection send window (bytes).
+    pub send_window: u64,
+    /// Largest UDP payload probed by path MTU discovery (loopback allows ~64 KiB).
+    pub max_udp_payload: u16,
+    /// Seed of quinn's own random choices (connection ids); None: from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        QuicConfig {
+            // 4 MiB per stream covers 320 Mbit/s at 100 ms RTT; one stream per connection.
+            stream_receive_window: 4 << 20,
+            receive_window: 8 << 20,
+            send_window: 8 << 20,
+            max_udp_payload: 1452,
+            seed: None,
+        }
+    }
+}
+
+/// The raw socket under a shared one (tokio or simnet).
+enum RawUdp {
+    Tokio(tokio::net::UdpSocket),
+    Sim(simnet::UdpSocket),
+}
+
+/// A UDP socket whose non-KRPC datagrams are diverted to the QUIC endpoint.
+pub struct SharedUdp {
+    raw: RawUdp,
+    quic_tx: mpsc::Sender<(Bytes, SocketAddr)>,
+}
+
+impl fmt::Debug for SharedUdp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedUdp")
+            .field("local", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl SharedUdp {
+    /// Next datagram that starts with `d`; QUIC datagrams met on the way are forwarded.
+    /// Cancel-safe: the only await is the socket receive; forwarding is synchronous.
+    pub(super) async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            let (n, from) = match &self.raw {
+                RawUdp::Tokio(s) => s.recv_from(buf).await?,
+                RawUdp::Sim(s) => s.recv_from(buf).await?,
+            };
+            match buf.get(..n) {
+                Some(p) if p.first() == Some(&b'd') => return Ok((n, from)),
+                Some(p) if !p.is_empty() => {
+                    // Full queue: drop (QUIC retransmits); endpoint gone: nothing to do.
+                    let _ = self.quic_tx.try_send((Bytes::copy_from_slice(p), from));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        match &self.raw {
+            RawUdp::Tokio(s) => s.send_to(buf, to).await,
+            RawUdp::Sim(s) => s.send_to(buf, to).await,
+        }
+    }
+
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        match &self.raw {
+            RawUdp::Tokio(s) => s.try_send_to(buf, to),
+            RawUdp::Sim(s) => s.try_send_to(buf, to),
+        }
+    }
+
+    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.raw {
+            RawUdp::Tokio(s) => s.local_addr(),
+            RawUdp::Sim(s) => s.local_addr(),
+        }
+    }
+}
+
+/// Binds `addr` for both the DHT and QUIC. Returns the socket for the DHT (it sees only
+/// datagrams starting with `d`) and the QUIC endpoint. Without a DHT, pass the socket to
+/// [`drain_krpc`] so QUIC datagrams keep flowing.
+pub async fn bind_shared(
+    net: &Net,
+    addr: SocketAddr,
+    cfg: &QuicConfig,
+) -> io::Result<(UdpSocket, QuicEndpoint)> {
+    let raw = match net.bind_udp(addr).await? {
+        UdpSocket::Tokio(s) => RawUdp::Tokio(s),
+        UdpSocket::Sim(s) => RawUdp::Sim(s),
+        UdpSocket::Shared(_) => return Err(io::Error::other("socket already shared")),
+    };
+    let (quic_tx, quic_rx) = mpsc::channel(QUIC_QUEUE);
+    let shared = Arc::new(SharedUdp { raw, quic_tx });
+    let ep = QuicEndpoint::new(shared.clone(), quic_rx, cfg)?;
+    Ok((UdpSocket::Shared(shared), ep))
+}
+
+/// Reads the shared socket when no DHT does: QUIC datagrams are forwarded by the read
+/// itself, KRPC ones are dropped. Ends when the socket fails for good.
+pub async fn drain_krpc(sock: UdpSocket) {
+    let mut buf = vec![0u8; 65536];
+    let mut errors = 0u32;
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok(_) => errors = 0,
+            Err(_) => {
+                errors += 1;
+                if errors > 100 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// The quinn side of a shared socket.
+struct QuicSocket {
+    udp: Arc<SharedUdp>,
+    rx: Mutex<mpsc::Receiver<(Bytes, SocketAddr)>>,
+    local: SocketAddr,
+}
+
+impl fmt::Debug for QuicSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicSocket")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+struct Writable(Arc<SharedUdp>);
+
+impl fmt::Debug for Writable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Writable")
+    }
+}
+
+impl UdpPoller for Writable {
+    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        match &self.0.raw {
+            RawUdp::Tokio(s) => s.poll_send_ready(cx),
+            // Simnet sends never block (a full uplink drops, like a router).
+            RawUdp::Sim(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncUdpSocket for QuicSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(Writable(self.udp.clone()))
+    }
+
+    fn try_send(&self, t: &Transmit) -> io::Result<()> {
+        // max_transmit_segments is 1 (no GSO), but split defensively if given a batch.
+        match t.segment_size {
+            Some(seg) if seg > 0 && seg < t.contents.len() => {
+                for part in t.contents.chunks(seg) {
+                    self.udp.try_send_to(part, t.destination)?;
+                }
+            }
+            _ => {
+                self.udp.try_send_to(t.contents, t.destination)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for (buf, m) in bufs.iter_mut().zip(meta.iter_mut()) {
+            let got = if n == 0 {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(d)) => d,
+                    Poll::Ready(None) => {
+                        return Poll::Ready(Err(io::Error::other("shared socket closed")))
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(d) => d,
+                    Err(_) => break,
+                }
+            };
+            let (data, from) = got;
+            // A datagram larger than quinn's buffer is truncated, i.e. dropped by QUIC.
+            let len = data.len().min(buf.len());
+            if let (Some(dst), Some(src)) = (buf.get_mut(..len), data.get(..len)) {
+                dst.copy_from_slice(src);
+            }
+            *m = RecvMeta {
+                addr: from,
+                len,
+                stride: len,
+                ecn: None,
+                dst_ip: (!self.local.ip().is_unspecified()).then_some(self.local.ip()),
+            };
+            n += 1;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    fn may_fragment(&self) -> bool {
+        false
+    }
+}
+
+/// A quinn endpoint (client and server) on a shared UDP socket.
+#[derive(Clone, Debug)]
+pub struct QuicEndpoint {
+    ep: quinn::Endpoint,
+    local: SocketAddr,
+}
+
+fn tls_err(e: impl fmt::Display) -> io::Error {
+    io::Error::other(format!("QUIC/TLS setup: {e}"))
+}
+
+/// Accepts any server certificate: no PKI between BitTorrent peers. The handshake
+/// signature is still checked against the presented certificate's key, so the peer holds
+/// that key — which proves nothing about who it is (see the module doc).
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn transport_config(cfg: &QuicConfig) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    // Spin bit off keeps short headers in 0x40..=0x5F (never `d`, see the module doc).
+    t.allow_spin(false);
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(2));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    t.stream_receive_window(quinn::VarInt::from_u32(cfg.stream_receive_window));
+    t.receive_window(quinn::VarInt::from_u32(cfg.receive_window));
+    t.send_window(cfg.send_window);
+    // BitTorrent peers can be idle for minutes (keep-alives every 2 min); QUIC's own
+    // keep-alive stops the idle timeout from closing them.
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(60)).ok());
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(cfg.max_udp_payload.max(1200));
+    t.mtu_discovery_config(Some(mtu));
+    t
+}
+
+impl QuicEndpoint {
+    fn new(
+        udp: Arc<SharedUdp>,
+        rx: mpsc::Receiver<(Bytes, SocketAddr)>,
+        cfg: &QuicConfig,
+    ) -> io::Result<Self> {
+        let local = udp.local_addr()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let transport = Arc::new(transport_config(cfg));
+
+        let cert =
+            rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()]).map_err(tls_err)?;
+        let cert_der = cert.cert.der().clone();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der());
+        let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert_der], key.into())
+            .map_err(tls_err)?;
+        server_tls.alpn_protocols = vec![ALPN.to_vec()];
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+            QuicServerConfig::try_from(server_tls).map_err(tls_err)?,
+        ));
+        server.transport_config(transport.clone());
+        // Handshakes in progress at most; more are refused (a flood costs us little).
+        server.max_incoming(256);
+
+        let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+            .with_no_client_auth();
+        client_tls.alpn_protocols = vec![ALPN.to_vec()];
+        let mut client = quinn::ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(client_tls).map_err(tls_err)?,
+        ));
+        client.transport_config(transport);
+
+        let mut ep_cfg = quinn::EndpointConfig::default();
+        // Tell peers not to grease the fixed bit: our short headers must stay < 0x60.
+        ep_cfg.grease_quic_bit(false);
+        if let Some(s) = cfg.seed {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&s.to_le_bytes());
+            ep_cfg.rng_seed(Some(seed));
+        }
+        let _ = ep_cfg.max_udp_payload_size(cfg.max_udp_payload.max(1200));
+        let sock = Arc::new(QuicSocket {
+            udp,
+            rx: Mutex::new(rx),
+            local,
+        });
+        let mut ep = quinn::Endpoint::new_with_abstract_socket(
+            ep_cfg,
+            Some(server),
+            sock,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        ep.set_default_client_config(client);
+        Ok(QuicEndpoint { ep, local })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Connects and opens the one bidirectional stream the peer wire runs on. The stream
+    /// only reaches the peer with the first bytes written (the BitTorrent handshake).
+    /// Callers bound this with their own timeout.
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<Stream> {
+        let conn = self
+            .ep
+            .connect(addr, SERVER_NAME)
+            .map_err(io::Error::other)?
+            .await
+            .map_err(io::Error::other)?;
+        let (send, recv) = conn.open_bi().await.map_err(io::Error::other)?;
+        Ok(Stream::Quic(Box::new(QuicStream {
+            conn,
+            send,
+            recv,
+            local: self.local,
+        })))
+    }
+
+    /// Next incoming connection attempt; `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<QuicIncoming> {
+        let inc = self.ep.accept().await?;
+        Some(QuicIncoming {
+            inc,
+            local: self.local,
+        })
+    }
+
+    /// Closes every connection at once.
+    pub fn close(&self) {
+        self.ep.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+}
+
+/// A connection attempt from a peer, not yet accepted.
+pub struct QuicIncoming {
+    inc: quinn::Incoming,
+    local: SocketAddr,
+}
+
+impl QuicIncoming {
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.inc.remote_address()
+    }
+
+    /// Completes the QUIC handshake and waits for the peer's stream (it opens it by sending
+    /// its BitTorrent handshake). Callers bound this with their own timeout.
+    pub async fn stream(self) -> io::Result<(Stream, SocketAddr)> {
+        let addr = self.inc.remote_address();
+        let conn = self
+            .inc
+            .accept()
+            .map_err(io::Error::other)?
+            .await
+            .map_err(io::Error::other)?;
+        let (send, recv) = conn.accept_bi().await.map_err(io::Error::other)?;
+        Ok((
+            Stream::Quic(Box::new(QuicStream {
+                conn,
+                send,
+                recv,
+                local: self.local,
+            })),
+            addr,
+        ))
+    }
+}
+
+/// The peer wire's byte stream over QUIC: one bidirectional stream of one connection.
+pub struct QuicStream {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    local: SocketAddr,
+}
+
+impl fmt::Debug for QuicStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicStream")
+            .field("remote", &self.conn.remote_address())
+            .finish()
+    }
+}
+
+impl QuicStream {
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for QuicStream {
+    fn drop(&mut self) {
+        // The peer wire has no graceful end: closing the connection tells the peer at once
+        // instead of after the idle timeout.
+        self.conn.close(quinn::VarInt::from_u32(0), b"closed");
+    }
+}
+
+impl AsyncRead for QuicStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for QuicStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(&mut self.get_mut().send), cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(Pin::new(&mut self.get_mut().send), cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(Pin::new(&mut self.get_mut().send), cx)
+    }
+}

@@ -1,0 +1,265 @@
+//! QUIC between magnetfetch processes on loopback (issue 9), addresses 127.0.0.100-119:
+//!
+//! - `magnetfetch seed` + `magnetfetch MAGNET` found through the DHT move the payload over
+//!   QUIC by default (`transport_bytes.quic` ≈ file size) and over TCP with `--transport tcp`;
+//! - a libtorrent leecher in the same swarm still downloads from our seed (over TCP) while
+//!   our own leecher uses QUIC. Skips loudly without libtorrent, fails under
+//!   `MAGNETFETCH_REQUIRE_INTEROP=1`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
+
+/// Kills the child when the test ends, pass or fail.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn data(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+fn dht_node(bind: &str, state: &Path) -> Guard {
+    let child = Command::new(BIN)
+        .args([
+            "dht",
+            "serve",
+            "--no-bootstrap",
+            "--bind",
+            bind,
+            "--state-dir",
+        ])
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dht serve");
+    std::thread::sleep(Duration::from_millis(300));
+    Guard(child)
+}
+
+/// `magnetfetch seed FILE` (default transport) and its magnet link.
+fn seed(file: &Path, bind: &str, boot: &str, state: &Path) -> (Guard, String) {
+    let mut g = Guard(
+        Command::new(BIN)
+            .arg("seed")
+            .arg(file)
+            .args(["--bind", bind, "--bootstrap", boot, "-q", "--state-dir"])
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start magnetfetch seed"),
+    );
+    let mut magnet = String::new();
+    BufReader::new(g.0.stdout.take().unwrap())
+        .read_line(&mut magnet)
+        .unwrap();
+    let magnet = magnet.trim().to_string();
+    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
+    (g, magnet)
+}
+
+/// `magnetfetch MAGNET --json` through the DHT; returns the `done` event.
+fn fetch(magnet: &str, bind: &str, boot: &str, dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg(magnet)
+        .args(["--bind", bind, "--bootstrap", boot, "--json"])
+        .args(["--metadata-timeout", "20s"])
+        .args(extra)
+        .arg("-o")
+        .arg(dir.join("dl"))
+        .arg("--state-dir")
+        .arg(dir.join("state-dl"))
+        .output()
+        .expect("run magnetfetch");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let done: serde_json::Value = serde_json::from_str(&last).expect("json done line");
+    assert_eq!(done["event"], "done", "{last}");
+    done
+}
+
+fn quic_tcp(done: &serde_json::Value) -> (u64, u64) {
+    let tb = &done["transport_bytes"];
+    (
+        tb["quic"].as_u64().expect("transport_bytes.quic"),
+        tb["tcp"].as_u64().expect("transport_bytes.tcp"),
+    )
+}
+
+#[test]
+fn seed_and_fetch_use_quic_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = data(3 * 1024 * 1024 + 123, 7);
+    let file = dir.path().join("q.bin");
+    std::fs::write(&file, &payload).unwrap();
+    let _boot = dht_node("127.0.0.100:17100", &dir.path().join("boot"));
+    let boot = "127.0.0.100:17100";
+    let (_seed, magnet) = seed(&file, "127.0.0.101:17101", boot, &dir.path().join("s"));
+
+    let d1 = dir.path().join("auto");
+    let done = fetch(&magnet, "127.0.0.102:17102", boot, &d1, &[]);
+    let (quic, tcp) = quic_tcp(&done);
+    eprintln!("auto: quic {quic} B, tcp {tcp} B");
+    let n = payload.len() as u64;
+    assert!(
+        quic >= n * 95 / 100,
+        "payload not over QUIC: quic {quic} tcp {tcp}"
+    );
+    assert!(
+        quic <= n + 4 * 16384,
+        "quic bytes count payload once: {quic}"
+    );
+    assert_eq!(std::fs::read(d1.join("dl/q.bin")).unwrap(), payload);
+
+    let d2 = dir.path().join("tcp");
+    let done = fetch(
+        &magnet,
+        "127.0.0.103:17103",
+        boot,
+        &d2,
+        &["--transport", "tcp"],
+    );
+    let (quic, tcp) = quic_tcp(&done);
+    eprintln!("--transport tcp: quic {quic} B, tcp {tcp} B");
+    assert_eq!(quic, 0);
+    assert!(tcp >= n);
+    assert_eq!(std::fs::read(d2.join("dl/q.bin")).unwrap(), payload);
+
+    // QUIC only, DHT off: the UDP port is bound for QUIC alone.
+    let d3 = dir.path().join("quic");
+    let out = Command::new(BIN)
+        .arg(&magnet)
+        .args(["--bind", "127.0.0.104:17104", "--no-dht", "--json"])
+        .args(["--transport", "quic", "--peer", "127.0.0.101:17101"])
+        .args(["--metadata-timeout", "20s", "-o"])
+        .arg(d3.join("dl"))
+        .arg("--state-dir")
+        .arg(d3.join("st"))
+        .output()
+        .unwrap();
+    // Metadata (BEP 9) still comes over TCP; pieces must come over QUIC.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let done: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let (quic, tcp) = quic_tcp(&done);
+    eprintln!("--transport quic --no-dht: quic {quic} B, tcp {tcp} B");
+    assert!(quic >= n && tcp == 0, "quic {quic} tcp {tcp}");
+    assert_eq!(std::fs::read(d3.join("dl/q.bin")).unwrap(), payload);
+}
+
+const LT_FETCH: &str = r#"
+import libtorrent as lt, sys, json, os, time, hashlib
+iface, boot, magnet, d = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+s = lt.session({
+    "listen_interfaces": f"{iface}:6881", "outgoing_interfaces": iface,
+    "enable_dht": True, "dht_bootstrap_nodes": boot,
+    "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+    "dht_prefer_verified_node_ids": False, "dht_announce_interval": 2,
+    "dht_aggressive_lookups": True, "allow_multiple_connections_per_ip": True,
+    "enable_outgoing_utp": False, "enable_incoming_utp": False, "alert_mask": 0,
+})
+p = lt.parse_magnet_uri(magnet); p.save_path = d
+h = s.add_torrent(p)
+end = time.time() + 60
+while time.time() < end and not h.status().is_seeding:
+    time.sleep(0.05)
+ok = h.status().is_seeding
+out = {"done": ok, "peers": [str(x.ip) for x in h.get_peer_info()]}
+if ok:
+    fs = h.torrent_file().files()
+    out["sha256"] = hashlib.sha256(open(os.path.join(d, fs.file_path(0)), "rb").read()).hexdigest()
+print(json.dumps(out), flush=True)
+"#;
+
+fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn libtorrent_in_the_same_swarm_uses_tcp() {
+    if !common::require_or_skip("libtorrent") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let payload = data(2 * 1024 * 1024 + 55, 11);
+    let file = dir.path().join("mixed.bin");
+    std::fs::write(&file, &payload).unwrap();
+    let boot = "127.0.0.110:17110";
+    let _boot = dht_node(boot, &dir.path().join("boot"));
+    let (_seed, magnet) = seed(&file, "127.0.0.111:17111", boot, &dir.path().join("s"));
+
+    // Our leecher (QUIC with our seed) and libtorrent (TCP only) at the same time.
+    let lt_dir = dir.path().join("lt");
+    std::fs::create_dir_all(&lt_dir).unwrap();
+    let lt = Command::new(common::SYSTEM_PYTHON)
+        .args(["-c", LT_FETCH, "127.0.0.112", boot, &magnet])
+        .arg(&lt_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start libtorrent");
+    let lt = Guard(lt);
+    let ours = dir.path().join("ours");
+    let done = fetch(&magnet, "127.0.0.113:17113", boot, &ours, &[]);
+    let (quic, tcp) = quic_tcp(&done);
+    eprintln!("ours in a mixed swarm: quic {quic} B, tcp {tcp} B");
+    assert!(quic + tcp >= payload.len() as u64);
+    assert!(quic > 0, "no QUIC between our two peers");
+    assert_eq!(std::fs::read(ours.join("dl/mixed.bin")).unwrap(), payload);
+
+    let mut lt = lt;
+    let out = std::mem::replace(&mut lt.0, Command::new("true").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "libtorrent: {line} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(v["done"], true, "libtorrent did not finish: {line}");
+    assert_eq!(v["sha256"].as_str().unwrap(), sha256_file(&file));
+}

@@ -1,0 +1,253 @@
+//! QUIC over simnet (issue 9): the same session code with quinn driving simulated UDP.
+//!
+//! - `peer_wire_over_quic`: a seeder and a leecher with `TransportMode::Quic` (no DHT, the
+//!   UDP port bound for QUIC alone) move a torrent over QUIC; the BitTorrent handshake and
+//!   info-hash check run on the QUIC stream; every payload byte is counted as QUIC.
+//! - `auto_races_and_prefers_quic`: two `Auto` peers; the race keeps QUIC.
+//! - `measure_*` (ignored; `cargo test --release --test quic_sim -- --ignored --nocapture`):
+//!   the numbers in docs/benchmarks.md ("QUIC transport").
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use magnetfetch::magnet::{Magnet, PeerAddr};
+use magnetfetch::net::Net;
+use magnetfetch::quic::{DialConfig, TransportMode};
+use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::sim::{make_metainfo, Scenario};
+
+const PORT: u16 = 6881;
+
+fn ip(i: usize) -> IpAddr {
+    IpAddr::from([10, 9, (i / 250) as u8, (i % 250 + 1) as u8])
+}
+
+struct Link {
+    latency: Duration,
+    loss: f64,
+    rate: Option<u64>,
+}
+
+async fn session(net: &simnet::Network, i: usize, l: &Link, mode: TransportMode) -> Session {
+    let mut hc = simnet::HostConfig::new(ip(i))
+        .latency(l.latency)
+        .loss(l.loss);
+    if let Some(r) = l.rate {
+        hc = hc.rate(r);
+    }
+    let h = net.add_host_with(hc).unwrap();
+    Session::start(SessionConfig {
+        net: Net::Sim(h),
+        listen: Some(SocketAddr::new(ip(i), PORT)),
+        rng_seed: Some(i as u64 + 1),
+        blocking_io: false,
+        dht: None,
+        trackers: None,
+        transport: DialConfig {
+            mode,
+            tcp_delay: Duration::from_millis(250),
+            ..Default::default()
+        },
+    })
+    .await
+    .unwrap()
+}
+
+struct Outcome {
+    /// Simulated seconds from start to the last leecher's completion.
+    secs: Vec<f64>,
+    quic: u64,
+    tcp: u64,
+}
+
+/// One seeder, `leechers` leechers starting together from a magnet with the seeder in
+/// `x.pe`; returns completion times (simulated) and payload bytes per transport.
+async fn swarm(
+    size: u64,
+    leechers: usize,
+    l: &Link,
+    mode: TransportMode,
+    limit: Duration,
+) -> Outcome {
+    let net = simnet::Network::new(7);
+    let sc = Scenario {
+        size,
+        piece_length: 256 << 10,
+        ..Scenario::default()
+    };
+    let meta = make_metainfo(&sc).unwrap();
+    let seeder = session(&net, 0, l, mode).await;
+    let mut add = AddTorrent::new(
+        Source::Metainfo(meta.clone()),
+        StorageSpec::Generated {
+            seed: sc.seed,
+            complete: true,
+        },
+    );
+    add.swarm.keep_seeding = true;
+    add.swarm.blocking_io = false;
+    let _seed_handle = seeder.add(add);
+    let mut magnet = Magnet::new(meta.info_hash);
+    magnet.peers = vec![PeerAddr::Ip(SocketAddr::new(ip(0), PORT))];
+    let t0 = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 1..=leechers {
+        let s = session(&net, i, l, mode).await;
+        let mut add = AddTorrent::new(
+            Source::Magnet(magnet.clone()),
+            StorageSpec::Generated {
+                seed: sc.seed,
+                complete: false,
+            },
+        );
+        add.swarm.keep_seeding = true;
+        add.swarm.blocking_io = false;
+        add.metadata_timeout = limit;
+        let h = s.add(add);
+        tasks.push(tokio::spawn(async move {
+            let mut p = h.progress();
+            let done = tokio::time::timeout(limit, async {
+                loop {
+                    let pr = p.borrow_and_update().clone();
+                    if pr.total > 0 && pr.verified == pr.total {
+                        return pr;
+                    }
+                    if p.changed().await.is_err() {
+                        return pr;
+                    }
+                }
+            })
+            .await;
+            let at = t0.elapsed().as_secs_f64();
+            let r = done.ok().map(|pr| (at, pr.transport_bytes));
+            (r, s, h)
+        }));
+    }
+    let mut out = Outcome {
+        secs: Vec::new(),
+        quic: 0,
+        tcp: 0,
+    };
+    let mut keep = Vec::new();
+    for t in tasks {
+        let (r, s, h) = t.await.unwrap();
+        if let Some((at, tb)) = r {
+            out.secs.push(at);
+            out.quic += tb.quic;
+            out.tcp += tb.tcp;
+        }
+        keep.push((s, h));
+    }
+    out.secs.sort_by(f64::total_cmp);
+    out
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn peer_wire_over_quic() {
+    let l = Link {
+        latency: Duration::from_millis(20),
+        loss: 0.0,
+        rate: Some(4 << 20),
+    };
+    let size = 2 << 20;
+    let o = swarm(size, 1, &l, TransportMode::Quic, Duration::from_secs(120)).await;
+    assert_eq!(o.secs.len(), 1, "leecher did not complete");
+    // Metadata (BEP 9) comes over TCP in the metadata phase; pieces only over QUIC.
+    assert!(o.quic >= size, "quic bytes {} < {size}", o.quic);
+    assert_eq!(o.tcp, 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn auto_races_and_prefers_quic() {
+    let l = Link {
+        latency: Duration::from_millis(20),
+        loss: 0.0,
+        rate: Some(4 << 20),
+    };
+    let size = 1 << 20;
+    let o = swarm(size, 2, &l, TransportMode::Auto, Duration::from_secs(120)).await;
+    assert_eq!(o.secs.len(), 2, "leechers did not complete");
+    assert!(o.quic >= size, "quic {} tcp {}", o.quic, o.tcp);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn tcp_mode_never_uses_quic() {
+    let l = Link {
+        latency: Duration::from_millis(20),
+        loss: 0.0,
+        rate: Some(4 << 20),
+    };
+    let o = swarm(1 << 20, 1, &l, TransportMode::Tcp, Duration::from_secs(120)).await;
+    assert_eq!(o.secs.len(), 1);
+    assert_eq!(o.quic, 0);
+    assert!(o.tcp >= 1 << 20);
+}
+
+fn mode_name(m: TransportMode) -> &'static str {
+    m.as_str()
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[ignore = "measurement; see docs/benchmarks.md"]
+async fn measure_two_peers_100ms_rtt() {
+    // 25 ms per access link: 50 ms one way host to host, 100 ms RTT. 5 MiB/s links.
+    let size: u64 = std::env::var("MF_SIZE_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8)
+        << 20;
+    let rate: u64 = std::env::var("MF_RATE_KIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5120)
+        << 10;
+    for loss in [0.0, 0.01, 0.03] {
+        for mode in [TransportMode::Quic, TransportMode::Tcp] {
+            let l = Link {
+                latency: Duration::from_millis(25),
+                loss,
+                rate: (rate > 0).then_some(rate),
+            };
+            let wall = std::time::Instant::now();
+            let o = swarm(size, 1, &l, mode, Duration::from_secs(120)).await;
+            let t = o.secs.first().copied();
+            println!(
+                "two peers, 100 ms RTT, loss {:.0}%, {}: {} (quic {} B, tcp {} B, wall {:.1}s)",
+                loss * 100.0,
+                mode_name(mode),
+                t.map_or("did not finish".to_string(), |t| format!(
+                    "{t:.2} s simulated, {:.2} MiB/s",
+                    size as f64 / t / 1048576.0
+                )),
+                o.quic,
+                o.tcp,
+                wall.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+#[ignore = "measurement; see docs/benchmarks.md"]
+async fn measure_50_leechers() {
+    let size = 16 << 20;
+    for mode in [TransportMode::Tcp, TransportMode::Quic] {
+        let l = Link {
+            latency: Duration::from_millis(25),
+            loss: 0.0,
+            rate: Some(2 << 20),
+        };
+        let wall = std::time::Instant::now();
+        let o = swarm(size, 50, &l, mode, Duration::from_secs(1800)).await;
+        let med = o.secs.get(o.secs.len() / 2).copied().unwrap_or(f64::NAN);
+        let last = o.secs.last().copied().unwrap_or(f64::NAN);
+        println!(
+            "50 leechers, 16 MiB, 2 MiB/s links, 50 ms RTT, {}: {}/50 done, median {med:.1} s, last {last:.1} s (quic {} B, tcp {} B, wall {:.1}s)",
+            mode_name(mode),
+            o.secs.len(),
+            o.quic,
+            o.tcp,
+            wall.elapsed().as_secs_f64()
+        );
+    }
+}
