@@ -935,18 +935,6 @@ impl Swarm {
             }
         }
         self.run_choker(now);
-        if tracing::enabled!(target: "simdiag", tracing::Level::DEBUG) {
-            let unchoked: Vec<(bool, u64, u64)> = self
-                .peers
-                .values_mut()
-                .filter(|p| !p.am_choking)
-                .map(|p| (p.peer_interested, p.up.rate(now) / 1000, p.down.rate(now) / 1000))
-                .collect();
-            let interested = self.peers.values().filter(|p| p.peer_interested).count();
-            let out: usize = keys.iter().map(|k| self.picker.outstanding(*k)).sum();
-            let unchoking_us = self.peers.values().filter(|p| !p.peer_choking).count();
-            tracing::debug!(target: "simdiag", seed = self.complete(), peers = self.peers.len(), interested, ?unchoked, out, unchoking_us, "tick");
-        }
         self.request_everywhere();
         self.connect_more();
         let up = self.total_uploaded.load(Ordering::Relaxed);

@@ -115,7 +115,7 @@ impl Default for Scenario {
             dht: true,
             relookup: Duration::from_secs(15),
             max_peers: 50,
-            up_cap: Some(0.9),
+            up_cap: None,
             arrival_rate: None,
             leave_after_done: None,
             leave_after: None,
