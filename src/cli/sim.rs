@@ -122,7 +122,17 @@ fn scenario(a: &SimArgs) -> Result<Scenario, String> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { sc.$f = v; } )* };
     }
-    set!(nodes, seeders, leechers, size, piece_length, loss, seed, max_peers, nat);
+    set!(
+        nodes,
+        seeders,
+        leechers,
+        size,
+        piece_length,
+        loss,
+        seed,
+        max_peers,
+        nat
+    );
     set!(corrupt, bad_metadata, dht_liars, silent);
     if a.up.is_some() {
         sc.up = a.up;

@@ -466,7 +466,11 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         magnet.peers = seed_addrs.iter().map(|a| PeerAddr::Ip(*a)).collect();
     }
     let arrivals = arrival_offsets(sc, &mut rng);
-    let natted = choose(sc.leechers, (sc.nat * sc.leechers as f64).round() as usize, &mut rng);
+    let natted = choose(
+        sc.leechers,
+        (sc.nat * sc.leechers as f64).round() as usize,
+        &mut rng,
+    );
     let slots: ProgressSlots = Arc::new(std::sync::Mutex::new(vec![None; sc.leechers]));
     let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<Arrived>();
     let (end_tx, end_rx) = watch::channel(false);
@@ -575,8 +579,9 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         }
     }
     rep.share_ratio = Dist::of(ratios);
-    let seed_capacity =
-        sc.seed_up.map(|u| u as f64 * sc.seeders as f64 * sim_time.as_secs_f64());
+    let seed_capacity = sc
+        .seed_up
+        .map(|u| u as f64 * sc.seeders as f64 * sim_time.as_secs_f64());
     rep.upload_utilisation = Utilisation {
         seeders: seed_capacity
             .filter(|c| *c > 0.0)
@@ -721,12 +726,22 @@ async fn leecher(mut c: LeecherCtx) -> Gone {
         Some(d) => c.deadline.min(c.arrive + d),
         None => c.deadline,
     };
-    let r = leech(dht.as_ref(), &handle, c.ih, c.arrive, give_up, c.sc.relookup).await;
+    let r = leech(
+        dht.as_ref(),
+        &handle,
+        c.ih,
+        c.arrive,
+        give_up,
+        c.sc.relookup,
+    )
+    .await;
     let leave_at = match (r.done.is_some(), c.sc.leave_after_done) {
         (true, Some(d)) => Some(Instant::now() + d),
         (true, None) => None,
         // Gave up before the end of the run: that was a departure (churn).
-        (false, _) => (Instant::now() < c.deadline && c.sc.leave_after.is_some()).then(Instant::now),
+        (false, _) => {
+            (Instant::now() < c.deadline && c.sc.leave_after.is_some()).then(Instant::now)
+        }
     };
     let _ = c.arrived.send(Arrived {
         index: c.index,
@@ -1083,6 +1098,38 @@ mod tests {
         let d = Dist::of((1..=10).map(f64::from).collect()).unwrap();
         assert_eq!((d.min, d.median, d.p90, d.max), (1.0, 5.0, 9.0, 10.0));
         assert!(Dist::of(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn plot_has_cdf_and_progress() {
+        let rep = Report {
+            leechers: 2,
+            leechers_completed: 2,
+            completion_times_s: vec![1.0, 2.0],
+            progress: vec![[0.0, 0.0], [1.0, 0.5], [2.0, 1.0]],
+            t_star_s: Some(1.5),
+            ..Report::default()
+        };
+        let svg = report_svg(&rep);
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        assert!(svg.contains("completion CDF") && svg.contains("swarm progress"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn poisson_offsets_have_the_right_mean() {
+        let sc = Scenario {
+            leechers: 4000,
+            arrival_rate: Some(4.0),
+            ..Scenario::default()
+        };
+        let offs = arrival_offsets(&sc, &mut StdRng::seed_from_u64(1));
+        // 4000 arrivals at 4/s span ~1000 s (std of the sum ~16 s).
+        let last = offs[3999].as_secs_f64();
+        assert!((900.0..1100.0).contains(&last), "{last}");
+        assert!(offs.windows(2).all(|w| w[0] <= w[1]));
+        let flash = arrival_offsets(&Scenario::default(), &mut StdRng::seed_from_u64(1));
+        assert!(flash.iter().all(|d| d.is_zero()));
     }
 
     #[test]

@@ -64,9 +64,7 @@ impl Count {
                 .ok()
                 .filter(|&n| n <= 1_000_000)
                 .ok_or_else(|| SimError::Scenario(format!("{key}: too many"))),
-            Count::F(f) if (0.0..=1.0).contains(&f) => {
-                Ok((f * population as f64).round() as usize)
-            }
+            Count::F(f) if (0.0..=1.0).contains(&f) => Ok((f * population as f64).round() as usize),
             Count::F(f) => Err(SimError::Scenario(format!(
                 "{key}: a fraction must be in [0, 1], got {f}"
             ))),
@@ -314,7 +312,10 @@ dht_liars = 0.05
     fn empty_file_is_the_default() {
         let sc = ScenarioFile::parse("").unwrap().to_scenario().unwrap();
         let d = Scenario::default();
-        assert_eq!((sc.leechers, sc.size, sc.seed), (d.leechers, d.size, d.seed));
+        assert_eq!(
+            (sc.leechers, sc.size, sc.seed),
+            (d.leechers, d.size, d.seed)
+        );
     }
 
     #[test]
