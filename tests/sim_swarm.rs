@@ -95,3 +95,74 @@ async fn magnet_only_through_dht() {
     assert!(r.metadata_s.is_some());
     eprintln!("dht swarm: {r:?}");
 }
+
+/// Poisson arrivals: leechers trickle in (not all at t = 0) and all finish; completion
+/// times are measured from each leecher's own arrival, and no efficiency is claimed (the
+/// fluid bound is for flash crowds).
+#[tokio::test(start_paused = true)]
+async fn poisson_arrivals_all_finish() {
+    let sc = Scenario {
+        dht: false,
+        arrival_rate: Some(2.0),
+        ..small(12)
+    };
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+    let offs = magnetfetch::sim::arrival_offsets(&sc, &mut rng);
+    assert_eq!(offs.len(), 12);
+    assert!(offs.windows(2).all(|w| w[0] <= w[1]), "{offs:?}");
+    // 12 arrivals at 2/s: the last one comes seconds after the first, not at 0.
+    assert!(offs[11] > Duration::from_secs(1), "{offs:?}");
+    let r = run(&sc).await.unwrap();
+    assert_eq!(r.leechers_completed, 12, "{r:?}");
+    assert!(r.efficiency.is_none());
+    // The swarm ran at least until the last arrival.
+    assert!(r.sim_time_s >= r.completion_s.unwrap().min, "{r:?}");
+    assert!(!r.progress.is_empty());
+}
+
+/// Misbehaving peers of every kind at once: corrupt data (banned), a forged info dictionary,
+/// DHT liars and silent peers; every honest leecher still finishes from the magnet link.
+#[tokio::test(start_paused = true)]
+async fn misbehaving_peers_banned_honest_finish() {
+    let sc = Scenario {
+        nodes: 40,
+        corrupt: 2,
+        bad_metadata: 1,
+        dht_liars: 3,
+        silent: 2,
+        ..small(10)
+    };
+    let r = run(&sc).await.unwrap();
+    assert_eq!(r.leechers_completed, 10, "{r:?}");
+    assert!(
+        r.failed_pieces > 0,
+        "the corrupt peers were never used: {r:?}"
+    );
+    assert!(r.bans >= 2, "{r:?}");
+    eprintln!("misbehaving: {r:?}");
+}
+
+/// Churn: leechers leave 2 s after completing; the rest still finish, and the report's
+/// JSON is byte-identical across two runs apart from the wall time.
+#[tokio::test(start_paused = true)]
+async fn churn_deterministic_json() {
+    let sc = Scenario {
+        dht: false,
+        seed_up: Some(1 << 20),
+        up: Some(512 << 10),
+        down: Some(2 << 20),
+        leave_after_done: Some(Duration::from_secs(2)),
+        nat: 0.3,
+        ..small(8)
+    };
+    let json = |mut r: magnetfetch::sim::Report| {
+        r.wall_time_s = 0.0;
+        serde_json::to_string(&r).unwrap()
+    };
+    let a = run(&sc).await.unwrap();
+    assert_eq!(a.leechers_completed, 8, "{a:?}");
+    assert!(a.upload_utilisation.leechers.is_some());
+    assert!(a.share_ratio.is_some());
+    let b = run(&sc).await.unwrap();
+    assert_eq!(json(a), json(b));
+}

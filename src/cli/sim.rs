@@ -1,5 +1,6 @@
 //! `magnetfetch sim`: runs a swarm scenario ([`crate::sim`]) over simnet and prints its
-//! report (a table, or one JSON object with `--json`; `--plot` writes the completion CDF).
+//! report (a table, or one JSON object with `--json`; `--plot` writes the completion CDF and
+//! the swarm's progress over time). The scenario comes from a TOML file, flags, or both.
 //!
 //! No protocol logic here: flag parsing and printing.
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::sim::{cdf_svg, parse_bytes, run_blocking, Dist, Scenario};
+use crate::sim::{parse_bytes, report_svg, run_blocking, Dist, Scenario, ScenarioFile};
 
 fn bytes_arg(s: &str) -> Result<u64, String> {
     parse_bytes(s)
@@ -16,21 +17,23 @@ fn bytes_arg(s: &str) -> Result<u64, String> {
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
-    /// DHT-only nodes (the first three are the bootstrap nodes).
-    #[arg(long, default_value_t = 100)]
-    pub nodes: usize,
-    #[arg(long, default_value_t = 1)]
-    pub seeders: usize,
-    #[arg(long, default_value_t = 20)]
-    pub leechers: usize,
-    /// Peers that claim every piece and serve corrupt data.
-    #[arg(long, default_value_t = 0)]
-    pub corrupt: usize,
-    /// File size (e.g. 16MiB).
-    #[arg(long, default_value = "16MiB", value_parser = bytes_arg)]
-    pub size: u64,
-    #[arg(long, default_value = "256KiB", value_parser = bytes_arg)]
-    pub piece_length: u64,
+    /// Scenario file (TOML, see docs/simulation.md); flags given as well override its keys.
+    pub scenario: Option<PathBuf>,
+    /// DHT-only nodes (the first three are the bootstrap nodes) [default: 100].
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// [default: 1]
+    #[arg(long)]
+    pub seeders: Option<usize>,
+    /// [default: 20]
+    #[arg(long)]
+    pub leechers: Option<usize>,
+    /// File size (e.g. 16MiB) [default: 16MiB].
+    #[arg(long, value_parser = bytes_arg)]
+    pub size: Option<u64>,
+    /// [default: 256KiB]
+    #[arg(long, value_parser = bytes_arg)]
+    pub piece_length: Option<u64>,
     /// Leecher uplink, bytes/s (e.g. 1MiB); unlimited if absent.
     #[arg(long, value_parser = bytes_arg)]
     pub up: Option<u64>,
@@ -43,51 +46,148 @@ pub struct SimArgs {
     /// Seeder downlink (default: --down).
     #[arg(long, value_parser = bytes_arg)]
     pub seed_down: Option<u64>,
-    /// One-way access-link latency of every host, ms (host to host is twice this).
-    #[arg(long, default_value_t = 25)]
-    pub latency: u64,
-    /// Datagram loss probability per access link (0..1).
-    #[arg(long, default_value_t = 0.0)]
-    pub loss: f64,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Simulated-time limit after the leechers start, seconds.
-    #[arg(long, default_value_t = 3600)]
-    pub duration: u64,
-    /// Connected peers each session aims for.
-    #[arg(long, default_value_t = 50)]
-    pub max_peers: usize,
+    /// One-way access-link latency of every host, ms (host to host is twice this) [default: 25].
+    #[arg(long)]
+    pub latency: Option<u64>,
+    /// Datagram loss probability per access link (0..1) [default: 0].
+    #[arg(long)]
+    pub loss: Option<f64>,
+    /// RNG seed [default: 1].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Simulated-time limit after the first leecher starts, seconds [default: 3600].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Connected peers each session aims for [default: 50].
+    #[arg(long)]
+    pub max_peers: Option<usize>,
+    /// Leecher arrivals as a Poisson process of this many per second (default: all at 0).
+    #[arg(long)]
+    pub arrival_rate: Option<f64>,
+    /// Churn: leechers leave this many seconds after completing (default: they stay).
+    #[arg(long)]
+    pub leave_after_done: Option<f64>,
+    /// Churn: leechers leave this many seconds after arriving, complete or not.
+    #[arg(long)]
+    pub leave_after: Option<f64>,
+    /// Fraction of leechers behind a NAT (0..1).
+    #[arg(long)]
+    pub nat: Option<f64>,
+    /// Peers that claim every piece and serve corrupt data.
+    #[arg(long)]
+    pub corrupt: Option<usize>,
+    /// Peers that serve a forged info dictionary under the torrent's info-hash.
+    #[arg(long)]
+    pub bad_metadata: Option<usize>,
+    /// DHT nodes that answer get_peers with made-up peers.
+    #[arg(long)]
+    pub dht_liars: Option<usize>,
+    /// Announced peers that accept connections and never answer.
+    #[arg(long)]
+    pub silent: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Write the completion CDF as SVG.
+    /// Write the completion CDF and swarm progress over time as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
 }
 
-/// Runs the simulation; returns the exit code (0 = every leecher completed).
-pub fn run(a: SimArgs) -> i32 {
-    if !(0.0..=1.0).contains(&a.loss) {
-        eprintln!("error: --loss must be between 0 and 1");
-        return 2;
+fn secs(key: &str, v: f64) -> Result<Duration, String> {
+    if v.is_finite() && (0.0..=1e7).contains(&v) {
+        Ok(Duration::from_millis((v * 1000.0).round() as u64))
+    } else {
+        Err(format!("--{key} must be a number of seconds"))
     }
-    let sc = Scenario {
-        nodes: a.nodes,
-        seeders: a.seeders,
-        leechers: a.leechers,
-        corrupt: a.corrupt,
-        size: a.size,
-        piece_length: a.piece_length,
-        up: a.up,
-        down: a.down,
-        seed_up: a.seed_up.or(a.up),
-        seed_down: a.seed_down.or(a.down),
-        latency: Duration::from_millis(a.latency),
-        loss: a.loss,
-        seed: a.seed,
-        duration: Duration::from_secs(a.duration),
-        max_peers: a.max_peers,
-        ..Scenario::default()
+}
+
+/// The scenario: the file's (or the defaults, with 100 DHT nodes and 20 leechers), then
+/// every flag given.
+fn scenario(a: &SimArgs) -> Result<Scenario, String> {
+    let mut sc = match &a.scenario {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            ScenarioFile::parse(&text)
+                .and_then(|f| f.to_scenario())
+                .map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => Scenario {
+            nodes: 100,
+            leechers: 20,
+            size: 16 << 20,
+            ..Scenario::default()
+        },
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { sc.$f = v; } )* };
+    }
+    set!(
+        nodes,
+        seeders,
+        leechers,
+        size,
+        piece_length,
+        loss,
+        seed,
+        max_peers,
+        nat
+    );
+    set!(corrupt, bad_metadata, dht_liars, silent);
+    if a.up.is_some() {
+        sc.up = a.up;
+        if a.seed_up.is_none() && a.scenario.is_none() {
+            sc.seed_up = a.up;
+        }
+    }
+    if a.down.is_some() {
+        sc.down = a.down;
+        if a.seed_down.is_none() && a.scenario.is_none() {
+            sc.seed_down = a.down;
+        }
+    }
+    if a.seed_up.is_some() {
+        sc.seed_up = a.seed_up;
+    }
+    if a.seed_down.is_some() {
+        sc.seed_down = a.seed_down;
+    }
+    if let Some(v) = a.latency {
+        sc.latency = Duration::from_millis(v);
+    }
+    if let Some(v) = a.duration {
+        sc.duration = secs("duration", v)?;
+    }
+    if let Some(v) = a.arrival_rate {
+        sc.arrival_rate = Some(v);
+    }
+    if let Some(v) = a.leave_after_done {
+        sc.leave_after_done = Some(secs("leave-after-done", v)?);
+    }
+    if let Some(v) = a.leave_after {
+        sc.leave_after = Some(secs("leave-after", v)?);
+    }
+    sc.validate().map_err(|e| e.to_string())?;
+    Ok(sc)
+}
+
+/// Runs the simulation; returns the exit code (0 = every leecher completed, 1 = some did
+/// not or the run failed, 2 = a bad scenario).
+pub fn run(a: SimArgs) -> i32 {
+    // RUST_LOG=magnetfetch::sim=debug logs the per-second swarm samples.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let sc = match scenario(&a) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
     };
     let rep = match run_blocking(&sc) {
         Ok(r) => r,
@@ -97,7 +197,7 @@ pub fn run(a: SimArgs) -> i32 {
         }
     };
     if let Some(p) = &a.plot {
-        if let Err(e) = std::fs::write(p, cdf_svg(&rep)) {
+        if let Err(e) = std::fs::write(p, report_svg(&rep)) {
             eprintln!("error: cannot write {}: {e}", p.display());
             return 1;
         }
@@ -158,6 +258,12 @@ fn print_table(r: &crate::sim::Report) {
         "uploaded             seeders {} B, leechers {} B",
         r.uploaded_by_seeders, r.uploaded_by_leechers
     );
+    println!(
+        "upload utilisation   seeders {}, leechers {}",
+        opt(r.upload_utilisation.seeders),
+        opt(r.upload_utilisation.leechers)
+    );
+    println!("share ratio          {}", dist(&r.share_ratio));
     println!("failed pieces / bans {} / {}", r.failed_pieces, r.bans);
     println!(
         "time                 {:.3} s simulated, {:.3} s wall",

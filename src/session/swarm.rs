@@ -727,6 +727,12 @@ impl Swarm {
             }
             Message::NotInterested => {
                 peer.peer_interested = false;
+                if !peer.am_choking {
+                    // An unchoked peer that wants nothing more wastes an upload slot until
+                    // the next round: give the slot to someone who can use it now.
+                    self.choker.force_round();
+                    self.run_choker(now);
+                }
             }
             Message::Piece { index, begin, data } => {
                 self.on_block(key, index, begin, data, now);

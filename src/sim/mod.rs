@@ -14,8 +14,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::dht::node::{Dht, DhtConfig, LookupSummary};
@@ -24,10 +29,14 @@ use crate::magnet::{Magnet, PeerAddr};
 use crate::metainfo::{FileEntry, Info, Metainfo};
 use crate::net::Net;
 use crate::session::{
-    AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
+    AddTorrent, Phase, Progress, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
 };
 use crate::torrent::storage::generated_hashes;
 use crate::torrent::{FileSpec, Layout};
+
+mod misbehave;
+mod scenario;
+pub use scenario::ScenarioFile;
 
 /// The port every simulated peer listens on (TCP for peers, UDP for its DHT node).
 const PORT: u16 = 6881;
@@ -63,6 +72,27 @@ pub struct Scenario {
     pub relookup: Duration,
     /// Connected peers each session aims for.
     pub max_peers: usize,
+    /// Every session limits its uploads to this fraction of its uplink (`None`: no limit).
+    /// A sender that fills its uplink queue delays its own requests and the acknowledgements
+    /// of what it downloads by seconds (the queue is FIFO), which starves its downloads;
+    /// real users cap uploads below the line rate (or use a delay-based transport) for
+    /// the same reason. See docs/simulation.md.
+    pub up_cap: Option<f64>,
+    /// Leecher arrivals: `None` = all at t = 0 (flash crowd); `Some(λ)` = a Poisson process
+    /// of λ leechers per simulated second.
+    pub arrival_rate: Option<f64>,
+    /// Churn: a leecher leaves this long after completing (`None`: it stays and seeds).
+    pub leave_after_done: Option<Duration>,
+    /// Churn: a leecher leaves this long after arriving, complete or not.
+    pub leave_after: Option<Duration>,
+    /// Fraction of leechers behind a NAT (they can dial out but nobody can dial them).
+    pub nat: f64,
+    /// Peers that serve a forged info dictionary (and data to match it) under our info-hash.
+    pub bad_metadata: usize,
+    /// DHT nodes that answer every `get_peers` with made-up peers and never store anything.
+    pub dht_liars: usize,
+    /// Announced peers (and DHT nodes) that accept connections and never answer.
+    pub silent: usize,
 }
 
 impl Default for Scenario {
@@ -85,6 +115,14 @@ impl Default for Scenario {
             dht: true,
             relookup: Duration::from_secs(15),
             max_peers: 50,
+            up_cap: None,
+            arrival_rate: None,
+            leave_after_done: None,
+            leave_after: None,
+            nat: 0.0,
+            bad_metadata: 0,
+            dht_liars: 0,
+            silent: 0,
         }
     }
 }
@@ -115,6 +153,15 @@ impl Dist {
     }
 }
 
+/// Upload utilisation: payload bytes sent divided by what the uplinks could have carried
+/// while the peers were in the swarm (from their start to the end of the run or their
+/// departure). `None` when the class's uplink is unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Utilisation {
+    pub seeders: Option<f64>,
+    pub leechers: Option<f64>,
+}
+
 /// What a simulation measured.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
@@ -138,6 +185,13 @@ pub struct Report {
     pub bans: u64,
     /// Sorted completion times (the CDF).
     pub completion_times_s: Vec<f64>,
+    /// Swarm progress over time, one sample per simulated second: `[t, fraction]`, the
+    /// fraction being verified bytes summed over leechers / (leechers × size).
+    pub progress: Vec<[f64; 2]>,
+    /// Payload bytes sent / uplink capacity over the run (`None` when unlimited).
+    pub upload_utilisation: Utilisation,
+    /// Uploaded / file size of each leecher that completed.
+    pub share_ratio: Option<Dist>,
     /// Simulated seconds from leecher start to the end (last completion or the limit).
     pub sim_time_s: f64,
     pub wall_time_s: f64,
@@ -201,6 +255,8 @@ struct Peer {
     _dht: Option<Dht>,
     _session: Session,
     handle: TorrentHandle,
+    #[allow(dead_code)]
+    host: simnet::Host,
 }
 
 #[derive(Default)]
@@ -251,44 +307,71 @@ async fn lookup_into(
     h.done
 }
 
+/// What a peer that is not an honest leecher does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Seeder,
+    /// Claims every piece, serves data of another content seed.
+    Corrupt,
+    /// Serves a forged info dictionary under our info-hash.
+    BadMetadata,
+}
+
+type ProgressSlots = Arc<std::sync::Mutex<Vec<Option<watch::Receiver<Progress>>>>>;
+
+/// One leecher's fate, reported as soon as it completes or gives up.
+struct Arrived {
+    index: usize,
+    arrive: Instant,
+    result: LeechResult,
+}
+
+/// A leecher after the run: its peer (to stop and collect) and when it left, if it did.
+struct Gone {
+    index: usize,
+    peer: Option<Peer>,
+    left: Option<Instant>,
+}
+
 /// Runs a scenario on the current runtime (which must be a current-thread runtime with a
 /// paused clock for determinism; [`run_blocking`] builds one).
 pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
-    if sc.seeders == 0 {
-        return Err(SimError::Scenario("need at least one seeder".into()));
-    }
-    if sc.size == 0 || sc.piece_length == 0 {
-        return Err(SimError::Scenario(
-            "size and piece length must be > 0".into(),
-        ));
-    }
+    sc.validate()?;
     let meta = make_metainfo(sc)?;
     let ih = meta.info_hash;
     let net = simnet::Network::new(sc.seed);
+    // Scenario-level random choices (arrival times, who is NATed): their own stream, so
+    // adding one does not shift every session's seed.
+    let mut rng = StdRng::seed_from_u64(sc.seed ^ 0x5ce7_a810_0000_0000);
     let mut next_ip = 0usize;
-    let mut new_host =
-        |up: Option<u64>, down: Option<u64>| -> Result<(simnet::Host, IpAddr), SimError> {
-            let ip = host_ip(next_ip);
-            next_ip += 1;
-            let mut cfg = simnet::HostConfig::new(ip)
-                .latency(sc.latency)
-                .loss(sc.loss);
-            if let Some(u) = up {
-                cfg = cfg.up_rate(u);
-            }
-            if let Some(d) = down {
-                cfg = cfg.down_rate(d);
-            }
-            Ok((net.add_host_with(cfg)?, ip))
-        };
+    let mut new_host = |up: Option<u64>,
+                        down: Option<u64>,
+                        nat: bool|
+     -> Result<(simnet::Host, IpAddr), SimError> {
+        let ip = host_ip(next_ip);
+        next_ip += 1;
+        let mut cfg = simnet::HostConfig::new(ip)
+            .latency(sc.latency)
+            .loss(sc.loss)
+            .nat(nat);
+        if let Some(u) = up {
+            cfg = cfg.up_rate(u);
+        }
+        if let Some(d) = down {
+            cfg = cfg.down_rate(d);
+        }
+        Ok((net.add_host_with(cfg)?, ip))
+    };
     let sub = |k: u64, i: usize| sc.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (k << 56) ^ i as u64;
 
-    // 1. The DHT: plain nodes, all bootstrapped before the torrent exists.
+    // 1. The DHT: plain nodes, all bootstrapped before the torrent exists; then the liars,
+    //    which make themselves known to the bootstrap nodes.
     let mut dht_nodes = Vec::new();
     let mut bootstrap: Vec<SocketAddr> = Vec::new();
+    let mut background = tokio::task::JoinSet::new();
     if sc.dht {
         for i in 0..sc.nodes {
-            let (h, ip) = new_host(None, None)?;
+            let (h, ip) = new_host(None, None, false)?;
             if i < 3 {
                 bootstrap.push(SocketAddr::new(ip, PORT));
             }
@@ -297,13 +380,29 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         for d in &dht_nodes {
             d.bootstrapped().await;
         }
+        let liars = (0..sc.dht_liars)
+            .map(|_| new_host(None, None, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let liar_ips: Vec<IpAddr> = liars.iter().map(|(_, ip)| *ip).collect();
+        for (i, (h, ip)) in liars.into_iter().enumerate() {
+            let sock = Net::Sim(h).bind_udp(SocketAddr::new(ip, PORT)).await?;
+            background.spawn(misbehave::dht_liar(
+                sock,
+                bootstrap.clone(),
+                liar_ips.clone(),
+                sub(6, i),
+            ));
+        }
     }
 
-    // 2. Seeders (and corrupt "seeders"): complete from the start, announced.
-    let mut seeds: Vec<Peer> = Vec::new();
+    // 2. Seeders and misbehaving "seeders": complete from the start, announced.
+    let mut seeds: Vec<(Role, Peer)> = Vec::new();
     let mut seed_addrs = Vec::new();
-    for i in 0..sc.seeders + sc.corrupt {
-        let (h, ip) = new_host(sc.seed_up, sc.seed_down)?;
+    let roles = std::iter::repeat_n(Role::Seeder, sc.seeders)
+        .chain(std::iter::repeat_n(Role::Corrupt, sc.corrupt))
+        .chain(std::iter::repeat_n(Role::BadMetadata, sc.bad_metadata));
+    for (i, role) in roles.enumerate() {
+        let (h, ip) = new_host(sc.seed_up, sc.seed_down, false)?;
         if sc.dht && bootstrap.len() < 3 {
             bootstrap.push(SocketAddr::new(ip, PORT));
         }
@@ -313,9 +412,13 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
             None
         };
         let session = Session::start(session_cfg(&h, ip, sub(3, i))).await?;
-        let content = if i < sc.seeders { sc.seed } else { !sc.seed };
+        let (source, content) = match role {
+            Role::Seeder => (meta.clone(), sc.seed),
+            Role::Corrupt => (meta.clone(), !sc.seed),
+            Role::BadMetadata => (misbehave::forged_metainfo(sc, ih)?, !sc.seed),
+        };
         let mut add = AddTorrent::new(
-            Source::Metainfo(meta.clone()),
+            Source::Metainfo(source),
             StorageSpec::Generated {
                 seed: content,
                 complete: true,
@@ -324,94 +427,171 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         add.swarm.keep_seeding = true;
         add.swarm.blocking_io = false;
         add.swarm.max_peers = sc.max_peers;
+        add.swarm.max_up_rate = upload_cap(sc.seed_up, sc.up_cap);
         let handle = session.add(add);
         if let Some(d) = &dht {
             d.bootstrapped().await;
             let _ = lookup_into(d, ih, handle.peer_sender()).await.await;
         }
         seed_addrs.push(SocketAddr::new(ip, PORT));
-        seeds.push(Peer {
-            _dht: dht,
-            _session: session,
-            handle,
-        });
+        seeds.push((
+            role,
+            Peer {
+                _dht: dht,
+                _session: session,
+                handle,
+                host: h,
+            },
+        ));
     }
 
-    // 3. The flash crowd: every leecher starts at t0 from the magnet link.
+    // 2b. Silent peers: announce themselves through a real DHT node, then go quiet (the
+    //     node is dropped; connections are accepted and never answered).
+    for i in 0..sc.silent {
+        let (h, ip) = new_host(None, None, false)?;
+        if sc.dht {
+            let d = start_dht(&h, ip, &bootstrap, sub(7, i)).await?;
+            d.bootstrapped().await;
+            let (tx, _rx) = mpsc::channel(1);
+            let _ = lookup_into(&d, ih, tx).await.await;
+        }
+        let listener = Net::Sim(h).listen(SocketAddr::new(ip, PORT)).await?;
+        background.spawn(misbehave::silent_peer(listener));
+        seed_addrs.push(SocketAddr::new(ip, PORT));
+    }
+
+    // 3. The leechers: all at t0 (flash crowd) or Poisson arrivals, each from the magnet.
     let t0 = Instant::now();
     let deadline = t0 + sc.duration;
     let mut magnet = Magnet::new(ih);
     if !sc.dht {
         magnet.peers = seed_addrs.iter().map(|a| PeerAddr::Ip(*a)).collect();
     }
+    let arrivals = arrival_offsets(sc, &mut rng);
+    let natted = choose(
+        sc.leechers,
+        (sc.nat * sc.leechers as f64).round() as usize,
+        &mut rng,
+    );
+    let slots: ProgressSlots = Arc::new(std::sync::Mutex::new(vec![None; sc.leechers]));
+    let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<Arrived>();
+    let (end_tx, end_rx) = watch::channel(false);
+    let (sample_tx, sample_rx) = watch::channel(false);
+    let sampler = tokio::spawn(sample(
+        seeds.iter().map(|(_, p)| p.handle.progress()).collect(),
+        slots.clone(),
+        t0,
+        sc.size,
+        sample_rx,
+    ));
     let mut tasks = Vec::new();
-    for i in 0..sc.leechers {
-        let (h, ip) = new_host(sc.up, sc.down)?;
-        let dht = if sc.dht {
-            Some(start_dht(&h, ip, &bootstrap, sub(4, i)).await?)
-        } else {
-            None
+    for (i, offset) in arrivals.iter().copied().enumerate() {
+        let (h, ip) = new_host(sc.up, sc.down, natted.contains(&i))?;
+        let ctx = LeecherCtx {
+            index: i,
+            host: h,
+            ip,
+            bootstrap: sc.dht.then(|| bootstrap.clone()),
+            magnet: magnet.clone(),
+            ih,
+            dht_seed: sub(4, i),
+            session_seed: sub(5, i),
+            arrive: t0 + offset,
+            deadline,
+            content: sc.seed,
+            sc: sc.clone(),
+            slots: slots.clone(),
+            arrived: arrived_tx.clone(),
+            end: end_rx.clone(),
         };
-        let session = Session::start(session_cfg(&h, ip, sub(5, i))).await?;
-        let mut add = AddTorrent::new(
-            Source::Magnet(magnet.clone()),
-            StorageSpec::Generated {
-                seed: sc.seed,
-                complete: false,
-            },
-        );
-        add.swarm.keep_seeding = true;
-        add.swarm.blocking_io = false;
-        add.swarm.max_peers = sc.max_peers;
-        add.metadata_timeout = sc.duration;
-        let handle = session.add(add);
-        let relookup = sc.relookup;
-        tasks.push(tokio::spawn(async move {
-            let r = leech(dht.as_ref(), &handle, ih, t0, deadline, relookup).await;
-            (
-                r,
-                Peer {
-                    _dht: dht,
-                    _session: session,
-                    handle,
-                },
-            )
-        }));
+        tasks.push(tokio::spawn(leecher(ctx)));
     }
-    let mut results = Vec::new();
-    let mut leechers = Vec::new();
-    for t in tasks {
-        if let Ok((r, p)) = t.await {
-            results.push(r);
-            leechers.push(p);
+    drop(arrived_tx);
+    let mut results: Vec<Option<(Instant, LeechResult)>> = (0..sc.leechers).map(|_| None).collect();
+    let mut pending = sc.leechers;
+    let mut last = t0;
+    while pending > 0 {
+        tokio::select! {
+            biased;
+            a = arrived_rx.recv() => match a {
+                Some(a) => {
+                    pending -= 1;
+                    last = last.max(Instant::now());
+                    if let Some(r) = results.get_mut(a.index) {
+                        *r = Some((a.arrive, a.result));
+                    }
+                }
+                None => break,
+            },
+            // Leechers give up at the deadline themselves; this is a backstop.
+            _ = tokio::time::sleep_until(deadline + Duration::from_secs(1)) => break,
         }
     }
-    let sim_time = t0.elapsed();
+    let end = Instant::now().min(deadline).max(last);
+    let sim_time = end.saturating_duration_since(t0);
+    let _ = sample_tx.send(true);
+    let progress = sampler.await.unwrap_or_default();
+    let _ = end_tx.send(true);
+    let mut gone = Vec::new();
+    for t in tasks {
+        if let Ok(g) = t.await {
+            gone.push(g);
+        }
+    }
 
     // 4. Stop everyone and collect the counters.
-    for p in seeds.iter().chain(leechers.iter()) {
+    for (_, p) in &seeds {
         p.handle.stop();
+    }
+    for g in &gone {
+        if let Some(p) = &g.peer {
+            p.handle.stop();
+        }
     }
     let mut rep = Report {
         leechers: sc.leechers,
         seed: sc.seed,
         sim_time_s: secs(sim_time),
+        progress,
         ..Report::default()
     };
-    for (i, p) in seeds.into_iter().enumerate() {
+    for (role, p) in seeds {
         if let Ok(o) = p.handle.wait().await {
-            if i < sc.seeders {
+            if role == Role::Seeder {
                 rep.uploaded_by_seeders += o.summary.uploaded;
             }
         }
     }
-    for p in leechers {
+    let mut leecher_capacity = 0f64;
+    let mut ratios = Vec::new();
+    for g in gone {
+        let Some(p) = g.peer else { continue };
+        let arrive = t0 + arrivals.get(g.index).copied().unwrap_or_default();
+        let until = g.left.unwrap_or(end).min(end);
+        if let Some(u) = sc.up {
+            leecher_capacity += u as f64 * until.saturating_duration_since(arrive).as_secs_f64();
+        }
         if let Ok(o) = p.handle.wait().await {
             rep.uploaded_by_leechers += o.summary.uploaded;
             rep.failed_pieces += o.summary.failed_pieces;
             rep.bans += o.summary.bans;
+            if o.summary.complete {
+                ratios.push(round3(o.summary.uploaded as f64 / sc.size as f64));
+            }
         }
     }
+    rep.share_ratio = Dist::of(ratios);
+    let seed_capacity = sc
+        .seed_up
+        .map(|u| u as f64 * sc.seeders as f64 * sim_time.as_secs_f64());
+    rep.upload_utilisation = Utilisation {
+        seeders: seed_capacity
+            .filter(|c| *c > 0.0)
+            .map(|c| round3(rep.uploaded_by_seeders as f64 / c)),
+        leechers: (sc.up.is_some() && leecher_capacity > 0.0)
+            .then(|| round3(rep.uploaded_by_leechers as f64 / leecher_capacity)),
+    };
+    let results: Vec<LeechResult> = results.into_iter().flatten().map(|(_, r)| r).collect();
     let mut done: Vec<f64> = results.iter().filter_map(|r| r.done.map(secs)).collect();
     done.sort_by(f64::total_cmp);
     rep.leechers_completed = done.len();
@@ -433,14 +613,237 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         Dist::of(lookups.iter().map(|l| l.rounds as f64).collect()).map(|d| d.median);
     rep.lookup_time_s_median =
         Dist::of(lookups.iter().map(|l| secs(l.duration)).collect()).map(|d| d.median);
-    rep.t_star_s = fluid_bound(sc);
+    if sc.arrival_rate.is_none() {
+        rep.t_star_s = fluid_bound(sc);
+    }
     if let (Some(t), Some(c)) = (rep.t_star_s, rep.completion_s) {
         if rep.leechers_completed == sc.leechers && c.max > 0.0 {
             rep.efficiency = Some(round3(t / c.max));
         }
     }
+    background.abort_all();
     drop(dht_nodes);
     Ok(rep)
+}
+
+/// The session upload limit for a host whose uplink carries `line` bytes/s.
+fn upload_cap(line: Option<u64>, frac: Option<f64>) -> Option<u64> {
+    let (l, f) = (line?, frac?);
+    Some(((l as f64 * f).round() as u64).max(1))
+}
+
+/// Each leecher's arrival after t0: all zero (flash crowd) or the partial sums of
+/// exponential gaps with mean 1/λ (a Poisson process of rate λ).
+pub fn arrival_offsets(sc: &Scenario, rng: &mut StdRng) -> Vec<Duration> {
+    match sc.arrival_rate {
+        None => vec![Duration::ZERO; sc.leechers],
+        Some(rate) => {
+            let mut t = 0f64;
+            (0..sc.leechers)
+                .map(|_| {
+                    // Inverse-CDF sampling; 1 - u is in (0, 1] so the log is finite.
+                    let u: f64 = rng.random();
+                    t += -(1.0 - u).ln() / rate;
+                    Duration::from_millis((t * 1000.0).round() as u64)
+                })
+                .collect()
+        }
+    }
+}
+
+/// `k` distinct indices out of `0..n`, drawn from `rng`.
+fn choose(n: usize, k: usize, rng: &mut StdRng) -> BTreeSet<usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    all.shuffle(rng);
+    all.into_iter().take(k.min(n)).collect()
+}
+
+struct LeecherCtx {
+    index: usize,
+    host: simnet::Host,
+    ip: IpAddr,
+    bootstrap: Option<Vec<SocketAddr>>,
+    magnet: Magnet,
+    ih: InfoHash,
+    dht_seed: u64,
+    session_seed: u64,
+    arrive: Instant,
+    deadline: Instant,
+    content: u64,
+    sc: Scenario,
+    slots: ProgressSlots,
+    arrived: mpsc::UnboundedSender<Arrived>,
+    end: watch::Receiver<bool>,
+}
+
+/// One leecher's life: arrive, download, report, maybe leave (churn), wait for the end.
+async fn leecher(mut c: LeecherCtx) -> Gone {
+    let mut gone = Gone {
+        index: c.index,
+        peer: None,
+        left: None,
+    };
+    let (host, ip, arrive) = (c.host.clone(), c.ip, c.arrive);
+    let (boot, dht_seed, session_seed) = (c.bootstrap.clone(), c.dht_seed, c.session_seed);
+    let started = async move {
+        tokio::time::sleep_until(arrive).await;
+        let dht = match &boot {
+            Some(b) => Some(start_dht(&host, ip, b, dht_seed).await?),
+            None => None,
+        };
+        let session = Session::start(session_cfg(&host, ip, session_seed)).await?;
+        Ok::<_, SimError>((dht, session))
+    };
+    let (dht, session) = tokio::select! {
+        biased;
+        _ = c.end.changed() => return gone,
+        r = started => match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(index = c.index, %e, "leecher could not start");
+                let _ = c.arrived.send(Arrived { index: c.index, arrive: c.arrive, result: LeechResult::default() });
+                return gone;
+            }
+        },
+    };
+    let mut add = AddTorrent::new(
+        Source::Magnet(c.magnet.clone()),
+        StorageSpec::Generated {
+            seed: c.content,
+            complete: false,
+        },
+    );
+    add.swarm.keep_seeding = true;
+    add.swarm.blocking_io = false;
+    add.swarm.max_peers = c.sc.max_peers;
+    add.swarm.max_up_rate = upload_cap(c.sc.up, c.sc.up_cap);
+    add.metadata_timeout = c.sc.duration;
+    let handle = session.add(add);
+    if let Ok(mut s) = c.slots.lock() {
+        if let Some(slot) = s.get_mut(c.index) {
+            *slot = Some(handle.progress());
+        }
+    }
+    let give_up = match c.sc.leave_after {
+        Some(d) => c.deadline.min(c.arrive + d),
+        None => c.deadline,
+    };
+    let r = leech(
+        dht.as_ref(),
+        &handle,
+        c.ih,
+        c.arrive,
+        give_up,
+        c.sc.relookup,
+    )
+    .await;
+    let leave_at = match (r.done.is_some(), c.sc.leave_after_done) {
+        (true, Some(d)) => Some(Instant::now() + d),
+        (true, None) => None,
+        // Gave up before the end of the run: that was a departure (churn).
+        (false, _) => {
+            (Instant::now() < c.deadline && c.sc.leave_after.is_some()).then(Instant::now)
+        }
+    };
+    let _ = c.arrived.send(Arrived {
+        index: c.index,
+        arrive: c.arrive,
+        result: r,
+    });
+    if let Some(t) = leave_at {
+        tokio::select! {
+            biased;
+            _ = c.end.changed() => {}
+            _ = tokio::time::sleep_until(t) => {
+                handle.stop();
+                c.host.down();
+                gone.left = Some(Instant::now());
+            }
+        }
+    }
+    if gone.left.is_none() {
+        let _ = c.end.wait_for(|e| *e).await;
+    }
+    gone.peer = Some(Peer {
+        _dht: dht,
+        _session: session,
+        handle,
+        host: c.host,
+    });
+    gone
+}
+
+/// Samples the swarm once per simulated second from `t0` until `stop`: returns the swarm
+/// progress series; with `RUST_LOG=magnetfetch::sim=debug` also logs upload rates (the
+/// instrument used to find where the flash crowd loses time).
+async fn sample(
+    mut seeds: Vec<watch::Receiver<Progress>>,
+    slots: ProgressSlots,
+    t0: Instant,
+    size: u64,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<[f64; 2]> {
+    let mut out = Vec::new();
+    let n = slots.lock().map(|s| s.len()).unwrap_or(0);
+    let want = (n as f64 * size as f64).max(1.0);
+    let mut last_up: Vec<u64> = vec![0; seeds.len() + n];
+    let mut k = 0u32;
+    loop {
+        let t = t0 + Duration::from_secs(u64::from(k));
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return out,
+            _ = tokio::time::sleep_until(t) => {}
+        }
+        let mut verified = 0u64;
+        let mut up_now: Vec<u64> = Vec::with_capacity(last_up.len());
+        let (mut peers, mut done) = (0usize, 0usize);
+        for r in seeds.iter_mut() {
+            let p = r.borrow();
+            up_now.push(p.uploaded);
+            peers += p.peers;
+        }
+        if let Ok(mut ls) = slots.lock() {
+            for r in ls.iter_mut() {
+                let Some(r) = r else {
+                    up_now.push(0);
+                    continue;
+                };
+                let p = r.borrow();
+                up_now.push(p.uploaded);
+                peers += p.peers;
+                verified += p.verified;
+                if p.total > 0 && p.verified >= p.total {
+                    done += 1;
+                }
+            }
+        }
+        let frac = verified as f64 / want;
+        out.push([f64::from(k), round3(frac)]);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let ns = seeds.len();
+            let d = |i: usize| up_now[i].saturating_sub(last_up[i]);
+            let seed_up: u64 = (0..ns).map(d).sum();
+            let mut lu: Vec<u64> = (ns..up_now.len()).map(d).collect();
+            lu.sort_unstable();
+            let sum: u64 = lu.iter().sum();
+            let med = lu.get(lu.len() / 2).copied().unwrap_or(0);
+            let idle = lu.iter().filter(|&&x| x < 100_000).count();
+            tracing::debug!(
+                t = k,
+                progress = round3(frac),
+                done,
+                seed_up_mb = seed_up as f64 / 1e6,
+                leech_up_mb = sum as f64 / 1e6,
+                leech_up_median_kb = med / 1000,
+                leech_idle = idle,
+                avg_peers = peers / up_now.len().max(1),
+                "sample"
+            );
+        }
+        last_up = up_now;
+        k += 1;
+    }
 }
 
 fn secs(d: Duration) -> f64 {
@@ -554,70 +957,126 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(v.round() as u64)
 }
 
-/// An SVG of the completion CDF (fraction of leechers done against simulated seconds).
-pub fn cdf_svg(rep: &Report) -> String {
-    let (w, h, m) = (640.0, 400.0, 50.0);
-    let tmax = rep
-        .completion_times_s
-        .last()
-        .copied()
-        .unwrap_or(1.0)
-        .max(rep.t_star_s.unwrap_or(0.0))
-        .max(0.001);
-    let n = rep.leechers.max(1) as f64;
-    let x = |t: f64| m + t / tmax * (w - 2.0 * m);
-    let y = |f: f64| h - m - f * (h - 2.0 * m);
-    let mut pts = format!("{:.1},{:.1}", x(0.0), y(0.0));
-    for (i, t) in rep.completion_times_s.iter().enumerate() {
-        pts += &format!(
-            " {:.1},{:.1} {:.1},{:.1}",
-            x(*t),
-            y(i as f64 / n),
-            x(*t),
-            y((i + 1) as f64 / n)
-        );
-    }
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"20\" text-anchor=\"middle\">completion CDF: {} of {} leechers, seed {}</text>\n\
-         <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n",
-        w / 2.0,
-        rep.leechers_completed,
-        rep.leechers,
-        rep.seed,
-        h - m,
-        w - m,
-        h - m,
-        h - m
-    );
-    for k in 0..=4 {
-        let f = k as f64 / 4.0;
-        s += &format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}%</text>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.1}</text>\n",
-            m - 5.0,
-            y(f) + 4.0,
-            f * 100.0,
-            x(f * tmax),
-            h - m + 16.0,
-            f * tmax
-        );
-    }
-    s += &format!(
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">simulated seconds since leecher start</text>\n",
-        w / 2.0,
-        h - 10.0
-    );
-    if let Some(t) = rep.t_star_s {
-        s += &format!(
-            "<line x1=\"{0:.1}\" y1=\"{m}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"gray\" stroke-dasharray=\"4\"/>\n<text x=\"{0:.1}\" y=\"{2}\" fill=\"gray\">T*</text>\n",
-            x(t),
+/// One chart of [`report_svg`]: axes, ticks, a step or line series, optional T* marker.
+struct Panel<'a> {
+    x0: f64,
+    title: String,
+    xlabel: &'a str,
+    tmax: f64,
+    points: Vec<(f64, f64)>,
+    t_star: Option<f64>,
+}
+
+impl Panel<'_> {
+    const W: f64 = 460.0;
+    const H: f64 = 400.0;
+    const M: f64 = 50.0;
+
+    fn draw(&self, s: &mut String) {
+        let (w, h, m, x0) = (Self::W, Self::H, Self::M, self.x0);
+        let tmax = self.tmax.max(0.001);
+        let x = |t: f64| x0 + m + t / tmax * (w - 2.0 * m);
+        let y = |f: f64| h - m - f.clamp(0.0, 1.0) * (h - 2.0 * m);
+        *s += &format!(
+            "<text x=\"{:.1}\" y=\"20\" text-anchor=\"middle\">{}</text>\n\
+             <line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n\
+             <line x1=\"{:.1}\" y1=\"{m}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n",
+            x0 + w / 2.0,
+            self.title,
+            x0 + m,
             h - m,
-            m - 5.0
+            x0 + w - m,
+            h - m,
+            x0 + m,
+            x0 + m,
+            h - m
+        );
+        for k in 0..=4 {
+            let f = k as f64 / 4.0;
+            *s += &format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}%</text>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.1}</text>\n",
+                x0 + m - 5.0,
+                y(f) + 4.0,
+                f * 100.0,
+                x(f * tmax),
+                h - m + 16.0,
+                f * tmax
+            );
+        }
+        *s += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            x0 + w / 2.0,
+            h - 10.0,
+            self.xlabel
+        );
+        if let Some(t) = self.t_star {
+            *s += &format!(
+                "<line x1=\"{0:.1}\" y1=\"{m}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"gray\" stroke-dasharray=\"4\"/>\n<text x=\"{0:.1}\" y=\"{2}\" fill=\"gray\">T*</text>\n",
+                x(t),
+                h - m,
+                m - 5.0
+            );
+        }
+        let pts: Vec<String> = self
+            .points
+            .iter()
+            .map(|&(t, f)| format!("{:.1},{:.1}", x(t), y(f)))
+            .collect();
+        *s += &format!(
+            "<polyline fill=\"none\" stroke=\"steelblue\" stroke-width=\"2\" points=\"{}\"/>\n",
+            pts.join(" ")
         );
     }
-    s += &format!("<polyline fill=\"none\" stroke=\"steelblue\" stroke-width=\"2\" points=\"{pts}\"/>\n</svg>\n");
+}
+
+/// An SVG with two charts: the completion CDF (fraction of leechers done against their
+/// download time) and the swarm's progress over time (fraction of all leechers' bytes
+/// verified, sampled each simulated second), with the fluid bound T* when known.
+pub fn report_svg(rep: &Report) -> String {
+    let n = rep.leechers.max(1) as f64;
+    let last_done = rep.completion_times_s.last().copied().unwrap_or(1.0);
+    let tmax = last_done.max(rep.t_star_s.unwrap_or(0.0));
+    let mut cdf = vec![(0.0, 0.0)];
+    for (i, t) in rep.completion_times_s.iter().enumerate() {
+        cdf.push((*t, i as f64 / n));
+        cdf.push((*t, (i + 1) as f64 / n));
+    }
+    let ptmax = rep
+        .progress
+        .last()
+        .map_or(1.0, |p| p[0])
+        .max(rep.t_star_s.unwrap_or(0.0));
+    let panels = [
+        Panel {
+            x0: 0.0,
+            title: format!(
+                "completion CDF: {} of {} leechers, seed {}",
+                rep.leechers_completed, rep.leechers, rep.seed
+            ),
+            xlabel: "simulated seconds from arrival to completion",
+            tmax,
+            points: cdf,
+            t_star: rep.t_star_s,
+        },
+        Panel {
+            x0: Panel::W,
+            title: "swarm progress (bytes verified / all wanted)".to_string(),
+            xlabel: "simulated seconds since the first leecher arrived",
+            tmax: ptmax,
+            points: rep.progress.iter().map(|p| (p[0], p[1])).collect(),
+            t_star: rep.t_star_s,
+        },
+    ];
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        2.0 * Panel::W,
+        Panel::H
+    );
+    for p in &panels {
+        p.draw(&mut s);
+    }
+    s += "</svg>\n";
     s
 }
 
@@ -641,6 +1100,38 @@ mod tests {
         let d = Dist::of((1..=10).map(f64::from).collect()).unwrap();
         assert_eq!((d.min, d.median, d.p90, d.max), (1.0, 5.0, 9.0, 10.0));
         assert!(Dist::of(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn plot_has_cdf_and_progress() {
+        let rep = Report {
+            leechers: 2,
+            leechers_completed: 2,
+            completion_times_s: vec![1.0, 2.0],
+            progress: vec![[0.0, 0.0], [1.0, 0.5], [2.0, 1.0]],
+            t_star_s: Some(1.5),
+            ..Report::default()
+        };
+        let svg = report_svg(&rep);
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        assert!(svg.contains("completion CDF") && svg.contains("swarm progress"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn poisson_offsets_have_the_right_mean() {
+        let sc = Scenario {
+            leechers: 4000,
+            arrival_rate: Some(4.0),
+            ..Scenario::default()
+        };
+        let offs = arrival_offsets(&sc, &mut StdRng::seed_from_u64(1));
+        // 4000 arrivals at 4/s span ~1000 s (std of the sum ~16 s).
+        let last = offs[3999].as_secs_f64();
+        assert!((900.0..1100.0).contains(&last), "{last}");
+        assert!(offs.windows(2).all(|w| w[0] <= w[1]));
+        let flash = arrival_offsets(&Scenario::default(), &mut StdRng::seed_from_u64(1));
+        assert!(flash.iter().all(|d| d.is_zero()));
     }
 
     #[test]
