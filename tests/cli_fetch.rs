@@ -2,41 +2,14 @@
 //! fetch from a `magnetfetch seed` process bootstrapped from `magnetfetch dht serve`,
 //! Ctrl-C then resume, and the usage/error exit codes.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::random_bytes;
+use common::{lines, random_bytes, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
-
-/// Kills the child when dropped (a failing assert must not leave processes behind).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of a child's stdout, read on a thread.
-fn lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let out = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let Ok(l) = l else { return };
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 /// Starts `magnetfetch seed FILE` and returns it with its magnet link (first stdout line).
 fn start_seeder(file: &Path, extra: &[&str], state: &Path) -> (Proc, String) {
