@@ -100,6 +100,8 @@ pub struct PeerContext {
     pub quic_port: Option<u16>,
     /// QUIC-capable peers learned from PEX flags (issue 9).
     pub quic_peers: crate::quic::QuicPeers,
+    /// BEP 27 private torrent: do not even advertise ut_pex (peers come from trackers only).
+    pub private: bool,
 }
 
 /// What we learned from the peer's extended handshake.
@@ -183,6 +185,9 @@ async fn setup(
         return Ok(None);
     }
     let mut ours = ExtHandshake::ours(our_port, Some(ctx.info.len() as u64), Some(conn.addr.ip()));
+    if ctx.private {
+        ours.m.remove(UT_PEX);
+    }
     ours.mf_quic = ctx.quic_port;
     // A peer that never answers the extended handshake is still a peer for pieces.
     match conn

@@ -560,6 +560,7 @@ impl Swarm {
             stopping: self.stopping.clone(),
             quic_port: self.p.dialer.advertised_port(),
             quic_peers: self.p.dialer.peers.clone(),
+            private: self.p.cfg.private,
         };
         let addr = conn.addr;
         let transport = conn.transport;
