@@ -92,18 +92,6 @@ fn json_field(line: &str, key: &str) -> String {
     v[key].as_str().unwrap_or_default().to_string()
 }
 
-fn sha256_file(path: &std::path::Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn magnetfetch_downloads_from_libtorrent_via_dht_only() {
     if !common::require_or_skip("libtorrent") {
@@ -158,7 +146,7 @@ fn magnetfetch_downloads_from_libtorrent_via_dht_only() {
         .expect("done event");
     let v: serde_json::Value = serde_json::from_str(done).unwrap();
     assert_eq!(v["total_size"], 3 * 1024 * 1024 + 4321);
-    assert_eq!(sha256_file(&out_dir.join("lt.bin")), sha);
+    assert_eq!(common::sha256_file(&out_dir.join("lt.bin")), sha);
 }
 
 #[test]
@@ -213,5 +201,5 @@ fn libtorrent_downloads_from_magnetfetch_seed_via_dht_only() {
     let line = out.lines().last().unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(line).expect("json");
     assert_eq!(v["done"], true, "libtorrent did not finish: {line}");
-    assert_eq!(v["sha256"].as_str().unwrap(), sha256_file(&file));
+    assert_eq!(v["sha256"].as_str().unwrap(), common::sha256_file(&file));
 }

@@ -204,18 +204,6 @@ if ok:
 print(json.dumps(out), flush=True)
 "#;
 
-fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn libtorrent_in_the_same_swarm_uses_tcp() {
     if !common::require_or_skip("libtorrent") {
@@ -261,5 +249,5 @@ fn libtorrent_in_the_same_swarm_uses_tcp() {
         )
     });
     assert_eq!(v["done"], true, "libtorrent did not finish: {line}");
-    assert_eq!(v["sha256"].as_str().unwrap(), sha256_file(&file));
+    assert_eq!(v["sha256"].as_str().unwrap(), common::sha256_file(&file));
 }

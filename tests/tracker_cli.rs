@@ -20,35 +20,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{lines, random_bytes, Proc};
+use common::{lines, random_bytes, require_or_skip, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
 const PY: &str = "/usr/bin/python3";
-
-fn skip_or_fail(why: &str) {
-    if std::env::var("MAGNETFETCH_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("interop required but unavailable: {why}");
-    }
-    eprintln!("\n*** SKIP: {why} ***\n");
-}
-
-fn have_libtorrent() -> bool {
-    Command::new(PY)
-        .args(["-c", "import libtorrent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn have_opentracker() -> bool {
-    Command::new("opentracker")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
 
 fn line_matching(rx: &mpsc::Receiver<String>, what: &str, f: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -233,8 +208,8 @@ fn fixture(name: &str, len: usize, seed: u64) -> Fixture {
 
 /// (a) + (c): libtorrent seeder found through `magnetfetch tracker`, magnet with only `tr=`.
 fn lt_seeder_via_our_tracker(udp: bool, bind_ip: &str, tracker_ip: &str, lt_ip: &str) {
-    if !have_libtorrent() {
-        return skip_or_fail("python3-libtorrent not importable by /usr/bin/python3");
+    if !require_or_skip("libtorrent") {
+        return;
     }
     let fx = fixture("payload.bin", 700_000, 7 + udp as u64);
     let (_tracker, udp_url, http_url) = start_tracker(tracker_ip);
@@ -299,8 +274,8 @@ fn lt_seeder_found_through_our_http_tracker() {
 /// (b) + (c): libtorrent leecher downloads from `magnetfetch seed --no-dht --tracker udp://`.
 #[test]
 fn lt_leecher_downloads_from_tracker_only_seed() {
-    if !have_libtorrent() {
-        return skip_or_fail("python3-libtorrent not importable by /usr/bin/python3");
+    if !require_or_skip("libtorrent") {
+        return;
     }
     let fx = fixture("seeded.bin", 600_000, 21);
     let (_tracker, udp_url, http_url) = start_tracker("127.0.0.64");
@@ -473,11 +448,11 @@ fn web_seed_only_download_via_cli() {
 /// (e): opentracker (allow-listed) over UDP and HTTP; a libtorrent seeder found that way.
 #[test]
 fn fetch_from_lt_seeder_found_through_opentracker() {
-    if !have_libtorrent() {
-        return skip_or_fail("python3-libtorrent not importable by /usr/bin/python3");
+    if !require_or_skip("libtorrent") {
+        return;
     }
-    if !have_opentracker() {
-        return skip_or_fail("opentracker not installed (apt-get install -y opentracker)");
+    if !require_or_skip("opentracker") {
+        return;
     }
     let fx = fixture("ot.bin", 500_000, 44);
     let port = {

@@ -189,3 +189,16 @@ pub fn lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<Strin
     });
     rx
 }
+
+/// SHA-256 of a file, hex (via `sha256sum`, to compare with what a python helper reports).
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
