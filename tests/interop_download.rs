@@ -92,8 +92,13 @@ async fn session(ip: [u8; 4], seed: u64) -> Session {
     .unwrap()
 }
 
+/// The two tests run one after the other: with both libtorrent sessions up at once the
+/// fresh seeder of the first one sometimes stalled (2 of 3 runs on a quiet machine).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_from_libtorrent_seeder() {
+    let _serial = SERIAL.lock().await;
     if !require_or_skip("libtorrent") {
         return;
     }
@@ -116,7 +121,9 @@ async fn download_from_libtorrent_seeder() {
     );
     add.peers.push(SocketAddr::from(([127, 0, 0, 41], port)));
     let t0 = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(20), leecher.add(add).wait())
+    // Generous: a fresh libtorrent seeder sometimes drops its first connection mid-transfer
+    // and we reconnect after a back-off (seen once in CI at 20 s); a healthy run takes ~1 s.
+    let out = tokio::time::timeout(Duration::from_secs(60), leecher.add(add).wait())
         .await
         .expect("download from libtorrent timed out")
         .expect("download from libtorrent failed");
@@ -139,6 +146,7 @@ async fn download_from_libtorrent_seeder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_downloads_from_our_seeder() {
+    let _serial = SERIAL.lock().await;
     if !require_or_skip("libtorrent") {
         return;
     }
