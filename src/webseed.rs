@@ -1,12 +1,15 @@
 //! Web seeds (BEP 19, `url-list` / magnet `ws=`): mapping a piece to HTTP range requests for
 //! single- and multi-file layouts (pure), and an async fetcher over the tracker module's small
-//! HTTP/1.1 client with keep-alive connections. Verification and back-off live in the engine.
+//! HTTP/1.1 client with keep-alive connections
+//! (`http://` and `https://`). Verification and back-off live in the engine.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::net::Net;
-use crate::tracker::http::{resolve, HttpConn};
+use crate::tracker::http::{ConnectOpts, HttpConn};
 use crate::tracker::http_proto::{percent_encode, Url};
 use crate::tracker::TrackerError;
 
@@ -136,6 +139,7 @@ pub struct WebSeedFetcher {
     net: Net,
     timeout: Duration,
     conns: BTreeMap<String, HttpConn>,
+    opts: ConnectOpts,
 }
 
 impl WebSeedFetcher {
@@ -144,7 +148,20 @@ impl WebSeedFetcher {
             net,
             timeout,
             conns: BTreeMap::new(),
+            opts: ConnectOpts::default(),
         }
+    }
+
+    /// Connects from `ip` (the session's bind address) instead of the default route.
+    pub fn with_bind_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.opts.bind_ip = ip;
+        self
+    }
+
+    /// Trusts these roots for `https://` web seeds instead of the system's.
+    pub fn with_tls(mut self, cfg: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        self.opts.tls = Some(cfg);
+        self
     }
 
     /// Fetches every range and concatenates them: the piece's bytes, unverified.
@@ -163,19 +180,17 @@ impl WebSeedFetcher {
 
     async fn fetch_range(&mut self, r: &RangeRequest) -> Result<Vec<u8>, WebSeedError> {
         let u = Url::parse(&r.url)?;
-        if u.scheme != "http" {
+        if u.scheme != "http" && u.scheme != "https" {
             return Err(TrackerError::UnsupportedScheme(r.url.clone()).into());
         }
-        let key = u.host_header();
+        // Scheme in the key: an http and an https server may share host:port in theory.
+        let key = format!("{}://{}", u.scheme, u.host_header());
         let range = format!("bytes={}-{}", r.start, r.start + r.len.saturating_sub(1));
         // One retry on a fresh connection: a kept-alive one may have been closed by the server.
         for attempt in 0..2 {
             let mut conn = match self.conns.remove(&key) {
                 Some(c) if attempt == 0 => c,
-                _ => {
-                    let addr = resolve(&u.host, u.port).await?;
-                    HttpConn::connect(&self.net, addr, key.clone(), self.timeout).await?
-                }
+                _ => HttpConn::open(&self.net, &u, &self.opts, self.timeout).await?,
             };
             let resp = match conn
                 .get(

@@ -1,8 +1,12 @@
 //! Benchmark, not a test (ignored by default): UDP announce responses per second of our tracker
-//! and of opentracker, driven by the same load generator. Run with
-//! `cargo test --release --test tracker_bench -- --ignored --nocapture`.
+//! (`magnetfetch tracker`, the release binary) and of opentracker, driven by the same load
+//! generator. Both servers run as processes pinned to core 1 (`taskset -c 1`); pin the load
+//! generator (this test process) to core 0. The two are measured alternately, `ROUNDS` times
+//! each, and the medians compared:
+//! `taskset -c 0 cargo test --release --test tracker_bench -- --ignored --nocapture`.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,14 +14,15 @@ use std::time::Duration;
 
 use magnetfetch::id::Id20;
 use magnetfetch::net::Net;
-use magnetfetch::tracker::store::StoreConfig;
 use magnetfetch::tracker::udp_proto;
-use magnetfetch::tracker::{AnnounceRequest, Event, ServerConfig, TrackerServer};
+use magnetfetch::tracker::{AnnounceRequest, Event};
 
 const SOCKETS: usize = 8;
 const WINDOW: usize = 32;
 const HASHES: u32 = 1000;
 const SECS: u64 = 5;
+const ROUNDS: usize = 5;
+const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
 
 fn hash(i: u32) -> Id20 {
     let mut b = [0x11u8; 20];
@@ -98,72 +103,104 @@ fn load(target: SocketAddr) -> f64 {
     })
 }
 
+/// Runs `cmd` pinned to core 1 when `taskset` exists (the server side of the benchmark).
+fn pinned(cmd: &str) -> Command {
+    if Path::new("/usr/bin/taskset").exists() {
+        let mut c = Command::new("/usr/bin/taskset");
+        c.args(["-c", "1", cmd]);
+        c
+    } else {
+        Command::new(cmd)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a server (after `wait` for it to bind), measures it, stops it; responses/s and the
+/// server's CPU seconds (user+sys) during the run.
+fn measure(mut cmd: Command, port: u16) -> (f64, f64) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tracker");
+    std::thread::sleep(Duration::from_millis(700));
+    let cpu0 = cpu_secs(child.id());
+    let rate = load(SocketAddr::from(([127, 0, 0, 1], port)));
+    let cpu = cpu_secs(child.id()) - cpu0;
+    let _ = child.kill();
+    let _ = child.wait();
+    (rate, cpu)
+}
+
+/// user+sys CPU seconds of a process (`/proc/PID/stat` fields 14 and 15, at 100 ticks/s).
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the ")": field 3 is index 0, so utime (14) is 11 and stime (15) is 12.
+    (t(11) + t(12)) / 100.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 #[test]
 #[ignore = "benchmark: run explicitly with --release -- --ignored --nocapture"]
 fn udp_announce_throughput() {
-    // Ours: the server on its own single-thread runtime (one core), like one opentracker worker.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let cfg = ServerConfig {
-                udp: Some("127.0.0.1:0".parse().unwrap()),
-                allow: Some((0..HASHES).map(hash).collect()),
-                store: StoreConfig {
-                    per_ip_rate: 0.0,
-                    ..StoreConfig::default()
-                },
-                conn_key: rand::random(),
-                ..ServerConfig::default()
-            };
-            let s = TrackerServer::start(Net::Tokio, cfg).await.unwrap();
-            tx.send(s.udp_addr.unwrap()).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    let ours = load(rx.recv().unwrap());
-    println!("magnetfetch tracker: {ours:.0} UDP announce responses/s");
-
-    if Command::new("opentracker")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        println!("opentracker: not installed, skipped");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let list: String = (0..HASHES).map(|i| hash(i).to_hex() + "\n").collect();
     std::fs::write(dir.path().join("white"), list).unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new("opentracker")
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-P",
-            &port.to_string(),
-        ])
-        .args(["-d", dir.path().to_str().unwrap(), "-w", "/white"])
+    let have_ot = Command::new("opentracker")
+        .arg("-h")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let theirs = load(SocketAddr::from(([127, 0, 0, 1], port)));
-    let _ = child.kill();
-    let _ = child.wait();
-    println!("opentracker:         {theirs:.0} UDP announce responses/s");
+        .status()
+        .is_ok();
+    if !have_ot {
+        println!("opentracker: not installed, measuring ours only");
+    }
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let port = free_port();
+        let mut c = pinned(BIN);
+        c.args(["tracker", "--udp", &format!("127.0.0.1:{port}")])
+            .args(["--per-ip-rate", "0", "--allow-list"])
+            .arg(dir.path().join("white"));
+        let (r, cpu) = measure(c, port);
+        println!("round {round}: magnetfetch tracker {r:>8.0} /s  (server CPU {cpu:.2} s)");
+        ours.push(r);
+        if have_ot {
+            let port = free_port();
+            let mut c = pinned("opentracker");
+            c.args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-P", &port.to_string()])
+                .args(["-d", dir.path().to_str().unwrap(), "-w", "/white"]);
+            let (r, cpu) = measure(c, port);
+            println!("round {round}: opentracker         {r:>8.0} /s  (server CPU {cpu:.2} s)");
+            theirs.push(r);
+        }
+    }
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let m = median(ours);
+    println!("median magnetfetch tracker: {m:.0} UDP announce responses/s");
+    if have_ot {
+        let t = median(theirs);
+        println!("median opentracker:         {t:.0} UDP announce responses/s");
+        println!("ratio magnetfetch/opentracker: {:.2}", m / t);
+    }
+    println!("load average before: {}", load_before.trim());
+    println!("load average after:  {}", load_after.trim());
 }

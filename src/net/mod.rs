@@ -66,6 +66,31 @@ impl Net {
             Net::Sim(h) => Ok(Stream::Sim(h.connect(addr).await?)),
         }
     }
+
+    /// Connects a stream from a chosen local IP (port picked by the system), so the remote
+    /// end sees that source address on a multi-address host. A simulated host has one
+    /// address, so `local_ip` only matters on the real network. An IP of the other family
+    /// than `addr` is ignored.
+    pub async fn connect_from(
+        &self,
+        local_ip: Option<std::net::IpAddr>,
+        addr: SocketAddr,
+    ) -> io::Result<Stream> {
+        match (self, local_ip) {
+            (Net::Tokio, Some(ip)) if ip.is_ipv6() == addr.is_ipv6() && !ip.is_unspecified() => {
+                let sock = if ip.is_ipv6() {
+                    tokio::net::TcpSocket::new_v6()?
+                } else {
+                    tokio::net::TcpSocket::new_v4()?
+                };
+                sock.bind(SocketAddr::new(ip, 0))?;
+                let s = sock.connect(addr).await?;
+                s.set_nodelay(true)?;
+                Ok(Stream::Tokio(s))
+            }
+            _ => self.connect(addr).await,
+        }
+    }
 }
 
 /// A bound datagram socket.

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::http::{get_url, resolve};
+use super::http::{get_url, resolve, ConnectOpts};
 use super::http_proto::{self, Url};
 use super::tier::{StatusDedup, Tiers};
 use super::udp_proto::{self, RetrySchedule};
@@ -32,9 +32,12 @@ pub struct ClientConfig {
     pub http_timeout: Duration,
     /// BEP 15 retransmission schedule (15 s * 2^n); tests shorten it.
     pub udp_retry: RetrySchedule,
-    /// Local address to bind UDP sockets on (port 0); `None` = unspecified of the
-    /// tracker's family.
+    /// Local IP that UDP sockets bind and HTTP(S) connections come from (port chosen by the
+    /// system), so the tracker records the right source address; `None` = unspecified of
+    /// the tracker's family.
     pub bind_ip: Option<IpAddr>,
+    /// Trust for `https://` trackers; `None` = the system's roots (see [`super::tls`]).
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     /// Seed for transaction ids.
     pub seed: u64,
 }
@@ -45,6 +48,7 @@ impl Default for ClientConfig {
             http_timeout: Duration::from_secs(30),
             udp_retry: RetrySchedule::default(),
             bind_ip: None,
+            tls: None,
             seed: 0,
         }
     }
@@ -75,7 +79,14 @@ impl TrackerClient {
             .unwrap_or(0x5a5a_5a5a)
     }
 
-    /// Announces to one tracker (`http://` or `udp://`).
+    fn http_opts(&self) -> ConnectOpts {
+        ConnectOpts {
+            bind_ip: self.cfg.bind_ip,
+            tls: self.cfg.tls.clone(),
+        }
+    }
+
+    /// Announces to one tracker (`http://`, `https://` or `udp://`).
     pub async fn announce(
         &self,
         url: &str,
@@ -83,9 +94,16 @@ impl TrackerClient {
     ) -> Result<AnnounceResponse, TrackerError> {
         let u = Url::parse(url)?;
         match u.scheme.as_str() {
-            "http" => {
+            "http" | "https" => {
                 let full = http_proto::announce_url(url, req);
-                let r = get_url(&self.net, &full, MAX_HTTP_REPLY, self.cfg.http_timeout).await?;
+                let r = get_url(
+                    &self.net,
+                    &full,
+                    &self.http_opts(),
+                    MAX_HTTP_REPLY,
+                    self.cfg.http_timeout,
+                )
+                .await?;
                 if r.status != 200 {
                     // Trackers often put a bencoded failure in a non-200 body: prefer it.
                     return match http_proto::parse_announce_response(&r.body) {
@@ -117,10 +135,17 @@ impl TrackerClient {
     ) -> Result<BTreeMap<Id20, ScrapeStats>, TrackerError> {
         let u = Url::parse(url)?;
         match u.scheme.as_str() {
-            "http" => {
+            "http" | "https" => {
                 let s = http_proto::scrape_url(url, hashes)
                     .ok_or_else(|| TrackerError::NoScrape(url.to_string()))?;
-                let r = get_url(&self.net, &s, MAX_HTTP_REPLY, self.cfg.http_timeout).await?;
+                let r = get_url(
+                    &self.net,
+                    &s,
+                    &self.http_opts(),
+                    MAX_HTTP_REPLY,
+                    self.cfg.http_timeout,
+                )
+                .await?;
                 if r.status != 200 {
                     return Err(TrackerError::HttpStatus(r.status));
                 }

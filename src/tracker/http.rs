@@ -1,15 +1,27 @@
 //! A minimal HTTP/1.1 client over [`crate::net::Net`] streams: enough for tracker announces and
 //! scrapes (one request, `Connection: close`) and for web seeds (keep-alive, Range requests).
 //! Content-Length, chunked and read-to-close bodies are supported; every size is bounded.
+//! `https://` runs the same client over rustls (see [`super::tls`]).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::http_proto::Url;
+use super::tls::{self, MaybeTls};
 use super::TrackerError;
-use crate::net::{Net, Stream};
+use crate::net::Net;
+
+/// How to open connections: source address and TLS trust.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOpts {
+    /// Local IP to connect from (the port is the system's choice); `None` = the default route.
+    pub bind_ip: Option<IpAddr>,
+    /// Trust for `https://`; `None` = the system's roots ([`tls::system_config`]).
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+}
 
 /// Largest response head (status line + headers) accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -54,7 +66,7 @@ pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, TrackerError> 
 
 /// One HTTP connection that can carry several requests in turn.
 pub struct HttpConn {
-    stream: Stream,
+    stream: MaybeTls,
     buf: Vec<u8>,
     pub host: String,
 }
@@ -70,10 +82,43 @@ impl HttpConn {
             .await
             .map_err(|_| TrackerError::Timeout)??;
         Ok(HttpConn {
-            stream,
+            stream: MaybeTls::Plain(stream),
             buf: Vec::new(),
             host,
         })
+    }
+
+    /// Opens a connection for `u` (`http` or `https`): resolve, connect from
+    /// `opts.bind_ip`, and for `https` a verified TLS handshake with `u.host`.
+    pub async fn open(
+        net: &Net,
+        u: &Url,
+        opts: &ConnectOpts,
+        timeout: Duration,
+    ) -> Result<Self, TrackerError> {
+        let fut = async {
+            let addr = resolve(&u.host, u.port).await?;
+            let stream = net.connect_from(opts.bind_ip, addr).await?;
+            let stream = match u.scheme.as_str() {
+                "http" => MaybeTls::Plain(stream),
+                "https" => {
+                    let cfg = match &opts.tls {
+                        Some(c) => c.clone(),
+                        None => tls::system_config()?,
+                    };
+                    MaybeTls::Tls(Box::new(tls::handshake(cfg, &u.host, stream).await?))
+                }
+                _ => return Err(TrackerError::UnsupportedScheme(u.scheme.clone())),
+            };
+            Ok(HttpConn {
+                stream,
+                buf: Vec::new(),
+                host: u.host_header(),
+            })
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| TrackerError::Timeout)?
     }
 
     /// Sends a GET for `path` with extra headers and reads the whole response.
@@ -246,20 +291,20 @@ pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One-shot GET of an `http://` URL (https is not supported yet).
+/// One-shot GET of an `http://` or `https://` URL.
 pub async fn get_url(
     net: &Net,
     url: &str,
+    opts: &ConnectOpts,
     max_body: usize,
     timeout: Duration,
 ) -> Result<Response, TrackerError> {
     let u = Url::parse(url)?;
-    if u.scheme != "http" {
+    if u.scheme != "http" && u.scheme != "https" {
         return Err(TrackerError::UnsupportedScheme(url.to_string()));
     }
     let fut = async {
-        let addr = resolve(&u.host, u.port).await?;
-        let mut c = HttpConn::connect(net, addr, u.host_header(), timeout).await?;
+        let mut c = HttpConn::open(net, &u, opts, timeout).await?;
         c.get(&u.path, &[], false, max_body, timeout).await
     };
     tokio::time::timeout(timeout, fut)

@@ -1,4 +1,4 @@
-//! Trackers: HTTP (BEP 3, compact peers BEP 23, `peers6` BEP 7, scrape BEP 48) and UDP (BEP 15)
+//! Trackers: HTTP and HTTPS (BEP 3, compact peers BEP 23, `peers6` BEP 7, scrape BEP 48) and UDP (BEP 15)
 //! announce/scrape clients, multitracker tiers (BEP 12), and the tracker server behind
 //! `magnetfetch tracker`.
 //!
@@ -11,8 +11,10 @@ pub mod client;
 pub mod http;
 pub mod http_proto;
 pub mod server;
+pub mod siphash;
 pub mod store;
 pub mod tier;
+pub mod tls;
 pub mod torrents;
 pub mod udp_proto;
 
@@ -120,6 +122,8 @@ pub enum TrackerError {
     Malformed(String),
     #[error("tracker HTTP status {0}")]
     HttpStatus(u16),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("tracker timed out")]
     Timeout,
     #[error("could not resolve tracker host {0:?}")]

@@ -2,8 +2,8 @@
 //! small hand-written HTTP/1.1 server, UDP (BEP 15) with stateless connection ids, and an
 //! optional `.torrent` directory served with an index page.
 //!
-//! UDP connection ids are `SHA-1(key ‖ minute window ‖ source IP)` truncated to 64 bits,
-//! with a key drawn at start: nothing is stored per connect, a spoofed source never sees the
+//! UDP connection ids are `SipHash-2-4(key, minute window ‖ source IP)` (64 bits, a keyed
+//! PRF, far cheaper than the SHA-1 MAC used before), with a key drawn at start: nothing is stored per connect, a spoofed source never sees the
 //! id sent to the real owner of that address, and an id is accepted in its window and the
 //! next one (1 to 2 minutes, BEP 15 asks for at least 1).
 
@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -23,6 +22,7 @@ use tokio::time::Instant;
 
 use super::http::find;
 use super::http_proto::{self, percent_encode};
+use super::siphash::siphash24;
 use super::store::{PeerStore, Refusal, StoreConfig};
 use super::torrents::{scan_dir, TorrentEntry};
 use super::udp_proto::{self, Request};
@@ -32,6 +32,9 @@ use crate::net::{Net, Stream, UdpSocket};
 
 /// Largest HTTP request head accepted.
 pub const MAX_REQUEST: usize = 8 * 1024;
+/// Most peers in one UDP announce reply (the store's `max_numwant`, 200 by default, applies
+/// first): sizes the stack buffer the reply is built from.
+const MAX_UDP_PEERS: usize = 200;
 /// Time a client gets to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -97,20 +100,23 @@ impl Shared {
     }
 
     fn conn_id(&self, src: SocketAddr, window: u64) -> u64 {
-        let mut h = Sha1::new();
-        h.update(self.key);
-        h.update(window.to_be_bytes());
+        // window ‖ family ‖ IP, fixed size: no allocation on the hot path.
+        let mut m = [0u8; 25];
+        m[..8].copy_from_slice(&window.to_be_bytes());
         match src.ip() {
-            IpAddr::V4(ip) => h.update(ip.octets()),
-            IpAddr::V6(ip) => h.update(ip.octets()),
+            IpAddr::V4(ip) => {
+                m[8] = 4;
+                m[9..13].copy_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                m[8] = 6;
+                m[9..].copy_from_slice(&ip.octets());
+            }
         }
         // The port is deliberately not bound: libtorrent caches connection ids per tracker for
         // the whole process, so two sessions on one host share an id. Spoofing protection
         // only needs the IP (a spoofer never receives what is sent to it).
-        let d = h.finalize();
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&d[..8]);
-        u64::from_be_bytes(b)
+        siphash24(&self.key, &m)
     }
 
     fn window(&self, now: Instant) -> u64 {
@@ -280,16 +286,34 @@ fn handle_udp(
             let port = if port == 0 { csrc.port() } else { port };
             let addr = SocketAddr::new(csrc.ip(), port);
             let numwant = usize::try_from(numwant).ok();
-            match store.announce(now, info_hash, addr, peer_id, left, event, numwant) {
-                Ok(o) => {
-                    let peers: Vec<SocketAddr> = o.peers.iter().map(|(a, _)| *a).collect();
+            // Peers go straight into the reply: no allocation per announce.
+            let mut peers = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_UDP_PEERS];
+            let mut k = 0;
+            let numwant = numwant.map(|n| n.min(MAX_UDP_PEERS));
+            let r = store.announce_with(
+                now,
+                info_hash,
+                addr,
+                peer_id,
+                left,
+                event,
+                numwant,
+                |a, _| {
+                    if let Some(slot) = peers.get_mut(k) {
+                        *slot = a;
+                        k += 1;
+                    }
+                },
+            );
+            match r {
+                Ok((complete, incomplete)) => {
                     udp_proto::encode_announce_response(
                         out,
                         tid,
                         store.interval_secs(),
-                        o.incomplete,
-                        o.complete,
-                        &peers,
+                        incomplete,
+                        complete,
+                        &peers[..k],
                         csrc.is_ipv6(),
                     );
                 }

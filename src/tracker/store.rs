@@ -2,7 +2,7 @@
 //! eviction, an optional allow-list, and a per-IP token-bucket rate limit. No sockets, no clock
 //! of its own: every call takes `now`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -51,36 +51,150 @@ impl Default for StoreConfig {
 
 #[derive(Clone, Debug)]
 struct Peer {
+    addr: SocketAddr,
     id: Id20,
     seeder: bool,
     last: Instant,
 }
 
+/// The peers of one torrent and one address family.
+///
+/// Peers sit in a contiguous `Vec` (an announce reply is one or two contiguous slices of it:
+/// no pointer chasing), found by address through `index`. Recency is kept in `log`, an
+/// append-only queue of (address, time) written on every announce: the oldest live peer is
+/// at its front once entries made stale by a later announce of the same peer are skipped, so
+/// expiry and LRU eviction are amortised O(1). The log is compacted when it grows past twice
+/// the peer count, which bounds it by the peer cap.
+struct Family {
+    peers: Vec<Peer>,
+    index: HashMap<SocketAddr, u32>,
+    log: VecDeque<(SocketAddr, Instant)>,
+    cap: usize,
+}
+
+impl Family {
+    fn new(cap: usize) -> Self {
+        Family {
+            peers: Vec::new(),
+            index: HashMap::new(),
+            log: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn remove(&mut self, addr: &SocketAddr) -> Option<Peer> {
+        let i = self.index.remove(addr)? as usize;
+        let p = self.peers.swap_remove(i);
+        if let Some(moved) = self.peers.get(i) {
+            self.index.insert(moved.addr, i as u32);
+        }
+        Some(p)
+    }
+
+    /// Inserts or refreshes a peer; returns the replaced entry (same address) or the least
+    /// recently seen peer evicted to stay under the cap.
+    fn upsert(&mut self, p: Peer) -> Option<Peer> {
+        let (addr, last) = (p.addr, p.last);
+        let out = if let Some(&i) = self.index.get(&addr) {
+            self.peers
+                .get_mut(i as usize)
+                .map(|slot| std::mem::replace(slot, p))
+        } else {
+            let evicted = if self.peers.len() >= self.cap {
+                self.pop_oldest()
+            } else {
+                None
+            };
+            self.index.insert(addr, self.peers.len() as u32);
+            self.peers.push(p);
+            evicted
+        };
+        self.log.push_back((addr, last));
+        if self.log.len() > 2 * self.peers.len() + 16 {
+            self.compact();
+        }
+        out
+    }
+
+    /// Whether a log entry still describes its peer's latest announce.
+    fn live(&self, addr: &SocketAddr, t: Instant) -> bool {
+        self.index
+            .get(addr)
+            .and_then(|&i| self.peers.get(i as usize))
+            .is_some_and(|p| p.last == t)
+    }
+
+    /// Drops stale log entries at the front; returns the oldest live one.
+    fn oldest(&mut self) -> Option<(SocketAddr, Instant)> {
+        while let Some(&(a, t)) = self.log.front() {
+            if self.live(&a, t) {
+                return Some((a, t));
+            }
+            self.log.pop_front();
+        }
+        None
+    }
+
+    fn pop_oldest(&mut self) -> Option<Peer> {
+        let (a, _) = self.oldest()?;
+        self.log.pop_front();
+        self.remove(&a)
+    }
+
+    /// Removes every peer last seen before `deadline`, calling `gone` for each.
+    fn expire(&mut self, deadline: Instant, mut gone: impl FnMut(&Peer)) {
+        while let Some((_, t)) = self.oldest() {
+            if t >= deadline {
+                break;
+            }
+            if let Some(p) = self.pop_oldest() {
+                gone(&p);
+            }
+        }
+    }
+
+    /// Rebuilds the log from the peers, oldest first (one entry per peer).
+    fn compact(&mut self) {
+        let mut v: Vec<(SocketAddr, Instant)> =
+            self.peers.iter().map(|p| (p.addr, p.last)).collect();
+        v.sort_by_key(|&(_, t)| t);
+        self.log = v.into();
+    }
+}
+
 struct Swarm {
-    v4: LruCache<SocketAddr, Peer>,
-    v6: LruCache<SocketAddr, Peer>,
+    v4: Family,
+    v6: Family,
     seeders: u32,
     leechers: u32,
     downloaded: u32,
 }
 
 impl Swarm {
-    fn new(cap: NonZeroUsize) -> Self {
+    fn new(cap: usize) -> Self {
         Swarm {
-            v4: LruCache::new(cap),
-            v6: LruCache::new(cap),
+            v4: Family::new(cap),
+            v6: Family::new(cap),
             seeders: 0,
             leechers: 0,
             downloaded: 0,
         }
     }
 
-    fn forget(&mut self, p: &Peer) {
-        if p.seeder {
-            self.seeders = self.seeders.saturating_sub(1);
+    fn family(&mut self, v6: bool) -> &mut Family {
+        if v6 {
+            &mut self.v6
         } else {
-            self.leechers = self.leechers.saturating_sub(1);
+            &mut self.v4
         }
+    }
+
+    fn forget(&mut self, p: &Peer) {
+        forget(&mut self.seeders, &mut self.leechers, p);
     }
 
     fn count(&mut self, p: &Peer) {
@@ -91,22 +205,11 @@ impl Swarm {
         }
     }
 
-    /// Drops peers not seen since `deadline`. Peers are kept in last-announce order by the
-    /// LRU, so only the old end needs looking at.
+    /// Drops peers not seen since `deadline`.
     fn expire(&mut self, deadline: Instant) {
-        for fam in 0..2 {
-            loop {
-                let map = if fam == 0 { &mut self.v4 } else { &mut self.v6 };
-                match map.peek_lru() {
-                    Some((_, p)) if p.last < deadline => {
-                        if let Some((_, p)) = map.pop_lru() {
-                            self.forget(&p);
-                        }
-                    }
-                    _ => break,
-                }
-            }
-        }
+        let (s, l) = (&mut self.seeders, &mut self.leechers);
+        self.v4.expire(deadline, |p| forget(s, l, p));
+        self.v6.expire(deadline, |p| forget(s, l, p));
     }
 
     fn stats(&self) -> ScrapeStats {
@@ -118,7 +221,15 @@ impl Swarm {
     }
 
     fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
+        self.v4.len() == 0 && self.v6.len() == 0
+    }
+}
+
+fn forget(seeders: &mut u32, leechers: &mut u32, p: &Peer) {
+    if p.seeder {
+        *seeders = seeders.saturating_sub(1);
+    } else {
+        *leechers = leechers.saturating_sub(1);
     }
 }
 
@@ -198,40 +309,64 @@ impl PeerStore {
         event: Event,
         numwant: Option<usize>,
     ) -> Result<Outcome, Refusal> {
+        let mut peers = Vec::new();
+        let (complete, incomplete) = self.announce_with(
+            now,
+            info_hash,
+            addr,
+            peer_id,
+            left,
+            event,
+            numwant,
+            |a, id| peers.push((a, id)),
+        )?;
+        Ok(Outcome {
+            peers,
+            complete,
+            incomplete,
+        })
+    }
+
+    /// [`Self::announce`] without allocating: each picked peer goes to `sink`; returns
+    /// (seeders, leechers). The UDP server's hot path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn announce_with(
+        &mut self,
+        now: Instant,
+        info_hash: Id20,
+        addr: SocketAddr,
+        peer_id: Id20,
+        left: u64,
+        event: Event,
+        numwant: Option<usize>,
+        mut sink: impl FnMut(SocketAddr, Id20),
+    ) -> Result<(u32, u32), Refusal> {
         if !self.allowed(&info_hash) {
             return Err(Refusal::NotAllowed);
         }
-        let cap = NonZeroUsize::new(self.cfg.max_peers_per_torrent).unwrap_or(NonZeroUsize::MIN);
+        let cap = self.cfg.max_peers_per_torrent;
         let deadline = now.checked_sub(self.cfg.interval * 2);
         if !self.swarms.contains(&info_hash) {
             if event == Event::Stopped {
-                return Ok(Outcome {
-                    peers: Vec::new(),
-                    complete: 0,
-                    incomplete: 0,
-                });
+                return Ok((0, 0));
             }
             // push() evicts the least recently announced torrent when full.
             self.swarms.push(info_hash, Swarm::new(cap));
         }
         let Some(swarm) = self.swarms.get_mut(&info_hash) else {
-            return Ok(Outcome {
-                peers: Vec::new(),
-                complete: 0,
-                incomplete: 0,
-            });
+            return Ok((0, 0));
         };
         if let Some(d) = deadline {
             swarm.expire(d);
         }
         let v6 = addr.is_ipv6();
         if event == Event::Stopped {
-            let map = if v6 { &mut swarm.v6 } else { &mut swarm.v4 };
-            if let Some(p) = map.pop(&addr) {
+            if let Some(p) = swarm.family(v6).remove(&addr) {
                 swarm.forget(&p);
             }
         } else {
             let peer = Peer {
+                addr,
                 id: peer_id,
                 seeder: left == 0,
                 last: now,
@@ -240,37 +375,33 @@ impl PeerStore {
                 swarm.downloaded = swarm.downloaded.saturating_add(1);
             }
             swarm.count(&peer);
-            let map = if v6 { &mut swarm.v6 } else { &mut swarm.v4 };
-            // push returns the replaced entry (same key) or the evicted LRU one.
-            if let Some((_, old)) = map.push(addr, peer) {
+            // The replaced entry (same address) or the evicted least recently seen one.
+            if let Some(old) = swarm.family(v6).upsert(peer) {
                 swarm.forget(&old);
             }
         }
         let want = numwant
             .unwrap_or(self.cfg.default_numwant)
             .min(self.cfg.max_numwant);
-        let map = if v6 { &swarm.v6 } else { &swarm.v4 };
-        let mut peers = Vec::new();
-        let n = map.len();
+        let list = &swarm.family(v6).peers;
+        let n = list.len();
         if want > 0 && n > 0 {
-            // Start at a random point among the 4*want most recently seen peers (LRU order):
-            // O(numwant) instead of O(swarm) per announce, and it favours fresh peers, which
-            // are the likeliest to still be online.
-            let start = self.rng.random_range(0..n.min(want.saturating_mul(4)));
-            for (a, p) in map.iter().skip(start).chain(map.iter().take(start)) {
-                if peers.len() >= want {
+            // A contiguous run (wrapping) from a random start: O(numwant), cache-friendly,
+            // and every peer is equally likely to be handed out over many announces.
+            let start = self.rng.random_range(0..n);
+            let (tail, head) = list.split_at(start);
+            let mut given = 0;
+            for p in head.iter().chain(tail) {
+                if given >= want {
                     break;
                 }
-                if *a != addr {
-                    peers.push((*a, p.id));
+                if p.addr != addr {
+                    sink(p.addr, p.id);
+                    given += 1;
                 }
             }
         }
-        let out = Outcome {
-            peers,
-            complete: swarm.seeders,
-            incomplete: swarm.leechers,
-        };
+        let out = (swarm.seeders, swarm.leechers);
         if swarm.is_empty() {
             self.swarms.pop(&info_hash);
         }
