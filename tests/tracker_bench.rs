@@ -172,7 +172,11 @@ fn udp_announce_throughput() {
         println!("opentracker: not installed, measuring ours only");
     }
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    // Rates, and responses per second of server CPU (user+sys): when the load generator
+    // cannot saturate the server's core, the second is the per-core comparison.
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours_cpu, mut theirs_cpu) = (Vec::new(), Vec::new());
+    let per_cpu = |r: f64, cpu: f64| r * SECS as f64 / cpu.max(0.01);
     for round in 0..ROUNDS {
         let port = free_port();
         let mut c = pinned(BIN);
@@ -180,8 +184,12 @@ fn udp_announce_throughput() {
             .args(["--per-ip-rate", "0", "--allow-list"])
             .arg(dir.path().join("white"));
         let (r, cpu) = measure(c, port);
-        println!("round {round}: magnetfetch tracker {r:>8.0} /s  (server CPU {cpu:.2} s)");
+        println!(
+            "round {round}: magnetfetch tracker {r:>8.0} /s  (server CPU {cpu:.2} s, {:.0} per CPU-s)",
+            per_cpu(r, cpu)
+        );
         ours.push(r);
+        ours_cpu.push(per_cpu(r, cpu));
         if have_ot {
             let port = free_port();
             let mut c = pinned("opentracker");
@@ -189,17 +197,29 @@ fn udp_announce_throughput() {
                 .args(["-P", &port.to_string()])
                 .args(["-d", dir.path().to_str().unwrap(), "-w", "/white"]);
             let (r, cpu) = measure(c, port);
-            println!("round {round}: opentracker         {r:>8.0} /s  (server CPU {cpu:.2} s)");
+            println!(
+                "round {round}: opentracker         {r:>8.0} /s  (server CPU {cpu:.2} s, {:.0} per CPU-s)",
+                per_cpu(r, cpu)
+            );
             theirs.push(r);
+            theirs_cpu.push(per_cpu(r, cpu));
         }
     }
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let m = median(ours);
-    println!("median magnetfetch tracker: {m:.0} UDP announce responses/s");
+    let (m, mc) = (median(ours), median(ours_cpu));
+    println!(
+        "median magnetfetch tracker: {m:.0} UDP announce responses/s, {mc:.0} per server CPU-s"
+    );
     if have_ot {
-        let t = median(theirs);
-        println!("median opentracker:         {t:.0} UDP announce responses/s");
-        println!("ratio magnetfetch/opentracker: {:.2}", m / t);
+        let (t, tc) = (median(theirs), median(theirs_cpu));
+        println!(
+            "median opentracker:         {t:.0} UDP announce responses/s, {tc:.0} per server CPU-s"
+        );
+        println!(
+            "ratio magnetfetch/opentracker: {:.2} (rate), {:.2} (per server CPU-s)",
+            m / t,
+            mc / tc
+        );
     }
     println!("load average before: {}", load_before.trim());
     println!("load average after:  {}", load_after.trim());

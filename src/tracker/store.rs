@@ -147,12 +147,17 @@ impl Family {
 
     /// Removes every peer last seen before `deadline`, calling `gone` for each.
     fn expire(&mut self, deadline: Instant, mut gone: impl FnMut(&Peer)) {
-        while let Some((_, t)) = self.oldest() {
+        // The log is in time order, so a front entry at or after the deadline means nothing
+        // has expired: the common case costs one comparison, no lookup.
+        while let Some(&(a, t)) = self.log.front() {
             if t >= deadline {
                 break;
             }
-            if let Some(p) = self.pop_oldest() {
-                gone(&p);
+            self.log.pop_front();
+            if self.live(&a, t) {
+                if let Some(p) = self.remove(&a) {
+                    gone(&p);
+                }
             }
         }
     }
