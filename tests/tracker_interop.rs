@@ -86,6 +86,7 @@ fn client() -> TrackerClient {
             },
             bind_ip: Some("127.0.0.1".parse().unwrap()),
             seed: 9,
+            ..ClientConfig::default()
         },
     )
 }

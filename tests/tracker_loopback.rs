@@ -43,6 +43,7 @@ fn client() -> TrackerClient {
             },
             bind_ip: Some("127.0.0.1".parse().unwrap()),
             seed: 1,
+            ..ClientConfig::default()
         },
     )
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::http::{get_url, resolve, ConnectOpts};
+use super::http::{get_url_with, resolve, ConnectOpts};
 use super::http_proto::{self, Url};
 use super::tier::{StatusDedup, Tiers};
 use super::udp_proto::{self, RetrySchedule};
@@ -96,7 +96,7 @@ impl TrackerClient {
         match u.scheme.as_str() {
             "http" | "https" => {
                 let full = http_proto::announce_url(url, req);
-                let r = get_url(
+                let r = get_url_with(
                     &self.net,
                     &full,
                     &self.http_opts(),
@@ -138,7 +138,7 @@ impl TrackerClient {
             "http" | "https" => {
                 let s = http_proto::scrape_url(url, hashes)
                     .ok_or_else(|| TrackerError::NoScrape(url.to_string()))?;
-                let r = get_url(
+                let r = get_url_with(
                     &self.net,
                     &s,
                     &self.http_opts(),

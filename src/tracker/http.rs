@@ -291,8 +291,18 @@ pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One-shot GET of an `http://` or `https://` URL.
+/// One-shot GET of an `http://` or `https://` URL (default route, system trust roots).
 pub async fn get_url(
+    net: &Net,
+    url: &str,
+    max_body: usize,
+    timeout: Duration,
+) -> Result<Response, TrackerError> {
+    get_url_with(net, url, &ConnectOpts::default(), max_body, timeout).await
+}
+
+/// [`get_url`] with a source address and TLS trust of the caller's choosing.
+pub async fn get_url_with(
     net: &Net,
     url: &str,
     opts: &ConnectOpts,
