@@ -32,9 +32,6 @@ use crate::net::{Net, Stream, UdpSocket};
 
 /// Largest HTTP request head accepted.
 pub const MAX_REQUEST: usize = 8 * 1024;
-/// Most peers in one UDP announce reply (the store's `max_numwant`, 200 by default, applies
-/// first): sizes the stack buffer the reply is built from.
-const MAX_UDP_PEERS: usize = 200;
 /// Time a client gets to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -286,36 +283,25 @@ fn handle_udp(
             let port = if port == 0 { csrc.port() } else { port };
             let addr = SocketAddr::new(csrc.ip(), port);
             let numwant = usize::try_from(numwant).ok();
-            // Peers go straight into the reply: no allocation per announce.
-            let mut peers = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_UDP_PEERS];
-            let mut k = 0;
-            let numwant = numwant.map(|n| n.min(MAX_UDP_PEERS));
-            let r = store.announce_with(
-                now,
-                info_hash,
-                addr,
-                peer_id,
-                left,
-                event,
-                numwant,
-                |a, _| {
-                    if let Some(slot) = peers.get_mut(k) {
-                        *slot = a;
-                        k += 1;
-                    }
-                },
+            // The header first (counts patched in below), then the peers' compact bytes
+            // straight from the store: no allocation, no per-peer encoding.
+            udp_proto::encode_announce_response(
+                out,
+                tid,
+                store.interval_secs(),
+                0,
+                0,
+                &[],
+                csrc.is_ipv6(),
             );
+            let r =
+                store.announce_compact(now, info_hash, addr, peer_id, left, event, numwant, out);
             match r {
                 Ok((complete, incomplete)) => {
-                    udp_proto::encode_announce_response(
-                        out,
-                        tid,
-                        store.interval_secs(),
-                        incomplete,
-                        complete,
-                        &peers[..k],
-                        csrc.is_ipv6(),
-                    );
+                    if let Some(h) = out.get_mut(12..20) {
+                        h[..4].copy_from_slice(&incomplete.to_be_bytes());
+                        h[4..].copy_from_slice(&complete.to_be_bytes());
+                    }
                 }
                 Err(r) => {
                     *out = udp_proto::encode_error(tid, &r.to_string());

@@ -67,6 +67,9 @@ struct Peer {
 /// the peer count, which bounds it by the peer cap.
 struct Family {
     peers: Vec<Peer>,
+    /// The peers' compact forms (BEP 23 / BEP 15: IP then port, 6 or 18 bytes each), in the
+    /// same order as `peers`: a reply is a copy of contiguous bytes, not a walk over `Peer`s.
+    compact: Vec<u8>,
     index: HashMap<SocketAddr, u32>,
     log: VecDeque<(SocketAddr, Instant)>,
     cap: usize,
@@ -76,6 +79,7 @@ impl Family {
     fn new(cap: usize) -> Self {
         Family {
             peers: Vec::new(),
+            compact: Vec::new(),
             index: HashMap::new(),
             log: VecDeque::new(),
             cap: cap.max(1),
@@ -89,6 +93,13 @@ impl Family {
     fn remove(&mut self, addr: &SocketAddr) -> Option<Peer> {
         let i = self.index.remove(addr)? as usize;
         let p = self.peers.swap_remove(i);
+        // The same swap-remove on the compact bytes.
+        let w = compact_len(addr);
+        let last = self.peers.len();
+        if i != last {
+            self.compact.copy_within(last * w..(last + 1) * w, i * w);
+        }
+        self.compact.truncate(last * w);
         if let Some(moved) = self.peers.get(i) {
             self.index.insert(moved.addr, i as u32);
         }
@@ -111,6 +122,7 @@ impl Family {
             };
             self.index.insert(addr, self.peers.len() as u32);
             self.peers.push(p);
+            push_compact(&addr, &mut self.compact);
             evicted
         };
         self.log.push_back((addr, last));
@@ -169,6 +181,36 @@ impl Family {
         v.sort_by_key(|&(_, t)| t);
         self.log = v.into();
     }
+}
+
+/// Bytes of a peer's compact form: 6 for IPv4, 18 for IPv6.
+fn compact_len(a: &SocketAddr) -> usize {
+    if a.is_ipv6() {
+        18
+    } else {
+        6
+    }
+}
+
+fn compact_of(a: &SocketAddr) -> ([u8; 18], usize) {
+    let mut b = [0u8; 18];
+    let n = match a {
+        SocketAddr::V4(a) => {
+            b[..4].copy_from_slice(&a.ip().octets());
+            4
+        }
+        SocketAddr::V6(a) => {
+            b[..16].copy_from_slice(&a.ip().octets());
+            16
+        }
+    };
+    b[n..n + 2].copy_from_slice(&a.port().to_be_bytes());
+    (b, n + 2)
+}
+
+fn push_compact(a: &SocketAddr, out: &mut Vec<u8>) {
+    let (b, n) = compact_of(a);
+    out.extend_from_slice(&b[..n]);
 }
 
 struct Swarm {
@@ -333,7 +375,7 @@ impl PeerStore {
     }
 
     /// [`Self::announce`] without allocating: each picked peer goes to `sink`; returns
-    /// (seeders, leechers). The UDP server's hot path.
+    /// (seeders, leechers).
     #[allow(clippy::too_many_arguments)]
     pub fn announce_with(
         &mut self,
@@ -345,6 +387,69 @@ impl PeerStore {
         event: Event,
         numwant: Option<usize>,
         mut sink: impl FnMut(SocketAddr, Id20),
+    ) -> Result<(u32, u32), Refusal> {
+        let pick = |f: &Family, start: usize, want: usize| {
+            let (tail, head) = f.peers.split_at(start);
+            let mut given = 0;
+            for p in head.iter().chain(tail) {
+                if given >= want {
+                    break;
+                }
+                if p.addr != addr {
+                    sink(p.addr, p.id);
+                    given += 1;
+                }
+            }
+        };
+        self.announce_core(now, info_hash, addr, peer_id, left, event, numwant, pick)
+    }
+
+    /// [`Self::announce`] appending the picked peers' compact forms (BEP 15 / BEP 23: 6 bytes
+    /// per IPv4 peer, 18 per IPv6) to `out`: the UDP server's hot path, a copy of contiguous
+    /// bytes. Returns (seeders, leechers).
+    #[allow(clippy::too_many_arguments)]
+    pub fn announce_compact(
+        &mut self,
+        now: Instant,
+        info_hash: Id20,
+        addr: SocketAddr,
+        peer_id: Id20,
+        left: u64,
+        event: Event,
+        numwant: Option<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<(u32, u32), Refusal> {
+        let (own_buf, w) = compact_of(&addr);
+        let own = &own_buf[..w];
+        let pick = |f: &Family, start: usize, want: usize| {
+            let (tail, head) = f.compact.split_at(start * w);
+            let mut given = 0;
+            for c in head.chunks_exact(w).chain(tail.chunks_exact(w)) {
+                if given >= want {
+                    break;
+                }
+                if c != own {
+                    out.extend_from_slice(c);
+                    given += 1;
+                }
+            }
+        };
+        self.announce_core(now, info_hash, addr, peer_id, left, event, numwant, pick)
+    }
+
+    /// Records the announce, then lets `pick` take up to `want` peers from the family's list
+    /// starting at a random index (wrapping).
+    #[allow(clippy::too_many_arguments)]
+    fn announce_core(
+        &mut self,
+        now: Instant,
+        info_hash: Id20,
+        addr: SocketAddr,
+        peer_id: Id20,
+        left: u64,
+        event: Event,
+        numwant: Option<usize>,
+        pick: impl FnOnce(&Family, usize, usize),
     ) -> Result<(u32, u32), Refusal> {
         if !self.allowed(&info_hash) {
             return Err(Refusal::NotAllowed);
@@ -388,23 +493,13 @@ impl PeerStore {
         let want = numwant
             .unwrap_or(self.cfg.default_numwant)
             .min(self.cfg.max_numwant);
-        let list = &swarm.family(v6).peers;
-        let n = list.len();
+        let fam = swarm.family(v6);
+        let n = fam.len();
         if want > 0 && n > 0 {
             // A contiguous run (wrapping) from a random start: O(numwant), cache-friendly,
             // and every peer is equally likely to be handed out over many announces.
             let start = self.rng.random_range(0..n);
-            let (tail, head) = list.split_at(start);
-            let mut given = 0;
-            for p in head.iter().chain(tail) {
-                if given >= want {
-                    break;
-                }
-                if p.addr != addr {
-                    sink(p.addr, p.id);
-                    given += 1;
-                }
-            }
+            pick(fam, start, want);
         }
         let out = (swarm.seeders, swarm.leechers);
         if swarm.is_empty() {
@@ -560,6 +655,42 @@ mod tests {
             4,
             "per-torrent cap with counts kept right"
         );
+    }
+
+    #[test]
+    fn compact_picks_match_peer_picks() {
+        // Two stores with one seed see the same announces: the compact reply must be the
+        // encoding of the same peers, through inserts, refreshes, stops and evictions.
+        let now = Instant::now();
+        let mut c = cfg();
+        c.max_numwant = 3;
+        let (mut s1, mut s2) = (
+            PeerStore::new(c.clone(), None, 5),
+            PeerStore::new(c, None, 5),
+        );
+        let h = Id20([1; 20]);
+        let v6 = |i: u8| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i)], 7));
+        for i in 0..40u8 {
+            let addr = if i % 3 == 0 { v6(i % 7) } else { a(i % 9) };
+            let ev = if i % 5 == 4 {
+                Event::Stopped
+            } else {
+                Event::None
+            };
+            let mut picked = Vec::new();
+            let r1 = s1.announce_with(now, h, addr, Id20([i; 20]), 1, ev, None, |p, _| {
+                picked.push(p)
+            });
+            let mut out = Vec::new();
+            let r2 = s2.announce_compact(now, h, addr, Id20([i; 20]), 1, ev, None, &mut out);
+            assert_eq!(r1, r2);
+            let mut want = Vec::new();
+            for p in &picked {
+                assert_eq!(p.is_ipv6(), addr.is_ipv6());
+                push_compact(p, &mut want);
+            }
+            assert_eq!(out, want, "announce {i}");
+        }
     }
 
     #[test]
