@@ -208,6 +208,32 @@ fn compact_of(a: &SocketAddr) -> ([u8; 18], usize) {
     (b, n + 2)
 }
 
+/// Appends up to `want` entries of width `W` from `compact`, starting at entry `start` and
+/// wrapping, skipping the announcer's own entry (`own[..W]`).
+fn pick_compact<const W: usize>(
+    compact: &[u8],
+    own: &[u8; 18],
+    start: usize,
+    want: usize,
+    out: &mut Vec<u8>,
+) {
+    let mut me = [0u8; W];
+    me.copy_from_slice(&own[..W]);
+    let (tail, head) = compact.split_at((start * W).min(compact.len()));
+    let mut given = 0;
+    for c in head.chunks_exact(W).chain(tail.chunks_exact(W)) {
+        if given >= want {
+            break;
+        }
+        let mut e = [0u8; W];
+        e.copy_from_slice(c);
+        if e != me {
+            out.extend_from_slice(&e);
+            given += 1;
+        }
+    }
+}
+
 fn push_compact(a: &SocketAddr, out: &mut Vec<u8>) {
     let (b, n) = compact_of(a);
     out.extend_from_slice(&b[..n]);
@@ -419,19 +445,13 @@ impl PeerStore {
         numwant: Option<usize>,
         out: &mut Vec<u8>,
     ) -> Result<(u32, u32), Refusal> {
-        let (own_buf, w) = compact_of(&addr);
-        let own = &own_buf[..w];
+        let (own, w) = compact_of(&addr);
         let pick = |f: &Family, start: usize, want: usize| {
-            let (tail, head) = f.compact.split_at(start * w);
-            let mut given = 0;
-            for c in head.chunks_exact(w).chain(tail.chunks_exact(w)) {
-                if given >= want {
-                    break;
-                }
-                if c != own {
-                    out.extend_from_slice(c);
-                    given += 1;
-                }
+            // Fixed widths, so the compare and the copy of each entry are inlined.
+            if w == 6 {
+                pick_compact::<6>(&f.compact, &own, start, want, out);
+            } else {
+                pick_compact::<18>(&f.compact, &own, start, want, out);
             }
         };
         self.announce_core(now, info_hash, addr, peer_id, left, event, numwant, pick)
