@@ -848,7 +848,7 @@ mod tests {
             let enc = v.encode();
             prop_assert_eq!(value_end(&enc, 0), Ok(enc.len()));
             prop_assert_eq!(Value::decode(&enc).unwrap(), v.clone());
-            prop_assert_eq!(Value::decode(&enc).unwrap().encode(), enc);
+            prop_assert_eq!(Value::decode(&enc).unwrap().encode(), enc.clone());
             // Canonical output is read identically by every profile that can hold it
             // (arb_value nests at most 6 levels).
             for l in NETWORK {
