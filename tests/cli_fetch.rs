@@ -31,6 +31,26 @@ fn start_seeder(file: &Path, extra: &[&str], state: &Path) -> (Proc, String) {
     (Proc(child), magnet)
 }
 
+/// Writes `size` random bytes (from `rng_seed`) to `dir/name` and seeds them from `bind` with
+/// DHT off and 64 KiB pieces; returns the seeder, its magnet link and the data.
+fn seed_random_file(
+    dir: &Path,
+    name: &str,
+    size: usize,
+    rng_seed: u64,
+    bind: &str,
+) -> (Proc, String, Vec<u8>) {
+    let data = random_bytes(size, rng_seed);
+    let file = dir.join(name);
+    std::fs::write(&file, &data).unwrap();
+    let (seeder, magnet) = start_seeder(
+        &file,
+        &["--bind", bind, "--no-dht", "--piece-length", "64K"],
+        &dir.join("state-seed"),
+    );
+    (seeder, magnet, data)
+}
+
 fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stdout)
         .lines()
@@ -156,20 +176,8 @@ fn fetch_over_dht_from_seed_process() {
 fn sigint_then_resume_downloads_less() {
     let dir = tempfile::tempdir().unwrap();
     let size = 3 * 1024 * 1024;
-    let data = random_bytes(size, 24);
-    let file = dir.path().join("big.bin");
-    std::fs::write(&file, &data).unwrap();
-    let (_seeder, magnet) = start_seeder(
-        &file,
-        &[
-            "--bind",
-            "127.0.0.24:16884",
-            "--no-dht",
-            "--piece-length",
-            "64K",
-        ],
-        &dir.path().join("state-seed"),
-    );
+    let (_seeder, magnet, data) =
+        seed_random_file(dir.path(), "big.bin", size, 24, "127.0.0.24:16884");
     let out_dir = dir.path().join("dl");
     let state = dir.path().join("state-dl");
     let fetch = |extra: &[&str]| {
@@ -265,20 +273,8 @@ fn sigint_then_resume_downloads_less() {
 fn recheck_finds_silent_corruption_that_resume_trusts() {
     let dir = tempfile::tempdir().unwrap();
     let size = 1024 * 1024;
-    let data = random_bytes(size, 29);
-    let file = dir.path().join("r.bin");
-    std::fs::write(&file, &data).unwrap();
-    let (_seeder, magnet) = start_seeder(
-        &file,
-        &[
-            "--bind",
-            "127.0.0.29:16885",
-            "--no-dht",
-            "--piece-length",
-            "64K",
-        ],
-        &dir.path().join("state-seed"),
-    );
+    let (_seeder, magnet, data) =
+        seed_random_file(dir.path(), "r.bin", size, 29, "127.0.0.29:16885");
     let out_dir = dir.path().join("dl");
     let state = dir.path().join("state-dl");
     let fetch = |extra: &[&str]| {
