@@ -179,7 +179,12 @@ fn ipv6_seed_found_and_fetched_over_ipv6_and_dual_stack() {
     // An IPv4-only lookup cannot: the two DHTs are separate (BEP 32).
     let out = Command::new(BIN)
         .args(["dht", "lookup", &ih, "--timeout", "5"])
-        .args(["--bind", "127.0.0.162:26104", "--bootstrap", "127.0.0.160:26100"])
+        .args([
+            "--bind",
+            "127.0.0.162:26104",
+            "--bootstrap",
+            "127.0.0.160:26100",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "no peer over IPv4");
@@ -209,7 +214,10 @@ fn ipv6_seed_found_and_fetched_over_ipv6_and_dual_stack() {
         "dual",
     );
     assert_eq!(done["event"], "done");
-    assert_eq!(std::fs::read(dir.path().join("dual/six.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(dir.path().join("dual/six.bin")).unwrap(),
+        data
+    );
 }
 
 #[test]

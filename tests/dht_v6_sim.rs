@@ -152,7 +152,10 @@ async fn dual_stack_nodes_fill_both_tables_and_find_ipv6_only_peers() {
     drain(only6[9].announce(ih2, Some(6666)).await).await;
     let peer4 = SocketAddr::new(v4(1, 2), 4444);
     let peer6 = SocketAddr::new(v6(1, 9), 6666);
-    assert_eq!(drain(dual[11].get_peers(ih2).await).await, vec![peer4, peer6]);
+    assert_eq!(
+        drain(dual[11].get_peers(ih2).await).await,
+        vec![peer4, peer6]
+    );
     assert_eq!(drain(only4[13].get_peers(ih2).await).await, vec![peer4]);
     assert_eq!(drain(only6[13].get_peers(ih2).await).await, vec![peer6]);
 

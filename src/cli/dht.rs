@@ -147,13 +147,7 @@ pub async fn resolve_families(names: Vec<String>, v4: bool, v6: bool) -> Vec<Soc
             match n.to_socket_addrs() {
                 Ok(addrs) => {
                     let before = out.len();
-                    out.extend(addrs.filter(|a: &SocketAddr| {
-                        if a.is_ipv6() {
-                            v6
-                        } else {
-                            v4
-                        }
-                    }));
+                    out.extend(addrs.filter(|a: &SocketAddr| if a.is_ipv6() { v6 } else { v4 }));
                     if out.len() == before {
                         eprintln!("warning: bootstrap {n}: no address of the right family");
                     }
@@ -185,12 +179,10 @@ fn families(binds: &[SocketAddr]) -> (bool, bool) {
 async fn start(binds: Vec<SocketAddr>, config: DhtConfig) -> Result<Dht, String> {
     let net = Net::Tokio;
     if !binds.is_empty() {
-        return Dht::start_multi(net, &binds, config)
-            .await
-            .map_err(|e| {
-                let list: Vec<String> = binds.iter().map(|b| b.to_string()).collect();
-                format!("cannot bind {}: {e}", list.join(" and "))
-            });
+        return Dht::start_multi(net, &binds, config).await.map_err(|e| {
+            let list: Vec<String> = binds.iter().map(|b| b.to_string()).collect();
+            format!("cannot bind {}: {e}", list.join(" and "))
+        });
     }
     let bind: SocketAddr = DEFAULT_BIND.parse().expect("valid default");
     let sock = match net.bind_udp(bind).await {

@@ -395,10 +395,7 @@ impl Dht {
 }
 
 /// Receives on the second (other family) socket, or never when there is none.
-async fn recv_second(
-    sock: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr)> {
+async fn recv_second(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     match sock {
         Some(s) => s.recv_from(buf).await,
         None => std::future::pending().await,
@@ -1189,7 +1186,8 @@ impl NodeState {
             rl.parts().flat_map(Lookup::announce_targets).collect();
         if let Some((port, seed)) = rl.announce {
             for (n, token) in targets {
-                let own_port = self.locals[fi(n.addr.is_ipv6())].map_or(self.local.port(), |a| a.port());
+                let own_port =
+                    self.locals[fi(n.addr.is_ipv6())].map_or(self.local.port(), |a| a.port());
                 let kind = QueryKind::AnnouncePeer {
                     info_hash: target,
                     port: port.unwrap_or(own_port),
@@ -1768,13 +1766,28 @@ mod tests {
         assert_eq!((s.table_v4, s.table_v6, s.table_size), (5, 5, 10));
         assert!(st.table(false).unwrap().entries().all(|e| e.addr.is_ipv4()));
         assert!(st.table(true).unwrap().entries().all(|e| e.addr.is_ipv6()));
-        let fnq = |want| query_want(Id20([1; 20]), QueryKind::FindNode { target: Id20([9; 20]) }, want);
+        let fnq = |want| {
+            query_want(
+                Id20([1; 20]),
+                QueryKind::FindNode {
+                    target: Id20([9; 20]),
+                },
+                want,
+            )
+        };
         // Over IPv4, no want: IPv4 nodes only.
         st.packet(&fnq(Want::default()), a4(0), now);
         let r = response(reply(&mut st));
         assert_eq!((r.nodes.len(), r.nodes6.len()), (5, 0));
         // Over IPv4, want n6: IPv6 nodes only; want both: both.
-        st.packet(&fnq(Want { n4: false, n6: true }), a4(0), now);
+        st.packet(
+            &fnq(Want {
+                n4: false,
+                n6: true,
+            }),
+            a4(0),
+            now,
+        );
         let r = response(reply(&mut st));
         assert_eq!((r.nodes.len(), r.nodes6.len()), (0, 5));
         assert!(r.nodes6.iter().all(|n| n.addr.is_ipv6()));
@@ -1856,7 +1869,9 @@ mod tests {
         let sent: Vec<(Vec<u8>, SocketAddr)> = st.outbox.drain(..).collect();
         assert_eq!(sent.len(), 1, "one bootstrap query: {sent:?}");
         let q = Message::decode(&sent[0].0).unwrap();
-        let Body::Query(query) = &q.body else { panic!() };
+        let Body::Query(query) = &q.body else {
+            panic!()
+        };
         assert_eq!(query.want, BOTH, "bootstrap asks for both families");
         let v6node = NodeInfo {
             id: Id20([0x77; 20]),
@@ -1881,7 +1896,11 @@ mod tests {
             .find(|(_, to)| *to == v6node.addr)
             .expect("the IPv6 node named over IPv4 is queried over IPv6");
         let s = st.stats();
-        assert_eq!((s.table_v4, s.table_v6), (1, 0), "not in a table before it answers");
+        assert_eq!(
+            (s.table_v4, s.table_v6),
+            (1, 0),
+            "not in a table before it answers"
+        );
         let q6 = Message::decode(b).unwrap();
         let resp6 = Message {
             tid: q6.tid,
@@ -1896,7 +1915,10 @@ mod tests {
         st.packet(&resp6.encode(), v6node.addr, now);
         let s = st.stats();
         assert_eq!((s.table_v4, s.table_v6), (1, 1));
-        assert_eq!(st.table(true).unwrap().get(&v6node.id).unwrap().addr, v6node.addr);
+        assert_eq!(
+            st.table(true).unwrap().get(&v6node.id).unwrap().addr,
+            v6node.addr
+        );
     }
 
     /// Saved state keeps both families; an old single-family file still loads.
@@ -1923,12 +1945,16 @@ mod tests {
             },
         );
         let now = Instant::now();
-        st.table_mut(false)
-            .unwrap()
-            .heard_response(Id20([1; 20]), "127.0.0.2:1".parse().unwrap(), now);
-        st.table_mut(true)
-            .unwrap()
-            .heard_response(Id20([2; 20]), "[fd00::2]:1".parse().unwrap(), now);
+        st.table_mut(false).unwrap().heard_response(
+            Id20([1; 20]),
+            "127.0.0.2:1".parse().unwrap(),
+            now,
+        );
+        st.table_mut(true).unwrap().heard_response(
+            Id20([2; 20]),
+            "[fd00::2]:1".parse().unwrap(),
+            now,
+        );
         st.save();
         let (_, nodes) = load_state(&p).unwrap();
         let fams: Vec<bool> = nodes.iter().map(|n| n.addr.is_ipv6()).collect();
@@ -1938,7 +1964,10 @@ mod tests {
             seed: Some(13),
             ..Default::default()
         };
-        let locals = ["127.0.0.1:6881".parse().unwrap(), "[::1]:6881".parse().unwrap()];
+        let locals = [
+            "127.0.0.1:6881".parse().unwrap(),
+            "[::1]:6881".parse().unwrap(),
+        ];
         let mut st = NodeState::new_multi(cfg, &locals, load_state(&p), now);
         st.tick(now);
         let to: BTreeSet<SocketAddr> = st.outbox.iter().map(|(_, a)| *a).collect();
@@ -1963,21 +1992,27 @@ mod tests {
         let now = Instant::now();
         for _ in 0..400 {
             let ip4 = std::net::Ipv4Addr::from(rng.random::<u32>() | 0x0100_0000);
-            st.table_mut(false)
-                .unwrap()
-                .heard_response(Id20(rng.random()), SocketAddr::from((ip4, 1)), now);
+            st.table_mut(false).unwrap().heard_response(
+                Id20(rng.random()),
+                SocketAddr::from((ip4, 1)),
+                now,
+            );
             let ip6 = std::net::Ipv6Addr::from(rng.random::<u128>() | (0x2001u128 << 112));
-            st.table_mut(true)
-                .unwrap()
-                .heard_response(Id20(rng.random()), SocketAddr::from((ip6, 1)), now);
+            st.table_mut(true).unwrap().heard_response(
+                Id20(rng.random()),
+                SocketAddr::from((ip6, 1)),
+                now,
+            );
         }
         assert!(st.stats().table_v4 >= 8 && st.stats().table_v6 >= 8);
         let ih = Id20([0x44; 20]);
         for i in 0..100u16 {
             let ip6 = std::net::Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, i + 1);
-            st.store.announce(ih, SocketAddr::from((ip6, 1000 + i)), i % 2 == 0, now);
+            st.store
+                .announce(ih, SocketAddr::from((ip6, 1000 + i)), i % 2 == 0, now);
             let ip4 = std::net::Ipv4Addr::new(9, 9, (i >> 8) as u8, i as u8);
-            st.store.announce(ih, SocketAddr::from((ip4, 1000 + i)), i % 2 == 0, now);
+            st.store
+                .announce(ih, SocketAddr::from((ip4, 1000 + i)), i % 2 == 0, now);
         }
         let (mut max_len, mut max_ratio) = (0usize, 0.0f64);
         let mut values6 = 0;
@@ -1985,7 +2020,14 @@ mod tests {
         for (k, from) in ["5.6.7.8:1", "[2001:db8::99]:1"].iter().enumerate() {
             let from: SocketAddr = from.parse().unwrap();
             for scrape in [false, true] {
-                for want in [Want::default(), Want { n4: false, n6: true }, BOTH] {
+                for want in [
+                    Want::default(),
+                    Want {
+                        n4: false,
+                        n6: true,
+                    },
+                    BOTH,
+                ] {
                     t += Duration::from_secs(1);
                     let kinds = [
                         QueryKind::GetPeers {
@@ -2015,7 +2057,10 @@ mod tests {
         }
         assert!(max_len <= MAX_REPLY, "largest answer {max_len} bytes");
         assert!(max_ratio < 9.0, "largest answer/query ratio {max_ratio:.1}");
-        assert!(values6 >= 10, "trimmed, but still useful: {values6} IPv6 values");
+        assert!(
+            values6 >= 10,
+            "trimmed, but still useful: {values6} IPv6 values"
+        );
     }
 
     #[test]
@@ -2205,7 +2250,11 @@ mod tests {
             "the store did fill: {}",
             st.store.len()
         );
-        assert!(st.stats().table_size <= 160 * 8, "table {}", st.stats().table_size);
+        assert!(
+            st.stats().table_size <= 160 * 8,
+            "table {}",
+            st.stats().table_size
+        );
         assert!(st.txns.len() <= st.cfg.max_transactions);
         // get_peers with scrape: id, token, 8 nodes, 8 values, two 256-byte bloom filters
         // against a ~110-byte query. That is the worst case; find_node is ~3x.

@@ -787,9 +787,15 @@ mod tests {
         assert_eq!(t6.heard_response(Id20([1; 20]), a6, now), Insert::Added);
         assert!(!t4.addr_ok(&a6) && !t6.addr_ok(&a4));
         let mapped: SocketAddr = "[::ffff:127.0.0.6]:1".parse().unwrap();
-        assert_eq!(t6.heard_response(Id20([2; 20]), mapped, now), Insert::Rejected);
+        assert_eq!(
+            t6.heard_response(Id20([2; 20]), mapped, now),
+            Insert::Rejected
+        );
         let mut any = Table::new(Id20([0; 20]), cfg(), now);
-        assert_eq!(any.heard_response(Id20([2; 20]), mapped, now), Insert::Rejected);
+        assert_eq!(
+            any.heard_response(Id20([2; 20]), mapped, now),
+            Insert::Rejected
+        );
         assert_eq!((t4.len(), t6.len()), (1, 1));
     }
 
