@@ -54,7 +54,10 @@ async fn our_ipv6_lookup_finds_libtorrent_seeder_announced_over_ipv6() {
         return;
     }
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        let _ = writeln!(std::io::stderr(), "\n*** SKIP: no IPv6 loopback (::1) ***\n");
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIP: no IPv6 loopback (::1) ***\n"
+        );
         return;
     }
     let root_addr: SocketAddr = ROOT.parse().unwrap();
@@ -100,7 +103,10 @@ async fn our_ipv6_lookup_finds_libtorrent_seeder_announced_over_ipv6() {
         "IPv6 lookup vs libtorrent: found={found} after {:?}; ours {st:?}; root {rst:?}",
         started.elapsed()
     );
-    assert!(found, "libtorrent seeder {seeder} not found; peers seen {seen:?}");
+    assert!(
+        found,
+        "libtorrent seeder {seeder} not found; peers seen {seen:?}"
+    );
     assert!(rst.table_v6 >= 1 && rst.table_v4 == 0, "{rst:?}");
     dht.shutdown().await;
     root.shutdown().await;

@@ -309,8 +309,8 @@ impl Session {
         Self::start_dual_stack(cfg, None).await
     }
 
-    /// Like [`Session::start`], plus a second, IPv6 listen address next to an IPv4
-    /// `cfg.listen` (dual stack): TCP listener there too, and the DHT runs an IPv6 socket
+    /// Like [`Session::start`], plus a second listen address of the other family than
+    /// `cfg.listen` (dual stack; normally `cfg.listen` IPv4 and `listen6` IPv6): TCP listener there too, and the DHT runs an IPv6 socket
     /// and routing table beside the IPv4 ones (BEP 32). Port 0 in `listen6` means the same
     /// port as `cfg.listen` got, so peers of both families learn one port. Fails if that
     /// address cannot be bound (callers wanting "IPv6 if available" retry without it).
@@ -318,6 +318,14 @@ impl Session {
         cfg: SessionConfig,
         listen6: Option<SocketAddr>,
     ) -> std::io::Result<Session> {
+        if let (Some(a), Some(b)) = (cfg.listen, listen6) {
+            if a.is_ipv6() == b.is_ipv6() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "dual stack needs one IPv4 and one IPv6 listen address",
+                ));
+            }
+        }
         let mut rng = match cfg.rng_seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
