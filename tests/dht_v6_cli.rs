@@ -231,3 +231,56 @@ fn bad_bind_lists_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at most one IPv4 and one IPv6"), "{err}");
 }
+
+/// The default dual-stack bind works because IPv6 sockets are IPV6_V6ONLY: `[::]:P` binds
+/// beside `0.0.0.0:P` (UDP and TCP). And a dual-stack session listens on both families on
+/// one port, with a DHT node running a table per family.
+#[tokio::test]
+async fn wildcard_v4_and_v6_bind_side_by_side_and_session_dual_stack() {
+    use magnetfetch::net::Net;
+    use magnetfetch::session::{Session, SessionConfig};
+    use std::net::SocketAddr;
+    if !have_ipv6_loopback() {
+        return;
+    }
+    let net = Net::Tokio;
+    let u4 = net.bind_udp("0.0.0.0:0".parse().unwrap()).await.unwrap();
+    let p = u4.local_addr().unwrap().port();
+    let u6 = net
+        .bind_udp(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, p)))
+        .await
+        .expect("[::]:P beside 0.0.0.0:P (v6only)");
+    assert_eq!(u6.local_addr().unwrap().port(), p);
+    let l4 = net.listen("0.0.0.0:0".parse().unwrap()).await.unwrap();
+    let p = l4.local_addr().unwrap().port();
+    net.listen(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, p)))
+        .await
+        .expect("TCP [::]:P beside 0.0.0.0:P (v6only)");
+
+    let cfg = SessionConfig {
+        listen: Some("127.0.0.166:0".parse().unwrap()),
+        dht: Some(Default::default()),
+        ..SessionConfig::default()
+    };
+    let s = Session::start_dual_stack(cfg, Some("[::1]:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let (a4, a6) = (s.listen_addr().unwrap(), s.listen_addr6().unwrap());
+    assert!(a4.is_ipv4() && a6.is_ipv6());
+    assert_eq!(a4.port(), a6.port(), "one port for both families");
+    let dht = s.dht().unwrap();
+    assert_eq!(dht.local_addrs().len(), 2);
+    assert!(dht.local_addrs().iter().all(|a| a.port() == a4.port()));
+    // TCP over IPv6 reaches the session's listener.
+    net.connect(a6).await.expect("connect over IPv6");
+    // Two addresses of one family are refused.
+    let cfg = SessionConfig {
+        listen: Some("127.0.0.167:0".parse().unwrap()),
+        ..SessionConfig::default()
+    };
+    assert!(
+        Session::start_dual_stack(cfg, Some("127.0.0.168:0".parse().unwrap()))
+            .await
+            .is_err()
+    );
+}
