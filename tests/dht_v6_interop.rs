@@ -1,6 +1,7 @@
 //! BEP 32 interop on IPv6 loopback (`::1`, ports 261xx): a libtorrent seeder whose DHT runs
 //! over IPv6 only, bootstrapped from our node, announces there; our IPv6 lookup (from
-//! another of our nodes) finds it.
+//! another of our nodes) finds it. And the other way: a libtorrent session bootstrapped
+//! only from our IPv6 node finds a peer we announced (our `nodes6`/18-byte `values`).
 //!
 //! Needs `/usr/bin/python3` with `libtorrent` (skips loudly without it, fails under
 //! MAGNETFETCH_REQUIRE_INTEROP=1) and an IPv6 loopback (skips loudly without it).
@@ -109,5 +110,92 @@ async fn our_ipv6_lookup_finds_libtorrent_seeder_announced_over_ipv6() {
     );
     assert!(rst.table_v6 >= 1 && rst.table_v4 == 0, "{rst:?}");
     dht.shutdown().await;
+    root.shutdown().await;
+}
+
+/// A libtorrent session on [::1] only, bootstrapped from our node; prints FOUND when its
+/// get_peers returns `expect`.
+const FIND_SCRIPT: &str = r#"
+import sys, time
+import libtorrent as lt
+root_port, port, ih, expect, timeout = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+s = lt.session({"listen_interfaces": f"[::1]:{port}", "enable_dht": True, "enable_lsd": False,
+    "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": f"[::1]:{root_port}",
+    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+    "dht_prefer_verified_node_ids": False,
+    "alert_mask": lt.alert.category_t.all_categories})
+try:
+    s.add_dht_node(("::1", root_port))
+except Exception as e:
+    print("add_dht_node:", e, file=sys.stderr)
+h = lt.sha1_hash(bytes.fromhex(ih))
+end = time.time() + timeout
+last = 0
+while time.time() < end:
+    if time.time() - last > 1.0:
+        s.dht_get_peers(h); last = time.time()
+    s.wait_for_alert(200)
+    for a in s.pop_alerts():
+        if isinstance(a, lt.dht_get_peers_reply_alert):
+            peers = [f"{ip}:{port}" for ip, port in a.peers()]
+            print("reply", peers, file=sys.stderr, flush=True)
+            if expect in peers:
+                print("FOUND", flush=True); sys.exit(0)
+print("NOT FOUND", flush=True); sys.exit(1)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtorrent_finds_peer_announced_through_our_ipv6_node() {
+    if !require_or_skip("libtorrent") {
+        return;
+    }
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIP: no IPv6 loopback (::1) ***\n"
+        );
+        return;
+    }
+    let root_addr: SocketAddr = "[::1]:26123".parse().unwrap();
+    let root_cfg = DhtConfig {
+        seed: Some(63),
+        ..Default::default()
+    };
+    let root = Dht::start(Net::Tokio, root_addr, root_cfg).await.unwrap();
+    let cfg = DhtConfig {
+        seed: Some(64),
+        bootstrap: vec![root_addr],
+        ..Default::default()
+    };
+    let announcer = Dht::start(Net::Tokio, "[::1]:0".parse().unwrap(), cfg)
+        .await
+        .unwrap();
+    announcer.bootstrapped().await;
+    let ih = Id20([0x5e; 20]);
+    let h = announcer.lookup(ih, Some(Some(7777)), false).await;
+    let mut rx = h.peers;
+    while rx.recv().await.is_some() {}
+    let s = h.done.await.unwrap();
+    assert!(s.announced_to >= 1, "{s:?}");
+    let ih_hex = ih.to_hex();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(common::SYSTEM_PYTHON)
+            .args(["-W", "ignore", "-c", FIND_SCRIPT, "26123", "26124", &ih_hex])
+            .args(["::1:7777", "30"])
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rst = root.stats().await;
+    eprintln!("libtorrent over IPv6: {stdout:?}; root {rst:?}");
+    assert!(
+        stdout.contains("FOUND"),
+        "libtorrent did not find our peer: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    announcer.shutdown().await;
     root.shutdown().await;
 }
