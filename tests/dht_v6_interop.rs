@@ -2,6 +2,8 @@
 //! over IPv6 only, bootstrapped from our node, announces there; our IPv6 lookup (from
 //! another of our nodes) finds it. And the other way: a libtorrent session bootstrapped
 //! only from our IPv6 node finds a peer we announced (our `nodes6`/18-byte `values`).
+//! And dual stack: a libtorrent seeder on 127.0.0.171 and ::1 is found in both families by
+//! one lookup of our dual-stack node.
 //!
 //! Needs `/usr/bin/python3` with `libtorrent` (skips loudly without it, fails under
 //! MAGNETFETCH_REQUIRE_INTEROP=1) and an IPv6 loopback (skips loudly without it).
@@ -197,5 +199,96 @@ async fn libtorrent_finds_peer_announced_through_our_ipv6_node() {
         String::from_utf8_lossy(&out.stderr)
     );
     announcer.shutdown().await;
+    root.shutdown().await;
+}
+
+/// A libtorrent seeder listening on one IPv4 and one IPv6 address (a DHT node on each),
+/// bootstrapped from our dual-stack node.
+const DUAL_SEED_SCRIPT: &str = r#"
+import json, os, sys, tempfile, time
+import libtorrent as lt
+d = tempfile.mkdtemp(prefix="mf-dual-interop-")
+path = os.path.join(d, "payload.bin")
+with open(path, "wb") as f: f.write(os.urandom(64 * 1024))
+fs = lt.file_storage(); lt.add_files(fs, path)
+t = lt.create_torrent(fs, 16384); lt.set_piece_hashes(t, d)
+info = lt.torrent_info(t.generate())
+s = lt.session({"listen_interfaces": "127.0.0.171:26126,[::1]:26126", "enable_dht": True,
+    "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+    "dht_bootstrap_nodes": "127.0.0.170:26125,[::1]:26125",
+    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+    "dht_prefer_verified_node_ids": False, "dht_announce_interval": 5,
+    "dht_aggressive_lookups": True, "enable_outgoing_utp": False,
+    "enable_incoming_utp": False})
+for n in [("127.0.0.170", 26125), ("::1", 26125)]:
+    try:
+        s.add_dht_node(n)
+    except Exception as e:
+        print("add_dht_node:", e, file=sys.stderr)
+s.add_torrent({"ti": info, "save_path": d})
+print(json.dumps({"infohash": str(info.info_hash())}), flush=True)
+time.sleep(120)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_dual_stack_lookup_finds_libtorrent_in_both_families() {
+    if !require_or_skip("libtorrent") {
+        return;
+    }
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIP: no IPv6 loopback (::1) ***\n"
+        );
+        return;
+    }
+    let roots: Vec<SocketAddr> = vec![
+        "127.0.0.170:26125".parse().unwrap(),
+        "[::1]:26125".parse().unwrap(),
+    ];
+    let root_cfg = DhtConfig {
+        seed: Some(65),
+        ..Default::default()
+    };
+    let root = Dht::start_multi(Net::Tokio, &roots, root_cfg)
+        .await
+        .unwrap();
+    let mut py = PyHelper::spawn(DUAL_SEED_SCRIPT, &[]);
+    let info = py.json_line().await;
+    let ih = Id20::from_hex(info["infohash"].as_str().unwrap()).unwrap();
+    let want: Vec<SocketAddr> = vec![
+        "127.0.0.171:26126".parse().unwrap(),
+        "[::1]:26126".parse().unwrap(),
+    ];
+    let cfg = DhtConfig {
+        seed: Some(66),
+        bootstrap: roots.clone(),
+        ..Default::default()
+    };
+    let binds: Vec<SocketAddr> = vec!["127.0.0.172:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    let dht = Dht::start_multi(Net::Tokio, &binds, cfg).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut found = std::collections::BTreeSet::new();
+    while found.len() < 2 && started.elapsed() < Duration::from_secs(40) {
+        let h = dht.lookup(ih, None, false).await;
+        let mut rx = h.peers;
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            if want.contains(&p) {
+                found.insert(p);
+            }
+        }
+        if found.len() < 2 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let st = dht.stats().await;
+    eprintln!(
+        "dual-stack lookup vs libtorrent: found {found:?} after {:?}; stats {st:?}",
+        started.elapsed()
+    );
+    assert_eq!(found.len(), 2, "found {found:?} of {want:?}");
+    assert!(st.table_v4 >= 1 && st.table_v6 >= 1, "{st:?}");
+    dht.shutdown().await;
     root.shutdown().await;
 }
