@@ -890,9 +890,11 @@ async fn save_resume(
     let mut saver = ResumeSaver::new(Duration::from_secs(2), 256, Instant::now());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dirty = false;
-    // Pieces whose data was on disk (flushed) at the last save.
+    // Pieces whose data was on disk (flushed) at the last save. What we start with was read
+    // back from disk (trusted or re-hashed), so it counts as durable; saving it once at the
+    // end turns a previous run's `unsynced` pieces, now re-hashed, into trusted ones.
     let mut durable = have.clone();
+    let mut dirty = !have.none();
     loop {
         let open = tokio::select! {
             biased;
