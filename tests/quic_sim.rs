@@ -139,6 +139,9 @@ async fn swarm(
         keep.push((s, h));
     }
     out.secs.sort_by(f64::total_cmp);
+    if std::env::var_os("MF_QUIC_STATS").is_some() {
+        eprintln!("simnet totals: {:?}", net.stats());
+    }
     out
 }
 
@@ -201,8 +204,18 @@ async fn measure_two_peers_100ms_rtt() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5120)
         << 10;
-    for loss in [0.0, 0.01, 0.03] {
-        for mode in [TransportMode::Quic, TransportMode::Tcp] {
+    let modes: Vec<TransportMode> = std::env::var("MF_MODES")
+        .unwrap_or_else(|_| "quic,tcp".into())
+        .split(',')
+        .filter_map(|m| m.parse().ok())
+        .collect();
+    let losses: Vec<f64> = std::env::var("MF_LOSS_PCT")
+        .unwrap_or_else(|_| "0,1,3".into())
+        .split(',')
+        .filter_map(|m| m.parse::<f64>().ok().map(|p| p / 100.0))
+        .collect();
+    for &loss in &losses {
+        for &mode in &modes {
             let l = Link {
                 latency: Duration::from_millis(25),
                 loss,

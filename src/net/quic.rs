@@ -1,13 +1,19 @@
 //! QUIC between magnetfetch peers (issue 9): a quinn endpoint on the node's UDP port, shared
 //! with the DHT (BEP 5) by demultiplexing on the first byte of each datagram.
 //!
-//! - KRPC datagrams are bencoded dictionaries: they start with `d` (0x64).
-//! - QUIC long headers start with `0b11xxxxxx` (>= 0xC0). Short headers start with
-//!   `0b01SRRKPP`; header protection masks the low five bits only, so with the spin bit off
-//!   (`allow_spin(false)`) and fixed-bit greasing off (`grease_quic_bit(false)`, which
-//!   tells the peer not to grease either) they are 0x40..=0x5F, never `d`.
+//! - KRPC datagrams are bencoded dictionaries whose first key is a byte string: they start
+//!   with `d` (0x64) followed by an ASCII digit (`d1:a…`, `d1:t…`).
+//! - QUIC long headers start with `0b11xxxxxx` (>= 0xC0), never `d`. Short headers start
+//!   with `0b01SRRKPP` and *can* be `d`: header protection randomises the low five bits and
+//!   quinn sends a random spin bit when spinning is off, so 1 in 64 short-header packets
+//!   starts with 0x64. (Routing those to the DHT was issue 9's "QUIC is pathologically slow
+//!   at 100 ms RTT" bug: a steady 1.6 % loss that QUIC's congestion control answered with a
+//!   congestion event each time.) The second byte of a short header is the first byte of
+//!   the destination connection ID, which *we* issued: [`HighBitCids`] sets its top bit, so
+//!   it is never an ASCII digit. Fixed-bit greasing is off (`grease_quic_bit(false)`) so
+//!   peers keep bit 0x40 set.
 //!
-//! Datagrams starting with `d` go to whoever calls [`UdpSocket::recv_from`] (the DHT node,
+//! Datagrams that [`is_krpc`] go to whoever calls [`UdpSocket::recv_from`] (the DHT node,
 //! unchanged); everything else goes over a bounded channel to a [`quinn::AsyncUdpSocket`]
 //! adapter driving the endpoint. Sends from both share the one socket.
 //!
@@ -79,6 +85,37 @@ enum RawUdp {
     Sim(simnet::UdpSocket),
 }
 
+/// Whether a datagram on the shared socket is KRPC (for the DHT) rather than QUIC: `d`
+/// then an ASCII digit (see the module doc for why no QUIC packet of ours looks like that).
+pub fn is_krpc(p: &[u8]) -> bool {
+    matches!(p, [b'd', d, ..] if d.is_ascii_digit())
+}
+
+/// Connection IDs of [`CID_LEN`] random bytes with the top bit of the first byte set, so
+/// short-header QUIC packets sent to us never look like KRPC (see the module doc).
+struct HighBitCids(rand::rngs::StdRng);
+
+/// Length of the connection IDs we issue (quinn's default).
+const CID_LEN: usize = 8;
+
+impl quinn::ConnectionIdGenerator for HighBitCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        use rand::RngCore;
+        let mut b = [0u8; CID_LEN];
+        self.0.fill_bytes(&mut b);
+        b[0] |= 0x80;
+        quinn::ConnectionId::new(&b)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
 /// A UDP socket whose non-KRPC datagrams are diverted to the QUIC endpoint.
 pub struct SharedUdp {
     raw: RawUdp,
@@ -107,7 +144,7 @@ impl SharedUdp {
                 RawUdp::Sim(s) => s.recv_from(&mut buf).await?,
             };
             match buf.get(..n) {
-                Some(p) if p.first() == Some(&b'd') => {
+                Some(p) if is_krpc(p) => {
                     // Truncated like a short read buffer would: a KRPC message that big is
                     // garbage anyway and fails to decode.
                     let m = n.min(out.len());
@@ -426,6 +463,15 @@ impl QuicEndpoint {
             ep_cfg.rng_seed(Some(seed));
         }
         let _ = ep_cfg.max_udp_payload_size(cfg.max_udp_payload.max(1200));
+        // Seeded (simulation) or from the OS; one generator per connection, each its own stream.
+        let cid_seed = cfg.seed.unwrap_or_else(rand::random);
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        ep_cfg.cid_generator(move || {
+            use rand::SeedableRng;
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let seed = cid_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            Box::new(HighBitCids(rand::rngs::StdRng::seed_from_u64(seed)))
+        });
         let sock = Arc::new(QuicSocket {
             udp,
             rx: Mutex::new(rx),
@@ -543,6 +589,21 @@ impl Drop for QuicStream {
     fn drop(&mut self) {
         // The peer wire has no graceful end: closing the connection tells the peer at once
         // instead of after the idle timeout.
+        if std::env::var_os("MF_QUIC_STATS").is_some() {
+            let s = self.conn.stats();
+            eprintln!(
+                "QUIC {} -> {}: rtt {:?} cwnd {} lost {} sent_pkts {} recv_pkts {} congestion_events {} frames_tx {:?}",
+                self.local,
+                self.conn.remote_address(),
+                s.path.rtt,
+                s.path.cwnd,
+                s.path.lost_packets,
+                s.udp_tx.datagrams,
+                s.udp_rx.datagrams,
+                s.path.congestion_events,
+                s.frame_tx,
+            );
+        }
         self.conn.close(quinn::VarInt::from_u32(0), b"closed");
     }
 }
@@ -572,5 +633,37 @@ impl AsyncWrite for QuicStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         AsyncWrite::poll_shutdown(Pin::new(&mut self.get_mut().send), cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn::ConnectionIdGenerator;
+    use rand::SeedableRng;
+
+    #[test]
+    fn krpc_is_d_then_digit() {
+        assert!(is_krpc(b"d1:ad2:id20:"));
+        assert!(is_krpc(b"d2:ip6:"));
+        assert!(!is_krpc(b"d"));
+        assert!(!is_krpc(b""));
+        assert!(!is_krpc(b"de"));
+        // A short header with the spin bit and protected bits landing on 0x64.
+        assert!(!is_krpc(&[0x64, 0x80, 1, 2]));
+        assert!(!is_krpc(&[0xC3, b'1']));
+    }
+
+    #[test]
+    fn our_short_headers_never_look_like_krpc() {
+        let mut g = HighBitCids(rand::rngs::StdRng::seed_from_u64(1));
+        for _ in 0..1000 {
+            let cid = g.generate_cid();
+            assert_eq!(cid.len(), CID_LEN);
+            // Worst case first byte: 0x64 ('d').
+            let mut pkt = vec![0x64];
+            pkt.extend_from_slice(&cid);
+            assert!(!is_krpc(&pkt));
+        }
     }
 }
