@@ -449,6 +449,10 @@ async fn bind(cfg: &SessionConfig) -> std::io::Result<Bound> {
     let mut last_err = None;
     for _ in 0..attempts {
         let listener = cfg.net.listen(addr).await?;
+        if let Some(ep) = &cfg.transport.endpoint {
+            // The caller bound QUIC (and runs any DHT on that socket itself).
+            return Ok((Some(listener), None, quic.then(|| ep.clone())));
+        }
         if cfg.dht.is_none() && !quic {
             return Ok((Some(listener), None, None));
         }
@@ -673,10 +677,14 @@ async fn run_torrent(
                 cfg,
             );
             tokio::pin!(fetch);
+            let mut stop_open = true;
             let fetched = loop {
                 tokio::select! {
                     biased;
-                    _ = stop.changed() => {
+                    // A dropped handle (Err) leaves the torrent running; stop polling it,
+                    // or this branch would be ready forever and spin.
+                    r = stop.changed(), if stop_open => {
+                        stop_open = r.is_ok();
                         if *stop.borrow() {
                             return Err(TorrentError::Stopped);
                         }
