@@ -268,7 +268,7 @@ async fn measure_two_peers_100ms_rtt() {
                 rate: (rate > 0).then_some(rate),
             };
             let wall = std::time::Instant::now();
-            let o = swarm(size, 1, &l, mode, Duration::from_secs(120)).await;
+            let o = swarm(size, 1, &l, mode, Duration::from_secs(900)).await;
             let t = o.secs.first().copied();
             println!(
                 "two peers, 100 ms RTT, loss {:.0}%, {}: {} (quic {} B, tcp {} B, wall {:.1}s)",

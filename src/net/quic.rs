@@ -269,18 +269,7 @@ impl AsyncUdpSocket for QuicSocket {
     }
 
     fn try_send(&self, t: &Transmit) -> io::Result<()> {
-        // max_transmit_segments is 1 (no GSO), but split defensively if given a batch.
-        match t.segment_size {
-            Some(seg) if seg > 0 && seg < t.contents.len() => {
-                for part in t.contents.chunks(seg) {
-                    self.udp.try_send_to(part, t.destination)?;
-                }
-            }
-            _ => {
-                self.udp.try_send_to(t.contents, t.destination)?;
-            }
-        }
-        Ok(())
+        simnet::send_transmit(t, |d, to| self.udp.try_send_to(d, to))
     }
 
     fn poll_recv(
@@ -312,13 +301,7 @@ impl AsyncUdpSocket for QuicSocket {
             if let (Some(dst), Some(src)) = (buf.get_mut(..len), data.get(..len)) {
                 dst.copy_from_slice(src);
             }
-            *m = RecvMeta {
-                addr: from,
-                len,
-                stride: len,
-                ecn: None,
-                dst_ip: (!self.local.ip().is_unspecified()).then_some(self.local.ip()),
-            };
+            *m = simnet::recv_meta(from, len, self.local);
             n += 1;
         }
         Poll::Ready(Ok(n))
