@@ -46,6 +46,11 @@ async fn session(net: &simnet::Network, i: usize, l: &Link, mode: TransportMode)
         transport: DialConfig {
             mode,
             tcp_delay: Duration::from_millis(250),
+            quic: magnetfetch::net::quic::QuicConfig {
+                // Measurements only: MF_QUIC_CC=bbr compares BBR with the default CUBIC.
+                bbr: std::env::var("MF_QUIC_CC").is_ok_and(|v| v == "bbr"),
+                ..Default::default()
+            },
             ..Default::default()
         },
     })

@@ -64,6 +64,10 @@ pub struct QuicConfig {
     pub max_udp_payload: u16,
     /// Seed of quinn's own random choices (connection ids); None: from the OS.
     pub seed: Option<u64>,
+    /// Congestion control: BBR (quinn's experimental one) instead of the default CUBIC.
+    /// CUBIC, like TCP Reno, reads every loss as congestion; BBR models bandwidth and RTT
+    /// and keeps its rate under random loss (see docs/benchmarks.md, "QUIC transport").
+    pub bbr: bool,
 }
 
 impl Default for QuicConfig {
@@ -75,6 +79,7 @@ impl Default for QuicConfig {
             send_window: 8 << 20,
             max_udp_payload: 1452,
             seed: None,
+            bbr: false,
         }
     }
 }
@@ -394,6 +399,9 @@ fn transport_config(cfg: &QuicConfig) -> quinn::TransportConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(cfg.max_udp_payload.max(1200));
     t.mtu_discovery_config(Some(mtu));
+    if cfg.bbr {
+        t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    }
     t
 }
 
