@@ -486,6 +486,10 @@ async fn bind(cfg: &SessionConfig, listen6: Option<SocketAddr>) -> std::io::Resu
     let mut last_err = None;
     for _ in 0..attempts {
         let listener = cfg.net.listen(addr).await?;
+        if let Some(ep) = &cfg.transport.endpoint {
+            // The caller bound QUIC (and runs any DHT on that socket itself).
+            return Ok((Some(listener), None, quic.then(|| ep.clone()), None));
+        }
         let udp_addr = listener.local_addr()?;
         // Dual stack: TCP (and the DHT's UDP) on the IPv6 address too, by default on the
         // same port. QUIC stays on the first socket only.
@@ -747,10 +751,14 @@ async fn run_torrent(
                 cfg,
             );
             tokio::pin!(fetch);
+            let mut stop_open = true;
             let fetched = loop {
                 tokio::select! {
                     biased;
-                    _ = stop.changed() => {
+                    // A dropped handle (Err) leaves the torrent running; stop polling it,
+                    // or this branch would be ready forever and spin.
+                    r = stop.changed(), if stop_open => {
+                        stop_open = r.is_ok();
                         if *stop.borrow() {
                             return Err(TorrentError::Stopped);
                         }

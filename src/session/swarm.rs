@@ -326,6 +326,7 @@ impl Swarm {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut addrs_open = true;
         let mut incoming_open = true;
+        let mut stop_open = true;
         self.publish(if self.complete() {
             Phase::Seeding
         } else {
@@ -343,7 +344,10 @@ impl Swarm {
             }
             tokio::select! {
                 biased;
-                _ = inputs.stop.changed() => {
+                // A dropped handle (Err) leaves the torrent running; stop polling it, or
+                // this branch would be ready forever and spin.
+                r = inputs.stop.changed(), if stop_open => {
+                    stop_open = r.is_ok();
                     if *inputs.stop.borrow() {
                         break;
                     }
