@@ -131,6 +131,7 @@ async fn resume_then_recheck_on_disk() {
     let state = ResumeState {
         info_hash: ih,
         have: have.clone(),
+        unsynced: None,
         files: file_stamps(&disk),
     };
     let path = resume_path(&dir.path().join("state"), &ih);

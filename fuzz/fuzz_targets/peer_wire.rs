@@ -6,7 +6,8 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use magnetfetch::peer::wire::{self, Decoder, Geometry, Message};
-use magnetfetch::peer::{benc, ExtHandshake, MetadataMsg, PexMsg};
+use magnetfetch::bencode::{Limits, Value};
+use magnetfetch::peer::{ExtHandshake, MetadataMsg, PexMsg};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {
@@ -48,5 +49,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = ExtHandshake::decode(body).map(|h| ExtHandshake::decode(&h.encode()).unwrap());
     let _ = MetadataMsg::decode(&Bytes::copy_from_slice(body));
     let _ = PexMsg::decode(body).map(|p| PexMsg::decode(&p.encode()).unwrap());
-    let _ = benc::parse_prefix(body);
+    let _ = Value::decode_prefix(body, Limits::PEER);
 });

@@ -28,6 +28,10 @@ pub struct NetworkConfig {
     /// Bytes a stream may have in flight or unread per direction before the writer blocks
     /// (default 1 MiB, so one stream fills 25 MB/s at a 40 ms round trip).
     pub stream_window: usize,
+    /// Bytes of one stream that may wait in its host's uplink queue before the writer
+    /// blocks (default 128 KiB: TCP small queues / a cwnd-sized backlog; the rest of the
+    /// window stays in the application). Only limits streams on rate-limited uplinks.
+    pub stream_queue: usize,
     /// A stream whose data cannot get through (partition) for this long is reset.
     pub stream_timeout: Duration,
     /// A connect whose SYN gets no answer fails with `TimedOut` after this long.
@@ -49,6 +53,7 @@ impl Default for NetworkConfig {
             recv_queue: 1024,
             max_queue_delay: Duration::from_secs(2),
             stream_window: 1024 * 1024,
+            stream_queue: 128 * 1024,
             stream_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(10),
             accept_backlog: 128,

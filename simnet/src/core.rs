@@ -219,6 +219,111 @@ enum EventKind {
         conn: ConnId,
         from: usize,
     },
+    /// The packet serialising on `host`'s uplink has left: start the next one.
+    UplinkFree {
+        host: HostId,
+    },
+}
+
+/// A flow in a host's uplink scheduler: one direction of a stream, or one UDP socket.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum FlowKey {
+    Stream(ConnId, usize),
+    Dgram(u16),
+}
+
+struct Flow {
+    q: VecDeque<(HostId, Payload)>,
+    bytes: u64,
+    deficit: i64,
+}
+
+/// The uplink qdisc: deficit round robin over flows with fq_codel's new-flow priority
+/// (RFC 8290 §4.2): a flow that had nothing queued is served before the backlogged ones,
+/// so a request or a DHT query never waits behind another flow's bulk data.
+#[derive(Default)]
+struct Uplink {
+    /// A packet is serialising; an `UplinkFree` event is pending.
+    busy: bool,
+    flows: BTreeMap<FlowKey, Flow>,
+    new_flows: VecDeque<FlowKey>,
+    old_flows: VecDeque<FlowKey>,
+}
+
+/// DRR quantum: one maximal stream chunk per round.
+const QUANTUM: i64 = MAX_CHUNK as i64;
+
+impl Uplink {
+    fn enqueue(&mut self, key: FlowKey, dst: HostId, payload: Payload) {
+        // A flow absent from the map is in neither list: it (re)starts as a new flow.
+        let fresh = !self.flows.contains_key(&key);
+        let f = self.flows.entry(key).or_insert_with(|| Flow {
+            q: VecDeque::new(),
+            bytes: 0,
+            deficit: QUANTUM,
+        });
+        f.bytes += payload.len() as u64;
+        f.q.push_back((dst, payload));
+        if fresh {
+            self.new_flows.push_back(key);
+        }
+    }
+
+    fn flow_bytes(&self, key: FlowKey) -> u64 {
+        self.flows.get(&key).map_or(0, |f| f.bytes)
+    }
+
+    /// Next packet to put on the wire, by DRR.
+    fn dequeue(&mut self) -> Option<(FlowKey, HostId, Payload)> {
+        loop {
+            let (key, from_new) = match self.new_flows.front() {
+                Some(k) => (*k, true),
+                None => (*self.old_flows.front()?, false),
+            };
+            let pop = |u: &mut Uplink| {
+                if from_new {
+                    u.new_flows.pop_front();
+                } else {
+                    u.old_flows.pop_front();
+                }
+            };
+            let Some(f) = self.flows.get_mut(&key) else {
+                pop(self);
+                continue;
+            };
+            if f.deficit <= 0 {
+                f.deficit += QUANTUM;
+                pop(self);
+                self.old_flows.push_back(key);
+                continue;
+            }
+            match f.q.pop_front() {
+                Some((dst, payload)) => {
+                    let len = payload.len() as u64;
+                    f.bytes -= len;
+                    // An empty packet (FIN) still costs a little, so a FIN-only flow ends.
+                    f.deficit -= len.max(1) as i64;
+                    return Some((key, dst, payload));
+                }
+                None => {
+                    pop(self);
+                    if from_new {
+                        // RFC 8290: an emptied new flow goes to the old list once, so it
+                        // cannot regain priority by emptying and refilling at once.
+                        self.old_flows.push_back(key);
+                    } else {
+                        self.flows.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.flows.clear();
+        self.new_flows.clear();
+        self.old_flows.clear();
+    }
 }
 
 pub(crate) struct HostState {
@@ -230,7 +335,7 @@ pub(crate) struct HostState {
     up_rate: Option<u64>,
     down_rate: Option<u64>,
     loss: f64,
-    uplink_free: Instant,
+    uplink: Uplink,
     downlink_free: Instant,
     pub(crate) stats: Stats,
     nat_seen: FastSet<SocketAddr>,
@@ -266,6 +371,8 @@ pub(crate) struct End {
     reader: Option<Waker>,
     sent: u64,
     acked: u64,
+    /// Bytes of this end's chunks waiting in its host's uplink queue.
+    queued: u64,
     fin_sent: bool,
     writer: Option<Waker>,
     last_arrival: Instant,
@@ -289,6 +396,7 @@ impl End {
             reader: None,
             sent: 0,
             acked: 0,
+            queued: 0,
             fin_sent: false,
             writer: None,
             last_arrival: now,
@@ -447,7 +555,7 @@ impl Core {
             up_rate: hc.up_rate.unwrap_or(self.cfg.up_rate),
             down_rate: hc.down_rate.unwrap_or(self.cfg.down_rate),
             loss: hc.loss.unwrap_or(self.cfg.loss),
-            uplink_free: now,
+            uplink: Uplink::default(),
             downlink_free: now,
             stats: Stats::default(),
             nat_seen: FastSet::default(),
@@ -472,10 +580,11 @@ impl Core {
         host.up = up;
         if up {
             let host = &mut self.hosts[h];
-            host.uplink_free = now;
             host.downlink_free = now;
             return;
         }
+        // Queued packets die with the host (a pending `UplinkFree` finds nothing to send).
+        host.uplink.clear();
         host.nat_seen.clear();
         host.nat_order.clear();
         // Every socket of the host dies. Wake their waiters so they observe the error.
@@ -738,7 +847,7 @@ impl Core {
             dst,
             data: buf.to_vec(),
         };
-        self.transmit(now, h, dst_host, payload, None);
+        self.transmit(now, h, dst_host, FlowKey::Dgram(port), payload);
         Ok(buf.len())
     }
 
@@ -758,31 +867,71 @@ impl Core {
         self.total.bytes_delivered += len as u64;
     }
 
-    /// Puts a packet through the sender's uplink queue and onto the wire. Returns the arrival
-    /// time at the destination's downlink, or `None` if the uplink queue dropped it.
+    /// Hands a packet to the sender's uplink. Unlimited uplinks put it on the wire at once;
+    /// otherwise it joins its flow's queue and the DRR scheduler sends it in turn.
+    /// Returns false if the queue dropped it (a datagram flow over its buffer).
     fn transmit(
         &mut self,
         now: Instant,
         src: HostId,
         dst: HostId,
+        key: FlowKey,
         payload: Payload,
-        floor: Option<Instant>,
-    ) -> Option<Instant> {
-        let size = payload.len();
-        let max_q = self.cfg.max_queue_delay;
+    ) -> bool {
         let host = &mut self.hosts[src];
-        let start = host.uplink_free.max(now);
-        if floor.is_none() && start - now > max_q {
-            self.count_drop(src, size);
-            return None;
+        let Some(rate) = host.up_rate else {
+            self.wire(now, now, src, dst, payload);
+            return true;
+        };
+        if let FlowKey::Dgram(_) = key {
+            // Router/qdisc buffer per flow: what the link sends in `max_queue_delay`.
+            let limit = (rate as u128 * self.cfg.max_queue_delay.as_nanos() / 1_000_000_000) as u64;
+            if host.uplink.flow_bytes(key) + payload.len() as u64 > limit {
+                self.count_drop(src, payload.len());
+                return false;
+            }
         }
-        let depart = start + ser_time(size, host.up_rate);
-        host.uplink_free = depart;
+        host.uplink.enqueue(key, dst, payload);
+        if !host.uplink.busy {
+            self.uplink_next(now, src);
+        }
+        true
+    }
+
+    /// The uplink of `src` is idle at `now`: start serialising the next packet, if any.
+    fn uplink_next(&mut self, now: Instant, src: HostId) {
+        let host = &mut self.hosts[src];
+        let Some((key, dst, payload)) = host.uplink.dequeue() else {
+            host.uplink.busy = false;
+            return;
+        };
+        let depart = now + ser_time(payload.len(), host.up_rate);
+        host.uplink.busy = true;
+        self.push(depart, EventKind::UplinkFree { host: src });
+        if let FlowKey::Stream(conn, from) = key {
+            // The chunk left the socket's send queue: its writer may queue more.
+            if let Some(c) = self.conns.get_mut(&conn) {
+                let e = &mut c.ends[from];
+                e.queued = e.queued.saturating_sub(payload.len() as u64);
+                if let Some(w) = e.writer.take() {
+                    self.wake.push(w);
+                }
+            }
+        }
+        self.wire(now, depart, src, dst, payload);
+    }
+
+    /// The packet leaves `src`'s uplink at `depart`: latency and jitter to `dst`'s downlink.
+    fn wire(&mut self, _now: Instant, depart: Instant, src: HostId, dst: HostId, payload: Payload) {
         let lat = self.base_latency(src, dst) + self.jitter(src) + self.jitter(dst);
         let mut at = depart + lat;
-        if let Some(f) = floor {
-            // Stream bytes never overtake each other.
-            at = at.max(f);
+        if let Payload::Chunk { conn, from, .. } = payload {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                // Stream bytes never overtake each other.
+                let e = &mut c.ends[from];
+                at = at.max(e.last_arrival);
+                e.last_arrival = at;
+            }
         }
         self.push(
             at,
@@ -792,7 +941,6 @@ impl Core {
                 payload,
             },
         );
-        Some(at)
     }
 
     fn on_arrive(&mut self, now: Instant, src: HostId, dst: HostId, payload: Payload) {
@@ -1217,6 +1365,7 @@ impl Core {
         waker: &Waker,
     ) -> Option<io::Result<usize>> {
         let window = self.cfg.stream_window as u64;
+        let queue_cap = self.cfg.stream_queue.max(1) as u64;
         let Some(c) = self.conns.get_mut(&conn) else {
             return Some(Err(err(
                 io::ErrorKind::NotConnected,
@@ -1236,7 +1385,11 @@ impl Core {
         if buf.is_empty() {
             return Some(Ok(0));
         }
-        let credit = window.saturating_sub(e.sent - e.acked);
+        // TCP keeps little in the host queue (cwnd, TCP small queues): a stream may have
+        // `stream_queue` bytes waiting in its uplink, the rest stays in the application.
+        let credit = window
+            .saturating_sub(e.sent - e.acked)
+            .min(queue_cap.saturating_sub(e.queued));
         if credit == 0 {
             e.writer = Some(waker.clone());
             return None;
@@ -1309,26 +1462,23 @@ impl Core {
         s.bytes_sent += len;
         self.total.packets_sent += 1;
         self.total.bytes_sent += len;
-        let floor = self
-            .conns
-            .get(&conn)
-            .map(|c| c.ends[from].last_arrival)
-            .unwrap_or(now);
-        let at = self.transmit(
+        if self.hosts[src].up_rate.is_some() {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.ends[from].queued += len;
+            }
+        }
+        self.transmit(
             now,
             src,
             dst,
+            FlowKey::Stream(conn, from),
             Payload::Chunk {
                 conn,
                 from,
                 data,
                 fin,
             },
-            Some(floor),
         );
-        if let (Some(at), Some(c)) = (at, self.conns.get_mut(&conn)) {
-            c.ends[from].last_arrival = at;
-        }
     }
 
     fn on_retry(&mut self, now: Instant, conn: ConnId, from: usize) {
@@ -1421,6 +1571,7 @@ impl Core {
                     self.fail_end(conn, end, io::ErrorKind::ConnectionReset)
                 }
                 EventKind::Retry { conn, from } => self.on_retry(t, conn, from),
+                EventKind::UplinkFree { host } => self.uplink_next(t, host),
             }
         }
     }

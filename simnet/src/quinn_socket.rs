@@ -21,6 +21,38 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 
 use crate::UdpSocket;
 
+/// Sends a quinn [`Transmit`] with `send` (a `try_send_to`), one datagram per segment:
+/// adapters report `max_transmit_segments() == 1` (no GSO), but split defensively if quinn
+/// hands over a batch anyway. Shared with magnetfetch's own adapter (`src/net/quic.rs`).
+pub fn send_transmit(
+    t: &Transmit,
+    mut send: impl FnMut(&[u8], SocketAddr) -> io::Result<usize>,
+) -> io::Result<()> {
+    match t.segment_size {
+        Some(seg) if seg > 0 && seg < t.contents.len() => {
+            for part in t.contents.chunks(seg) {
+                send(part, t.destination)?;
+            }
+        }
+        _ => {
+            send(t.contents, t.destination)?;
+        }
+    }
+    Ok(())
+}
+
+/// quinn's metadata for one whole datagram of `len` bytes from `from`, received on a socket
+/// bound to `local` (a wildcard bind reports no destination IP). No ECN, no GRO.
+pub fn recv_meta(from: SocketAddr, len: usize, local: SocketAddr) -> RecvMeta {
+    RecvMeta {
+        addr: from,
+        len,
+        stride: len,
+        ecn: None,
+        dst_ip: (!local.ip().is_unspecified()).then_some(local.ip()),
+    }
+}
+
 /// A simnet [`UdpSocket`] usable as a quinn endpoint socket.
 pub struct QuinnSocket {
     inner: UdpSocket,
@@ -55,19 +87,7 @@ impl AsyncUdpSocket for QuinnSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        // max_transmit_segments is 1, but split defensively if quinn hands us a GSO batch.
-        match transmit.segment_size {
-            Some(seg) if seg > 0 && seg < transmit.contents.len() => {
-                for part in transmit.contents.chunks(seg) {
-                    self.inner.try_send_to(part, transmit.destination)?;
-                }
-            }
-            _ => {
-                self.inner
-                    .try_send_to(transmit.contents, transmit.destination)?;
-            }
-        }
-        Ok(())
+        send_transmit(transmit, |d, to| self.inner.try_send_to(d, to))
     }
 
     fn poll_recv(
@@ -83,14 +103,7 @@ impl AsyncUdpSocket for QuinnSocket {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok((n, from))) => {
-                let local = self.inner.local_addr()?;
-                *m = RecvMeta {
-                    addr: from,
-                    len: n,
-                    stride: n,
-                    ecn: None,
-                    dst_ip: (!local.ip().is_unspecified()).then_some(local.ip()),
-                };
+                *m = recv_meta(from, n, self.inner.local_addr()?);
                 Poll::Ready(Ok(1))
             }
         }

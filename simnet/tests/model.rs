@@ -287,3 +287,66 @@ async fn bind_rules() {
         vec![ip("10.0.0.1"), ip("10.0.1.1")]
     );
 }
+
+/// The uplink is fair-queued (DRR with new-flow priority, like fq_codel) and each stream
+/// keeps at most `stream_queue` bytes in it: a small message on an idle flow leaves after at
+/// most the chunk being serialised, not after seconds of other flows' bulk data.
+#[tokio::test(start_paused = true)]
+async fn small_message_does_not_wait_behind_bulk_streams() {
+    let net = Network::new(9);
+    // 1 MB/s up, 10 ms one way per link.
+    let a = net
+        .add_host_with(HostConfig::new(ip("10.0.0.1")).up_rate(1_000_000))
+        .unwrap();
+    let b = net.add_host(ip("10.0.0.2")).unwrap();
+    let l = b.listen(sa("0.0.0.0:80")).await.unwrap();
+    // Four bulk streams, each with far more than a window to send, drained by b.
+    for _ in 0..4 {
+        let mut c = a.connect(sa("10.0.0.2:80")).await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        tokio::spawn(async move {
+            let _ = c.write_all(&vec![1u8; 8 << 20]).await;
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+    }
+    // A thin flow on the same uplink.
+    let mut thin = a.connect(sa("10.0.0.2:80")).await.unwrap();
+    let (mut thin_rx, _) = l.accept().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = Instant::now();
+    thin.write_all(b"request").await.unwrap();
+    let mut buf = [0u8; 7];
+    thin_rx.read_exact(&mut buf).await.unwrap();
+    let dt = t0.elapsed();
+    // FIFO would make it wait behind up to 4 x 1 MiB windows (4 s). Fair queueing: at most
+    // one 64 KiB chunk (66 ms) + 20 ms wire + 1 ms clock granularity.
+    assert!(dt <= Duration::from_millis(100), "{dt:?}");
+    // The bulk streams still use the whole link: 2 s at 1 MB/s delivered to b, roughly.
+    let got = b.stats().bytes_delivered;
+    assert!(got >= 1_800_000, "uplink underused: {got}");
+}
+
+/// A stream on a rate-limited uplink keeps at most `stream_queue` bytes queued there.
+#[tokio::test(start_paused = true)]
+async fn stream_queue_bounds_bytes_in_the_uplink() {
+    let net = Network::new(10);
+    let a = net
+        .add_host_with(HostConfig::new(ip("10.0.0.1")).up_rate(100_000))
+        .unwrap();
+    let b = net.add_host(ip("10.0.0.2")).unwrap();
+    let l = b.listen(sa("0.0.0.0:80")).await.unwrap();
+    let mut c = a.connect(sa("10.0.0.2:80")).await.unwrap();
+    let (_s, _) = l.accept().await.unwrap();
+    let chunk = vec![1u8; 16 * 1024];
+    let mut written = 0usize;
+    while let Ok(r) = timeout(Duration::from_millis(1), c.write(&chunk)).await {
+        written += r.unwrap();
+        assert!(written <= 1 << 20, "no backpressure");
+    }
+    // The queue cap (128 KiB) plus the chunk already on the wire, not the 1 MiB window.
+    let cap = net.config().stream_queue;
+    assert!(written >= cap && written <= cap + 64 * 1024, "{written}");
+}

@@ -15,10 +15,11 @@ const DEFAULT_BIND: &str = "0.0.0.0:6881";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
-    /// TCP listen and UDP DHT address (one port for both).
-    /// Default 0.0.0.0:6881, falling back to a free port
+    /// TCP listen and UDP DHT address (one port for both). Repeat for dual stack: one
+    /// IPv4 and one IPv6 address (IPv6 port 0 = the IPv4 port). Default 0.0.0.0:6881,
+    /// falling back to a free port, plus [::] on the same port if the host has IPv6
     #[arg(long, value_name = "IP:PORT")]
-    pub bind: Option<SocketAddr>,
+    pub bind: Vec<SocketAddr>,
     /// DHT bootstrap nodes (replace the public routers)
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     pub bootstrap: Vec<String>,
@@ -82,7 +83,14 @@ impl Common {
         let dht = if self.no_dht {
             None
         } else {
-            let v6 = self.bind.is_some_and(|b| b.is_ipv6());
+            let (v4, v6) = if self.bind.is_empty() {
+                (true, true)
+            } else {
+                (
+                    self.bind.iter().any(SocketAddr::is_ipv4),
+                    self.bind.iter().any(SocketAddr::is_ipv6),
+                )
+            };
             let names: Vec<String> = self
                 .bootstrap
                 .iter()
@@ -94,7 +102,7 @@ impl Common {
             } else {
                 names
             };
-            let bootstrap = super::dht::resolve(names, v6).await;
+            let bootstrap = super::dht::resolve_families(names, v4, v6).await;
             if bootstrap.is_empty() {
                 eprintln!("warning: no usable DHT bootstrap node");
             }
@@ -104,10 +112,19 @@ impl Common {
                 ..Default::default()
             })
         };
-        let explicit = self.bind.is_some();
-        let bind = self
-            .bind
+        let binds = super::dht::check_binds(&self.bind).map_err(CliError::msg)?;
+        let explicit = !binds.is_empty();
+        let bind = binds
+            .first()
+            .copied()
             .unwrap_or_else(|| DEFAULT_BIND.parse().expect("valid default"));
+        // Dual stack (BEP 32): the IPv6 address given, else by default [::] on the same
+        // port when the host has IPv6 (silently IPv4-only when it has not).
+        let bind6 = match binds.as_slice() {
+            [_, b6] => Some(*b6),
+            [] => Some(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))),
+            _ => None,
+        };
         let cfg = |listen: SocketAddr| SessionConfig {
             listen: Some(listen),
             dht: dht.clone(),
@@ -118,17 +135,29 @@ impl Common {
             },
             ..SessionConfig::default()
         };
-        match Session::start(cfg(bind)).await {
-            Ok(s) => Ok(s),
-            Err(e) if !explicit => {
-                let mut any = bind;
-                any.set_port(0);
-                Session::start(cfg(any))
-                    .await
-                    .map_err(|e2| CliError::msg(format!("cannot bind {bind} ({e}) or {any}: {e2}")))
-            }
-            Err(e) => Err(CliError::msg(format!("cannot bind {bind}: {e}"))),
+        if explicit {
+            return Session::start_dual_stack(cfg(bind), bind6)
+                .await
+                .map_err(|e| {
+                    let list: Vec<String> = binds.iter().map(|b| b.to_string()).collect();
+                    CliError::msg(format!("cannot bind {}: {e}", list.join(" and ")))
+                });
         }
+        // Default: 0.0.0.0:6881 with [::]:6881, then IPv4 alone, then the same on a free
+        // port.
+        let mut any = bind;
+        any.set_port(0);
+        let mut first_err = None;
+        for (listen, six) in [(bind, bind6), (bind, None), (any, bind6), (any, None)] {
+            match Session::start_dual_stack(cfg(listen), six).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let e = first_err.map_or_else(String::new, |e| e.to_string());
+        Err(CliError::msg(format!("cannot bind {bind} or {any}: {e}")))
     }
 }
 

@@ -1,6 +1,11 @@
 //! `magnetfetch dht lookup|serve`: the DHT node (BEP 5) from the command line.
 //!
 //! No protocol logic here: argument parsing, name resolution of bootstrap hosts, printing.
+//!
+//! Binding (BEP 32 dual stack): `--bind IP:PORT` may be given once per address family.
+//! One IPv4 address: an IPv4-only node; one IPv6 address (e.g. `[::1]:6881`): IPv6 only;
+//! one of each: a dual-stack node with a routing table per family. Without `--bind`:
+//! 0.0.0.0:6881 (or a free port) plus, when the host has IPv6, [::] on the same port.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -15,6 +20,19 @@ use crate::net::Net;
 
 /// Default bind address; when its port is taken a free port is used instead.
 const DEFAULT_BIND: &str = "0.0.0.0:6881";
+/// Default IPv6 bind (port 0: the IPv4 socket's port), used only when it can be bound.
+const DEFAULT_BIND6: &str = "[::]:0";
+
+/// Checks repeated `--bind` values: at most one IPv4 and one IPv6 address; IPv4 first.
+pub fn check_binds(binds: &[SocketAddr]) -> Result<Vec<SocketAddr>, String> {
+    let mut v = binds.to_vec();
+    v.sort_by_key(SocketAddr::is_ipv6);
+    match v.as_slice() {
+        [] | [_] => Ok(v),
+        [a, b] if a.is_ipv6() != b.is_ipv6() => Ok(v),
+        _ => Err("--bind: at most one IPv4 and one IPv6 address".to_string()),
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct DhtArgs {
@@ -37,9 +55,11 @@ pub struct LookupArgs {
     /// Bootstrap nodes HOST:PORT,... (replaces the public routers).
     #[arg(long, value_delimiter = ',')]
     pub bootstrap: Vec<String>,
-    /// UDP address to bind (default 0.0.0.0:6881, falling back to a free port).
-    #[arg(long)]
-    pub bind: Option<SocketAddr>,
+    /// UDP address to bind; repeat for dual stack (one IPv4, one IPv6: BEP 32).
+    /// Default 0.0.0.0:6881 (falling back to a free port) plus [::] on the same port if
+    /// the host has IPv6
+    #[arg(long, value_name = "IP:PORT")]
+    pub bind: Vec<SocketAddr>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -47,9 +67,11 @@ pub struct LookupArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// UDP address to bind (default 0.0.0.0:6881, falling back to a free port).
-    #[arg(long)]
-    pub bind: Option<SocketAddr>,
+    /// UDP address to bind; repeat for dual stack (one IPv4, one IPv6: BEP 32).
+    /// Default 0.0.0.0:6881 (falling back to a free port) plus [::] on the same port if
+    /// the host has IPv6
+    #[arg(long, value_name = "IP:PORT")]
+    pub bind: Vec<SocketAddr>,
     /// Bootstrap nodes HOST:PORT,... (replaces the public routers).
     #[arg(long, value_delimiter = ',')]
     pub bootstrap: Vec<String>,
@@ -113,13 +135,19 @@ pub fn parse_infohash(s: &str) -> Option<Id20> {
 /// (`v6`), for [`DhtConfig::bootstrap`]; unresolvable ones are
 /// reported and skipped.
 pub async fn resolve(names: Vec<String>, v6: bool) -> Vec<SocketAddr> {
+    resolve_families(names, !v6, v6).await
+}
+
+/// Like [`resolve`], keeping the addresses of either wanted family (dual stack: the node
+/// uses each with the socket of its family).
+pub async fn resolve_families(names: Vec<String>, v4: bool, v6: bool) -> Vec<SocketAddr> {
     let found = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         for n in names {
             match n.to_socket_addrs() {
                 Ok(addrs) => {
                     let before = out.len();
-                    out.extend(addrs.filter(|a: &SocketAddr| a.is_ipv6() == v6));
+                    out.extend(addrs.filter(|a: &SocketAddr| if a.is_ipv6() { v6 } else { v4 }));
                     if out.len() == before {
                         eprintln!("warning: bootstrap {n}: no address of the right family");
                     }
@@ -136,20 +164,52 @@ pub async fn resolve(names: Vec<String>, v6: bool) -> Vec<SocketAddr> {
     v
 }
 
-async fn start(bind: Option<SocketAddr>, config: DhtConfig) -> Result<Dht, String> {
-    let explicit = bind.is_some();
-    let bind = bind.unwrap_or_else(|| DEFAULT_BIND.parse().expect("valid default"));
-    match Dht::start(Net::Tokio, bind, config.clone()).await {
-        Ok(d) => Ok(d),
-        Err(e) if !explicit => {
+/// Families the node will run, from the `--bind` list (already checked): (v4, v6).
+fn families(binds: &[SocketAddr]) -> (bool, bool) {
+    if binds.is_empty() {
+        // Default: IPv4, and IPv6 if it can be bound (its bootstrap addresses cost nothing).
+        return (true, true);
+    }
+    (
+        binds.iter().any(|b| b.is_ipv4()),
+        binds.iter().any(SocketAddr::is_ipv6),
+    )
+}
+
+async fn start(binds: Vec<SocketAddr>, config: DhtConfig) -> Result<Dht, String> {
+    let net = Net::Tokio;
+    if !binds.is_empty() {
+        return Dht::start_multi(net, &binds, config).await.map_err(|e| {
+            let list: Vec<String> = binds.iter().map(|b| b.to_string()).collect();
+            format!("cannot bind {}: {e}", list.join(" and "))
+        });
+    }
+    let bind: SocketAddr = DEFAULT_BIND.parse().expect("valid default");
+    let sock = match net.bind_udp(bind).await {
+        Ok(s) => s,
+        Err(e) => {
             let mut any = bind;
             any.set_port(0);
-            Dht::start(Net::Tokio, any, config)
+            net.bind_udp(any)
                 .await
-                .map_err(|e2| format!("cannot bind {bind} ({e}) or {any}: {e2}"))
+                .map_err(|e2| format!("cannot bind {bind} ({e}) or {any}: {e2}"))?
         }
-        Err(e) => Err(format!("cannot bind {bind}: {e}")),
+    };
+    let mut socks = vec![sock];
+    // IPv6 on the same port when the host has it; silently IPv4-only otherwise.
+    if let Ok(port) = socks[0].local_addr().map(|a| a.port()) {
+        let mut b6: SocketAddr = DEFAULT_BIND6.parse().expect("valid default");
+        b6.set_port(port);
+        let mut s6 = net.bind_udp(b6).await;
+        if s6.is_err() {
+            b6.set_port(0);
+            s6 = net.bind_udp(b6).await;
+        }
+        if let Ok(s6) = s6 {
+            socks.push(s6);
+        }
     }
+    Dht::start_on_sockets(socks, config).map_err(|e| format!("cannot start the DHT: {e}"))
 }
 
 fn bootstrap_names(given: Vec<String>) -> Vec<String> {
@@ -166,8 +226,15 @@ async fn lookup(a: LookupArgs) -> i32 {
         eprintln!("error: info-hash must be 40 hex or 32 base32 characters");
         return 2;
     };
-    let v6 = a.bind.is_some_and(|b| b.is_ipv6());
-    let bootstrap = resolve(bootstrap_names(a.bootstrap), v6).await;
+    let binds = match check_binds(&a.bind) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let (v4, v6) = families(&binds);
+    let bootstrap = resolve_families(bootstrap_names(a.bootstrap), v4, v6).await;
     if bootstrap.is_empty() {
         eprintln!("error: no usable bootstrap node");
         return 2;
@@ -176,7 +243,7 @@ async fn lookup(a: LookupArgs) -> i32 {
         bootstrap,
         ..Default::default()
     };
-    let dht = match start(a.bind, config).await {
+    let dht = match start(binds, config).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
@@ -220,11 +287,18 @@ async fn lookup(a: LookupArgs) -> i32 {
 }
 
 async fn serve(a: ServeArgs) -> i32 {
-    let v6 = a.bind.is_some_and(|b| b.is_ipv6());
+    let binds = match check_binds(&a.bind) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let (v4, v6) = families(&binds);
     let bootstrap = if a.no_bootstrap {
         Vec::new()
     } else {
-        resolve(bootstrap_names(a.bootstrap), v6).await
+        resolve_families(bootstrap_names(a.bootstrap), v4, v6).await
     };
     let state_file = a.state_dir.map(|d| d.join("dht.json"));
     let config = DhtConfig {
@@ -232,7 +306,7 @@ async fn serve(a: ServeArgs) -> i32 {
         state_file,
         ..Default::default()
     };
-    let dht = match start(a.bind, config).await {
+    let dht = match start(binds, config).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
@@ -240,7 +314,9 @@ async fn serve(a: ServeArgs) -> i32 {
         }
     };
     println!("node id: {}", dht.node_id());
-    println!("listening on: {}", dht.local_addr());
+    for a in dht.local_addrs() {
+        println!("listening on: {a}");
+    }
     let every = Duration::from_secs(a.log_every.max(1));
     let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     loop {
@@ -250,8 +326,9 @@ async fn serve(a: ServeArgs) -> i32 {
             _ = tick.tick() => {
                 let s = dht.stats().await;
                 eprintln!(
-                    "table: {} nodes, stored peers: {}, queries in: {}, out: {}, responses: {}",
-                    s.table_size, s.peers_stored, s.queries_received, s.queries_sent, s.responses
+                    "table: {} nodes (IPv4 {}, IPv6 {}), stored peers: {}, queries in: {}, out: {}, responses: {}",
+                    s.table_size, s.table_v4, s.table_v6, s.peers_stored, s.queries_received,
+                    s.queries_sent, s.responses
                 );
             }
         }
@@ -275,5 +352,18 @@ mod tests {
         assert_eq!(parse_infohash("yex6dqdlxisuvhoj6um3gnnkpqjwpkek"), Some(id));
         assert!(parse_infohash("YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKE1").is_none());
         assert!(parse_infohash("abc").is_none());
+    }
+
+    #[test]
+    fn binds_one_per_family() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            check_binds(&[a("[::1]:1"), a("127.0.0.1:1")]),
+            Ok(vec![a("127.0.0.1:1"), a("[::1]:1")])
+        );
+        assert_eq!(check_binds(&[a("[::1]:1")]), Ok(vec![a("[::1]:1")]));
+        assert!(check_binds(&[a("127.0.0.1:1"), a("127.0.0.2:1")]).is_err());
+        assert_eq!(families(&[]), (true, true));
+        assert_eq!(families(&[a("[::1]:1")]), (false, true));
     }
 }

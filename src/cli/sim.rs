@@ -85,6 +85,9 @@ pub struct SimArgs {
     /// Announced peers that accept connections and never answer.
     #[arg(long)]
     pub silent: Option<usize>,
+    /// Peer transport of seeders and leechers: tcp, quic or auto [default: tcp].
+    #[arg(long)]
+    pub transport: Option<crate::quic::TransportMode>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -151,6 +154,9 @@ fn scenario(a: &SimArgs) -> Result<Scenario, String> {
     }
     if a.seed_down.is_some() {
         sc.seed_down = a.seed_down;
+    }
+    if let Some(v) = a.transport {
+        sc.transport = v;
     }
     if let Some(v) = a.latency {
         sc.latency = Duration::from_millis(v);
@@ -265,6 +271,10 @@ fn print_table(r: &crate::sim::Report) {
     );
     println!("share ratio          {}", dist(&r.share_ratio));
     println!("failed pieces / bans {} / {}", r.failed_pieces, r.bans);
+    println!(
+        "leecher payload      tcp {} B, quic {} B",
+        r.transport_bytes.tcp, r.transport_bytes.quic
+    );
     println!(
         "time                 {:.3} s simulated, {:.3} s wall",
         r.sim_time_s, r.wall_time_s

@@ -5,8 +5,8 @@
 //! IPv6 node info), BEP 42 (`ip` field), BEP 43 (`ro` read-only flag), BEP 33 (`scrape`,
 //! `noseed`, `seed`, `BFsd`/`BFpe`) and BEP 51 (`sample_infohashes`).
 //!
-//! Parsing is hand-written over a tiny bencode value type so that this module is
-//! self-contained: every length is checked against the remaining input before anything is
+//! Parsing is hand-written over the crate's bencode [`Value`] (read with [`Limits::KRPC`]):
+//! every length is checked against the remaining input before anything is
 //! allocated, nesting depth is bounded, unknown keys are ignored and nothing panics on
 //! hostile bytes. A message that is recognisably a query but is malformed yields a
 //! [`DecodeError`] carrying the transaction id so the node can answer with KRPC error 203.
@@ -14,10 +14,9 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+use crate::bencode::{Limits, Value};
 use crate::id::{Id20, NodeId};
 
-/// Maximum nesting of lists/dicts we accept. KRPC needs 3; anything deeper is abuse.
-const MAX_DEPTH: usize = 16;
 /// Maximum transaction id length we accept (clients use 2-4 bytes).
 const MAX_TID_LEN: usize = 16;
 /// Size of a BEP 33 bloom filter in bytes.
@@ -29,200 +28,6 @@ pub mod error_code {
     pub const SERVER: i64 = 202;
     pub const PROTOCOL: i64 = 203;
     pub const METHOD_UNKNOWN: i64 = 204;
-}
-
-// ---------------------------------------------------------------------------------------
-// A minimal bencode value type.
-// ---------------------------------------------------------------------------------------
-
-/// A decoded bencode value. Dictionaries keep keys sorted (as bencode requires on output).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Value {
-    Int(i64),
-    Bytes(Vec<u8>),
-    List(Vec<Value>),
-    Dict(BTreeMap<Vec<u8>, Value>),
-}
-
-/// Why bytes could not be decoded as bencode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BencodeError {
-    #[error("unexpected end of input at byte {0}")]
-    Eof(usize),
-    #[error("invalid byte at {0}")]
-    Invalid(usize),
-    #[error("nesting deeper than {MAX_DEPTH}")]
-    TooDeep,
-    #[error("integer out of range at byte {0}")]
-    IntRange(usize),
-}
-
-impl Value {
-    /// Decodes one value from the front of `input`; returns it and the bytes consumed.
-    pub fn decode_prefix(input: &[u8]) -> Result<(Value, usize), BencodeError> {
-        let mut p = Parser { buf: input, pos: 0 };
-        let v = p.value(0)?;
-        Ok((v, p.pos))
-    }
-
-    /// Appends the bencoding of `self` to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        match self {
-            Value::Int(i) => {
-                out.push(b'i');
-                out.extend_from_slice(i.to_string().as_bytes());
-                out.push(b'e');
-            }
-            Value::Bytes(b) => encode_bytes(b, out),
-            Value::List(l) => {
-                out.push(b'l');
-                for v in l {
-                    v.encode_into(out);
-                }
-                out.push(b'e');
-            }
-            Value::Dict(d) => {
-                out.push(b'd');
-                for (k, v) in d {
-                    encode_bytes(k, out);
-                    v.encode_into(out);
-                }
-                out.push(b'e');
-            }
-        }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode_into(&mut out);
-        out
-    }
-
-    fn as_dict(&self) -> Option<&BTreeMap<Vec<u8>, Value>> {
-        match self {
-            Value::Dict(d) => Some(d),
-            _ => None,
-        }
-    }
-
-    fn as_bytes(&self) -> Option<&[u8]> {
-        match self {
-            Value::Bytes(b) => Some(b),
-            _ => None,
-        }
-    }
-
-    fn as_int(&self) -> Option<i64> {
-        match self {
-            Value::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-}
-
-fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(b.len().to_string().as_bytes());
-    out.push(b':');
-    out.extend_from_slice(b);
-}
-
-struct Parser<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Parser<'_> {
-    fn peek(&self) -> Result<u8, BencodeError> {
-        self.buf
-            .get(self.pos)
-            .copied()
-            .ok_or(BencodeError::Eof(self.pos))
-    }
-
-    fn value(&mut self, depth: usize) -> Result<Value, BencodeError> {
-        if depth > MAX_DEPTH {
-            return Err(BencodeError::TooDeep);
-        }
-        match self.peek()? {
-            b'i' => {
-                self.pos += 1;
-                let n = self.int_until(b'e')?;
-                Ok(Value::Int(n))
-            }
-            b'0'..=b'9' => Ok(Value::Bytes(self.bytes()?)),
-            b'l' => {
-                self.pos += 1;
-                let mut l = Vec::new();
-                while self.peek()? != b'e' {
-                    l.push(self.value(depth + 1)?);
-                }
-                self.pos += 1;
-                Ok(Value::List(l))
-            }
-            b'd' => {
-                self.pos += 1;
-                let mut d = BTreeMap::new();
-                while self.peek()? != b'e' {
-                    if !self.peek()?.is_ascii_digit() {
-                        return Err(BencodeError::Invalid(self.pos));
-                    }
-                    let k = self.bytes()?;
-                    let v = self.value(depth + 1)?;
-                    // Duplicate keys: the last one wins; harmless either way.
-                    d.insert(k, v);
-                }
-                self.pos += 1;
-                Ok(Value::Dict(d))
-            }
-            _ => Err(BencodeError::Invalid(self.pos)),
-        }
-    }
-
-    /// Parses a decimal integer terminated by `end`, consuming the terminator.
-    fn int_until(&mut self, end: u8) -> Result<i64, BencodeError> {
-        let start = self.pos;
-        let mut neg = false;
-        if self.peek()? == b'-' {
-            neg = true;
-            self.pos += 1;
-        }
-        let digits_start = self.pos;
-        let mut n: i64 = 0;
-        loop {
-            let c = self.peek()?;
-            if c == end {
-                break;
-            }
-            if !c.is_ascii_digit() {
-                return Err(BencodeError::Invalid(self.pos));
-            }
-            n = n
-                .checked_mul(10)
-                .and_then(|n| n.checked_add(i64::from(c - b'0')))
-                .ok_or(BencodeError::IntRange(start))?;
-            self.pos += 1;
-        }
-        if self.pos == digits_start {
-            return Err(BencodeError::Invalid(self.pos));
-        }
-        self.pos += 1; // terminator
-        Ok(if neg { -n } else { n })
-    }
-
-    fn bytes(&mut self) -> Result<Vec<u8>, BencodeError> {
-        let start = self.pos;
-        let len = self.int_until(b':')?;
-        let len = usize::try_from(len).map_err(|_| BencodeError::Invalid(start))?;
-        // Check the claimed length against what is actually there before allocating.
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or(BencodeError::Eof(self.buf.len()))?;
-        let b = self.buf[self.pos..end].to_vec();
-        self.pos = end;
-        Ok(b)
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -422,7 +227,7 @@ impl Message {
             tid: None,
             is_query: false,
         };
-        let (v, _) = Value::decode_prefix(buf).map_err(|_| err("not bencode"))?;
+        let (v, _) = Value::decode_prefix(buf, Limits::KRPC).map_err(|_| err("not bencode"))?;
         let d = v.as_dict().ok_or(err("not a dictionary"))?;
         let tid = d
             .get(&b"t"[..])
@@ -907,16 +712,43 @@ mod tests {
 
     #[test]
     fn rejects_huge_claimed_lengths_and_deep_nesting() {
-        assert!(Value::decode_prefix(b"99999999999:abc").is_err());
-        assert!(Value::decode_prefix(b"18446744073709551616:abc").is_err());
+        let krpc = |b: &[u8]| Value::decode_prefix(b, Limits::KRPC);
+        assert!(krpc(b"99999999999:abc").is_err());
+        assert!(krpc(b"18446744073709551616:abc").is_err());
         let deep = "l".repeat(100) + &"e".repeat(100);
-        assert_eq!(
-            Value::decode_prefix(deep.as_bytes()),
-            Err(BencodeError::TooDeep)
-        );
-        assert!(Value::decode_prefix(b"i-e").is_err());
-        assert!(Value::decode_prefix(b"ie").is_err());
-        assert!(Value::decode_prefix(b"di1ei2ee").is_err());
+        assert!(matches!(
+            krpc(deep.as_bytes()),
+            Err(crate::bencode::BencodeError::TooDeep(_))
+        ));
+        assert!(krpc(b"i-e").is_err());
+        assert!(krpc(b"ie").is_err());
+        assert!(krpc(b"di1ei2ee").is_err());
+        // The same through the message decoder.
+        assert!(Message::decode(deep.as_bytes()).is_err());
+        assert!(Message::decode(b"d1:t99999999999:abc").is_err());
+    }
+
+    #[test]
+    fn accepts_unsorted_keys_sloppy_ints_and_trailing_bytes() {
+        // What real clients send and this codec has always accepted: keys out of order, a
+        // non-canonical integer, bytes after the message.
+        let mut b = b"d1:y1:q1:t2:aa1:q13:announce_peer1:ad4:porti06881e2:id20:".to_vec();
+        b.extend_from_slice(&[7u8; 20]);
+        b.extend_from_slice(b"9:info_hash20:");
+        b.extend_from_slice(&[9u8; 20]);
+        b.extend_from_slice(b"5:token2:tk12:implied_porti-0eeejunk");
+        let m = Message::decode(&b).unwrap();
+        assert_eq!(m.tid, b"aa");
+        match m.body {
+            Body::Query(Query {
+                kind:
+                    QueryKind::AnnouncePeer {
+                        port, implied_port, ..
+                    },
+                ..
+            }) => assert_eq!((port, implied_port), (6881, false)),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn arb_id() -> impl Strategy<Value = Id20> {

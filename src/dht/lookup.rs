@@ -347,6 +347,15 @@ impl Lookup {
         new
     }
 
+    /// Nodes learned elsewhere than from an answer of this lookup: a dual-stack node's
+    /// lookup in one family feeds the `nodes`/`nodes6` of the other family's answers here
+    /// (BEP 32). They rank like any candidate, `depth` hops from the seeds.
+    pub fn add_nodes(&mut self, nodes: &[NodeInfo], depth: u32) {
+        for n in nodes {
+            self.add_candidate(*n, depth);
+        }
+    }
+
     /// A query failed (timeout reported by the caller, or an error reply).
     pub fn on_failure(&mut self, addr: SocketAddr) {
         let min = self.cfg.min_alpha.max(1);

@@ -1,6 +1,17 @@
 //! The DHT node task (BEP 5, with BEP 32/33/42/43/51 answers): one task owns the UDP
-//! socket, the routing table, the peer store, the tokens, the outstanding transactions and
-//! the running lookups.
+//! socket(s), the routing table(s), the peer store, the tokens, the outstanding
+//! transactions and the running lookups.
+//!
+//! Dual stack (BEP 32): a node may run on one IPv4 and one IPv6 socket at once. It then
+//! keeps one routing table per family (same node id in both, as BEP 32 recommends); IPv6
+//! nodes only enter the IPv6 table and vice versa. Lookups for a hash run in both families
+//! in parallel, peers from both streamed to the caller, and announces go to the closest
+//! nodes of each family. While the other family's table is thin (and during bootstrap) our
+//! `find_node`/`get_peers` carry `want: [n4, n6]`, so answers over IPv4 can fill the IPv6
+//! table (the nodes they name are queried in their own family before entering its table).
+//! Incoming `want` is honoured (`nodes` and/or `nodes6`, default: the family of the socket
+//! the query came in on); `values` are always peers of the querying family, and every
+//! answer is trimmed to stay under 1000 bytes and 9x its query (no amplification).
 //!
 //! The protocol logic lives in [`NodeState`], a synchronous state machine fed with packets,
 //! commands and the current time, which queues outgoing datagrams in an outbox. The task
@@ -56,6 +67,17 @@ const REBOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
 const SECOND_PASS_AFTER: Duration = Duration::from_secs(10);
 /// Nodes saved in the state file.
 const MAX_SAVED_NODES: usize = 200;
+/// While the other family's table holds fewer nodes than this, a dual-stack node's
+/// lookups ask for both families' nodes (BEP 32 `want`); once it is healthy, only for the
+/// queried family (BEP 32 "steady-state operation").
+const WANT_BOTH_BELOW: usize = 32;
+/// Largest answer we send: BEP 32 caps UDP payloads at 1024 bytes.
+const MAX_REPLY: usize = 1000;
+/// An answer is always smaller than this many times its query (no amplification).
+const MAX_AMPLIFICATION: usize = 9;
+/// Longest wait between re-bootstraps while one family's table stays empty and the other
+/// is not (e.g. a dual-stack node on a network without IPv6 nodes).
+const REBOOTSTRAP_MAX: Duration = Duration::from_secs(10 * 60);
 /// Distinct responders that must report the same external IP before we believe it.
 const EXTERNAL_IP_VOTES: usize = 3;
 /// Bound on candidate external IPs tracked (a liar can only waste these slots).
@@ -121,6 +143,9 @@ pub struct DhtStats {
     pub peers_stored: usize,
     /// Our address as others see it (BEP 42 `ip`), last reported.
     pub external_addr: Option<SocketAddr>,
+    /// Nodes in the IPv4 and IPv6 routing tables (`table_size` is their sum; BEP 32).
+    pub table_v4: usize,
+    pub table_v6: usize,
 }
 
 /// The result of one lookup.
@@ -165,7 +190,8 @@ enum Cmd {
 /// Handle to a running DHT node. Dropping every handle stops the node.
 pub struct Dht {
     cmd: mpsc::Sender<Cmd>,
-    local_addr: SocketAddr,
+    /// The first socket's address, then the other family's when dual-stack.
+    local_addrs: Vec<SocketAddr>,
     node_id: Arc<Mutex<NodeId>>,
 }
 
@@ -176,6 +202,8 @@ struct SavedState {
     nodes: Vec<(String, SocketAddr)>,
 }
 
+/// Loads a state file (both families' nodes in one list; files written before dual stack
+/// hold IPv4 or IPv6 nodes only and load the same way).
 fn load_state(path: &Path) -> Option<(NodeId, Vec<NodeInfo>)> {
     // A missing or corrupt state file only means a cold start.
     let text = std::fs::read_to_string(path).ok()?;
@@ -187,7 +215,7 @@ fn load_state(path: &Path) -> Option<(NodeId, Vec<NodeInfo>)> {
     let nodes = s
         .nodes
         .into_iter()
-        .take(MAX_SAVED_NODES)
+        .take(2 * MAX_SAVED_NODES)
         .filter_map(|(id, addr)| {
             Some(NodeInfo {
                 id: Id20::from_hex(&id).ok()?,
@@ -221,25 +249,57 @@ impl Dht {
         Self::start_on(net.bind_udp(bind).await?, config)
     }
 
+    /// Dual stack (BEP 32): binds one socket per address (at most one IPv4 and one IPv6)
+    /// and runs one node with a routing table per family.
+    pub async fn start_multi(net: Net, binds: &[SocketAddr], config: DhtConfig) -> io::Result<Dht> {
+        let mut socks = Vec::new();
+        for b in binds {
+            socks.push(net.bind_udp(*b).await?);
+        }
+        Self::start_on_sockets(socks, config)
+    }
+
     /// Starts the node on a socket bound by the caller (e.g. shared with QUIC:
     /// `crate::net::quic::bind_shared` hands the node only datagrams starting with `d`).
     pub fn start_on(sock: UdpSocket, config: DhtConfig) -> io::Result<Dht> {
-        let local_addr = sock.local_addr()?;
+        Self::start_on_sockets(vec![sock], config)
+    }
+
+    /// Starts the node on one or two sockets bound by the caller: one per address family
+    /// (BEP 32 dual stack). The first one's family is primary (it decides the BEP 42 id).
+    pub fn start_on_sockets(socks: Vec<UdpSocket>, config: DhtConfig) -> io::Result<Dht> {
+        let mut local_addrs = Vec::new();
+        for s in &socks {
+            local_addrs.push(s.local_addr()?);
+        }
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
+        match local_addrs.as_slice() {
+            [_] => {}
+            [a, b] if a.is_ipv6() != b.is_ipv6() => {}
+            [] => return Err(bad("DHT: no socket")),
+            _ => return Err(bad("DHT: at most one IPv4 and one IPv6 socket")),
+        }
         let saved = config.state_file.as_deref().and_then(load_state);
         let now = Instant::now();
-        let state = NodeState::new(config, local_addr, saved, now);
+        let state = NodeState::new_multi(config, &local_addrs, saved, now);
         let node_id = state.shared_id.clone();
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(run(sock, state, rx));
+        tokio::spawn(run(socks, state, rx));
         Ok(Dht {
             cmd: tx,
-            local_addr,
+            local_addrs,
             node_id,
         })
     }
 
+    /// The (first) socket's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every socket's address: one, or one per family when dual-stack (BEP 32).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// Our current node id (it may change once, see [`DhtConfig::node_id`]).
@@ -334,19 +394,41 @@ impl Dht {
     }
 }
 
-async fn run(sock: UdpSocket, mut st: NodeState, mut cmds: mpsc::Receiver<Cmd>) {
+/// Receives on the second (other family) socket, or never when there is none.
+async fn recv_second(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(socks: Vec<UdpSocket>, mut st: NodeState, mut cmds: mpsc::Receiver<Cmd>) {
+    let mut socks = socks.into_iter();
+    let Some(sock) = socks.next() else { return };
+    let second = socks.next();
     // KRPC messages (and anything else sharing the port) fit in one MTU; a bigger datagram
     // is truncated and then fails to decode. A small buffer matters in a simulation of
     // thousands of nodes: 64 KiB each was most of the memory of a 5,000-node swarm.
     let mut buf = vec![0u8; RECV_BUF];
+    let mut buf2 = if second.is_some() {
+        vec![0u8; RECV_BUF]
+    } else {
+        Vec::new()
+    };
     // Back-off for a socket that keeps failing (its host went away in a simulation, or
     // ICMP errors): up to 1 s between attempts instead of a wake-up every 10 ms.
     let mut err_wait = Duration::from_millis(10);
     st.tick(Instant::now());
+    let first_v6 = st.local.is_ipv6();
     loop {
         for (bytes, to) in st.outbox.drain(..) {
+            // Each datagram leaves by the socket of its destination's family (BEP 32).
+            let s = match &second {
+                Some(s2) if to.is_ipv6() != first_v6 => s2,
+                _ => &sock,
+            };
             // UDP send errors (unreachable host etc.) are just lost packets.
-            let _ = sock.send_to(&bytes, to).await;
+            let _ = s.send_to(&bytes, to).await;
         }
         let wake = st.next_wake();
         tokio::select! {
@@ -374,6 +456,20 @@ async fn run(sock: UdpSocket, mut st: NodeState, mut cmds: mpsc::Receiver<Cmd>) 
                 Err(e) => {
                     tracing::debug!("dht recv error: {e}");
                     // Avoid a hot loop if the socket keeps failing.
+                    tokio::time::sleep(err_wait).await;
+                    err_wait = (err_wait * 2).min(Duration::from_secs(1));
+                }
+            },
+            r = recv_second(second.as_ref(), &mut buf2) => match r {
+                Ok((n, from)) => {
+                    err_wait = Duration::from_millis(10);
+                    let now = Instant::now();
+                    if let Some(pkt) = buf2.get(..n) {
+                        st.packet(pkt, from, now);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("dht recv error (second socket): {e}");
                     tokio::time::sleep(err_wait).await;
                     err_wait = (err_wait * 2).min(Duration::from_secs(1));
                 }
@@ -409,8 +505,16 @@ enum Waiter {
     Internal,
 }
 
+/// Index of a family in the per-family arrays: 0 = IPv4, 1 = IPv6.
+fn fi(v6: bool) -> usize {
+    usize::from(v6)
+}
+
 struct RunningLookup {
-    lookup: Lookup,
+    target: Id20,
+    kind: LookupKind,
+    /// One lookup per address family it runs in (index [`fi`]): both when dual-stack.
+    parts: [Option<Lookup>; 2],
     waiter: Waiter,
     announce: Option<(Option<u16>, bool)>,
     bootstrap: bool,
@@ -419,6 +523,30 @@ struct RunningLookup {
     announcing: Option<(usize, usize)>,
     /// Something happened since the last drive (saves re-scanning idle lookups).
     dirty: bool,
+}
+
+impl RunningLookup {
+    fn part_mut(&mut self, v6: bool) -> Option<&mut Lookup> {
+        self.parts[fi(v6)].as_mut()
+    }
+
+    fn parts(&self) -> impl Iterator<Item = &Lookup> {
+        self.parts.iter().flatten()
+    }
+
+    fn both(&self) -> bool {
+        self.parts.iter().all(Option::is_some)
+    }
+
+    /// Done when every family's lookup is (a part may be revived by nodes the other
+    /// family's answers name, so this is checked again after each event).
+    fn is_done(&self) -> bool {
+        self.parts().all(Lookup::is_done)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.parts().filter_map(Lookup::next_deadline).min()
+    }
 }
 
 /// Per-IP token bucket for incoming queries.
@@ -437,8 +565,12 @@ pub(crate) struct NodeState {
     id_fixed: bool,
     /// Candidate external IP → distinct responder IPs that reported it (BEP 42).
     ip_votes: BTreeMap<IpAddr, BTreeSet<IpAddr>>,
+    /// The first socket's address (its family decides the BEP 42 id).
     local: SocketAddr,
-    table: Table,
+    /// Our address per family (index [`fi`]); None where no socket is bound.
+    locals: [Option<SocketAddr>; 2],
+    /// One routing table per bound family (BEP 32), index [`fi`].
+    tables: [Option<Table>; 2],
     store: PeerStore,
     tokens: Tokens,
     rng: StdRng,
@@ -452,6 +584,9 @@ pub(crate) struct NodeState {
     bootstrapped: bool,
     bootstrap_waiters: Vec<oneshot::Sender<()>>,
     last_bootstrap: Option<Instant>,
+    /// Wait before the next re-bootstrap while a table is empty (backs off, see
+    /// [`REBOOTSTRAP_MAX`]).
+    rebootstrap_wait: Duration,
     /// When to repeat the self-lookup once after bootstrap (see `finish_bootstrap`).
     second_pass_at: Option<Instant>,
     next_maintenance: Instant,
@@ -460,12 +595,27 @@ pub(crate) struct NodeState {
 }
 
 impl NodeState {
+    #[cfg(test)]
     fn new(
         cfg: DhtConfig,
         local: SocketAddr,
         saved: Option<(NodeId, Vec<NodeInfo>)>,
         now: Instant,
     ) -> Self {
+        Self::new_multi(cfg, &[local], saved, now)
+    }
+
+    /// A node on the given addresses: one, or one per family (dual stack, BEP 32).
+    fn new_multi(
+        cfg: DhtConfig,
+        locals: &[SocketAddr],
+        saved: Option<(NodeId, Vec<NodeInfo>)>,
+        now: Instant,
+    ) -> Self {
+        let local = locals
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut rng = StdRng::seed_from_u64(cfg.seed.unwrap_or_else(rand::random));
         let (saved_id, saved_nodes) = match saved {
             Some((id, nodes)) => (Some(id), nodes),
@@ -479,18 +629,27 @@ impl NodeState {
                 Id20(rng.random())
             }
         });
-        let ip = local.ip();
-        // Bound to loopback/private (tests, LANs): accept such peers in the table.
-        let allow_private = ip.is_loopback() || is_local(ip);
-        let tcfg = TableConfig {
-            allow_private,
-            enforce_node_id: cfg.enforce_node_id,
-            ..Default::default()
-        };
+        let mut tables = [None, None];
+        let mut local_by_fam = [None, None];
+        for l in locals {
+            let ip = l.ip();
+            // Bound to loopback/private (tests, LANs): accept such peers in the table.
+            let allow_private = ip.is_loopback() || is_local(ip);
+            let tcfg = TableConfig {
+                allow_private,
+                enforce_node_id: cfg.enforce_node_id,
+                v6: Some(l.is_ipv6()),
+                ..Default::default()
+            };
+            tables[fi(l.is_ipv6())] = Some(Table::new(id, tcfg, now));
+            local_by_fam[fi(l.is_ipv6())] = Some(*l);
+        }
         let tokens = Tokens::new(now, &mut rng);
         let next_tid = rng.random();
         NodeState {
-            table: Table::new(id, tcfg, now),
+            tables,
+            locals: local_by_fam,
+            rebootstrap_wait: REBOOTSTRAP_EVERY,
             store: PeerStore::new(cfg.store.clone()),
             tokens,
             rng,
@@ -517,8 +676,30 @@ impl NodeState {
         }
     }
 
+    /// The primary family (the first socket's).
     fn v6(&self) -> bool {
         self.local.is_ipv6()
+    }
+
+    fn table(&self, v6: bool) -> Option<&Table> {
+        self.tables[fi(v6)].as_ref()
+    }
+
+    fn table_mut(&mut self, v6: bool) -> Option<&mut Table> {
+        self.tables[fi(v6)].as_mut()
+    }
+
+    /// The bound families' tables.
+    fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.tables.iter().flatten()
+    }
+
+    /// The bound families, IPv4 first.
+    fn families(&self) -> Vec<bool> {
+        [false, true]
+            .into_iter()
+            .filter(|v6| self.tables[fi(*v6)].is_some())
+            .collect()
     }
 
     fn save(&self) {
@@ -532,23 +713,26 @@ impl NodeState {
 
     fn save_to(&self, path: &Path) -> io::Result<()> {
         let now = Instant::now();
-        let mut nodes: Vec<NodeInfo> = self
-            .table
-            .good_nodes(now)
-            .into_iter()
-            .map(|e| NodeInfo {
-                id: e.id,
-                addr: e.addr,
-            })
-            .collect();
-        nodes.truncate(MAX_SAVED_NODES);
+        // Both families in one list (addresses say which table they belong to).
+        let mut nodes: Vec<NodeInfo> = Vec::new();
+        for t in self.tables() {
+            nodes.extend(
+                t.good_nodes(now)
+                    .into_iter()
+                    .take(MAX_SAVED_NODES)
+                    .map(|e| NodeInfo {
+                        id: e.id,
+                        addr: e.addr,
+                    }),
+            );
+        }
         save_state(path, &self.id, &nodes)
     }
 
     fn next_wake(&self) -> Instant {
         let mut t = self.next_maintenance;
         for l in self.lookups.values() {
-            if let Some(d) = l.lookup.next_deadline() {
+            if let Some(d) = l.next_deadline() {
                 t = t.min(d);
             }
         }
@@ -576,6 +760,7 @@ impl NodeState {
                     waiter,
                     announce,
                     false,
+                    None,
                     now,
                 );
             }
@@ -586,6 +771,7 @@ impl NodeState {
                     Waiter::Nodes(Some(done)),
                     None,
                     false,
+                    None,
                     now,
                 );
             }
@@ -611,13 +797,19 @@ impl NodeState {
     }
 
     fn stats(&self) -> DhtStats {
+        let len = |v6| self.table(v6).map_or(0, Table::len);
         DhtStats {
-            table_size: self.table.len(),
+            table_size: len(false) + len(true),
+            table_v4: len(false),
+            table_v6: len(true),
             peers_stored: self.store.len(),
             ..self.stats
         }
     }
 
+    /// Starts a lookup in every bound family (`only` None) or in one (`only` = Some(v6):
+    /// bucket refreshes, which concern one table).
+    #[allow(clippy::too_many_arguments)]
     fn start_lookup(
         &mut self,
         target: Id20,
@@ -625,6 +817,7 @@ impl NodeState {
         waiter: Waiter,
         announce: Option<(Option<u16>, bool)>,
         bootstrap: bool,
+        only: Option<bool>,
         now: Instant,
     ) {
         if self.lookups.len() >= self.cfg.max_lookups {
@@ -634,39 +827,69 @@ impl NodeState {
             return;
         }
         let k = self.cfg.lookup.k;
-        let mut known: Vec<NodeInfo> = self
-            .table
-            .closest(&target, k * 2, now)
-            .into_iter()
-            .map(|e| NodeInfo {
-                id: e.id,
-                addr: e.addr,
-            })
-            .collect();
-        known.extend(self.saved_nodes.iter().copied());
-        // Bootstrap routers are asked too while our table is thin, and when we know nobody
-        // in the target's bucket (no known node shares more prefix bits with the target
-        // than we do). Without the latter, a group of nodes whose far buckets happen to be
-        // empty (all 5,000 nodes of a simulation joining at once) answer every query about
-        // the other half of the id space with each other, forever: a lookup started there
-        // ends in that group, and so do its refreshes. Found by tests/dht_sim.rs.
-        let ours = target.distance(&self.id).leading_zeros();
-        let blind = ours < 160
-            && !known
-                .iter()
-                .any(|n| target.distance(&n.id).leading_zeros() > ours);
-        let unknown: Vec<SocketAddr> = if self.table.len() < k || bootstrap || blind {
-            self.cfg.bootstrap.clone()
-        } else {
-            Vec::new()
-        };
-        let lookup = Lookup::new(target, kind, self.cfg.lookup.clone(), known, unknown);
+        let mut parts = [None, None];
+        for v6 in self.families() {
+            if only.is_some_and(|o| o != v6) {
+                continue;
+            }
+            let Some(table) = self.table(v6) else {
+                continue;
+            };
+            let mut known: Vec<NodeInfo> = table
+                .closest(&target, k * 2, now)
+                .into_iter()
+                .map(|e| NodeInfo {
+                    id: e.id,
+                    addr: e.addr,
+                })
+                .collect();
+            known.extend(
+                self.saved_nodes
+                    .iter()
+                    .filter(|n| n.addr.is_ipv6() == v6)
+                    .copied(),
+            );
+            // Bootstrap routers are asked too while our table is thin, and when we know
+            // nobody in the target's bucket (no known node shares more prefix bits with the
+            // target than we do). Without the latter, a group of nodes whose far buckets
+            // happen to be empty (all 5,000 nodes of a simulation joining at once) answer
+            // every query about the other half of the id space with each other, forever: a
+            // lookup started there ends in that group, and so do its refreshes. Found by
+            // tests/dht_sim.rs.
+            let ours = target.distance(&self.id).leading_zeros();
+            let blind = ours < 160
+                && !known
+                    .iter()
+                    .any(|n| target.distance(&n.id).leading_zeros() > ours);
+            let unknown: Vec<SocketAddr> = if table.len() < k || bootstrap || blind {
+                self.cfg
+                    .bootstrap
+                    .iter()
+                    .filter(|a| a.is_ipv6() == v6)
+                    .copied()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            parts[fi(v6)] = Some(Lookup::new(
+                target,
+                kind,
+                self.cfg.lookup.clone(),
+                known,
+                unknown,
+            ));
+        }
+        if parts.iter().all(Option::is_none) {
+            return;
+        }
         let id = self.next_lookup;
         self.next_lookup += 1;
         self.lookups.insert(
             id,
             RunningLookup {
-                lookup,
+                target,
+                kind,
+                parts,
                 waiter,
                 announce,
                 bootstrap,
@@ -685,6 +908,7 @@ impl NodeState {
             Waiter::Internal,
             None,
             true,
+            None,
             now,
         );
     }
@@ -711,6 +935,7 @@ impl NodeState {
         to: SocketAddr,
         expect: Option<NodeId>,
         kind: QueryKind,
+        want: Want,
         purpose: Purpose,
         now: Instant,
     ) {
@@ -724,7 +949,6 @@ impl NodeState {
                 purpose,
             },
         );
-        let want = Want::default();
         let msg = Message {
             tid: tid.to_be_bytes().to_vec(),
             version: Some(VERSION.to_vec()),
@@ -754,7 +978,9 @@ impl NodeState {
             if let Some(t) = self.txns.remove(&tid) {
                 self.stats.timeouts += 1;
                 if let Some(id) = t.expect {
-                    self.table.failed(&id, now);
+                    if let Some(table) = self.table_mut(t.addr.is_ipv6()) {
+                        table.failed(&id, now);
+                    }
                 }
                 self.txn_failed(t.purpose, t.addr);
             }
@@ -769,24 +995,32 @@ impl NodeState {
     fn maintenance(&mut self, now: Instant) {
         self.tokens.maybe_rotate(now, &mut self.rng);
         self.store.expire(now);
+        let any_empty = self.tables().any(Table::is_empty);
+        let all_empty = self.tables().all(Table::is_empty);
         let need_bootstrap = match self.last_bootstrap {
             None => true,
             Some(t) => {
-                self.table.is_empty()
-                    && now.saturating_duration_since(t) >= REBOOTSTRAP_EVERY
+                any_empty
+                    && now.saturating_duration_since(t) >= self.rebootstrap_wait
                     && !self.lookups.values().any(|l| l.bootstrap)
             }
         };
         if need_bootstrap
-            && (!self.cfg.bootstrap.is_empty()
-                || !self.saved_nodes.is_empty()
-                || !self.table.is_empty())
+            && (!self.cfg.bootstrap.is_empty() || !self.saved_nodes.is_empty() || !all_empty)
         {
             self.bootstrap(now);
+            if self.last_bootstrap.is_some() && !all_empty {
+                // One family works and the other stays empty (no IPv6 nodes out there?):
+                // try again, but less and less often.
+                self.rebootstrap_wait = (self.rebootstrap_wait * 2).min(REBOOTSTRAP_MAX);
+            }
         } else if need_bootstrap && !self.bootstrapped {
             // Nothing to bootstrap from: we are the first node (e.g. a private swarm's root).
             self.last_bootstrap = Some(now);
             self.finish_bootstrap(now);
+        }
+        if !any_empty {
+            self.rebootstrap_wait = REBOOTSTRAP_EVERY;
         }
         if self.second_pass_at.is_some_and(|t| now >= t) {
             self.second_pass_at = None;
@@ -796,20 +1030,59 @@ impl NodeState {
                 Waiter::Internal,
                 None,
                 false,
+                None,
                 now,
             );
-            for t in self.table.all_refresh_targets(now, &mut self.rng) {
-                self.start_lookup(t, LookupKind::FindNode, Waiter::Internal, None, false, now);
+            for v6 in self.families() {
+                let targets = match self.tables[fi(v6)].as_mut() {
+                    Some(t) => t.all_refresh_targets(now, &mut self.rng),
+                    None => Vec::new(),
+                };
+                for t in targets {
+                    self.start_lookup(
+                        t,
+                        LookupKind::FindNode,
+                        Waiter::Internal,
+                        None,
+                        false,
+                        Some(v6),
+                        now,
+                    );
+                }
             }
         }
-        if self.bootstrapped {
-            let targets = self.table.refresh_targets(now, &mut self.rng);
+        for v6 in self.families() {
+            // Bucket refresh (BEP 5), per family: a stale IPv6 bucket is refreshed with
+            // IPv6 queries.
+            let targets = match self.tables[fi(v6)].as_mut() {
+                Some(t) if self.bootstrapped => t.refresh_targets(now, &mut self.rng),
+                _ => Vec::new(),
+            };
             for t in targets {
-                self.start_lookup(t, LookupKind::FindNode, Waiter::Internal, None, false, now);
+                self.start_lookup(
+                    t,
+                    LookupKind::FindNode,
+                    Waiter::Internal,
+                    None,
+                    false,
+                    Some(v6),
+                    now,
+                );
             }
-        }
-        for (id, addr) in self.table.to_ping(now, 8) {
-            self.send_query(addr, Some(id), QueryKind::Ping, Purpose::Ping, now);
+            let pings = match self.tables[fi(v6)].as_mut() {
+                Some(t) => t.to_ping(now, 8),
+                None => Vec::new(),
+            };
+            for (id, addr) in pings {
+                self.send_query(
+                    addr,
+                    Some(id),
+                    QueryKind::Ping,
+                    Want::default(),
+                    Purpose::Ping,
+                    now,
+                );
+            }
         }
         if now >= self.next_save {
             self.next_save = now + SAVE_EVERY;
@@ -827,11 +1100,23 @@ impl NodeState {
             self.second_pass_at = Some(now + SECOND_PASS_AFTER);
         }
         // Saved nodes have served their purpose once we have a table.
-        if !self.table.is_empty() {
+        if self.tables().any(|t| !t.is_empty()) {
             self.saved_nodes.clear();
         }
         for w in self.bootstrap_waiters.drain(..) {
             let _ = w.send(());
+        }
+    }
+
+    /// BEP 32 `want` for a query of a lookup running in both families: both while the
+    /// other family's table is thin or we bootstrap (its answers then feed the other
+    /// family's lookup), else nothing (the default: the queried family's nodes).
+    fn want_for(&self, v6: bool, both: bool, bootstrap: bool) -> Want {
+        let thin = self.table(!v6).is_none_or(|t| t.len() < WANT_BOTH_BELOW);
+        if both && (bootstrap || thin) {
+            Want { n4: true, n6: true }
+        } else {
+            Want::default()
         }
     }
 
@@ -841,7 +1126,7 @@ impl NodeState {
             let Some(rl) = self.lookups.get_mut(&lid) else {
                 continue;
             };
-            if !rl.dirty && rl.lookup.next_deadline().is_none_or(|d| d > now) {
+            if !rl.dirty && rl.next_deadline().is_none_or(|d| d > now) {
                 continue;
             }
             rl.dirty = false;
@@ -855,8 +1140,11 @@ impl NodeState {
                 }
                 continue;
             }
-            let queries = rl.lookup.next_queries(now);
-            let (target, kind) = (rl.lookup.target(), rl.lookup.kind());
+            let (target, kind, both, bootstrap) = (rl.target, rl.kind, rl.both(), rl.bootstrap);
+            let mut queries = Vec::new();
+            for part in rl.parts.iter_mut().flatten() {
+                queries.extend(part.next_queries(now));
+            }
             for (expect, addr) in queries {
                 let q = match kind {
                     LookupKind::FindNode => QueryKind::FindNode { target },
@@ -866,9 +1154,10 @@ impl NodeState {
                         scrape: false,
                     },
                 };
-                self.send_query(addr, expect, q, Purpose::Lookup(lid), now);
+                let want = self.want_for(addr.is_ipv6(), both, bootstrap);
+                self.send_query(addr, expect, q, want, Purpose::Lookup(lid), now);
             }
-            let done = self.lookups.get(&lid).is_some_and(|rl| rl.lookup.is_done());
+            let done = self.lookups.get(&lid).is_some_and(RunningLookup::is_done);
             let wants_announce = self
                 .lookups
                 .get(&lid)
@@ -884,23 +1173,36 @@ impl NodeState {
         }
     }
 
-    /// Sends `announce_peer` to the k closest nodes that gave a token; returns how many.
+    /// Sends `announce_peer` to the k closest nodes that gave a token, in each family the
+    /// lookup ran in (BEP 32: an announce over IPv6 announces our IPv6 address); returns
+    /// how many.
     fn start_announce(&mut self, lid: u64, now: Instant) -> usize {
         let Some(rl) = self.lookups.get(&lid) else {
             return 0;
         };
         let mut sent = 0;
-        let (targets, target) = (rl.lookup.announce_targets(), rl.lookup.target());
+        let target = rl.target;
+        let targets: Vec<(NodeInfo, Vec<u8>)> =
+            rl.parts().flat_map(Lookup::announce_targets).collect();
         if let Some((port, seed)) = rl.announce {
             for (n, token) in targets {
+                let own_port =
+                    self.locals[fi(n.addr.is_ipv6())].map_or(self.local.port(), |a| a.port());
                 let kind = QueryKind::AnnouncePeer {
                     info_hash: target,
-                    port: port.unwrap_or(self.local.port()),
+                    port: port.unwrap_or(own_port),
                     implied_port: port.is_none(),
                     token,
                     seed,
                 };
-                self.send_query(n.addr, Some(n.id), kind, Purpose::Announce(lid), now);
+                self.send_query(
+                    n.addr,
+                    Some(n.id),
+                    kind,
+                    Want::default(),
+                    Purpose::Announce(lid),
+                    now,
+                );
                 sent += 1;
             }
         }
@@ -911,13 +1213,23 @@ impl NodeState {
     }
 
     fn finish_lookup(&mut self, rl: RunningLookup, now: Instant) {
-        let s = rl.lookup.finish_stats();
-        let visited = rl.lookup.nodes_visited();
+        let mut s = super::lookup::LookupStats::default();
+        let mut visited = 0;
+        let mut peers = BTreeSet::new();
+        for part in rl.parts() {
+            let ps = part.finish_stats();
+            s.queries_sent += ps.queries_sent;
+            s.responses += ps.responses;
+            s.timeouts += ps.timeouts;
+            s.rounds = s.rounds.max(ps.rounds);
+            visited += part.nodes_visited();
+            peers.extend(part.peers().iter().copied());
+        }
         self.stats.nodes_visited += visited as u64;
         self.stats.lookups_done += 1;
         let announced_to = rl.announcing.map_or(0, |(_, acked)| acked);
         let summary = LookupSummary {
-            peers: rl.lookup.peers().len(),
+            peers: peers.len(),
             queries_sent: s.queries_sent,
             responses: s.responses,
             timeouts: s.timeouts,
@@ -925,6 +1237,11 @@ impl NodeState {
             rounds: s.rounds,
             announced_to,
             duration: now.saturating_duration_since(rl.started),
+        };
+        let closest: Vec<NodeInfo> = match rl.waiter {
+            // IPv4 nodes first, then IPv6 (each closest first).
+            Waiter::Nodes(_) => rl.parts().flat_map(Lookup::closest_responded).collect(),
+            _ => Vec::new(),
         };
         match rl.waiter {
             Waiter::Peers { done, .. } => {
@@ -934,7 +1251,7 @@ impl NodeState {
             }
             Waiter::Nodes(tx) => {
                 if let Some(tx) = tx {
-                    let _ = tx.send(rl.lookup.closest_responded());
+                    let _ = tx.send(closest);
                 }
             }
             Waiter::Internal => {}
@@ -965,7 +1282,8 @@ impl NodeState {
 
     /// One incoming datagram.
     fn packet(&mut self, buf: &[u8], from: SocketAddr, now: Instant) {
-        if from.is_ipv6() != self.v6() || from.port() == 0 {
+        // Only families we run (a datagram of another family cannot be answered right).
+        if self.table(from.is_ipv6()).is_none() || from.port() == 0 {
             return;
         }
         let msg = match Message::decode(buf) {
@@ -983,7 +1301,7 @@ impl NodeState {
             }
         };
         match msg.body {
-            Body::Query(q) => self.on_query(msg.tid, msg.read_only, q, from, now),
+            Body::Query(q) => self.on_query(msg.tid, msg.read_only, q, from, buf.len(), now),
             Body::Response(r) => self.on_response(&msg.tid, msg.ip, r, from, now),
             Body::Error { .. } => self.on_error(&msg.tid, from),
         }
@@ -1010,7 +1328,9 @@ impl NodeState {
         match purpose {
             Purpose::Lookup(l) => {
                 if let Some(rl) = self.lookups.get_mut(&l) {
-                    rl.lookup.on_failure(addr);
+                    if let Some(part) = rl.part_mut(addr.is_ipv6()) {
+                        part.on_failure(addr);
+                    }
                     rl.dirty = true;
                 }
             }
@@ -1046,7 +1366,9 @@ impl NodeState {
             self.vote_external(ip, from.ip(), now);
         }
         if r.id != self.id {
-            self.table.heard_response(r.id, from, now);
+            if let Some(table) = self.table_mut(from.is_ipv6()) {
+                table.heard_response(r.id, from, now);
+            }
         }
         if let Purpose::Announce(l) = t.purpose {
             if let Some(rl) = self.lookups.get_mut(&l) {
@@ -1065,14 +1387,27 @@ impl NodeState {
         let Purpose::Lookup(lid) = t.purpose else {
             return;
         };
-        let v6 = self.v6();
-        let own = (self.id, self.local);
-        let table = &self.table;
-        let nodes: Vec<NodeInfo> = if v6 { &r.nodes6 } else { &r.nodes }
-            .iter()
-            .filter(|n| n.id != own.0 && n.addr != own.1 && table.addr_ok(&n.addr))
-            .copied()
-            .collect();
+        let from_v6 = from.is_ipv6();
+        // BEP 32: `nodes` feed the IPv4 lookup, `nodes6` the IPv6 one, whichever family
+        // the answer came in on; a family we do not run (or whose lookup this is not part
+        // of) ignores them. Nodes named by the other family only enter its table once
+        // they answer a query of their own family.
+        let usable = |v6: bool, list: &[NodeInfo]| -> Vec<NodeInfo> {
+            let Some(table) = self.table(v6) else {
+                return Vec::new();
+            };
+            let own = self.locals[fi(v6)];
+            list.iter()
+                .filter(|n| n.id != self.id && Some(n.addr) != own && table.addr_ok(&n.addr))
+                .copied()
+                .collect()
+        };
+        let (nodes, nodes6) = (usable(false, &r.nodes), usable(true, &r.nodes6));
+        let (same, other) = if from_v6 {
+            (nodes6, nodes)
+        } else {
+            (nodes, nodes6)
+        };
         let values: Vec<SocketAddr> = r
             .values
             .iter()
@@ -1083,9 +1418,15 @@ impl NodeState {
             return;
         };
         rl.dirty = true;
-        let new_peers = rl
-            .lookup
-            .on_response(from, r.id, &nodes, r.token, &values, now);
+        let Some(part) = rl.part_mut(from_v6) else {
+            return;
+        };
+        let new_peers = part.on_response(from, r.id, &same, r.token, &values, now);
+        if !other.is_empty() {
+            if let Some(o) = rl.part_mut(!from_v6) {
+                o.add_nodes(&other, 1);
+            }
+        }
         if let Waiter::Peers { peers, .. } = &mut rl.waiter {
             if let Some(tx) = peers {
                 for p in new_peers {
@@ -1131,17 +1472,25 @@ impl NodeState {
     }
 
     fn change_id(&mut self, new_id: NodeId, now: Instant) {
-        let fresh = Table::new(new_id, self.table.config().clone(), now);
-        let old = std::mem::replace(&mut self.table, fresh);
-        for e in old.good_nodes(now) {
-            self.table.heard_response(e.id, e.addr, now);
+        // One id for both families (BEP 32 recommends it): both tables are rebuilt.
+        for slot in self.tables.iter_mut() {
+            let Some(old) = slot.take() else { continue };
+            let mut fresh = Table::new(new_id, old.config().clone(), now);
+            for e in old.good_nodes(now) {
+                fresh.heard_response(e.id, e.addr, now);
+            }
+            *slot = Some(fresh);
         }
         self.id = new_id;
         *self.shared_id.lock().unwrap_or_else(|e| e.into_inner()) = new_id;
     }
 
-    fn closest_nodes(&self, target: &Id20, now: Instant) -> Vec<NodeInfo> {
-        self.table
+    /// The k closest nodes of one family's table (empty when we do not run it).
+    fn closest_nodes(&self, target: &Id20, v6: bool, now: Instant) -> Vec<NodeInfo> {
+        let Some(table) = self.table(v6) else {
+            return Vec::new();
+        };
+        table
             .closest(target, self.cfg.lookup.k, now)
             .into_iter()
             .map(|e| NodeInfo {
@@ -1151,7 +1500,49 @@ impl NodeState {
             .collect()
     }
 
-    fn on_query(&mut self, tid: Vec<u8>, ro: bool, q: Query, from: SocketAddr, now: Instant) {
+    /// Fills `nodes`/`nodes6` as the querier wants them (BEP 32).
+    fn put_nodes(&self, resp: &mut Response, target: &Id20, want: Want, now: Instant) {
+        if want.n4 {
+            resp.nodes = self.closest_nodes(target, false, now);
+        }
+        if want.n6 {
+            resp.nodes6 = self.closest_nodes(target, true, now);
+        }
+    }
+
+    /// Sends an answer, trimmed until it is at most [`MAX_REPLY`] bytes and smaller than
+    /// [`MAX_AMPLIFICATION`] times the query (`qlen` bytes): the other family's nodes go
+    /// first (a BEP 32 bonus), then values, the BEP 33 filters, samples, and last the
+    /// asker's own family's nodes.
+    fn send_reply(&mut self, mut msg: Message, to: SocketAddr, qlen: usize) {
+        let limit = MAX_REPLY.min((qlen * MAX_AMPLIFICATION).saturating_sub(1));
+        loop {
+            let bytes = msg.encode();
+            if bytes.len() <= limit {
+                self.outbox.push((bytes, to));
+                return;
+            }
+            let excess = bytes.len() - limit;
+            let trimmed = match &mut msg.body {
+                Body::Response(r) => trim_response(r, excess, to.is_ipv6()),
+                _ => false,
+            };
+            if !trimmed {
+                // Nothing left to cut (an absurd transaction id?): silence, not amplification.
+                return;
+            }
+        }
+    }
+
+    fn on_query(
+        &mut self,
+        tid: Vec<u8>,
+        ro: bool,
+        q: Query,
+        from: SocketAddr,
+        qlen: usize,
+        now: Instant,
+    ) {
         self.stats.queries_received += 1;
         if !self.rate_ok(from.ip(), now) {
             self.stats.queries_dropped += 1;
@@ -1159,7 +1550,9 @@ impl NodeState {
         }
         // BEP 43: read-only nodes are not added to tables; and we, if read-only, stay silent.
         if !ro && q.id != self.id {
-            self.table.heard_query(q.id, from, now);
+            if let Some(table) = self.table_mut(from.is_ipv6()) {
+                table.heard_query(q.id, from, now);
+            }
         }
         if self.cfg.read_only {
             return;
@@ -1168,19 +1561,17 @@ impl NodeState {
             id: self.id,
             ..Default::default()
         };
-        let v6 = self.v6();
-        let put_nodes = |resp: &mut Response, nodes: Vec<NodeInfo>| {
-            if v6 {
-                resp.nodes6 = nodes;
-            } else {
-                resp.nodes = nodes;
-            }
+        let v6 = from.is_ipv6();
+        // BEP 32: `want` decides which families' nodes; without it (or with only flags we
+        // do not know), the family the query came in on.
+        let want = if q.want.n4 || q.want.n6 {
+            q.want
+        } else {
+            Want { n4: !v6, n6: v6 }
         };
         match q.kind {
             QueryKind::Ping => {}
-            QueryKind::FindNode { target } => {
-                put_nodes(&mut resp, self.closest_nodes(&target, now))
-            }
+            QueryKind::FindNode { target } => self.put_nodes(&mut resp, &target, want, now),
             QueryKind::GetPeers {
                 info_hash,
                 noseed,
@@ -1196,10 +1587,11 @@ impl NodeState {
                         max = 8;
                     }
                 }
+                // Peers of the querying family only (BEP 32: `want` governs nodes only).
                 resp.values = self
                     .store
                     .get(&info_hash, v6, max, noseed, now, &mut self.rng);
-                put_nodes(&mut resp, self.closest_nodes(&info_hash, now));
+                self.put_nodes(&mut resp, &info_hash, want, now);
             }
             QueryKind::AnnouncePeer {
                 info_hash,
@@ -1229,12 +1621,12 @@ impl NodeState {
                 resp.num = Some(num as i64);
                 // Samples are drawn afresh for each request; ask indexers to wait a minute.
                 resp.interval = Some(60);
-                put_nodes(&mut resp, self.closest_nodes(&target, now));
+                self.put_nodes(&mut resp, &target, want, now);
             }
             QueryKind::Unknown {
                 target: Some(target),
                 ..
-            } => put_nodes(&mut resp, self.closest_nodes(&target, now)),
+            } => self.put_nodes(&mut resp, &target, want, now),
             QueryKind::Unknown { target: None, .. } => {
                 self.send(
                     &Message::error(tid, error_code::METHOD_UNKNOWN, "method unknown"),
@@ -1250,8 +1642,45 @@ impl NodeState {
             ip: Some(from),
             body: Body::Response(resp),
         };
-        self.send(&msg, from);
+        self.send_reply(msg, from, qlen);
     }
+}
+
+/// Removes about `excess` bytes from an answer, least useful part first; false when
+/// nothing is left to remove. `v6`: the family of the asker.
+fn trim_response(r: &mut Response, excess: usize, v6: bool) -> bool {
+    fn cut<T>(v: &mut Vec<T>, excess: usize, each: usize) {
+        let n = excess.div_ceil(each).clamp(1, v.len());
+        v.truncate(v.len() - n);
+    }
+    let (own, other) = if v6 {
+        (&mut r.nodes6, &mut r.nodes)
+    } else {
+        (&mut r.nodes, &mut r.nodes6)
+    };
+    if !other.is_empty() {
+        other.clear();
+        return true;
+    }
+    if !r.values.is_empty() {
+        // "6:" + 6 bytes, or "18:" + 18.
+        cut(&mut r.values, excess, if v6 { 21 } else { 8 });
+        return true;
+    }
+    if r.bf_seeds.is_some() || r.bf_peers.is_some() {
+        r.bf_seeds = None;
+        r.bf_peers = None;
+        return true;
+    }
+    if let Some(s) = r.samples.as_mut().filter(|s| !s.is_empty()) {
+        cut(s, excess, 20);
+        return true;
+    }
+    if !own.is_empty() {
+        cut(own, excess, if v6 { 38 } else { 26 });
+        return true;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -1285,6 +1714,353 @@ mod tests {
     fn reply(st: &mut NodeState) -> Message {
         let (b, _) = st.outbox.pop().expect("a reply");
         Message::decode(&b).unwrap()
+    }
+
+    fn query_want(id: NodeId, kind: QueryKind, want: Want) -> Vec<u8> {
+        Message {
+            tid: b"qq".to_vec(),
+            version: None,
+            read_only: false,
+            ip: None,
+            body: Body::Query(Query { id, kind, want }),
+        }
+        .encode()
+    }
+
+    fn dual(v4: &str, v6: &str, cfg: DhtConfig) -> NodeState {
+        let locals = [v4.parse().unwrap(), v6.parse().unwrap()];
+        NodeState::new_multi(cfg, &locals, None, Instant::now())
+    }
+
+    fn response(m: Message) -> Response {
+        match m.body {
+            Body::Response(r) => r,
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    const BOTH: Want = Want { n4: true, n6: true };
+
+    /// BEP 32: one table per family, filled only by its own family; `want` decides which
+    /// nodes an answer carries (default: the family the query came in on); `values` are
+    /// always peers of the asker's family; a single-stack node has no `nodes6` to give.
+    #[test]
+    fn dual_stack_tables_and_want_handling() {
+        let mut st = dual(
+            "127.0.0.1:6881",
+            "[::1]:6881",
+            DhtConfig {
+                seed: Some(7),
+                ..Default::default()
+            },
+        );
+        let now = Instant::now();
+        let a4 = |i: u8| SocketAddr::from(([127, 0, 0, 10 + i], 1000));
+        let a6 = |i: u8| -> SocketAddr { format!("[fd00::{}]:1000", 10 + i).parse().unwrap() };
+        for i in 0..5u8 {
+            st.packet(&query(Id20([i + 1; 20]), QueryKind::Ping), a4(i), now);
+            st.packet(&query(Id20([i + 101; 20]), QueryKind::Ping), a6(i), now);
+        }
+        st.outbox.clear();
+        let s = st.stats();
+        assert_eq!((s.table_v4, s.table_v6, s.table_size), (5, 5, 10));
+        assert!(st.table(false).unwrap().entries().all(|e| e.addr.is_ipv4()));
+        assert!(st.table(true).unwrap().entries().all(|e| e.addr.is_ipv6()));
+        let fnq = |want| {
+            query_want(
+                Id20([1; 20]),
+                QueryKind::FindNode {
+                    target: Id20([9; 20]),
+                },
+                want,
+            )
+        };
+        // Over IPv4, no want: IPv4 nodes only.
+        st.packet(&fnq(Want::default()), a4(0), now);
+        let r = response(reply(&mut st));
+        assert_eq!((r.nodes.len(), r.nodes6.len()), (5, 0));
+        // Over IPv4, want n6: IPv6 nodes only; want both: both.
+        st.packet(
+            &fnq(Want {
+                n4: false,
+                n6: true,
+            }),
+            a4(0),
+            now,
+        );
+        let r = response(reply(&mut st));
+        assert_eq!((r.nodes.len(), r.nodes6.len()), (0, 5));
+        assert!(r.nodes6.iter().all(|n| n.addr.is_ipv6()));
+        st.packet(&fnq(BOTH), a4(0), now);
+        let r = response(reply(&mut st));
+        assert_eq!((r.nodes.len(), r.nodes6.len()), (5, 5));
+        // Over IPv6, no want: IPv6 nodes.
+        st.packet(&fnq(Want::default()), a6(0), now);
+        let r = response(reply(&mut st));
+        assert_eq!((r.nodes.len(), r.nodes6.len()), (0, 5));
+        // announce_peer stores by family; get_peers values are the asker's family only.
+        let ih = Id20([0x33; 20]);
+        let gp = |want| {
+            query_want(
+                Id20([1; 20]),
+                QueryKind::GetPeers {
+                    info_hash: ih,
+                    noseed: false,
+                    scrape: false,
+                },
+                want,
+            )
+        };
+        for from in [a4(1), a6(1)] {
+            st.packet(&gp(Want::default()), from, now);
+            let token = response(reply(&mut st)).token.unwrap();
+            let ann = query(
+                Id20([2; 20]),
+                QueryKind::AnnouncePeer {
+                    info_hash: ih,
+                    port: 7000,
+                    implied_port: false,
+                    token,
+                    seed: false,
+                },
+            );
+            st.packet(&ann, from, now);
+            assert!(matches!(reply(&mut st).body, Body::Response(_)));
+        }
+        st.packet(&gp(BOTH), a4(2), now);
+        let r = response(reply(&mut st));
+        assert_eq!(r.values, vec![SocketAddr::new(a4(1).ip(), 7000)]);
+        assert_eq!((r.nodes.len(), r.nodes6.len()), (5, 5));
+        st.packet(&gp(BOTH), a6(2), now);
+        let r = response(reply(&mut st));
+        assert_eq!(r.values, vec![SocketAddr::new(a6(1).ip(), 7000)]);
+
+        // A single-stack IPv4 node: no IPv6 table, no `nodes6` even when asked, and IPv6
+        // datagrams are not its business.
+        let mut v4only = state("127.0.0.1:6881", 8);
+        for i in 0..3u8 {
+            v4only.packet(&query(Id20([i + 1; 20]), QueryKind::Ping), a4(i), now);
+        }
+        v4only.outbox.clear();
+        v4only.packet(&fnq(BOTH), a4(0), now);
+        let r = response(reply(&mut v4only));
+        assert_eq!((r.nodes.len(), r.nodes6.len()), (3, 0));
+        v4only.packet(&fnq(BOTH), a6(0), now);
+        assert!(v4only.outbox.is_empty());
+    }
+
+    /// A dual-stack node bootstrapping from an IPv4 router asks it for both families
+    /// (`want`); the IPv6 nodes in the answer are queried over IPv6 and enter only the IPv6
+    /// table once they answer.
+    #[test]
+    fn dual_stack_lookup_fills_the_ipv6_table_through_ipv4_answers() {
+        let router: SocketAddr = "127.0.0.9:1".parse().unwrap();
+        let mut st = dual(
+            "127.0.0.1:6881",
+            "[::1]:6881",
+            DhtConfig {
+                seed: Some(11),
+                bootstrap: vec![router],
+                ..Default::default()
+            },
+        );
+        let now = Instant::now();
+        st.tick(now);
+        let sent: Vec<(Vec<u8>, SocketAddr)> = st.outbox.drain(..).collect();
+        assert_eq!(sent.len(), 1, "one bootstrap query: {sent:?}");
+        let q = Message::decode(&sent[0].0).unwrap();
+        let Body::Query(query) = &q.body else {
+            panic!()
+        };
+        assert_eq!(query.want, BOTH, "bootstrap asks for both families");
+        let v6node = NodeInfo {
+            id: Id20([0x77; 20]),
+            addr: "[fd00::77]:6881".parse().unwrap(),
+        };
+        let resp = Message {
+            tid: q.tid.clone(),
+            version: None,
+            read_only: false,
+            ip: None,
+            body: Body::Response(Response {
+                id: Id20([0x55; 20]),
+                nodes6: vec![v6node],
+                ..Default::default()
+            }),
+        };
+        st.packet(&resp.encode(), router, now);
+        st.tick(now);
+        let out: Vec<(Vec<u8>, SocketAddr)> = st.outbox.drain(..).collect();
+        let (b, _) = out
+            .iter()
+            .find(|(_, to)| *to == v6node.addr)
+            .expect("the IPv6 node named over IPv4 is queried over IPv6");
+        let s = st.stats();
+        assert_eq!(
+            (s.table_v4, s.table_v6),
+            (1, 0),
+            "not in a table before it answers"
+        );
+        let q6 = Message::decode(b).unwrap();
+        let resp6 = Message {
+            tid: q6.tid,
+            version: None,
+            read_only: false,
+            ip: None,
+            body: Body::Response(Response {
+                id: v6node.id,
+                ..Default::default()
+            }),
+        };
+        st.packet(&resp6.encode(), v6node.addr, now);
+        let s = st.stats();
+        assert_eq!((s.table_v4, s.table_v6), (1, 1));
+        assert_eq!(
+            st.table(true).unwrap().get(&v6node.id).unwrap().addr,
+            v6node.addr
+        );
+    }
+
+    /// Saved state keeps both families; an old single-family file still loads.
+    #[test]
+    fn dual_stack_state_saves_both_families() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("dht.json");
+        // A file as written before dual stack (IPv4 nodes only) loads unchanged.
+        std::fs::write(
+            &p,
+            r#"{"id":"0909090909090909090909090909090909090909","nodes":[["0101010101010101010101010101010101010101","1.2.3.4:5"]]}"#,
+        )
+        .unwrap();
+        let (id, nodes) = load_state(&p).unwrap();
+        assert_eq!(id, Id20([9; 20]));
+        assert_eq!(nodes.len(), 1);
+        let mut st = dual(
+            "127.0.0.1:6881",
+            "[::1]:6881",
+            DhtConfig {
+                seed: Some(12),
+                state_file: Some(p.clone()),
+                ..Default::default()
+            },
+        );
+        let now = Instant::now();
+        st.table_mut(false).unwrap().heard_response(
+            Id20([1; 20]),
+            "127.0.0.2:1".parse().unwrap(),
+            now,
+        );
+        st.table_mut(true).unwrap().heard_response(
+            Id20([2; 20]),
+            "[fd00::2]:1".parse().unwrap(),
+            now,
+        );
+        st.save();
+        let (_, nodes) = load_state(&p).unwrap();
+        let fams: Vec<bool> = nodes.iter().map(|n| n.addr.is_ipv6()).collect();
+        assert_eq!(fams, vec![false, true]);
+        // Reloaded into a dual node, each saved node seeds its own family's lookup.
+        let cfg = DhtConfig {
+            seed: Some(13),
+            ..Default::default()
+        };
+        let locals = [
+            "127.0.0.1:6881".parse().unwrap(),
+            "[::1]:6881".parse().unwrap(),
+        ];
+        let mut st = NodeState::new_multi(cfg, &locals, load_state(&p), now);
+        st.tick(now);
+        let to: BTreeSet<SocketAddr> = st.outbox.iter().map(|(_, a)| *a).collect();
+        assert!(to.contains(&"127.0.0.2:1".parse().unwrap()));
+        assert!(to.contains(&"[fd00::2]:1".parse().unwrap()));
+    }
+
+    /// The flood rule (answers < 1024 bytes and < 9x the query) holds for a dual-stack node
+    /// asked for both families' nodes, with full tables, BEP 33 filters and many stored
+    /// IPv6 peers (18-byte values): answers are trimmed, never amplified.
+    #[test]
+    fn dual_stack_answers_with_want_both_stay_bounded() {
+        let mut st = dual(
+            "1.2.3.4:6881",
+            "[2001:db8::1]:6881",
+            DhtConfig {
+                seed: Some(21),
+                ..Default::default()
+            },
+        );
+        let mut rng = StdRng::seed_from_u64(5);
+        let now = Instant::now();
+        for _ in 0..400 {
+            let ip4 = std::net::Ipv4Addr::from(rng.random::<u32>() | 0x0100_0000);
+            st.table_mut(false).unwrap().heard_response(
+                Id20(rng.random()),
+                SocketAddr::from((ip4, 1)),
+                now,
+            );
+            let ip6 = std::net::Ipv6Addr::from(rng.random::<u128>() | (0x2001u128 << 112));
+            st.table_mut(true).unwrap().heard_response(
+                Id20(rng.random()),
+                SocketAddr::from((ip6, 1)),
+                now,
+            );
+        }
+        assert!(st.stats().table_v4 >= 8 && st.stats().table_v6 >= 8);
+        let ih = Id20([0x44; 20]);
+        for i in 0..100u16 {
+            let ip6 = std::net::Ipv6Addr::new(0x2001, 0xdb9, 0, 0, 0, 0, 0, i + 1);
+            st.store
+                .announce(ih, SocketAddr::from((ip6, 1000 + i)), i % 2 == 0, now);
+            let ip4 = std::net::Ipv4Addr::new(9, 9, (i >> 8) as u8, i as u8);
+            st.store
+                .announce(ih, SocketAddr::from((ip4, 1000 + i)), i % 2 == 0, now);
+        }
+        let (mut max_len, mut max_ratio) = (0usize, 0.0f64);
+        let mut values6 = 0;
+        let mut t = now;
+        for (k, from) in ["5.6.7.8:1", "[2001:db8::99]:1"].iter().enumerate() {
+            let from: SocketAddr = from.parse().unwrap();
+            for scrape in [false, true] {
+                for want in [
+                    Want::default(),
+                    Want {
+                        n4: false,
+                        n6: true,
+                    },
+                    BOTH,
+                ] {
+                    t += Duration::from_secs(1);
+                    let kinds = [
+                        QueryKind::GetPeers {
+                            info_hash: ih,
+                            noseed: false,
+                            scrape,
+                        },
+                        QueryKind::FindNode { target: ih },
+                        QueryKind::SampleInfohashes { target: ih },
+                    ];
+                    for kind in kinds {
+                        let q = query_want(Id20([k as u8 + 1; 20]), kind.clone(), want);
+                        st.packet(&q, from, t);
+                        let (b, to) = st.outbox.pop().expect("an answer");
+                        assert_eq!(to, from);
+                        max_len = max_len.max(b.len());
+                        max_ratio = max_ratio.max(b.len() as f64 / q.len() as f64);
+                        let r = response(Message::decode(&b).unwrap());
+                        assert!(r.values.iter().all(|v| v.is_ipv6() == from.is_ipv6()));
+                        if from.is_ipv6() && !scrape && matches!(kind, QueryKind::GetPeers { .. }) {
+                            values6 = values6.max(r.values.len());
+                            assert!(!r.nodes6.is_empty(), "own family's nodes kept");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(max_len <= MAX_REPLY, "largest answer {max_len} bytes");
+        assert!(max_ratio < 9.0, "largest answer/query ratio {max_ratio:.1}");
+        assert!(
+            values6 >= 10,
+            "trimmed, but still useful: {values6} IPv6 values"
+        );
     }
 
     #[test]
@@ -1474,7 +2250,11 @@ mod tests {
             "the store did fill: {}",
             st.store.len()
         );
-        assert!(st.table.len() <= 160 * 8, "table {}", st.table.len());
+        assert!(
+            st.stats().table_size <= 160 * 8,
+            "table {}",
+            st.stats().table_size
+        );
         assert!(st.txns.len() <= st.cfg.max_transactions);
         // get_peers with scrape: id, token, 8 nodes, 8 values, two 256-byte bloom filters
         // against a ~110-byte query. That is the worst case; find_node is ~3x.
@@ -1500,9 +2280,9 @@ mod tests {
             let mut id = Id20([0; 20]);
             id.0[0] = 1 + i;
             let addr = SocketAddr::from(([10, 0, 1, 1 + i], 6881));
-            st.table.heard_response(id, addr, now);
+            st.table_mut(false).unwrap().heard_response(id, addr, now);
         }
-        assert!(st.table.len() >= 8);
+        assert!(st.stats().table_size >= 8);
         let sent_to = |st: &mut NodeState, target: Id20| {
             let (tx, _rx) = oneshot::channel();
             st.command(Cmd::FindNode { target, done: tx }, now);
@@ -1570,9 +2350,9 @@ mod tests {
         }
         .encode();
         st.packet(&resp, "127.0.0.8:1".parse().unwrap(), now);
-        assert_eq!(st.table.len(), 0);
+        assert_eq!(st.stats().table_size, 0);
         st.packet(&resp, "127.0.0.9:1".parse().unwrap(), now);
-        assert_eq!(st.table.len(), 1);
+        assert_eq!(st.stats().table_size, 1);
         assert_eq!(st.stats.responses, 1);
     }
 
@@ -1614,7 +2394,7 @@ mod tests {
         assert!(bep42_valid(&st.id, external.ip()));
         assert_eq!(*st.shared_id.lock().unwrap(), st.id);
         assert_eq!(st.stats.external_addr, Some(external));
-        assert_eq!(st.table.len(), 3, "table carried over");
+        assert_eq!(st.stats().table_size, 3, "table carried over");
     }
 
     #[test]

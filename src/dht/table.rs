@@ -13,6 +13,9 @@
 //! not match the node's IP are either refused (`enforce_node_id`) or de-prioritised (evicted
 //! first, never displacing a conforming node).
 //!
+//! BEP 32: a dual-stack node keeps two tables, one per address family
+//! ([`TableConfig::v6`]); a table never accepts a node of the other family.
+//!
 //! Pure: time is passed in as `tokio::time::Instant`, randomness as an `Rng`.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -43,6 +46,9 @@ pub struct TableConfig {
     pub allow_private: bool,
     /// BEP 42: refuse nodes whose id does not match their IP (else only de-prioritise).
     pub enforce_node_id: bool,
+    /// BEP 32: the address family this table holds (Some(true) = IPv6 only, Some(false) =
+    /// IPv4 only); a dual-stack node keeps one table per family. None accepts both.
+    pub v6: Option<bool>,
 }
 
 impl Default for TableConfig {
@@ -52,6 +58,7 @@ impl Default for TableConfig {
             replacements: 8,
             allow_private: false,
             enforce_node_id: false,
+            v6: None,
         }
     }
 }
@@ -156,6 +163,8 @@ fn is_bogus(addr: &SocketAddr) -> bool {
     let ip = addr.ip();
     addr.port() == 0
         || ip.is_unspecified()
+        // An IPv4 node must live in the IPv4 table under its IPv4 address (BEP 32).
+        || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
         || ip.is_multicast()
         || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
 }
@@ -278,7 +287,9 @@ impl Table {
 
     /// Is this address acceptable at all?
     pub fn addr_ok(&self, addr: &SocketAddr) -> bool {
-        !is_bogus(addr) && (self.cfg.allow_private || !is_local(addr.ip()))
+        !is_bogus(addr)
+            && self.cfg.v6.is_none_or(|v6| v6 == addr.is_ipv6())
+            && (self.cfg.allow_private || !is_local(addr.ip()))
     }
 
     fn find(&self, id: &NodeId) -> Option<(usize, usize)> {
@@ -745,6 +756,47 @@ mod tests {
             local.heard_response(Id20([9; 20]), "127.0.0.5:1".parse().unwrap(), now),
             Insert::Added
         );
+    }
+
+    /// BEP 32: a family-bound table takes only nodes of its family; v4-mapped IPv6
+    /// addresses are refused everywhere (that node belongs in the IPv4 table).
+    #[test]
+    fn family_tables_stay_separate() {
+        let now = Instant::now();
+        let mut t4 = Table::new(
+            Id20([0; 20]),
+            TableConfig {
+                v6: Some(false),
+                ..cfg()
+            },
+            now,
+        );
+        let mut t6 = Table::new(
+            Id20([0; 20]),
+            TableConfig {
+                v6: Some(true),
+                ..cfg()
+            },
+            now,
+        );
+        let (a4, a6): (SocketAddr, SocketAddr) =
+            ("127.0.0.5:1".parse().unwrap(), "[::1]:1".parse().unwrap());
+        assert_eq!(t4.heard_response(Id20([1; 20]), a6, now), Insert::Rejected);
+        assert_eq!(t6.heard_response(Id20([1; 20]), a4, now), Insert::Rejected);
+        assert_eq!(t4.heard_response(Id20([1; 20]), a4, now), Insert::Added);
+        assert_eq!(t6.heard_response(Id20([1; 20]), a6, now), Insert::Added);
+        assert!(!t4.addr_ok(&a6) && !t6.addr_ok(&a4));
+        let mapped: SocketAddr = "[::ffff:127.0.0.6]:1".parse().unwrap();
+        assert_eq!(
+            t6.heard_response(Id20([2; 20]), mapped, now),
+            Insert::Rejected
+        );
+        let mut any = Table::new(Id20([0; 20]), cfg(), now);
+        assert_eq!(
+            any.heard_response(Id20([2; 20]), mapped, now),
+            Insert::Rejected
+        );
+        assert_eq!((t4.len(), t6.len()), (1, 1));
     }
 
     #[test]

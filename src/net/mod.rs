@@ -42,6 +42,9 @@ impl Net {
     /// Binds a UDP socket.
     pub async fn bind_udp(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
         match self {
+            Net::Tokio if addr.is_ipv6() => Ok(UdpSocket::Tokio(tokio::net::UdpSocket::from_std(
+                v6only(addr, socket2::Type::DGRAM)?.into(),
+            )?)),
             Net::Tokio => Ok(UdpSocket::Tokio(tokio::net::UdpSocket::bind(addr).await?)),
             Net::Sim(h) => Ok(UdpSocket::Sim(h.bind_udp(addr).await?)),
         }
@@ -50,6 +53,13 @@ impl Net {
     /// Listens for incoming streams.
     pub async fn listen(&self, addr: SocketAddr) -> io::Result<Listener> {
         match self {
+            Net::Tokio if addr.is_ipv6() => {
+                let s = v6only(addr, socket2::Type::STREAM)?;
+                s.listen(1024)?;
+                Ok(Listener::Tokio(tokio::net::TcpListener::from_std(
+                    s.into(),
+                )?))
+            }
             Net::Tokio => Ok(Listener::Tokio(tokio::net::TcpListener::bind(addr).await?)),
             Net::Sim(h) => Ok(Listener::Sim(h.listen(addr).await?)),
         }
@@ -91,6 +101,21 @@ impl Net {
             _ => self.connect(addr).await,
         }
     }
+}
+
+/// An IPv6 socket bound with IPV6_V6ONLY, so that `[::]:PORT` and `0.0.0.0:PORT` can be
+/// bound side by side (dual stack with one socket per family, as the DHT needs for BEP 32)
+/// and an IPv6 socket never sees IPv4-mapped addresses. Non-blocking, ready for tokio.
+fn v6only(addr: SocketAddr, ty: socket2::Type) -> io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::IPV6, ty, None)?;
+    s.set_only_v6(true)?;
+    if ty == socket2::Type::STREAM {
+        // As std's TcpListener::bind does: a restarted seeder can reuse its port at once.
+        s.set_reuse_address(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
 }
 
 /// A bound datagram socket.

@@ -1,15 +1,24 @@
 //! QUIC between magnetfetch peers (issue 9): a quinn endpoint on the node's UDP port, shared
 //! with the DHT (BEP 5) by demultiplexing on the first byte of each datagram.
 //!
-//! - KRPC datagrams are bencoded dictionaries: they start with `d` (0x64).
-//! - QUIC long headers start with `0b11xxxxxx` (>= 0xC0). Short headers start with
-//!   `0b01SRRKPP`; header protection masks the low five bits only, so with the spin bit off
-//!   (`allow_spin(false)`) and fixed-bit greasing off (`grease_quic_bit(false)`, which
-//!   tells the peer not to grease either) they are 0x40..=0x5F, never `d`.
+//! - KRPC datagrams are bencoded dictionaries whose first key is a byte string: they start
+//!   with `d` (0x64) followed by an ASCII digit (`d1:a…`, `d1:t…`).
+//! - QUIC long headers start with `0b11xxxxxx` (>= 0xC0), never `d`. Short headers start
+//!   with `0b01SRRKPP` and *can* be `d`: header protection randomises the low five bits and
+//!   quinn sends a random spin bit when spinning is off, so 1 in 64 short-header packets
+//!   starts with 0x64. (Routing those to the DHT was issue 9's "QUIC is pathologically slow
+//!   at 100 ms RTT" bug: a steady 1.6 % loss that QUIC's congestion control answered with a
+//!   congestion event each time.) The second byte of a short header is the first byte of
+//!   the destination connection ID, which *we* issued: [`HighBitCids`] sets its top bit, so
+//!   it is never an ASCII digit. Fixed-bit greasing is off (`grease_quic_bit(false)`) so
+//!   peers keep bit 0x40 set.
 //!
-//! Datagrams starting with `d` go to whoever calls [`UdpSocket::recv_from`] (the DHT node,
-//! unchanged); everything else goes over a bounded channel to a [`quinn::AsyncUdpSocket`]
-//! adapter driving the endpoint. Sends from both share the one socket.
+//! The quinn endpoint reads the socket itself (a [`quinn::AsyncUdpSocket`] adapter, several
+//! datagrams per poll, straight into quinn's buffers): the bulk of the traffic takes no
+//! extra task, copy or channel. Datagrams that [`is_krpc`] are diverted to a bounded channel
+//! read by whoever calls [`UdpSocket::recv_from`] (the DHT node, unchanged). Sends from
+//! both share the one socket. The endpoint lives as long as the session that owns it, so
+//! the DHT is fed as long as it runs.
 //!
 //! TLS: each node makes a self-signed certificate (rcgen) at start; clients accept any
 //! certificate. This buys confidentiality and integrity against passive observers, not
@@ -20,7 +29,7 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,9 +47,11 @@ use super::{Net, Stream, UdpSocket};
 pub const ALPN: &[u8] = b"magnetfetch-bt/1";
 /// Server name the client asks for (certificates are not checked; any name works).
 const SERVER_NAME: &str = "magnetfetch";
-/// QUIC datagrams queued between the shared socket and the endpoint at most; beyond it they
-/// are dropped, like a full router queue (QUIC recovers). At most 1024 × 64 KiB = 64 MiB.
-const QUIC_QUEUE: usize = 1024;
+/// KRPC datagrams queued for the DHT at most; beyond it they are dropped, like a full
+/// socket buffer (KRPC retries). KRPC fits in 1.5 KB, so at most ~1.5 MB.
+const KRPC_QUEUE: usize = 1024;
+/// Bytes of a KRPC datagram kept (the DHT reads into a 4 KiB buffer; longer is garbage).
+const KRPC_MAX: usize = 4096;
 /// Largest UDP payload probed on a loopback-bound endpoint (loopback MTU 65536 minus IP/UDP
 /// headers, rounded down).
 const LOOPBACK_UDP_PAYLOAD: u16 = 65000;
@@ -58,6 +69,10 @@ pub struct QuicConfig {
     pub max_udp_payload: u16,
     /// Seed of quinn's own random choices (connection ids); None: from the OS.
     pub seed: Option<u64>,
+    /// Congestion control: BBR (quinn's experimental one) instead of the default CUBIC.
+    /// CUBIC, like TCP Reno, reads every loss as congestion; BBR models bandwidth and RTT
+    /// and keeps its rate under random loss (see docs/benchmarks.md, "QUIC transport").
+    pub bbr: bool,
 }
 
 impl Default for QuicConfig {
@@ -69,6 +84,7 @@ impl Default for QuicConfig {
             send_window: 8 << 20,
             max_udp_payload: 1452,
             seed: None,
+            bbr: false,
         }
     }
 }
@@ -79,13 +95,42 @@ enum RawUdp {
     Sim(simnet::UdpSocket),
 }
 
-/// A UDP socket whose non-KRPC datagrams are diverted to the QUIC endpoint.
+/// Whether a datagram on the shared socket is KRPC (for the DHT) rather than QUIC: `d`
+/// then an ASCII digit (see the module doc for why no QUIC packet of ours looks like that).
+pub fn is_krpc(p: &[u8]) -> bool {
+    matches!(p, [b'd', d, ..] if d.is_ascii_digit())
+}
+
+/// Connection IDs of [`CID_LEN`] random bytes with the top bit of the first byte set, so
+/// short-header QUIC packets sent to us never look like KRPC (see the module doc).
+struct HighBitCids(rand::rngs::StdRng);
+
+/// Length of the connection IDs we issue (quinn's default).
+const CID_LEN: usize = 8;
+
+impl quinn::ConnectionIdGenerator for HighBitCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        use rand::RngCore;
+        let mut b = [0u8; CID_LEN];
+        self.0.fill_bytes(&mut b);
+        b[0] |= 0x80;
+        quinn::ConnectionId::new(&b)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A UDP socket whose non-KRPC datagrams go to the QUIC endpoint.
 pub struct SharedUdp {
     raw: RawUdp,
-    quic_tx: mpsc::Sender<(Bytes, SocketAddr)>,
-    /// Receive buffer big enough for any datagram: the DHT reads with a small buffer (KRPC
-    /// fits in 4 KiB) but QUIC packets on loopback can be ~64 KiB.
-    buf: tokio::sync::Mutex<Vec<u8>>,
+    krpc_tx: mpsc::Sender<(Bytes, SocketAddr)>,
+    krpc_rx: tokio::sync::Mutex<mpsc::Receiver<(Bytes, SocketAddr)>>,
 }
 
 impl fmt::Debug for SharedUdp {
@@ -97,29 +142,35 @@ impl fmt::Debug for SharedUdp {
 }
 
 impl SharedUdp {
-    /// Next datagram that starts with `d`; QUIC datagrams met on the way are forwarded.
-    /// Cancel-safe: the only await is the socket receive; forwarding is synchronous.
+    /// Next KRPC datagram (the QUIC endpoint's reads divert them here). Cancel-safe.
     pub(super) async fn recv_from(&self, out: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let mut buf = self.buf.lock().await;
-        loop {
-            let (n, from) = match &self.raw {
-                RawUdp::Tokio(s) => s.recv_from(&mut buf).await?,
-                RawUdp::Sim(s) => s.recv_from(&mut buf).await?,
-            };
-            match buf.get(..n) {
-                Some(p) if p.first() == Some(&b'd') => {
-                    // Truncated like a short read buffer would: a KRPC message that big is
-                    // garbage anyway and fails to decode.
-                    let m = n.min(out.len());
-                    out[..m].copy_from_slice(&p[..m]);
-                    return Ok((m, from));
+        let mut rx = self.krpc_rx.lock().await;
+        let (d, from) = rx
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::other("QUIC endpoint closed"))?;
+        // Truncated like a short read buffer would.
+        let m = d.len().min(out.len());
+        out[..m].copy_from_slice(&d[..m]);
+        Ok((m, from))
+    }
+
+    /// One datagram from the raw socket into `buf`.
+    fn poll_recv_raw(
+        &self,
+        cx: &mut Context,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        match &self.raw {
+            RawUdp::Tokio(s) => {
+                let mut rb = ReadBuf::new(buf);
+                match s.poll_recv_from(cx, &mut rb) {
+                    Poll::Ready(Ok(from)) => Poll::Ready(Ok((rb.filled().len(), from))),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
                 }
-                Some(p) if !p.is_empty() => {
-                    // Full queue: drop (QUIC retransmits); endpoint gone: nothing to do.
-                    let _ = self.quic_tx.try_send((Bytes::copy_from_slice(p), from));
-                }
-                _ => {}
             }
+            RawUdp::Sim(s) => s.poll_recv_from(cx, buf),
         }
     }
 
@@ -158,11 +209,11 @@ pub async fn bind_shared(
         UdpSocket::Sim(s) => RawUdp::Sim(s),
         UdpSocket::Shared(_) => return Err(io::Error::other("socket already shared")),
     };
-    let (quic_tx, quic_rx) = mpsc::channel(QUIC_QUEUE);
+    let (krpc_tx, krpc_rx) = mpsc::channel(KRPC_QUEUE);
     let shared = Arc::new(SharedUdp {
         raw,
-        quic_tx,
-        buf: tokio::sync::Mutex::new(vec![0u8; 65536]),
+        krpc_tx,
+        krpc_rx: tokio::sync::Mutex::new(krpc_rx),
     });
     let mut cfg = cfg.clone();
     if addr.ip().is_loopback() {
@@ -170,12 +221,12 @@ pub async fn bind_shared(
         // wake-ups per byte (1452-byte packets made QUIC ~8x slower than TCP here).
         cfg.max_udp_payload = cfg.max_udp_payload.max(LOOPBACK_UDP_PAYLOAD);
     }
-    let ep = QuicEndpoint::new(shared.clone(), quic_rx, &cfg)?;
+    let ep = QuicEndpoint::new(shared.clone(), &cfg)?;
     Ok((UdpSocket::Shared(shared), ep))
 }
 
-/// Reads the shared socket when no DHT does: QUIC datagrams are forwarded by the read
-/// itself, KRPC ones are dropped. Ends when the socket fails for good.
+/// Drops the KRPC datagrams of a shared socket no DHT reads (they would only fill the
+/// queue). Ends when the endpoint is gone.
 pub async fn drain_krpc(sock: UdpSocket) {
     let mut buf = vec![0u8; 65536];
     let mut errors = 0u32;
@@ -196,7 +247,6 @@ pub async fn drain_krpc(sock: UdpSocket) {
 /// The quinn side of a shared socket.
 struct QuicSocket {
     udp: Arc<SharedUdp>,
-    rx: Mutex<mpsc::Receiver<(Bytes, SocketAddr)>>,
     local: SocketAddr,
 }
 
@@ -232,18 +282,7 @@ impl AsyncUdpSocket for QuicSocket {
     }
 
     fn try_send(&self, t: &Transmit) -> io::Result<()> {
-        // max_transmit_segments is 1 (no GSO), but split defensively if given a batch.
-        match t.segment_size {
-            Some(seg) if seg > 0 && seg < t.contents.len() => {
-                for part in t.contents.chunks(seg) {
-                    self.udp.try_send_to(part, t.destination)?;
-                }
-            }
-            _ => {
-                self.udp.try_send_to(t.contents, t.destination)?;
-            }
-        }
-        Ok(())
+        simnet::send_transmit(t, |d, to| self.udp.try_send_to(d, to))
     }
 
     fn poll_recv(
@@ -252,37 +291,33 @@ impl AsyncUdpSocket for QuicSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        // Fill as many of quinn's buffers as the socket has datagrams for; KRPC datagrams
+        // met on the way go to the DHT's queue (dropped when full).
         let mut n = 0;
         for (buf, m) in bufs.iter_mut().zip(meta.iter_mut()) {
-            let got = if n == 0 {
-                match rx.poll_recv(cx) {
-                    Poll::Ready(Some(d)) => d,
-                    Poll::Ready(None) => {
-                        return Poll::Ready(Err(io::Error::other("shared socket closed")))
-                    }
+            loop {
+                let (len, from) = match self.udp.poll_recv_raw(cx, buf) {
+                    Poll::Ready(Ok(x)) => x,
+                    // Errors (e.g. ICMP unreachable on Linux) after some datagrams: report
+                    // those first; the error comes back on the next poll.
+                    Poll::Ready(Err(e)) if n == 0 => return Poll::Ready(Err(e)),
+                    Poll::Ready(Err(_)) | Poll::Pending if n > 0 => return Poll::Ready(Ok(n)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => return Poll::Pending,
+                };
+                let d = buf.get(..len).unwrap_or_default();
+                if is_krpc(d) {
+                    let d = Bytes::copy_from_slice(&d[..len.min(KRPC_MAX)]);
+                    let _ = self.udp.krpc_tx.try_send((d, from));
+                    continue;
                 }
-            } else {
-                match rx.try_recv() {
-                    Ok(d) => d,
-                    Err(_) => break,
+                if len == 0 {
+                    continue;
                 }
-            };
-            let (data, from) = got;
-            // A datagram larger than quinn's buffer is truncated, i.e. dropped by QUIC.
-            let len = data.len().min(buf.len());
-            if let (Some(dst), Some(src)) = (buf.get_mut(..len), data.get(..len)) {
-                dst.copy_from_slice(src);
+                *m = simnet::recv_meta(from, len, self.local);
+                n += 1;
+                break;
             }
-            *m = RecvMeta {
-                addr: from,
-                len,
-                stride: len,
-                ecn: None,
-                dst_ip: (!self.local.ip().is_unspecified()).then_some(self.local.ip()),
-            };
-            n += 1;
         }
         Poll::Ready(Ok(n))
     }
@@ -374,15 +409,14 @@ fn transport_config(cfg: &QuicConfig) -> quinn::TransportConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(cfg.max_udp_payload.max(1200));
     t.mtu_discovery_config(Some(mtu));
+    if cfg.bbr {
+        t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    }
     t
 }
 
 impl QuicEndpoint {
-    fn new(
-        udp: Arc<SharedUdp>,
-        rx: mpsc::Receiver<(Bytes, SocketAddr)>,
-        cfg: &QuicConfig,
-    ) -> io::Result<Self> {
+    fn new(udp: Arc<SharedUdp>, cfg: &QuicConfig) -> io::Result<Self> {
         let local = udp.local_addr()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let transport = Arc::new(transport_config(cfg));
@@ -426,11 +460,16 @@ impl QuicEndpoint {
             ep_cfg.rng_seed(Some(seed));
         }
         let _ = ep_cfg.max_udp_payload_size(cfg.max_udp_payload.max(1200));
-        let sock = Arc::new(QuicSocket {
-            udp,
-            rx: Mutex::new(rx),
-            local,
+        // Seeded (simulation) or from the OS; one generator per connection, each its own stream.
+        let cid_seed = cfg.seed.unwrap_or_else(rand::random);
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        ep_cfg.cid_generator(move || {
+            use rand::SeedableRng;
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let seed = cid_seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            Box::new(HighBitCids(rand::rngs::StdRng::seed_from_u64(seed)))
         });
+        let sock = Arc::new(QuicSocket { udp, local });
         let mut ep = quinn::Endpoint::new_with_abstract_socket(
             ep_cfg,
             Some(server),
@@ -543,6 +582,21 @@ impl Drop for QuicStream {
     fn drop(&mut self) {
         // The peer wire has no graceful end: closing the connection tells the peer at once
         // instead of after the idle timeout.
+        // Connection statistics for measurements (`RUST_LOG=magnetfetch::net::quic=debug`).
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let s = self.conn.stats();
+            tracing::debug!(
+                local = %self.local,
+                remote = %self.conn.remote_address(),
+                rtt = ?s.path.rtt,
+                cwnd = s.path.cwnd,
+                lost = s.path.lost_packets,
+                sent_pkts = s.udp_tx.datagrams,
+                recv_pkts = s.udp_rx.datagrams,
+                congestion_events = s.path.congestion_events,
+                "QUIC connection closed"
+            );
+        }
         self.conn.close(quinn::VarInt::from_u32(0), b"closed");
     }
 }
@@ -572,5 +626,37 @@ impl AsyncWrite for QuicStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         AsyncWrite::poll_shutdown(Pin::new(&mut self.get_mut().send), cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn::ConnectionIdGenerator;
+    use rand::SeedableRng;
+
+    #[test]
+    fn krpc_is_d_then_digit() {
+        assert!(is_krpc(b"d1:ad2:id20:"));
+        assert!(is_krpc(b"d2:ip6:"));
+        assert!(!is_krpc(b"d"));
+        assert!(!is_krpc(b""));
+        assert!(!is_krpc(b"de"));
+        // A short header with the spin bit and protected bits landing on 0x64.
+        assert!(!is_krpc(&[0x64, 0x80, 1, 2]));
+        assert!(!is_krpc(&[0xC3, b'1']));
+    }
+
+    #[test]
+    fn our_short_headers_never_look_like_krpc() {
+        let mut g = HighBitCids(rand::rngs::StdRng::seed_from_u64(1));
+        for _ in 0..1000 {
+            let cid = g.generate_cid();
+            assert_eq!(cid.len(), CID_LEN);
+            // Worst case first byte: 0x64 ('d').
+            let mut pkt = vec![0x64];
+            pkt.extend_from_slice(&cid);
+            assert!(!is_krpc(&pkt));
+        }
     }
 }

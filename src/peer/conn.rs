@@ -33,11 +33,15 @@ const MAX_PENDING: usize = 64;
 /// read on a fast link brings in a dozen 16 KiB blocks that go to the torrent actor as one
 /// batch (see `session::peer_task`); the buffer is reused once those blocks are consumed.
 const READ_CHUNK: usize = 256 * 1024;
+/// Smallest read size: one 16 KiB block with its header. The read size doubles while reads
+/// fill it and halves when they do not, so only busy connections hold READ_CHUNK.
+const MIN_READ: usize = 16 * 1024 + 13;
 
 /// Reading half: decodes framed messages.
 pub struct PeerReader {
     rd: ReadHalf<Stream>,
     decoder: Decoder,
+    read_size: usize,
 }
 
 impl PeerReader {
@@ -47,11 +51,21 @@ impl PeerReader {
             if let Some(m) = self.decoder.next_message()? {
                 return Ok(m);
             }
-            self.decoder.reserve_hint(READ_CHUNK);
+            let buf = self.decoder.buffer_mut();
+            if buf.is_empty() && buf.capacity() > 2 * self.read_size {
+                // Nothing half-read: let go of a large buffer an earlier burst needed.
+                *buf = BytesMut::new();
+            }
+            self.decoder.reserve_hint(self.read_size);
             let n = self.rd.read_buf(self.decoder.buffer_mut()).await?;
             if n == 0 {
                 return Err(PeerError::Closed);
             }
+            self.read_size = if n >= self.read_size {
+                (self.read_size * 2).min(READ_CHUNK)
+            } else {
+                (self.read_size / 2).max(MIN_READ)
+            };
         }
     }
 
@@ -171,6 +185,7 @@ impl PeerConn {
             reader: PeerReader {
                 rd,
                 decoder: Decoder::new(),
+                read_size: MIN_READ,
             },
             writer: PeerWriter {
                 wr,

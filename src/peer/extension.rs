@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::benc::{self, Value, Writer};
 use super::PeerError;
+use crate::bencode::{Limits, Value, Writer};
 
 /// Extended message id 0 is the handshake itself.
 pub const HANDSHAKE_ID: u8 = 0;
@@ -79,9 +79,9 @@ impl ExtHandshake {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.dict_start();
+        w.dict();
         // Keys in sorted order: m, metadata_size, mf_quic, p, reqq, v, yourip.
-        w.bytes(b"m").dict_start();
+        w.bytes(b"m").dict();
         for (name, id) in &self.m {
             w.kv_int(name, i64::from(*id));
         }
@@ -117,7 +117,7 @@ impl ExtHandshake {
     /// Decodes a peer's handshake. Unknown keys are ignored; malformed optional fields are
     /// treated as absent (clients disagree on details), but the payload must be a dict.
     pub fn decode(payload: &[u8]) -> Result<Self, PeerError> {
-        let v = benc::parse_exact(payload)?;
+        let v = Value::decode_exact(payload, Limits::PEER)?;
         let d = v
             .as_dict()
             .ok_or(PeerError::BadExtension("handshake is not a dict"))?;

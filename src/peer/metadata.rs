@@ -21,8 +21,8 @@ use bytes::Bytes;
 use sha1::{Digest, Sha1};
 use tokio::time::Instant;
 
-use super::benc::{self, Value, Writer};
 use super::PeerError;
+use crate::bencode::{Limits, Value, Writer};
 use crate::id::{Id20, InfoHash};
 
 /// Metadata piece size (BEP 9).
@@ -79,7 +79,7 @@ impl MetadataMsg {
     /// Decodes the payload of an extended message addressed to our ut_metadata id. `Data`
     /// payloads are sliced out of `payload` without copying.
     pub fn decode(payload: &Bytes) -> Result<Self, PeerError> {
-        let (v, used) = benc::parse_prefix(payload)?;
+        let (v, used) = Value::decode_prefix(payload, Limits::PEER)?;
         let int = |k: &str| v.get(k).and_then(Value::as_int);
         let t = int("msg_type").ok_or(PeerError::BadExtension("ut_metadata without msg_type"))?;
         let piece = int("piece")
@@ -112,7 +112,7 @@ impl MetadataMsg {
     /// Encodes the extended-message payload (without the BEP 10 envelope).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.dict_start();
+        w.dict();
         match self {
             MetadataMsg::Request { piece } => {
                 w.kv_int("msg_type", MSG_REQUEST)

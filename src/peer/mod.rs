@@ -6,7 +6,6 @@
 //! Pure parts (codecs, [`metadata::MetadataFetch`], [`pex::PexSender`]) do no I/O; [`conn`]
 //! is the thin async layer that drives them.
 
-pub mod benc;
 pub mod conn;
 pub mod extension;
 pub mod handshake;
@@ -57,7 +56,7 @@ pub enum PeerError {
     #[error("connected to ourselves")]
     SelfConnection,
     #[error(transparent)]
-    Bencode(#[from] benc::BencError),
+    Bencode(#[from] crate::bencode::BencodeError),
     #[error(transparent)]
     Metadata(#[from] metadata::MetadataError),
     #[error("bad extension message: {0}")]

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::benc::{self, Value, Writer};
 use super::PeerError;
+use crate::bencode::{Limits, Value, Writer};
 
 /// Flag bits of `added.f` (BEP 11).
 pub const FLAG_ENCRYPTION: u8 = 0x01;
@@ -80,7 +80,7 @@ impl PexMsg {
     /// Decodes a ut_pex payload. Lists whose length is not a multiple of the contact size
     /// are truncated to whole contacts; missing flags read as 0.
     pub fn decode(payload: &[u8]) -> Result<Self, PeerError> {
-        let v = benc::parse_exact(payload)?;
+        let v = Value::decode_exact(payload, Limits::PEER)?;
         if v.as_dict().is_none() {
             return Err(PeerError::BadExtension("ut_pex is not a dict"));
         }
@@ -113,7 +113,7 @@ impl PexMsg {
         let addrs = |l: &[(SocketAddr, u8)]| l.iter().map(|(a, _)| *a).collect::<Vec<_>>();
         let flags = |l: &[(SocketAddr, u8)]| l.iter().map(|(_, f)| *f).collect::<Vec<_>>();
         let mut w = Writer::new();
-        w.dict_start();
+        w.dict();
         w.kv_bytes("added", &write_compact(&addrs(&a4), false));
         w.kv_bytes("added.f", &flags(&a4));
         if !a6.is_empty() {
@@ -207,7 +207,7 @@ mod tests {
         }
         raw.extend_from_slice(&[1, 2, 3]); // trailing partial contact
         let mut w = Writer::new();
-        w.dict_start()
+        w.dict()
             .kv_bytes("added", &raw)
             .kv_bytes("added.f", b"\x02")
             .end();
@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(d.added[1].1, 0);
         // Port 0 dropped.
         let mut w = Writer::new();
-        w.dict_start().kv_bytes("added", &[1, 1, 1, 1, 0, 0]).end();
+        w.dict().kv_bytes("added", &[1, 1, 1, 1, 0, 0]).end();
         assert!(PexMsg::decode(&w.out).unwrap().added.is_empty());
         assert!(PexMsg::decode(b"i1e").is_err());
     }

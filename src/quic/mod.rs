@@ -71,6 +71,9 @@ pub struct DialConfig {
     /// networks; a loopback handshake takes ~1 ms).
     pub tcp_delay: Duration,
     pub quic: crate::net::quic::QuicConfig,
+    /// An endpoint the caller bound already, e.g. on a UDP socket it shares with its own
+    /// DHT node (`magnetfetch sim` does this); `None`: the session binds one itself.
+    pub endpoint: Option<QuicEndpoint>,
 }
 
 impl Default for DialConfig {
@@ -79,6 +82,7 @@ impl Default for DialConfig {
             mode: TransportMode::default(),
             tcp_delay: Duration::from_millis(250),
             quic: Default::default(),
+            endpoint: None,
         }
     }
 }

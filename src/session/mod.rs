@@ -282,6 +282,8 @@ struct Inner {
     net: Net,
     peer_id: PeerId,
     listen_addr: Option<SocketAddr>,
+    /// The IPv6 listener's address when dual-stack (see [`Session::start_dual_stack`]).
+    listen_addr6: Option<SocketAddr>,
     torrents: Mutex<BTreeMap<InfoHash, Slot>>,
     rng: Mutex<StdRng>,
     blocking_io: bool,
@@ -304,13 +306,37 @@ const ADDR_QUEUE: usize = 1024;
 impl Session {
     /// Starts a session; binds the listener when `cfg.listen` is set.
     pub async fn start(cfg: SessionConfig) -> std::io::Result<Session> {
+        Self::start_dual_stack(cfg, None).await
+    }
+
+    /// Like [`Session::start`], plus a second listen address of the other family than
+    /// `cfg.listen` (dual stack; normally `cfg.listen` IPv4 and `listen6` IPv6): TCP listener there too, and the DHT runs an IPv6 socket
+    /// and routing table beside the IPv4 ones (BEP 32). Port 0 in `listen6` means the same
+    /// port as `cfg.listen` got, so peers of both families learn one port. Fails if that
+    /// address cannot be bound (callers wanting "IPv6 if available" retry without it).
+    pub async fn start_dual_stack(
+        cfg: SessionConfig,
+        listen6: Option<SocketAddr>,
+    ) -> std::io::Result<Session> {
+        if let (Some(a), Some(b)) = (cfg.listen, listen6) {
+            if a.is_ipv6() == b.is_ipv6() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "dual stack needs one IPv4 and one IPv6 listen address",
+                ));
+            }
+        }
         let mut rng = match cfg.rng_seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
         };
         let peer_id = crate::peer::generate_peer_id(&mut rng);
-        let (listener, dht, quic) = bind(&cfg).await?;
+        let (listener, dht, quic, listener6) = bind(&cfg, listen6).await?;
         let listen_addr = match &listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let listen_addr6 = match &listener6 {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
@@ -329,6 +355,7 @@ impl Session {
             net: cfg.net.clone(),
             peer_id,
             listen_addr,
+            listen_addr6,
             torrents: Mutex::new(BTreeMap::new()),
             rng: Mutex::new(rng),
             blocking_io: cfg.blocking_io,
@@ -344,6 +371,9 @@ impl Session {
         if let Some(l) = listener {
             tokio::spawn(accept_loop(l, Arc::downgrade(&inner)));
         }
+        if let Some(l) = listener6 {
+            tokio::spawn(accept_loop(l, Arc::downgrade(&inner)));
+        }
         if let Some(ep) = quic {
             tokio::spawn(quic_accept_loop(ep, Arc::downgrade(&inner)));
         }
@@ -357,6 +387,11 @@ impl Session {
     /// The address peers connect to (if listening).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.inner.listen_addr
+    }
+
+    /// The IPv6 listen address when dual-stack (same port as [`Session::listen_addr`]).
+    pub fn listen_addr6(&self) -> Option<SocketAddr> {
+        self.inner.listen_addr6
     }
 
     pub fn net(&self) -> &Net {
@@ -429,30 +464,66 @@ impl Session {
     }
 }
 
-/// What [`bind`] opened: the TCP listener, the DHT node, the QUIC endpoint.
+/// What [`bind`] opened: the TCP listener, the DHT node, the QUIC endpoint, and the IPv6
+/// TCP listener when dual-stack.
 type Bound = (
     Option<crate::net::Listener>,
     Option<Dht>,
     Option<crate::net::quic::QuicEndpoint>,
+    Option<crate::net::Listener>,
 );
 
 /// Binds the TCP listener and, when asked, the DHT's UDP socket on the same IP and port
 /// (peers learn one port for both); QUIC, when on, shares that UDP socket (first-byte
 /// demultiplexing, see [`crate::net::quic`]). With port 0 the TCP port is chosen by the
 /// system and may be taken for UDP: then a few other ports are tried.
-async fn bind(cfg: &SessionConfig) -> std::io::Result<Bound> {
+async fn bind(cfg: &SessionConfig, listen6: Option<SocketAddr>) -> std::io::Result<Bound> {
     let Some(addr) = cfg.listen else {
-        return Ok((None, None, None));
+        return Ok((None, None, None, None));
     };
     let quic = cfg.transport.mode.uses_quic();
     let attempts = if addr.port() == 0 { 8 } else { 1 };
     let mut last_err = None;
     for _ in 0..attempts {
         let listener = cfg.net.listen(addr).await?;
-        if cfg.dht.is_none() && !quic {
-            return Ok((Some(listener), None, None));
+        if let Some(ep) = &cfg.transport.endpoint {
+            // The caller bound QUIC (and runs any DHT on that socket itself).
+            return Ok((Some(listener), None, quic.then(|| ep.clone()), None));
         }
         let udp_addr = listener.local_addr()?;
+        // Dual stack: TCP (and the DHT's UDP) on the IPv6 address too, by default on the
+        // same port. QUIC stays on the first socket only.
+        let (listener6, udp6) = match listen6 {
+            None => (None, None),
+            Some(mut a6) => {
+                if a6.port() == 0 {
+                    a6.set_port(udp_addr.port());
+                }
+                let l6 = match cfg.net.listen(a6).await {
+                    Ok(l) => l,
+                    Err(e) if addr.port() == 0 && listen6.is_some_and(|a| a.port() == 0) => {
+                        last_err = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let u6 = if cfg.dht.is_some() {
+                    match cfg.net.bind_udp(l6.local_addr()?).await {
+                        Ok(u) => Some(u),
+                        Err(e) => {
+                            last_err = Some(e);
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                (Some(l6), u6)
+            }
+        };
+        if cfg.dht.is_none() && !quic {
+            return Ok((Some(listener), None, None, listener6));
+        }
         let (sock, ep) = if quic {
             let mut qcfg = cfg.transport.quic.clone();
             qcfg.seed = qcfg.seed.or(cfg.rng_seed);
@@ -470,14 +541,21 @@ async fn bind(cfg: &SessionConfig) -> std::io::Result<Bound> {
             if let Some(s) = sock {
                 tokio::spawn(crate::net::quic::drain_krpc(s));
             }
-            return Ok((Some(listener), None, ep));
+            return Ok((Some(listener), None, ep, listener6));
         };
-        let started = match sock {
-            Some(s) => Dht::start_on(s, dcfg.clone()),
-            None => Dht::start(cfg.net.clone(), udp_addr, dcfg.clone()).await,
+        let sock = match sock {
+            Some(s) => s,
+            None => match cfg.net.bind_udp(udp_addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            },
         };
-        match started {
-            Ok(d) => return Ok((Some(listener), Some(d), ep)),
+        let socks = std::iter::once(sock).chain(udp6).collect();
+        match Dht::start_on_sockets(socks, dcfg.clone()) {
+            Ok(d) => return Ok((Some(listener), Some(d), ep, listener6)),
             Err(e) => last_err = Some(e),
         }
     }
@@ -673,10 +751,14 @@ async fn run_torrent(
                 cfg,
             );
             tokio::pin!(fetch);
+            let mut stop_open = true;
             let fetched = loop {
                 tokio::select! {
                     biased;
-                    _ = stop.changed() => {
+                    // A dropped handle (Err) leaves the torrent running; stop polling it,
+                    // or this branch would be ready forever and spin.
+                    r = stop.changed(), if stop_open => {
+                        stop_open = r.is_ok();
                         if *stop.borrow() {
                             return Err(TorrentError::Stopped);
                         }
@@ -875,7 +957,10 @@ async fn initial_have(
 }
 
 /// Saves resume data as pieces verify (batched by [`ResumeSaver`]), and once more when the
-/// swarm ends. The data is flushed before the state that vouches for it is written.
+/// swarm ends. During the download the data is flushed (`fdatasync`, on the blocking pool)
+/// before the state that vouches for it is written. The last save does not flush: pieces
+/// verified since the previous flush are recorded as `unsynced` (re-hashed at the next start
+/// instead of trusted), so a finished download does not wait seconds for the disk.
 async fn save_resume(
     path: PathBuf,
     info_hash: InfoHash,
@@ -883,10 +968,15 @@ async fn save_resume(
     mut have: Bitfield,
     mut verified: mpsc::UnboundedReceiver<u32>,
 ) {
-    let mut saver = ResumeSaver::new(Duration::from_secs(2), 32, Instant::now());
+    // Every 2 s, or after 256 new pieces (a flush costs an fdatasync: not per few MiB).
+    let mut saver = ResumeSaver::new(Duration::from_secs(2), 256, Instant::now());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dirty = false;
+    // Pieces whose data was on disk (flushed) at the last save. What we start with was read
+    // back from disk (trusted or re-hashed), so it counts as durable; saving it once at the
+    // end turns a previous run's `unsynced` pieces, now re-hashed, into trusted ones.
+    let mut durable = have.clone();
+    let mut dirty = !have.none();
     loop {
         let open = tokio::select! {
             biased;
@@ -904,13 +994,25 @@ async fn save_resume(
         };
         if (!open && dirty) || saver.due(Instant::now()) {
             let state = have.clone();
+            let flush = open;
+            let unsynced = (!flush).then(|| {
+                let mut u = Bitfield::new(state.len());
+                for p in state.iter_set().filter(|&p| !durable.get(p)) {
+                    u.set(p);
+                }
+                u
+            });
             let st = storage.clone();
             let p = path.clone();
+            let saved = state.clone();
             let r = tokio::task::spawn_blocking(move || {
-                st.flush().map_err(|e| e.to_string())?;
+                if flush {
+                    st.flush().map_err(|e| e.to_string())?;
+                }
                 ResumeState {
                     info_hash,
                     have: state,
+                    unsynced,
                     files: resume::file_stamps(&st),
                 }
                 .save(&p)
@@ -918,7 +1020,11 @@ async fn save_resume(
             })
             .await;
             match r {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    if flush {
+                        durable = saved;
+                    }
+                }
                 Ok(Err(e)) => tracing::warn!(%e, "cannot save resume data"),
                 Err(e) => tracing::warn!(%e, "resume save task failed"),
             }

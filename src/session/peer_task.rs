@@ -544,6 +544,10 @@ async fn serve(
     writer.write_framed(&buf[..used]).await?;
     ctx.counters.uploaded.fetch_add(sent, Ordering::Relaxed);
     ctx.total_uploaded.fetch_add(sent, Ordering::Relaxed);
-    *serve_buf = buf;
+    // Keep the (up to 512 KiB) buffer only while more is queued: an idle connection must
+    // not pin it (a simulation holds tens of thousands of connections).
+    if !queue.is_empty() {
+        *serve_buf = buf;
+    }
     Ok(())
 }

@@ -326,6 +326,7 @@ impl Swarm {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut addrs_open = true;
         let mut incoming_open = true;
+        let mut stop_open = true;
         self.publish(if self.complete() {
             Phase::Seeding
         } else {
@@ -343,7 +344,10 @@ impl Swarm {
             }
             tokio::select! {
                 biased;
-                _ = inputs.stop.changed() => {
+                // A dropped handle (Err) leaves the torrent running; stop polling it, or
+                // this branch would be ready forever and spin.
+                r = inputs.stop.changed(), if stop_open => {
+                    stop_open = r.is_ok();
                     if *inputs.stop.borrow() {
                         break;
                     }
@@ -386,7 +390,6 @@ impl Swarm {
         for p in self.peers.values() {
             let _ = p.cmd.try_send(PeerCmd::Close);
         }
-        self.flush_storage().await?;
         self.publish(if self.complete() {
             Phase::Done
         } else {
@@ -402,20 +405,10 @@ impl Swarm {
         })
     }
 
-    async fn flush_storage(&self) -> Result<(), SwarmError> {
-        let st = self.p.storage.clone();
-        if self.p.cfg.blocking_io {
-            tokio::task::spawn_blocking(move || st.flush())
-                .await
-                .unwrap_or(Ok(()))?;
-        } else {
-            st.flush()?;
-        }
-        Ok(())
-    }
-
+    // No fdatasync here: waiting for the disk (seconds for a big file) would delay every
+    // completed download. Durability is the resume saver's business (`session::save_resume`
+    // flushes before vouching for pieces, and marks the rest for a recheck).
     async fn on_complete(&mut self) -> Result<(), SwarmError> {
-        self.flush_storage().await?;
         // Two seeds have nothing to say to each other; tell the rest we want nothing.
         let seeds: Vec<PeerKey> = self
             .peers

@@ -93,6 +93,8 @@ pub struct Scenario {
     pub dht_liars: usize,
     /// Announced peers (and DHT nodes) that accept connections and never answer.
     pub silent: usize,
+    /// Peer transport of the seeders and leechers (issue 9; default TCP).
+    pub transport: crate::quic::TransportMode,
 }
 
 impl Default for Scenario {
@@ -123,6 +125,7 @@ impl Default for Scenario {
             bad_metadata: 0,
             dht_liars: 0,
             silent: 0,
+            transport: crate::quic::TransportMode::Tcp,
         }
     }
 }
@@ -183,6 +186,8 @@ pub struct Report {
     pub uploaded_by_leechers: u64,
     pub failed_pieces: u64,
     pub bans: u64,
+    /// Payload bytes the leechers moved (received + sent) over each transport.
+    pub transport_bytes: crate::session::TransportBytes,
     /// Sorted completion times (the CDF).
     pub completion_times_s: Vec<f64>,
     /// Swarm progress over time, one sample per simulated second: `[t, fraction]`, the
@@ -266,7 +271,12 @@ struct LeechResult {
     first_lookup: Option<LookupSummary>,
 }
 
-fn session_cfg(host: &simnet::Host, ip: IpAddr, seed: u64) -> SessionConfig {
+fn session_cfg(
+    host: &simnet::Host,
+    ip: IpAddr,
+    seed: u64,
+    transport: crate::quic::DialConfig,
+) -> SessionConfig {
     SessionConfig {
         net: Net::Sim(host.clone()),
         listen: Some(SocketAddr::new(ip, PORT)),
@@ -274,7 +284,48 @@ fn session_cfg(host: &simnet::Host, ip: IpAddr, seed: u64) -> SessionConfig {
         blocking_io: false,
         dht: None,
         trackers: None,
-        transport: Default::default(),
+        transport,
+    }
+}
+
+/// A seeder's or leecher's DHT node (when `boot` is given) and session. With QUIC both share
+/// the one UDP port, as in the real client (`crate::net::quic::bind_shared`).
+async fn start_peer(
+    sc: &Scenario,
+    host: &simnet::Host,
+    ip: IpAddr,
+    boot: Option<&[SocketAddr]>,
+    dht_seed: u64,
+    session_seed: u64,
+) -> Result<(Option<Dht>, Session), SimError> {
+    let mut transport = crate::quic::DialConfig {
+        mode: sc.transport,
+        ..Default::default()
+    };
+    let dht = match boot {
+        Some(b) if sc.transport.uses_quic() => {
+            let qcfg = crate::net::quic::QuicConfig {
+                seed: Some(session_seed),
+                ..Default::default()
+            };
+            let addr = SocketAddr::new(ip, PORT);
+            let (sock, ep) =
+                crate::net::quic::bind_shared(&Net::Sim(host.clone()), addr, &qcfg).await?;
+            transport.endpoint = Some(ep);
+            Some(Dht::start_on(sock, dht_cfg(ip, b, dht_seed))?)
+        }
+        Some(b) => Some(start_dht(host, ip, b, dht_seed).await?),
+        None => None,
+    };
+    let session = Session::start(session_cfg(host, ip, session_seed, transport)).await?;
+    Ok((dht, session))
+}
+
+fn dht_cfg(ip: IpAddr, bootstrap: &[SocketAddr], seed: u64) -> DhtConfig {
+    DhtConfig {
+        bootstrap: bootstrap.iter().copied().filter(|a| a.ip() != ip).collect(),
+        seed: Some(seed),
+        ..DhtConfig::default()
     }
 }
 
@@ -284,11 +335,7 @@ async fn start_dht(
     bootstrap: &[SocketAddr],
     seed: u64,
 ) -> Result<Dht, SimError> {
-    let cfg = DhtConfig {
-        bootstrap: bootstrap.iter().copied().filter(|a| a.ip() != ip).collect(),
-        seed: Some(seed),
-        ..DhtConfig::default()
-    };
+    let cfg = dht_cfg(ip, bootstrap, seed);
     Ok(Dht::start(Net::Sim(host.clone()), SocketAddr::new(ip, PORT), cfg).await?)
 }
 
@@ -406,12 +453,8 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         if sc.dht && bootstrap.len() < 3 {
             bootstrap.push(SocketAddr::new(ip, PORT));
         }
-        let dht = if sc.dht {
-            Some(start_dht(&h, ip, &bootstrap, sub(2, i)).await?)
-        } else {
-            None
-        };
-        let session = Session::start(session_cfg(&h, ip, sub(3, i))).await?;
+        let boot = sc.dht.then_some(bootstrap.as_slice());
+        let (dht, session) = start_peer(sc, &h, ip, boot, sub(2, i), sub(3, i)).await?;
         let (source, content) = match role {
             Role::Seeder => (meta.clone(), sc.seed),
             Role::Corrupt => (meta.clone(), !sc.seed),
@@ -575,6 +618,8 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
             rep.uploaded_by_leechers += o.summary.uploaded;
             rep.failed_pieces += o.summary.failed_pieces;
             rep.bans += o.summary.bans;
+            rep.transport_bytes.tcp += o.summary.transport_bytes.tcp;
+            rep.transport_bytes.quic += o.summary.transport_bytes.quic;
             if o.summary.complete {
                 ratios.push(round3(o.summary.uploaded as f64 / sc.size as f64));
             }
@@ -685,14 +730,11 @@ async fn leecher(mut c: LeecherCtx) -> Gone {
     };
     let (host, ip, arrive) = (c.host.clone(), c.ip, c.arrive);
     let (boot, dht_seed, session_seed) = (c.bootstrap.clone(), c.dht_seed, c.session_seed);
+    let sc = c.sc.clone();
     let started = async move {
         tokio::time::sleep_until(arrive).await;
-        let dht = match &boot {
-            Some(b) => Some(start_dht(&host, ip, b, dht_seed).await?),
-            None => None,
-        };
-        let session = Session::start(session_cfg(&host, ip, session_seed)).await?;
-        Ok::<_, SimError>((dht, session))
+        let b = boot.as_deref();
+        start_peer(&sc, &host, ip, b, dht_seed, session_seed).await
     };
     let (dht, session) = tokio::select! {
         biased;

@@ -125,6 +125,8 @@ pub struct ScenarioFile {
     arrival: Option<Arrival>,
     churn: Option<Churn>,
     misbehave: Option<Misbehave>,
+    /// Peer transport: "tcp" (default), "quic" or "auto".
+    transport: Option<String>,
 }
 
 fn secs(key: &str, v: f64) -> Result<Duration, SimError> {
@@ -199,6 +201,11 @@ impl ScenarioFile {
                 .leave_after
                 .map(|v| secs("churn.leave_after", v))
                 .transpose()?;
+        }
+        if let Some(t) = &self.transport {
+            sc.transport = t
+                .parse()
+                .map_err(|e| SimError::Scenario(format!("transport: {e}")))?;
         }
         if let Some(m) = &self.misbehave {
             let n = sc.leechers;

@@ -25,6 +25,12 @@ use super::picker::PeerKey;
 
 /// Regular unchoke interval.
 pub const ROUND: Duration = Duration::from_secs(10);
+/// Unchoke interval while seeding. Tit-for-tat needs 10 s of rate samples; a seed's round
+/// robin does not, and in a flash crowd a seed that keeps 5 leechers for 30 s sends them the
+/// whole file while the others wait with nothing to trade: rotate quickly instead, so the
+/// seed's pieces spread over the crowd (libtorrent's round-robin seed choker with a piece
+/// quota has the same aim).
+pub const SEED_ROUND: Duration = Duration::from_secs(2);
 /// Optimistic unchoke interval.
 pub const OPTIMISTIC_ROUND: Duration = Duration::from_secs(30);
 
@@ -58,7 +64,7 @@ impl Default for ChokerConfig {
         ChokerConfig {
             slots: 4,
             new_peer_age: Duration::from_secs(60),
-            seed_rotation: Duration::from_secs(30),
+            seed_rotation: Duration::from_secs(4),
         }
     }
 }
@@ -110,9 +116,10 @@ impl Choker {
     /// Runs a round if one is due; returns the new decision when it ran. `seeding` selects
     /// the upload-rate ranking.
     pub fn tick(&mut self, now: Instant, peers: &[PeerStat], seeding: bool) -> Option<&Unchoked> {
+        let interval = if seeding { SEED_ROUND } else { ROUND };
         if self
             .last_round
-            .is_some_and(|t| now.saturating_duration_since(t) < ROUND)
+            .is_some_and(|t| now.saturating_duration_since(t) < interval)
         {
             return None;
         }
@@ -379,5 +386,21 @@ mod tests {
             winners.extend(d.peers.iter().copied());
         }
         assert!(winners.len() > 10, "{winners:?}");
+    }
+
+    #[test]
+    fn seeding_refills_slots_when_served_peers_leave() {
+        let t0 = Instant::now();
+        let mut c = Choker::new(ChokerConfig::default(), StdRng::seed_from_u64(3));
+        let mut peers: Vec<PeerStat> = (1..=30).map(|k| stat(k, 0, 0, t0)).collect();
+        let first = c.tick(t0, &peers, true).unwrap().peers.clone();
+        assert_eq!(first.len(), 5);
+        // The served peers complete and disconnect; the others wait.
+        peers.retain(|p| !first.contains(&p.key));
+        let t1 = t0 + Duration::from_secs(9);
+        c.force_round();
+        let second = c.tick(t1, &peers, true).unwrap().peers.clone();
+        assert_eq!(second.len(), 5, "{second:?}");
+        assert!(second.is_disjoint(&first));
     }
 }

@@ -7,8 +7,13 @@
 //! file, fsync, rename), after flushing the data it vouches for, and batched
 //! ([`ResumeSaver`]: every few seconds or every N verified pieces).
 //!
-//! At start, a piece is trusted only if it was verified *and* every file it touches still
-//! has the recorded size and mtime; verified pieces of changed files are re-hashed
+//! The last save when a torrent stops does *not* wait for the data to reach the disk (an
+//! `fdatasync` of everything written since the previous save can take seconds and would
+//! delay every completed download): it lists the pieces verified since the last flush as
+//! `unsynced`, and a restart re-hashes those instead of trusting them.
+//!
+//! At start, a piece is trusted only if it was verified, is not `unsynced`, *and* every file
+//! it touches still has the recorded size and mtime; other verified pieces are re-hashed
 //! ([`ResumeState::plan`]). The resume file is untrusted input: its size is bounded before
 //! reading, and the content is checked against the torrent (info-hash, piece count, file
 //! count, bitfield spare bits) — anything odd means "no resume data", never a panic.
@@ -49,6 +54,9 @@ pub enum ResumeError {
 pub struct ResumeState {
     pub info_hash: InfoHash,
     pub have: Bitfield,
+    /// Pieces of `have` whose data was not flushed to disk when the state was saved: they
+    /// are re-hashed at start rather than trusted.
+    pub unsynced: Option<Bitfield>,
     /// Per file of the layout: `None` for padding files and files not on disk.
     pub files: Vec<Option<FileStamp>>,
 }
@@ -71,6 +79,9 @@ struct Wire {
     #[serde(with = "serde_bytes")]
     have: Vec<u8>,
     files: Vec<WireFile>,
+    /// Absent in files written before it existed (and when every piece was flushed).
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    unsynced: Option<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -152,6 +163,11 @@ impl ResumeState {
                     },
                 })
                 .collect(),
+            unsynced: self
+                .unsynced
+                .as_ref()
+                .filter(|u| !u.none())
+                .map(|u| u.as_bytes().to_vec()),
         };
         let bytes = serde_bencode::to_bytes(&wire).map_err(|e| ResumeError::Invalid {
             path: path.to_path_buf(),
@@ -231,6 +247,13 @@ impl ResumeState {
         }
         let have = Bitfield::from_bytes(&wire.have, wire.pieces)
             .map_err(|e| invalid(&format!("bitfield: {e}")))?;
+        let unsynced = match &wire.unsynced {
+            Some(b) => Some(
+                Bitfield::from_bytes(b, wire.pieces)
+                    .map_err(|e| invalid(&format!("unsynced bitfield: {e}")))?,
+            ),
+            None => None,
+        };
         let files = wire
             .files
             .into_iter()
@@ -245,6 +268,7 @@ impl ResumeState {
         Ok(Some(ResumeState {
             info_hash: *info_hash,
             have,
+            unsynced,
             files,
         }))
     }
@@ -266,7 +290,8 @@ impl ResumeState {
         let mut trusted = Bitfield::new(n);
         let mut recheck = Bitfield::new(n);
         for p in self.have.iter_set().filter(|&p| p < n) {
-            if layout.piece_files(p).iter().all(|&f| unchanged[f]) {
+            let synced = !self.unsynced.as_ref().is_some_and(|u| u.get(p));
+            if synced && layout.piece_files(p).iter().all(|&f| unchanged[f]) {
                 trusted.set(p);
             } else {
                 recheck.set(p);
@@ -326,6 +351,7 @@ mod tests {
         ResumeState {
             info_hash: InfoHash::new([7; 20]),
             have,
+            unsynced: None,
             files: vec![
                 Some(FileStamp {
                     length: 40_000,
@@ -382,6 +408,33 @@ mod tests {
     }
 
     #[test]
+    fn unsynced_pieces_are_rechecked_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout();
+        let mut st = state(&l);
+        let mut u = Bitfield::new(l.piece_count());
+        u.set(2);
+        st.unsynced = Some(u);
+        let path = resume_path(dir.path(), &st.info_hash);
+        st.save(&path).unwrap();
+        let back = ResumeState::load(&path, &st.info_hash, &l)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, st);
+        let plan = back.plan(&l, &st.files);
+        assert_eq!(plan.trusted.iter_set().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(plan.recheck.iter_set().collect::<Vec<_>>(), vec![2]);
+        // An empty set is not written at all (older readers see the same file as before).
+        st.unsynced = Some(Bitfield::new(l.piece_count()));
+        st.save(&path).unwrap();
+        let back = ResumeState::load(&path, &st.info_hash, &l)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.unsynced, None);
+        assert_eq!(back.plan(&l, &st.files).trusted.count(), 2);
+    }
+
+    #[test]
     fn corrupt_files_are_rejected_without_panicking() {
         let dir = tempfile::tempdir().unwrap();
         let l = layout();
@@ -420,6 +473,7 @@ mod tests {
             pieces: 5,
             have: s2.have.as_bytes().to_vec(),
             files: vec![],
+            unsynced: None,
         })
         .unwrap();
         std::fs::write(&path, &w).unwrap();

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::benc::{self, Value, Writer};
 use super::{AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError};
+use crate::bencode::{Limits, Value, Writer};
 use crate::id::Id20;
 
 /// At most this many peers are taken from one reply (a hostile tracker could send millions).
@@ -240,7 +240,7 @@ pub fn parse_compact_v6(b: &[u8], out: &mut Vec<SocketAddr>) {
 
 /// Parses an announce reply. A `failure reason` becomes [`TrackerError::Failure`].
 pub fn parse_announce_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    let v = benc::decode(body)?;
+    let v = Value::decode_exact(body, Limits::TRACKER)?;
     if v.as_dict().is_none() {
         return Err(TrackerError::Malformed("reply is not a dictionary".into()));
     }
@@ -294,7 +294,7 @@ pub fn parse_announce_response(body: &[u8]) -> Result<AnnounceResponse, TrackerE
 
 /// Parses a scrape reply: `files` maps raw 20-byte info-hashes to counters.
 pub fn parse_scrape_response(body: &[u8]) -> Result<BTreeMap<Id20, ScrapeStats>, TrackerError> {
-    let v = benc::decode(body)?;
+    let v = Value::decode_exact(body, Limits::TRACKER)?;
     if let Some(f) = v.get("failure reason").and_then(Value::as_text) {
         return Err(TrackerError::Failure(clip(f)));
     }

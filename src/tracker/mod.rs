@@ -6,7 +6,6 @@
 //! [`store`] are plain data and codecs with no I/O; [`client`] and [`server`] are the thin async
 //! layers over [`crate::net::Net`].
 
-pub mod benc;
 pub mod client;
 pub mod http;
 pub mod http_proto;
@@ -132,8 +131,8 @@ pub enum TrackerError {
     Io(#[from] std::io::Error),
 }
 
-impl From<benc::BencError> for TrackerError {
-    fn from(e: benc::BencError) -> Self {
+impl From<crate::bencode::BencodeError> for TrackerError {
+    fn from(e: crate::bencode::BencodeError) -> Self {
         TrackerError::Malformed(e.to_string())
     }
 }

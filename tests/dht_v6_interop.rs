@@ -1,0 +1,294 @@
+//! BEP 32 interop on IPv6 loopback (`::1`, ports 261xx): a libtorrent seeder whose DHT runs
+//! over IPv6 only, bootstrapped from our node, announces there; our IPv6 lookup (from
+//! another of our nodes) finds it. And the other way: a libtorrent session bootstrapped
+//! only from our IPv6 node finds a peer we announced (our `nodes6`/18-byte `values`).
+//! And dual stack: a libtorrent seeder on 127.0.0.171 and ::1 is found in both families by
+//! one lookup of our dual-stack node.
+//!
+//! Needs `/usr/bin/python3` with `libtorrent` (skips loudly without it, fails under
+//! MAGNETFETCH_REQUIRE_INTEROP=1) and an IPv6 loopback (skips loudly without it).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use magnetfetch::dht::{Dht, DhtConfig};
+use magnetfetch::id::Id20;
+use magnetfetch::net::Net;
+
+mod common;
+use common::{require_or_skip, PyHelper};
+
+const ROOT: &str = "[::1]:26120";
+const SEEDER_PORT: u16 = 26121;
+
+/// A libtorrent session on [::1] only (so its DHT is IPv6 only), seeding a fresh file;
+/// prints {"infohash": ...} once the torrent is added.
+const SEED_SCRIPT: &str = r#"
+import json, os, sys, tempfile, time
+import libtorrent as lt
+root_port, port = int(sys.argv[1]), int(sys.argv[2])
+d = tempfile.mkdtemp(prefix="mf-v6-interop-")
+path = os.path.join(d, "payload.bin")
+with open(path, "wb") as f: f.write(os.urandom(64 * 1024))
+fs = lt.file_storage(); lt.add_files(fs, path)
+t = lt.create_torrent(fs, 16384); lt.set_piece_hashes(t, d)
+info = lt.torrent_info(t.generate())
+s = lt.session({"listen_interfaces": f"[::1]:{port}", "enable_dht": True,
+    "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+    "dht_bootstrap_nodes": f"[::1]:{root_port}",
+    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+    "dht_prefer_verified_node_ids": False, "dht_announce_interval": 5,
+    "dht_aggressive_lookups": True, "enable_outgoing_utp": False,
+    "enable_incoming_utp": False})
+try:
+    s.add_dht_node(("::1", root_port))
+except Exception as e:
+    print("add_dht_node:", e, file=sys.stderr)
+s.add_torrent({"ti": info, "save_path": d})
+print(json.dumps({"infohash": str(info.info_hash())}), flush=True)
+time.sleep(120)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_ipv6_lookup_finds_libtorrent_seeder_announced_over_ipv6() {
+    if !require_or_skip("libtorrent") {
+        return;
+    }
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIP: no IPv6 loopback (::1) ***\n"
+        );
+        return;
+    }
+    let root_addr: SocketAddr = ROOT.parse().unwrap();
+    let root_cfg = DhtConfig {
+        seed: Some(61),
+        ..Default::default()
+    };
+    let root = Dht::start(Net::Tokio, root_addr, root_cfg).await.unwrap();
+    let mut py = PyHelper::spawn(
+        SEED_SCRIPT,
+        &[&root_addr.port().to_string(), &SEEDER_PORT.to_string()],
+    );
+    let info = py.json_line().await;
+    let ih = Id20::from_hex(info["infohash"].as_str().unwrap()).unwrap();
+    let seeder: SocketAddr = format!("[::1]:{SEEDER_PORT}").parse().unwrap();
+
+    let cfg = DhtConfig {
+        seed: Some(62),
+        bootstrap: vec![root_addr],
+        ..Default::default()
+    };
+    let dht = Dht::start(Net::Tokio, "[::1]:0".parse().unwrap(), cfg)
+        .await
+        .unwrap();
+    // libtorrent announces a few seconds after it starts; retry lookups until then.
+    let started = std::time::Instant::now();
+    let mut found = false;
+    let mut seen = Vec::new();
+    while !found && started.elapsed() < Duration::from_secs(40) {
+        let h = dht.lookup(ih, None, false).await;
+        let mut rx = h.peers;
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            found |= p == seeder;
+            seen.push(p);
+        }
+        if !found {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let st = dht.stats().await;
+    let rst = root.stats().await;
+    eprintln!(
+        "IPv6 lookup vs libtorrent: found={found} after {:?}; ours {st:?}; root {rst:?}",
+        started.elapsed()
+    );
+    assert!(
+        found,
+        "libtorrent seeder {seeder} not found; peers seen {seen:?}"
+    );
+    assert!(rst.table_v6 >= 1 && rst.table_v4 == 0, "{rst:?}");
+    dht.shutdown().await;
+    root.shutdown().await;
+}
+
+/// A libtorrent session on [::1] only, bootstrapped from our node; prints FOUND when its
+/// get_peers returns `expect`.
+const FIND_SCRIPT: &str = r#"
+import sys, time
+import libtorrent as lt
+root_port, port, ih, expect, timeout = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+s = lt.session({"listen_interfaces": f"[::1]:{port}", "enable_dht": True, "enable_lsd": False,
+    "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": f"[::1]:{root_port}",
+    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+    "dht_prefer_verified_node_ids": False,
+    "alert_mask": lt.alert.category_t.all_categories})
+try:
+    s.add_dht_node(("::1", root_port))
+except Exception as e:
+    print("add_dht_node:", e, file=sys.stderr)
+h = lt.sha1_hash(bytes.fromhex(ih))
+end = time.time() + timeout
+last = 0
+while time.time() < end:
+    if time.time() - last > 1.0:
+        s.dht_get_peers(h); last = time.time()
+    s.wait_for_alert(200)
+    for a in s.pop_alerts():
+        if isinstance(a, lt.dht_get_peers_reply_alert):
+            peers = [f"{ip}:{port}" for ip, port in a.peers()]
+            print("reply", peers, file=sys.stderr, flush=True)
+            if expect in peers:
+                print("FOUND", flush=True); sys.exit(0)
+print("NOT FOUND", flush=True); sys.exit(1)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtorrent_finds_peer_announced_through_our_ipv6_node() {
+    if !require_or_skip("libtorrent") {
+        return;
+    }
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIP: no IPv6 loopback (::1) ***\n"
+        );
+        return;
+    }
+    let root_addr: SocketAddr = "[::1]:26123".parse().unwrap();
+    let root_cfg = DhtConfig {
+        seed: Some(63),
+        ..Default::default()
+    };
+    let root = Dht::start(Net::Tokio, root_addr, root_cfg).await.unwrap();
+    let cfg = DhtConfig {
+        seed: Some(64),
+        bootstrap: vec![root_addr],
+        ..Default::default()
+    };
+    let announcer = Dht::start(Net::Tokio, "[::1]:0".parse().unwrap(), cfg)
+        .await
+        .unwrap();
+    announcer.bootstrapped().await;
+    let ih = Id20([0x5e; 20]);
+    let h = announcer.lookup(ih, Some(Some(7777)), false).await;
+    let mut rx = h.peers;
+    while rx.recv().await.is_some() {}
+    let s = h.done.await.unwrap();
+    assert!(s.announced_to >= 1, "{s:?}");
+    let ih_hex = ih.to_hex();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(common::SYSTEM_PYTHON)
+            .args(["-W", "ignore", "-c", FIND_SCRIPT, "26123", "26124", &ih_hex])
+            .args(["::1:7777", "30"])
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rst = root.stats().await;
+    eprintln!("libtorrent over IPv6: {stdout:?}; root {rst:?}");
+    assert!(
+        stdout.contains("FOUND"),
+        "libtorrent did not find our peer: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    announcer.shutdown().await;
+    root.shutdown().await;
+}
+
+/// A libtorrent seeder listening on one IPv4 and one IPv6 address (a DHT node on each),
+/// bootstrapped from our dual-stack node.
+const DUAL_SEED_SCRIPT: &str = r#"
+import json, os, sys, tempfile, time
+import libtorrent as lt
+d = tempfile.mkdtemp(prefix="mf-dual-interop-")
+path = os.path.join(d, "payload.bin")
+with open(path, "wb") as f: f.write(os.urandom(64 * 1024))
+fs = lt.file_storage(); lt.add_files(fs, path)
+t = lt.create_torrent(fs, 16384); lt.set_piece_hashes(t, d)
+info = lt.torrent_info(t.generate())
+s = lt.session({"listen_interfaces": "127.0.0.171:26126,[::1]:26126", "enable_dht": True,
+    "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+    "dht_bootstrap_nodes": "127.0.0.170:26125,[::1]:26125",
+    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+    "dht_prefer_verified_node_ids": False, "dht_announce_interval": 5,
+    "dht_aggressive_lookups": True, "enable_outgoing_utp": False,
+    "enable_incoming_utp": False})
+for n in [("127.0.0.170", 26125), ("::1", 26125)]:
+    try:
+        s.add_dht_node(n)
+    except Exception as e:
+        print("add_dht_node:", e, file=sys.stderr)
+s.add_torrent({"ti": info, "save_path": d})
+print(json.dumps({"infohash": str(info.info_hash())}), flush=True)
+time.sleep(120)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_dual_stack_lookup_finds_libtorrent_in_both_families() {
+    if !require_or_skip("libtorrent") {
+        return;
+    }
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIP: no IPv6 loopback (::1) ***\n"
+        );
+        return;
+    }
+    let roots: Vec<SocketAddr> = vec![
+        "127.0.0.170:26125".parse().unwrap(),
+        "[::1]:26125".parse().unwrap(),
+    ];
+    let root_cfg = DhtConfig {
+        seed: Some(65),
+        ..Default::default()
+    };
+    let root = Dht::start_multi(Net::Tokio, &roots, root_cfg)
+        .await
+        .unwrap();
+    let mut py = PyHelper::spawn(DUAL_SEED_SCRIPT, &[]);
+    let info = py.json_line().await;
+    let ih = Id20::from_hex(info["infohash"].as_str().unwrap()).unwrap();
+    let want: Vec<SocketAddr> = vec![
+        "127.0.0.171:26126".parse().unwrap(),
+        "[::1]:26126".parse().unwrap(),
+    ];
+    let cfg = DhtConfig {
+        seed: Some(66),
+        bootstrap: roots.clone(),
+        ..Default::default()
+    };
+    let binds: Vec<SocketAddr> = vec!["127.0.0.172:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    let dht = Dht::start_multi(Net::Tokio, &binds, cfg).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut found = std::collections::BTreeSet::new();
+    while found.len() < 2 && started.elapsed() < Duration::from_secs(40) {
+        let h = dht.lookup(ih, None, false).await;
+        let mut rx = h.peers;
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            if want.contains(&p) {
+                found.insert(p);
+            }
+        }
+        if found.len() < 2 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let st = dht.stats().await;
+    eprintln!(
+        "dual-stack lookup vs libtorrent: found {found:?} after {:?}; stats {st:?}",
+        started.elapsed()
+    );
+    assert_eq!(found.len(), 2, "found {found:?} of {want:?}");
+    assert!(st.table_v4 >= 1 && st.table_v6 >= 1, "{st:?}");
+    dht.shutdown().await;
+    root.shutdown().await;
+}
