@@ -48,6 +48,57 @@ impl IdlePeers {
     }
 }
 
+/// What [`eviction_victim`] needs to know about one connected peer.
+#[derive(Clone, Copy, Debug)]
+pub struct EvictStat {
+    pub key: PeerKey,
+    pub connected_at: Instant,
+    /// We want pieces the peer has.
+    pub am_interested: bool,
+    /// The peer wants pieces we have.
+    pub peer_interested: bool,
+    /// The peer is a seed (has every piece).
+    pub is_seed: bool,
+}
+
+/// A peer connected for less than this is never evicted: a newcomer must get the chance
+/// to exchange bitfields and interest, and two crowds of newcomers cannot keep evicting
+/// each other (the churn guard).
+pub const EVICT_MIN_AGE: Duration = Duration::from_secs(20);
+/// At most one eviction per this interval (bounds the churn a flood of connects can cause).
+pub const EVICT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// At the connection limit a new incoming peer arrives: which connected peer, if any, is
+/// useless enough to make room for it (libtorrent does the same for incoming connections
+/// when its peer list is full). `seeding`: we have every piece.
+///
+/// Useless means, when seeding, a peer that wants nothing from us (not interested, or a
+/// seed itself); when leeching, a peer where neither side is interested. Only peers older
+/// than [`EVICT_MIN_AGE`] qualify and the oldest goes first (ties by key, deterministic);
+/// the caller also allows at most one eviction per [`EVICT_INTERVAL`] (`last_eviction`).
+pub fn eviction_victim(
+    peers: &[EvictStat],
+    seeding: bool,
+    now: Instant,
+    last_eviction: Option<Instant>,
+) -> Option<PeerKey> {
+    if last_eviction.is_some_and(|t| now.saturating_duration_since(t) < EVICT_INTERVAL) {
+        return None;
+    }
+    peers
+        .iter()
+        .filter(|p| now.saturating_duration_since(p.connected_at) >= EVICT_MIN_AGE)
+        .filter(|p| {
+            if seeding {
+                !p.peer_interested || p.is_seed
+            } else {
+                !p.am_interested && !p.peer_interested
+            }
+        })
+        .min_by_key(|p| (p.connected_at, p.key))
+        .map(|p| p.key)
+}
+
 /// Addresses banned for sending corrupt data, at most `cap` of them: the oldest ban is
 /// forgotten first, so a flood of throw-away addresses cannot grow memory without bound.
 #[derive(Debug)]
@@ -112,6 +163,45 @@ mod tests {
         idle.observe(PeerKey(1), false, now);
         idle.remove(PeerKey(2));
         assert!(idle.victims(now, after, 10).is_empty());
+    }
+
+    #[test]
+    fn eviction_picks_the_oldest_useless_peer_and_is_rate_limited() {
+        let t0 = Instant::now();
+        let st = |k: u64, age_s: u64, am: bool, peer: bool| EvictStat {
+            key: PeerKey(k),
+            connected_at: t0 + Duration::from_secs(100 - age_s),
+            am_interested: am,
+            peer_interested: peer,
+            is_seed: false,
+        };
+        let now = t0 + Duration::from_secs(100);
+        let peers = [
+            st(1, 50, false, true),  // wants our pieces
+            st(2, 30, true, false),  // we want its pieces
+            st(3, 40, false, false), // mutual uninterest
+            st(4, 5, false, false),  // useless but too new
+        ];
+        // Leeching: only mutual uninterest counts, and not for a newcomer.
+        assert_eq!(eviction_victim(&peers, false, now, None), Some(PeerKey(3)));
+        // Seeding: not interested in us is enough; the oldest such peer goes first.
+        assert_eq!(eviction_victim(&peers, true, now, None), Some(PeerKey(3)));
+        let mut seed = st(5, 60, false, false);
+        seed.is_seed = true;
+        seed.peer_interested = true;
+        let mut with_seed = peers.to_vec();
+        with_seed.push(seed);
+        assert_eq!(
+            eviction_victim(&with_seed, true, now, None),
+            Some(PeerKey(5))
+        );
+        // Churn guard: one eviction per interval.
+        let recent = Some(now - Duration::from_millis(500));
+        assert_eq!(eviction_victim(&peers, false, now, recent), None);
+        let old = Some(now - EVICT_INTERVAL);
+        assert_eq!(eviction_victim(&peers, false, now, old), Some(PeerKey(3)));
+        // Nobody useless: refuse the newcomer.
+        assert_eq!(eviction_victim(&peers[..2], false, now, None), None);
     }
 
     #[test]

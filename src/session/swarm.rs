@@ -33,7 +33,7 @@ use crate::torrent::{Bitfield, BlockRef, BlockStatus, Layout, PeerKey, Picker, P
 
 use crate::peer::pex::PexSender;
 
-use super::idle::{BanList, IdlePeers};
+use super::idle::{eviction_victim, BanList, EvictStat, IdlePeers};
 use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
 use super::{Phase, Progress};
 
@@ -256,6 +256,8 @@ pub struct Swarm {
     bans: u64,
     ws: webseeds::WebSeeds,
     transport_bytes: TransportBytes,
+    /// Last time a peer was evicted to admit an incoming one (churn guard).
+    last_eviction: Option<Instant>,
 }
 
 impl Swarm {
@@ -312,6 +314,7 @@ impl Swarm {
             bans: 0,
             ws: webseeds::WebSeeds::new(p.cfg.web_seeds.clone(), p.net.clone()),
             transport_bytes: TransportBytes::default(),
+            last_eviction: None,
             p,
         }
     }
@@ -522,10 +525,30 @@ impl Swarm {
     }
 
     fn on_incoming(&mut self, conn: PeerConn) {
-        if self.banned.contains(&conn.addr)
-            || self.peers.len() >= self.p.cfg.max_peers + self.p.cfg.incoming_slack
-        {
+        if self.banned.contains(&conn.addr) {
             return; // dropping the connection closes it
+        }
+        if self.peers.len() >= self.p.cfg.max_peers + self.p.cfg.incoming_slack {
+            // Full: make room only by evicting a peer that is useless to us (rate-limited
+            // and never a recent newcomer, see `idle::eviction_victim`); else refuse.
+            let now = Instant::now();
+            let stats: Vec<EvictStat> = self
+                .peers
+                .iter()
+                .map(|(k, p)| EvictStat {
+                    key: *k,
+                    connected_at: p.connected_at,
+                    am_interested: p.am_interested,
+                    peer_interested: p.peer_interested,
+                    is_seed: p.has.is_full(),
+                })
+                .collect();
+            let Some(victim) = eviction_victim(&stats, self.complete(), now, self.last_eviction)
+            else {
+                return;
+            };
+            self.last_eviction = Some(now);
+            self.drop_peer(victim, "evicted for an incoming peer");
         }
         if let Some(c) = &self.p.cfg.sources {
             c.incoming.fetch_add(1, Ordering::Relaxed);
