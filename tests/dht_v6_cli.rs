@@ -6,7 +6,6 @@
 //!
 //! Skips loudly when the machine has no IPv6 loopback.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,14 +16,7 @@ use common::{lines, random_bytes, Proc};
 const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
 
 fn have_ipv6_loopback() -> bool {
-    if std::net::UdpSocket::bind("[::1]:0").is_ok() {
-        return true;
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIP: no IPv6 loopback (::1); BEP 32 CLI test not run ***\n"
-    );
-    false
+    common::require_or_skip("ipv6-loopback")
 }
 
 fn serve(binds: &[&str]) -> Proc {

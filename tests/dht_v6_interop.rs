@@ -8,7 +8,6 @@
 //! Needs `/usr/bin/python3` with `libtorrent` (skips loudly without it, fails under
 //! MAGNETFETCH_REQUIRE_INTEROP=1) and an IPv6 loopback (skips loudly without it).
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,30 +21,33 @@ use common::{require_or_skip, PyHelper};
 const ROOT: &str = "[::1]:26120";
 const SEEDER_PORT: u16 = 26121;
 
-/// A libtorrent session on [::1] only (so its DHT is IPv6 only), seeding a fresh file;
-/// prints {"infohash": ...} once the torrent is added.
+/// A libtorrent session seeding a fresh file, listening on argv[1] (libtorrent's
+/// `listen_interfaces`) with its DHT bootstrapped from argv[2] (comma-separated
+/// `HOST:PORT`, IPv6 hosts in brackets); prints {"infohash": ...} once the torrent is added.
 const SEED_SCRIPT: &str = r#"
 import json, os, sys, tempfile, time
 import libtorrent as lt
-root_port, port = int(sys.argv[1]), int(sys.argv[2])
+listen, boot = sys.argv[1], sys.argv[2]
 d = tempfile.mkdtemp(prefix="mf-v6-interop-")
 path = os.path.join(d, "payload.bin")
 with open(path, "wb") as f: f.write(os.urandom(64 * 1024))
 fs = lt.file_storage(); lt.add_files(fs, path)
 t = lt.create_torrent(fs, 16384); lt.set_piece_hashes(t, d)
 info = lt.torrent_info(t.generate())
-s = lt.session({"listen_interfaces": f"[::1]:{port}", "enable_dht": True,
+s = lt.session({"listen_interfaces": listen, "enable_dht": True,
     "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-    "dht_bootstrap_nodes": f"[::1]:{root_port}",
+    "dht_bootstrap_nodes": boot,
     "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
     "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
     "dht_prefer_verified_node_ids": False, "dht_announce_interval": 5,
     "dht_aggressive_lookups": True, "enable_outgoing_utp": False,
     "enable_incoming_utp": False})
-try:
-    s.add_dht_node(("::1", root_port))
-except Exception as e:
-    print("add_dht_node:", e, file=sys.stderr)
+for n in boot.split(","):
+    host, port = n.rsplit(":", 1)
+    try:
+        s.add_dht_node((host.strip("[]"), int(port)))
+    except Exception as e:
+        print("add_dht_node:", e, file=sys.stderr)
 s.add_torrent({"ti": info, "save_path": d})
 print(json.dumps({"infohash": str(info.info_hash())}), flush=True)
 time.sleep(120)
@@ -53,14 +55,7 @@ time.sleep(120)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_ipv6_lookup_finds_libtorrent_seeder_announced_over_ipv6() {
-    if !require_or_skip("libtorrent") {
-        return;
-    }
-    if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIP: no IPv6 loopback (::1) ***\n"
-        );
+    if !require_or_skip("libtorrent") || !require_or_skip("ipv6-loopback") {
         return;
     }
     let root_addr: SocketAddr = ROOT.parse().unwrap();
@@ -69,10 +64,8 @@ async fn our_ipv6_lookup_finds_libtorrent_seeder_announced_over_ipv6() {
         ..Default::default()
     };
     let root = Dht::start(Net::Tokio, root_addr, root_cfg).await.unwrap();
-    let mut py = PyHelper::spawn(
-        SEED_SCRIPT,
-        &[&root_addr.port().to_string(), &SEEDER_PORT.to_string()],
-    );
+    let listen = format!("[::1]:{SEEDER_PORT}");
+    let mut py = PyHelper::spawn(SEED_SCRIPT, &[&listen, ROOT]);
     let info = py.json_line().await;
     let ih = Id20::from_hex(info["infohash"].as_str().unwrap()).unwrap();
     let seeder: SocketAddr = format!("[::1]:{SEEDER_PORT}").parse().unwrap();
@@ -149,14 +142,7 @@ print("NOT FOUND", flush=True); sys.exit(1)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_finds_peer_announced_through_our_ipv6_node() {
-    if !require_or_skip("libtorrent") {
-        return;
-    }
-    if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIP: no IPv6 loopback (::1) ***\n"
-        );
+    if !require_or_skip("libtorrent") || !require_or_skip("ipv6-loopback") {
         return;
     }
     let root_addr: SocketAddr = "[::1]:26123".parse().unwrap();
@@ -202,45 +188,9 @@ async fn libtorrent_finds_peer_announced_through_our_ipv6_node() {
     root.shutdown().await;
 }
 
-/// A libtorrent seeder listening on one IPv4 and one IPv6 address (a DHT node on each),
-/// bootstrapped from our dual-stack node.
-const DUAL_SEED_SCRIPT: &str = r#"
-import json, os, sys, tempfile, time
-import libtorrent as lt
-d = tempfile.mkdtemp(prefix="mf-dual-interop-")
-path = os.path.join(d, "payload.bin")
-with open(path, "wb") as f: f.write(os.urandom(64 * 1024))
-fs = lt.file_storage(); lt.add_files(fs, path)
-t = lt.create_torrent(fs, 16384); lt.set_piece_hashes(t, d)
-info = lt.torrent_info(t.generate())
-s = lt.session({"listen_interfaces": "127.0.0.171:26126,[::1]:26126", "enable_dht": True,
-    "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-    "dht_bootstrap_nodes": "127.0.0.170:26125,[::1]:26125",
-    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
-    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
-    "dht_prefer_verified_node_ids": False, "dht_announce_interval": 5,
-    "dht_aggressive_lookups": True, "enable_outgoing_utp": False,
-    "enable_incoming_utp": False})
-for n in [("127.0.0.170", 26125), ("::1", 26125)]:
-    try:
-        s.add_dht_node(n)
-    except Exception as e:
-        print("add_dht_node:", e, file=sys.stderr)
-s.add_torrent({"ti": info, "save_path": d})
-print(json.dumps({"infohash": str(info.info_hash())}), flush=True)
-time.sleep(120)
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_dual_stack_lookup_finds_libtorrent_in_both_families() {
-    if !require_or_skip("libtorrent") {
-        return;
-    }
-    if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIP: no IPv6 loopback (::1) ***\n"
-        );
+    if !require_or_skip("libtorrent") || !require_or_skip("ipv6-loopback") {
         return;
     }
     let roots: Vec<SocketAddr> = vec![
@@ -254,7 +204,13 @@ async fn our_dual_stack_lookup_finds_libtorrent_in_both_families() {
     let root = Dht::start_multi(Net::Tokio, &roots, root_cfg)
         .await
         .unwrap();
-    let mut py = PyHelper::spawn(DUAL_SEED_SCRIPT, &[]);
+    let mut py = PyHelper::spawn(
+        SEED_SCRIPT,
+        &[
+            "127.0.0.171:26126,[::1]:26126",
+            "127.0.0.170:26125,[::1]:26125",
+        ],
+    );
     let info = py.json_line().await;
     let ih = Id20::from_hex(info["infohash"].as_str().unwrap()).unwrap();
     let want: Vec<SocketAddr> = vec![

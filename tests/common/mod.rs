@@ -47,6 +47,8 @@ pub fn interop_required() -> bool {
 pub fn require_or_skip(what: &str) -> bool {
     let found = match what {
         "libtorrent" | "python3-libtorrent" => python_libtorrent().is_some(),
+        // BEP 32 tests need an IPv6 loopback address to bind.
+        "ipv6-loopback" => std::net::UdpSocket::bind("[::1]:0").is_ok(),
         tool => which(tool).is_some(),
     };
     if found {
