@@ -334,12 +334,28 @@ fn lt_leecher_downloads_from_tracker_only_seed() {
 
 /// A tiny HTTP/1.1 file server with `Range: bytes=a-b` and keep-alive (for web seeds).
 fn range_server(ip: &str, files: BTreeMap<String, Vec<u8>>) -> std::net::SocketAddr {
+    range_server_logged(ip, files).0
+}
+
+/// [`range_server`], also recording the source IP of every connection it accepts.
+fn range_server_logged(
+    ip: &str,
+    files: BTreeMap<String, Vec<u8>>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
+) {
     let l = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
     let addr = l.local_addr().unwrap();
     let files = std::sync::Arc::new(files);
+    let sources = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = sources.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
+            if let Ok(peer) = s.peer_addr() {
+                log.lock().unwrap().push(peer.ip());
+            }
             let files = files.clone();
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
@@ -395,7 +411,7 @@ fn range_server(ip: &str, files: BTreeMap<String, Vec<u8>>) -> std::net::SocketA
             });
         }
     });
-    addr
+    (addr, sources)
 }
 
 /// (d): the only source is a web seed (BEP 19) on a local HTTP server; single- and
@@ -414,7 +430,7 @@ fn web_seed_only_download_via_cli() {
     files.insert("/files/web.bin".to_string(), fx.data.clone());
     files.insert("/files/album/a.dat".to_string(), a.clone());
     files.insert("/files/album/sub/b%20c.dat".to_string(), b.clone());
-    let http = range_server("127.0.0.66", files);
+    let (http, sources) = range_server_logged("127.0.0.66", files);
     let base = format!("http://{http}/files/");
     for (src, check) in [
         (fx.file.clone(), vec![("web.bin", fx.data.clone())]),
@@ -443,6 +459,13 @@ fn web_seed_only_download_via_cli() {
         let done = events.iter().find(|e| e["event"] == "done").unwrap();
         assert!(done["downloaded"].as_u64().unwrap() > 0, "{done}");
     }
+    // Web-seed requests leave from the `--bind` IP, like tracker announces.
+    let sources = sources.lock().unwrap().clone();
+    assert!(!sources.is_empty());
+    assert!(
+        sources.iter().all(|ip| ip.to_string() == "127.0.0.67"),
+        "web-seed connections came from {sources:?}"
+    );
 }
 
 /// (e): opentracker (allow-listed) over UDP and HTTP; a libtorrent seeder found that way.

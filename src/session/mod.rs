@@ -848,6 +848,10 @@ async fn run_torrent(
         None => (None, None),
     };
     let params = swarm::SwarmParams {
+        bind_ip: inner
+            .listen_addr
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified()),
         net: inner.net.clone(),
         info_hash,
         our_id: inner.peer_id,

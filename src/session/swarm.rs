@@ -123,6 +123,8 @@ pub struct SwarmParams {
     pub progress: watch::Sender<Progress>,
     /// Pieces verified in this run are reported here (for resume data).
     pub verified_tx: Option<mpsc::UnboundedSender<u32>>,
+    /// Source IP for web-seed requests (the session's `--bind` IP; `None`: default route).
+    pub bind_ip: Option<std::net::IpAddr>,
 }
 
 /// Inputs from the rest of the session.
@@ -312,7 +314,7 @@ impl Swarm {
             complete_announced: false,
             failed_pieces: 0,
             bans: 0,
-            ws: webseeds::WebSeeds::new(p.cfg.web_seeds.clone(), p.net.clone()),
+            ws: webseeds::WebSeeds::new(p.cfg.web_seeds.clone(), p.net.clone(), p.bind_ip),
             transport_bytes: TransportBytes::default(),
             last_eviction: None,
             p,

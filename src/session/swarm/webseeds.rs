@@ -99,12 +99,18 @@ pub struct WebSeeds {
     setup: Option<Arc<WebSeedSetup>>,
     seeds: Vec<Seed>,
     net: Net,
+    /// Requests go out from this IP (the session's bind address), like tracker announces.
+    bind_ip: Option<std::net::IpAddr>,
     pub(super) tasks: JoinSet<WsDone>,
     all: Option<Bitfield>,
 }
 
 impl WebSeeds {
-    pub fn new(setup: Option<Arc<WebSeedSetup>>, net: Net) -> Self {
+    pub fn new(
+        setup: Option<Arc<WebSeedSetup>>,
+        net: Net,
+        bind_ip: Option<std::net::IpAddr>,
+    ) -> Self {
         let now = Instant::now();
         let seeds = setup
             .as_ref()
@@ -131,6 +137,7 @@ impl WebSeeds {
             setup,
             seeds,
             net,
+            bind_ip,
             tasks: JoinSet::new(),
             all: None,
         }
@@ -187,10 +194,10 @@ impl Swarm {
                 }
                 let s = &mut self.ws.seeds[i];
                 s.in_flight += 1;
-                let mut fetcher = s
-                    .fetchers
-                    .pop()
-                    .unwrap_or_else(|| WebSeedFetcher::new(self.ws.net.clone(), FETCH_TIMEOUT));
+                let mut fetcher = s.fetchers.pop().unwrap_or_else(|| {
+                    WebSeedFetcher::new(self.ws.net.clone(), FETCH_TIMEOUT)
+                        .with_bind_ip(self.ws.bind_ip)
+                });
                 let url = s.url.clone();
                 let setup = setup.clone();
                 self.ws.tasks.spawn(async move {
