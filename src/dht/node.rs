@@ -431,50 +431,44 @@ async fn run(socks: Vec<UdpSocket>, mut st: NodeState, mut cmds: mpsc::Receiver<
             let _ = s.send_to(&bytes, to).await;
         }
         let wake = st.next_wake();
-        tokio::select! {
+        // Which socket a datagram (or a receive error) came from: `true` for the second.
+        let got = tokio::select! {
             biased;
-            cmd = cmds.recv() => match cmd {
-                None => {
-                    st.save();
-                    return;
+            cmd = cmds.recv() => {
+                match cmd {
+                    None => {
+                        st.save();
+                        return;
+                    }
+                    Some(Cmd::Shutdown(tx)) => {
+                        st.save();
+                        let _ = tx.send(());
+                        return;
+                    }
+                    Some(c) => st.command(c, Instant::now()),
                 }
-                Some(Cmd::Shutdown(tx)) => {
-                    st.save();
-                    let _ = tx.send(());
-                    return;
-                }
-                Some(c) => st.command(c, Instant::now()),
-            },
-            r = sock.recv_from(&mut buf) => match r {
+                None
+            }
+            r = sock.recv_from(&mut buf) => Some((r, false)),
+            r = recv_second(second.as_ref(), &mut buf2) => Some((r, true)),
+            _ = tokio::time::sleep_until(wake) => None,
+        };
+        if let Some((r, on_second)) = got {
+            match r {
                 Ok((n, from)) => {
                     err_wait = Duration::from_millis(10);
-                    let now = Instant::now();
-                    if let Some(pkt) = buf.get(..n) {
-                        st.packet(pkt, from, now);
+                    let b = if on_second { &buf2 } else { &buf };
+                    if let Some(pkt) = b.get(..n) {
+                        st.packet(pkt, from, Instant::now());
                     }
                 }
                 Err(e) => {
-                    tracing::debug!("dht recv error: {e}");
+                    tracing::debug!(second_socket = on_second, "dht recv error: {e}");
                     // Avoid a hot loop if the socket keeps failing.
                     tokio::time::sleep(err_wait).await;
                     err_wait = (err_wait * 2).min(Duration::from_secs(1));
                 }
-            },
-            r = recv_second(second.as_ref(), &mut buf2) => match r {
-                Ok((n, from)) => {
-                    err_wait = Duration::from_millis(10);
-                    let now = Instant::now();
-                    if let Some(pkt) = buf2.get(..n) {
-                        st.packet(pkt, from, now);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!("dht recv error (second socket): {e}");
-                    tokio::time::sleep(err_wait).await;
-                    err_wait = (err_wait * 2).min(Duration::from_secs(1));
-                }
-            },
-            _ = tokio::time::sleep_until(wake) => {}
+            }
         }
         st.tick(Instant::now());
     }
