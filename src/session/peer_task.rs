@@ -33,6 +33,12 @@ pub const MAX_UPLOAD_QUEUE: usize = 500;
 const SERVE_BATCH: usize = 32;
 /// Payload bytes read in one blocking call (bounds the per-peer send buffer).
 const SERVE_BATCH_BYTES: usize = 512 * 1024;
+/// How long one serve batch may take to write. The writer handles nothing else while a
+/// batch is written — not our own requests to this peer, not `choke`, not the peer's
+/// `cancel`s — so to a slow peer a 512 KiB batch would hold them for seconds (2.5 s at
+/// 200 KiB/s): the batch shrinks to what the link sends in this time (at least one block)
+/// and grows back on fast links, where big batches save syscalls.
+const SERVE_BATCH_TIME: Duration = Duration::from_millis(50);
 /// Messages already decoded from one socket read that go to the actor (or the writer) as
 /// one batch: one channel send and one wake-up instead of one per 16 KiB block.
 const READ_BATCH: usize = 64;
@@ -325,6 +331,7 @@ async fn write_loop(
         choking: true,
         deferred: None,
         queue: VecDeque::new(),
+        batch_bytes: SERVE_BATCH_BYTES / 8,
         their_meta,
         their_pex,
     };
@@ -359,7 +366,7 @@ async fn write_loop(
                 }
             }
             if !st.choking && !st.queue.is_empty() {
-                serve(&mut writer, &ctx, &mut st.queue, &mut st.serve_buf).await?;
+                serve(&mut writer, &ctx, &mut st).await?;
             }
             last_send = Instant::now();
             continue;
@@ -395,6 +402,8 @@ struct WriterState {
     /// before anything else from the channel, so command order is kept.
     deferred: Option<PeerCmd>,
     queue: VecDeque<WireBlock>,
+    /// Current serve batch size in bytes (adapted to the link, see [`SERVE_BATCH_TIME`]).
+    batch_bytes: usize,
     their_meta: Option<u8>,
     their_pex: Option<u8>,
 }
@@ -483,13 +492,14 @@ async fn on_upload(
 async fn serve(
     writer: &mut PeerWriter,
     ctx: &PeerContext,
-    queue: &mut VecDeque<WireBlock>,
-    serve_buf: &mut Vec<u8>,
+    st: &mut WriterState,
 ) -> Result<(), PeerError> {
+    let queue = &mut st.queue;
+    let serve_buf = &mut st.serve_buf;
     let mut n = 0;
     let mut bytes = 0usize;
     for b in queue.iter() {
-        if n == SERVE_BATCH || (n > 0 && bytes + b.length as usize > SERVE_BATCH_BYTES) {
+        if n == SERVE_BATCH || (n > 0 && bytes + b.length as usize > st.batch_bytes) {
             break;
         }
         n += 1;
@@ -541,7 +551,17 @@ async fn serve(
         read()
     };
     tracing::trace!(bytes = sent, "serving");
+    let t0 = Instant::now();
     writer.write_framed(&buf[..used]).await?;
+    // Aim the next batch at SERVE_BATCH_TIME of this link's speed; a write that returned
+    // at once (fast link, room in the socket buffer) lets the batch double.
+    let took = t0.elapsed();
+    st.batch_bytes = if took.is_zero() {
+        st.batch_bytes * 2
+    } else {
+        (used as f64 * SERVE_BATCH_TIME.as_secs_f64() / took.as_secs_f64()) as usize
+    }
+    .clamp(crate::torrent::BLOCK_SIZE as usize, SERVE_BATCH_BYTES);
     ctx.counters.uploaded.fetch_add(sent, Ordering::Relaxed);
     ctx.total_uploaded.fetch_add(sent, Ordering::Relaxed);
     // Keep the (up to 512 KiB) buffer only while more is queued: an idle connection must

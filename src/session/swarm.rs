@@ -25,7 +25,7 @@ use crate::id::{InfoHash, PeerId};
 use crate::net::{Net, Transport};
 use crate::peer::wire::BlockRef as WireBlock;
 use crate::peer::{Message, PeerConn, PeerError};
-use crate::torrent::choker::{Choker, ChokerConfig, PeerStat};
+use crate::torrent::choker::{Choker, ChokerConfig, PeerStat, WASTE_AFTER};
 use crate::torrent::pipeline::{Pipeline, PipelineConfig};
 use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
 use crate::torrent::storage::{Storage, StorageError};
@@ -181,6 +181,11 @@ struct Peer {
     down: RateEstimator,
     up: RateEstimator,
     up_seen: u64,
+    /// Last time this peer received payload from us, or was unchoked (whichever is later):
+    /// the choker's "wasting a slot" test.
+    last_served: Instant,
+    /// `counters.uploaded` when we last unchoked it (the choker's quota).
+    up_at_unchoke: u64,
     connected_at: Instant,
     ext: Option<PeerExt>,
     ext_rx: Option<oneshot::Receiver<PeerExt>>,
@@ -205,6 +210,13 @@ struct Cand {
     next_try: Instant,
 }
 
+/// Why a connection between two seeds is closed (BEP 3: neither has anything for the
+/// other; libtorrent's `close_redundant_connections` does the same). A seed's slots go to
+/// leechers instead: in a flash crowd the first finishers otherwise stay connected to each
+/// other and upload at a third of their capacity while the rest wait (docs/simulation.md).
+const BOTH_SEEDS: &str = "both seeds";
+/// A seed we dropped as a seed is not dialled again for this long.
+const SEED_REDIAL: Duration = Duration::from_secs(300);
 /// Banned addresses remembered at most (oldest forgotten first).
 const MAX_BANNED: usize = 4096;
 /// Mutual uninterest this long makes a peer a candidate for dropping at the peer limit.
@@ -422,7 +434,7 @@ impl Swarm {
             .map(|(k, _)| *k)
             .collect();
         for k in seeds {
-            self.drop_peer(k, "both seeds");
+            self.drop_peer(k, BOTH_SEEDS);
         }
         for p in self.peers.values_mut() {
             if p.am_interested {
@@ -602,11 +614,13 @@ impl Swarm {
                 am_interested: false,
                 peer_interested: false,
                 am_choking: true,
-                // Loopback/LAN: min RTT ~100 µs makes the BDP estimate a handful of
-                // blocks, too few to hide per-request latency; keep at least 32 in flight.
+                // At least 8 in flight; the pipeline's slow-start window grows it on fast
+                // links (loopback needs hundreds), and a deeper floor would reserve blocks
+                // at slow peers that faster ones could deliver (it was 32: flash crowds
+                // measured 0.713 vs 0.724 efficiency, loopback no faster).
                 pipeline: Pipeline::new(
                     PipelineConfig {
-                        min_depth: 32,
+                        min_depth: 8,
                         ..PipelineConfig::default()
                     },
                     now,
@@ -615,6 +629,8 @@ impl Swarm {
                 down: RateEstimator::default_at(now),
                 up: RateEstimator::default_at(now),
                 up_seen: 0,
+                last_served: now,
+                up_at_unchoke: 0,
                 connected_at: now,
                 ext: None,
                 ext_rx: Some(ext_rx),
@@ -638,7 +654,13 @@ impl Swarm {
         self.idle.remove(key);
         if let Some(c) = self.cands.get_mut(&p.addr) {
             c.state = CandState::Idle;
-            c.next_try = Instant::now() + Duration::from_secs(10);
+            // Two seeds stay useless to each other: don't dial it again soon.
+            let wait = if why == BOTH_SEEDS {
+                SEED_REDIAL
+            } else {
+                Duration::from_secs(10)
+            };
+            c.next_try = Instant::now() + wait;
             self.queue.push_back(p.addr);
         }
         if !p.am_choking {
@@ -709,12 +731,18 @@ impl Swarm {
                 self.picker.remove_peer_bitfield(&peer.has);
                 peer.has = bf;
                 self.picker.add_peer_bitfield(&peer.has);
+                if self.picker.is_complete() && peer.has.is_full() {
+                    return Err(BOTH_SEEDS);
+                }
                 self.update_interest(key);
             }
             Message::HaveAll => {
                 self.picker.remove_peer_bitfield(&peer.has);
                 peer.has = Bitfield::full(n);
                 self.picker.add_peer_bitfield(&peer.has);
+                if self.picker.is_complete() {
+                    return Err(BOTH_SEEDS);
+                }
                 self.update_interest(key);
             }
             Message::HaveNone => {}
@@ -724,6 +752,9 @@ impl Swarm {
                 }
                 if peer.has.set(i) {
                     self.picker.add_have(i);
+                }
+                if self.picker.is_complete() && peer.has.is_full() {
+                    return Err(BOTH_SEEDS);
                 }
                 self.update_interest(key);
             }
@@ -782,8 +813,9 @@ impl Swarm {
             return;
         };
         self.transport_bytes.add(peer.transport, len);
+        let outstanding = peer.requested_at.len();
         let sent = peer.requested_at.remove(&r);
-        peer.pipeline.on_block(now, len, sent);
+        peer.pipeline.on_block(now, len, sent, outstanding);
         peer.down.record(now, len);
         let out = self.picker.on_block_received(key, r);
         tracing::trace!(?r, ?out.status, complete = out.piece_complete, "block");
@@ -873,12 +905,15 @@ impl Swarm {
                 if let Some(tx) = &self.p.verified_tx {
                     let _ = tx.send(piece);
                 }
+                // `have` goes to every peer, also those that have the piece (BEP 3): only
+                // then can a peer see that we became a seed — with the suppression other
+                // clients use, two seeds that finished one after the other never learn it
+                // and keep each other's slots (seen in flash crowds, docs/simulation.md).
                 let mut dead = Vec::new();
                 for (k, p) in &self.peers {
-                    if !p.has.get(piece)
-                        && p.cmd
-                            .try_send(PeerCmd::Send(vec![Message::Have(piece)]))
-                            .is_err()
+                    if p.cmd
+                        .try_send(PeerCmd::Send(vec![Message::Have(piece)]))
+                        .is_err()
                     {
                         dead.push(*k);
                     }
@@ -1071,6 +1106,9 @@ impl Swarm {
                     self.picker.release_requests(*k);
                 }
                 let up = p.counters.uploaded.load(Ordering::Relaxed);
+                if up > p.up_seen {
+                    p.last_served = now;
+                }
                 p.up.record(now, up - p.up_seen);
                 self.transport_bytes.add(p.transport, up - p.up_seen);
                 p.up_seen = up;
@@ -1085,6 +1123,24 @@ impl Swarm {
             }
         }
         self.drop_idle(now);
+        // Work-conserving choker: a slot whose peer requests nothing moves now, not at the
+        // next round, when someone else is waiting for one.
+        let seeding = self.complete();
+        let wasting = self.peers.values_mut().any(|p| {
+            !p.am_choking
+                && (now.saturating_duration_since(p.last_served) >= WASTE_AFTER
+                    || ((seeding || p.down.rate(now) == 0)
+                        && p.counters.uploaded.load(Ordering::Relaxed) - p.up_at_unchoke
+                            >= self.choker.quota()))
+        });
+        if wasting
+            && self
+                .peers
+                .values()
+                .any(|p| p.am_choking && p.peer_interested)
+        {
+            self.choker.force_round();
+        }
         self.run_choker(now);
         self.request_everywhere();
         self.connect_more();
@@ -1135,6 +1191,13 @@ impl Swarm {
                 up_rate: p.up.rate(now),
                 connected_at: p.connected_at,
                 snubbed: p.pipeline.is_snubbed(),
+                wasting: !p.am_choking
+                    && now.saturating_duration_since(p.last_served) >= WASTE_AFTER,
+                sent_since_unchoke: if p.am_choking {
+                    0
+                } else {
+                    p.counters.uploaded.load(Ordering::Relaxed) - p.up_at_unchoke
+                },
             });
         }
         let seeding = self.complete();
@@ -1146,6 +1209,8 @@ impl Swarm {
             let should_choke = !unchoked.contains(k);
             if should_choke != p.am_choking {
                 p.am_choking = should_choke;
+                p.last_served = now;
+                p.up_at_unchoke = p.counters.uploaded.load(Ordering::Relaxed);
                 let _ = p.cmd.try_send(if should_choke {
                     PeerCmd::Choke
                 } else {

@@ -10,6 +10,15 @@
 //! make the depth grow without bound. The result is clamped to `[min, min(reqq, max)]`,
 //! `reqq` being the peer's advertised queue length from the BEP 10 handshake.
 //!
+//! The rate is a 4 s average, so right after an unchoke it is near zero and the
+//! BDP-based depth would starve a fast peer for seconds (a seed that unchokes a new
+//! leecher every few seconds never saw full speed). So the depth also has a *window* that
+//! grows like TCP slow start: +1 per block that arrives while the pipeline is full and
+//! the block's round trip shows no queueing at the peer (≤ 2 × min RTT +
+//! [`QUEUE_SLACK`]). Once the peer's queue builds up, the window stops growing, which keeps
+//! us from reserving blocks at a slow peer that faster peers could deliver (a flash crowd
+//! is limited by exactly that, docs/simulation.md).
+//!
 //! A peer that has requests outstanding but delivers no block for [`SNUB_TIMEOUT`] (60 s)
 //! is *snubbed*: the torrent task releases its requests in the picker so other peers fetch
 //! them, and its depth drops to 1 until a block arrives.
@@ -23,6 +32,9 @@ use super::ratelimit::RateEstimator;
 
 /// No block for this long while requests are outstanding ⇒ snubbed.
 pub const SNUB_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Round-trip time above 2 × min RTT that still counts as "no queue at the peer".
+const QUEUE_SLACK: Duration = Duration::from_millis(20);
 
 /// How long a minimum-RTT sample is remembered before a fresh window replaces it.
 const RTT_WINDOW: Duration = Duration::from_secs(30);
@@ -62,12 +74,15 @@ pub struct Pipeline {
     /// Last time a block arrived, or requests were sent while none were outstanding.
     last_progress: Instant,
     snubbed: bool,
+    /// Slow-start window (see the module docs).
+    window: usize,
 }
 
 impl Pipeline {
     pub fn new(cfg: PipelineConfig, now: Instant) -> Self {
         Pipeline {
             reqq: cfg.max_depth,
+            window: cfg.initial_depth,
             cfg,
             rate: RateEstimator::new(Duration::from_secs(4), 16, now),
             rtt_cur: None,
@@ -91,8 +106,15 @@ impl Pipeline {
         }
     }
 
-    /// A block of `bytes` arrived; `requested_at` is when we sent its request (if known).
-    pub fn on_block(&mut self, now: Instant, bytes: u64, requested_at: Option<Instant>) {
+    /// A block of `bytes` arrived; `requested_at` is when we sent its request (if known),
+    /// `outstanding` how many requests were in flight with it.
+    pub fn on_block(
+        &mut self,
+        now: Instant,
+        bytes: u64,
+        requested_at: Option<Instant>,
+        outstanding: usize,
+    ) {
         self.rate.record(now, bytes);
         self.last_progress = now;
         self.snubbed = false;
@@ -103,6 +125,11 @@ impl Pipeline {
         if let Some(t) = requested_at {
             let rtt = now.saturating_duration_since(t);
             self.rtt_cur = Some(self.rtt_cur.map_or(rtt, |r| r.min(rtt)));
+            let base = self.min_rtt().unwrap_or(rtt);
+            // Grow only when the window, not a lack of blocks to ask for, was the limit.
+            if outstanding + 2 >= self.window && rtt <= base * 2 + QUEUE_SLACK {
+                self.window = (self.window + 1).min(self.cfg.max_depth);
+            }
         }
     }
 
@@ -153,7 +180,7 @@ impl Pipeline {
             }
             _ => self.cfg.initial_depth,
         };
-        d.clamp(lo, hi)
+        d.max(self.window).clamp(lo, hi)
     }
 }
 
@@ -170,29 +197,61 @@ mod tests {
         let mut now = t0;
         for _ in 0..400 {
             now += Duration::from_micros(1638); // 16384 B every 1.6384 ms = 10 MB/s
-            p.on_block(now, 16384, Some(now - Duration::from_millis(100)));
+            p.on_block(now, 16384, Some(now - Duration::from_millis(100)), 0);
         }
         let d = p.depth(now);
         assert!((115..=135).contains(&d), "{d}");
         // reqq caps it.
         p.set_reqq(50);
         assert_eq!(p.depth(now), 50);
-        // A slow peer (10 kB/s, 50 ms): clamped to the minimum plus slack.
-        let mut q = Pipeline::new(PipelineConfig::default(), t0);
+        // A slow peer (10 kB/s, 50 ms): clamped to the minimum plus slack (with a small
+        // initial window, which never grows here: the pipeline was never full).
+        let cfg = PipelineConfig {
+            initial_depth: 2,
+            ..PipelineConfig::default()
+        };
+        let mut q = Pipeline::new(cfg, t0);
         let mut now = t0;
         for _ in 0..10 {
             now += Duration::from_millis(400);
-            q.on_block(now, 4096, Some(now - Duration::from_millis(50)));
+            q.on_block(now, 4096, Some(now - Duration::from_millis(50)), 0);
         }
         assert_eq!(q.depth(now), 3);
+    }
+
+    #[test]
+    fn window_grows_while_full_and_unqueued_then_holds() {
+        let t0 = Instant::now();
+        let mut p = Pipeline::new(PipelineConfig::default(), t0);
+        assert_eq!(p.depth(t0), 8);
+        // Right after an unchoke the 4 s rate average is still tiny, so the BDP term alone
+        // would stay near the floor; blocks arriving on a full pipeline with an unloaded
+        // round trip (100 ms) grow the window by one each, i.e. doubling per round trip.
+        let mut now = t0 + Duration::from_millis(100);
+        for _ in 0..8 {
+            let d = p.depth(now);
+            p.on_block(now, 16384, Some(now - Duration::from_millis(100)), d);
+        }
+        assert_eq!(p.window, 16);
+        assert!(p.depth(now) >= 16);
+        // Not full (we had nothing more to ask for): no growth.
+        p.on_block(now, 16384, Some(now - Duration::from_millis(100)), 3);
+        assert_eq!(p.window, 16);
+        // The peer's queue builds up (round trip 400 ms > 2 × 100 ms + 20 ms): hold.
+        now += Duration::from_millis(400);
+        for _ in 0..20 {
+            let d = p.depth(now);
+            p.on_block(now, 16384, Some(now - Duration::from_millis(400)), d);
+        }
+        assert_eq!(p.window, 16, "window kept growing into the peer's queue");
     }
 
     #[test]
     fn min_rtt_ignores_queueing_delay() {
         let t0 = Instant::now();
         let mut p = Pipeline::new(PipelineConfig::default(), t0);
-        p.on_block(t0 + Duration::from_millis(10), 16384, Some(t0));
-        p.on_block(t0 + Duration::from_millis(500), 16384, Some(t0));
+        p.on_block(t0 + Duration::from_millis(10), 16384, Some(t0), 0);
+        p.on_block(t0 + Duration::from_millis(500), 16384, Some(t0), 0);
         assert_eq!(p.min_rtt(), Some(Duration::from_millis(10)));
     }
 
@@ -216,7 +275,7 @@ mod tests {
         );
         assert!(p.is_snubbed());
         assert_eq!(p.depth(t1 + SNUB_TIMEOUT), 1);
-        p.on_block(t1 + Duration::from_secs(70), 16384, None);
+        p.on_block(t1 + Duration::from_secs(70), 16384, None, 0);
         assert!(!p.is_snubbed());
     }
 }
