@@ -473,13 +473,20 @@ impl Swarm {
     }
 
     fn connect_more(&mut self) {
-        if self.complete() {
-            return; // seeds wait for leechers to come to them
-        }
+        // A seed dials too, up to half the limit (it needs no more than its upload slots
+        // and some choice): leechers that filled their peer lists with each other before
+        // it finished never come to it, and in a flash crowd the first finishers then sat
+        // idle with no peers while the rest were short of uploaders (docs/simulation.md).
+        // Peers that turn out to be seeds are dropped and not redialled for a while.
+        let limit = if self.complete() {
+            self.p.cfg.max_peers / 2
+        } else {
+            self.p.cfg.max_peers
+        };
         let now = Instant::now();
         let mut deferred = Vec::new();
         while self.connecting.len() < self.p.cfg.max_half_open
-            && self.peers.len() + self.connecting.len() < self.p.cfg.max_peers
+            && self.peers.len() + self.connecting.len() < limit
         {
             let Some(a) = self.queue.pop_front() else {
                 break;
