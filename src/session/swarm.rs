@@ -31,7 +31,7 @@ use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
 use crate::torrent::storage::{Storage, StorageError};
 use crate::torrent::{Bitfield, BlockRef, BlockStatus, Layout, PeerKey, Picker, PickerConfig};
 
-use crate::peer::pex::PexSender;
+use crate::peer::pex::{PexSender, MAX_ADDED};
 
 use super::idle::{eviction_victim, BanList, EvictStat, IdlePeers};
 use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
@@ -203,10 +203,17 @@ struct Cand {
     state: CandState,
     fails: u32,
     next_try: Instant,
+    /// Known to have every piece (BEP 11 `added.f` seed flag, or it told us itself).
+    seed: bool,
 }
 
 /// Banned addresses remembered at most (oldest forgotten first).
 const MAX_BANNED: usize = 4096;
+/// A peer that closed us is dialled again after this long.
+const PEER_RETRY: Duration = Duration::from_secs(10);
+/// ... and a seed sooner: it is the one peer that has every piece, and a full one frees
+/// slots as its leechers complete (they drop it then).
+const SEED_RETRY: Duration = Duration::from_secs(5);
 /// Mutual uninterest this long makes a peer a candidate for dropping at the peer limit.
 const IDLE_DROP_AFTER: Duration = Duration::from_secs(60);
 
@@ -231,6 +238,14 @@ pub struct Swarm {
     next_key: u64,
     cands: BTreeMap<SocketAddr, Cand>,
     queue: VecDeque<SocketAddr>,
+    /// Candidates known to be seeds: dialled first, and even at `max_peers` (see
+    /// [`Swarm::connect_more`]). May hold addresses also in `queue` (state decides).
+    seed_queue: VecDeque<SocketAddr>,
+    /// Connections refused at the peer limit that still get a short courtesy (handshake,
+    /// PEX, metadata; see [`super::courtesy`]): at most this many at once.
+    courtesy: Arc<tokio::sync::Semaphore>,
+    /// Random choices of the connection logic (which contacts a refused peer is told).
+    rng: StdRng,
     banned: BanList,
     idle: IdlePeers,
     buffers: BTreeMap<u32, Vec<u8>>,
@@ -268,6 +283,7 @@ impl Swarm {
         let mut rng = StdRng::seed_from_u64(p.rng_seed);
         let picker_rng = StdRng::from_rng(&mut rng);
         let choker_rng = StdRng::from_rng(&mut rng);
+        let conn_rng = StdRng::from_rng(&mut rng);
         let mut picker = Picker::new(&p.layout, PickerConfig::default(), picker_rng);
         if !p.cfg.file_priorities.is_empty() {
             picker.set_priorities(&p.layout.piece_priorities(&p.cfg.file_priorities));
@@ -292,6 +308,9 @@ impl Swarm {
             next_key: 0,
             cands: BTreeMap::new(),
             queue: VecDeque::new(),
+            seed_queue: VecDeque::new(),
+            courtesy: Arc::new(tokio::sync::Semaphore::new(super::courtesy::MAX_CONCURRENT)),
+            rng: conn_rng,
             banned: BanList::new(MAX_BANNED),
             idle: IdlePeers::default(),
             buffers: BTreeMap::new(),
@@ -379,7 +398,7 @@ impl Swarm {
                 }
                 a = inputs.addrs.recv(), if addrs_open => match a {
                     Some(a) => {
-                        self.add_candidate(a);
+                        self.add_candidate(a, false);
                         self.connect_more();
                     }
                     None => addrs_open = false,
@@ -442,11 +461,21 @@ impl Swarm {
 
     // ---- peers: connecting ---------------------------------------------------------
 
-    fn add_candidate(&mut self, a: SocketAddr) {
+    fn add_candidate(&mut self, a: SocketAddr, seed: bool) {
         if a.port() == 0 || a.ip().is_unspecified() || self.banned.contains(&a) {
             return;
         }
-        if self.cands.contains_key(&a) || self.cands.len() >= self.p.cfg.max_candidates {
+        if let Some(c) = self.cands.get_mut(&a) {
+            // Heard again, now as a seed: it moves to the front of the dialling order.
+            if seed && !c.seed {
+                c.seed = true;
+                if c.state == CandState::Idle {
+                    self.seed_queue.push_back(a);
+                }
+            }
+            return;
+        }
+        if self.cands.len() >= self.p.cfg.max_candidates {
             return;
         }
         self.cands.insert(
@@ -455,21 +484,46 @@ impl Swarm {
                 state: CandState::Idle,
                 fails: 0,
                 next_try: Instant::now(),
+                seed,
             },
         );
-        self.queue.push_back(a);
+        self.requeue(a, seed);
     }
 
+    /// Puts an idle candidate back in its dialling queue.
+    fn requeue(&mut self, a: SocketAddr, seed: bool) {
+        if seed {
+            self.seed_queue.push_back(a);
+        } else {
+            self.queue.push_back(a);
+        }
+    }
+
+    /// Dials candidates: known seeds first, up to `max_peers` + `incoming_slack` (a leecher
+    /// full of other leechers still reaches a seed it learns of: the seed is the one peer
+    /// that has every piece, and the slack bounds how far over the limit that takes us);
+    /// then everyone else up to `max_peers`.
     fn connect_more(&mut self) {
         if self.complete() {
             return; // seeds wait for leechers to come to them
         }
+        let seed_limit = self.p.cfg.max_peers + self.p.cfg.incoming_slack;
+        self.dial_from_queue(true, seed_limit);
+        self.dial_from_queue(false, self.p.cfg.max_peers);
+    }
+
+    fn dial_from_queue(&mut self, seeds: bool, limit: usize) {
         let now = Instant::now();
         let mut deferred = Vec::new();
         while self.connecting.len() < self.p.cfg.max_half_open
-            && self.peers.len() + self.connecting.len() < self.p.cfg.max_peers
+            && self.peers.len() + self.connecting.len() < limit
         {
-            let Some(a) = self.queue.pop_front() else {
+            let q = if seeds {
+                &mut self.seed_queue
+            } else {
+                &mut self.queue
+            };
+            let Some(a) = q.pop_front() else {
                 break;
             };
             let Some(c) = self.cands.get_mut(&a) else {
@@ -492,7 +546,11 @@ impl Swarm {
                 (a, r)
             });
         }
-        self.queue.extend(deferred);
+        if seeds {
+            self.seed_queue.extend(deferred);
+        } else {
+            self.queue.extend(deferred);
+        }
     }
 
     fn on_connected(&mut self, addr: SocketAddr, res: Result<PeerConn, PeerError>) {
@@ -522,7 +580,8 @@ impl Swarm {
             }
             // Back off: 5 s, 10 s, 20 s, 40 s.
             c.next_try = Instant::now() + Duration::from_secs(5u64 << (c.fails - 1).min(3));
-            self.queue.push_back(addr);
+            let seed = c.seed;
+            self.requeue(addr, seed);
         }
     }
 
@@ -547,6 +606,7 @@ impl Swarm {
                 .collect();
             let Some(victim) = eviction_victim(&stats, self.complete(), now, self.last_eviction)
             else {
+                self.refuse(conn);
                 return;
             };
             self.last_eviction = Some(now);
@@ -556,6 +616,38 @@ impl Swarm {
             c.incoming.fetch_add(1, Ordering::Relaxed);
         }
         self.add_peer(conn, false);
+    }
+
+    /// Refuses an incoming peer at the connection limit. While courtesy slots last it first
+    /// gets what costs us nothing: our bitfield, extended handshake, one PEX message with
+    /// some of our peers (so it finds the rest of the swarm instead of waiting for its next
+    /// DHT or tracker round) and the metadata if it asks within a moment; then we close.
+    fn refuse(&mut self, conn: PeerConn) {
+        let Ok(permit) = self.courtesy.clone().try_acquire_owned() else {
+            return; // dropping the connection closes it
+        };
+        let pex = if self.p.cfg.private {
+            None
+        } else {
+            let contacts = self.pex_contacts();
+            let sample =
+                super::courtesy::pick_contacts(&contacts, conn.addr.ip(), MAX_ADDED, &mut self.rng);
+            (!sample.is_empty()).then(|| {
+                crate::peer::PexMsg {
+                    added: sample,
+                    dropped: Vec::new(),
+                }
+                .encode()
+            })
+        };
+        tracing::debug!(addr = %conn.addr, "refused at the peer limit (courtesy)");
+        let ctx = super::courtesy::Courtesy {
+            info: self.p.info.clone(),
+            have: self.picker.have().clone(),
+            our_port: self.p.our_port,
+            pex,
+        };
+        tokio::spawn(super::courtesy::refuse(conn, ctx, permit));
     }
 
     fn add_peer(&mut self, conn: PeerConn, outgoing: bool) {
@@ -636,10 +728,19 @@ impl Swarm {
         self.picker.on_peer_disconnected(key);
         self.picker.remove_peer_bitfield(&p.has);
         self.idle.remove(key);
-        if let Some(c) = self.cands.get_mut(&p.addr) {
-            c.state = CandState::Idle;
-            c.next_try = Instant::now() + Duration::from_secs(10);
-            self.queue.push_back(p.addr);
+        // The address we would dial (an incoming peer's listen address was marked
+        // connected; it must become dialable again, or we would never reach it later).
+        let a = dial_addr(&p).unwrap_or(p.addr);
+        if let Some(c) = self.cands.get_mut(&a) {
+            if c.state == CandState::Connected {
+                c.state = CandState::Idle;
+                c.seed |= p.has.is_full();
+                // A seed that closed us (usually: it was full) is worth retrying sooner.
+                let wait = if c.seed { SEED_RETRY } else { PEER_RETRY };
+                c.next_try = Instant::now() + wait;
+                let seed = c.seed;
+                self.requeue(a, seed);
+            }
         }
         if !p.am_choking {
             self.choker.force_round();
@@ -661,8 +762,8 @@ impl Swarm {
                 if let Some(c) = &self.p.cfg.sources {
                     c.pex.fetch_add(addrs.len() as u64, Ordering::Relaxed);
                 }
-                for a in addrs.into_iter().take(crate::peer::pex::MAX_ADDED) {
-                    self.add_candidate(a);
+                for (a, f) in addrs.into_iter().take(MAX_ADDED) {
+                    self.add_candidate(a, f & crate::peer::pex::FLAG_SEED != 0);
                 }
                 self.connect_more();
             }
@@ -1001,13 +1102,20 @@ impl Swarm {
     /// An incoming peer's listen address (from its extended handshake) is already
     /// connected: don't dial it again when DHT or PEX mention it.
     fn mark_connected(&mut self, a: SocketAddr) {
-        if self.cands.len() < self.p.cfg.max_candidates || self.cands.contains_key(&a) {
+        if let Some(c) = self.cands.get_mut(&a) {
+            // A dial in flight to the same peer keeps its own state (its result decides).
+            if c.state == CandState::Idle {
+                c.state = CandState::Connected;
+                c.fails = 0;
+            }
+        } else if self.cands.len() < self.p.cfg.max_candidates {
             self.cands.insert(
                 a,
                 Cand {
                     state: CandState::Connected,
                     fails: 0,
                     next_try: Instant::now(),
+                    seed: false,
                 },
             );
         }
@@ -1017,6 +1125,24 @@ impl Swarm {
     /// message as soon as its extended handshake is known, then at most once a minute), so
     /// a flash crowd that only knows the seeder finds itself within a tick or two.
     fn send_pex(&mut self, now: Instant) {
+        let mut connected = self.pex_contacts();
+        for p in self.peers.values_mut() {
+            if !p.ext.as_ref().is_some_and(|e| e.pex) {
+                continue;
+            }
+            let me = dial_addr(p);
+            let removed = me.and_then(|a| connected.remove(&a).map(|f| (a, f)));
+            if let Some(m) = p.pex.poll(now, &connected) {
+                let _ = p.cmd.try_send(PeerCmd::Pex(m.encode()));
+            }
+            if let Some((a, f)) = removed {
+                connected.insert(a, f);
+            }
+        }
+    }
+
+    /// Our connected peers as PEX contacts: dialable address and BEP 11 flags.
+    fn pex_contacts(&self) -> BTreeMap<SocketAddr, u8> {
         let mut connected: BTreeMap<SocketAddr, u8> = BTreeMap::new();
         for p in self.peers.values() {
             let Some(a) = dial_addr(p) else { continue };
@@ -1033,19 +1159,7 @@ impl Swarm {
             }
             connected.insert(a, f);
         }
-        for p in self.peers.values_mut() {
-            if !p.ext.as_ref().is_some_and(|e| e.pex) {
-                continue;
-            }
-            let me = dial_addr(p);
-            let removed = me.and_then(|a| connected.remove(&a).map(|f| (a, f)));
-            if let Some(m) = p.pex.poll(now, &connected) {
-                let _ = p.cmd.try_send(PeerCmd::Pex(m.encode()));
-            }
-            if let Some((a, f)) = removed {
-                connected.insert(a, f);
-            }
-        }
+        connected
     }
 
     fn on_tick(&mut self) {

@@ -30,6 +30,7 @@ use crate::metainfo::{FileEntry, Info, Metainfo};
 use crate::net::Net;
 use crate::session::{
     AddTorrent, Phase, Progress, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
+    DISCOVER_FIRST_RETRY,
 };
 use crate::torrent::storage::generated_hashes;
 use crate::torrent::{FileSpec, Layout};
@@ -839,11 +840,12 @@ async fn sample(
         }
         let mut verified = 0u64;
         let mut up_now: Vec<u64> = Vec::with_capacity(last_up.len());
-        let (mut peers, mut done) = (0usize, 0usize);
+        let (mut peers, mut done, mut seed_peers, mut meta) = (0usize, 0usize, 0usize, 0usize);
         for r in seeds.iter_mut() {
             let p = r.borrow();
             up_now.push(p.uploaded);
             peers += p.peers;
+            seed_peers += p.peers;
         }
         if let Ok(mut ls) = slots.lock() {
             for r in ls.iter_mut() {
@@ -855,6 +857,7 @@ async fn sample(
                 up_now.push(p.uploaded);
                 peers += p.peers;
                 verified += p.verified;
+                meta += usize::from(p.total > 0);
                 if p.total > 0 && p.verified >= p.total {
                     done += 1;
                 }
@@ -875,7 +878,9 @@ async fn sample(
                 t = k,
                 progress = round3(frac),
                 done,
+                meta,
                 seed_up_mb = seed_up as f64 / 1e6,
+                seed_peers,
                 leech_up_mb = sum as f64 / 1e6,
                 leech_up_median_kb = med / 1000,
                 leech_idle = idle,
@@ -915,6 +920,8 @@ async fn leech(
         None => None,
     };
     let mut next_lookup = Instant::now() + relookup;
+    let mut backoff =
+        crate::session::RelookupBackoff::new(DISCOVER_FIRST_RETRY, Duration::from_secs(2));
     loop {
         {
             let p = prog.borrow_and_update();
@@ -938,12 +945,13 @@ async fn leech(
                     res.first_lookup = s.ok();
                 }
                 // Without metadata we may know only a seeder whose connection slots are
-                // full: ask again soon (announcing us, so the crowd finds itself).
-                let wait = if prog.borrow().total == 0 {
-                    relookup.min(Duration::from_secs(2))
-                } else {
-                    relookup
+                // full: ask again soon (announcing us, so the crowd finds itself), as the
+                // session's own DHT loop does.
+                let served = {
+                    let p = prog.borrow();
+                    p.total > 0 && p.peers > 0
                 };
+                let wait = backoff.next_wait(served, relookup);
                 next_lookup = Instant::now() + wait;
             }
             _ = tokio::time::sleep_until(next_lookup), if pending.is_none() && dht.is_some() => {
