@@ -25,7 +25,7 @@ use crate::peer::{Message, PeerConn, PeerError};
 use crate::torrent::Bitfield;
 
 /// Courtesy connections at once; beyond it a refused peer is simply closed.
-pub const MAX_CONCURRENT: usize = 64;
+pub const MAX_CONCURRENT: usize = 128;
 /// A refused peer is closed this long after the extended handshakes at the latest.
 pub const GRACE: Duration = Duration::from_secs(2);
 /// Time allowed for the extended handshake exchange itself.

@@ -387,7 +387,15 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
     sc.validate()?;
     let meta = make_metainfo(sc)?;
     let ih = meta.info_hash;
-    let net = simnet::Network::new(sc.seed);
+    // Listen backlog as the real client's (`net::Net::listen` asks the kernel for 1024):
+    // simnet's default 128 refused most of a flash crowd's simultaneous connects to the seed.
+    let net = simnet::Network::with_config(
+        sc.seed,
+        simnet::NetworkConfig {
+            accept_backlog: 1024,
+            ..Default::default()
+        },
+    );
     // Scenario-level random choices (arrival times, who is NATed): their own stream, so
     // adding one does not shift every session's seed.
     let mut rng = StdRng::seed_from_u64(sc.seed ^ 0x5ce7_a810_0000_0000);
