@@ -7,6 +7,7 @@
 //! known, fetch the info dictionary from peers (BEP 9/10) → check what is already on disk →
 //! run the swarm actor ([`swarm`]) until complete → seed if asked.
 
+pub mod cands;
 pub mod courtesy;
 pub mod idle;
 pub mod peer_task;

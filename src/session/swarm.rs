@@ -8,7 +8,7 @@
 //! non-deterministic). All decisions happen here, on one task, so the picker and choker stay
 //! plain data structures with no locking.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,7 @@ use crate::torrent::{Bitfield, BlockRef, BlockStatus, Layout, PeerKey, Picker, P
 
 use crate::peer::pex::{PexSender, MAX_ADDED};
 
+use super::cands::Candidates;
 use super::idle::{eviction_victim, BanList, EvictStat, IdlePeers};
 use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
 use super::{Phase, Progress};
@@ -191,29 +192,8 @@ struct Peer {
     pex: PexSender,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum CandState {
-    Idle,
-    Connecting,
-    Connected,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Cand {
-    state: CandState,
-    fails: u32,
-    next_try: Instant,
-    /// Known to have every piece (BEP 11 `added.f` seed flag, or it told us itself).
-    seed: bool,
-}
-
 /// Banned addresses remembered at most (oldest forgotten first).
 const MAX_BANNED: usize = 4096;
-/// A peer that closed us is dialled again after this long.
-const PEER_RETRY: Duration = Duration::from_secs(10);
-/// ... and a seed sooner: it is the one peer that has every piece, and a full one frees
-/// slots as its leechers complete (they drop it then).
-const SEED_RETRY: Duration = Duration::from_secs(5);
 /// Mutual uninterest this long makes a peer a candidate for dropping at the peer limit.
 const IDLE_DROP_AFTER: Duration = Duration::from_secs(60);
 
@@ -236,11 +216,7 @@ pub struct Swarm {
     choker: Choker,
     peers: BTreeMap<PeerKey, Peer>,
     next_key: u64,
-    cands: BTreeMap<SocketAddr, Cand>,
-    queue: VecDeque<SocketAddr>,
-    /// Candidates known to be seeds: dialled first, and even at `max_peers` (see
-    /// [`Swarm::connect_more`]). May hold addresses also in `queue` (state decides).
-    seed_queue: VecDeque<SocketAddr>,
+    cands: Candidates,
     /// Connections refused at the peer limit that still get a short courtesy (handshake,
     /// PEX, metadata; see [`super::courtesy`]): at most this many at once.
     courtesy: Arc<tokio::sync::Semaphore>,
@@ -306,9 +282,7 @@ impl Swarm {
             choker: Choker::new(ChokerConfig::default(), choker_rng),
             peers: BTreeMap::new(),
             next_key: 0,
-            cands: BTreeMap::new(),
-            queue: VecDeque::new(),
-            seed_queue: VecDeque::new(),
+            cands: Candidates::new(p.cfg.max_candidates),
             courtesy: Arc::new(tokio::sync::Semaphore::new(super::courtesy::MAX_CONCURRENT)),
             rng: conn_rng,
             banned: BanList::new(MAX_BANNED),
@@ -465,38 +439,7 @@ impl Swarm {
         if a.port() == 0 || a.ip().is_unspecified() || self.banned.contains(&a) {
             return;
         }
-        if let Some(c) = self.cands.get_mut(&a) {
-            // Heard again, now as a seed: it moves to the front of the dialling order.
-            if seed && !c.seed {
-                c.seed = true;
-                if c.state == CandState::Idle {
-                    self.seed_queue.push_back(a);
-                }
-            }
-            return;
-        }
-        if self.cands.len() >= self.p.cfg.max_candidates {
-            return;
-        }
-        self.cands.insert(
-            a,
-            Cand {
-                state: CandState::Idle,
-                fails: 0,
-                next_try: Instant::now(),
-                seed,
-            },
-        );
-        self.requeue(a, seed);
-    }
-
-    /// Puts an idle candidate back in its dialling queue.
-    fn requeue(&mut self, a: SocketAddr, seed: bool) {
-        if seed {
-            self.seed_queue.push_back(a);
-        } else {
-            self.queue.push_back(a);
-        }
+        self.cands.add(a, seed, Instant::now());
     }
 
     /// Dials candidates: known seeds first, up to `max_peers` + `incoming_slack` (a leecher
@@ -513,30 +456,16 @@ impl Swarm {
     }
 
     fn dial_from_queue(&mut self, seeds: bool, limit: usize) {
-        let now = Instant::now();
-        let mut deferred = Vec::new();
-        while self.connecting.len() < self.p.cfg.max_half_open
-            && self.peers.len() + self.connecting.len() < limit
-        {
-            let q = if seeds {
-                &mut self.seed_queue
-            } else {
-                &mut self.queue
-            };
-            let Some(a) = q.pop_front() else {
-                break;
-            };
-            let Some(c) = self.cands.get_mut(&a) else {
-                continue;
-            };
-            if c.state != CandState::Idle {
-                continue;
-            }
-            if c.next_try > now {
-                deferred.push(a);
-                continue;
-            }
-            c.state = CandState::Connecting;
+        let room = self
+            .p
+            .cfg
+            .max_half_open
+            .saturating_sub(self.connecting.len())
+            .min(limit.saturating_sub(self.peers.len() + self.connecting.len()));
+        if room == 0 {
+            return;
+        }
+        for a in self.cands.take_due(seeds, room, Instant::now()) {
             let net = self.p.net.clone();
             let dialer = self.p.dialer.clone();
             let (ih, id) = (self.p.info_hash, self.p.our_id);
@@ -546,20 +475,13 @@ impl Swarm {
                 (a, r)
             });
         }
-        if seeds {
-            self.seed_queue.extend(deferred);
-        } else {
-            self.queue.extend(deferred);
-        }
     }
 
     fn on_connected(&mut self, addr: SocketAddr, res: Result<PeerConn, PeerError>) {
         match res {
             Ok(conn) => {
                 tracing::debug!(%addr, "connected");
-                if let Some(c) = self.cands.get_mut(&addr) {
-                    c.state = CandState::Connected;
-                }
+                self.cands.connected(addr);
                 self.add_peer(conn, true);
             }
             Err(e) => {
@@ -571,18 +493,7 @@ impl Swarm {
     }
 
     fn candidate_failed(&mut self, addr: SocketAddr) {
-        if let Some(c) = self.cands.get_mut(&addr) {
-            c.state = CandState::Idle;
-            c.fails += 1;
-            if c.fails >= 5 {
-                self.cands.remove(&addr);
-                return;
-            }
-            // Back off: 5 s, 10 s, 20 s, 40 s.
-            c.next_try = Instant::now() + Duration::from_secs(5u64 << (c.fails - 1).min(3));
-            let seed = c.seed;
-            self.requeue(addr, seed);
-        }
+        self.cands.failed(addr, Instant::now());
     }
 
     fn on_incoming(&mut self, conn: PeerConn) {
@@ -730,18 +641,9 @@ impl Swarm {
         self.idle.remove(key);
         // The address we would dial (an incoming peer's listen address was marked
         // connected; it must become dialable again, or we would never reach it later).
+        // A seed that closed us (usually: it was full) is retried sooner.
         let a = dial_addr(&p).unwrap_or(p.addr);
-        if let Some(c) = self.cands.get_mut(&a) {
-            if c.state == CandState::Connected {
-                c.state = CandState::Idle;
-                c.seed |= p.has.is_full();
-                // A seed that closed us (usually: it was full) is worth retrying sooner.
-                let wait = if c.seed { SEED_RETRY } else { PEER_RETRY };
-                c.next_try = Instant::now() + wait;
-                let seed = c.seed;
-                self.requeue(a, seed);
-            }
-        }
+        self.cands.closed(a, p.has.is_full(), Instant::now());
         if !p.am_choking {
             self.choker.force_round();
         }
@@ -1005,6 +907,11 @@ impl Swarm {
                 tracing::warn!(addr = %p.addr, "banning peer: sent data for 2+ failed pieces");
                 self.banned.insert(p.addr);
                 self.cands.remove(&p.addr);
+                // Its listen address too (an incoming peer's differs from `addr`).
+                if let Some(d) = dial_addr(p) {
+                    self.banned.insert(d);
+                    self.cands.remove(&d);
+                }
                 self.bans += 1;
             }
             self.drop_peer(k, "banned");
@@ -1102,23 +1009,7 @@ impl Swarm {
     /// An incoming peer's listen address (from its extended handshake) is already
     /// connected: don't dial it again when DHT or PEX mention it.
     fn mark_connected(&mut self, a: SocketAddr) {
-        if let Some(c) = self.cands.get_mut(&a) {
-            // A dial in flight to the same peer keeps its own state (its result decides).
-            if c.state == CandState::Idle {
-                c.state = CandState::Connected;
-                c.fails = 0;
-            }
-        } else if self.cands.len() < self.p.cfg.max_candidates {
-            self.cands.insert(
-                a,
-                Cand {
-                    state: CandState::Connected,
-                    fails: 0,
-                    next_try: Instant::now(),
-                    seed: false,
-                },
-            );
-        }
+        self.cands.mark_connected(a, Instant::now());
     }
 
     /// BEP 11: tell each PEX-capable peer the dialable addresses of our other peers (first
