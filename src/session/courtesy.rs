@@ -28,6 +28,9 @@ use crate::torrent::Bitfield;
 pub const MAX_CONCURRENT: usize = 128;
 /// A refused peer is closed this long after the extended handshakes at the latest.
 pub const GRACE: Duration = Duration::from_secs(2);
+/// Metadata pieces (16 KiB each) served to one refused peer at most: a typical info
+/// dictionary is a few pieces; a huge one is finished from peers that admit it.
+pub const MAX_METADATA_PIECES: u32 = 16;
 /// Time allowed for the extended handshake exchange itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -107,11 +110,12 @@ async fn run(mut conn: PeerConn, ctx: &Courtesy) -> Result<(), PeerError> {
     let Some(meta_id) = theirs.id_of(UT_METADATA) else {
         return Ok(());
     };
-    let pieces = crate::peer::metadata::num_pieces(ctx.info.len() as u64);
+    let pieces = crate::peer::metadata::num_pieces(ctx.info.len() as u64).min(MAX_METADATA_PIECES);
     let mut served = 0u32;
     let deadline = Instant::now() + GRACE;
-    // Serve the metadata it asks for within the grace period (each piece at most once
-    // counted; a peer that has it asks nothing and is closed at the deadline).
+    // Serve the metadata it asks for within the grace period, at most as many requests as
+    // there are pieces (bounded); a peer that has it asks nothing and is closed at the
+    // deadline.
     while served < pieces {
         let m = match tokio::time::timeout_at(deadline, conn.recv()).await {
             Err(_) => return Ok(()),
