@@ -7,6 +7,8 @@
 //! known, fetch the info dictionary from peers (BEP 9/10) → check what is already on disk →
 //! run the swarm actor ([`swarm`]) until complete → seed if asked.
 
+pub mod cands;
+pub mod courtesy;
 pub mod idle;
 pub mod peer_task;
 pub mod swarm;
@@ -298,8 +300,11 @@ pub struct Session {
     inner: Arc<Inner>,
 }
 
-/// Incoming connections waiting for their torrent at most.
-const INCOMING_QUEUE: usize = 64;
+/// Incoming connections waiting for their torrent at most. Twice a listen backlog (128):
+/// a flash crowd's handshakes can all complete before the torrent runs, and one dropped
+/// here is a peer that got neither a slot nor the courtesy of a refusal
+/// ([`courtesy`]), only a closed connection.
+const INCOMING_QUEUE: usize = 256;
 /// Peer addresses queued for a torrent at most (senders drop beyond it).
 const ADDR_QUEUE: usize = 1024;
 
@@ -562,17 +567,55 @@ async fn bind(cfg: &SessionConfig, listen6: Option<SocketAddr>) -> std::io::Resu
     Err(last_err.unwrap_or_else(|| std::io::Error::other("cannot bind the DHT socket")))
 }
 
-/// First re-lookup while no peer is connected yet (doubling up to [`DISCOVER_RETRY`]): a
-/// seeder that announced a moment after our first lookup is found within seconds.
-const DISCOVER_FIRST_RETRY: Duration = Duration::from_secs(3);
+/// First re-lookup while we have no metadata or no peer yet (doubling up to
+/// [`DISCOVER_RETRY`], see [`RelookupBackoff`]).
+pub const DISCOVER_FIRST_RETRY: Duration = Duration::from_millis(500);
 /// Re-lookup interval while no peer is connected yet.
 const DISCOVER_RETRY: Duration = Duration::from_secs(30);
 /// Re-announce interval once peers are connected (BEP 5 peers expire after 30 min).
 const DISCOVER_REANNOUNCE: Duration = Duration::from_secs(15 * 60);
 
+/// When to look a torrent up on the DHT again while it still lacks metadata or peers.
+///
+/// Quick at first, then doubling up to a cap. The first lookup ends by announcing us, so
+/// everyone who arrived with us (a flash crowd) becomes visible on the DHT only after it:
+/// a second lookup half a second later finds them, and the peers among them that already
+/// fetched the metadata can serve it, instead of all waiting for the one seed we found
+/// first (which may be full). Once the torrent has metadata and peers, lookups go back to
+/// the normal interval and the backoff starts over if it loses them.
+#[derive(Clone, Debug)]
+pub struct RelookupBackoff {
+    first: Duration,
+    cap: Duration,
+    next: Duration,
+}
+
+impl RelookupBackoff {
+    pub fn new(first: Duration, cap: Duration) -> Self {
+        let cap = cap.max(first);
+        RelookupBackoff {
+            first,
+            cap,
+            next: first,
+        }
+    }
+
+    /// The wait before the next lookup: `normal` once we are `served` (metadata and at least
+    /// one peer), else the next step of the backoff.
+    pub fn next_wait(&mut self, served: bool, normal: Duration) -> Duration {
+        if served {
+            self.next = self.first;
+            return normal;
+        }
+        let w = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        w.min(normal)
+    }
+}
+
 /// Finds peers for one torrent on the DHT and announces us (BEP 5 `get_peers` then
-/// `announce_peer`), feeding every peer to the torrent; again every 30 s while no peer is
-/// connected, every 15 min after. Ends when the torrent ends (its address channel closes).
+/// `announce_peer`), feeding every peer to the torrent; again after 0.5, 1, 2, ... 30 s
+/// while it has no metadata or no peer ([`RelookupBackoff`]), every 15 min after. Ends when the torrent ends (its address channel closes).
 async fn discover(
     dht: Arc<Dht>,
     info_hash: InfoHash,
@@ -584,7 +627,7 @@ async fn discover(
     let mut watch_end = progress.clone();
     let ended = async move { while watch_end.changed().await.is_ok() {} };
     tokio::pin!(ended);
-    let mut retry = DISCOVER_FIRST_RETRY;
+    let mut backoff = RelookupBackoff::new(DISCOVER_FIRST_RETRY, DISCOVER_RETRY);
     loop {
         let seeding = matches!(progress.borrow().phase, Phase::Seeding);
         let announce = port.map(Some);
@@ -604,13 +647,11 @@ async fn discover(
                 },
             }
         }
-        let wait = if progress.borrow().peers > 0 {
-            DISCOVER_REANNOUNCE
-        } else {
-            let w = retry;
-            retry = (retry * 2).min(DISCOVER_RETRY);
-            w
+        let served = {
+            let p = progress.borrow();
+            p.peers > 0 && p.total > 0
         };
+        let wait = backoff.next_wait(served, DISCOVER_REANNOUNCE);
         tokio::select! {
             biased;
             _ = tx.closed() => return,
@@ -1037,6 +1078,28 @@ async fn save_resume(
         }
         if !open {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relookup_backoff_is_quick_then_doubles_and_resets_once_served() {
+        let ms = Duration::from_millis;
+        let normal = Duration::from_secs(900);
+        let mut b = RelookupBackoff::new(ms(500), Duration::from_secs(2));
+        let waits: Vec<Duration> = (0..5).map(|_| b.next_wait(false, normal)).collect();
+        assert_eq!(waits, vec![ms(500), ms(1000), ms(2000), ms(2000), ms(2000)]);
+        // Served: the normal interval, and the backoff starts over if we lose our peers.
+        assert_eq!(b.next_wait(true, normal), normal);
+        assert_eq!(b.next_wait(false, normal), ms(500));
+        // Never longer than the normal interval.
+        let mut b = RelookupBackoff::new(ms(500), Duration::from_secs(30));
+        for _ in 0..10 {
+            assert!(b.next_wait(false, Duration::from_secs(1)) <= Duration::from_secs(1));
         }
     }
 }

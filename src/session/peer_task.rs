@@ -73,8 +73,8 @@ pub enum PeerEvent {
     Msg(Message),
     /// Several such messages, in order, that arrived in one socket read.
     Batch(Vec<Message>),
-    /// Addresses learned from the peer's ut_pex.
-    Pex(Vec<std::net::SocketAddr>),
+    /// Addresses learned from the peer's ut_pex, with their BEP 11 `added.f` flags.
+    Pex(Vec<(std::net::SocketAddr, u8)>),
     /// The connection ended.
     Closed(PeerError),
 }
@@ -272,7 +272,7 @@ async fn read_loop(
                         if !send_msgs(ev_tx, key, &mut msgs).await {
                             return PeerError::Closed;
                         }
-                        let ev = PeerEvent::Pex(p.added.into_iter().map(|(a, _)| a).collect());
+                        let ev = PeerEvent::Pex(p.added);
                         if ev_tx.send((key, ev)).await.is_err() {
                             return PeerError::Closed;
                         }

@@ -8,7 +8,7 @@
 //! non-deterministic). All decisions happen here, on one task, so the picker and choker stay
 //! plain data structures with no locking.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,8 +31,9 @@ use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
 use crate::torrent::storage::{Storage, StorageError};
 use crate::torrent::{Bitfield, BlockRef, BlockStatus, Layout, PeerKey, Picker, PickerConfig};
 
-use crate::peer::pex::PexSender;
+use crate::peer::pex::{PexSender, MAX_ADDED};
 
+use super::cands::Candidates;
 use super::idle::{eviction_victim, BanList, EvictStat, IdlePeers};
 use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
 use super::{Phase, Progress};
@@ -196,27 +197,12 @@ struct Peer {
     pex: PexSender,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum CandState {
-    Idle,
-    Connecting,
-    Connected,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Cand {
-    state: CandState,
-    fails: u32,
-    next_try: Instant,
-}
-
 /// Why a connection between two seeds is closed (BEP 3: neither has anything for the
 /// other; libtorrent's `close_redundant_connections` does the same). A seed's slots go to
 /// leechers instead: in a flash crowd the first finishers otherwise stay connected to each
 /// other and upload at a third of their capacity while the rest wait (docs/simulation.md).
+/// The address goes to the seed queue, which a seed never dials.
 const BOTH_SEEDS: &str = "both seeds";
-/// A seed we dropped as a seed is not dialled again for this long.
-const SEED_REDIAL: Duration = Duration::from_secs(300);
 /// Banned addresses remembered at most (oldest forgotten first).
 const MAX_BANNED: usize = 4096;
 /// Mutual uninterest this long makes a peer a candidate for dropping at the peer limit.
@@ -241,8 +227,12 @@ pub struct Swarm {
     choker: Choker,
     peers: BTreeMap<PeerKey, Peer>,
     next_key: u64,
-    cands: BTreeMap<SocketAddr, Cand>,
-    queue: VecDeque<SocketAddr>,
+    cands: Candidates,
+    /// Connections refused at the peer limit that still get a short courtesy (handshake,
+    /// PEX, metadata; see [`super::courtesy`]): at most this many at once.
+    courtesy: Arc<tokio::sync::Semaphore>,
+    /// Random choices of the connection logic (which contacts a refused peer is told).
+    rng: StdRng,
     banned: BanList,
     idle: IdlePeers,
     buffers: BTreeMap<u32, Vec<u8>>,
@@ -280,6 +270,7 @@ impl Swarm {
         let mut rng = StdRng::seed_from_u64(p.rng_seed);
         let picker_rng = StdRng::from_rng(&mut rng);
         let choker_rng = StdRng::from_rng(&mut rng);
+        let conn_rng = StdRng::from_rng(&mut rng);
         let mut picker = Picker::new(&p.layout, PickerConfig::default(), picker_rng);
         if !p.cfg.file_priorities.is_empty() {
             picker.set_priorities(&p.layout.piece_priorities(&p.cfg.file_priorities));
@@ -302,8 +293,9 @@ impl Swarm {
             choker: Choker::new(ChokerConfig::default(), choker_rng),
             peers: BTreeMap::new(),
             next_key: 0,
-            cands: BTreeMap::new(),
-            queue: VecDeque::new(),
+            cands: Candidates::new(p.cfg.max_candidates),
+            courtesy: Arc::new(tokio::sync::Semaphore::new(super::courtesy::MAX_CONCURRENT)),
+            rng: conn_rng,
             banned: BanList::new(MAX_BANNED),
             idle: IdlePeers::default(),
             buffers: BTreeMap::new(),
@@ -391,7 +383,7 @@ impl Swarm {
                 }
                 a = inputs.addrs.recv(), if addrs_open => match a {
                     Some(a) => {
-                        self.add_candidate(a);
+                        self.add_candidate(a, false);
                         self.connect_more();
                     }
                     None => addrs_open = false,
@@ -454,54 +446,43 @@ impl Swarm {
 
     // ---- peers: connecting ---------------------------------------------------------
 
-    fn add_candidate(&mut self, a: SocketAddr) {
+    fn add_candidate(&mut self, a: SocketAddr, seed: bool) {
         if a.port() == 0 || a.ip().is_unspecified() || self.banned.contains(&a) {
             return;
         }
-        if self.cands.contains_key(&a) || self.cands.len() >= self.p.cfg.max_candidates {
-            return;
-        }
-        self.cands.insert(
-            a,
-            Cand {
-                state: CandState::Idle,
-                fails: 0,
-                next_try: Instant::now(),
-            },
-        );
-        self.queue.push_back(a);
+        self.cands.add(a, seed, Instant::now());
     }
 
+    /// Dials candidates: known seeds first, up to `max_peers` + `incoming_slack` (a leecher
+    /// full of other leechers still reaches a seed it learns of: the seed is the one peer
+    /// that has every piece, and the slack bounds how far over the limit that takes us);
+    /// then everyone else up to `max_peers`.
     fn connect_more(&mut self) {
-        // A seed dials too, up to half the limit (it needs no more than its upload slots
-        // and some choice): leechers that filled their peer lists with each other before
-        // it finished never come to it, and in a flash crowd the first finishers then sat
-        // idle with no peers while the rest were short of uploaders (docs/simulation.md).
-        // Peers that turn out to be seeds are dropped and not redialled for a while.
-        let limit = if self.complete() {
-            self.p.cfg.max_peers / 2
-        } else {
-            self.p.cfg.max_peers
-        };
-        let now = Instant::now();
-        let mut deferred = Vec::new();
-        while self.connecting.len() < self.p.cfg.max_half_open
-            && self.peers.len() + self.connecting.len() < limit
-        {
-            let Some(a) = self.queue.pop_front() else {
-                break;
-            };
-            let Some(c) = self.cands.get_mut(&a) else {
-                continue;
-            };
-            if c.state != CandState::Idle {
-                continue;
-            }
-            if c.next_try > now {
-                deferred.push(a);
-                continue;
-            }
-            c.state = CandState::Connecting;
+        if self.complete() {
+            // A seed dials leechers too, up to half the limit (it needs no more than its
+            // upload slots and some choice): leechers that filled their peer lists with
+            // each other before it finished never come to it, and in a flash crowd the
+            // first finishers then sat idle with no peers while the rest were short of
+            // uploaders (docs/simulation.md). Known seeds are never dialled by a seed.
+            self.dial_from_queue(false, self.p.cfg.max_peers / 2);
+            return;
+        }
+        let seed_limit = self.p.cfg.max_peers + self.p.cfg.incoming_slack;
+        self.dial_from_queue(true, seed_limit);
+        self.dial_from_queue(false, self.p.cfg.max_peers);
+    }
+
+    fn dial_from_queue(&mut self, seeds: bool, limit: usize) {
+        let room = self
+            .p
+            .cfg
+            .max_half_open
+            .saturating_sub(self.connecting.len())
+            .min(limit.saturating_sub(self.peers.len() + self.connecting.len()));
+        if room == 0 {
+            return;
+        }
+        for a in self.cands.take_due(seeds, room, Instant::now()) {
             let net = self.p.net.clone();
             let dialer = self.p.dialer.clone();
             let (ih, id) = (self.p.info_hash, self.p.our_id);
@@ -511,16 +492,13 @@ impl Swarm {
                 (a, r)
             });
         }
-        self.queue.extend(deferred);
     }
 
     fn on_connected(&mut self, addr: SocketAddr, res: Result<PeerConn, PeerError>) {
         match res {
             Ok(conn) => {
                 tracing::debug!(%addr, "connected");
-                if let Some(c) = self.cands.get_mut(&addr) {
-                    c.state = CandState::Connected;
-                }
+                self.cands.connected(addr);
                 self.add_peer(conn, true);
             }
             Err(e) => {
@@ -532,17 +510,7 @@ impl Swarm {
     }
 
     fn candidate_failed(&mut self, addr: SocketAddr) {
-        if let Some(c) = self.cands.get_mut(&addr) {
-            c.state = CandState::Idle;
-            c.fails += 1;
-            if c.fails >= 5 {
-                self.cands.remove(&addr);
-                return;
-            }
-            // Back off: 5 s, 10 s, 20 s, 40 s.
-            c.next_try = Instant::now() + Duration::from_secs(5u64 << (c.fails - 1).min(3));
-            self.queue.push_back(addr);
-        }
+        self.cands.failed(addr, Instant::now());
     }
 
     fn on_incoming(&mut self, conn: PeerConn) {
@@ -566,6 +534,7 @@ impl Swarm {
                 .collect();
             let Some(victim) = eviction_victim(&stats, self.complete(), now, self.last_eviction)
             else {
+                self.refuse(conn);
                 return;
             };
             self.last_eviction = Some(now);
@@ -575,6 +544,38 @@ impl Swarm {
             c.incoming.fetch_add(1, Ordering::Relaxed);
         }
         self.add_peer(conn, false);
+    }
+
+    /// Refuses an incoming peer at the connection limit. While courtesy slots last it first
+    /// gets what costs us nothing: our bitfield, extended handshake, one PEX message with
+    /// some of our peers (so it finds the rest of the swarm instead of waiting for its next
+    /// DHT or tracker round) and the metadata if it asks within a moment; then we close.
+    fn refuse(&mut self, conn: PeerConn) {
+        let Ok(permit) = self.courtesy.clone().try_acquire_owned() else {
+            return; // dropping the connection closes it
+        };
+        let pex = if self.p.cfg.private {
+            None
+        } else {
+            let contacts = self.pex_contacts();
+            let sample =
+                super::courtesy::pick_contacts(&contacts, conn.addr.ip(), MAX_ADDED, &mut self.rng);
+            (!sample.is_empty()).then(|| {
+                crate::peer::PexMsg {
+                    added: sample,
+                    dropped: Vec::new(),
+                }
+                .encode()
+            })
+        };
+        tracing::debug!(addr = %conn.addr, "refused at the peer limit (courtesy)");
+        let ctx = super::courtesy::Courtesy {
+            info: self.p.info.clone(),
+            have: self.picker.have().clone(),
+            our_port: self.p.our_port,
+            pex,
+        };
+        tokio::spawn(super::courtesy::refuse(conn, ctx, permit));
     }
 
     fn add_peer(&mut self, conn: PeerConn, outgoing: bool) {
@@ -659,17 +660,12 @@ impl Swarm {
         self.picker.on_peer_disconnected(key);
         self.picker.remove_peer_bitfield(&p.has);
         self.idle.remove(key);
-        if let Some(c) = self.cands.get_mut(&p.addr) {
-            c.state = CandState::Idle;
-            // Two seeds stay useless to each other: don't dial it again soon.
-            let wait = if why == BOTH_SEEDS {
-                SEED_REDIAL
-            } else {
-                Duration::from_secs(10)
-            };
-            c.next_try = Instant::now() + wait;
-            self.queue.push_back(p.addr);
-        }
+        // The address we would dial (an incoming peer's listen address was marked
+        // connected; it must become dialable again, or we would never reach it later).
+        // A seed that closed us (usually: it was full) is retried sooner.
+        let a = dial_addr(&p).unwrap_or(p.addr);
+        self.cands
+            .closed(a, p.has.is_full() || why == BOTH_SEEDS, Instant::now());
         if !p.am_choking {
             self.choker.force_round();
         }
@@ -690,8 +686,8 @@ impl Swarm {
                 if let Some(c) = &self.p.cfg.sources {
                     c.pex.fetch_add(addrs.len() as u64, Ordering::Relaxed);
                 }
-                for a in addrs.into_iter().take(crate::peer::pex::MAX_ADDED) {
-                    self.add_candidate(a);
+                for (a, f) in addrs.into_iter().take(MAX_ADDED) {
+                    self.add_candidate(a, f & crate::peer::pex::FLAG_SEED != 0);
                 }
                 self.connect_more();
             }
@@ -946,6 +942,11 @@ impl Swarm {
                 tracing::warn!(addr = %p.addr, "banning peer: sent data for 2+ failed pieces");
                 self.banned.insert(p.addr);
                 self.cands.remove(&p.addr);
+                // Its listen address too (an incoming peer's differs from `addr`).
+                if let Some(d) = dial_addr(p) {
+                    self.banned.insert(d);
+                    self.cands.remove(&d);
+                }
                 self.bans += 1;
             }
             self.drop_peer(k, "banned");
@@ -1043,22 +1044,31 @@ impl Swarm {
     /// An incoming peer's listen address (from its extended handshake) is already
     /// connected: don't dial it again when DHT or PEX mention it.
     fn mark_connected(&mut self, a: SocketAddr) {
-        if self.cands.len() < self.p.cfg.max_candidates || self.cands.contains_key(&a) {
-            self.cands.insert(
-                a,
-                Cand {
-                    state: CandState::Connected,
-                    fails: 0,
-                    next_try: Instant::now(),
-                },
-            );
-        }
+        self.cands.mark_connected(a, Instant::now());
     }
 
     /// BEP 11: tell each PEX-capable peer the dialable addresses of our other peers (first
     /// message as soon as its extended handshake is known, then at most once a minute), so
     /// a flash crowd that only knows the seeder finds itself within a tick or two.
     fn send_pex(&mut self, now: Instant) {
+        let mut connected = self.pex_contacts();
+        for p in self.peers.values_mut() {
+            if !p.ext.as_ref().is_some_and(|e| e.pex) {
+                continue;
+            }
+            let me = dial_addr(p);
+            let removed = me.and_then(|a| connected.remove(&a).map(|f| (a, f)));
+            if let Some(m) = p.pex.poll(now, &connected) {
+                let _ = p.cmd.try_send(PeerCmd::Pex(m.encode()));
+            }
+            if let Some((a, f)) = removed {
+                connected.insert(a, f);
+            }
+        }
+    }
+
+    /// Our connected peers as PEX contacts: dialable address and BEP 11 flags.
+    fn pex_contacts(&self) -> BTreeMap<SocketAddr, u8> {
         let mut connected: BTreeMap<SocketAddr, u8> = BTreeMap::new();
         for p in self.peers.values() {
             let Some(a) = dial_addr(p) else { continue };
@@ -1075,19 +1085,7 @@ impl Swarm {
             }
             connected.insert(a, f);
         }
-        for p in self.peers.values_mut() {
-            if !p.ext.as_ref().is_some_and(|e| e.pex) {
-                continue;
-            }
-            let me = dial_addr(p);
-            let removed = me.and_then(|a| connected.remove(&a).map(|f| (a, f)));
-            if let Some(m) = p.pex.poll(now, &connected) {
-                let _ = p.cmd.try_send(PeerCmd::Pex(m.encode()));
-            }
-            if let Some((a, f)) = removed {
-                connected.insert(a, f);
-            }
-        }
+        connected
     }
 
     fn on_tick(&mut self) {

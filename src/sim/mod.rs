@@ -30,6 +30,7 @@ use crate::metainfo::{FileEntry, Info, Metainfo};
 use crate::net::Net;
 use crate::session::{
     AddTorrent, Phase, Progress, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
+    DISCOVER_FIRST_RETRY,
 };
 use crate::torrent::storage::generated_hashes;
 use crate::torrent::{FileSpec, Layout};
@@ -386,7 +387,15 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
     sc.validate()?;
     let meta = make_metainfo(sc)?;
     let ih = meta.info_hash;
-    let net = simnet::Network::new(sc.seed);
+    // Listen backlog as the real client's (`net::Net::listen` asks the kernel for 1024):
+    // simnet's default 128 refused most of a flash crowd's simultaneous connects to the seed.
+    let net = simnet::Network::with_config(
+        sc.seed,
+        simnet::NetworkConfig {
+            accept_backlog: 1024,
+            ..Default::default()
+        },
+    );
     // Scenario-level random choices (arrival times, who is NATed): their own stream, so
     // adding one does not shift every session's seed.
     let mut rng = StdRng::seed_from_u64(sc.seed ^ 0x5ce7_a810_0000_0000);
@@ -839,11 +848,12 @@ async fn sample(
         }
         let mut verified = 0u64;
         let mut up_now: Vec<u64> = Vec::with_capacity(last_up.len());
-        let (mut peers, mut done) = (0usize, 0usize);
+        let (mut peers, mut done, mut seed_peers, mut meta) = (0usize, 0usize, 0usize, 0usize);
         for r in seeds.iter_mut() {
             let p = r.borrow();
             up_now.push(p.uploaded);
             peers += p.peers;
+            seed_peers += p.peers;
         }
         if let Ok(mut ls) = slots.lock() {
             for r in ls.iter_mut() {
@@ -855,6 +865,7 @@ async fn sample(
                 up_now.push(p.uploaded);
                 peers += p.peers;
                 verified += p.verified;
+                meta += usize::from(p.total > 0);
                 if p.total > 0 && p.verified >= p.total {
                     done += 1;
                 }
@@ -875,7 +886,9 @@ async fn sample(
                 t = k,
                 progress = round3(frac),
                 done,
+                meta,
                 seed_up_mb = seed_up as f64 / 1e6,
+                seed_peers,
                 leech_up_mb = sum as f64 / 1e6,
                 leech_up_median_kb = med / 1000,
                 leech_idle = idle,
@@ -915,6 +928,8 @@ async fn leech(
         None => None,
     };
     let mut next_lookup = Instant::now() + relookup;
+    let mut backoff =
+        crate::session::RelookupBackoff::new(DISCOVER_FIRST_RETRY, Duration::from_secs(2));
     loop {
         {
             let p = prog.borrow_and_update();
@@ -938,12 +953,13 @@ async fn leech(
                     res.first_lookup = s.ok();
                 }
                 // Without metadata we may know only a seeder whose connection slots are
-                // full: ask again soon (announcing us, so the crowd finds itself).
-                let wait = if prog.borrow().total == 0 {
-                    relookup.min(Duration::from_secs(2))
-                } else {
-                    relookup
+                // full: ask again soon (announcing us, so the crowd finds itself), as the
+                // session's own DHT loop does.
+                let served = {
+                    let p = prog.borrow();
+                    p.total > 0 && p.peers > 0
                 };
+                let wait = backoff.next_wait(served, relookup);
                 next_lookup = Instant::now() + wait;
             }
             _ = tokio::time::sleep_until(next_lookup), if pending.is_none() && dht.is_some() => {
