@@ -37,35 +37,186 @@ const READ_CHUNK: usize = 256 * 1024;
 /// fill it and halves when they do not, so only busy connections hold READ_CHUNK.
 const MIN_READ: usize = 16 * 1024 + 13;
 
+/// Raise `SO_RCVLOWAT` only when at least this many requested bytes are still to come.
+const LOWAT_MIN: u64 = 64 * 1024;
+/// Highest low-water mark: enough that a sender writing 16 KiB blocks one at a time wakes
+/// us once per ~8 blocks, small enough to arrive within well under a millisecond on a fast
+/// link (and we only raise it on links whose recent reads were this large).
+const LOWAT_MAX: u64 = 128 * 1024;
+/// A read waiting on a raised low-water mark gives up after this long and lowers it to 1:
+/// whatever is queued (a `choke`, a `reject`, a last block) is then read at once.
+const LOWAT_WAIT: Duration = Duration::from_millis(20);
+/// After such a give-up, the mark stays at 1 this long (the peer is not sending what we
+/// counted on: choked, dropped requests, or slow).
+const LOWAT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Capacity of a pooled receive buffer: a full [`READ_CHUNK`] read after a carried partial
+/// block (16 KiB + header).
+const POOL_BUF: usize = READ_CHUNK + 32 * 1024;
+/// Pooled receive buffers kept while unused (process-wide; 16 x 288 KiB).
+const POOL_MAX: usize = 16;
+/// Reads of at least this size (busy connections) use pooled buffers.
+const POOL_MIN_READ: usize = 64 * 1024;
+
+/// Receive buffers of busy connections, recycled. Piece payloads are handed on as slices of
+/// the buffer they were read into (no copy) and keep it alive until their piece is hashed
+/// and written; without recycling, every 256 KiB read was a fresh allocation that the
+/// allocator soon gave back to the kernel, so each read paid page faults on fresh pages
+/// (as much CPU as the copy the slices save).
+static RECV_POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// An empty buffer with room for `min` bytes: a pooled one when it fits.
+fn recv_buf(min: usize) -> Vec<u8> {
+    if (POOL_MIN_READ..=POOL_BUF).contains(&min) {
+        let pooled = RECV_POOL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if let Some(v) = pooled {
+            return v;
+        }
+        return Vec::with_capacity(POOL_BUF);
+    }
+    Vec::with_capacity(min)
+}
+
+/// Gives a buffer back to the pool (if it is a pool-sized one and the pool has room).
+fn recycle(mut v: Vec<u8>) {
+    if v.capacity() == POOL_BUF {
+        v.clear();
+        let mut pool = RECV_POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(v);
+        }
+    }
+}
+
+/// A pooled buffer shared by the messages split off it; back to the pool when the last
+/// one is dropped.
+struct Pooled(Vec<u8>);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.0));
+    }
+}
+
+/// Turns a filled receive buffer into the decoder's [`Bytes`]. A pooled buffer that a read
+/// filled to less than a quarter is copied out (small) and recycled at once, so a block
+/// pins at most 4x its share of a pooled buffer.
+fn freeze_recv_buf(v: Vec<u8>) -> Bytes {
+    if v.capacity() != POOL_BUF {
+        return Bytes::from(v);
+    }
+    if v.len() < POOL_BUF / 4 {
+        let b = Bytes::copy_from_slice(&v);
+        recycle(v);
+        return b;
+    }
+    Bytes::from_owner(Pooled(v))
+}
+
 /// Reading half: decodes framed messages.
 pub struct PeerReader {
     rd: ReadHalf<Stream>,
     decoder: Decoder,
     read_size: usize,
+    /// `SO_RCVLOWAT` of a real TCP stream (valid while `rd` lives); `None` elsewhere.
+    lowat: Option<crate::net::RecvLowat>,
+    /// The mark currently set on the socket (1 = the kernel default).
+    lowat_now: usize,
+    lowat_off_until: Option<Instant>,
 }
 
 impl PeerReader {
     /// Next message; cancel-safe (bytes read are kept in the decoder).
     pub async fn recv(&mut self) -> Result<Message, PeerError> {
+        self.recv_expecting(0).await
+    }
+
+    /// Like [`PeerReader::recv`], told that `expect` payload bytes we requested are still to
+    /// come. On a busy TCP link the socket is then not reported readable until a good part
+    /// of them is queued (`SO_RCVLOWAT`), so each wake-up reads several blocks instead of
+    /// one. Never a stall: the mark is only raised while that many bytes are owed, and a
+    /// wait on it is bounded by [`LOWAT_WAIT`], after which it drops back to 1.
+    pub async fn recv_expecting(&mut self, expect: u64) -> Result<Message, PeerError> {
         loop {
             if let Some(m) = self.decoder.next_message()? {
                 return Ok(m);
             }
-            let buf = self.decoder.buffer_mut();
-            if buf.is_empty() && buf.capacity() > 2 * self.read_size {
-                // Nothing half-read: let go of a large buffer an earlier burst needed.
-                *buf = BytesMut::new();
+            // A fresh receive buffer: the partial message first, then this read. The old
+            // one stays alive only through the blocks split off it.
+            let carry = self.decoder.buffered();
+            let mut buf = recv_buf(carry + self.read_size.max(self.decoder.missing()));
+            buf.extend_from_slice(self.decoder.pending());
+            let target = self.lowat_target(expect);
+            if let Some(h) = self.lowat {
+                if target != self.lowat_now {
+                    match h.set(target) {
+                        Ok(()) => self.lowat_now = target,
+                        // Not supported here: stop trying.
+                        Err(_) => self.lowat = None,
+                    }
+                }
             }
-            self.decoder.reserve_hint(self.read_size);
-            let n = self.rd.read_buf(self.decoder.buffer_mut()).await?;
+            let n = if self.lowat_now > 1 {
+                match timeout(LOWAT_WAIT, self.rd.read_buf(&mut buf)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        recycle(buf);
+                        if let Some(h) = self.lowat {
+                            // Lowering the mark makes the kernel report what is queued.
+                            let _ = h.set(1);
+                        }
+                        self.lowat_now = 1;
+                        self.lowat_off_until = Some(Instant::now() + LOWAT_BACKOFF);
+                        continue;
+                    }
+                }
+            } else {
+                self.rd.read_buf(&mut buf).await?
+            };
             if n == 0 {
                 return Err(PeerError::Closed);
             }
+            self.decoder.set_buffer(freeze_recv_buf(buf));
             self.read_size = if n >= self.read_size {
                 (self.read_size * 2).min(READ_CHUNK)
             } else {
                 (self.read_size / 2).max(MIN_READ)
             };
+        }
+    }
+
+    /// The low-water mark for the next wait: 1 unless this is a real TCP stream whose
+    /// recent reads were large (`read_size`) and at least [`LOWAT_MIN`] requested bytes
+    /// beyond what is already buffered are owed.
+    fn lowat_target(&mut self, expect: u64) -> usize {
+        if self.lowat.is_none() || expect < LOWAT_MIN {
+            return 1;
+        }
+        if let Some(t) = self.lowat_off_until {
+            if Instant::now() < t {
+                return 1;
+            }
+            self.lowat_off_until = None;
+        }
+        let coming = expect.saturating_sub(self.decoder.buffered() as u64);
+        if coming < LOWAT_MIN || (self.read_size as u64) < LOWAT_MIN {
+            return 1;
+        }
+        // Two levels only, so the mark is not reset on every read.
+        let cap = coming.min(self.read_size as u64);
+        if cap >= LOWAT_MAX {
+            LOWAT_MAX as usize
+        } else {
+            LOWAT_MIN as usize
         }
     }
 
@@ -177,6 +328,7 @@ async fn read_exact_timed(s: &mut Stream, buf: &mut [u8], t: Duration) -> Result
 impl PeerConn {
     fn new(stream: Stream, addr: SocketAddr, remote: Handshake) -> Self {
         let transport = stream.transport();
+        let lowat = stream.recv_lowat();
         let (rd, wr) = tokio::io::split(stream);
         PeerConn {
             addr,
@@ -186,6 +338,9 @@ impl PeerConn {
                 rd,
                 decoder: Decoder::new(),
                 read_size: MIN_READ,
+                lowat,
+                lowat_now: 1,
+                lowat_off_until: None,
             },
             writer: PeerWriter {
                 wr,

@@ -149,6 +149,7 @@ pub async fn run_peer(
     let (reader, writer, pending) = conn.into_parts();
     let (up_tx, up_rx) = mpsc::channel::<Vec<Upload>>(UPLOAD_BATCHES);
     let ctx = Arc::new(ctx);
+    let owed = Arc::new(AtomicU64::new(0));
     let writer_task = tokio::spawn(write_loop(
         writer,
         ctx.clone(),
@@ -156,8 +157,9 @@ pub async fn run_peer(
         up_rx,
         their_meta,
         their_pex,
+        owed.clone(),
     ));
-    let why = read_loop(reader, pending, &ctx, up_tx, &ev_tx).await;
+    let why = read_loop(reader, pending, &ctx, up_tx, &ev_tx, &owed).await;
     writer_task.abort();
     let _ = ev_tx.send((key, PeerEvent::Closed(why))).await;
 }
@@ -214,6 +216,7 @@ async fn read_loop(
     ctx: &PeerContext,
     up_tx: mpsc::Sender<Vec<Upload>>,
     ev_tx: &mpsc::Sender<(PeerKey, PeerEvent)>,
+    owed: &AtomicU64,
 ) -> PeerError {
     let key = ctx.key;
     let mut backlog: VecDeque<Message> = pending.into();
@@ -222,7 +225,12 @@ async fn read_loop(
     loop {
         let first = match backlog.pop_front() {
             Some(m) => m,
-            None => match tokio::time::timeout(IDLE_TIMEOUT, reader.recv()).await {
+            None => match tokio::time::timeout(
+                IDLE_TIMEOUT,
+                reader.recv_expecting(owed.load(Ordering::Relaxed)),
+            )
+            .await
+            {
                 Err(_) => return PeerError::Timeout("peer idle"),
                 Ok(Err(e)) => return e,
                 Ok(Ok(m)) => m,
@@ -273,7 +281,16 @@ async fn read_loop(
                     }
                 }
                 Message::Extended { .. } => {}
-                other => msgs.push(other),
+                other => {
+                    match &other {
+                        Message::Piece { data, .. } => owed_sub(owed, data.len() as u64),
+                        Message::Reject(b) => owed_sub(owed, u64::from(b.length)),
+                        // BEP 3: a choke voids our outstanding requests.
+                        Message::Choke => owed.store(0, Ordering::Relaxed),
+                        _ => {}
+                    }
+                    msgs.push(other)
+                }
             }
             if n < READ_BATCH {
                 next = match backlog.pop_front() {
@@ -293,6 +310,16 @@ async fn read_loop(
             return PeerError::Closed;
         }
     }
+}
+
+/// Payload bytes we requested that the peer still owes us: the writer adds each `request`
+/// it sends and takes off each `cancel`, the reader takes off each `piece` and `reject` and
+/// clears it on `choke`. Only a hint for the reader's wake-up batching
+/// ([`crate::peer::PeerReader::recv_expecting`]), so it errs low: never below zero.
+fn owed_sub(owed: &AtomicU64, n: u64) {
+    let _ = owed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
 }
 
 /// Hands the collected messages to the actor (one event); false if the actor is gone.
@@ -319,6 +346,7 @@ async fn write_loop(
     mut up_rx: mpsc::Receiver<Vec<Upload>>,
     their_meta: Option<u8>,
     their_pex: Option<u8>,
+    owed: Arc<AtomicU64>,
 ) -> Result<(), PeerError> {
     let mut st = WriterState {
         serve_buf: Vec::new(),
@@ -327,6 +355,7 @@ async fn write_loop(
         queue: VecDeque::new(),
         their_meta,
         their_pex,
+        owed,
     };
     let mut last_send = Instant::now();
     loop {
@@ -397,6 +426,20 @@ struct WriterState {
     queue: VecDeque<WireBlock>,
     their_meta: Option<u8>,
     their_pex: Option<u8>,
+    /// See [`owed_sub`].
+    owed: Arc<AtomicU64>,
+}
+
+impl WriterState {
+    fn count_owed(&self, m: &Message) {
+        match m {
+            Message::Request(b) => {
+                self.owed.fetch_add(u64::from(b.length), Ordering::Relaxed);
+            }
+            Message::Cancel(b) => owed_sub(&self.owed, u64::from(b.length)),
+            _ => {}
+        }
+    }
 }
 
 /// Applies one actor command; false means close.
@@ -409,6 +452,7 @@ async fn on_cmd(
     match cmd {
         PeerCmd::Send(msgs) => {
             for m in &msgs {
+                st.count_owed(m);
                 writer.queue(m);
             }
             // The actor sends a request or two per arriving block; on a fast link many such
@@ -418,6 +462,7 @@ async fn on_cmd(
                 match cmd_rx.try_recv() {
                     Ok(PeerCmd::Send(more)) => {
                         for m in &more {
+                            st.count_owed(m);
                             writer.queue(m);
                         }
                     }
