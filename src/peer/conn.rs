@@ -68,10 +68,7 @@ static RECV_POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::ne
 /// An empty buffer with room for `min` bytes: a pooled one when it fits.
 fn recv_buf(min: usize) -> Vec<u8> {
     if (POOL_MIN_READ..=POOL_BUF).contains(&min) {
-        let pooled = RECV_POOL
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let pooled = RECV_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
         if let Some(v) = pooled {
             return v;
         }
@@ -89,6 +86,16 @@ fn recycle(mut v: Vec<u8>) {
             pool.push(v);
         }
     }
+}
+
+/// Does `buf` (a receive buffer, starting at a frame boundary) hold a whole frame, or a
+/// length the decoder will refuse?
+fn frame_ready(buf: &[u8]) -> bool {
+    let Some(l) = buf.get(..4) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]);
+    len > wire::MAX_MESSAGE_LEN || buf.len() >= 4 + len as usize
 }
 
 /// A pooled buffer shared by the messages split off it; back to the pool when the last
@@ -132,6 +139,9 @@ pub struct PeerReader {
     /// The mark currently set on the socket (1 = the kernel default).
     lowat_now: usize,
     lowat_off_until: Option<Instant>,
+    /// The receive buffer being filled, while it holds no complete frame yet (its front
+    /// repeats the decoder's pending bytes); empty (no capacity) otherwise.
+    acc: Vec<u8>,
 }
 
 impl PeerReader {
@@ -150,11 +160,13 @@ impl PeerReader {
             if let Some(m) = self.decoder.next_message()? {
                 return Ok(m);
             }
-            // A fresh receive buffer: the partial message first, then this read. The old
-            // one stays alive only through the blocks split off it.
-            let carry = self.decoder.buffered();
-            let mut buf = recv_buf(carry + self.read_size.max(self.decoder.missing()));
-            buf.extend_from_slice(self.decoder.pending());
+            if self.acc.capacity() == 0 {
+                // A fresh receive buffer: the partial message first (copied once), then
+                // the reads. The old one stays alive only through the blocks split off it.
+                let carry = self.decoder.buffered();
+                self.acc = recv_buf(carry + self.read_size.max(self.decoder.missing()));
+                self.acc.extend_from_slice(self.decoder.pending());
+            }
             let target = self.lowat_target(expect);
             if let Some(h) = self.lowat {
                 if target != self.lowat_now {
@@ -166,10 +178,9 @@ impl PeerReader {
                 }
             }
             let n = if self.lowat_now > 1 {
-                match timeout(LOWAT_WAIT, self.rd.read_buf(&mut buf)).await {
+                match timeout(LOWAT_WAIT, self.rd.read_buf(&mut self.acc)).await {
                     Ok(r) => r?,
                     Err(_) => {
-                        recycle(buf);
                         if let Some(h) = self.lowat {
                             // Lowering the mark makes the kernel report what is queued.
                             let _ = h.set(1);
@@ -180,12 +191,18 @@ impl PeerReader {
                     }
                 }
             } else {
-                self.rd.read_buf(&mut buf).await?
+                self.rd.read_buf(&mut self.acc).await?
             };
             if n == 0 {
                 return Err(PeerError::Closed);
             }
-            self.decoder.set_buffer(freeze_recv_buf(buf));
+            // Hand the buffer to the decoder only once it holds a whole frame (or a bad
+            // length, which the decoder reports): a message dribbled in over many reads
+            // fills one buffer in place instead of being copied into a new one per read.
+            if frame_ready(&self.acc) {
+                self.decoder
+                    .set_buffer(freeze_recv_buf(std::mem::take(&mut self.acc)));
+            }
             self.read_size = if n >= self.read_size {
                 (self.read_size * 2).min(READ_CHUNK)
             } else {
@@ -207,7 +224,12 @@ impl PeerReader {
             }
             self.lowat_off_until = None;
         }
-        let coming = expect.saturating_sub(self.decoder.buffered() as u64);
+        let have = if self.acc.is_empty() {
+            self.decoder.buffered()
+        } else {
+            self.acc.len()
+        };
+        let coming = expect.saturating_sub(have as u64);
         if coming < LOWAT_MIN || (self.read_size as u64) < LOWAT_MIN {
             return 1;
         }
@@ -341,6 +363,7 @@ impl PeerConn {
                 lowat,
                 lowat_now: 1,
                 lowat_off_until: None,
+                acc: Vec::new(),
             },
             writer: PeerWriter {
                 wr,
@@ -1030,6 +1053,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dribbled_block_fills_one_buffer_in_place() {
+        let (mut r, mut s) = pair().await;
+        let frame = piece(7, 16 * 1024);
+        let sender = tokio::spawn(async move {
+            for c in frame.chunks(1000) {
+                s.write_all(c).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            s
+        });
+        // Peek at the buffer being filled between reads: it is the same allocation
+        // throughout (no copy of what came so far per read).
+        let mut bufs = std::collections::BTreeSet::new();
+        let m = loop {
+            tokio::select! {
+                biased;
+                m = r.recv() => break m.unwrap(),
+                _ = tokio::time::sleep(Duration::from_micros(300)) => {
+                    if r.acc.capacity() > 0 {
+                        bufs.insert(r.acc.as_ptr() as usize);
+                    }
+                }
+            }
+        };
+        let Message::Piece { index, data, .. } = m else {
+            panic!("expected a piece");
+        };
+        assert_eq!(index, 7);
+        assert!(data.iter().all(|&b| b == 7));
+        assert!(bufs.len() <= 1, "{} receive buffers for one block", bufs.len());
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test]
     async fn blocks_split_across_reads_decode_intact() {
         let (mut r, mut s) = pair().await;
         let n = 64u32;
@@ -1046,7 +1103,10 @@ mod tests {
         });
         let mut kept = Vec::new();
         for i in 0..n {
-            let m = r.recv_expecting(u64::from(n - i) * 16 * 1024).await.unwrap();
+            let m = r
+                .recv_expecting(u64::from(n - i) * 16 * 1024)
+                .await
+                .unwrap();
             let Message::Piece { index, data, .. } = m else {
                 panic!("expected a piece");
             };

@@ -181,7 +181,9 @@ impl Decoder {
     /// against [`MAX_MESSAGE_LEN`]), so the next read can be sized to take it whole.
     pub fn missing(&self) -> usize {
         match self.peek_len() {
-            Some(len) if len <= MAX_MESSAGE_LEN => (len as usize + 4).saturating_sub(self.buf.len()),
+            Some(len) if len <= MAX_MESSAGE_LEN => {
+                (len as usize + 4).saturating_sub(self.buf.len())
+            }
             _ => 0,
         }
     }
