@@ -1082,7 +1082,11 @@ mod tests {
         };
         assert_eq!(index, 7);
         assert!(data.iter().all(|&b| b == 7));
-        assert!(bufs.len() <= 1, "{} receive buffers for one block", bufs.len());
+        assert!(
+            bufs.len() <= 1,
+            "{} receive buffers for one block",
+            bufs.len()
+        );
         drop(sender.await.unwrap());
     }
 
