@@ -224,6 +224,52 @@ impl Stream {
             Stream::Quic(_) => Transport::Quic,
         }
     }
+
+    /// A handle to set `SO_RCVLOWAT` on this stream after it is split into halves; `None`
+    /// for streams without a kernel socket (simnet, QUIC), where there is nothing to tune.
+    pub fn recv_lowat(&self) -> Option<RecvLowat> {
+        match self {
+            #[cfg(unix)]
+            Stream::Tokio(s) => Some(RecvLowat(std::os::fd::AsRawFd::as_raw_fd(s))),
+            _ => None,
+        }
+    }
+}
+
+/// Sets `SO_RCVLOWAT` on a real TCP stream: the kernel then reports the socket readable only
+/// once that many bytes are queued (or on FIN/error), so a peer that writes one 16 KiB block
+/// per syscall does not wake the reader once per block. A non-blocking read still returns
+/// whatever is queued. Only valid while the stream it came from (or a half of it) is alive:
+/// keep it next to that half.
+#[derive(Clone, Copy, Debug)]
+pub struct RecvLowat(#[cfg(unix)] std::os::fd::RawFd);
+
+impl RecvLowat {
+    /// Sets the low-water mark to `bytes` (1 = the default: readable as soon as anything
+    /// arrives). Lowering it wakes a waiting reader if enough is already queued (Linux).
+    pub fn set(&self, bytes: usize) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            let v: libc::c_int = bytes.clamp(1, i32::MAX as usize) as libc::c_int;
+            // SAFETY: `self.0` is the fd of a live socket (see the type's doc); the option
+            // value is a c_int on our stack, passed with its exact size.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.0,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVLOWAT,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = bytes;
+        Ok(())
+    }
 }
 
 impl AsyncRead for Stream {

@@ -37,35 +37,208 @@ const READ_CHUNK: usize = 256 * 1024;
 /// fill it and halves when they do not, so only busy connections hold READ_CHUNK.
 const MIN_READ: usize = 16 * 1024 + 13;
 
+/// Raise `SO_RCVLOWAT` only when at least this many requested bytes are still to come.
+const LOWAT_MIN: u64 = 64 * 1024;
+/// Highest low-water mark: enough that a sender writing 16 KiB blocks one at a time wakes
+/// us once per ~8 blocks, small enough to arrive within well under a millisecond on a fast
+/// link (and we only raise it on links whose recent reads were this large).
+const LOWAT_MAX: u64 = 128 * 1024;
+/// A read waiting on a raised low-water mark gives up after this long and lowers it to 1:
+/// whatever is queued (a `choke`, a `reject`, a last block) is then read at once.
+const LOWAT_WAIT: Duration = Duration::from_millis(20);
+/// After such a give-up, the mark stays at 1 this long (the peer is not sending what we
+/// counted on: choked, dropped requests, or slow).
+const LOWAT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Capacity of a pooled receive buffer: a full [`READ_CHUNK`] read after a carried partial
+/// block (16 KiB + header).
+const POOL_BUF: usize = READ_CHUNK + 32 * 1024;
+/// Pooled receive buffers kept while unused (process-wide; 16 x 288 KiB).
+const POOL_MAX: usize = 16;
+/// Reads of at least this size (busy connections) use pooled buffers.
+const POOL_MIN_READ: usize = 64 * 1024;
+
+/// Receive buffers of busy connections, recycled. Piece payloads are handed on as slices of
+/// the buffer they were read into (no copy) and keep it alive until their piece is hashed
+/// and written; without recycling, every 256 KiB read was a fresh allocation that the
+/// allocator soon gave back to the kernel, so each read paid page faults on fresh pages
+/// (as much CPU as the copy the slices save).
+static RECV_POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// An empty buffer with room for `min` bytes: a pooled one when it fits.
+fn recv_buf(min: usize) -> Vec<u8> {
+    if (POOL_MIN_READ..=POOL_BUF).contains(&min) {
+        let pooled = RECV_POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(v) = pooled {
+            return v;
+        }
+        return Vec::with_capacity(POOL_BUF);
+    }
+    Vec::with_capacity(min)
+}
+
+/// Gives a buffer back to the pool (if it is a pool-sized one and the pool has room).
+fn recycle(mut v: Vec<u8>) {
+    if v.capacity() == POOL_BUF {
+        v.clear();
+        let mut pool = RECV_POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(v);
+        }
+    }
+}
+
+/// Does `buf` (a receive buffer, starting at a frame boundary) hold a whole frame, or a
+/// length the decoder will refuse?
+fn frame_ready(buf: &[u8]) -> bool {
+    let Some(l) = buf.get(..4) else {
+        return false;
+    };
+    let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]);
+    len > wire::MAX_MESSAGE_LEN || buf.len() >= 4 + len as usize
+}
+
+/// A pooled buffer shared by the messages split off it; back to the pool when the last
+/// one is dropped.
+struct Pooled(Vec<u8>);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.0));
+    }
+}
+
+/// Turns a filled receive buffer into the decoder's [`Bytes`]. A pooled buffer that a read
+/// filled to less than a quarter is copied out (small) and recycled at once, so a block
+/// pins at most 4x its share of a pooled buffer.
+fn freeze_recv_buf(v: Vec<u8>) -> Bytes {
+    if v.capacity() != POOL_BUF {
+        return Bytes::from(v);
+    }
+    if v.len() < POOL_BUF / 4 {
+        let b = Bytes::copy_from_slice(&v);
+        recycle(v);
+        return b;
+    }
+    Bytes::from_owner(Pooled(v))
+}
+
 /// Reading half: decodes framed messages.
 pub struct PeerReader {
     rd: ReadHalf<Stream>,
     decoder: Decoder,
     read_size: usize,
+    /// `SO_RCVLOWAT` of a real TCP stream (valid while `rd` lives); `None` elsewhere.
+    lowat: Option<crate::net::RecvLowat>,
+    /// The mark currently set on the socket (1 = the kernel default).
+    lowat_now: usize,
+    lowat_off_until: Option<Instant>,
+    /// The receive buffer being filled, while it holds no complete frame yet (its front
+    /// repeats the decoder's pending bytes); empty (no capacity) otherwise.
+    acc: Vec<u8>,
 }
 
 impl PeerReader {
     /// Next message; cancel-safe (bytes read are kept in the decoder).
     pub async fn recv(&mut self) -> Result<Message, PeerError> {
+        self.recv_expecting(0).await
+    }
+
+    /// Like [`PeerReader::recv`], told that `expect` payload bytes we requested are still to
+    /// come. On a busy TCP link the socket is then not reported readable until a good part
+    /// of them is queued (`SO_RCVLOWAT`), so each wake-up reads several blocks instead of
+    /// one. Never a stall: the mark is only raised while that many bytes are owed, and a
+    /// wait on it is bounded by [`LOWAT_WAIT`], after which it drops back to 1.
+    pub async fn recv_expecting(&mut self, expect: u64) -> Result<Message, PeerError> {
         loop {
             if let Some(m) = self.decoder.next_message()? {
                 return Ok(m);
             }
-            let buf = self.decoder.buffer_mut();
-            if buf.is_empty() && buf.capacity() > 2 * self.read_size {
-                // Nothing half-read: let go of a large buffer an earlier burst needed.
-                *buf = BytesMut::new();
+            if self.acc.capacity() == 0 {
+                // A fresh receive buffer: the partial message first (copied once), then
+                // the reads. The old one stays alive only through the blocks split off it.
+                let carry = self.decoder.buffered();
+                self.acc = recv_buf(carry + self.read_size.max(self.decoder.missing()));
+                self.acc.extend_from_slice(self.decoder.pending());
             }
-            self.decoder.reserve_hint(self.read_size);
-            let n = self.rd.read_buf(self.decoder.buffer_mut()).await?;
+            let target = self.lowat_target(expect);
+            if let Some(h) = self.lowat {
+                if target != self.lowat_now {
+                    match h.set(target) {
+                        Ok(()) => self.lowat_now = target,
+                        // Not supported here: stop trying.
+                        Err(_) => self.lowat = None,
+                    }
+                }
+            }
+            let n = if self.lowat_now > 1 {
+                match timeout(LOWAT_WAIT, self.rd.read_buf(&mut self.acc)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        if let Some(h) = self.lowat {
+                            // Lowering the mark makes the kernel report what is queued.
+                            let _ = h.set(1);
+                        }
+                        self.lowat_now = 1;
+                        self.lowat_off_until = Some(Instant::now() + LOWAT_BACKOFF);
+                        continue;
+                    }
+                }
+            } else {
+                self.rd.read_buf(&mut self.acc).await?
+            };
             if n == 0 {
                 return Err(PeerError::Closed);
+            }
+            // Hand the buffer to the decoder only once it holds a whole frame (or a bad
+            // length, which the decoder reports): a message dribbled in over many reads
+            // fills one buffer in place instead of being copied into a new one per read.
+            if frame_ready(&self.acc) {
+                self.decoder
+                    .set_buffer(freeze_recv_buf(std::mem::take(&mut self.acc)));
             }
             self.read_size = if n >= self.read_size {
                 (self.read_size * 2).min(READ_CHUNK)
             } else {
                 (self.read_size / 2).max(MIN_READ)
             };
+        }
+    }
+
+    /// The low-water mark for the next wait: 1 unless this is a real TCP stream whose
+    /// recent reads were large (`read_size`) and at least [`LOWAT_MIN`] requested bytes
+    /// beyond what is already buffered are owed.
+    fn lowat_target(&mut self, expect: u64) -> usize {
+        if self.lowat.is_none() || expect < LOWAT_MIN {
+            return 1;
+        }
+        if let Some(t) = self.lowat_off_until {
+            if Instant::now() < t {
+                return 1;
+            }
+            self.lowat_off_until = None;
+        }
+        let have = if self.acc.is_empty() {
+            self.decoder.buffered()
+        } else {
+            self.acc.len()
+        };
+        let coming = expect.saturating_sub(have as u64);
+        if coming < LOWAT_MIN || (self.read_size as u64) < LOWAT_MIN {
+            return 1;
+        }
+        // Two levels only, so the mark is not reset on every read.
+        let cap = coming.min(self.read_size as u64);
+        if cap >= LOWAT_MAX {
+            LOWAT_MAX as usize
+        } else {
+            LOWAT_MIN as usize
         }
     }
 
@@ -177,6 +350,7 @@ async fn read_exact_timed(s: &mut Stream, buf: &mut [u8], t: Duration) -> Result
 impl PeerConn {
     fn new(stream: Stream, addr: SocketAddr, remote: Handshake) -> Self {
         let transport = stream.transport();
+        let lowat = stream.recv_lowat();
         let (rd, wr) = tokio::io::split(stream);
         PeerConn {
             addr,
@@ -186,6 +360,10 @@ impl PeerConn {
                 rd,
                 decoder: Decoder::new(),
                 read_size: MIN_READ,
+                lowat,
+                lowat_now: 1,
+                lowat_off_until: None,
+                acc: Vec::new(),
             },
             writer: PeerWriter {
                 wr,
@@ -800,5 +978,150 @@ pub async fn serve_metadata_conn(
                     .await?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::Net;
+
+    /// A real loopback TCP pair: our reader, and the raw other end.
+    async fn pair() -> (PeerReader, Stream) {
+        let net = Net::Tokio;
+        let l = net.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(net.connect(addr), l.accept());
+        let c = c.unwrap();
+        let (s, _) = s.unwrap();
+        let remote = Handshake::new(crate::id::Id20([1; 20]), crate::id::Id20([2; 20]));
+        (PeerConn::new(c, addr, remote).reader, s)
+    }
+
+    fn piece(index: u32, len: usize) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        wire::encode(
+            &Message::Piece {
+                index,
+                begin: 0,
+                data: Bytes::from(vec![index as u8; len]),
+            },
+            &mut out,
+        );
+        out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn raised_low_water_mark_never_hides_a_short_message() {
+        let (mut r, mut s) = pair().await;
+        assert!(r.lowat.is_some(), "real TCP streams can batch wake-ups");
+        // Warm up: large reads make the reader willing to raise the mark.
+        for i in 0..40u32 {
+            s.write_all(&piece(i, 16 * 1024)).await.unwrap();
+        }
+        for i in 0..40u32 {
+            let m = r.recv().await.unwrap();
+            assert!(matches!(m, Message::Piece { index, .. } if index == i));
+        }
+        // We claim 1 MiB is owed, but the peer only sends a choke (it dropped our requests),
+        // after we are already waiting.
+        let t0 = std::time::Instant::now();
+        let (m, s) = tokio::join!(
+            timeout(Duration::from_secs(2), r.recv_expecting(1 << 20)),
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                s.write_all(&[0, 0, 0, 1, wire::ID_CHOKE]).await.unwrap();
+                s
+            }
+        );
+        let mut s = s;
+        let m = m
+            .expect("the choke must be seen, not wait for a low-water mark")
+            .unwrap();
+        assert_eq!(m, Message::Choke);
+        // It waited on a raised mark (the bounded wait), and not for long.
+        assert!(t0.elapsed() >= LOWAT_WAIT, "{:?}", t0.elapsed());
+        assert!(t0.elapsed() < Duration::from_millis(500));
+        // The mark is back at 1 (and stays there a while): small messages arrive at once.
+        assert_eq!(r.lowat_now, 1);
+        s.write_all(&[0, 0, 0, 1, wire::ID_UNCHOKE]).await.unwrap();
+        let m = timeout(Duration::from_millis(15), r.recv_expecting(1 << 20))
+            .await
+            .expect("no low-water wait during the back-off")
+            .unwrap();
+        assert_eq!(m, Message::Unchoke);
+    }
+
+    #[tokio::test]
+    async fn a_dribbled_block_fills_one_buffer_in_place() {
+        let (mut r, mut s) = pair().await;
+        let frame = piece(7, 16 * 1024);
+        let sender = tokio::spawn(async move {
+            for c in frame.chunks(1000) {
+                s.write_all(c).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            s
+        });
+        // Peek at the buffer being filled between reads: it is the same allocation
+        // throughout (no copy of what came so far per read).
+        let mut bufs = std::collections::BTreeSet::new();
+        let m = loop {
+            tokio::select! {
+                biased;
+                m = r.recv() => break m.unwrap(),
+                _ = tokio::time::sleep(Duration::from_micros(300)) => {
+                    if r.acc.capacity() > 0 {
+                        bufs.insert(r.acc.as_ptr() as usize);
+                    }
+                }
+            }
+        };
+        let Message::Piece { index, data, .. } = m else {
+            panic!("expected a piece");
+        };
+        assert_eq!(index, 7);
+        assert!(data.iter().all(|&b| b == 7));
+        assert!(
+            bufs.len() <= 1,
+            "{} receive buffers for one block",
+            bufs.len()
+        );
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn blocks_split_across_reads_decode_intact() {
+        let (mut r, mut s) = pair().await;
+        let n = 64u32;
+        let sender = tokio::spawn(async move {
+            let mut all = Vec::new();
+            for i in 0..n {
+                all.extend_from_slice(&piece(i, 16 * 1024));
+            }
+            // Odd-sized writes, so frames straddle reads and pooled buffers.
+            for c in all.chunks(7_777) {
+                s.write_all(c).await.unwrap();
+            }
+            s
+        });
+        let mut kept = Vec::new();
+        for i in 0..n {
+            let m = r
+                .recv_expecting(u64::from(n - i) * 16 * 1024)
+                .await
+                .unwrap();
+            let Message::Piece { index, data, .. } = m else {
+                panic!("expected a piece");
+            };
+            assert_eq!(index, i);
+            // Kept alive past later reads (as a piece in progress keeps its blocks).
+            kept.push(data);
+        }
+        for (i, d) in kept.iter().enumerate() {
+            assert_eq!(d.len(), 16 * 1024);
+            assert!(d.iter().all(|&b| b == i as u8), "block {i} corrupted");
+        }
+        drop(sender.await.unwrap());
     }
 }

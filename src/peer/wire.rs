@@ -1,8 +1,8 @@
 //! Peer wire message codec (BEP 3), with the Fast extension (BEP 6), the DHT `port` message
 //! (BEP 5) and the extension protocol envelope (BEP 10).
 //!
-//! [`Decoder`] is a pure incremental decoder: feed it bytes (or read straight into
-//! [`Decoder::buffer_mut`]) and pull [`Message`]s out. Every length the peer claims is checked
+//! [`Decoder`] is a pure incremental decoder: feed it bytes (or hand it a whole receive
+//! buffer, [`Decoder::set_buffer`]) and pull [`Message`]s out. Every length the peer claims is checked
 //! against a per-message bound *before* any buffer is reserved for it. Piece payloads are
 //! split off the receive buffer as [`Bytes`] without copying.
 //!
@@ -135,29 +135,41 @@ enum LenRule {
     Range(u32, u32),
 }
 
-/// Incremental decoder. Owns a receive buffer; bounded by [`MAX_MESSAGE_LEN`] + 4 plus
-/// whatever the caller feeds beyond one message (callers read in bounded chunks).
+/// Incremental decoder. Holds the undecoded received bytes; bounded by
+/// [`MAX_MESSAGE_LEN`] + 4 plus whatever the caller feeds beyond one message (callers read
+/// in bounded chunks). The bytes are an immutable [`Bytes`]: messages are split off it
+/// without copying, and a new receive buffer starts with the undecoded rest
+/// ([`Decoder::pending`]) followed by the newly read bytes.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    buf: BytesMut,
+    buf: Bytes,
 }
 
 impl Decoder {
     pub fn new() -> Self {
-        Self {
-            buf: BytesMut::with_capacity(64 * 1024),
-        }
+        Self::default()
     }
 
-    /// Appends bytes received from the peer.
+    /// Appends bytes received from the peer (copies what is buffered; for tests and small
+    /// inputs, the reader uses [`Decoder::set_buffer`]).
     pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        let mut v = Vec::with_capacity(self.buf.len() + data.len());
+        v.extend_from_slice(&self.buf);
+        v.extend_from_slice(data);
+        self.buf = Bytes::from(v);
     }
 
-    /// The receive buffer, for reading straight into it (`AsyncReadExt::read_buf`) without an
-    /// intermediate copy. Call [`Decoder::reserve_hint`] first to size the next read.
-    pub fn buffer_mut(&mut self) -> &mut BytesMut {
-        &mut self.buf
+    /// The buffered bytes not decoded yet (at most one partial message once
+    /// [`Decoder::next_message`] returned `None`).
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Replaces the buffer with `buf`, which must start with the [`Decoder::pending`] bytes
+    /// (the caller copied them to its front and read after them).
+    pub fn set_buffer(&mut self, buf: Bytes) {
+        debug_assert!(buf.starts_with(&self.buf));
+        self.buf = buf;
     }
 
     /// Bytes buffered and not yet decoded.
@@ -165,16 +177,15 @@ impl Decoder {
         self.buf.len()
     }
 
-    /// Ensures room for the rest of the current message (already validated against its
-    /// bound) or at least `min` bytes, so that a whole 16 KiB piece lands in one allocation.
-    pub fn reserve_hint(&mut self, min: usize) {
-        let want = match self.peek_len() {
-            Some(len) if (len as usize + 4) > self.buf.len() && len <= MAX_MESSAGE_LEN => {
-                (len as usize + 4 - self.buf.len()).max(min)
+    /// How many more bytes the message in progress needs (its length already checked
+    /// against [`MAX_MESSAGE_LEN`]), so the next read can be sized to take it whole.
+    pub fn missing(&self) -> usize {
+        match self.peek_len() {
+            Some(len) if len <= MAX_MESSAGE_LEN => {
+                (len as usize + 4).saturating_sub(self.buf.len())
             }
-            _ => min,
-        };
-        self.buf.reserve(want);
+            _ => 0,
+        }
     }
 
     fn peek_len(&self) -> Option<u32> {
@@ -215,6 +226,10 @@ impl Decoder {
         }
         self.buf.advance(5);
         let mut body = self.buf.split_to(len as usize - 1);
+        if self.buf.is_empty() {
+            // Let go of the receive buffer now rather than with the next one.
+            self.buf = Bytes::new();
+        }
         let msg = match id {
             ID_CHOKE => Message::Choke,
             ID_UNCHOKE => Message::Unchoke,
@@ -229,21 +244,21 @@ impl Decoder {
             ID_CANCEL => Message::Cancel(block(&mut body)),
             ID_REJECT => Message::Reject(block(&mut body)),
             ID_PORT => Message::Port(body.get_u16()),
-            ID_BITFIELD => Message::Bitfield(body.freeze()),
+            ID_BITFIELD => Message::Bitfield(body),
             ID_PIECE => {
                 let index = body.get_u32();
                 let begin = body.get_u32();
                 Message::Piece {
                     index,
                     begin,
-                    data: body.freeze(),
+                    data: body,
                 }
             }
             ID_EXTENDED => {
                 let ext = body.get_u8();
                 Message::Extended {
                     id: ext,
-                    payload: body.freeze(),
+                    payload: body,
                 }
             }
             other => Message::Unknown { id: other, len },
@@ -253,7 +268,7 @@ impl Decoder {
 }
 
 /// Reads index/begin/length; the caller checked the body is exactly 12 bytes.
-fn block(body: &mut BytesMut) -> BlockRef {
+fn block(body: &mut Bytes) -> BlockRef {
     BlockRef {
         index: body.get_u32(),
         begin: body.get_u32(),
@@ -613,9 +628,9 @@ mod tests {
             &mut out,
         );
         let mut d = Decoder::new();
-        d.reserve_hint(out.len());
-        d.buffer_mut().extend_from_slice(&out);
-        let base = d.buffer_mut().as_ptr() as usize;
+        let buf = Bytes::from(out.to_vec());
+        let base = buf.as_ptr() as usize;
+        d.set_buffer(buf);
         let Some(Message::Piece { data, .. }) = d.next_message().unwrap() else {
             panic!("expected piece");
         };

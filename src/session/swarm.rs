@@ -29,6 +29,7 @@ use crate::torrent::choker::{Choker, ChokerConfig, PeerStat, WASTE_AFTER};
 use crate::torrent::pipeline::{Pipeline, PipelineConfig};
 use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
 use crate::torrent::storage::{Storage, StorageError};
+use crate::torrent::verify::PieceBlocks;
 use crate::torrent::{Bitfield, BlockRef, BlockStatus, Layout, PeerKey, Picker, PickerConfig};
 
 use crate::peer::pex::{PexSender, MAX_ADDED};
@@ -210,16 +211,7 @@ const IDLE_DROP_AFTER: Duration = Duration::from_secs(60);
 
 /// A hashed piece: index, whether it matched (or the write error), and per-block SHA-1s
 /// when the picker needs them to tell honest senders from corrupt ones (smart ban).
-/// The piece buffer comes back too, for reuse.
-type CheckResult = (
-    u32,
-    Result<bool, StorageError>,
-    Option<Vec<[u8; 20]>>,
-    Vec<u8>,
-);
-
-/// Spare piece buffers kept for reuse (a few pieces are hashed while others fill).
-const SPARE_BUFFERS: usize = 8;
+type CheckResult = (u32, Result<bool, StorageError>, Option<Vec<[u8; 20]>>);
 
 pub struct Swarm {
     p: SwarmParams,
@@ -235,10 +227,8 @@ pub struct Swarm {
     rng: StdRng,
     banned: BanList,
     idle: IdlePeers,
-    buffers: BTreeMap<u32, Vec<u8>>,
-    /// Piece buffers handed back after hashing, reused for the next pieces: a fresh
-    /// zeroed allocation per piece costs page faults for every page of it.
-    spare_buffers: Vec<Vec<u8>>,
+    /// Pieces in progress, as their received blocks (no copy into a piece buffer).
+    buffers: BTreeMap<u32, PieceBlocks>,
     /// Inside a [`PeerEvent::Batch`]: `on_block` leaves the pipeline top-up to its end.
     batching: bool,
     connecting: JoinSet<(SocketAddr, Result<PeerConn, PeerError>)>,
@@ -299,7 +289,6 @@ impl Swarm {
             banned: BanList::new(MAX_BANNED),
             idle: IdlePeers::default(),
             buffers: BTreeMap::new(),
-            spare_buffers: Vec::new(),
             batching: false,
             connecting: JoinSet::new(),
             checks: JoinSet::new(),
@@ -363,10 +352,7 @@ impl Swarm {
                 }
                 Some(r) = self.checks.join_next(), if self.checking > 0 => {
                     self.checking -= 1;
-                    if let Ok((piece, res, digests, buf)) = r {
-                        if self.spare_buffers.len() < SPARE_BUFFERS {
-                            self.spare_buffers.push(buf);
-                        }
+                    if let Ok((piece, res, digests)) = r {
                         self.on_checked(piece, res, digests)?;
                     }
                 }
@@ -823,24 +809,11 @@ impl Swarm {
         let out = self.picker.on_block_received(key, r);
         tracing::trace!(?r, ?out.status, complete = out.piece_complete, "block");
         if out.status == BlockStatus::Accepted {
-            let plen = self.p.layout.piece_len(index) as usize;
-            let spare = &mut self.spare_buffers;
-            // A reused buffer holds an older piece's bytes; every block of this piece is
-            // written before it is hashed (the picker completes a piece only then).
-            let buf = self
-                .buffers
+            let plen = self.p.layout.piece_len(index) as u32;
+            self.buffers
                 .entry(index)
-                .or_insert_with(|| match spare.pop() {
-                    Some(mut b) => {
-                        b.resize(plen, 0);
-                        b
-                    }
-                    None => vec![0u8; plen],
-                });
-            let end = begin as usize + data.len();
-            if end <= buf.len() {
-                buf[begin as usize..end].copy_from_slice(&data);
-            }
+                .or_insert_with(|| PieceBlocks::new(plen, crate::torrent::BLOCK_SIZE))
+                .insert(begin, data);
         }
         for (other, cr) in out.cancels {
             if let Some(o) = self.peers.get_mut(&other) {
@@ -866,22 +839,17 @@ impl Swarm {
         let storage = self.p.storage.clone();
         let want_digests = self.picker.needs_block_digests(piece);
         let work = move || -> CheckResult {
-            let block_digests = |buf: &[u8]| {
-                buf.chunks(crate::torrent::BLOCK_SIZE as usize)
-                    .map(crate::torrent::verify::sha1)
-                    .collect::<Vec<_>>()
-            };
             let Some(expected) = expected else {
-                return (piece, Ok(false), None, buf);
+                return (piece, Ok(false), None);
             };
-            if crate::torrent::verify::sha1(&buf) != expected {
-                let d = block_digests(&buf);
-                return (piece, Ok(false), Some(d), buf);
+            if buf.sha1() != expected {
+                return (piece, Ok(false), Some(buf.block_digests()));
             }
-            let digests = want_digests.then(|| block_digests(&buf));
-            // One positional write for the whole verified piece.
-            let res = storage.write_block(piece, 0, &buf).map(|_| true);
-            (piece, res, digests, buf)
+            let digests = want_digests.then(|| buf.block_digests());
+            // One vectored positional write for the whole verified piece.
+            let parts: Vec<&[u8]> = buf.slices().collect();
+            let res = storage.write_blocks(piece, &parts).map(|_| true);
+            (piece, res, digests)
         };
         self.checking += 1;
         if self.p.cfg.blocking_io {

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use super::bitfield::Bitfield;
@@ -22,14 +23,109 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
     h.finalize().into()
 }
 
+/// A piece being downloaded, held as the received blocks themselves (BEP 3 `piece`
+/// payloads, 16 KiB each) instead of a contiguous buffer they are copied into.
+///
+/// Why: each block's payload is already a zero-copy slice of the socket read buffer
+/// (`Bytes`); copying it into a piece buffer was one extra `memmove` of every downloaded
+/// byte (~6 % of the downloader's CPU). SHA-1 is fed the blocks in order, and the verified
+/// piece goes to disk with one vectored write ([`Storage::write_blocks`]), so the payload
+/// is touched by user space only for hashing.
+///
+/// Memory: a block keeps its read buffer alive until the piece is hashed; the reader's
+/// reads are at most 256 KiB and a piece's blocks usually arrive together, so this is
+/// about one read buffer per piece in flight.
+#[derive(Debug)]
+pub struct PieceBlocks {
+    len: u32,
+    block: u32,
+    blocks: Vec<Option<Bytes>>,
+}
+
+impl PieceBlocks {
+    /// An empty piece of `len` bytes split into blocks of `block` bytes (the last shorter).
+    pub fn new(len: u32, block: u32) -> Self {
+        let block = block.max(1);
+        let n = len.div_ceil(block) as usize;
+        Self {
+            len,
+            block,
+            blocks: vec![None; n],
+        }
+    }
+
+    /// Stores a block. Refused (false, nothing stored) unless `begin` is a block boundary
+    /// and `data` is exactly that block's length: the caller only passes blocks it
+    /// requested, so anything else is a bug or a hostile peer, never a partial fill.
+    pub fn insert(&mut self, begin: u32, data: Bytes) -> bool {
+        if !begin.is_multiple_of(self.block) || begin >= self.len {
+            return false;
+        }
+        let want = (self.len - begin).min(self.block) as usize;
+        if data.len() != want {
+            return false;
+        }
+        match self.blocks.get_mut((begin / self.block) as usize) {
+            Some(slot) => {
+                *slot = Some(data);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every block present?
+    pub fn is_complete(&self) -> bool {
+        self.blocks.iter().all(Option::is_some)
+    }
+
+    /// The blocks in order (a missing block is skipped, so an incomplete piece never
+    /// hashes to the expected digest).
+    pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        self.blocks.iter().flatten().map(|b| &b[..])
+    }
+
+    /// SHA-1 of the piece.
+    pub fn sha1(&self) -> [u8; 20] {
+        let mut h = Sha1::new();
+        for b in self.slices() {
+            h.update(b);
+        }
+        h.finalize().into()
+    }
+
+    /// SHA-1 of each block (for telling honest senders from corrupt ones).
+    pub fn block_digests(&self) -> Vec<[u8; 20]> {
+        self.slices().map(sha1).collect()
+    }
+}
+
 /// Does stored piece `piece` match `expected`? Missing files mean "no" rather than an error.
 pub fn check_piece(
     storage: &Storage,
     piece: u32,
     expected: &[u8; 20],
 ) -> Result<bool, StorageError> {
-    match storage.read_piece(piece) {
-        Ok(data) => Ok(sha1(&data) == *expected),
+    check_piece_with(storage, piece, expected, &mut Vec::new())
+}
+
+/// [`check_piece`] reading into `buf`, which is reused from piece to piece: a fresh zeroed
+/// piece-sized allocation per piece cost a `memset` (and page faults) of the whole torrent
+/// even when nothing is on disk yet, which is every fresh download's start-up recheck.
+fn check_piece_with(
+    storage: &Storage,
+    piece: u32,
+    expected: &[u8; 20],
+    buf: &mut Vec<u8>,
+) -> Result<bool, StorageError> {
+    // Bounded by the layout: piece_len is the actual length of this (checked) piece.
+    let len = storage.layout().piece_len(piece) as usize;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let data = &mut buf[..len];
+    match storage.read_into(piece, 0, data) {
+        Ok(()) => Ok(sha1(data) == *expected),
         Err(e) if e.is_missing() => Ok(false),
         Err(e) => Err(e),
     }
@@ -81,10 +177,11 @@ pub fn recheck(
     std::thread::scope(|s| {
         for _ in 0..threads.clamp(1, 16) {
             s.spawn(|| {
+                let mut buf = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let k = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(&piece) = todo.get(k) else { break };
-                    match check_piece(storage, piece, &hashes[piece as usize]) {
+                    match check_piece_with(storage, piece, &hashes[piece as usize], &mut buf) {
                         Ok(true) => {
                             result.lock().unwrap_or_else(|e| e.into_inner()).set(piece);
                         }
@@ -122,4 +219,39 @@ pub async fn recheck_blocking(
                 source: std::io::Error::other("recheck task failed"),
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn piece_blocks_hash_like_the_contiguous_piece() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut p = PieceBlocks::new(40_000, 16_384);
+        // Out of order, last block short.
+        assert!(p.insert(32_768, Bytes::copy_from_slice(&data[32_768..])));
+        assert!(!p.is_complete());
+        assert!(p.insert(0, Bytes::copy_from_slice(&data[..16_384])));
+        assert_ne!(p.sha1(), sha1(&data));
+        assert!(p.insert(16_384, Bytes::copy_from_slice(&data[16_384..32_768])));
+        assert!(p.is_complete());
+        assert_eq!(p.sha1(), sha1(&data));
+        let d: Vec<_> = data.chunks(16_384).map(sha1).collect();
+        assert_eq!(p.block_digests(), d);
+    }
+
+    #[test]
+    fn piece_blocks_refuse_misaligned_or_wrong_length_blocks() {
+        let mut p = PieceBlocks::new(40_000, 16_384);
+        assert!(!p.insert(1, Bytes::from(vec![0; 16_384])));
+        assert!(!p.insert(0, Bytes::from(vec![0; 100])));
+        assert!(!p.insert(32_768, Bytes::from(vec![0; 16_384])));
+        assert!(!p.insert(49_152, Bytes::from(vec![0; 16_384])));
+        assert!(!p.insert(u32::MAX - 16_383, Bytes::from(vec![0; 16_384])));
+        assert_eq!(p.slices().count(), 0);
+        let mut empty = PieceBlocks::new(0, 0);
+        assert!(empty.is_complete());
+        assert!(!empty.insert(0, Bytes::new()));
+    }
 }

@@ -282,15 +282,13 @@ impl Swarm {
                 if let Some(s) = self.ws.seeds.get_mut(d.seed) {
                     s.pieces.insert(r.piece);
                 }
-                let plen = self.p.layout.piece_len(r.piece) as usize;
-                let buf = self
-                    .buffers
+                let plen = self.p.layout.piece_len(r.piece) as u32;
+                self.buffers
                     .entry(r.piece)
-                    .or_insert_with(|| vec![0u8; plen]);
-                let end = r.offset as usize + len;
-                if end <= buf.len() {
-                    buf[r.offset as usize..end].copy_from_slice(chunk);
-                }
+                    .or_insert_with(|| {
+                        crate::torrent::verify::PieceBlocks::new(plen, crate::torrent::BLOCK_SIZE)
+                    })
+                    .insert(r.offset, bytes::Bytes::copy_from_slice(chunk));
             }
             for (other, cr) in out.cancels {
                 if let Some(o) = self.peers.get_mut(&other) {
