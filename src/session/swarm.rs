@@ -759,7 +759,13 @@ impl Swarm {
             }
             Message::Interested => {
                 peer.peer_interested = true;
-                if self.choker.current().peers.len() < ChokerConfig::default().slots + 1 {
+                let cfg = ChokerConfig::default();
+                let slots = if self.picker.is_complete() {
+                    cfg.seed_slots
+                } else {
+                    cfg.slots
+                };
+                if self.choker.current().peers.len() < slots + 1 {
                     self.choker.force_round();
                     self.run_choker(now);
                 }

@@ -82,6 +82,12 @@ pub struct ChokerConfig {
     pub slots: usize,
     /// A peer connected for less than this is "new" (3× optimistic weight).
     pub new_peer_age: Duration,
+    /// Regular upload slots while seeding. A seed has no tit-for-tat to run and, in a
+    /// flash crowd, is the source every piece starts from: more peers served at once
+    /// (each within its quota) spread the first pieces over more of the crowd. 7 + the
+    /// optimistic slot = 8, libtorrent's default `unchoke_slots_limit`; measured 0.725 →
+    /// 0.752 efficiency at 50 leechers (docs/simulation.md).
+    pub seed_slots: usize,
     /// Seeding: after this long unchoked, a peer goes to the back of the queue.
     pub seed_rotation: Duration,
     /// A peer that got this many bytes since its unchoke and gives nothing back (always,
@@ -94,6 +100,7 @@ impl Default for ChokerConfig {
         ChokerConfig {
             slots: 4,
             new_peer_age: Duration::from_secs(60),
+            seed_slots: 7,
             seed_rotation: Duration::from_secs(4),
             quota: QUOTA,
         }
@@ -233,7 +240,12 @@ impl Choker {
                     .then(a.key.cmp(&b.key))
             });
         }
-        let regular: BTreeSet<PeerKey> = cands.iter().take(self.cfg.slots).map(|p| p.key).collect();
+        let slots = if seeding {
+            self.cfg.seed_slots
+        } else {
+            self.cfg.slots
+        };
+        let regular: BTreeSet<PeerKey> = cands.iter().take(slots).map(|p| p.key).collect();
 
         // Keep the optimistic peer until its 30 s are up, unless it left, lost interest,
         // wastes the slot or earned a regular slot.
@@ -398,6 +410,7 @@ mod tests {
         let t0 = Instant::now();
         let cfg = ChokerConfig {
             slots: 2,
+            seed_slots: 2,
             ..Default::default()
         };
         let mut c = Choker::new(cfg, StdRng::seed_from_u64(9));
@@ -423,6 +436,7 @@ mod tests {
         let mut c2 = Choker::new(
             ChokerConfig {
                 slots: 2,
+                seed_slots: 2,
                 ..Default::default()
             },
             StdRng::seed_from_u64(9),
@@ -430,6 +444,7 @@ mod tests {
         let mut c3 = Choker::new(
             ChokerConfig {
                 slots: 2,
+                seed_slots: 2,
                 ..Default::default()
             },
             StdRng::seed_from_u64(9),
@@ -461,13 +476,13 @@ mod tests {
         let mut c = Choker::new(ChokerConfig::default(), StdRng::seed_from_u64(3));
         let mut peers: Vec<PeerStat> = (1..=30).map(|k| stat(k, 0, 0, t0)).collect();
         let first = c.tick(t0, &peers, true).unwrap().peers.clone();
-        assert_eq!(first.len(), 5);
+        assert_eq!(first.len(), ChokerConfig::default().seed_slots + 1);
         // The served peers complete and disconnect; the others wait.
         peers.retain(|p| !first.contains(&p.key));
         let t1 = t0 + Duration::from_secs(9);
         c.force_round();
         let second = c.tick(t1, &peers, true).unwrap().peers.clone();
-        assert_eq!(second.len(), 5, "{second:?}");
+        assert_eq!(second.len(), first.len(), "{second:?}");
         assert!(second.is_disjoint(&first));
     }
 
