@@ -329,6 +329,15 @@ mod tests {
         }
     }
 
+    /// The regular (non-optimistic) unchokes of a decision.
+    fn regular(d: &Unchoked) -> BTreeSet<PeerKey> {
+        d.peers
+            .iter()
+            .filter(|k| Some(**k) != d.optimistic)
+            .copied()
+            .collect()
+    }
+
     fn keys(v: &[u64]) -> BTreeSet<PeerKey> {
         v.iter().map(|&k| PeerKey(k)).collect()
     }
@@ -341,12 +350,7 @@ mod tests {
         peers[7].interested = false; // the fastest is not interested
         peers[6].snubbed = true;
         let d = c.tick(t0, &peers, false).unwrap().clone();
-        let regular: BTreeSet<_> = d
-            .peers
-            .iter()
-            .filter(|k| Some(**k) != d.optimistic)
-            .copied()
-            .collect();
+        let regular = regular(&d);
         assert_eq!(regular, keys(&[3, 4, 5, 6]));
         let o = d.optimistic.unwrap();
         assert!(keys(&[1, 2, 7]).contains(&o), "{o:?}");
@@ -418,12 +422,7 @@ mod tests {
         let mut served = BTreeSet::new();
         for r in 0..12u32 {
             let d = c.tick(t0 + ROUND * r, &peers, true).unwrap();
-            let regular: Vec<_> = d
-                .peers
-                .iter()
-                .filter(|k| Some(**k) != d.optimistic)
-                .copied()
-                .collect();
+            let regular: Vec<_> = regular(d).into_iter().collect();
             assert_eq!(regular.len(), 2);
             served.extend(regular);
         }
@@ -495,7 +494,7 @@ mod tests {
             ..Default::default()
         };
         let mut c = Choker::new(cfg, StdRng::seed_from_u64(4));
-        // Peers 1 and 2 upload to us fastest and get the regular slots.
+        // Peers 5 and 6 upload to us fastest and get the regular slots.
         let mut peers: Vec<PeerStat> = (1..=6).map(|k| stat(k, k * 10, 0, old)).collect();
         peers[4].down_rate = 1000;
         peers[5].down_rate = 900;
@@ -507,12 +506,7 @@ mod tests {
         c.force_round();
         let t1 = t0 + WASTE_AFTER;
         let d = c.tick(t1, &peers, false).unwrap().clone();
-        let regular: BTreeSet<_> = d
-            .peers
-            .iter()
-            .filter(|k| Some(**k) != d.optimistic)
-            .copied()
-            .collect();
+        let regular = regular(&d);
         assert_eq!(regular, keys(&[4, 6]), "{d:?}");
         // It stays behind others for WASTE_MEMORY, then competes on its rate again.
         peers[4].wasting = false;
@@ -557,12 +551,7 @@ mod tests {
             .tick(t0 + Duration::from_secs(1), &peers, false)
             .unwrap()
             .clone();
-        let regular: Vec<_> = second
-            .peers
-            .iter()
-            .filter(|k| Some(**k) != second.optimistic)
-            .copied()
-            .collect();
+        let regular: Vec<_> = regular(&second).into_iter().collect();
         assert_eq!(regular.len(), 1);
         assert!(!first.peers.contains(&regular[0]), "{first:?} {second:?}");
         served.extend(second.peers.iter().copied());
