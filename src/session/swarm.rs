@@ -198,6 +198,23 @@ struct Peer {
     pex: PexSender,
 }
 
+impl Peer {
+    /// Unchoked, yet it has taken nothing from us for [`WASTE_AFTER`] (the choker's
+    /// work-conserving rule).
+    fn wasting(&self, now: Instant) -> bool {
+        !self.am_choking && now.saturating_duration_since(self.last_served) >= WASTE_AFTER
+    }
+
+    /// Payload bytes sent since we last unchoked it (0 while choked).
+    fn sent_since_unchoke(&self) -> u64 {
+        if self.am_choking {
+            0
+        } else {
+            self.counters.uploaded.load(Ordering::Relaxed) - self.up_at_unchoke
+        }
+    }
+}
+
 /// Why a connection between two seeds is closed (BEP 3: neither has anything for the
 /// other; libtorrent's `close_redundant_connections` does the same). A seed's slots go to
 /// leechers instead: in a flash crowd the first finishers otherwise stay connected to each
@@ -1105,12 +1122,11 @@ impl Swarm {
         // Work-conserving choker: a slot whose peer requests nothing moves now, not at the
         // next round, when someone else is waiting for one.
         let seeding = self.complete();
+        let choker = &self.choker;
         let wasting = self.peers.values_mut().any(|p| {
-            !p.am_choking
-                && (now.saturating_duration_since(p.last_served) >= WASTE_AFTER
-                    || ((seeding || p.down.rate(now) == 0)
-                        && p.counters.uploaded.load(Ordering::Relaxed) - p.up_at_unchoke
-                            >= self.choker.quota()))
+            p.wasting(now)
+                || (!p.am_choking
+                    && choker.had_quota(p.sent_since_unchoke(), p.down.rate(now), seeding))
         });
         if wasting
             && self
@@ -1170,13 +1186,8 @@ impl Swarm {
                 up_rate: p.up.rate(now),
                 connected_at: p.connected_at,
                 snubbed: p.pipeline.is_snubbed(),
-                wasting: !p.am_choking
-                    && now.saturating_duration_since(p.last_served) >= WASTE_AFTER,
-                sent_since_unchoke: if p.am_choking {
-                    0
-                } else {
-                    p.counters.uploaded.load(Ordering::Relaxed) - p.up_at_unchoke
-                },
+                wasting: p.wasting(now),
+                sent_since_unchoke: p.sent_since_unchoke(),
             });
         }
         let seeding = self.complete();

@@ -144,9 +144,10 @@ impl Choker {
         }
     }
 
-    /// Bytes per unchoke for a peer that gives nothing back.
-    pub fn quota(&self) -> u64 {
-        self.cfg.quota
+    /// Has a peer that received `sent` bytes since its unchoke, and sends us `down_rate`,
+    /// had its quota (see the module docs)? When we seed, every peer gives nothing back.
+    pub fn had_quota(&self, sent: u64, down_rate: u64, seeding: bool) -> bool {
+        (seeding || down_rate == 0) && sent >= self.cfg.quota
     }
 
     /// The last decision.
@@ -230,7 +231,7 @@ impl Choker {
             });
         } else {
             // A peer that gives nothing back and had its quota waits behind the others.
-            let had_quota = |p: &PeerStat| p.down_rate == 0 && p.sent_since_unchoke >= quota;
+            let had_quota = |p: &PeerStat| self.had_quota(p.sent_since_unchoke, p.down_rate, false);
             cands.sort_by(|a, b| {
                 wasted(a)
                     .cmp(&wasted(b))
@@ -255,7 +256,7 @@ impl Choker {
                     p.key == *k
                         && p.interested
                         && !p.wasting
-                        && !(p.down_rate == 0 && p.sent_since_unchoke >= self.cfg.quota)
+                        && !self.had_quota(p.sent_since_unchoke, p.down_rate, false)
                 })
         });
         let due = self
