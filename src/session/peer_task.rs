@@ -9,7 +9,7 @@
 //! queue for no decision it needs to make.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,8 +42,14 @@ const SERVE_BATCH_TIME: Duration = Duration::from_millis(50);
 /// Messages already decoded from one socket read that go to the actor (or the writer) as
 /// one batch: one channel send and one wake-up instead of one per 16 KiB block.
 const READ_BATCH: usize = 64;
-/// Batches of upload work (requests, cancels, metadata requests) queued for the writer.
-const UPLOAD_BATCHES: usize = 64;
+/// Upload work items (requests, cancels, metadata requests) read but not yet taken by the
+/// writer, at most. A peer within our advertised `reqq` never gets near it; beyond it,
+/// items are dropped (the peer broke its side of `reqq`). The count, not the number of
+/// socket reads they came in, is what is bounded: a bounded channel of batches dropped
+/// whole batches when a slow link kept the writer busy while a peer sent its requests one
+/// read at a time, and a dropped request is never re-sent (the requester waits for the
+/// block until it calls us snubbed, 60 s later).
+const MAX_PENDING_UPLOADS: usize = 2 * MAX_UPLOAD_QUEUE;
 /// A peer that sends nothing for this long is dropped (BEP 3 keep-alives come every 2 min).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// We send a keep-alive after this long without sending anything.
@@ -75,6 +81,9 @@ pub enum PeerEvent {
     Batch(Vec<Message>),
     /// Addresses learned from the peer's ut_pex, with their BEP 11 `added.f` flags.
     Pex(Vec<(std::net::SocketAddr, u8)>),
+    /// We sent the peer [`PeerContext::quota`] payload bytes since we last unchoked it
+    /// (once per unchoke): the choker may move its slot now instead of at the next tick.
+    Quota,
     /// The connection ended.
     Closed(PeerError),
 }
@@ -108,6 +117,9 @@ pub struct PeerContext {
     pub quic_peers: crate::quic::QuicPeers,
     /// BEP 27 private torrent: do not even advertise ut_pex (peers come from trackers only).
     pub private: bool,
+    /// Payload bytes after an unchoke at which the writer reports [`PeerEvent::Quota`]
+    /// (the choker's piece quota).
+    pub quota: u64,
 }
 
 /// What we learned from the peer's extended handshake.
@@ -154,19 +166,31 @@ pub async fn run_peer(
     let their_meta = theirs.as_ref().and_then(|t| t.id_of(UT_METADATA));
     let their_pex = theirs.as_ref().and_then(|t| t.id_of(UT_PEX));
     let (reader, writer, pending) = conn.into_parts();
-    let (up_tx, up_rx) = mpsc::channel::<Vec<Upload>>(UPLOAD_BATCHES);
+    let (up_tx, up_rx) = mpsc::unbounded_channel::<Vec<Upload>>();
+    let up_pending = Arc::new(AtomicUsize::new(0));
     let ctx = Arc::new(ctx);
     let owed = Arc::new(AtomicU64::new(0));
+    let st = WriterState {
+        ev_tx: ev_tx.clone(),
+        since_unchoke: None,
+        serve_buf: Vec::new(),
+        choking: true,
+        deferred: None,
+        queue: VecDeque::new(),
+        batch_bytes: SERVE_BATCH_BYTES / 8,
+        their_meta,
+        their_pex,
+        owed: owed.clone(),
+    };
     let writer_task = tokio::spawn(write_loop(
         writer,
         ctx.clone(),
         cmd_rx,
         up_rx,
-        their_meta,
-        their_pex,
-        owed.clone(),
+        st,
+        up_pending.clone(),
     ));
-    let why = read_loop(reader, pending, &ctx, up_tx, &ev_tx, &owed).await;
+    let why = read_loop(reader, pending, &ctx, up_tx, &ev_tx, &owed, &up_pending).await;
     writer_task.abort();
     let _ = ev_tx.send((key, PeerEvent::Closed(why))).await;
 }
@@ -243,9 +267,10 @@ async fn read_loop(
     mut reader: PeerReader,
     pending: Vec<Message>,
     ctx: &PeerContext,
-    up_tx: mpsc::Sender<Vec<Upload>>,
+    up_tx: mpsc::UnboundedSender<Vec<Upload>>,
     ev_tx: &mpsc::Sender<(PeerKey, PeerEvent)>,
     owed: &AtomicU64,
+    up_pending: &AtomicUsize,
 ) -> PeerError {
     let key = ctx.key;
     let mut backlog: VecDeque<Message> = pending.into();
@@ -280,15 +305,15 @@ async fn read_loop(
                     if b.length > MAX_BLOCK {
                         return PeerError::BadBlockLength(b.length);
                     }
-                    ups.push(Upload::Request(b));
+                    push_upload(&mut ups, up_pending, Upload::Request(b));
                 }
-                Message::Cancel(b) => ups.push(Upload::Cancel(b)),
+                Message::Cancel(b) => push_upload(&mut ups, up_pending, Upload::Cancel(b)),
                 Message::Extended {
                     id: UT_METADATA_ID,
                     payload,
                 } => {
                     if let Ok(MetadataMsg::Request { piece }) = MetadataMsg::decode(&payload) {
-                        ups.push(Upload::Metadata(piece));
+                        push_upload(&mut ups, up_pending, Upload::Metadata(piece));
                     }
                 }
                 Message::Extended {
@@ -332,12 +357,21 @@ async fn read_loop(
             }
         }
         if !ups.is_empty() {
-            // Full queue: the peer ignored our reqq; drop the requests (it will re-ask).
-            let _ = up_tx.try_send(std::mem::take(&mut ups));
+            up_pending.fetch_add(ups.len(), Ordering::Relaxed);
+            if up_tx.send(std::mem::take(&mut ups)).is_err() {
+                return PeerError::Closed;
+            }
         }
         if !send_msgs(ev_tx, key, &mut msgs).await {
             return PeerError::Closed;
         }
+    }
+}
+
+/// Queues one item of upload work unless [`MAX_PENDING_UPLOADS`] are already waiting.
+fn push_upload(ups: &mut Vec<Upload>, pending: &AtomicUsize, up: Upload) {
+    if pending.load(Ordering::Relaxed) + ups.len() < MAX_PENDING_UPLOADS {
+        ups.push(up);
     }
 }
 
@@ -372,21 +406,10 @@ async fn write_loop(
     mut writer: PeerWriter,
     ctx: Arc<PeerContext>,
     mut cmd_rx: mpsc::Receiver<PeerCmd>,
-    mut up_rx: mpsc::Receiver<Vec<Upload>>,
-    their_meta: Option<u8>,
-    their_pex: Option<u8>,
-    owed: Arc<AtomicU64>,
+    mut up_rx: mpsc::UnboundedReceiver<Vec<Upload>>,
+    mut st: WriterState,
+    up_pending: Arc<AtomicUsize>,
 ) -> Result<(), PeerError> {
-    let mut st = WriterState {
-        serve_buf: Vec::new(),
-        choking: true,
-        deferred: None,
-        queue: VecDeque::new(),
-        batch_bytes: SERVE_BATCH_BYTES / 8,
-        their_meta,
-        their_pex,
-        owed,
-    };
     let mut last_send = Instant::now();
     loop {
         if let Some(cmd) = st.deferred.take() {
@@ -410,6 +433,7 @@ async fn write_loop(
                         return Ok(());
                     }
                 } else if let Ok(ups) = up_rx.try_recv() {
+                    up_pending.fetch_sub(ups.len(), Ordering::Relaxed);
                     for up in ups {
                         on_upload(&mut writer, &ctx, &mut st, up).await?;
                     }
@@ -434,6 +458,7 @@ async fn write_loop(
             }
             up = up_rx.recv() => {
                 let Some(ups) = up else { return Ok(()) };
+                up_pending.fetch_sub(ups.len(), Ordering::Relaxed);
                 for up in ups {
                     on_upload(&mut writer, &ctx, &mut st, up).await?;
                 }
@@ -460,6 +485,9 @@ struct WriterState {
     their_pex: Option<u8>,
     /// See [`owed_sub`].
     owed: Arc<AtomicU64>,
+    ev_tx: mpsc::Sender<(PeerKey, PeerEvent)>,
+    /// Payload bytes sent since the last unchoke, until [`PeerEvent::Quota`] went out.
+    since_unchoke: Option<u64>,
 }
 
 impl WriterState {
@@ -517,6 +545,7 @@ async fn on_cmd(
         PeerCmd::Unchoke => {
             if st.choking {
                 st.choking = false;
+                st.since_unchoke = Some(0);
                 writer.send(&Message::Unchoke).await?;
             }
         }
@@ -632,10 +661,46 @@ async fn serve(
     .clamp(crate::torrent::BLOCK_SIZE as usize, SERVE_BATCH_BYTES);
     ctx.counters.uploaded.fetch_add(sent, Ordering::Relaxed);
     ctx.total_uploaded.fetch_add(sent, Ordering::Relaxed);
+    if let Some(n) = st.since_unchoke.as_mut() {
+        *n += sent;
+        if *n >= ctx.quota {
+            st.since_unchoke = None;
+            // Full channel: the actor is busy, and its tick checks quotas anyway.
+            let _ = st.ev_tx.try_send((ctx.key, PeerEvent::Quota));
+        }
+    }
     // Keep the (up to 512 KiB) buffer only while more is queued: an idle connection must
     // not pin it (a simulation holds tens of thousands of connections).
     if !queue.is_empty() {
         *serve_buf = buf;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_uploads_are_bounded_by_count() {
+        let pending = AtomicUsize::new(MAX_PENDING_UPLOADS - 3);
+        let mut ups = Vec::new();
+        let b = WireBlock {
+            index: 0,
+            begin: 0,
+            length: 16384,
+        };
+        for _ in 0..10 {
+            push_upload(&mut ups, &pending, Upload::Request(b));
+        }
+        assert_eq!(ups.len(), 3);
+        // Once the writer took them, requests are accepted again, one read at a time or
+        // many: what counts is how many wait, not in how many reads they came.
+        pending.store(0, Ordering::Relaxed);
+        let mut ups = Vec::new();
+        for _ in 0..MAX_PENDING_UPLOADS + 5 {
+            push_upload(&mut ups, &pending, Upload::Cancel(b));
+        }
+        assert_eq!(ups.len(), MAX_PENDING_UPLOADS);
+    }
 }

@@ -171,6 +171,8 @@ impl TransportBytes {
 
 struct Peer {
     addr: SocketAddr,
+    /// From its handshake (duplicate connections are told apart by it).
+    peer_id: PeerId,
     transport: Transport,
     cmd: mpsc::Sender<PeerCmd>,
     has: Bitfield,
@@ -221,6 +223,8 @@ impl Peer {
 /// other and upload at a third of their capacity while the rest wait (docs/simulation.md).
 /// The address goes to the seed queue, which a seed never dials.
 const BOTH_SEEDS: &str = "both seeds";
+/// Why the second of two connections to one peer is closed (see `add_peer`).
+const DUPLICATE: &str = "duplicate connection";
 /// Banned addresses remembered at most (oldest forgotten first).
 const MAX_BANNED: usize = 4096;
 /// Mutual uninterest this long makes a peer a candidate for dropping at the peer limit.
@@ -582,6 +586,23 @@ impl Swarm {
     }
 
     fn add_peer(&mut self, conn: PeerConn, outgoing: bool) {
+        // Two connections to one peer (both sides dialled, having found each other through
+        // the DHT or PEX at once) would count twice for the choker and the picker: in a
+        // 50-leecher flash crowd 15 of each peer's 65 connections were such duplicates.
+        // Same peer id *and* IP: a peer id alone could be forged to push a real peer out.
+        let peer_id = conn.remote.peer_id;
+        let dup = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.peer_id == peer_id && p.addr.ip() == conn.addr.ip())
+            .map(|(k, p)| (*k, p.outgoing));
+        if let Some((old, old_outgoing)) = dup {
+            if !keep_new_duplicate(&self.p.our_id, &peer_id, outgoing, old_outgoing) {
+                tracing::debug!(addr = %conn.addr, "duplicate connection closed");
+                return; // dropping the connection closes it
+            }
+            self.drop_peer(old, DUPLICATE);
+        }
         let key = PeerKey(self.next_key);
         self.next_key += 1;
         let now = Instant::now();
@@ -602,6 +623,7 @@ impl Swarm {
             quic_port: self.p.dialer.advertised_port(),
             quic_peers: self.p.dialer.peers.clone(),
             private: self.p.cfg.private,
+            quota: self.choker.quota(),
         };
         let addr = conn.addr;
         let transport = conn.transport;
@@ -618,6 +640,7 @@ impl Swarm {
             key,
             Peer {
                 addr,
+                peer_id,
                 transport,
                 cmd: cmd_tx,
                 has: Bitfield::new(n),
@@ -667,8 +690,10 @@ impl Swarm {
         // connected; it must become dialable again, or we would never reach it later).
         // A seed that closed us (usually: it was full) is retried sooner.
         let a = dial_addr(&p).unwrap_or(p.addr);
-        self.cands
-            .closed(a, p.has.is_full() || why == BOTH_SEEDS, Instant::now());
+        if why != DUPLICATE {
+            self.cands
+                .closed(a, p.has.is_full() || why == BOTH_SEEDS, Instant::now());
+        }
         if !p.am_choking {
             self.choker.force_round();
         }
@@ -694,6 +719,7 @@ impl Swarm {
                 }
                 self.connect_more();
             }
+            PeerEvent::Quota => self.on_quota(key),
             PeerEvent::Msg(m) => {
                 if let Err(why) = self.on_message(key, m) {
                     self.drop_peer(key, why);
@@ -713,6 +739,27 @@ impl Swarm {
                 self.batching = false;
                 self.fill_requests(key);
             }
+        }
+    }
+
+    /// A peer had its quota since its unchoke: when someone is waiting, the choker moves
+    /// the slot now (it would at the next tick; a 256 KiB piece takes 0.2 s at a seed).
+    fn on_quota(&mut self, key: PeerKey) {
+        let now = Instant::now();
+        let seeding = self.complete();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let (sent, down) = (p.sent_since_unchoke(), p.down.rate(now));
+        if !p.am_choking
+            && self.choker.had_quota(sent, down, seeding)
+            && self
+                .peers
+                .values()
+                .any(|q| q.am_choking && q.peer_interested)
+        {
+            self.choker.force_round();
+            self.run_choker(now);
         }
     }
 
@@ -948,7 +995,12 @@ impl Swarm {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        let want = !self.picker.is_complete() && self.picker.interesting(&p.has);
+        // Interested while the peer has a piece we want *and could request now*, or still
+        // owes us blocks. BEP 3 only asks for "has a piece we lack"; the narrower test
+        // frees the peer's upload slot when everything it has for us is already on its way
+        // from others (a flash crowd's first pieces: docs/simulation.md item 7).
+        let want = !self.picker.is_complete()
+            && (self.picker.outstanding(key) > 0 || self.picker.requestable(&p.has));
         if want != p.am_interested {
             p.am_interested = want;
             let m = if want {
@@ -966,7 +1018,13 @@ impl Swarm {
     fn request_everywhere(&mut self) {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
-            self.fill_requests(k);
+            // Requests were released (choke, failure): peers we lost interest in may have
+            // something to request again.
+            if self.peers.get(&k).is_some_and(|p| !p.am_interested) {
+                self.update_interest(k);
+            } else {
+                self.fill_requests(k);
+            }
         }
     }
 
@@ -1012,6 +1070,10 @@ impl Swarm {
         if out.is_empty() {
             tracing::trace!(addr = %p.addr, want, "nothing to request");
             self.scratch = out;
+            // Nothing owed and nothing to ask for: say so, so its slot goes to someone else.
+            if cur == 0 && !self.picker.requestable(&self.peers[&key].has) {
+                self.update_interest(key);
+            }
             return;
         }
         tracing::trace!(addr = %p.addr, n = out.len(), "requesting");
@@ -1110,13 +1172,9 @@ impl Swarm {
                 p.up_seen = up;
             }
         }
-        // Lost interest in peers with nothing left for us.
+        // Interest follows what can be requested, which moves with every request elsewhere.
         for k in &keys {
-            if let Some(p) = self.peers.get(k) {
-                if p.am_interested && !self.picker.interesting(&p.has) {
-                    self.update_interest(*k);
-                }
-            }
+            self.update_interest(*k);
         }
         self.drop_idle(now);
         // Work-conserving choker: a slot whose peer requests nothing moves now, not at the
@@ -1188,6 +1246,7 @@ impl Swarm {
                 snubbed: p.pipeline.is_snubbed(),
                 wasting: p.wasting(now),
                 sent_since_unchoke: p.sent_since_unchoke(),
+                pieces: p.has.count(),
             });
         }
         let seeding = self.complete();
@@ -1251,6 +1310,19 @@ impl Swarm {
     }
 }
 
+/// Of two connections to one peer (we dialled each other at once), is the new one kept?
+/// Both ends must keep the same one: the connection dialled by the side whose peer id is
+/// smaller. `new_outgoing`/`old_outgoing`: we dialled that connection.
+fn keep_new_duplicate(
+    ours: &PeerId,
+    theirs: &PeerId,
+    new_outgoing: bool,
+    old_outgoing: bool,
+) -> bool {
+    let keep_outgoing = ours < theirs;
+    new_outgoing == keep_outgoing && old_outgoing != keep_outgoing
+}
+
 fn to_wire(r: BlockRef) -> WireBlock {
     WireBlock {
         index: r.piece,
@@ -1298,5 +1370,39 @@ fn dial_addr(p: &Peer) -> Option<SocketAddr> {
     match p.ext.as_ref()?.listen_port {
         Some(port) if port != 0 => Some(SocketAddr::new(p.addr.ip(), port)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_ends_keep_the_same_duplicate() {
+        let (a, b) = (crate::id::Id20([1; 20]), crate::id::Id20([2; 20]));
+        // a dialled b and b dialled a. At a, "outgoing" is a->b; at b, it is b->a.
+        // Whichever arrived second at each end, both keep a->b (a's id is smaller).
+        for a_first_outgoing in [true, false] {
+            // At a: old connection, then the new one (the other direction).
+            let a_keeps_new = keep_new_duplicate(&a, &b, !a_first_outgoing, a_first_outgoing);
+            let a_keeps_outgoing = if a_keeps_new {
+                !a_first_outgoing
+            } else {
+                a_first_outgoing
+            };
+            assert!(a_keeps_outgoing, "a keeps the connection it dialled");
+            for b_first_outgoing in [true, false] {
+                let b_keeps_new = keep_new_duplicate(&b, &a, !b_first_outgoing, b_first_outgoing);
+                let b_keeps_outgoing = if b_keeps_new {
+                    !b_first_outgoing
+                } else {
+                    b_first_outgoing
+                };
+                assert!(!b_keeps_outgoing, "b keeps the connection a dialled");
+            }
+        }
+        // Two connections in the same direction (dialled twice): the old one stays.
+        assert!(!keep_new_duplicate(&a, &b, true, true));
+        assert!(!keep_new_duplicate(&a, &b, false, false));
     }
 }

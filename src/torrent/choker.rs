@@ -9,6 +9,12 @@
 //! - one extra *optimistic* unchoke, rotated every [`OPTIMISTIC_ROUND`] (30 s), drawn from the
 //!   other interested peers with newly connected peers three times as likely (they have no
 //!   rate yet and need a first piece to trade);
+//! - **peers with no piece first**: the optimistic draw is among peers that have no piece
+//!   at all while there are any, and a seed serves such waiting peers before others. A
+//!   peer with nothing can upload nothing; once it has a piece its whole uplink joins the
+//!   swarm. In a flash crowd this is what the first seconds are made of (measured in
+//!   docs/simulation.md); a peer that hides its pieces gains only the optimistic slot,
+//!   which the quota below cuts to 512 KiB per turn;
 //! - snubbed peers (no block for a long time) are not rewarded with a regular slot;
 //! - **piece quota**: a peer that has received [`ChokerConfig::quota`] (512 KiB) since we
 //!   unchoked it and sends us nothing (any peer, when we seed) yields its slot to waiting
@@ -74,6 +80,8 @@ pub struct PeerStat {
     pub wasting: bool,
     /// Payload bytes sent to it since we last unchoked it (0 while choked).
     pub sent_since_unchoke: u64,
+    /// Pieces it has (as far as it told us): a peer with none has nothing to trade yet.
+    pub pieces: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -150,6 +158,11 @@ impl Choker {
         (seeding || down_rate == 0) && sent >= self.cfg.quota
     }
 
+    /// See [`ChokerConfig::quota`].
+    pub fn quota(&self) -> u64 {
+        self.cfg.quota
+    }
+
     /// The last decision.
     pub fn current(&self) -> &Unchoked {
         &self.current
@@ -220,7 +233,11 @@ impl Choker {
                     .then(ca.cmp(&cb))
                     .then_with(|| {
                         if ca == 1 {
-                            served(a).cmp(&served(b))
+                            // Waiting peers with no piece first: each one served becomes
+                            // an uploader (see `Choker` docs), then who waited longest.
+                            (b.pieces == 0)
+                                .cmp(&(a.pieces == 0))
+                                .then(served(a).cmp(&served(b)))
                         } else {
                             std::cmp::Ordering::Equal
                         }
@@ -266,12 +283,18 @@ impl Choker {
             let eligible = |p: &&PeerStat| {
                 p.interested && !regular.contains(&p.key) && Some(p.key) != optimistic
             };
-            // Peers that recently wasted a slot only when nobody else is waiting.
+            // Peers that recently wasted a slot only when nobody else is waiting; peers
+            // with no piece before the others (see the module docs).
             let fresh = peers.iter().filter(eligible).any(|p| !wasted(p));
+            let empty = peers
+                .iter()
+                .filter(eligible)
+                .any(|p| p.pieces == 0 && (!fresh || !wasted(p)));
             let pool: Vec<(PeerKey, u32)> = peers
                 .iter()
                 .filter(eligible)
                 .filter(|p| !fresh || !wasted(p))
+                .filter(|p| !empty || p.pieces == 0)
                 .map(|p| {
                     let new = now.saturating_duration_since(p.connected_at) < self.cfg.new_peer_age;
                     (p.key, if new { 3 } else { 1 })
@@ -327,6 +350,7 @@ mod tests {
             snubbed: false,
             wasting: false,
             sent_since_unchoke: 0,
+            pieces: 0,
         }
     }
 
@@ -408,6 +432,50 @@ mod tests {
         // The current optimistic is excluded from the draw, so rotation is forced;
         // still, the new peer is favoured overall.
         assert!(new > old, "new {new} old {old}");
+    }
+
+    #[test]
+    fn peers_with_no_piece_come_first() {
+        let t0 = Instant::now();
+        // Peers 1..=6 have pieces, 7 and 8 none; peer 1 uploads to us.
+        let mut peers: Vec<PeerStat> = (1..=8).map(|k| stat(k, 0, 0, t0)).collect();
+        for p in peers.iter_mut().take(6) {
+            p.pieces = 5;
+        }
+        peers[0].down_rate = 1000;
+        // Leeching: tit-for-tat keeps the regular slot; the optimistic one goes to a peer
+        // with nothing, whatever the draw.
+        let cfg = ChokerConfig {
+            slots: 1,
+            ..Default::default()
+        };
+        for seed in 0..20 {
+            let mut c = Choker::new(cfg.clone(), StdRng::seed_from_u64(seed));
+            let d = c.tick(t0, &peers, false).unwrap();
+            assert_eq!(regular(d), keys(&[1]));
+            let o = d.optimistic.unwrap();
+            assert!(o == PeerKey(7) || o == PeerKey(8), "{o:?}");
+        }
+        // Once they have a piece, the draw is among everyone again.
+        peers[6].pieces = 1;
+        peers[7].pieces = 1;
+        let drawn: BTreeSet<PeerKey> = (0..40)
+            .filter_map(|seed| {
+                let mut c = Choker::new(cfg.clone(), StdRng::seed_from_u64(seed));
+                c.tick(t0, &peers, false).unwrap().optimistic
+            })
+            .collect();
+        assert!(drawn.len() > 3, "{drawn:?}");
+        // Seeding: waiting peers with nothing are served first.
+        peers[6].pieces = 0;
+        peers[7].pieces = 0;
+        let cfg = ChokerConfig {
+            seed_slots: 2,
+            ..Default::default()
+        };
+        let mut c = Choker::new(cfg, StdRng::seed_from_u64(1));
+        let d = c.tick(t0, &peers, true).unwrap();
+        assert_eq!(regular(d), keys(&[7, 8]));
     }
 
     #[test]
