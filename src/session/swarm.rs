@@ -207,6 +207,12 @@ impl Peer {
         !self.am_choking && now.saturating_duration_since(self.last_served) >= WASTE_AFTER
     }
 
+    /// Unchoked, and had its quota (see [`Choker::had_quota`]).
+    fn over_quota(&mut self, choker: &Choker, now: Instant, seeding: bool) -> bool {
+        !self.am_choking
+            && choker.had_quota(self.sent_since_unchoke(), self.down.rate(now), seeding)
+    }
+
     /// Payload bytes sent since we last unchoked it (0 while choked).
     fn sent_since_unchoke(&self) -> u64 {
         if self.am_choking {
@@ -750,17 +756,17 @@ impl Swarm {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        let (sent, down) = (p.sent_since_unchoke(), p.down.rate(now));
-        if !p.am_choking
-            && self.choker.had_quota(sent, down, seeding)
-            && self
-                .peers
-                .values()
-                .any(|q| q.am_choking && q.peer_interested)
-        {
+        if p.over_quota(&self.choker, now, seeding) && self.someone_waits() {
             self.choker.force_round();
             self.run_choker(now);
         }
+    }
+
+    /// A choked peer is interested: a slot that moves has somewhere to go.
+    fn someone_waits(&self) -> bool {
+        self.peers
+            .values()
+            .any(|p| p.am_choking && p.peer_interested)
     }
 
     fn on_message(&mut self, key: PeerKey, m: Message) -> Result<(), &'static str> {
@@ -1181,17 +1187,11 @@ impl Swarm {
         // next round, when someone else is waiting for one.
         let seeding = self.complete();
         let choker = &self.choker;
-        let wasting = self.peers.values_mut().any(|p| {
-            p.wasting(now)
-                || (!p.am_choking
-                    && choker.had_quota(p.sent_since_unchoke(), p.down.rate(now), seeding))
-        });
-        if wasting
-            && self
-                .peers
-                .values()
-                .any(|p| p.am_choking && p.peer_interested)
-        {
+        let wasting = self
+            .peers
+            .values_mut()
+            .any(|p| p.wasting(now) || p.over_quota(choker, now, seeding));
+        if wasting && self.someone_waits() {
             self.choker.force_round();
         }
         self.run_choker(now);
@@ -1382,24 +1382,20 @@ mod tests {
         let (a, b) = (crate::id::Id20([1; 20]), crate::id::Id20([2; 20]));
         // a dialled b and b dialled a. At a, "outgoing" is a->b; at b, it is b->a.
         // Whichever arrived second at each end, both keep a->b (a's id is smaller).
-        for a_first_outgoing in [true, false] {
-            // At a: old connection, then the new one (the other direction).
-            let a_keeps_new = keep_new_duplicate(&a, &b, !a_first_outgoing, a_first_outgoing);
-            let a_keeps_outgoing = if a_keeps_new {
-                !a_first_outgoing
-            } else {
-                a_first_outgoing
-            };
-            assert!(a_keeps_outgoing, "a keeps the connection it dialled");
-            for b_first_outgoing in [true, false] {
-                let b_keeps_new = keep_new_duplicate(&b, &a, !b_first_outgoing, b_first_outgoing);
-                let b_keeps_outgoing = if b_keeps_new {
-                    !b_first_outgoing
-                } else {
-                    b_first_outgoing
-                };
-                assert!(!b_keeps_outgoing, "b keeps the connection a dialled");
-            }
+        // Is the connection an end keeps the one it dialled, given which came first?
+        let keeps_outgoing = |ours, theirs, first_outgoing: bool| {
+            let new_kept = keep_new_duplicate(ours, theirs, !first_outgoing, first_outgoing);
+            new_kept != first_outgoing
+        };
+        for first_outgoing in [true, false] {
+            assert!(
+                keeps_outgoing(&a, &b, first_outgoing),
+                "a keeps what it dialled"
+            );
+            assert!(
+                !keeps_outgoing(&b, &a, first_outgoing),
+                "b keeps what a dialled"
+            );
         }
         // Two connections in the same direction (dialled twice): the old one stays.
         assert!(!keep_new_duplicate(&a, &b, true, true));

@@ -1024,6 +1024,19 @@ mod tests {
         Picker::new(&l, classic(), StdRng::seed_from_u64(7))
     }
 
+    /// A one-piece torrent a seed has, with peer 1 holding requests for all of it
+    /// (endgame from the start).
+    fn one_piece_all_requested(cfg: PickerConfig) -> (Picker, Bitfield, Vec<BlockRef>) {
+        let l = Layout::single("f", PL, PL).unwrap();
+        let mut p = Picker::new(&l, cfg, StdRng::seed_from_u64(7));
+        p.add_seed();
+        let all = Bitfield::full(1);
+        let mut a = Vec::new();
+        assert_eq!(p.pick_blocks(PeerKey(1), &all, 10, &mut a), 4);
+        assert!(p.in_endgame());
+        (p, all, a)
+    }
+
     fn bf(n: u32, set: &[u32]) -> Bitfield {
         let mut b = Bitfield::new(n);
         for &i in set {
@@ -1123,17 +1136,10 @@ mod tests {
     #[test]
     fn endgame_duplicates_and_cancels() {
         // Two extra requesters per block (the default is one), so a block can have three.
-        let l = Layout::single("f", PL, PL).unwrap();
-        let cfg = PickerConfig {
+        let (mut p, all, a) = one_piece_all_requested(PickerConfig {
             endgame_dups: 2,
             ..classic()
-        };
-        let mut p = Picker::new(&l, cfg, StdRng::seed_from_u64(7));
-        p.add_seed();
-        let all = Bitfield::full(1);
-        let mut a = Vec::new();
-        assert_eq!(p.pick_blocks(PeerKey(1), &all, 10, &mut a), 4);
-        assert!(p.in_endgame());
+        });
         let mut b = Vec::new();
         assert_eq!(p.pick_blocks(PeerKey(2), &all, 10, &mut b), 4);
         let mut c = Vec::new();
@@ -1164,30 +1170,19 @@ mod tests {
 
     #[test]
     fn endgame_default_allows_one_duplicate() {
-        let l = Layout::single("f", PL, PL).unwrap();
-        let cfg = PickerConfig {
+        let (mut p, all, _) = one_piece_all_requested(PickerConfig {
             endgame_max_outstanding: usize::MAX,
             endgame_per_pick: usize::MAX,
             ..PickerConfig::default()
-        };
-        let mut p = Picker::new(&l, cfg, StdRng::seed_from_u64(7));
-        p.add_seed();
-        let all = Bitfield::full(1);
-        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-        assert_eq!(p.pick_blocks(PeerKey(1), &all, 10, &mut a), 4);
+        });
+        let (mut b, mut c) = (Vec::new(), Vec::new());
         assert_eq!(p.pick_blocks(PeerKey(2), &all, 10, &mut b), 4);
         assert_eq!(p.pick_blocks(PeerKey(3), &all, 10, &mut c), 0);
     }
 
     #[test]
     fn endgame_duplicates_go_to_idle_peers_two_at_a_time() {
-        let l = Layout::single("f", PL, PL).unwrap();
-        let mut p = Picker::new(&l, PickerConfig::default(), StdRng::seed_from_u64(7));
-        p.add_seed();
-        let all = Bitfield::full(1);
-        let mut a = Vec::new();
-        assert_eq!(p.pick_blocks(PeerKey(1), &all, 10, &mut a), 4);
-        assert!(p.in_endgame());
+        let (mut p, all, a) = one_piece_all_requested(PickerConfig::default());
         // An idle peer gets two duplicates, then nothing more while they are outstanding.
         let mut b = Vec::new();
         assert_eq!(p.pick_blocks(PeerKey(2), &all, 10, &mut b), 2);
