@@ -196,6 +196,9 @@ struct Peer {
     requested_at: BTreeMap<BlockRef, Instant>,
     /// We dialled this address (so it is one others can dial too).
     outgoing: bool,
+    /// An address of this peer we dialled for a duplicate connection that was closed
+    /// instead of this one (see `add_peer`).
+    alt_dial: Option<SocketAddr>,
     /// BEP 11: what we have told this peer about our other peers.
     pex: PexSender,
 }
@@ -602,10 +605,19 @@ impl Swarm {
             .iter()
             .find(|(_, p)| p.peer_id == peer_id && p.addr.ip() == conn.addr.ip())
             .map(|(k, p)| (*k, p.outgoing));
+        // The address of a dialled duplicate stays "connected" in the candidate table while
+        // the kept connection lives; whoever keeps it frees it when it closes.
+        let mut alt_dial = None;
         if let Some((old, old_outgoing)) = dup {
             if !keep_new_duplicate(&self.p.our_id, &peer_id, outgoing, old_outgoing) {
                 tracing::debug!(addr = %conn.addr, "duplicate connection closed");
+                if let Some(p) = self.peers.get_mut(&old).filter(|_| outgoing) {
+                    p.alt_dial = Some(conn.addr);
+                }
                 return; // dropping the connection closes it
+            }
+            if let Some(p) = self.peers.get(&old).filter(|p| p.outgoing) {
+                alt_dial = Some(p.addr);
             }
             self.drop_peer(old, DUPLICATE);
         }
@@ -676,6 +688,7 @@ impl Swarm {
                 ext_rx: Some(ext_rx),
                 requested_at: BTreeMap::new(),
                 outgoing,
+                alt_dial,
                 pex: PexSender::new(),
             },
         );
@@ -697,8 +710,11 @@ impl Swarm {
         // A seed that closed us (usually: it was full) is retried sooner.
         let a = dial_addr(&p).unwrap_or(p.addr);
         if why != DUPLICATE {
-            self.cands
-                .closed(a, p.has.is_full() || why == BOTH_SEEDS, Instant::now());
+            let seed = p.has.is_full() || why == BOTH_SEEDS;
+            self.cands.closed(a, seed, Instant::now());
+            if let Some(alt) = p.alt_dial.filter(|alt| *alt != a) {
+                self.cands.closed(alt, seed, Instant::now());
+            }
         }
         if !p.am_choking {
             self.choker.force_round();
@@ -809,14 +825,22 @@ impl Swarm {
                 if i >= n {
                     return Err("have out of range");
                 }
-                if peer.has.set(i) {
-                    self.picker.add_have(i);
+                if !peer.has.set(i) {
+                    return Ok(()); // known already: nothing changes
                 }
+                self.picker.add_have(i);
                 if self.picker.is_complete() && peer.has.is_full() {
                     return Err(BOTH_SEEDS);
                 }
-                self.update_interest(key);
+                // Only piece i is new: no scan of the peer's other pieces.
+                if peer.am_interested {
+                    self.fill_requests(key);
+                } else if self.picker.requestable_piece(i) {
+                    self.update_interest(key);
+                }
             }
+            // A repeated `choke` changes nothing (and must not cost a scan of every peer).
+            Message::Choke if peer.peer_choking => {}
             Message::Choke => {
                 peer.peer_choking = true;
                 peer.requested_at.clear();
@@ -1247,6 +1271,7 @@ impl Swarm {
                 wasting: p.wasting(now),
                 sent_since_unchoke: p.sent_since_unchoke(),
                 pieces: p.has.count(),
+                sent_total: p.counters.uploaded.load(Ordering::Relaxed),
             });
         }
         let seeding = self.complete();

@@ -13,8 +13,8 @@
 //!   at all while there are any, and a seed serves such waiting peers before others. A
 //!   peer with nothing can upload nothing; once it has a piece its whole uplink joins the
 //!   swarm. In a flash crowd this is what the first seconds are made of (measured in
-//!   docs/simulation.md); a peer that hides its pieces gains only the optimistic slot,
-//!   which the quota below cuts to 512 KiB per turn;
+//!   docs/simulation.md). Only until we have sent it one quota (512 KiB): a peer that
+//!   hides its pieces gets that head start once per connection, then waits like anyone;
 //! - snubbed peers (no block for a long time) are not rewarded with a regular slot;
 //! - **piece quota**: a peer that has received [`ChokerConfig::quota`] (512 KiB) since we
 //!   unchoked it and sends us nothing (any peer, when we seed) yields its slot to waiting
@@ -82,6 +82,8 @@ pub struct PeerStat {
     pub sent_since_unchoke: u64,
     /// Pieces it has (as far as it told us): a peer with none has nothing to trade yet.
     pub pieces: u32,
+    /// Payload bytes sent to it since it connected.
+    pub sent_total: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -163,6 +165,13 @@ impl Choker {
         self.cfg.quota
     }
 
+    /// A peer with no piece that has not yet had a quota's worth from us: it goes first
+    /// (see the module docs). Once it had that much it is an ordinary peer, so one that
+    /// hides its pieces cannot come back to the front.
+    fn starter(&self, p: &PeerStat) -> bool {
+        p.pieces == 0 && p.sent_total < self.cfg.quota
+    }
+
     /// The last decision.
     pub fn current(&self) -> &Unchoked {
         &self.current
@@ -235,8 +244,8 @@ impl Choker {
                         if ca == 1 {
                             // Waiting peers with no piece first: each one served becomes
                             // an uploader (see `Choker` docs), then who waited longest.
-                            (b.pieces == 0)
-                                .cmp(&(a.pieces == 0))
+                            self.starter(b)
+                                .cmp(&self.starter(a))
                                 .then(served(a).cmp(&served(b)))
                         } else {
                             std::cmp::Ordering::Equal
@@ -289,12 +298,12 @@ impl Choker {
             let empty = peers
                 .iter()
                 .filter(eligible)
-                .any(|p| p.pieces == 0 && (!fresh || !wasted(p)));
+                .any(|p| self.starter(p) && (!fresh || !wasted(p)));
             let pool: Vec<(PeerKey, u32)> = peers
                 .iter()
                 .filter(eligible)
                 .filter(|p| !fresh || !wasted(p))
-                .filter(|p| !empty || p.pieces == 0)
+                .filter(|p| !empty || self.starter(p))
                 .map(|p| {
                     let new = now.saturating_duration_since(p.connected_at) < self.cfg.new_peer_age;
                     (p.key, if new { 3 } else { 1 })
@@ -351,6 +360,7 @@ mod tests {
             wasting: false,
             sent_since_unchoke: 0,
             pieces: 0,
+            sent_total: 0,
         }
     }
 
@@ -473,9 +483,16 @@ mod tests {
             seed_slots: 2,
             ..Default::default()
         };
-        let mut c = Choker::new(cfg, StdRng::seed_from_u64(1));
+        let mut c = Choker::new(cfg.clone(), StdRng::seed_from_u64(1));
         let d = c.tick(t0, &peers, true).unwrap();
         assert_eq!(regular(d), keys(&[7, 8]));
+        // ... but only until they had a quota from us: one that hides its pieces does not
+        // come back to the front.
+        peers[6].sent_total = QUOTA;
+        let mut c = Choker::new(cfg, StdRng::seed_from_u64(1));
+        let d = c.tick(t0, &peers, true).unwrap();
+        assert!(regular(d).contains(&PeerKey(8)));
+        assert!(!regular(d).contains(&PeerKey(7)));
     }
 
     #[test]

@@ -420,17 +420,40 @@ impl Picker {
     /// that is not started, or started with a free block; in endgame any wanted piece (a
     /// duplicate may be allowed).
     pub fn requestable(&self, has: &Bitfield) -> bool {
-        let endgame = self.in_endgame();
-        has.iter_set().any(|i| {
-            self.is_wanted(i)
-                && match self.state[i as usize] {
-                    PieceState::Missing => self.may_start(),
-                    PieceState::Downloading => {
-                        endgame || self.downloads.get(&i).is_some_and(|d| d.free > 0)
-                    }
-                    _ => false,
+        let endgame = self.duplicates_allowed();
+        let may_start = self.may_start();
+        if has.is_full() {
+            // A seed (the common case in a big torrent): no scan over every piece.
+            return (may_start && self.not_started_wanted > 0)
+                || self.free_in_downloads > 0
+                || (endgame && !self.downloads.is_empty());
+        }
+        has.iter_set()
+            .any(|i| self.piece_requestable(i, endgame, may_start))
+    }
+
+    /// [`Picker::requestable`] for a peer that just announced piece `i` (BEP 3 `have`):
+    /// only that piece is new.
+    pub fn requestable_piece(&self, i: u32) -> bool {
+        self.piece_requestable(i, self.duplicates_allowed(), self.may_start())
+    }
+
+    /// Endgame, or our first pieces are at their cap ([`PickerConfig::first_pieces_at_once`]):
+    /// an idle peer may then duplicate blocks others are fetching, so one slow holder of a
+    /// first piece cannot keep us from starting.
+    fn duplicates_allowed(&self) -> bool {
+        self.in_endgame() || !self.may_start()
+    }
+
+    fn piece_requestable(&self, i: u32, endgame: bool, may_start: bool) -> bool {
+        self.is_wanted(i)
+            && match self.state[i as usize] {
+                PieceState::Missing => may_start,
+                PieceState::Downloading => {
+                    endgame || self.downloads.get(&i).is_some_and(|d| d.free > 0)
                 }
-        })
+                _ => false,
+            }
     }
 
     /// May a new piece be started ([`PickerConfig::first_pieces_at_once`])?
@@ -539,7 +562,7 @@ impl Picker {
         // 3. Endgame: duplicate requests on blocks others are fetching.
         let outstanding = self.peers.get(&peer).map_or(0, |p| p.requests.len());
         if out.len() - start < max
-            && self.in_endgame()
+            && self.duplicates_allowed()
             && outstanding <= self.cfg.endgame_max_outstanding
         {
             let n = (max - (out.len() - start)).min(self.cfg.endgame_per_pick);
@@ -1220,10 +1243,17 @@ mod tests {
         let theirs = bf(8, &others);
         assert!(p.interesting(&theirs));
         assert!(!p.requestable(&theirs));
-        assert!(p.requestable(&all) == p.in_endgame());
+        // A peer that has the capped pieces may duplicate a couple of their blocks, so
+        // one slow holder cannot keep us from starting.
+        assert!(p.requestable(&all));
+        let mut dup = Vec::new();
+        assert_eq!(p.pick_blocks(PeerKey(9), &all, 32, &mut dup), 2);
+        assert!(dup.iter().all(|r| a.contains(r)));
+        p.on_peer_disconnected(PeerKey(9));
         // A choke releases the requests: those pieces no longer hold the cap.
         p.on_peer_choked(PeerKey(1));
         assert!(p.requestable(&theirs));
+        assert!(p.requestable(&all));
         let mut b = Vec::new();
         assert_eq!(p.pick_blocks(PeerKey(2), &theirs, 32, &mut b), 8);
         // The first verified piece lifts the cap.
