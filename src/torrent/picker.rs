@@ -406,12 +406,8 @@ impl Picker {
         &self.have
     }
 
-    /// Is piece `i` wanted and not yet verified (for `have` messages: become interested)?
-    pub fn wants(&self, i: u32) -> bool {
-        self.is_wanted(i)
-    }
-
-    /// Does a peer with `has` have anything we want (BEP 3 `interested`)?
+    /// Does a peer with `has` have anything we want (BEP 3's `interested`)? The torrent
+    /// task uses the narrower [`Picker::requestable`].
     pub fn interesting(&self, has: &Bitfield) -> bool {
         has.iter_set().any(|i| self.is_wanted(i))
     }
