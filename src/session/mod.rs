@@ -768,8 +768,8 @@ async fn run_torrent(
         Source::Magnet(m) => m.web_seeds.clone(),
         Source::Metainfo(m) => m.url_list.clone(),
     };
-    let (metainfo, metadata_ms) = match add.source {
-        Source::Metainfo(m) => (m, None),
+    let (metainfo, metadata_ms, handed) = match add.source {
+        Source::Metainfo(m) => (m, None, Vec::new()),
         Source::Magnet(m) => {
             progress.send_modify(|p| {
                 p.phase = Phase::Searching;
@@ -779,6 +779,8 @@ async fn run_torrent(
             let cfg = FetchConfig {
                 timeout: add.metadata_timeout,
                 listen_port: inner.listen_addr.map(|a| a.port()),
+                // The swarm downloads over the fetch's connections: no re-dial.
+                hand_over: true,
                 ..FetchConfig::default()
             };
             // Peers that dial us meanwhile (they heard of us from a tracker) serve it too.
@@ -823,7 +825,7 @@ async fn run_torrent(
             tracing::debug!(%info_hash, peers = fetched.connected, "metadata fetched");
             let meta = Metainfo::from_info_bytes(&fetched.info)?;
             let ms = start.elapsed().as_millis() as u64;
-            (Arc::new(meta), Some(ms))
+            (Arc::new(meta), Some(ms), fetched.conns)
         }
     };
     let info = &metainfo.info;
@@ -942,6 +944,7 @@ async fn run_torrent(
             addrs: fwd_rx,
             incoming,
             stop,
+            handed,
         })
         .await;
     // The swarm is gone, so is its sender: the saver writes the final state and ends.

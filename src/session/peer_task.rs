@@ -17,7 +17,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::peer::extension::{ExtHandshake, UT_METADATA, UT_METADATA_ID, UT_PEX, UT_PEX_ID};
+use crate::peer::extension::{
+    ExtHandshake, HANDSHAKE_ID, UT_METADATA, UT_METADATA_ID, UT_PEX, UT_PEX_ID,
+};
 use crate::peer::metadata::{serve_request, MetadataMsg};
 use crate::peer::pex::FLAG_MF_QUIC;
 use crate::peer::wire::{BlockRef as WireBlock, MAX_BLOCK};
@@ -223,6 +225,21 @@ async fn setup(
     have: &Bitfield,
     our_port: Option<u16>,
 ) -> Result<Option<ExtHandshake>, PeerError> {
+    let mut ours = ExtHandshake::ours(our_port, Some(ctx.info.len() as u64), Some(conn.addr.ip()));
+    if ctx.private {
+        ours.m.remove(UT_PEX);
+    }
+    ours.mf_quic = ctx.quic_port;
+    if let Some(theirs) = conn.take_ext_done() {
+        // Handed over by the metadata fetch, which told the peer `have none` (or nothing,
+        // without the fast extension) and sent a first extended handshake. The swarm takes
+        // such a connection only while we have no piece, so what changed is that we can
+        // serve the metadata now: BEP 10 lets us send the handshake again to say so.
+        conn.writer
+            .send_extended(HANDSHAKE_ID, &ours.encode())
+            .await?;
+        return Ok(Some(theirs));
+    }
     let fast = conn.remote.reserved.fast();
     let first = if fast && have.is_full() {
         Message::HaveAll
@@ -239,11 +256,6 @@ async fn setup(
     if !conn.extensions() {
         return Ok(None);
     }
-    let mut ours = ExtHandshake::ours(our_port, Some(ctx.info.len() as u64), Some(conn.addr.ip()));
-    if ctx.private {
-        ours.m.remove(UT_PEX);
-    }
-    ours.mf_quic = ctx.quic_port;
     // A peer that never answers the extended handshake is still a peer for pieces.
     match conn
         .exchange_ext_handshake(&ours, Duration::from_secs(10))

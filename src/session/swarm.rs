@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::id::{InfoHash, PeerId};
 use crate::net::{Net, Transport};
 use crate::peer::wire::BlockRef as WireBlock;
-use crate::peer::{Message, PeerConn, PeerError};
+use crate::peer::{HandedConn, Message, PeerConn, PeerError};
 use crate::torrent::choker::{Choker, ChokerConfig, PeerStat, WASTE_AFTER};
 use crate::torrent::pipeline::{Pipeline, PipelineConfig};
 use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
@@ -137,6 +137,8 @@ pub struct SwarmInputs {
     pub incoming: mpsc::Receiver<PeerConn>,
     /// Stop request (true = stop).
     pub stop: watch::Receiver<bool>,
+    /// Connections the metadata fetch handed over (see [`HandedConn`]).
+    pub handed: Vec<HandedConn>,
 }
 
 /// Summary when the actor ends.
@@ -360,6 +362,9 @@ impl Swarm {
         } else {
             Phase::Downloading
         });
+        for h in std::mem::take(&mut inputs.handed) {
+            self.on_handed(h);
+        }
         loop {
             if self.complete() && self.checking == 0 {
                 if !self.complete_announced {
@@ -523,6 +528,26 @@ impl Swarm {
             }
         }
         self.connect_more();
+    }
+
+    /// A connection from the metadata fetch: a peer like any other, with its handshakes
+    /// done. Taken only while we have no piece (what we have must be the first thing a peer
+    /// hears, BEP 3 and BEP 6, and the fetch said `have none`) and for a public torrent (the
+    /// fetch offered PEX before it knew). Dropping the others closes them; their peers
+    /// are dialled again.
+    fn on_handed(&mut self, h: HandedConn) {
+        let addr = h.conn.addr;
+        if self.p.cfg.private
+            || !self.picker.have().none()
+            || self.banned.contains(&addr)
+            || self.peers.len() >= self.p.cfg.max_peers + self.p.cfg.incoming_slack
+        {
+            return;
+        }
+        if h.outgoing {
+            self.cands.mark_connected(addr, Instant::now());
+        }
+        self.add_peer(h.conn, h.outgoing);
     }
 
     fn candidate_failed(&mut self, addr: SocketAddr) {
