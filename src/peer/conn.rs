@@ -641,14 +641,18 @@ pub async fn fetch_metadata_stats(
     cfg: FetchConfig,
 ) -> Result<Fetched, FetchError> {
     let (_none, incoming) = mpsc::channel(1);
-    fetch_metadata_incoming(net, info_hash, our_id, peers, incoming, cfg).await
+    let tcp = crate::quic::Dialer::default();
+    fetch_metadata_incoming(net, &tcp, info_hash, our_id, peers, incoming, cfg).await
 }
 
 /// [`fetch_metadata_stats`] that also uses connections peers made to us (handshake done):
 /// a peer that learnt our address from a tracker often dials us while we dial it, and keeps
 /// only one of the two connections, so the incoming one must be able to serve the fetch.
+/// `dialer` picks the transport (the session's, so connections it hands over are the ones
+/// its swarm would have made).
 pub async fn fetch_metadata_incoming(
     net: Net,
+    dialer: &crate::quic::Dialer,
     info_hash: InfoHash,
     our_id: PeerId,
     mut peers: mpsc::Receiver<SocketAddr>,
@@ -702,6 +706,7 @@ pub async fn fetch_metadata_incoming(
             active.insert(addr, None);
             tasks.spawn(fetch_peer_task(
                 net.clone(),
+                dialer.clone(),
                 addr,
                 info_hash,
                 our_id,
@@ -889,13 +894,14 @@ async fn collect_handed(
 /// the fetch loop and answers/PEX to it until the loop drops its command sender.
 async fn fetch_peer_task(
     net: Net,
+    dialer: crate::quic::Dialer,
     addr: SocketAddr,
     info_hash: InfoHash,
     our_id: PeerId,
     cfg: FetchConfig,
     ev: mpsc::Sender<Event>,
 ) {
-    let why = match fetch_peer(&net, addr, info_hash, our_id, &cfg, &ev).await {
+    let why = match fetch_peer(&net, &dialer, addr, info_hash, our_id, &cfg, &ev).await {
         Ok(()) => PeerError::Closed,
         Err(e) => e,
     };
@@ -904,13 +910,14 @@ async fn fetch_peer_task(
 
 async fn fetch_peer(
     net: &Net,
+    dialer: &crate::quic::Dialer,
     addr: SocketAddr,
     info_hash: InfoHash,
     our_id: PeerId,
     cfg: &FetchConfig,
     ev: &mpsc::Sender<Event>,
 ) -> Result<(), PeerError> {
-    let conn = PeerConn::connect(
+    let conn = dialer.connect(
         net,
         addr,
         info_hash,

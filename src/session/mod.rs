@@ -787,6 +787,7 @@ async fn run_torrent(
             let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
             let fetch = crate::peer::conn::fetch_metadata_incoming(
                 inner.net.clone(),
+                &inner.dialer,
                 info_hash,
                 inner.peer_id,
                 meta_rx,
