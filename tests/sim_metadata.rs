@@ -134,3 +134,49 @@ async fn corrupt_metadata_peers_do_not_stop_the_fetch() {
     let ms = fetch_with(3, false, 2).await;
     assert!(ms < 5000, "{ms} ms");
 }
+
+/// The download goes over the connection the metadata came on (the fetch hands it to the
+/// swarm, with the seeder's `have all` it received meanwhile): the seeder accepts the
+/// leecher once, where re-dialling after the metadata made it twice.
+#[tokio::test(start_paused = true)]
+async fn download_reuses_the_metadata_connection() {
+    let net = simnet::Network::new(7);
+    let sc = Scenario {
+        size: 1 << 20,
+        piece_length: 16 << 10,
+        ..Scenario::default()
+    };
+    let meta = make_metainfo(&sc).unwrap();
+    let seeder = session(&net, "127.0.0.1", 1).await;
+    let mut add = AddTorrent::new(
+        Source::Metainfo(meta.clone()),
+        StorageSpec::Generated {
+            seed: sc.seed,
+            complete: true,
+        },
+    );
+    add.swarm.keep_seeding = true;
+    add.swarm.blocking_io = false;
+    let seeding = seeder.add(add);
+    let leecher = session(&net, "127.2.0.1", 99).await;
+    let mut add = AddTorrent::new(
+        Source::Magnet(Magnet::new(meta.info_hash)),
+        StorageSpec::Generated {
+            seed: sc.seed,
+            complete: false,
+        },
+    );
+    add.peers = vec![seeder.listen_addr().unwrap()];
+    add.swarm.blocking_io = false;
+    let out = leecher.add(add).wait().await.expect("download failed");
+    assert!(out.summary.complete);
+    // The seeder publishes its counters every tick: read them at the first one after.
+    let mut p = seeding.progress();
+    p.borrow_and_update();
+    p.changed().await.unwrap();
+    assert_eq!(
+        p.borrow().sources.incoming,
+        1,
+        "the leecher connected again"
+    );
+}

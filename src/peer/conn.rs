@@ -917,15 +917,16 @@ async fn fetch_peer(
     cfg: &FetchConfig,
     ev: &mpsc::Sender<Event>,
 ) -> Result<(), PeerError> {
-    let conn = dialer.connect(
-        net,
-        addr,
-        info_hash,
-        our_id,
-        cfg.connect_timeout,
-        cfg.handshake_timeout,
-    )
-    .await?;
+    let conn = dialer
+        .connect(
+            net,
+            addr,
+            info_hash,
+            our_id,
+            cfg.connect_timeout,
+            cfg.handshake_timeout,
+        )
+        .await?;
     fetch_on_conn(conn, cfg, ev, true).await
 }
 
