@@ -154,19 +154,28 @@ impl Display {
         matches!(self.mode, Mode::Json)
     }
 
+    fn show_phase(&mut self, phase: Phase) {
+        self.last_phase = Some(phase);
+        match &self.mode {
+            Mode::Json => emit(&json!({"event": "phase", "phase": phase.as_str()})),
+            Mode::Plain => eprintln!("{}", phase_label(phase)),
+            _ => {}
+        }
+    }
+
     /// Shows `p`: phase changes at once, the rest live (terminal) or every
     /// [`PLAIN_EVERY`] (plain lines, JSON progress events).
     pub fn update(&mut self, p: &Progress) {
         self.tracker_changes(p);
         let now = Instant::now();
+        // A magnet's first phase is `searching`; a quick DHT answer can move it on before
+        // the first look, and a phase stream must still start there.
+        if self.last_phase.is_none() && p.phase == Phase::Metadata {
+            self.show_phase(Phase::Searching);
+        }
         let phase_changed = self.last_phase != Some(p.phase);
         if phase_changed {
-            self.last_phase = Some(p.phase);
-            match &self.mode {
-                Mode::Json => emit(&json!({"event": "phase", "phase": p.phase.as_str()})),
-                Mode::Plain => eprintln!("{}", phase_label(p.phase)),
-                _ => {}
-            }
+            self.show_phase(p.phase);
         }
         if let Mode::Tty(pb) = &self.mode {
             pb.set_prefix(phase_label(p.phase));

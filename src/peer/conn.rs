@@ -845,9 +845,10 @@ pub async fn fetch_metadata_incoming(
 
 /// Commands queued per peer task (requests in flight per peer are at most 8).
 const CMD_QUEUE: usize = 16;
-/// Messages kept per connection for the swarm while the metadata is fetched; a peer that
-/// says more than that before we can use it is not handed over.
+/// Messages and bytes kept per connection for the swarm while the metadata is fetched; a
+/// peer that says more than that before we can use it is not handed over.
 const MAX_HANDED_PENDING: usize = 1024;
+const MAX_HANDED_BYTES: usize = 256 << 10;
 /// How long the hand-over waits for connection tasks (they answer at once unless a send
 /// is stuck on a full socket; those are left to close).
 const HAND_OVER_WAIT: Duration = Duration::from_secs(1);
@@ -867,8 +868,16 @@ async fn collect_handed(
     ev_rx: &mut mpsc::Receiver<Event>,
 ) -> Vec<HandedConn> {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    // A full command queue (requests not yet sent) loses that connection: it closes.
     for cmd in active.values().flatten() {
         let _ = cmd.try_send(Cmd::HandOver(tx.clone()));
+    }
+    // Connections whose `Ready` is still queued are ready too: ask them as well (a task
+    // whose command sender is dropped unasked closes its connection).
+    while let Ok(ev) = ev_rx.try_recv() {
+        if let Event::Ready { cmd, .. } = ev {
+            let _ = cmd.try_send(Cmd::HandOver(tx.clone()));
+        }
     }
     drop(tx);
     let until = Instant::now() + HAND_OVER_WAIT;
@@ -964,8 +973,20 @@ async fn fetch_on_conn(
     {
         return Ok(());
     }
-    let mut keep = true;
+    // What the peer says besides metadata is kept for the swarm, within bounds, and only
+    // when there is a swarm to hand it to; so is a peer that told us what it has once.
+    let mut keep = cfg.hand_over;
+    let mut kept_bytes: usize = conn.pending.iter().map(approx_size).sum();
+    let mut have_msgs = conn.pending.iter().filter(|m| is_have_set(m)).count();
     loop {
+        if keep
+            && (conn.pending.len() > MAX_HANDED_PENDING
+                || kept_bytes > MAX_HANDED_BYTES
+                || have_msgs > 1)
+        {
+            keep = false;
+            conn.pending.clear();
+        }
         tokio::select! {
             biased;
             cmd = cmds.recv() => match cmd {
@@ -998,8 +1019,13 @@ async fn fetch_on_conn(
                     }
                 }
                 Message::Extended { id: UT_PEX_ID, payload } => {
-                    // PEX is advisory: a malformed one is ignored, not fatal.
+                    // PEX is advisory: a malformed one is ignored, not fatal. The swarm gets
+                    // it too: the peer sends its full list only once.
                     if let Ok(p) = PexMsg::decode(&payload) {
+                        if keep {
+                            kept_bytes += payload.len();
+                            conn.pending.push_back(Message::Extended { id: UT_PEX_ID, payload });
+                        }
                         let addrs = p.added.into_iter().map(|(a, _)| a).collect();
                         if ev.send(Event::Pex { addrs }).await.is_err() {
                             return Ok(());
@@ -1013,19 +1039,34 @@ async fn fetch_on_conn(
                 | Message::Piece { .. }
                 | Message::Reject(_)
                 | Message::Extended { .. } => {}
-                // Its pieces and choke state: the swarm needs them (bounded).
+                // Its pieces and choke state: the swarm needs them (bounded, above).
                 other if keep => {
-                    if conn.pending.len() >= MAX_HANDED_PENDING {
-                        keep = false;
-                        conn.pending.clear();
-                    } else {
-                        conn.pending.push_back(other);
-                    }
+                    kept_bytes += approx_size(&other);
+                    have_msgs += usize::from(is_have_set(&other));
+                    conn.pending.push_back(other);
                 }
                 _ => {}
             }
         }
     }
+}
+
+/// Bytes a kept message holds, roughly (the payload of those that carry one).
+fn approx_size(m: &Message) -> usize {
+    match m {
+        Message::Bitfield(b) => b.len(),
+        Message::Extended { payload, .. } => payload.len(),
+        Message::Piece { data, .. } => data.len(),
+        _ => 16,
+    }
+}
+
+/// A message that says which pieces the peer has (BEP 3, BEP 6: once, and first).
+fn is_have_set(m: &Message) -> bool {
+    matches!(
+        m,
+        Message::Bitfield(_) | Message::HaveAll | Message::HaveNone
+    )
 }
 
 /// Serves ut_metadata for one torrent to every peer that connects to `listener`, at most

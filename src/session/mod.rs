@@ -919,6 +919,8 @@ async fn run_torrent(
                 None => add.swarm.file_priorities.clone(),
             },
             web_seeds: swarm::WebSeedSetup::new(&metainfo, web_seeds),
+            // A magnet says nothing of BEP 27: the fetched info dictionary does.
+            private: add.swarm.private || info.private,
             ..add.swarm.clone()
         },
         progress,

@@ -533,19 +533,33 @@ impl Swarm {
     /// A connection from the metadata fetch: a peer like any other, with its handshakes
     /// done. Taken only while we have no piece (what we have must be the first thing a peer
     /// hears, BEP 3 and BEP 6, and the fetch said `have none`) and for a public torrent (the
-    /// fetch offered PEX before it knew). Dropping the others closes them; their peers
-    /// are dialled again.
-    fn on_handed(&mut self, h: HandedConn) {
+    /// fetch offered PEX before it knew). The others are closed; their peers' listen
+    /// addresses become candidates.
+    fn on_handed(&mut self, mut h: HandedConn) {
         let addr = h.conn.addr;
         if self.p.cfg.private
             || !self.picker.have().none()
             || self.banned.contains(&addr)
             || self.peers.len() >= self.p.cfg.max_peers + self.p.cfg.incoming_slack
         {
+            // Closed; its listen address is a candidate like any other.
+            let listen = if h.outgoing {
+                Some(addr)
+            } else {
+                h.conn
+                    .take_ext_done()
+                    .and_then(|e| e.p)
+                    .map(|p| SocketAddr::new(addr.ip(), p))
+            };
+            if let Some(a) = listen {
+                self.add_candidate(a, false);
+            }
             return;
         }
         if h.outgoing {
             self.cands.mark_connected(addr, Instant::now());
+        } else if let Some(c) = &self.p.cfg.sources {
+            c.incoming.fetch_add(1, Ordering::Relaxed);
         }
         self.add_peer(h.conn, h.outgoing);
     }
