@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use magnetfetch::magnet::Magnet;
+use magnetfetch::metainfo::Metainfo;
 use magnetfetch::net::Net;
 use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
 use magnetfetch::sim::{make_metainfo, Scenario};
@@ -23,6 +24,34 @@ async fn session(net: &simnet::Network, ip: &str, seed: u64) -> Session {
     })
     .await
     .unwrap()
+}
+
+/// A complete copy of `meta`'s content, served after completion too.
+fn seeding(meta: &std::sync::Arc<Metainfo>, sc: &Scenario) -> AddTorrent {
+    let mut add = AddTorrent::new(
+        Source::Metainfo(meta.clone()),
+        StorageSpec::Generated {
+            seed: sc.seed,
+            complete: true,
+        },
+    );
+    add.swarm.keep_seeding = true;
+    add.swarm.blocking_io = false;
+    add
+}
+
+/// A download of `meta` from its magnet link only, from `peers`.
+fn leeching(meta: &std::sync::Arc<Metainfo>, sc: &Scenario, peers: Vec<SocketAddr>) -> AddTorrent {
+    let mut add = AddTorrent::new(
+        Source::Magnet(Magnet::new(meta.info_hash)),
+        StorageSpec::Generated {
+            seed: sc.seed,
+            complete: false,
+        },
+    );
+    add.peers = peers;
+    add.swarm.blocking_io = false;
+    add
 }
 
 /// Starts `seeders` seeders and one leecher that knows them (and `silent` first); returns
@@ -78,28 +107,11 @@ async fn fetch_with(seeders: usize, silent: bool, liars: usize) -> u64 {
     for i in 0..seeders {
         let ip = format!("127.0.0.{}", i + 1);
         let s = session(&net, &ip, i as u64).await;
-        let mut add = AddTorrent::new(
-            Source::Metainfo(meta.clone()),
-            StorageSpec::Generated {
-                seed: sc.seed,
-                complete: true,
-            },
-        );
-        add.swarm.keep_seeding = true;
-        add.swarm.blocking_io = false;
-        keep.push((s.clone(), s.add(add)));
+        keep.push((s.clone(), s.add(seeding(&meta, &sc))));
         peers.push(s.listen_addr().unwrap());
     }
     let leecher = session(&net, "127.2.0.1", 99).await;
-    let mut add = AddTorrent::new(
-        Source::Magnet(Magnet::new(meta.info_hash)),
-        StorageSpec::Generated {
-            seed: sc.seed,
-            complete: false,
-        },
-    );
-    add.peers = peers;
-    add.swarm.blocking_io = false;
+    let mut add = leeching(&meta, &sc, peers);
     add.metadata_timeout = Duration::from_secs(60);
     let out = leecher.add(add).wait().await.expect("download failed");
     assert!(out.summary.complete);
@@ -148,26 +160,9 @@ async fn download_reuses_the_metadata_connection() {
     };
     let meta = make_metainfo(&sc).unwrap();
     let seeder = session(&net, "127.0.0.1", 1).await;
-    let mut add = AddTorrent::new(
-        Source::Metainfo(meta.clone()),
-        StorageSpec::Generated {
-            seed: sc.seed,
-            complete: true,
-        },
-    );
-    add.swarm.keep_seeding = true;
-    add.swarm.blocking_io = false;
-    let seeding = seeder.add(add);
+    let seeding = seeder.add(seeding(&meta, &sc));
     let leecher = session(&net, "127.2.0.1", 99).await;
-    let mut add = AddTorrent::new(
-        Source::Magnet(Magnet::new(meta.info_hash)),
-        StorageSpec::Generated {
-            seed: sc.seed,
-            complete: false,
-        },
-    );
-    add.peers = vec![seeder.listen_addr().unwrap()];
-    add.swarm.blocking_io = false;
+    let add = leeching(&meta, &sc, vec![seeder.listen_addr().unwrap()]);
     let out = leecher.add(add).wait().await.expect("download failed");
     assert!(out.summary.complete);
     // The seeder publishes its counters every tick: read them at the first one after.
