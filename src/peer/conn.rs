@@ -973,8 +973,9 @@ async fn fetch_on_conn(
     {
         return Ok(());
     }
-    // What the peer says besides metadata is kept for the swarm, within bounds, and only
-    // when there is a swarm to hand it to; so is a peer that told us what it has once.
+    // What the peer says besides metadata is kept for the swarm: only when there is a swarm
+    // to hand it to, within bounds, and while the peer said what it has at most once (BEP 3
+    // and BEP 6 allow one bitfield, `have all` or `have none`, first).
     let mut keep = cfg.hand_over;
     let mut kept_bytes: usize = conn.pending.iter().map(approx_size).sum();
     let mut have_msgs = conn.pending.iter().filter(|m| is_have_set(m)).count();
