@@ -170,7 +170,8 @@ impl Display {
         let now = Instant::now();
         // A magnet's first phase is `searching`; a quick DHT answer can move it on before
         // the first look, and a phase stream must still start there.
-        if self.last_phase.is_none() && p.phase == Phase::Metadata {
+        let magnet = p.phase == Phase::Metadata || p.metadata_ms.is_some();
+        if self.last_phase.is_none() && magnet && p.phase != Phase::Searching {
             self.show_phase(Phase::Searching);
         }
         let phase_changed = self.last_phase != Some(p.phase);
