@@ -7,6 +7,8 @@
 //! - `measure_*` (ignored; `cargo test --release --test quic_sim -- --ignored --nocapture`):
 //!   the numbers in docs/benchmarks.md ("QUIC transport").
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -82,16 +84,7 @@ async fn swarm(
     };
     let meta = make_metainfo(&sc).unwrap();
     let seeder = session(&net, 0, l, mode).await;
-    let mut add = AddTorrent::new(
-        Source::Metainfo(meta.clone()),
-        StorageSpec::Generated {
-            seed: sc.seed,
-            complete: true,
-        },
-    );
-    add.swarm.keep_seeding = true;
-    add.swarm.blocking_io = false;
-    let seed_handle = seeder.add(add);
+    let seed_handle = seeder.add(common::sim_seeding(&meta, sc.seed));
     let mut magnet = Magnet::new(meta.info_hash);
     magnet.peers = vec![PeerAddr::Ip(SocketAddr::new(ip(0), PORT))];
     let t0 = tokio::time::Instant::now();

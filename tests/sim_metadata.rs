@@ -2,6 +2,8 @@
 //! the connection but never answers does not stall the fetch, and peers serving corrupt
 //! metadata do not stop it. Virtual time, no sleeps.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -24,20 +26,6 @@ async fn session(net: &simnet::Network, ip: &str, seed: u64) -> Session {
     })
     .await
     .unwrap()
-}
-
-/// A complete copy of `meta`'s content, served after completion too.
-fn seeding(meta: &std::sync::Arc<Metainfo>, sc: &Scenario) -> AddTorrent {
-    let mut add = AddTorrent::new(
-        Source::Metainfo(meta.clone()),
-        StorageSpec::Generated {
-            seed: sc.seed,
-            complete: true,
-        },
-    );
-    add.swarm.keep_seeding = true;
-    add.swarm.blocking_io = false;
-    add
 }
 
 /// A download of `meta` from its magnet link only, from `peers`.
@@ -107,7 +95,7 @@ async fn fetch_with(seeders: usize, silent: bool, liars: usize) -> u64 {
     for i in 0..seeders {
         let ip = format!("127.0.0.{}", i + 1);
         let s = session(&net, &ip, i as u64).await;
-        keep.push((s.clone(), s.add(seeding(&meta, &sc))));
+        keep.push((s.clone(), s.add(common::sim_seeding(&meta, sc.seed))));
         peers.push(s.listen_addr().unwrap());
     }
     let leecher = session(&net, "127.2.0.1", 99).await;
@@ -160,7 +148,7 @@ async fn download_reuses_the_metadata_connection() {
     };
     let meta = make_metainfo(&sc).unwrap();
     let seeder = session(&net, "127.0.0.1", 1).await;
-    let seeding = seeder.add(seeding(&meta, &sc));
+    let seeding = seeder.add(common::sim_seeding(&meta, sc.seed));
     let leecher = session(&net, "127.2.0.1", 99).await;
     let add = leeching(&meta, &sc, vec![seeder.listen_addr().unwrap()]);
     let out = leecher.add(add).wait().await.expect("download failed");

@@ -488,8 +488,7 @@ impl Swarm {
             self.dial_from_queue(false, self.p.cfg.max_peers / 2);
             return;
         }
-        let seed_limit = self.p.cfg.max_peers + self.p.cfg.incoming_slack;
-        self.dial_from_queue(true, seed_limit);
+        self.dial_from_queue(true, self.hard_limit());
         self.dial_from_queue(false, self.p.cfg.max_peers);
     }
 
@@ -540,7 +539,7 @@ impl Swarm {
         if self.p.cfg.private
             || !self.picker.have().none()
             || self.banned.contains(&addr)
-            || self.peers.len() >= self.p.cfg.max_peers + self.p.cfg.incoming_slack
+            || self.peers.len() >= self.hard_limit()
         {
             // Closed; its listen address is a candidate like any other.
             let listen = if h.outgoing {
@@ -564,6 +563,12 @@ impl Swarm {
         self.add_peer(h.conn, h.outgoing);
     }
 
+    /// Connections we never exceed: `max_peers` plus the room kept for incoming peers and
+    /// known seeds (`incoming_slack`).
+    fn hard_limit(&self) -> usize {
+        self.p.cfg.max_peers + self.p.cfg.incoming_slack
+    }
+
     fn candidate_failed(&mut self, addr: SocketAddr) {
         self.cands.failed(addr, Instant::now());
     }
@@ -572,7 +577,7 @@ impl Swarm {
         if self.banned.contains(&conn.addr) {
             return; // dropping the connection closes it
         }
-        if self.peers.len() >= self.p.cfg.max_peers + self.p.cfg.incoming_slack {
+        if self.peers.len() >= self.hard_limit() {
             // Full: make room only by evicting a peer that is useless to us (rate-limited
             // and never a recent newcomer, see `idle::eviction_victim`); else refuse.
             let now = Instant::now();

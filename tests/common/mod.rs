@@ -1,4 +1,4 @@
-//! Shared helpers for integration tests that need a real, independent client.
+//! Shared helpers for integration tests: real, independent clients, and simnet set-ups.
 //!
 //! Interop tests call [`require_or_skip`]: when the tool is missing it prints a loud `SKIP:`
 //! line and the test returns early, unless `MAGNETFETCH_REQUIRE_INTEROP=1`, in which case the
@@ -203,4 +203,23 @@ pub fn sha256_file(path: &Path) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// A session's torrent that has all of `meta`'s content (synthetic, from `content_seed`)
+/// and keeps serving it: the seeder of a simnet test.
+pub fn sim_seeding(
+    meta: &std::sync::Arc<magnetfetch::metainfo::Metainfo>,
+    content_seed: u64,
+) -> magnetfetch::session::AddTorrent {
+    use magnetfetch::session::{AddTorrent, Source, StorageSpec};
+    let mut add = AddTorrent::new(
+        Source::Metainfo(meta.clone()),
+        StorageSpec::Generated {
+            seed: content_seed,
+            complete: true,
+        },
+    );
+    add.swarm.keep_seeding = true;
+    add.swarm.blocking_io = false;
+    add
 }
