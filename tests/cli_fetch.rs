@@ -535,3 +535,57 @@ fn metadata_command_writes_the_torrent() {
         "{err}"
     );
 }
+
+/// The client never finds itself: its own announce comes back from the DHT on the re-lookup
+/// (3 s after the first), and must not count as a peer nor be dialled. The run ends with
+/// the documented `no peers found`, not with "no metadata (1 peers tried)".
+#[test]
+fn own_announce_is_not_a_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Command::new(BIN)
+        .args([
+            "dht",
+            "serve",
+            "--bind",
+            "127.0.0.120:16881",
+            "--no-bootstrap",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("n"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new(BIN)
+        .arg("cd".repeat(20))
+        .args([
+            "--bind",
+            "127.0.0.121:16881",
+            "--bootstrap",
+            "127.0.0.120:16881",
+            "--metadata-timeout",
+            "5s",
+            "--json",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("f"))
+        .arg("-o")
+        .arg(dir.path().join("dl"))
+        .output()
+        .unwrap();
+    let _ = node.kill();
+    let _ = node.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: no peers found for cdcdcdcd"),
+        "our own address was taken for a peer: {err}"
+    );
+    let phases: Vec<String> = json_lines(&out.stdout)
+        .iter()
+        .filter(|e| e["event"] == "phase")
+        .map(|e| e["phase"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(phases, ["searching"], "{phases:?}");
+}

@@ -234,6 +234,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// A file selection as `--only` takes it: one value holding a list of index ranges. A
+/// newtype, because clap reads `Option<Vec<T>>` as "many values of T" and a parser that
+/// returns a `Vec` for one value would not match that shape (it panicked at first use).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileIndexes(pub Vec<RangeInclusive<u32>>);
+
+/// `--only`'s value parser: [`parse_indexes`] wrapped in [`FileIndexes`].
+pub fn parse_file_indexes(s: &str) -> Result<FileIndexes, String> {
+    parse_indexes(s).map(FileIndexes)
+}
+
 /// File indexes: `0,2,5-7`.
 pub fn parse_indexes(s: &str) -> Result<Vec<RangeInclusive<u32>>, String> {
     let err = || format!("invalid file indexes {s:?} (e.g. 0,2,5-7)");

@@ -3,7 +3,6 @@
 //! resume state saved. Exit codes: 0 complete, 1 error, 2 bad usage, 130 interrupted.
 
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +43,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = common::parse_duration)]
     pub seed_time: Option<Duration>,
     /// Download only these files (indexes as shown by `magnetfetch info`), e.g. 0,2,5-7
-    #[arg(long, value_name = "INDEXES", value_parser = common::parse_indexes)]
-    pub only: Option<Vec<RangeInclusive<u32>>>,
+    #[arg(long, value_name = "INDEXES", value_parser = common::parse_file_indexes)]
+    pub only: Option<common::FileIndexes>,
     /// Download pieces in order (for streaming)
     #[arg(long)]
     pub sequential: bool,
@@ -135,6 +134,9 @@ pub fn parse_source(s: &str) -> Result<Source, CliError> {
 
 async fn fetch(args: Args, source: Source) -> i32 {
     let mut display = Display::new(args.common.json, args.common.quiet);
+    if args.common.no_dht {
+        display = display.without_dht();
+    }
     let session = match args.common.start_session().await {
         Ok(s) => s,
         Err(e) => return fail(&display, &e.0),
@@ -148,7 +150,7 @@ async fn fetch(args: Args, source: Source) -> i32 {
     add.peers = args.peers.clone();
     add.metadata_timeout = args.metadata_timeout;
     add.resume_dir = Some(state_dir.join("resume"));
-    add.only_files = args.only.clone();
+    add.only_files = args.only.clone().map(|o| o.0);
     add.recheck = args.recheck;
     add.swarm.keep_seeding = keep_seeding;
     add.swarm.sequential = args.sequential;
@@ -195,6 +197,9 @@ async fn fetch(args: Args, source: Source) -> i32 {
             }
             _ = tick.tick() => {
                 let p = prog.borrow().clone();
+                if let (Some(d), Phase::Searching | Phase::Metadata) = (session.dht(), p.phase) {
+                    display.set_dht_nodes(d.stats().await.table_size);
+                }
                 display.update(&p);
                 if let (Some(t), Some(at), false) = (args.seed_time, complete_at, stop_sent) {
                     if at.elapsed() >= t {

@@ -66,6 +66,7 @@ pub enum Command {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
+    progress::mark_start();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -1,5 +1,10 @@
 //! Progress display for `fetch` and `seed`: a live indicatif line on a terminal, plain
 //! periodic lines otherwise (no escape codes), or JSON events on stdout (`--json`).
+//!
+//! Until the size is known (searching, fetching metadata) the terminal shows a spinner with
+//! what the phase waits for, never a bar: an empty bar at "100% 0 B/0 B" means nothing.
+//! Text from a torrent or a peer (names, paths, tracker errors) reaches the terminal only
+//! through [`sanitize`].
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -13,9 +18,14 @@ use crate::session::{Phase, Progress};
 /// Plain lines and JSON progress events at most this often.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(2);
 
+/// A connected swarm that sent no payload for this long is shown as stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
+
 enum Mode {
     Json,
-    Tty(ProgressBar),
+    /// The live line, created at the first update (so nothing is drawn before, e.g., the
+    /// magnet link `seed` prints first); `bool`: it has its bar style (size known).
+    Tty(Option<(ProgressBar, bool)>),
     Plain,
     Quiet,
 }
@@ -26,6 +36,12 @@ pub struct Display {
     last_periodic: Option<Instant>,
     /// Each tracker's last reported status: a change is shown once, not on every update.
     trackers: std::collections::BTreeMap<String, (String, Option<String>)>,
+    /// Whether peers are searched on the DHT (else `searching` waits for other sources).
+    dht: bool,
+    /// Nodes in the DHT routing table, as last told ([`Display::set_dht_nodes`]).
+    dht_nodes: Option<usize>,
+    /// Payload bytes received at the last change, and when (for the stall hint).
+    last_data: Option<(u64, Instant)>,
 }
 
 /// A human phase name.
@@ -39,6 +55,52 @@ pub fn phase_label(p: Phase) -> &'static str {
         Phase::Done => "done",
         Phase::Stopped => "stopped",
     }
+}
+
+/// The phase name as shown: without the DHT, `searching` waits for peers from elsewhere.
+fn shown_label(p: Phase, dht: bool) -> &'static str {
+    match p {
+        Phase::Searching if !dht => "waiting for peers",
+        _ => phase_label(p),
+    }
+}
+
+/// Untrusted text made safe for a terminal: control characters (C0, DEL, C1: escape
+/// sequences that clear the screen or set the title) are shown escaped, e.g. `\u{1b}`.
+pub fn sanitize(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// What a phase before the size is known waits for: DHT nodes, peers found / tried /
+/// connected, metadata pieces.
+fn waiting_for(p: &Progress, dht_nodes: Option<usize>) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = dht_nodes {
+        parts.push(format!("{n} DHT nodes"));
+    }
+    parts.push(format!("{} peers found", p.known_peers));
+    if p.phase == Phase::Metadata {
+        parts.push(format!("{} tried", p.peers_tried));
+        parts.push(format!("{} connected", p.peers));
+        if p.metadata_pieces_total > 0 {
+            parts.push(format!(
+                "metadata {}/{} pieces",
+                p.metadata_pieces, p.metadata_pieces_total
+            ));
+        }
+    }
+    parts.join(", ")
 }
 
 fn rate(r: u64) -> String {
@@ -68,8 +130,9 @@ fn percent(p: &Progress) -> f64 {
     }
 }
 
-/// One human line describing `p` (plain mode and the terminal bar's message).
-pub fn status_line(p: &Progress) -> String {
+/// One human line describing `p` (plain mode). `dht`: peers are searched on the DHT;
+/// `dht_nodes`: its routing table's size, when known; `stalled`: see [`STALL_AFTER`].
+pub fn status_line(p: &Progress, dht: bool, dht_nodes: Option<usize>, stalled: bool) -> String {
     let peers = format!(
         "peers {} ({} seeds, {} leechers){}",
         p.peers,
@@ -79,9 +142,10 @@ pub fn status_line(p: &Progress) -> String {
     );
     match p.phase {
         Phase::Searching | Phase::Metadata => format!(
-            "{}: {} peers known, {peers}",
-            phase_label(p.phase),
-            p.known_peers
+            "{}: {}{}",
+            shown_label(p.phase, dht),
+            waiting_for(p, dht_nodes),
+            sources_label(p)
         ),
         Phase::Seeding => format!(
             "seeding {}: up {} ({} sent), {peers}",
@@ -90,16 +154,33 @@ pub fn status_line(p: &Progress) -> String {
             HumanBytes(p.uploaded)
         ),
         _ => format!(
-            "{} {:.1}% {}/{} down {} up {} {peers} eta {}",
+            "{} {:.1}% {}/{} down {} up {} {peers} eta {}{}",
             phase_label(p.phase),
             percent(p),
             HumanBytes(p.verified),
             HumanBytes(p.total),
             rate(p.down_rate),
             rate(p.up_rate),
-            eta(p)
+            eta(p),
+            if stalled {
+                stall_hint(p)
+            } else {
+                String::new()
+            }
         ),
     }
+}
+
+fn stall_hint(p: &Progress) -> String {
+    format!(
+        " (stalled: {} connected, none sent data for {} s)",
+        if p.peers == 1 {
+            "1 peer".to_string()
+        } else {
+            format!("{} peers", p.peers)
+        },
+        STALL_AFTER.as_secs()
+    )
 }
 
 /// Where peers came from, e.g. ` [dht 12, tracker 3, webseed 1]` (empty when none yet).
@@ -123,22 +204,33 @@ pub fn sources_label(p: &Progress) -> String {
     }
 }
 
+const SPINNER_STYLE: &str = "{spinner} {prefix:>17} {msg}";
+const BAR_STYLE: &str =
+    "{spinner} {prefix:>17} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {msg}";
+
+fn tty_bar(bar_style: bool) -> ProgressBar {
+    let pb = ProgressBar::new(0);
+    set_style(&pb, bar_style);
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+fn set_style(pb: &ProgressBar, bar_style: bool) {
+    let template = if bar_style { BAR_STYLE } else { SPINNER_STYLE };
+    if let Ok(st) = ProgressStyle::with_template(template) {
+        pb.set_style(st.progress_chars("=> "));
+    }
+}
+
 impl Display {
-    /// JSON when `json`; nothing when `quiet`; else a live bar when stderr is a terminal.
+    /// JSON when `json`; nothing when `quiet`; else a live line when stderr is a terminal.
     pub fn new(json: bool, quiet: bool) -> Display {
         let mode = if json {
             Mode::Json
         } else if quiet {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
-            let pb = ProgressBar::new(0);
-            if let Ok(st) = ProgressStyle::with_template(
-                "{spinner} {prefix:>17} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {msg}",
-            ) {
-                pb.set_style(st.progress_chars("=> "));
-            }
-            pb.enable_steady_tick(Duration::from_millis(200));
-            Mode::Tty(pb)
+            Mode::Tty(None)
         } else {
             Mode::Plain
         };
@@ -147,7 +239,21 @@ impl Display {
             last_phase: None,
             last_periodic: None,
             trackers: std::collections::BTreeMap::new(),
+            dht: true,
+            dht_nodes: None,
+            last_data: None,
         }
+    }
+
+    /// Peers are not searched on the DHT (`--no-dht`): never say `searching DHT`.
+    pub fn without_dht(mut self) -> Display {
+        self.dht = false;
+        self
+    }
+
+    /// The DHT routing table's size, shown while searching.
+    pub fn set_dht_nodes(&mut self, n: usize) {
+        self.dht_nodes = Some(n);
     }
 
     pub fn is_json(&self) -> bool {
@@ -158,9 +264,21 @@ impl Display {
         self.last_phase = Some(phase);
         match &self.mode {
             Mode::Json => emit(&json!({"event": "phase", "phase": phase.as_str()})),
-            Mode::Plain => eprintln!("{}", phase_label(phase)),
+            Mode::Plain => eprintln!("{}", shown_label(phase, self.dht)),
             _ => {}
         }
+    }
+
+    /// Has a connected swarm sent nothing for [`STALL_AFTER`]? Tracks the last time the
+    /// downloaded byte count moved.
+    fn stalled(&mut self, p: &Progress, now: Instant) -> bool {
+        let moved = self.last_data.is_none_or(|(b, _)| b != p.downloaded);
+        if moved || p.phase != Phase::Downloading || p.peers == 0 {
+            self.last_data = Some((p.downloaded, now));
+            return false;
+        }
+        self.last_data
+            .is_some_and(|(_, t)| now.saturating_duration_since(t) >= STALL_AFTER)
     }
 
     /// Shows `p`: phase changes at once, the rest live (terminal) or every
@@ -178,22 +296,33 @@ impl Display {
         if phase_changed {
             self.show_phase(p.phase);
         }
-        if let Mode::Tty(pb) = &self.mode {
-            pb.set_prefix(phase_label(p.phase));
+        let stalled = self.stalled(p, now);
+        let (dht, dht_nodes) = (self.dht, self.dht_nodes);
+        if let Mode::Tty(live) = &mut self.mode {
+            let sized = p.total > 0 && !matches!(p.phase, Phase::Searching | Phase::Metadata);
+            let (pb, bar_style) = live.get_or_insert_with(|| (tty_bar(sized), sized));
+            if *bar_style != sized {
+                set_style(pb, sized);
+                *bar_style = sized;
+            }
+            pb.set_prefix(shown_label(p.phase, dht));
             pb.set_length(p.total);
             pb.set_position(p.verified);
             let msg = match p.phase {
-                Phase::Searching | Phase::Metadata => {
-                    format!("{} peers known, {} connected", p.known_peers, p.peers)
-                }
+                Phase::Searching | Phase::Metadata => waiting_for(p, dht_nodes),
                 _ => format!(
-                    "↓ {} ↑ {} peers {} ({} seeds/{} leechers) eta {}",
+                    "↓ {} ↑ {} peers {} ({} seeds/{} leechers) eta {}{}",
                     rate(p.down_rate),
                     rate(p.up_rate),
                     p.peers,
                     p.seeds,
                     p.peers.saturating_sub(p.seeds),
-                    eta(p)
+                    eta(p),
+                    if stalled {
+                        stall_hint(p)
+                    } else {
+                        String::new()
+                    }
                 ),
             };
             pb.set_message(msg);
@@ -218,10 +347,16 @@ impl Display {
                 "up_rate": p.up_rate,
                 "peers": p.peers,
                 "seeds": p.seeds,
+                "known_peers": p.known_peers,
+                "peers_tried": p.peers_tried,
+                "metadata_pieces": p.metadata_pieces,
+                "metadata_pieces_total": p.metadata_pieces_total,
+                "dht_nodes": dht_nodes,
+                "stalled": stalled,
                 "sources": p.sources,
                 "trackers": p.trackers,
             })),
-            Mode::Plain => eprintln!("{}", status_line(p)),
+            Mode::Plain => eprintln!("{}", status_line(p, dht, dht_nodes, stalled)),
             _ => {}
         }
     }
@@ -257,36 +392,54 @@ impl Display {
         }
     }
 
-    /// A human message (not in JSON or quiet mode), above the live bar if there is one.
+    /// A human message (not in JSON or quiet mode), above the live line if there is one.
+    /// Control characters are escaped: messages carry text from trackers and torrents.
     pub fn message(&self, m: &str) {
+        let m = sanitize(m);
         match &self.mode {
-            Mode::Tty(pb) => pb.println(m),
-            Mode::Plain => eprintln!("{m}"),
+            Mode::Tty(Some((pb, _))) => pb.println(m),
+            Mode::Tty(None) | Mode::Plain => eprintln!("{m}"),
             _ => {}
         }
     }
 
-    /// Removes the live bar and prints the summary line (human modes).
+    /// Removes the live line and prints the summary line (human modes).
     pub fn finish(&mut self, summary: &str) {
-        match &self.mode {
-            Mode::Tty(pb) => {
-                pb.finish_and_clear();
-                eprintln!("{summary}");
-            }
-            Mode::Plain => eprintln!("{summary}"),
-            _ => {}
+        self.clear();
+        if matches!(self.mode, Mode::Tty(_) | Mode::Plain) {
+            eprintln!("{}", sanitize(summary));
         }
     }
 
-    /// Removes the live bar without a summary.
+    /// Removes the live line without a summary.
     pub fn clear(&self) {
-        if let Mode::Tty(pb) = &self.mode {
+        if let Mode::Tty(Some((pb, _))) = &self.mode {
             pb.finish_and_clear();
         }
     }
 }
 
-/// One JSON object on its own line on stdout (a closed pipe is ignored).
+/// When the process started, for the `t` of JSON events.
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Marks the start of the run (the `t` of JSON events counts from here; the first event
+/// marks it otherwise).
+pub fn mark_start() {
+    START.get_or_init(std::time::Instant::now);
+}
+
+/// One JSON object on its own line on stdout (a closed pipe is ignored), with `t`: seconds
+/// since the start of the run.
 pub fn emit(v: &serde_json::Value) {
-    let _ = super::print_out(&format!("{v}\n"));
+    let t = START.get_or_init(std::time::Instant::now).elapsed();
+    let line = match v {
+        serde_json::Value::Object(o) => {
+            let mut o = o.clone();
+            let t = (t.as_secs_f64() * 1000.0).round() / 1000.0;
+            o.insert("t".into(), json!(t));
+            serde_json::Value::Object(o).to_string()
+        }
+        other => other.to_string(),
+    };
+    let _ = super::print_out(&format!("{line}\n"));
 }

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -531,6 +532,21 @@ pub struct FetchConfig {
     /// Return the open connections with the metadata ([`Fetched::conns`]) instead of
     /// closing them: a session downloads over them.
     pub hand_over: bool,
+    /// Live counters for a progress display (`None`: nobody watches).
+    pub status: Option<Arc<FetchStatus>>,
+}
+
+/// What a running metadata fetch has done so far, for a progress display: written by the
+/// fetch loop, read by whoever shows progress.
+#[derive(Debug, Default)]
+pub struct FetchStatus {
+    /// Peers dialled (or that dialled us) so far.
+    pub tried: AtomicUsize,
+    /// Peers connected now that can serve the metadata.
+    pub connected: AtomicUsize,
+    /// Metadata pieces (16 KiB, BEP 9) received and of how many (0 until a peer says the size).
+    pub pieces: AtomicUsize,
+    pub pieces_total: AtomicUsize,
 }
 
 impl Default for FetchConfig {
@@ -545,6 +561,7 @@ impl Default for FetchConfig {
             listen_port: None,
             max_candidates: 2000,
             hand_over: false,
+            status: None,
         }
     }
 }
@@ -825,6 +842,16 @@ pub async fn fetch_metadata_incoming(
                     active.remove(&slow);
                 }
             }
+        }
+        if let Some(st) = &cfg.status {
+            let (have, total) = fetch.progress();
+            st.tried.store(tried, Ordering::Relaxed);
+            st.connected.store(
+                active.values().filter(|c| c.is_some()).count(),
+                Ordering::Relaxed,
+            );
+            st.pieces.store(have, Ordering::Relaxed);
+            st.pieces_total.store(total, Ordering::Relaxed);
         }
         // Give every usable peer its share of requests.
         let now = Instant::now();

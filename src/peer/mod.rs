@@ -16,7 +16,7 @@ pub mod wire;
 use crate::id::Id20;
 pub use conn::{
     fetch_metadata, fetch_metadata_stats, serve_metadata, serve_metadata_conn, FetchConfig,
-    FetchError, Fetched, HandedConn, PeerConn, PeerReader, PeerWriter,
+    FetchError, FetchStatus, Fetched, HandedConn, PeerConn, PeerReader, PeerWriter,
 };
 pub use extension::ExtHandshake;
 pub use handshake::{generate_peer_id, Handshake, Reserved};

@@ -10,6 +10,7 @@
 pub mod cands;
 pub mod courtesy;
 pub mod idle;
+pub mod own;
 pub mod peer_task;
 pub mod swarm;
 pub mod trackers;
@@ -97,6 +98,11 @@ pub struct Progress {
     pub seeds: usize,
     /// Distinct peer addresses heard of.
     pub known_peers: usize,
+    /// While fetching metadata: peers tried so far, and metadata pieces (BEP 9, 16 KiB)
+    /// received of how many (0 of 0 until a peer says the size).
+    pub peers_tried: usize,
+    pub metadata_pieces: usize,
+    pub metadata_pieces_total: usize,
     /// Milliseconds from start to verified metadata (None until then, or when the torrent
     /// started from a .torrent).
     pub metadata_ms: Option<u64>,
@@ -292,6 +298,8 @@ struct Inner {
     dht: Option<Arc<Dht>>,
     trackers: Option<Arc<crate::tracker::TrackerClient>>,
     dialer: crate::quic::Dialer,
+    /// Our own addresses: no source makes us count or dial them.
+    own: Arc<own::OwnAddrs>,
 }
 
 /// Our client: a peer id, a listening socket, and the torrents.
@@ -356,7 +364,14 @@ impl Session {
             }
             Arc::new(crate::tracker::TrackerClient::new(cfg.net.clone(), c))
         });
+        let listens: Vec<SocketAddr> = listen_addr.into_iter().chain(listen_addr6).collect();
+        let local_ips = if !cfg.net.is_sim() && listens.iter().any(|a| a.ip().is_unspecified()) {
+            own::local_interface_ips()
+        } else {
+            Vec::new()
+        };
         let inner = Arc::new(Inner {
+            own: Arc::new(own::OwnAddrs::new(listens, local_ips)),
             net: cfg.net.clone(),
             peer_id,
             listen_addr,
@@ -423,6 +438,9 @@ impl Session {
         lock(&self.inner.torrents).insert(info_hash, Slot { incoming: inc_tx });
         let rng_seed = lock(&self.inner.rng).next_u64();
         for a in initial_peers(&add) {
+            if self.inner.own.is_own(a) {
+                continue;
+            }
             let _ = addr_tx.try_send(a);
         }
         let private = matches!(&add.source, Source::Metainfo(m) if m.info.private);
@@ -435,6 +453,7 @@ impl Session {
                 addr_tx.clone(),
                 progress_rx.clone(),
                 counters.clone(),
+                self.inner.own.clone(),
             ));
         }
         let glue = trackers::start(trackers::GlueParams {
@@ -447,6 +466,7 @@ impl Session {
             counters: counters.clone(),
             progress: progress_tx.clone(),
             peers: addr_tx.clone(),
+            own: self.inner.own.clone(),
         });
         let mut add = add;
         add.swarm.private = add.swarm.private || private;
@@ -623,6 +643,7 @@ async fn discover(
     tx: mpsc::Sender<SocketAddr>,
     progress: watch::Receiver<Progress>,
     counters: Arc<SourceCounters>,
+    own: Arc<own::OwnAddrs>,
 ) {
     let mut watch_end = progress.clone();
     let ended = async move { while watch_end.changed().await.is_ok() {} };
@@ -639,6 +660,8 @@ async fn discover(
                 _ = &mut ended => return,
                 p = h.peers.recv() => match p {
                     // A full queue only drops this one address; the torrent has plenty.
+                    // Our own announce comes back from the DHT: not a peer.
+                    Some(a) if own.is_own(a) => {}
                     Some(a) => {
                         counters.dht.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let _ = tx.try_send(a);
@@ -776,11 +799,16 @@ async fn run_torrent(
                 p.name = m.display_name.clone();
             });
             let (meta_tx, meta_rx) = mpsc::channel(ADDR_QUEUE);
+            let status = Arc::new(crate::peer::FetchStatus::default());
+            // What the fetch has done, shown while the size is still unknown.
+            let mut show = tokio::time::interval(Duration::from_millis(250));
+            show.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let cfg = FetchConfig {
                 timeout: add.metadata_timeout,
                 listen_port: inner.listen_addr.map(|a| a.port()),
                 // The swarm downloads over the fetch's connections: no re-dial.
                 hand_over: true,
+                status: Some(status.clone()),
                 ..FetchConfig::default()
             };
             // Peers that dial us meanwhile (they heard of us from a tracker) serve it too.
@@ -808,11 +836,25 @@ async fn run_torrent(
                         }
                     }
                     r = &mut fetch => break r?,
+                    _ = show.tick() => {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        progress.send_if_modified(|p| {
+                            let now = (
+                                status.tried.load(Relaxed),
+                                status.connected.load(Relaxed),
+                                status.pieces.load(Relaxed),
+                                status.pieces_total.load(Relaxed),
+                            );
+                            let was = (p.peers_tried, p.peers, p.metadata_pieces, p.metadata_pieces_total);
+                            (p.peers_tried, p.peers, p.metadata_pieces, p.metadata_pieces_total) = now;
+                            now != was
+                        });
+                    }
                     Some(c) = incoming.recv() => {
                         let _ = inc_tx.try_send(c);
                     }
                     Some(a) = addrs.recv() => {
-                        if seen.len() < 10_000 && !seen.contains(&a) {
+                        if seen.len() < 10_000 && !seen.contains(&a) && !inner.own.is_own(a) {
                             seen.push(a);
                             if seen.len() == 1 {
                                 progress.send_modify(|p| p.phase = Phase::Metadata);
@@ -900,6 +942,7 @@ async fn run_torrent(
         info_hash,
         our_id: inner.peer_id,
         our_port: inner.listen_addr.map(|a| a.port()),
+        own: inner.own.clone(),
         dialer: inner.dialer.clone(),
         layout,
         piece_hashes: hashes,

@@ -111,6 +111,8 @@ pub struct SwarmParams {
     pub our_id: PeerId,
     /// Our listen port, advertised in the extended handshake.
     pub our_port: Option<u16>,
+    /// Our own addresses: never candidates (PEX and every other source echo us back).
+    pub own: Arc<super::own::OwnAddrs>,
     /// Outgoing connections: TCP, QUIC or raced (issue 9).
     pub dialer: crate::quic::Dialer,
     pub layout: Arc<Layout>,
@@ -468,7 +470,11 @@ impl Swarm {
     // ---- peers: connecting ---------------------------------------------------------
 
     fn add_candidate(&mut self, a: SocketAddr, seed: bool) {
-        if a.port() == 0 || a.ip().is_unspecified() || self.banned.contains(&a) {
+        if a.port() == 0
+            || a.ip().is_unspecified()
+            || self.banned.contains(&a)
+            || self.p.own.is_own(a)
+        {
             return;
         }
         self.cands.add(a, seed, Instant::now());
@@ -520,6 +526,11 @@ impl Swarm {
                 tracing::debug!(%addr, "connected");
                 self.cands.connected(addr);
                 self.add_peer(conn, true);
+            }
+            Err(PeerError::SelfConnection) => {
+                // An address of ours we could not know (e.g. a NAT's external one).
+                self.p.own.learn(addr);
+                self.cands.remove(&addr);
             }
             Err(e) => {
                 tracing::debug!(%addr, %e, "connect failed");

@@ -118,6 +118,8 @@ pub struct GlueParams {
     pub progress: watch::Sender<Progress>,
     /// The torrent's peer channel.
     pub peers: mpsc::Sender<SocketAddr>,
+    /// Our own addresses: a tracker lists us among the peers.
+    pub own: Arc<super::own::OwnAddrs>,
 }
 
 /// Starts announcing (when there are trackers) and publishing peer-source counts.
@@ -146,7 +148,7 @@ pub fn start(p: GlueParams) -> TorrentGlue {
     };
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(run(
-        p.progress, p.peers, p.counters, tprog_tx, peer_rx, ev_rx, done_rx,
+        p.progress, p.peers, p.counters, p.own, tprog_tx, peer_rx, ev_rx, done_rx,
     ));
     TorrentGlue {
         trackers,
@@ -166,10 +168,12 @@ fn tracker_progress(p: &Progress) -> TrackerProgress {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     progress: watch::Sender<Progress>,
     peers: mpsc::Sender<SocketAddr>,
     counters: Arc<SourceCounters>,
+    own: Arc<super::own::OwnAddrs>,
     tprog: watch::Sender<TrackerProgress>,
     mut tracker_peers: mpsc::Receiver<SocketAddr>,
     mut events: mpsc::Receiver<TrackerEvent>,
@@ -185,6 +189,8 @@ async fn run(
             biased;
             _ = &mut done => return,
             a = tracker_peers.recv(), if peers_open => match a {
+                // The tracker lists us too: not a peer.
+                Some(a) if own.is_own(a) => {}
                 Some(a) => {
                     counters.tracker.fetch_add(1, Ordering::Relaxed);
                     // A full queue drops this one address; the torrent has plenty then.
