@@ -589,3 +589,72 @@ fn own_announce_is_not_a_peer() {
         .collect();
     assert_eq!(phases, ["searching"], "{phases:?}");
 }
+
+/// Runs `cmd` in a detached tmux pane (a real terminal) and returns the screen once it
+/// shows `want` (or after 8 s), then ends the pane.
+fn tmux_screen(name: &str, cmd: &str, want: &str) -> String {
+    let s = format!("mf-{name}-{}", std::process::id());
+    let ok = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &s, "-x", "160", "-y", "12", cmd])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let start = Instant::now();
+    let mut screen = String::new();
+    while start.elapsed() < Duration::from_secs(8) {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &s])
+            .output()
+            .unwrap();
+        screen = String::from_utf8_lossy(&out.stdout).into_owned();
+        if screen.contains(want) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("tmux").args(["kill-session", "-t", &s]).status();
+    screen
+}
+
+/// On a terminal, before the size is known, a spinner says what the phase waits for: no
+/// bar at "100% 0 B/0 B", and without the DHT no "searching DHT".
+#[test]
+fn terminal_shows_what_the_search_waits_for() {
+    if !common::require_or_skip("tmux") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "{BIN} {} --no-dht --bind 127.0.0.122:0 --metadata-timeout 6s --state-dir {} -o {}; sleep 9",
+        "ef".repeat(20),
+        dir.path().join("s").display(),
+        dir.path().join("dl").display()
+    );
+    let screen = tmux_screen("search", &cmd, "peers found");
+    assert!(screen.contains("waiting for peers"), "{screen}");
+    assert!(screen.contains("0 peers found"), "{screen}");
+    assert!(!screen.contains("searching DHT"), "{screen}");
+    assert!(!screen.contains("100%"), "{screen}");
+    assert!(!screen.contains("0 B/0 B"), "{screen}");
+}
+
+/// `seed` on a terminal: the magnet link is the first thing on the screen, with no stray
+/// bar drawn above it.
+#[test]
+fn terminal_seed_prints_the_magnet_first() {
+    if !common::require_or_skip("tmux") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, random_bytes(100_000, 5)).unwrap();
+    let cmd = format!(
+        "{BIN} seed {} --no-dht --bind 127.0.0.123:0 --state-dir {}; sleep 9",
+        file.display(),
+        dir.path().join("s").display()
+    );
+    let screen = tmux_screen("seed", &cmd, "seeding");
+    let first = screen.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(first.starts_with("magnet:?xt=urn:btih:"), "{screen}");
+    assert!(screen.contains("seeding"), "{screen}");
+}

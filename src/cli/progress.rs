@@ -204,7 +204,7 @@ pub fn sources_label(p: &Progress) -> String {
     }
 }
 
-const SPINNER_STYLE: &str = "{spinner} {prefix:>17} {msg}";
+const SPINNER_STYLE: &str = "{spinner} {prefix}: {msg}";
 const BAR_STYLE: &str =
     "{spinner} {prefix:>17} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {msg}";
 
