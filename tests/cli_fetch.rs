@@ -612,7 +612,9 @@ fn tmux_screen(name: &str, cmd: &str, want: &str) -> String {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = Command::new("tmux").args(["kill-session", "-t", &s]).status();
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &s])
+        .status();
     screen
 }
 
@@ -657,4 +659,104 @@ fn terminal_seed_prints_the_magnet_first() {
     let first = screen.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     assert!(first.starts_with("magnet:?xt=urn:btih:"), "{screen}");
     assert!(screen.contains("seeding"), "{screen}");
+}
+
+/// `--only` works end to end (it panicked at first use), and a selection naming files the
+/// torrent does not have is an error naming the file count, from a .torrent and from a
+/// magnet's `so=` alike; a missing .torrent says so.
+#[test]
+fn file_selection_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("one.bin");
+    std::fs::write(&file, random_bytes(300_000, 9)).unwrap();
+    let torrent = dir.path().join("one.torrent");
+    let made = Command::new(BIN)
+        .arg("create")
+        .arg(&file)
+        .arg("-o")
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let out = Command::new(BIN)
+        .arg(&torrent)
+        .args(["--only", "3", "--no-dht", "--bind", "127.0.0.124:0"])
+        .arg("-o")
+        .arg(dir.path().join("dl"))
+        .arg("--state-dir")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    let line = common::assert_cli_error(&out);
+    assert!(
+        line.contains("file selection 3 is out of range: the torrent has 1 files"),
+        "{line}"
+    );
+    // The same through a magnet's so=, once the metadata says how many files there are.
+    let (_seeder, magnet) = start_seeder(
+        &file,
+        &["--bind", "127.0.0.125:16881", "--no-dht"],
+        &dir.path().join("seed-state"),
+    );
+    let out = fetch_from_peer(
+        &format!("{magnet}&so=2-4"),
+        "127.0.0.126:0",
+        "127.0.0.125:16881",
+        &dir.path().join("dl2"),
+        &dir.path().join("s2"),
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("file selection 2-4 is out of range"), "{err}");
+    let missing = Command::new(BIN)
+        .arg("nosuchfile.torrent")
+        .output()
+        .unwrap();
+    let line = common::assert_cli_error(&missing);
+    assert_eq!(line, "error: nosuchfile.torrent: no such file");
+}
+
+/// An output directory that cannot be written is reported before anything goes on the
+/// network; `-o` naming a file says so.
+#[test]
+fn output_directory_is_checked_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // /sys is read-only even for root.
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .arg("ab".repeat(20))
+        .args(["--bind", "127.0.0.127:0", "--bootstrap", "127.0.0.127:1"])
+        .args(["-o", "/sys", "--json"])
+        .arg("--state-dir")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: output directory /sys is not writable"),
+        "{err}"
+    );
+    let events = json_lines(&out.stdout);
+    assert!(
+        events.iter().all(|e| e["event"] != "phase"),
+        "searched before checking: {events:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = Command::new(BIN)
+        .arg("ab".repeat(20))
+        .args(["--no-dht", "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let line = common::assert_cli_error(&out);
+    assert!(
+        line.contains("is an existing file, not a directory"),
+        "{line}"
+    );
 }

@@ -95,7 +95,7 @@ pub fn run(args: DhtArgs) -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
-            return 2;
+            return 1;
         }
     };
     match args.command {
@@ -237,17 +237,18 @@ async fn lookup(a: LookupArgs) -> i32 {
     let bootstrap = resolve_families(bootstrap_names(a.bootstrap), v4, v6).await;
     if bootstrap.is_empty() {
         eprintln!("error: no usable bootstrap node");
-        return 2;
+        return 1;
     }
     let config = DhtConfig {
         bootstrap,
         ..Default::default()
     };
+    // Binding is a runtime failure (exit 1), not a usage error.
     let dht = match start(binds, config).await {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
+            eprintln!("error: {}", super::one_line(&e));
+            return 1;
         }
     };
     let started = Instant::now();
@@ -306,11 +307,12 @@ async fn serve(a: ServeArgs) -> i32 {
         state_file,
         ..Default::default()
     };
+    // Binding is a runtime failure (exit 1), not a usage error.
     let dht = match start(binds, config).await {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
+            eprintln!("error: {}", super::one_line(&e));
+            return 1;
         }
     };
     println!("node id: {}", dht.node_id());

@@ -137,13 +137,20 @@ async fn fetch(args: Args, source: Source) -> i32 {
     if args.common.no_dht {
         display = display.without_dht();
     }
+    // Before anything goes on the network: a download that cannot be written, or a
+    // selection a .torrent cannot satisfy, is known now.
+    if let Err(e) = check_output_dir(&args.output) {
+        return fail(&display, &e);
+    }
+    if let (Source::Metainfo(m), Some(only)) = (&source, &args.only) {
+        if let Err(e) = crate::session::check_selection(&only.0, m.info.files.len()) {
+            return fail(&display, &e.to_string());
+        }
+    }
     let session = match args.common.start_session().await {
         Ok(s) => s,
         Err(e) => return fail(&display, &e.0),
     };
-    if let Err(e) = std::fs::create_dir_all(&args.output) {
-        return fail(&display, &format!("{}: {e}", args.output.display()));
-    }
     let state_dir = args.common.state_dir();
     let keep_seeding = args.seed || args.seed_ratio.is_some() || args.seed_time.is_some();
     let mut add = AddTorrent::new(source, StorageSpec::Disk(args.output.clone()));
@@ -295,6 +302,27 @@ async fn fetch(args: Args, source: Source) -> i32 {
         }
         Err(e) => fail(&display, &e.to_string()),
     }
+}
+
+/// Creates the download directory if needed and proves it writable (a file created and
+/// removed), so that a run does not search, fetch metadata and check only to fail then.
+pub fn check_output_dir(dir: &Path) -> Result<(), String> {
+    let shown = dir.display();
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "output directory {shown} is an existing file, not a directory"
+        ));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create output directory {shown}: {e}"))?;
+    let probe = dir.join(format!(".magnetfetch-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| format!("output directory {shown} is not writable: {e}"))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// Prints the one `error:` line (and a JSON error event with `--json`); exit code 1.

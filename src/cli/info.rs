@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde_json::json;
 
+use super::progress::sanitize as safe;
 use super::{print_out, CliError, CliResult};
 use crate::magnet::Magnet;
 use crate::metainfo::{Metainfo, MAX_TORRENT_SIZE};
@@ -140,7 +141,7 @@ fn torrent_text(m: &Metainfo) -> String {
     use std::fmt::Write;
     let i = &m.info;
     let mut s = String::new();
-    let _ = writeln!(s, "name:          {}", i.name);
+    let _ = writeln!(s, "name:          {}", safe(&i.name));
     let _ = writeln!(s, "info-hash:     {}", m.info_hash);
     let _ = writeln!(s, "total size:    {}", size(i.total_length()));
     let _ = writeln!(
@@ -154,34 +155,63 @@ fn torrent_text(m: &Metainfo) -> String {
         let _ = writeln!(s, "format:        hybrid v1+v2 (using v1)");
     }
     if let Some(c) = &m.comment {
-        let _ = writeln!(s, "comment:       {c}");
+        let _ = writeln!(s, "comment:       {}", safe(c));
     }
     if let Some(c) = &m.created_by {
-        let _ = writeln!(s, "created by:    {c}");
+        let _ = writeln!(s, "created by:    {}", safe(c));
     }
     if let Some(d) = m.creation_date {
-        let _ = writeln!(s, "creation date: {d} (unix time)");
+        let _ = writeln!(s, "creation date: {} (unix time {d})", iso8601(d));
     }
     if m.announce_list.is_empty() {
         for t in m.trackers() {
-            let _ = writeln!(s, "tracker:       {t}");
+            let _ = writeln!(s, "tracker:       {}", safe(&t));
         }
     } else {
         for (n, tier) in m.announce_list.iter().enumerate() {
             for t in tier {
-                let _ = writeln!(s, "tracker:       [tier {}] {t}", n + 1);
+                let _ = writeln!(s, "tracker:       [tier {}] {}", n + 1, safe(t));
             }
         }
     }
     for w in &m.url_list {
-        let _ = writeln!(s, "web seed:      {w}");
+        let _ = writeln!(s, "web seed:      {}", safe(w));
     }
+    // The index is what `--only` and a magnet's `so=` take (BEP 53): padding files count.
     let _ = writeln!(s, "files ({}):", i.files.len());
-    for f in &i.files {
+    let _ = writeln!(s, "  {:>5}  {:>14}  path", "index", "bytes");
+    for (n, f) in i.files.iter().enumerate() {
         let pad = if f.pad { "  (padding)" } else { "" };
-        let _ = writeln!(s, "  {:>14}  {}{pad}", f.length, f.path_string());
+        let _ = writeln!(
+            s,
+            "  {n:>5}  {:>14}  {}{pad}",
+            f.length,
+            safe(&f.path_string())
+        );
     }
     s
+}
+
+/// A unix time as ISO 8601 in UTC, e.g. `2026-12-03T08:12:21Z` (proleptic Gregorian
+/// calendar; days to civil date after Howard Hinnant's public-domain algorithm).
+pub fn iso8601(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 fn magnet_text(m: &Magnet) -> String {
@@ -190,14 +220,14 @@ fn magnet_text(m: &Magnet) -> String {
     let _ = writeln!(
         s,
         "name:          {}",
-        m.display_name.as_deref().unwrap_or("(none)")
+        safe(m.display_name.as_deref().unwrap_or("(none)"))
     );
     let _ = writeln!(s, "info-hash:     {}", m.info_hash);
     for t in &m.trackers {
-        let _ = writeln!(s, "tracker:       {t}");
+        let _ = writeln!(s, "tracker:       {}", safe(t));
     }
     for w in &m.web_seeds {
-        let _ = writeln!(s, "web seed:      {w}");
+        let _ = writeln!(s, "web seed:      {}", safe(w));
     }
     for p in &m.peers {
         let _ = writeln!(s, "peer:          {p}");
@@ -220,4 +250,29 @@ fn magnet_text(m: &Magnet) -> String {
         "(size and files are known once the metadata is fetched from peers)"
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(1_796_285_541), "2026-12-03T08:12:21Z");
+        assert_eq!(iso8601(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn magnet_text_escapes_control_characters() {
+        let m = Magnet::parse(&format!(
+            "magnet:?xt=urn:btih:{}&dn=%1b%5b2J%1b]0;owned%07x",
+            "ab".repeat(20)
+        ))
+        .unwrap();
+        let t = magnet_text(&m);
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        assert!(t.contains("\\u{1b}[2J"), "{t}");
+    }
 }

@@ -79,6 +79,12 @@ pub fn main() -> i32 {
     // subcommand far more often than a missing file: report it as a usage error (exit 2).
     if cli.command.is_none() {
         if let Some(src) = cli.fetch.source.as_deref() {
+            // A path that names a file (`x.torrent`, `dir/x`) that is not there is a
+            // missing file, not a typo'd subcommand.
+            if looks_like_a_path(src) && !std::path::Path::new(src.trim()).exists() {
+                eprintln!("error: {}: no such file", one_line(src.trim()));
+                return 1;
+            }
             if !looks_fetchable(src) {
                 eprintln!(
                     "error: '{src}' is not a subcommand, a magnet link, a .torrent file or an info-hash\n\n\
@@ -128,12 +134,31 @@ fn run_command(c: Command) -> i32 {
     }
 }
 
-/// Could `s` be what `fetch` takes: a magnet link, an existing file, or an info-hash?
+/// Could `s` be what `fetch` takes: a magnet link, an http(s) URL of a .torrent, an
+/// existing file, or an info-hash?
 fn looks_fetchable(s: &str) -> bool {
     let t = s.trim();
-    (t.len() >= 7 && t[..7].eq_ignore_ascii_case("magnet:"))
+    has_scheme(t, "magnet:")
+        || has_scheme(t, "http://")
+        || has_scheme(t, "https://")
         || std::path::Path::new(t).exists()
         || dht::parse_infohash(t).is_some()
+}
+
+/// Does `s` start with `scheme` (ASCII case-insensitive)?
+pub(crate) fn has_scheme(s: &str, scheme: &str) -> bool {
+    s.get(..scheme.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+}
+
+/// A word that can only mean a file: it ends in `.torrent` or names a directory.
+fn looks_like_a_path(s: &str) -> bool {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    !has_scheme(t, "magnet:")
+        && !lower.starts_with("http://")
+        && !lower.starts_with("https://")
+        && (lower.ends_with(".torrent") || t.contains('/'))
 }
 
 /// 0 on success; otherwise prints the one `error:` line and gives 1.
@@ -172,11 +197,15 @@ impl fmt::Display for CliError {
 
 pub type CliResult = Result<(), CliError>;
 
+/// An error message as one terminal-safe line: line breaks become `; `, other control
+/// characters are escaped (messages may quote a torrent's paths or a peer's words).
 pub(crate) fn one_line(s: &str) -> String {
-    s.split(['\n', '\r'])
+    let joined = s
+        .split(['\n', '\r'])
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    progress::sanitize(&joined).into_owned()
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth reporting.

@@ -51,15 +51,15 @@ pub fn parse_allow_list(text: &str) -> Result<BTreeSet<Id20>, String> {
 /// Runs the tracker until Ctrl-C. Returns the process exit code.
 pub fn run(args: TrackerArgs) -> i32 {
     if args.http.is_none() && args.udp.is_none() {
-        eprintln!("magnetfetch tracker: give --http IP:PORT and/or --udp IP:PORT");
+        eprintln!("error: give --http IP:PORT and/or --udp IP:PORT");
         return 2;
     }
     if args.torrents.is_some() && args.http.is_none() {
-        eprintln!("magnetfetch tracker: --torrents needs --http");
+        eprintln!("error: --torrents needs --http");
         return 2;
     }
     if args.interval == 0 || args.interval > 86_400 {
-        eprintln!("magnetfetch tracker: --interval must be between 1 and 86400 seconds");
+        eprintln!("error: --interval must be between 1 and 86400 seconds");
         return 2;
     }
     let allow = match &args.allow_list {
@@ -67,12 +67,12 @@ pub fn run(args: TrackerArgs) -> i32 {
             Ok(t) => match parse_allow_list(&t) {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    eprintln!("magnetfetch tracker: {}: {e}", p.display());
+                    eprintln!("error: {}: {e}", p.display());
                     return 2;
                 }
             },
             Err(e) => {
-                eprintln!("magnetfetch tracker: cannot read {}: {e}", p.display());
+                eprintln!("error: cannot read {}: {e}", p.display());
                 return 1;
             }
         },
@@ -80,7 +80,7 @@ pub fn run(args: TrackerArgs) -> i32 {
     };
     if let Some(d) = &args.torrents {
         if !d.is_dir() {
-            eprintln!("magnetfetch tracker: {} is not a directory", d.display());
+            eprintln!("error: {} is not a directory", d.display());
             return 2;
         }
     }
@@ -90,7 +90,7 @@ pub fn run(args: TrackerArgs) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("magnetfetch tracker: cannot start runtime: {e}");
+            eprintln!("error: cannot start runtime: {e}");
             return 1;
         }
     };
@@ -113,7 +113,11 @@ pub fn run(args: TrackerArgs) -> i32 {
         let server = match TrackerServer::start(Net::Tokio, cfg).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("magnetfetch tracker: cannot bind: {e}");
+                let addrs: Vec<String> = [("HTTP", args.http), ("UDP", args.udp)]
+                    .iter()
+                    .filter_map(|(k, a)| a.map(|a| format!("{k} {a}")))
+                    .collect();
+                eprintln!("error: cannot bind {}: {e}", addrs.join(" and "));
                 return 1;
             }
         };

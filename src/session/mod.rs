@@ -162,6 +162,33 @@ pub enum TorrentError {
     Swarm(#[from] SwarmError),
     #[error("stopped")]
     Stopped,
+    /// A file selection (`--only`, a magnet's `so=`, BEP 53) naming files the torrent does
+    /// not have: nothing, or not what was meant, would be downloaded.
+    #[error("the file selection {selection} is out of range: the torrent has {files} files (indexes 0-{last})", last = files.saturating_sub(1))]
+    BadSelection { selection: String, files: usize },
+}
+
+/// Checks a file selection against the torrent's file count.
+pub fn check_selection(
+    sel: &[std::ops::RangeInclusive<u32>],
+    files: usize,
+) -> Result<(), TorrentError> {
+    let out_of_range = sel.is_empty() || sel.iter().any(|r| *r.end() as usize >= files);
+    if !out_of_range {
+        return Ok(());
+    }
+    let selection = sel
+        .iter()
+        .map(|r| {
+            if r.start() == r.end() {
+                r.start().to_string()
+            } else {
+                format!("{}-{}", r.start(), r.end())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    Err(TorrentError::BadSelection { selection, files })
 }
 
 /// Where a torrent's data lives.
@@ -431,7 +458,17 @@ impl Session {
     /// Adds a torrent and starts it.
     pub fn add(&self, add: AddTorrent) -> TorrentHandle {
         let info_hash = add.source.info_hash();
-        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        // A .torrent starts at checking (nothing to search for before the pieces on disk).
+        let first = match &add.source {
+            Source::Metainfo(m) => Progress {
+                phase: Phase::Checking,
+                name: Some(m.info.name.clone()),
+                total: m.info.total_length(),
+                ..Progress::default()
+            },
+            Source::Magnet(_) => Progress::default(),
+        };
+        let (progress_tx, progress_rx) = watch::channel(first);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (addr_tx, addr_rx) = mpsc::channel(ADDR_QUEUE);
         let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
@@ -872,6 +909,9 @@ async fn run_torrent(
         }
     };
     let info = &metainfo.info;
+    if let Some(sel) = &only {
+        check_selection(sel, info.files.len())?;
+    }
     let files: Vec<FileSpec> = info
         .files
         .iter()
@@ -1134,6 +1174,18 @@ async fn save_resume(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_selection_must_name_existing_files() {
+        assert!(check_selection(&[0..=0, 2..=2], 3).is_ok());
+        let e = check_selection(&[5..=7], 3).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the file selection 5-7 is out of range: the torrent has 3 files (indexes 0-2)"
+        );
+        assert!(check_selection(&[0..=3], 3).is_err());
+        assert!(check_selection(&[], 3).is_err());
+    }
 
     #[test]
     fn relookup_backoff_is_quick_then_doubles_and_resets_once_served() {
