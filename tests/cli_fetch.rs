@@ -760,3 +760,150 @@ fn output_directory_is_checked_first() {
         "{line}"
     );
 }
+
+/// `magnetfetch A B` and `magnetfetch -i FILE`: one session fetches every torrent, each JSON
+/// event carries its info-hash, and the exit code is 0 only if all completed.
+#[test]
+fn several_torrents_in_one_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s1, m1, d1) = seed_random_file(dir.path(), "first.bin", 300_000, 31, "127.0.0.128:16881");
+    let (_s2, m2, d2) =
+        seed_random_file(dir.path(), "second.bin", 200_000, 32, "127.0.0.129:16881");
+    let hash = |m: &str| m.split("btih:").nth(1).unwrap()[..40].to_string();
+    let run = |inputs: &[&str], out: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(inputs)
+            .args(["--bind", "127.0.0.130:0", "--no-dht", "--json"])
+            .args(["--peer", "127.0.0.128:16881", "--peer", "127.0.0.129:16881"])
+            .args(extra)
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .arg("--state-dir")
+            .arg(dir.path().join(format!("state-{out}")))
+            .output()
+            .unwrap()
+    };
+    let out = run(&[&m1, &m2], "both", &["--metadata-timeout", "10s"]);
+    let events = json_lines(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for e in &events {
+        assert!(e["infohash"].is_string(), "untagged event {e}");
+        assert!(e["t"].is_number(), "event without t {e}");
+    }
+    let done: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| e["event"] == "done")
+        .map(|e| e["infohash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(done, [hash(&m1), hash(&m2)].into_iter().collect());
+    assert_eq!(
+        std::fs::read(dir.path().join("both/first.bin")).unwrap(),
+        d1
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("both/second.bin")).unwrap(),
+        d2
+    );
+
+    // The same from a list file, with a comment, a blank line and one torrent nobody has:
+    // the others complete, the exit code says not all did.
+    let list = dir.path().join("list.txt");
+    let nobody = "ef".repeat(20);
+    std::fs::write(&list, format!("# my list\n{m1}\n\n{nobody}\n{m2}\n")).unwrap();
+    let out = run(
+        &["-i", list.to_str().unwrap()],
+        "listed",
+        &["--metadata-timeout", "3s"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let events = json_lines(&out.stdout);
+    let done = events.iter().filter(|e| e["event"] == "done").count();
+    assert_eq!(done, 2, "{events:?}");
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "error" && e["infohash"] == nobody.as_str()));
+    assert_eq!(
+        std::fs::read(dir.path().join("listed/second.bin")).unwrap(),
+        d2
+    );
+}
+
+/// `magnetfetch http://HOST/x.torrent`: the .torrent is downloaded (a redirect followed) and
+/// fetched; a URL that is not a torrent is a clear error.
+#[test]
+fn torrent_by_url() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (_seeder, _magnet, data) =
+        seed_random_file(dir.path(), "web.bin", 250_000, 41, "127.0.0.131:16881");
+    let torrent = dir.path().join("web.torrent");
+    let made = Command::new(BIN)
+        .arg("create")
+        .arg(dir.path().join("web.bin"))
+        .args(["--piece-length", "64K", "-o"])
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let body = std::fs::read(&torrent).unwrap();
+    // A tiny web server: /old redirects to /web.torrent; anything else is 404.
+    let listener = std::net::TcpListener::bind("127.0.0.132:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+            }
+            let mut s = s;
+            let path = first.split(' ').nth(1).unwrap_or("").to_string();
+            let _ = match path.as_str() {
+                "/old" => s.write_all(
+                    b"HTTP/1.1 302 Found\r\nLocation: /web.torrent\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+                "/web.torrent" => s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/x-bittorrent\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|_| s.write_all(&body)),
+                _ => s.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    let out = fetch_from_peer(
+        &format!("http://127.0.0.132:{port}/old"),
+        "127.0.0.133:0",
+        "127.0.0.131:16881",
+        &dir.path().join("dl"),
+        &dir.path().join("s"),
+        &[],
+    )
+    .output()
+    .unwrap();
+    events_of_success(&out);
+    assert_eq!(std::fs::read(dir.path().join("dl/web.bin")).unwrap(), data);
+    let out = Command::new(BIN)
+        .arg(format!("http://127.0.0.132:{port}/missing.torrent"))
+        .args(["--no-dht", "-o"])
+        .arg(dir.path().join("dl2"))
+        .output()
+        .unwrap();
+    let line = common::assert_cli_error(&out);
+    assert!(line.contains("missing.torrent: HTTP 404"), "{line}");
+}

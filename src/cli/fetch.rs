@@ -1,6 +1,8 @@
-//! `magnetfetch [fetch] MAGNET|FILE.torrent|INFOHASH`: download a torrent (peers from the
-//! DHT, the magnet's `x.pe` and `--peer`), showing progress; Ctrl-C stops cleanly with the
-//! resume state saved. Exit codes: 0 complete, 1 error, 2 bad usage, 130 interrupted.
+//! `magnetfetch [fetch] MAGNET|FILE.torrent|URL|INFOHASH...`: download torrents (peers from
+//! the DHT, trackers, the magnet's `x.pe` and `--peer`), showing progress; Ctrl-C stops
+//! cleanly with the resume state saved. Several inputs (and `-i FILE`) share one session:
+//! one DHT node, one port. Exit codes: 0 all complete, 1 error, 2 bad usage, 130
+//! interrupted.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,25 +13,29 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::common::{self, Common};
-use super::progress::{emit, Display};
+use super::progress::Display;
 use super::CliError;
 use crate::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::peer::FetchError;
-use crate::session::{AddTorrent, Phase, Source, StorageSpec, TorrentError};
-
-/// A .torrent larger than this is refused before reading it.
-const MAX_TORRENT_FILE: u64 = 64 << 20;
+use crate::session::{AddTorrent, Phase, Session, Source, StorageSpec, TorrentError};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
   magnetfetch 'magnet:?xt=urn:btih:...' -o ~/Downloads
   magnetfetch fetch file.torrent --only 0,2-3 --max-down-rate 2MiB
-  magnetfetch c12fe1c06bba254a9dc9f519b335aa7c1367a88a --seed --seed-ratio 2")]
+  magnetfetch c12fe1c06bba254a9dc9f519b335aa7c1367a88a --seed --seed-ratio 2
+  magnetfetch https://example.org/file.torrent -o ~/Downloads
+  magnetfetch -i list.txt -o ~/Downloads")]
 pub struct Args {
-    /// Magnet link, .torrent file, or info-hash (40 hex / 32 base32 characters)
-    #[arg(value_name = "MAGNET|FILE.torrent|INFOHASH")]
-    pub source: Option<String>,
+    /// Magnet links, .torrent files, http(s) URLs of .torrent files, or info-hashes (40 hex
+    /// / 32 base32 characters): several are fetched at once in one session
+    #[arg(value_name = "MAGNET|FILE.torrent|URL|INFOHASH")]
+    pub sources: Vec<String>,
+    /// Read more of them from FILE, one per line (`-` for stdin is not supported); blank
+    /// lines and `#` comments are skipped
+    #[arg(short = 'i', long = "input-file", value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
     /// Download directory
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub output: PathBuf,
@@ -67,22 +73,32 @@ pub struct Args {
     pub common: Common,
 }
 
+/// Inputs in one `-i` file at most (lines), and its size at most.
+const MAX_INPUTS: usize = 10_000;
+const MAX_INPUT_FILE: u64 = 4 << 20;
+/// A .torrent fetched by URL: redirects followed at most, and how long it may take.
+const MAX_REDIRECTS: usize = 5;
+const URL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs a fetch and returns the exit code.
 pub fn run(args: Args) -> i32 {
     args.common.init_logging();
-    let Some(src) = args.source.clone() else {
-        eprintln!("error: a magnet link, .torrent file or info-hash is required");
-        eprintln!("Usage: magnetfetch [fetch] <MAGNET|FILE.torrent|INFOHASH> [OPTIONS]");
+    let mut inputs = args.sources.clone();
+    if let Some(f) = &args.input_file {
+        match read_input_file(f) {
+            Ok(v) => inputs.extend(v),
+            Err(e) => {
+                eprintln!("error: {}", super::one_line(&e));
+                return 1;
+            }
+        }
+    }
+    if inputs.is_empty() {
+        eprintln!("error: a magnet link, .torrent file, URL or info-hash is required");
+        eprintln!("Usage: magnetfetch [fetch] <MAGNET|FILE.torrent|URL|INFOHASH>... [OPTIONS]");
         eprintln!("For more information, try '--help'.");
         return 2;
-    };
-    let source = match parse_source(&src) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {}", super::one_line(&e.0));
-            return 1;
-        }
-    };
+    }
     let rt = match common::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -90,67 +106,233 @@ pub fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    let code = rt.block_on(fetch(args, source));
+    let code = rt.block_on(fetch_all(args, inputs));
     // Don't wait for lingering connection tasks.
     rt.shutdown_timeout(Duration::from_millis(200));
     code
 }
 
-/// A magnet link, a .torrent file, or a bare info-hash.
+/// `-i FILE`: one magnet, path, URL or info-hash per line (like `aria2c -i`); blank lines
+/// and lines starting with `#` are skipped.
+pub fn read_input_file(path: &Path) -> Result<Vec<String>, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut text = String::new();
+    f.take(MAX_INPUT_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if text.len() as u64 > MAX_INPUT_FILE {
+        return Err(format!("{shown}: larger than {} MiB", MAX_INPUT_FILE >> 20));
+    }
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if lines.len() > MAX_INPUTS {
+        return Err(format!("{shown}: more than {MAX_INPUTS} torrents"));
+    }
+    if lines.is_empty() {
+        return Err(format!(
+            "{shown}: no magnet link, path, URL or info-hash in it"
+        ));
+    }
+    Ok(lines)
+}
+
+/// A magnet link, a .torrent file, or a bare info-hash (an http(s) URL is [`fetch_source`]'s).
 pub fn parse_source(s: &str) -> Result<Source, CliError> {
     let t = s.trim();
-    if t.len() >= 7 && t[..7].eq_ignore_ascii_case("magnet:") {
+    if super::has_scheme(t, "magnet:") {
         return Ok(Source::Magnet(
             Magnet::parse(t).map_err(|e| CliError::msg(format!("bad magnet link: {e}")))?,
         ));
     }
     let path = Path::new(t);
     if path.is_file() {
-        let f = std::fs::File::open(path)
-            .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
-        let mut buf = Vec::new();
-        use std::io::Read;
-        f.take(MAX_TORRENT_FILE + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
-        if buf.len() as u64 > MAX_TORRENT_FILE {
-            return Err(CliError::msg(format!(
-                "{}: larger than {} MiB, not a .torrent",
-                path.display(),
-                MAX_TORRENT_FILE >> 20
-            )));
-        }
-        let m = Metainfo::from_bytes(&buf)
-            .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+        let m = super::info::read_torrent(path)?;
         return Ok(Source::Metainfo(Arc::new(m)));
     }
     if let Some(ih) = super::dht::parse_infohash(t) {
         return Ok(Source::Magnet(Magnet::new(ih)));
     }
+    if !path.exists() && (t.ends_with(".torrent") || t.contains('/')) {
+        return Err(CliError::msg(format!("{t}: no such file")));
+    }
     Err(CliError::msg(format!(
-        "{t:?} is not a magnet link, an existing .torrent file or an info-hash"
+        "{t:?} is not a magnet link, an existing .torrent file, a URL or an info-hash"
     )))
 }
 
-async fn fetch(args: Args, source: Source) -> i32 {
-    let mut display = Display::new(args.common.json, args.common.quiet);
-    if args.common.no_dht {
-        display = display.without_dht();
+/// [`parse_source`], and an `http://` or `https://` URL: the .torrent is downloaded (bounded
+/// like a file, redirects followed) and validated like one.
+pub async fn fetch_source(s: &str) -> Result<Source, CliError> {
+    let t = s.trim();
+    if super::has_scheme(t, "http://") || super::has_scheme(t, "https://") {
+        let body = download(t).await?;
+        let m = Metainfo::from_bytes(&body)
+            .map_err(|e| CliError::msg(format!("{t}: not a valid .torrent: {e}")))?;
+        return Ok(Source::Metainfo(Arc::new(m)));
     }
-    // Before anything goes on the network: a download that cannot be written, or a
-    // selection a .torrent cannot satisfy, is known now.
-    if let Err(e) = check_output_dir(&args.output) {
-        return fail(&display, &e);
-    }
-    if let (Source::Metainfo(m), Some(only)) = (&source, &args.only) {
-        if let Err(e) = crate::session::check_selection(&only.0, m.info.files.len()) {
-            return fail(&display, &e.to_string());
+    parse_source(t)
+}
+
+/// GET of a .torrent URL, following up to [`MAX_REDIRECTS`] redirects.
+async fn download(url: &str) -> Result<Vec<u8>, CliError> {
+    use crate::tracker::http::get_url;
+    let net = crate::net::Net::Tokio;
+    let mut at = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        let r = get_url(&net, &at, crate::metainfo::MAX_TORRENT_SIZE, URL_TIMEOUT)
+            .await
+            .map_err(|e| CliError::msg(format!("{at}: {e}")))?;
+        match r.status {
+            200 => return Ok(r.body),
+            301 | 302 | 303 | 307 | 308 => {
+                let loc = r.header("location").ok_or_else(|| {
+                    CliError::msg(format!("{at}: HTTP {} without a Location", r.status))
+                })?;
+                at = redirect_target(&at, loc);
+            }
+            s => return Err(CliError::msg(format!("{at}: HTTP {s}"))),
         }
+    }
+    Err(CliError::msg(format!(
+        "{url}: more than {MAX_REDIRECTS} redirects"
+    )))
+}
+
+/// Where a `Location` header points: an absolute URL, or a path on the same host.
+fn redirect_target(from: &str, loc: &str) -> String {
+    if loc.contains("://") {
+        return loc.to_string();
+    }
+    let scheme_end = from.find("://").map_or(0, |i| i + 3);
+    let host_end = from[scheme_end..]
+        .find('/')
+        .map_or(from.len(), |i| scheme_end + i);
+    if loc.starts_with('/') {
+        format!("{}{loc}", &from[..host_end])
+    } else {
+        let dir_end = from
+            .rfind('/')
+            .filter(|&i| i >= host_end)
+            .unwrap_or(host_end);
+        format!("{}/{loc}", &from[..dir_end])
+    }
+}
+
+/// Every input in one session: one DHT node, one listening port, a line each on a
+/// terminal, JSON events tagged with the info-hash. Exit 0 only if all completed; 130 if
+/// interrupted; else 1.
+async fn fetch_all(args: Args, inputs: Vec<String>) -> i32 {
+    let multi = inputs.len() > 1;
+    let quiet_display = Display::new(args.common.json, args.common.quiet);
+    // Before anything goes on the network: a download that cannot be written is known now.
+    if let Err(e) = check_output_dir(&args.output) {
+        return fail(&quiet_display, &e);
+    }
+    let mut failed = 0usize;
+    let mut sources: Vec<Source> = Vec::new();
+    for input in &inputs {
+        let source = match fetch_source(input).await {
+            Ok(s) => s,
+            Err(e) => {
+                fail(&quiet_display, &e.0);
+                failed += 1;
+                continue;
+            }
+        };
+        // A selection a .torrent cannot satisfy is known now too.
+        if let (Source::Metainfo(m), Some(only)) = (&source, &args.only) {
+            if let Err(e) = crate::session::check_selection(&only.0, m.info.files.len()) {
+                fail(&quiet_display, &e.to_string());
+                failed += 1;
+                continue;
+            }
+        }
+        if sources.iter().any(|s| s.info_hash() == source.info_hash()) {
+            continue; // the same torrent twice is fetched once
+        }
+        sources.push(source);
+    }
+    if sources.is_empty() {
+        return 1;
     }
     let session = match args.common.start_session().await {
         Ok(s) => s,
-        Err(e) => return fail(&display, &e.0),
+        Err(e) => return fail(&quiet_display, &e.0),
     };
+    if let Some(a) = session.listen_addr() {
+        tracing::info!(%a, dht = session.dht().is_some(), "listening");
+    }
+    let multi_bar =
+        (multi && !args.common.json && !args.common.quiet).then(indicatif::MultiProgress::new);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for source in sources {
+        let mut display =
+            Display::new(args.common.json, args.common.quiet).tagged(source.info_hash().to_hex());
+        if args.common.no_dht {
+            display = display.without_dht();
+        }
+        if multi {
+            display = display.labelled(short_label(&source), multi_bar.clone());
+        }
+        let (session, args, stop) = (session.clone(), args.clone(), stop_rx.clone());
+        tasks.spawn(fetch(session, args, source, display, stop));
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut codes = Vec::new();
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                let _ = stop_tx.send(true);
+            }
+            r = tasks.join_next() => match r {
+                Some(r) => codes.push(r.unwrap_or(1)),
+                None => break,
+            },
+        }
+    }
+    // Keep the DHT warm for the next run: its id and good nodes go to the state dir.
+    if let Some(d) = session.dht() {
+        let _ = d.save_state().await;
+    }
+    if codes.contains(&130) {
+        130
+    } else if failed > 0 || codes.iter().any(|&c| c != 0) {
+        1
+    } else {
+        0
+    }
+}
+
+/// A torrent's name for a line of its own: the name if known, else the info-hash's start.
+fn short_label(source: &Source) -> String {
+    let name = match source {
+        Source::Metainfo(m) => Some(m.info.name.clone()),
+        Source::Magnet(m) => m.display_name.clone(),
+    };
+    let name = name.unwrap_or_else(|| source.info_hash().to_hex()[..8].to_string());
+    let name: String = super::progress::sanitize(&name).chars().take(24).collect();
+    name
+}
+
+/// One torrent of the session, shown on `display`, until it completes (and seeds as asked),
+/// fails, or `stop` turns true (Ctrl-C). Returns its exit code.
+async fn fetch(
+    session: Session,
+    args: Args,
+    source: Source,
+    mut display: Display,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> i32 {
     let state_dir = args.common.state_dir();
     let keep_seeding = args.seed || args.seed_ratio.is_some() || args.seed_time.is_some();
     let mut add = AddTorrent::new(source, StorageSpec::Disk(args.output.clone()));
@@ -163,9 +345,6 @@ async fn fetch(args: Args, source: Source) -> i32 {
     add.swarm.sequential = args.sequential;
     add.swarm.max_down_rate = args.max_down_rate;
     add.swarm.max_up_rate = args.max_up_rate;
-    if let Some(a) = session.listen_addr() {
-        tracing::info!(%a, dht = session.dht().is_some(), "listening");
-    }
     let started = Instant::now();
     let mut handle = session.add(add);
     let info_hash = handle.info_hash;
@@ -173,18 +352,18 @@ async fn fetch(args: Args, source: Source) -> i32 {
     display.update(&prog.borrow_and_update().clone());
     let mut tick = tokio::time::interval(super::progress::PLAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let mut interrupted = false;
     let mut complete_at: Option<Instant> = None;
     let mut stop_sent = false;
     let result = loop {
         tokio::select! {
             biased;
-            _ = &mut ctrl_c, if !interrupted => {
-                interrupted = true;
-                display.message("stopping (saving resume state)...");
-                handle.stop();
+            r = stop.changed(), if !interrupted => {
+                if r.is_err() || *stop.borrow() {
+                    interrupted = true;
+                    display.message("stopping (saving resume state)...");
+                    handle.stop();
+                }
             }
             r = handle.join() => break r,
             _ = prog.changed() => {
@@ -217,10 +396,6 @@ async fn fetch(args: Args, source: Source) -> i32 {
             }
         }
     };
-    // Keep the DHT warm for the next run: its id and good nodes go to the state dir.
-    if let Some(d) = session.dht() {
-        let _ = d.save_state().await;
-    }
     let last = prog.borrow().clone();
     match result {
         Ok(out) if out.summary.complete => {
@@ -229,7 +404,7 @@ async fn fetch(args: Args, source: Source) -> i32 {
             let path = std::path::absolute(&path).unwrap_or(path);
             let total = out.metainfo.info.total_length();
             if display.is_json() {
-                emit(&json!({
+                display.emit(&json!({
                     "event": "done",
                     "infohash": info_hash.to_hex(),
                     "name": name,
@@ -256,7 +431,7 @@ async fn fetch(args: Args, source: Source) -> i32 {
         Ok(out) if interrupted => {
             display.clear();
             if display.is_json() {
-                emit(&json!({
+                display.emit(&json!({
                     "event": "interrupted",
                     "infohash": info_hash.to_hex(),
                     "verified": last.verified,
@@ -330,7 +505,7 @@ fn fail(display: &Display, msg: &str) -> i32 {
     display.clear();
     let msg = super::one_line(msg);
     if display.is_json() {
-        emit(&json!({"event": "error", "message": msg}));
+        display.emit(&json!({"event": "error", "message": msg}));
     }
     eprintln!("error: {msg}");
     1

@@ -78,7 +78,7 @@ pub fn main() -> i32 {
     // `magnetfetch WORD` where WORD is neither a subcommand nor anything fetchable is a typo'd
     // subcommand far more often than a missing file: report it as a usage error (exit 2).
     if cli.command.is_none() {
-        if let Some(src) = cli.fetch.source.as_deref() {
+        for src in &cli.fetch.sources {
             // A path that names a file (`x.torrent`, `dir/x`) that is not there is a
             // missing file, not a typo'd subcommand.
             if looks_like_a_path(src) && !std::path::Path::new(src.trim()).exists() {
@@ -87,9 +87,10 @@ pub fn main() -> i32 {
             }
             if !looks_fetchable(src) {
                 eprintln!(
-                    "error: '{src}' is not a subcommand, a magnet link, a .torrent file or an info-hash\n\n\
-                     Usage: magnetfetch [OPTIONS] <MAGNET|FILE.torrent|INFOHASH>\n       \
-                     magnetfetch <COMMAND>\n\nFor more information, try '--help'."
+                    "error: '{}' is not a subcommand, a magnet link, a .torrent file, a URL or an info-hash\n\n\
+                     Usage: magnetfetch [OPTIONS] <MAGNET|FILE.torrent|URL|INFOHASH>...\n       \
+                     magnetfetch <COMMAND>\n\nFor more information, try '--help'.",
+                    one_line(src)
                 );
                 return 2;
             }

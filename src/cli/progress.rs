@@ -42,6 +42,12 @@ pub struct Display {
     dht_nodes: Option<usize>,
     /// Payload bytes received at the last change, and when (for the stall hint).
     last_data: Option<(u64, Instant)>,
+    /// The info-hash every JSON event carries (several torrents share stdout).
+    tag: Option<String>,
+    /// With several torrents: this one's name before each human line, and the terminal's
+    /// shared set of live lines.
+    label: Option<String>,
+    multi: Option<indicatif::MultiProgress>,
 }
 
 /// A human phase name.
@@ -242,6 +248,43 @@ impl Display {
             dht: true,
             dht_nodes: None,
             last_data: None,
+            tag: None,
+            label: None,
+            multi: None,
+        }
+    }
+
+    /// Every JSON event carries `infohash`.
+    pub fn tagged(mut self, info_hash: String) -> Display {
+        self.tag = Some(info_hash);
+        self
+    }
+
+    /// One of several torrents: human lines start with `[label]`, and on a terminal its live
+    /// line joins `multi`.
+    pub fn labelled(mut self, label: String, multi: Option<indicatif::MultiProgress>) -> Display {
+        self.label = Some(label);
+        self.multi = multi;
+        self
+    }
+
+    /// `text` with this torrent's label in front (several torrents), as is otherwise.
+    fn labelled_text(&self, text: &str) -> String {
+        match &self.label {
+            Some(l) => format!("[{l}] {text}"),
+            None => text.to_string(),
+        }
+    }
+
+    /// One JSON event on stdout, with this torrent's info-hash (see [`emit`]).
+    pub fn emit(&self, v: &serde_json::Value) {
+        match (&self.tag, v) {
+            (Some(tag), serde_json::Value::Object(o)) if !o.contains_key("infohash") => {
+                let mut o = o.clone();
+                o.insert("infohash".into(), json!(tag));
+                emit(&serde_json::Value::Object(o));
+            }
+            _ => emit(v),
         }
     }
 
@@ -263,8 +306,8 @@ impl Display {
     fn show_phase(&mut self, phase: Phase) {
         self.last_phase = Some(phase);
         match &self.mode {
-            Mode::Json => emit(&json!({"event": "phase", "phase": phase.as_str()})),
-            Mode::Plain => eprintln!("{}", shown_label(phase, self.dht)),
+            Mode::Json => self.emit(&json!({"event": "phase", "phase": phase.as_str()})),
+            Mode::Plain => eprintln!("{}", self.labelled_text(shown_label(phase, self.dht))),
             _ => {}
         }
     }
@@ -298,14 +341,19 @@ impl Display {
         }
         let stalled = self.stalled(p, now);
         let (dht, dht_nodes) = (self.dht, self.dht_nodes);
+        let prefix = self.labelled_text(shown_label(p.phase, dht));
+        let multi = self.multi.clone();
         if let Mode::Tty(live) = &mut self.mode {
             let sized = p.total > 0 && !matches!(p.phase, Phase::Searching | Phase::Metadata);
-            let (pb, bar_style) = live.get_or_insert_with(|| (tty_bar(sized), sized));
+            let (pb, bar_style) = live.get_or_insert_with(|| {
+                let pb = tty_bar(sized);
+                (multi.map_or(pb.clone(), |m| m.add(pb)), sized)
+            });
             if *bar_style != sized {
                 set_style(pb, sized);
                 *bar_style = sized;
             }
-            pb.set_prefix(shown_label(p.phase, dht));
+            pb.set_prefix(prefix);
             pb.set_length(p.total);
             pb.set_position(p.verified);
             let msg = match p.phase {
@@ -336,7 +384,7 @@ impl Display {
         }
         self.last_periodic = Some(now);
         match &self.mode {
-            Mode::Json => emit(&json!({
+            Mode::Json => self.emit(&json!({
                 "event": "progress",
                 "phase": p.phase.as_str(),
                 "downloaded": p.downloaded,
@@ -356,7 +404,10 @@ impl Display {
                 "sources": p.sources,
                 "trackers": p.trackers,
             })),
-            Mode::Plain => eprintln!("{}", status_line(p, dht, dht_nodes, stalled)),
+            Mode::Plain => eprintln!(
+                "{}",
+                self.labelled_text(&status_line(p, dht, dht_nodes, stalled))
+            ),
             _ => {}
         }
     }
@@ -374,7 +425,7 @@ impl Display {
             }
             self.trackers.insert(t.url.clone(), now);
             match &self.mode {
-                Mode::Json => emit(&json!({
+                Mode::Json => self.emit(&json!({
                     "event": "tracker",
                     "url": t.url,
                     "status": t.status,
@@ -395,7 +446,7 @@ impl Display {
     /// A human message (not in JSON or quiet mode), above the live line if there is one.
     /// Control characters are escaped: messages carry text from trackers and torrents.
     pub fn message(&self, m: &str) {
-        let m = sanitize(m);
+        let m = self.labelled_text(&sanitize(m));
         match &self.mode {
             Mode::Tty(Some((pb, _))) => pb.println(m),
             Mode::Tty(None) | Mode::Plain => eprintln!("{m}"),
@@ -406,8 +457,14 @@ impl Display {
     /// Removes the live line and prints the summary line (human modes).
     pub fn finish(&mut self, summary: &str) {
         self.clear();
-        if matches!(self.mode, Mode::Tty(_) | Mode::Plain) {
-            eprintln!("{}", sanitize(summary));
+        let summary = sanitize(summary);
+        match (&self.mode, &self.multi) {
+            // Printed through the set of live lines, so the others are not torn.
+            (Mode::Tty(_), Some(m)) => {
+                let _ = m.println(summary);
+            }
+            (Mode::Tty(_) | Mode::Plain, _) => eprintln!("{summary}"),
+            _ => {}
         }
     }
 
