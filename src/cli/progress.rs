@@ -500,3 +500,72 @@ pub fn emit(v: &serde_json::Value) {
     };
     let _ = super::print_out(&format!("{line}\n"));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn downloading(peers: usize, downloaded: u64) -> Progress {
+        Progress {
+            phase: Phase::Downloading,
+            peers,
+            downloaded,
+            total: 1000,
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn a_connected_swarm_that_sends_nothing_is_stalled() {
+        let mut d = Display::new(false, true);
+        let t0 = Instant::now();
+        let p = downloading(2, 100);
+        assert!(!d.stalled(&p, t0));
+        assert!(!d.stalled(&p, t0 + Duration::from_secs(29)));
+        assert!(d.stalled(&p, t0 + STALL_AFTER));
+        // Data again: not stalled, and the clock starts over.
+        let p = downloading(2, 200);
+        assert!(!d.stalled(&p, t0 + Duration::from_secs(31)));
+        assert!(!d.stalled(&p, t0 + Duration::from_secs(60)));
+        // No peer connected is not a stall (the search goes on).
+        let p = downloading(0, 200);
+        assert!(!d.stalled(&p, t0 + Duration::from_secs(200)));
+        let line = status_line(&downloading(2, 200), true, None, true);
+        assert!(
+            line.ends_with("(stalled: 2 peers connected, none sent data for 30 s)"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn before_the_size_the_line_says_what_it_waits_for() {
+        let mut p = Progress {
+            phase: Phase::Metadata,
+            known_peers: 3,
+            peers_tried: 2,
+            peers: 1,
+            metadata_pieces: 1,
+            metadata_pieces_total: 3,
+            ..Progress::default()
+        };
+        assert_eq!(
+            status_line(&p, true, Some(143), false),
+            "fetching metadata: 143 DHT nodes, 3 peers found, 2 tried, 1 connected, metadata 1/3 pieces"
+        );
+        p.phase = Phase::Searching;
+        p.known_peers = 0;
+        assert_eq!(
+            status_line(&p, false, None, false),
+            "waiting for peers: 0 peers found"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(sanitize("plain name"), "plain name");
+        assert_eq!(
+            sanitize("a\u{1b}[2Jb\u{1b}]0;title\u{7}\u{9b}c"),
+            "a\\u{1b}[2Jb\\u{1b}]0;title\\u{7}\\u{9b}c"
+        );
+    }
+}
