@@ -144,3 +144,105 @@ fn unsafe_paths_are_refused() {
         assert!(r.is_err(), "{bad:?} accepted");
     }
 }
+
+/// A link planted below the download directory (at a file or at a directory on the way)
+/// is never written through or read; the error names it. The download directory itself
+/// may be a link.
+#[test]
+fn symlinks_below_the_download_dir_are_refused() {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let l = layout();
+    let data = content(&l);
+
+    // t/a.bin -> outside/victim: piece 0 is refused, the victim untouched.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("t")).unwrap();
+    symlink(&victim, dir.path().join("t/a.bin")).unwrap();
+    let s = Storage::disk(l.clone(), dir.path());
+    let err = s
+        .write_block(0, 0, &data[..BLOCK_SIZE as usize])
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Symlink { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("t/a.bin") && msg.contains("symbolic link"),
+        "{msg}"
+    );
+    assert!(matches!(s.read_piece(0), Err(StorageError::Symlink { .. })));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let hashes = vec![[0u8; 20]; l.piece_count() as usize];
+    assert!(matches!(
+        recheck(&Storage::disk(l.clone(), dir.path()), &hashes, None, 1),
+        Err(StorageError::Symlink { .. })
+    ));
+
+    // t -> outside (a linked directory on the way): nothing is created there.
+    let dir = tempfile::tempdir().unwrap();
+    symlink(outside.path(), dir.path().join("t")).unwrap();
+    let s = Storage::disk(l.clone(), dir.path());
+    let err = s
+        .write_block(0, 0, &data[..BLOCK_SIZE as usize])
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Symlink { .. }), "{err}");
+    assert!(err
+        .to_string()
+        .contains(&format!("{}", dir.path().join("t").display())));
+    let last = l.piece_count() - 1;
+    assert!(matches!(
+        s.read_piece(last),
+        Err(StorageError::Symlink { .. })
+    ));
+    let names: Vec<_> = std::fs::read_dir(outside.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("victim")]);
+
+    // t/sub -> outside (deeper): refused as well.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("t")).unwrap();
+    symlink(outside.path(), dir.path().join("t/sub")).unwrap();
+    let s = Storage::disk(l.clone(), dir.path());
+    let err = s
+        .write_block(1, 0, &data[32_768..32_768 + BLOCK_SIZE as usize])
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Symlink { .. }), "{err}");
+    assert!(!outside.path().join("b.bin").exists());
+
+    // The download directory itself may be a link: the user chose it.
+    let real = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("dl");
+    symlink(real.path(), &root).unwrap();
+    let s = Storage::disk(l.clone(), &root);
+    write_all(&s, &l, &data);
+    assert_eq!(
+        std::fs::read(real.path().join("t/a.bin")).unwrap(),
+        &data[..20_000]
+    );
+    assert_eq!(s.read_piece(0).unwrap(), &data[..32_768]);
+}
+
+/// Something other than a regular file at a file's path (a FIFO would block a read
+/// forever) is refused, not opened.
+#[test]
+fn non_regular_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("t")).unwrap();
+    let fifo = std::ffi::CString::new(dir.path().join("t/a.bin").to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let l = layout();
+    let s = Storage::disk(l.clone(), dir.path());
+    assert!(matches!(
+        s.read_piece(0),
+        Err(StorageError::NotAFile { .. })
+    ));
+    assert!(matches!(
+        s.write_block(0, 0, &[1u8; 100]),
+        Err(StorageError::NotAFile { .. })
+    ));
+}

@@ -5,8 +5,12 @@
 //! - **Disk**: files under the download directory. Files are created lazily on their first
 //!   write, sized with `set_len` (sparse on filesystems that support it), parent
 //!   directories created as needed. Every path is rebuilt from validated components and
-//!   re-checked here (no `..`, separators, empty or drive components), so nothing outside
-//!   the download directory is ever touched. Open handles sit in a small LRU cache and
+//!   re-checked here (no `..`, separators, empty or drive components), and no symbolic
+//!   link below the download directory is ever followed ([`open_beneath`]: one `openat`
+//!   per component with `O_NOFOLLOW`, so a link swapped in between two checks cannot
+//!   redirect us either), so nothing outside the download directory is ever touched —
+//!   not even read. The download directory itself may be a link: the user chose it.
+//!   Open handles sit in a small LRU cache and
 //!   I/O is positional (`pread`/`pwrite`), so several blocking threads can share one
 //!   `Storage`.
 //! - **Memory**: for simulations. `sparse` keeps written bytes per file; `generated` holds
@@ -48,6 +52,10 @@ pub enum StorageError {
     OutOfRange { piece: u32, offset: u32, len: u32 },
     #[error("unsafe file path: {0}")]
     UnsafePath(#[from] PathError),
+    #[error("{} is a symbolic link; refusing to write through it or read it", path.display())]
+    Symlink { path: PathBuf },
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
     #[error("storage is read-only")]
     ReadOnly,
     #[error("{got} piece hashes for {expected} pieces")]
@@ -356,32 +364,25 @@ impl DiskStore {
                 return Ok(h.file.clone());
             }
         }
+        let spec = layout
+            .files()
+            .get(i)
+            .ok_or(StorageError::UnsafePath(PathError::NoComponents))?;
+        check_path(&spec.path)?;
         let path = self.path(layout, i)?;
-        let file = if write {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| StorageError::from_io(parent, e))?;
-            }
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| StorageError::from_io(&path, e))?;
-            let want = layout.files()[i].length;
-            let have = f
+        let file = open_beneath(&self.root, &spec.path, write)?;
+        if write {
+            let want = spec.length;
+            let have = file
                 .metadata()
                 .map_err(|e| StorageError::from_io(&path, e))?
                 .len();
             if have < want {
                 // Sparse allocation; never shrink a longer file we did not create.
-                f.set_len(want)
+                file.set_len(want)
                     .map_err(|e| StorageError::from_io(&path, e))?;
             }
-            f
-        } else {
-            File::open(&path).map_err(|e| StorageError::from_io(&path, e))?
-        };
+        }
         let file = Arc::new(file);
         cache.put(
             i,
@@ -489,6 +490,158 @@ impl DiskStore {
         out[done..].fill(0);
         Ok(())
     }
+}
+
+/// Opens (`write`: creates, with missing parent directories) the file `rel` below `root`
+/// without following a symbolic link anywhere below `root`.
+///
+/// Why not `create_dir_all` + `open`: both follow links, so a link planted at `root/name`
+/// (or at a directory on the way) by an earlier download or another user would make us
+/// write through it, outside the download directory. Checking each component with
+/// `symlink_metadata` first would leave a window in which the component can be swapped
+/// for a link. Instead each directory is opened relative to the previous one's descriptor
+/// (`openat` with `O_NOFOLLOW | O_DIRECTORY`, `mkdirat` when missing) and the file itself
+/// with `O_NOFOLLOW`, so what we checked is what we use. `root` itself is opened normally
+/// (created when writing): it is the directory the user named and may be a link.
+/// Anything but a regular file at the end is refused too (a FIFO would block a read
+/// forever; it is opened `O_NONBLOCK` and checked before use).
+pub fn open_beneath(root: &Path, rel: &[String], write: bool) -> Result<File, StorageError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let (name, dirs) = rel
+        .split_last()
+        .ok_or(StorageError::UnsafePath(PathError::NoComponents))?;
+    if write {
+        std::fs::create_dir_all(root).map_err(|e| StorageError::from_io(root, e))?;
+    }
+    let mut dir: std::os::fd::OwnedFd = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(root)
+        .map_err(|e| StorageError::from_io(root, e))?
+        .into();
+    let mut path = root.to_path_buf();
+    for c in dirs {
+        path.push(c);
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        let next = match openat(dir.as_fd(), c, flags, 0) {
+            Err(e) if write && e.kind() == io::ErrorKind::NotFound => {
+                mkdirat(dir.as_fd(), c)
+                    .or_else(|e| {
+                        // Created meanwhile by another thread of ours: fine.
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|e| StorageError::from_io(&path, e))?;
+                openat(dir.as_fd(), c, flags, 0)
+            }
+            r => r,
+        };
+        dir = next.map_err(|e| refusal(dir.as_fd(), c, &path, e))?;
+    }
+    path.push(name);
+    let flags = libc::O_NOFOLLOW
+        | libc::O_NONBLOCK
+        | if write {
+            libc::O_RDWR | libc::O_CREAT
+        } else {
+            libc::O_RDONLY
+        };
+    let fd = openat(dir.as_fd(), name, flags, 0o666)
+        .map_err(|e| refusal(dir.as_fd(), name, &path, e))?;
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| StorageError::from_io(&path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(StorageError::NotAFile { path });
+    }
+    // Regular files ignore O_NONBLOCK, but clear it so the descriptor is plain.
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    unsafe {
+        let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
+/// The error for a failed `openat` of `name` in `dir`: [`StorageError::Symlink`] when a
+/// link is in the way (`O_NOFOLLOW` reports `ELOOP`, or `ENOTDIR` with `O_DIRECTORY`).
+fn refusal(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    path: &Path,
+    e: io::Error,
+) -> StorageError {
+    let maybe_link = matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR));
+    if maybe_link && is_symlink_at(dir, name) {
+        return StorageError::Symlink {
+            path: path.to_path_buf(),
+        };
+    }
+    StorageError::from_io(path, e)
+}
+
+fn c_name(name: &str) -> io::Result<std::ffi::CString> {
+    // Components were checked (no NUL), so this only fails on a bug elsewhere.
+    std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn openat(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    flags: libc::c_int,
+    mode: libc::c_uint,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = c_name(name)?;
+    loop {
+        // SAFETY: `c` is a NUL-terminated string alive for the call; `dir` is an open
+        // descriptor borrowed for the call. A non-negative result is a new descriptor
+        // that nothing else owns.
+        let fd =
+            unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+        if fd >= 0 {
+            return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn mkdirat(dir: std::os::fd::BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = c_name(name)?;
+    // SAFETY: as in `openat`.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn is_symlink_at(dir: std::os::fd::BorrowedFd<'_>, name: &str) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(c) = c_name(name) else { return false };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is written by fstatat before being read (only on success).
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    r == 0 && unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFLNK
 }
 
 impl GenStore {
