@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use magnetfetch::torrent::layout::{FileSpec, Layout, BLOCK_SIZE};
-use magnetfetch::torrent::storage::{Storage, StorageError};
+use magnetfetch::torrent::storage::{DiskOptions, Storage, StorageError};
 use magnetfetch::torrent::verify::{check_piece, recheck, sha1};
 
 fn spec(path: &[&str], length: u64, pad: bool) -> FileSpec {
@@ -245,4 +245,72 @@ fn non_regular_files_are_refused() {
         s.write_block(0, 0, &[1u8; 100]),
         Err(StorageError::NotAFile { .. })
     ));
+}
+
+/// With a selection only selected files are created; bytes of unselected files in
+/// boundary pieces live in the hidden parts file, from which the piece is read back
+/// (verification, recheck after a restart, seeding). A later run that selects everything
+/// finds that piece unverified (its bytes are in the parts file, not the new file) and
+/// downloads it again, without error.
+#[test]
+fn unselected_files_are_not_created_boundary_bytes_go_to_the_parts_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = layout();
+    let data = content(&l);
+    let opts = DiskOptions {
+        // Only sub/b.bin: pieces 1 and 2; piece 2 also holds the start of c.bin.
+        selected: vec![false, false, true, true, false],
+        parts_name: ".magnetfetch-test.parts".into(),
+    };
+    let s = Storage::disk_with(l.clone(), dir.path(), opts.clone());
+    for p in [1u32, 2] {
+        let r = l.piece_range(p);
+        let piece = &data[r.start as usize..r.end as usize];
+        let cut = piece.len() / 3;
+        s.write_blocks(p, &[&piece[..cut], &piece[cut..]]).unwrap();
+        assert_eq!(s.read_piece(p).unwrap(), piece, "piece {p}");
+    }
+    s.flush().unwrap();
+    let t = dir.path().join("t");
+    assert_eq!(
+        std::fs::read(t.join("sub/b.bin")).unwrap(),
+        &data[32_768..72_768]
+    );
+    assert!(!t.join("a.bin").exists());
+    assert!(!t.join("c.bin").exists(), "unselected file created");
+    // Everything else in the download directory is hidden: the parts file.
+    let visible: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(visible, vec!["t".to_string()]);
+    let parts = dir.path().join(".magnetfetch-test.parts");
+    // One slot (piece 2) of 32 KiB at most, holding c.bin's first 25000 - ... bytes.
+    assert!(std::fs::metadata(&parts).unwrap().len() <= 2 * BLOCK_SIZE as u64);
+
+    // A restart with the same selection: both pieces verify from disk + parts file.
+    let hashes: Vec<[u8; 20]> = (0..l.piece_count())
+        .map(|p| {
+            let r = l.piece_range(p);
+            sha1(&data[r.start as usize..r.end as usize])
+        })
+        .collect();
+    let again = Storage::disk_with(l.clone(), dir.path(), opts.clone());
+    let ok = recheck(&again, &hashes, None, 2).unwrap();
+    assert_eq!(ok.iter_set().collect::<Vec<_>>(), vec![1, 2]);
+    // Seeding reads a block that spans b.bin and the parts file.
+    assert_eq!(
+        again.read_block(2, 0, BLOCK_SIZE).unwrap(),
+        &data[65_536..65_536 + BLOCK_SIZE as usize]
+    );
+
+    // Selection widened to everything: piece 2 is not found (re-downloaded), no error.
+    let all = Storage::disk(l.clone(), dir.path());
+    let ok = recheck(&all, &hashes, None, 2).unwrap();
+    assert_eq!(ok.iter_set().collect::<Vec<_>>(), vec![1]);
+    write_all(&all, &l, &data);
+    let ok = recheck(&Storage::disk(l.clone(), dir.path()), &hashes, None, 2).unwrap();
+    assert!(ok.is_full());
+    assert_eq!(std::fs::read(t.join("c.bin")).unwrap(), &data[72_768..]);
 }

@@ -312,6 +312,18 @@ impl Layout {
         first..last + 1
     }
 
+    /// Bytes of the files selected by `file_prio` (priority > 0; missing entries count as
+    /// selected), padding excluded: what a download with that selection fetches for the
+    /// user, boundary pieces' bytes of other files aside.
+    pub fn selected_length(&self, file_prio: &[u8]) -> u64 {
+        self.files
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| !f.pad && file_prio.get(*i).copied().unwrap_or(1) > 0)
+            .map(|(_, f)| f.length)
+            .sum()
+    }
+
     /// Per-piece priority from per-file priorities (0 = skip): a piece gets the highest
     /// priority of the real files it touches. Padding files never make a piece wanted.
     /// Missing entries in `file_prio` count as 1 (normal).
@@ -414,6 +426,8 @@ mod tests {
         pad.pad = true;
         let l = Layout::new(10, vec![f("a", 7), pad, f("b", 10)]).unwrap();
         assert_eq!(l.piece_priorities(&[1, 1, 0]), vec![1, 0]);
+        assert_eq!(l.selected_length(&[1, 1, 0]), 7);
+        assert_eq!(l.selected_length(&[]), 17);
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //!   per component with `O_NOFOLLOW`, so a link swapped in between two checks cannot
 //!   redirect us either), so nothing outside the download directory is ever touched —
 //!   not even read. The download directory itself may be a link: the user chose it.
+//!   With a file selection ([`DiskOptions::selected`]) only selected files are created:
+//!   the bytes of unselected files that share a piece with a selected file (the boundary
+//!   pieces, which must be downloaded whole to be verified) go to one hidden *parts file*
+//!   in the download directory ([`parts_file_name`]), where they are read back for
+//!   verification, rechecks and seeding. See docs/architecture.md ("File selection").
 //!   Open handles sit in a small LRU cache and
 //!   I/O is positional (`pread`/`pwrite`), so several blocking threads can share one
 //!   `Storage`.
@@ -99,8 +104,54 @@ enum Backend {
 
 struct DiskStore {
     root: PathBuf,
+    /// Per file: create and write it? Empty: every file.
+    selected: Vec<bool>,
+    /// Where unselected files' bytes of boundary pieces go (only with a selection).
+    parts: Option<Parts>,
+    /// Keys are file indexes, and [`PARTS`] for the parts file.
     cache: Mutex<LruCache<usize, Handle>>,
     dirty: Mutex<BTreeSet<usize>>,
+}
+
+/// Cache / dirty-set key of the parts file (no file index is this large).
+const PARTS: usize = usize::MAX;
+
+/// The parts file: a piece that touches two or more files (with data, padding aside) has
+/// a slot of `piece length` bytes, numbered by the piece's rank among such pieces, and
+/// bytes of unselected files sit in the slot at their offset inside the piece. The slots
+/// depend on the layout only, not on the selection, so a parts file stays valid when a
+/// later run selects other files. At most one slot per file, so the file is at most
+/// `files × piece length` bytes, and sparse: only the bytes written take disk space.
+struct Parts {
+    /// One component: the name in the download directory.
+    rel: [String; 1],
+    /// Pieces with a slot, ascending.
+    slots: Vec<u32>,
+}
+
+/// Settings of the disk back end beyond the layout ([`Storage::disk_with`]).
+#[derive(Clone, Debug, Default)]
+pub struct DiskOptions {
+    /// Per file (layout order): download it? Empty, or all true: every file, no parts file.
+    /// Missing entries count as selected.
+    pub selected: Vec<bool>,
+    /// Name of the parts file in the download directory (see [`parts_file_name`]); used
+    /// only when some file is unselected.
+    pub parts_name: String,
+}
+
+/// Name of the parts file of a torrent: hidden (leading dot) and named by info-hash, so
+/// two torrents in one directory never share one.
+pub fn parts_file_name(info_hash: &crate::id::InfoHash) -> String {
+    format!(".magnetfetch-{}.parts", info_hash.to_hex())
+}
+
+/// Where a segment's bytes live on disk.
+enum Place {
+    /// In file `key` (a file index, or [`PARTS`]) at this offset.
+    At(usize, u64),
+    /// Nowhere: padding (zeros).
+    Pad,
 }
 
 #[derive(Clone)]
@@ -127,14 +178,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Storage {
     /// Files under `root` (the download directory).
     pub fn disk(layout: Arc<Layout>, root: impl Into<PathBuf>) -> Self {
+        Self::disk_with(layout, root, DiskOptions::default())
+    }
+
+    /// Files under `root`, with a file selection (see [`DiskOptions`]).
+    pub fn disk_with(layout: Arc<Layout>, root: impl Into<PathBuf>, opts: DiskOptions) -> Self {
         let cap = NonZeroUsize::new(HANDLE_CACHE).unwrap_or(NonZeroUsize::MIN);
+        let partial = opts.selected.iter().any(|s| !s);
+        let parts = partial.then(|| Parts {
+            rel: [opts.parts_name],
+            slots: shared_pieces(&layout),
+        });
         Storage {
-            layout,
             backend: Backend::Disk(DiskStore {
                 root: root.into(),
+                selected: if partial { opts.selected } else { Vec::new() },
+                parts,
                 cache: Mutex::new(LruCache::new(cap)),
                 dirty: Mutex::new(BTreeSet::new()),
             }),
+            layout,
         }
     }
 
@@ -210,12 +273,17 @@ impl Storage {
         for s in segs {
             let n = s.len as usize;
             let chunk = &data[pos..pos + n];
+            let in_piece = offset as u64 + pos as u64;
             pos += n;
             if self.layout.files()[s.file].pad {
                 continue;
             }
             match &self.backend {
-                Backend::Disk(d) => d.write(&self.layout, s.file, s.file_offset, chunk)?,
+                Backend::Disk(d) => {
+                    if let Place::At(key, off) = d.place(&self.layout, piece, in_piece, &s) {
+                        d.write(&self.layout, key, off, chunk)?;
+                    }
+                }
                 Backend::Sparse(m) => {
                     let mut files = lock(m);
                     let flen = self.layout.files()[s.file].length as usize;
@@ -251,7 +319,10 @@ impl Storage {
         let segs = self.segments(piece, 0, len)?;
         let mut rest: &[&[u8]] = blocks;
         let mut head: &[u8] = &[];
+        let mut in_piece = 0u64;
         for s in segs {
+            let seg_start = in_piece;
+            in_piece += s.len;
             // Collect exactly `s.len` bytes of parts from the front of the blocks.
             let mut need = s.len as usize;
             let mut parts: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);
@@ -269,10 +340,9 @@ impl Storage {
                 head = &head[n..];
                 need -= n;
             }
-            if self.layout.files()[s.file].pad {
-                continue;
+            if let Place::At(key, off) = d.place(&self.layout, piece, seg_start, &s) {
+                d.write_vectored(&self.layout, key, off, &mut parts)?;
             }
-            d.write_vectored(&self.layout, s.file, s.file_offset, &mut parts)?;
         }
         Ok(())
     }
@@ -303,13 +373,17 @@ impl Storage {
         for s in segs {
             let n = s.len as usize;
             let out = &mut buf[pos..pos + n];
+            let in_piece = offset as u64 + pos as u64;
             pos += n;
             if self.layout.files()[s.file].pad {
                 out.fill(0);
                 continue;
             }
             match &self.backend {
-                Backend::Disk(d) => d.read(&self.layout, s.file, s.file_offset, out)?,
+                Backend::Disk(d) => match d.place(&self.layout, piece, in_piece, &s) {
+                    Place::At(key, off) => d.read(&self.layout, key, off, out)?,
+                    Place::Pad => out.fill(0),
+                },
                 Backend::Sparse(m) => match lock(m).get(&s.file) {
                     Some(f) => {
                         let off = s.file_offset as usize;
@@ -344,14 +418,51 @@ impl Storage {
 }
 
 impl DiskStore {
-    fn path(&self, layout: &Layout, i: usize) -> Result<PathBuf, StorageError> {
+    /// Where the bytes of segment `s`, `in_piece` bytes into `piece`, live: their file, or
+    /// the parts file's slot for the piece when the file is unselected. A piece inside
+    /// unselected files only has no slot; the picker never downloads one, and should its
+    /// bytes arrive anyway they go to their file as without a selection.
+    fn place(&self, layout: &Layout, piece: u32, in_piece: u64, s: &Segment) -> Place {
+        if layout.files()[s.file].pad {
+            return Place::Pad;
+        }
+        if self.selected.get(s.file).copied().unwrap_or(true) {
+            return Place::At(s.file, s.file_offset);
+        }
+        match &self.parts {
+            Some(p) => match p.slots.binary_search(&piece) {
+                Ok(rank) => Place::At(PARTS, rank as u64 * layout.piece_length() + in_piece),
+                Err(_) => Place::At(s.file, s.file_offset),
+            },
+            None => Place::At(s.file, s.file_offset),
+        }
+    }
+
+    /// Path components below the root and the length to allocate for `key`.
+    fn target<'a>(
+        &'a self,
+        layout: &'a Layout,
+        key: usize,
+    ) -> Result<(&'a [String], u64), StorageError> {
+        if key == PARTS {
+            if let Some(p) = &self.parts {
+                check_path(&p.rel)?;
+                // Grows as slots are written; reads past its end are zeros.
+                return Ok((&p.rel, 0));
+            }
+        }
         let spec = layout
             .files()
-            .get(i)
+            .get(key)
             .ok_or(StorageError::UnsafePath(PathError::NoComponents))?;
         check_path(&spec.path)?;
+        Ok((&spec.path, spec.length))
+    }
+
+    fn path(&self, layout: &Layout, key: usize) -> Result<PathBuf, StorageError> {
+        let (rel, _) = self.target(layout, key)?;
         let mut p = self.root.clone();
-        for c in &spec.path {
+        for c in rel {
             p.push(c);
         }
         Ok(p)
@@ -364,15 +475,10 @@ impl DiskStore {
                 return Ok(h.file.clone());
             }
         }
-        let spec = layout
-            .files()
-            .get(i)
-            .ok_or(StorageError::UnsafePath(PathError::NoComponents))?;
-        check_path(&spec.path)?;
+        let (rel, want) = self.target(layout, i)?;
         let path = self.path(layout, i)?;
-        let file = open_beneath(&self.root, &spec.path, write)?;
+        let file = open_beneath(&self.root, rel, write)?;
         if write {
-            let want = spec.length;
             let have = file
                 .metadata()
                 .map_err(|e| StorageError::from_io(&path, e))?
@@ -490,6 +596,24 @@ impl DiskStore {
         out[done..].fill(0);
         Ok(())
     }
+}
+
+/// Pieces that touch two or more files with data (padding aside), ascending: the pieces
+/// that can hold bytes of a selected and of an unselected file. At most one per file.
+fn shared_pieces(layout: &Layout) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    let mut prev_last: Option<u32> = None;
+    for (i, f) in layout.files().iter().enumerate() {
+        if f.pad || f.length == 0 {
+            continue;
+        }
+        let r = layout.file_pieces(i);
+        if prev_last == Some(r.start) && out.last() != Some(&r.start) {
+            out.push(r.start);
+        }
+        prev_last = r.end.checked_sub(1);
+    }
+    out
 }
 
 /// Opens (`write`: creates, with missing parent directories) the file `rel` below `root`
