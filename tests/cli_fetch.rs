@@ -321,7 +321,8 @@ fn recheck_finds_silent_corruption_that_resume_trusts() {
 /// `--only`: the unselected files of a multi-file torrent are not created in the download
 /// directory (their bytes in boundary pieces sit in a hidden parts file), the selected one
 /// is complete, the summary reports the selected size, and a second run resumes (the
-/// boundary pieces verify from the parts file: nothing is fetched again).
+/// boundary pieces verify from the parts file: nothing is fetched again). The executable
+/// selected file keeps its execute bit (BEP 47 `x`).
 #[test]
 fn only_creates_selected_files_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
@@ -335,6 +336,12 @@ fn only_creates_selected_files_and_resumes() {
         .collect();
     for (name, data) in ["a.bin", "b.bin", "c.bin"].iter().zip(&files) {
         std::fs::write(album.join(name), data).unwrap();
+    }
+    // b.bin is executable: the torrent says so (BEP 47 `x`), the copy must be too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(album.join("b.bin"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
     }
     let (_seeder, magnet) = start_seeder(
         &album,
@@ -369,6 +376,14 @@ fn only_creates_selected_files_and_resumes() {
     assert_eq!(done["downloaded"], 3 * 65_536);
     let got = out_dir.join("album");
     assert_eq!(std::fs::read(got.join("b.bin")).unwrap(), files[1]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(got.join("b.bin"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_ne!(mode & 0o100, 0, "b.bin lost its execute bit: {mode:o}");
+    }
     assert!(!got.join("a.bin").exists(), "unselected a.bin created");
     assert!(!got.join("c.bin").exists(), "unselected c.bin created");
     let mut names: Vec<String> = std::fs::read_dir(&out_dir)

@@ -261,6 +261,7 @@ fn unselected_files_are_not_created_boundary_bytes_go_to_the_parts_file() {
         // Only sub/b.bin: pieces 1 and 2; piece 2 also holds the start of c.bin.
         selected: vec![false, false, true, true, false],
         parts_name: ".magnetfetch-test.parts".into(),
+        ..DiskOptions::default()
     };
     let s = Storage::disk_with(l.clone(), dir.path(), opts.clone());
     for p in [1u32, 2] {
@@ -313,4 +314,32 @@ fn unselected_files_are_not_created_boundary_bytes_go_to_the_parts_file() {
     let ok = recheck(&Storage::disk(l.clone(), dir.path()), &hashes, None, 2).unwrap();
     assert!(ok.is_full());
     assert_eq!(std::fs::read(t.join("c.bin")).unwrap(), &data[72_768..]);
+}
+
+/// BEP 47 `x`: an executable file gets execute permission where it has read permission,
+/// when created and when an existing file is opened for writing; other files do not.
+#[test]
+fn executable_files_get_their_execute_bits() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let l = layout();
+    let data = content(&l);
+    // c.bin exists already, without execute bits (an earlier run, or another client).
+    std::fs::create_dir(dir.path().join("t")).unwrap();
+    let c = dir.path().join("t/c.bin");
+    std::fs::write(&c, b"").unwrap();
+    std::fs::set_permissions(&c, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let opts = DiskOptions {
+        executable: vec![true, false, false, false, true],
+        ..DiskOptions::default()
+    };
+    let s = Storage::disk_with(l.clone(), dir.path(), opts);
+    write_all(&s, &l, &data);
+    let a = mode(&dir.path().join("t/a.bin"));
+    assert_ne!(a & 0o100, 0, "a.bin mode {a:o}");
+    assert_eq!(a & 0o111, (a & 0o444) >> 2, "a.bin mode {a:o}");
+    assert_eq!(mode(&dir.path().join("t/sub/b.bin")) & 0o111, 0);
+    assert_eq!(mode(&c), 0o750);
+    assert_eq!(std::fs::read(&c).unwrap(), &data[72_768..]);
 }

@@ -951,6 +951,8 @@ async fn run_torrent(
             DiskOptions {
                 selected: file_priorities.iter().map(|&p| p > 0).collect(),
                 parts_name: parts_file_name(&info_hash),
+                // BEP 47 `x`: executable files get their execute bits back.
+                executable: info.files.iter().map(|f| f.executable).collect(),
             },
         ),
         StorageSpec::Memory => Storage::memory(layout.clone()),

@@ -23,7 +23,8 @@
 //!   were written and which did not match, so a thousand simulated leechers need almost no
 //!   RAM while corrupt blocks still fail their piece's SHA-1.
 //!
-//! BEP 47 padding files are never written; reading them yields zeros. All methods are
+//! BEP 47 padding files are never written; reading them yields zeros. BEP 47 `x` files get
+//! execute permission (where they have read permission) when opened for writing. All methods are
 //! blocking: call them from `tokio::task::spawn_blocking` (see [`super::verify`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -108,6 +109,8 @@ struct DiskStore {
     selected: Vec<bool>,
     /// Where unselected files' bytes of boundary pieces go (only with a selection).
     parts: Option<Parts>,
+    /// Per file: BEP 47 executable (empty: none).
+    executable: Vec<bool>,
     /// Keys are file indexes, and [`PARTS`] for the parts file.
     cache: Mutex<LruCache<usize, Handle>>,
     dirty: Mutex<BTreeSet<usize>>,
@@ -138,6 +141,9 @@ pub struct DiskOptions {
     /// Name of the parts file in the download directory (see [`parts_file_name`]); used
     /// only when some file is unselected.
     pub parts_name: String,
+    /// Per file: BEP 47 `attr` has `x`. Such files get execute permission wherever they
+    /// have read permission when opened for writing. Empty: none.
+    pub executable: Vec<bool>,
 }
 
 /// Name of the parts file of a torrent: hidden (leading dot) and named by info-hash, so
@@ -194,6 +200,11 @@ impl Storage {
                 root: root.into(),
                 selected: if partial { opts.selected } else { Vec::new() },
                 parts,
+                executable: if opts.executable.contains(&true) {
+                    opts.executable
+                } else {
+                    Vec::new()
+                },
                 cache: Mutex::new(LruCache::new(cap)),
                 dirty: Mutex::new(BTreeSet::new()),
             }),
@@ -479,10 +490,23 @@ impl DiskStore {
         let path = self.path(layout, i)?;
         let file = open_beneath(&self.root, rel, write)?;
         if write {
-            let have = file
+            let meta = file
                 .metadata()
-                .map_err(|e| StorageError::from_io(&path, e))?
-                .len();
+                .map_err(|e| StorageError::from_io(&path, e))?;
+            if self.executable.get(i).copied().unwrap_or(false) {
+                // BEP 47 `x`: execute permission wherever there is read permission
+                // (0644 -> 0755, 0600 -> 0700), so the umask the file was created with
+                // still decides who may run it. Set when the file is first opened for
+                // writing (created or resumed); the data is verified piece by piece.
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode();
+                let want = mode | ((mode & 0o444) >> 2);
+                if want != mode {
+                    file.set_permissions(std::fs::Permissions::from_mode(want))
+                        .map_err(|e| StorageError::from_io(&path, e))?;
+                }
+            }
+            let have = meta.len();
             if have < want {
                 // Sparse allocation; never shrink a longer file we did not create.
                 file.set_len(want)
