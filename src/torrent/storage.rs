@@ -454,20 +454,21 @@ impl DiskStore {
         &'a self,
         layout: &'a Layout,
         key: usize,
-    ) -> Result<(&'a [String], u64), StorageError> {
+    ) -> Result<(Vec<&'a str>, u64), StorageError> {
         if key == PARTS {
             if let Some(p) = &self.parts {
                 check_path(&p.rel)?;
                 // Grows as slots are written; reads past its end are zeros.
-                return Ok((&p.rel, 0));
+                return Ok((vec![p.rel[0].as_str()], 0));
             }
         }
         let spec = layout
             .files()
             .get(key)
             .ok_or(StorageError::UnsafePath(PathError::NoComponents))?;
-        check_path(&spec.path)?;
-        Ok((&spec.path, spec.length))
+        let rel: Vec<&str> = layout.path(key).collect();
+        check_path(&rel)?;
+        Ok((rel, spec.length))
     }
 
     fn path(&self, layout: &Layout, key: usize) -> Result<PathBuf, StorageError> {
@@ -488,7 +489,7 @@ impl DiskStore {
         }
         let (rel, want) = self.target(layout, i)?;
         let path = self.path(layout, i)?;
-        let file = open_beneath(&self.root, rel, write)?;
+        let file = open_beneath(&self.root, &rel, write)?;
         if write {
             let meta = file
                 .metadata()
@@ -653,7 +654,7 @@ fn shared_pieces(layout: &Layout) -> Vec<u32> {
 /// (created when writing): it is the directory the user named and may be a link.
 /// Anything but a regular file at the end is refused too (a FIFO would block a read
 /// forever; it is opened `O_NONBLOCK` and checked before use).
-pub fn open_beneath(root: &Path, rel: &[String], write: bool) -> Result<File, StorageError> {
+pub fn open_beneath(root: &Path, rel: &[&str], write: bool) -> Result<File, StorageError> {
     use std::os::fd::{AsFd, AsRawFd};
     use std::os::unix::fs::OpenOptionsExt;
 
