@@ -401,6 +401,42 @@ fn only_creates_selected_files_and_resumes() {
     assert_eq!(fetch()["downloaded"], 0);
 }
 
+/// A symlink planted in the download directory at the torrent's file name, pointing
+/// outside it, is neither read nor written through: the fetch fails with one error line
+/// naming it, and the link's target keeps its content.
+#[test]
+fn symlink_in_the_download_dir_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_seeder, magnet, _data) =
+        seed_random_file(dir.path(), "s.bin", 300_000, 33, "127.0.0.33:16888");
+    let out_dir = dir.path().join("dl");
+    std::fs::create_dir(&out_dir).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("s.bin")).unwrap();
+    let out = fetch_from_peer(
+        &magnet,
+        "127.0.0.34:0",
+        "127.0.0.33:16888",
+        &out_dir,
+        &dir.path().join("state-dl"),
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("s.bin") && all.contains("symbolic link"),
+        "{all}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
 #[test]
 fn bad_usage_exits_2_with_hint() {
     let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();
