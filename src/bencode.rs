@@ -293,6 +293,51 @@ pub fn dict_value_span(buf: &[u8], key: &[u8]) -> Result<Option<Range<usize>>, B
     }
 }
 
+/// A dict entry: the key, and the span of its value in the buffer.
+pub type DictEntry<'a> = (&'a [u8], Range<usize>);
+
+/// The entries of the dict that is exactly `buf` (validated under [`Limits::FILE`] first),
+/// as (key, span of the value) in document order, duplicates included. Lets a caller decode
+/// only the values it wants, or walk a large one piece by piece, instead of building the
+/// whole [`Value`] tree (a `.torrent` with a million files costs ~1 KiB per file as a tree).
+pub fn dict_entries(buf: &[u8]) -> Result<Vec<DictEntry<'_>>, BencodeError> {
+    validate(buf)?;
+    if buf.first() != Some(&b'd') {
+        return Err(BencodeError::NotADict);
+    }
+    let mut out = Vec::new();
+    let mut pos = 1;
+    while buf.get(pos) != Some(&b'e') {
+        let (k, after_key) = parse_bytes(buf, pos, true)?;
+        let after_val = value_end(buf, after_key)?;
+        out.push((&buf[k], after_key..after_val));
+        pos = after_val;
+    }
+    Ok(out)
+}
+
+/// Spans of the items of the list that is exactly `buf` (validated under [`Limits::FILE`]
+/// first), one at a time: `None` when `buf` is not a list.
+pub fn list_items(
+    buf: &[u8],
+) -> Result<Option<impl Iterator<Item = Range<usize>> + '_>, BencodeError> {
+    validate(buf)?;
+    if buf.first() != Some(&b'l') {
+        return Ok(None);
+    }
+    let mut pos = 1;
+    Ok(Some(std::iter::from_fn(move || {
+        if buf.get(pos) == Some(&b'e') {
+            return None;
+        }
+        // Validated above, so this cannot fail; stop rather than panic if it did.
+        let end = value_end(buf, pos).ok()?;
+        let r = pos..end;
+        pos = end;
+        Some(r)
+    })))
+}
+
 /// Deserialises a typed value with serde_bencode after validating with the scanner (depth
 /// limit, length checks, canonical integers, no trailing data).
 pub fn from_bytes<T: serde::de::DeserializeOwned>(buf: &[u8]) -> Result<T, BencodeError> {
@@ -509,6 +554,23 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dict_entries_and_list_items_give_spans_without_a_tree() {
+        let buf = b"d1:ai1e5:filesld1:xi2eeli3eee1:ai9ee";
+        let e = dict_entries(buf).unwrap();
+        let keys: Vec<&[u8]> = e.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, vec![&b"a"[..], b"files", b"a"]);
+        let files = &buf[e[1].1.clone()];
+        let items: Vec<_> = list_items(files).unwrap().unwrap().collect();
+        assert_eq!(items.len(), 2);
+        assert_eq!(&files[items[0].clone()], b"d1:xi2ee");
+        assert_eq!(&files[items[1].clone()], b"li3ee");
+        assert!(list_items(b"i1e").unwrap().is_none());
+        assert_eq!(dict_entries(b"li1ee"), Err(BencodeError::NotADict));
+        assert!(dict_entries(b"d1:a").is_err());
+        assert!(list_items(b"l1:ae trailing").is_err());
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -318,6 +318,125 @@ fn recheck_finds_silent_corruption_that_resume_trusts() {
     assert_eq!(std::fs::read(&got).unwrap(), data);
 }
 
+/// `--only`: the unselected files of a multi-file torrent are not created in the download
+/// directory (their bytes in boundary pieces sit in a hidden parts file), the selected one
+/// is complete, the summary reports the selected size, and a second run resumes (the
+/// boundary pieces verify from the parts file: nothing is fetched again). The executable
+/// selected file keeps its execute bit (BEP 47 `x`).
+#[test]
+fn only_creates_selected_files_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let album = dir.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    let sizes = [100_000usize, 150_000, 90_000];
+    let files: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| random_bytes(n, 40 + i as u64))
+        .collect();
+    for (name, data) in ["a.bin", "b.bin", "c.bin"].iter().zip(&files) {
+        std::fs::write(album.join(name), data).unwrap();
+    }
+    // b.bin is executable: the torrent says so (BEP 47 `x`), the copy must be too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(album.join("b.bin"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let (_seeder, magnet) = start_seeder(
+        &album,
+        &[
+            "--bind",
+            "127.0.0.35:16887",
+            "--no-dht",
+            "--piece-length",
+            "64K",
+        ],
+        &dir.path().join("state-seed"),
+    );
+    let out_dir = dir.path().join("dl");
+    let state = dir.path().join("state-dl");
+    let fetch = || {
+        let out = fetch_from_peer(
+            &magnet,
+            "127.0.0.36:0",
+            "127.0.0.35:16887",
+            &out_dir,
+            &state,
+            &["--only", "1"],
+        )
+        .output()
+        .unwrap();
+        events_of_success(&out).last().unwrap().clone()
+    };
+    let done = fetch();
+    assert_eq!(done["total_size"], 340_000);
+    assert_eq!(done["selected_size"], 150_000);
+    // b.bin covers pieces 1..=3 (100000..250000), sharing pieces 1 and 3.
+    assert_eq!(done["downloaded"], 3 * 65_536);
+    let got = out_dir.join("album");
+    assert_eq!(std::fs::read(got.join("b.bin")).unwrap(), files[1]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(got.join("b.bin"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_ne!(mode & 0o100, 0, "b.bin lost its execute bit: {mode:o}");
+    }
+    assert!(!got.join("a.bin").exists(), "unselected a.bin created");
+    assert!(!got.join("c.bin").exists(), "unselected c.bin created");
+    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[1], "album");
+    assert!(
+        names[0].starts_with(".magnetfetch-") && names[0].ends_with(".parts"),
+        "{names:?}"
+    );
+    // Restart: the boundary pieces are read back from the parts file; nothing fetched.
+    assert_eq!(fetch()["downloaded"], 0);
+}
+
+/// A symlink planted in the download directory at the torrent's file name, pointing
+/// outside it, is neither read nor written through: the fetch fails with one error line
+/// naming it, and the link's target keeps its content.
+#[test]
+fn symlink_in_the_download_dir_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_seeder, magnet, _data) =
+        seed_random_file(dir.path(), "s.bin", 300_000, 33, "127.0.0.33:16888");
+    let out_dir = dir.path().join("dl");
+    std::fs::create_dir(&out_dir).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("s.bin")).unwrap();
+    let out = fetch_from_peer(
+        &magnet,
+        "127.0.0.34:0",
+        "127.0.0.33:16888",
+        &out_dir,
+        &dir.path().join("state-dl"),
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("s.bin") && all.contains("symbolic link"),
+        "{all}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
 #[test]
 fn bad_usage_exits_2_with_hint() {
     let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();

@@ -409,6 +409,7 @@ async fn fetch(
                     "infohash": info_hash.to_hex(),
                     "name": name,
                     "total_size": total,
+                    "selected_size": out.selected_size,
                     "path": path.display().to_string(),
                     "metadata_ms": out.metadata_ms,
                     "elapsed_ms": started.elapsed().as_millis() as u64,
@@ -417,10 +418,19 @@ async fn fetch(
                     "transport_bytes": out.summary.transport_bytes,
                 }));
             }
+            // With --only / so=: "2.89 MiB of 9.54 MiB selected".
+            let size = match out.selected_size {
+                Some(sel) => format!(
+                    "{} of {} selected",
+                    indicatif::HumanBytes(sel),
+                    indicatif::HumanBytes(total)
+                ),
+                None => indicatif::HumanBytes(total).to_string(),
+            };
             display.finish(&format!(
                 "done: {} ({}) in {:.1}s, downloaded {}, uploaded {} -> {}",
                 name,
-                indicatif::HumanBytes(total),
+                size,
                 started.elapsed().as_secs_f64(),
                 indicatif::HumanBytes(out.summary.downloaded),
                 indicatif::HumanBytes(out.summary.uploaded),

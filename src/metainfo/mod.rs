@@ -21,6 +21,7 @@ mod create;
 pub use create::{auto_piece_length, create, create_with_progress, CreateError, CreateOptions};
 
 use sha1::{Digest, Sha1};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::bencode::{self, BencodeError, Value};
@@ -30,7 +31,8 @@ use crate::id::InfoHash;
 pub const MAX_PIECE_LENGTH: u64 = 256 << 20;
 /// Largest raw info dict accepted (a peer announces `metadata_size`; this bounds it too).
 pub const MAX_INFO_SIZE: usize = 64 << 20;
-/// Largest number of files in one torrent.
+/// Largest number of files in one torrent; the layout (`torrent::layout::MAX_FILES`) uses
+/// the same limit. Memory per file is bounded too: see docs/architecture.md.
 pub const MAX_FILES: usize = 1 << 20;
 /// Deepest path (components per file).
 pub const MAX_PATH_DEPTH: usize = 256;
@@ -186,21 +188,47 @@ impl Info {
     }
 
     /// Parses and validates a raw info dict (as found in a .torrent, or received via BEP 9).
+    ///
+    /// Memory: the small fields are decoded as [`Value`]s, but the `files` list is walked one
+    /// file dict at a time and BEP 52's `file tree` is only noted, never built as a tree, so
+    /// parsing costs the resulting [`Info`] plus one file's dict, not a `Value` per file
+    /// (see docs/architecture.md, "Memory per file").
     pub fn from_bytes(raw_info: &[u8]) -> Result<Info, MetainfoError> {
         if raw_info.len() > MAX_INFO_SIZE {
             return Err(MetainfoError::TooLarge("info dictionary"));
         }
-        let v = Value::decode(raw_info)?;
-        Info::from_value(&v)
+        let entries = match bencode::dict_entries(raw_info) {
+            Err(BencodeError::NotADict) => return Err(MetainfoError::Field("info")),
+            r => r?,
+        };
+        let mut d: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+        let mut files_raw: Option<&[u8]> = None;
+        let mut file_tree = false;
+        for (k, span) in entries {
+            // First occurrence wins, as in `bencode::dict_value_span`.
+            match k {
+                b"files" => {
+                    files_raw.get_or_insert(&raw_info[span]);
+                }
+                b"file tree" => file_tree = true,
+                _ if d.contains_key(k) => {}
+                _ => {
+                    d.insert(k.to_vec(), Value::decode(&raw_info[span])?);
+                }
+            }
+        }
+        Info::from_parts(&d, files_raw, file_tree)
     }
 
-    fn from_value(v: &Value) -> Result<Info, MetainfoError> {
-        let d = v.as_dict().ok_or(MetainfoError::Field("info"))?;
+    fn from_parts(
+        d: &BTreeMap<Vec<u8>, Value>,
+        files_raw: Option<&[u8]>,
+        file_tree: bool,
+    ) -> Result<Info, MetainfoError> {
         let get = |k: &str| d.get(k.as_bytes());
 
         let has_v1 = get("pieces").is_some();
-        let is_v2 =
-            get("meta version").and_then(Value::as_int) == Some(2) || get("file tree").is_some();
+        let is_v2 = get("meta version").and_then(Value::as_int) == Some(2) || file_tree;
         if is_v2 && !has_v1 {
             return Err(MetainfoError::V2Only);
         }
@@ -242,7 +270,7 @@ impl Info {
 
         let mut files = Vec::new();
         let multi_file;
-        match (get("length"), get("files")) {
+        match (get("length"), files_raw) {
             (Some(len), None) => {
                 multi_file = false;
                 let length = nonneg(len).ok_or(MetainfoError::Field("length"))?;
@@ -257,17 +285,24 @@ impl Info {
                 });
                 apply_attr(files.last_mut(), get("attr"));
             }
-            (None, Some(list)) => {
+            (None, Some(raw)) => {
                 multi_file = true;
-                let list = list.as_list().ok_or(MetainfoError::Field("files"))?;
-                if list.is_empty() {
+                let items = || -> Result<_, MetainfoError> {
+                    bencode::list_items(raw)?.ok_or(MetainfoError::Field("files"))
+                };
+                // Counted first so the table is allocated once, at its exact size.
+                let count = items()?.count();
+                if count == 0 {
                     return Err(MetainfoError::Field("files"));
                 }
-                if list.len() > MAX_FILES {
+                if count > MAX_FILES {
                     return Err(MetainfoError::TooLarge("number of files"));
                 }
+                files.reserve_exact(count);
                 let mut offset: u64 = 0;
-                for (i, f) in list.iter().enumerate() {
+                for (i, span) in items()?.enumerate() {
+                    // One file's dict at a time: a few small allocations, dropped at once.
+                    let f = &Value::decode(&raw[span])?;
                     let length = f
                         .get("length")
                         .and_then(nonneg)
@@ -491,9 +526,18 @@ impl Metainfo {
             bencode::validate(buf)?;
             return Err(MetainfoError::NotADict);
         }
-        let top = Value::decode(buf)?;
-        let span = bencode::dict_value_span(buf, b"info")?.ok_or(MetainfoError::NoInfo)?;
-        let raw_info = &buf[span];
+        // The outer fields are decoded; `info` is not built as a tree (see Info::from_bytes).
+        let mut outer: BTreeMap<Vec<u8>, Value> = BTreeMap::new();
+        let mut span = None;
+        for (k, r) in bencode::dict_entries(buf)? {
+            if k == b"info" {
+                span.get_or_insert(r);
+            } else if !outer.contains_key(k) {
+                outer.insert(k.to_vec(), Value::decode(&buf[r])?);
+            }
+        }
+        let top = Value::Dict(outer);
+        let raw_info = &buf[span.ok_or(MetainfoError::NoInfo)?];
         if raw_info.first() != Some(&b'd') {
             return Err(MetainfoError::NoInfo);
         }

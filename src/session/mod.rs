@@ -36,8 +36,8 @@ use crate::metainfo::{Metainfo, MetainfoError};
 use crate::net::Net;
 use crate::peer::{FetchConfig, FetchError, PeerConn};
 use crate::torrent::resume::{self, ResumeSaver, ResumeState};
-use crate::torrent::storage::{Storage, StorageError};
-use crate::torrent::{Bitfield, FileSpec, Layout, LayoutError};
+use crate::torrent::storage::{parts_file_name, DiskOptions, Storage, StorageError};
+use crate::torrent::{Bitfield, Layout, LayoutError};
 
 pub use swarm::{SwarmConfig, SwarmError, SwarmSummary, TransportBytes};
 pub use trackers::{PeerSources, SourceCounters, TrackerStatus};
@@ -261,6 +261,8 @@ impl AddTorrent {
 #[derive(Debug, Clone)]
 pub struct TorrentOutcome {
     pub metainfo: Arc<Metainfo>,
+    /// Bytes of the selected files when only some were downloaded (`--only`, `so=`).
+    pub selected_size: Option<u64>,
     pub summary: SwarmSummary,
     pub metadata_ms: Option<u64>,
     pub elapsed: Duration,
@@ -912,26 +914,40 @@ async fn run_torrent(
     if let Some(sel) = &only {
         check_selection(sel, info.files.len())?;
     }
-    let files: Vec<FileSpec> = info
-        .files
-        .iter()
-        .map(|f| {
-            let mut path = Vec::with_capacity(f.path.len() + 1);
-            if info.multi_file {
-                path.push(info.name.clone());
-            }
-            path.extend(f.path.iter().cloned());
-            FileSpec {
-                path,
-                length: f.length,
-                pad: f.pad,
-            }
-        })
-        .collect();
-    let layout = Arc::new(Layout::new(info.piece_length, files)?);
+    // No path is copied per file: the layout keeps the components in one arena and the
+    // torrent's name once (a million-file torrent would otherwise cost ~250 B per file).
+    let mut builder = Layout::builder(
+        info.piece_length,
+        info.multi_file.then_some(info.name.as_str()),
+    )?;
+    for f in &info.files {
+        builder.push(f.path.iter().map(String::as_str), f.length, f.pad);
+    }
+    let layout = Arc::new(builder.build()?);
     let hashes = Arc::new(info.pieces.clone());
+    let file_priorities: Vec<u8> = match &only {
+        Some(sel) => (0..info.files.len() as u32)
+            .map(|i| u8::from(sel.iter().any(|r| r.contains(&i))))
+            .collect(),
+        None => add.swarm.file_priorities.clone(),
+    };
+    // With a selection, only selected files are created; boundary pieces' bytes of the
+    // others go to a hidden parts file (see `torrent::storage`).
+    let selected_size = {
+        let selected = layout.selected_length(&file_priorities);
+        (selected < layout.selected_length(&[])).then_some(selected)
+    };
     let storage = Arc::new(match &add.storage {
-        StorageSpec::Disk(dir) => Storage::disk(layout.clone(), dir.clone()),
+        StorageSpec::Disk(dir) => Storage::disk_with(
+            layout.clone(),
+            dir.clone(),
+            DiskOptions {
+                selected: file_priorities.iter().map(|&p| p > 0).collect(),
+                parts_name: parts_file_name(&info_hash),
+                // BEP 47 `x`: executable files get their execute bits back.
+                executable: info.files.iter().map(|f| f.executable).collect(),
+            },
+        ),
         StorageSpec::Memory => Storage::memory(layout.clone()),
         StorageSpec::Generated { seed, complete } => {
             Storage::generated(layout.clone(), *seed, *complete)
@@ -992,15 +1008,7 @@ async fn run_torrent(
         rng_seed,
         cfg: SwarmConfig {
             blocking_io: inner.blocking_io && add.swarm.blocking_io,
-            file_priorities: match &only {
-                Some(sel) => info
-                    .files
-                    .iter()
-                    .enumerate()
-                    .map(|(i, _)| u8::from(sel.iter().any(|r| r.contains(&(i as u32)))))
-                    .collect(),
-                None => add.swarm.file_priorities.clone(),
-            },
+            file_priorities,
             web_seeds: swarm::WebSeedSetup::new(&metainfo, web_seeds),
             // A magnet says nothing of BEP 27: the fetched info dictionary does.
             private: add.swarm.private || info.private,
@@ -1040,6 +1048,7 @@ async fn run_torrent(
     let summary = result?;
     Ok(TorrentOutcome {
         metainfo,
+        selected_size,
         summary,
         metadata_ms,
         elapsed: start.elapsed(),

@@ -13,8 +13,12 @@
 //! File path components come from the untrusted info dictionary, so [`Layout::new`] checks
 //! every one of them (no `..`, no separators, no empty or absolute components) and rejects
 //! layouts where two files would land on the same path.
+//!
+//! Memory: a torrent's file table is untrusted and can list a million files, so the layout
+//! keeps per file 16 bytes plus its path components (4 bytes each plus their text) in one
+//! string arena, and a common first component (the torrent's name) once; see
+//! docs/architecture.md ("Memory per file").
 
-use std::collections::BTreeSet;
 use std::ops::Range;
 
 /// Size of a request block (BEP 3 practice: every client requests 16 KiB).
@@ -23,8 +27,9 @@ pub const BLOCK_SIZE: u32 = 16 * 1024;
 /// Largest piece length we accept (bounds per-piece buffers; real torrents use ≤ 16 MiB).
 pub const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
 
-/// Largest number of files we accept in a layout (bounds per-file tables).
-pub const MAX_FILES: usize = 1_000_000;
+/// Largest number of files we accept in a layout (bounds per-file tables): the same limit
+/// as for parsing a torrent.
+pub use crate::metainfo::MAX_FILES;
 
 /// Largest number of path components for one file.
 pub const MAX_PATH_DEPTH: usize = 64;
@@ -38,6 +43,17 @@ pub struct FileSpec {
     pub length: u64,
     /// BEP 47 padding file: zeros, never written to disk.
     pub pad: bool,
+}
+
+/// What a [`Layout`] keeps of one file (16 bytes; the path is in the layout's arena, see
+/// [`Layout::path`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayoutFile {
+    pub length: u64,
+    /// BEP 47 padding file: zeros, never written to disk.
+    pub pad: bool,
+    /// Index of the file's first own component in the layout's component table.
+    first: u32,
 }
 
 /// A contiguous run of bytes inside one file.
@@ -109,14 +125,14 @@ pub fn check_component(c: &str) -> Result<(), PathError> {
 }
 
 /// Checks a whole file path (all components).
-pub fn check_path(path: &[String]) -> Result<(), PathError> {
+pub fn check_path<S: AsRef<str>>(path: &[S]) -> Result<(), PathError> {
     if path.is_empty() {
         return Err(PathError::NoComponents);
     }
     if path.len() > MAX_PATH_DEPTH {
         return Err(PathError::TooDeep);
     }
-    path.iter().try_for_each(|c| check_component(c))
+    path.iter().try_for_each(|c| check_component(c.as_ref()))
 }
 
 /// The piece ↔ file geometry of one torrent. Immutable once built.
@@ -125,70 +141,201 @@ pub struct Layout {
     piece_length: u64,
     total_length: u64,
     piece_count: u32,
-    files: Vec<FileSpec>,
+    files: Vec<LayoutFile>,
     /// Start offset of each file in the concatenated stream.
     starts: Vec<u64>,
+    /// A first component shared by every file (a multi-file torrent's name), stored once.
+    prefix: Option<String>,
+    /// Every file's own components, concatenated.
+    arena: String,
+    /// End offset in `arena` of each component; file `i` owns components
+    /// `files[i].first..files[i + 1].first`.
+    comp_ends: Vec<u32>,
+}
+
+/// Builds a [`Layout`] one file at a time without an owned path per file (see
+/// [`Layout::builder`]).
+pub struct LayoutBuilder {
+    layout: Layout,
+    error: Option<LayoutError>,
+}
+
+impl LayoutBuilder {
+    /// Adds a file: its components below the prefix, length, BEP 47 padding flag.
+    pub fn push<'a>(
+        &mut self,
+        path: impl IntoIterator<Item = &'a str>,
+        length: u64,
+        pad: bool,
+    ) -> &mut Self {
+        if self.error.is_some() {
+            return self;
+        }
+        let l = &mut self.layout;
+        let index = l.files.len();
+        if index >= MAX_FILES {
+            self.error = Some(LayoutError::TooManyFiles(index + 1));
+            return self;
+        }
+        let first = l.comp_ends.len();
+        let mut depth = usize::from(l.prefix.is_some());
+        let bad = |reason| LayoutError::BadPath { index, reason };
+        for c in path {
+            depth += 1;
+            if let Err(reason) = check_component(c) {
+                self.error = Some(bad(reason));
+                return self;
+            }
+            if depth > MAX_PATH_DEPTH {
+                self.error = Some(bad(PathError::TooDeep));
+                return self;
+            }
+            l.arena.push_str(c);
+            match u32::try_from(l.arena.len()) {
+                Ok(end) => l.comp_ends.push(end),
+                Err(_) => {
+                    self.error = Some(LayoutError::Overflow);
+                    return self;
+                }
+            }
+        }
+        // At least one own component: the prefix alone is a directory, not a file.
+        if l.comp_ends.len() == first {
+            self.error = Some(bad(PathError::NoComponents));
+            return self;
+        }
+        // comp_ends.len() ≤ arena bytes ≤ u32::MAX, checked just above.
+        l.files.push(LayoutFile {
+            length,
+            pad,
+            first: first as u32,
+        });
+        self
+    }
+
+    /// Validates and finishes the layout.
+    pub fn build(mut self) -> Result<Layout, LayoutError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let l = &mut self.layout;
+        if l.files.is_empty() {
+            return Err(LayoutError::NoFiles);
+        }
+        l.files.shrink_to_fit();
+        l.arena.shrink_to_fit();
+        l.comp_ends.shrink_to_fit();
+        let mut starts = Vec::with_capacity(l.files.len());
+        let mut total: u64 = 0;
+        for f in &l.files {
+            starts.push(total);
+            total = total.checked_add(f.length).ok_or(LayoutError::Overflow)?;
+        }
+        l.starts = starts;
+        l.check_collisions()?;
+        if total == 0 {
+            return Err(LayoutError::Empty);
+        }
+        let count = total.div_ceil(l.piece_length);
+        l.piece_count = u32::try_from(count).map_err(|_| LayoutError::TooManyPieces)?;
+        l.total_length = total;
+        Ok(self.layout)
+    }
 }
 
 impl Layout {
     /// Builds and validates a layout.
     pub fn new(piece_length: u64, files: Vec<FileSpec>) -> Result<Self, LayoutError> {
-        if piece_length == 0 || piece_length > MAX_PIECE_LENGTH {
-            return Err(LayoutError::BadPieceLength(piece_length));
-        }
-        if files.is_empty() {
-            return Err(LayoutError::NoFiles);
-        }
         if files.len() > MAX_FILES {
             return Err(LayoutError::TooManyFiles(files.len()));
         }
-        let mut starts = Vec::with_capacity(files.len());
-        let mut total: u64 = 0;
-        // Real (non-padding) files must not collide, and a file must not also be a
-        // directory of another file ("a" and "a/b").
-        let mut seen: BTreeSet<&[String]> = BTreeSet::new();
-        for (index, f) in files.iter().enumerate() {
-            check_path(&f.path).map_err(|reason| LayoutError::BadPath { index, reason })?;
-            starts.push(total);
-            total = total.checked_add(f.length).ok_or(LayoutError::Overflow)?;
-            if !f.pad && !seen.insert(&f.path) {
-                return Err(LayoutError::DuplicatePath { index });
-            }
+        let mut b = Self::builder(piece_length, None)?;
+        for f in &files {
+            b.push(f.path.iter().map(String::as_str), f.length, f.pad);
         }
-        for (index, f) in files.iter().enumerate() {
-            if f.pad {
-                continue;
-            }
-            for k in 1..f.path.len() {
-                if seen.contains(&f.path[..k]) {
-                    return Err(LayoutError::DuplicatePath { index });
-                }
-            }
+        b.build()
+    }
+
+    /// A builder for a layout whose every path starts with `prefix` (a multi-file
+    /// torrent's name), which is then stored once rather than once per file.
+    pub fn builder(piece_length: u64, prefix: Option<&str>) -> Result<LayoutBuilder, LayoutError> {
+        if piece_length == 0 || piece_length > MAX_PIECE_LENGTH {
+            return Err(LayoutError::BadPieceLength(piece_length));
         }
-        if total == 0 {
-            return Err(LayoutError::Empty);
+        if let Some(p) = prefix {
+            check_component(p).map_err(|reason| LayoutError::BadPath { index: 0, reason })?;
         }
-        let count = total.div_ceil(piece_length);
-        let piece_count = u32::try_from(count).map_err(|_| LayoutError::TooManyPieces)?;
-        Ok(Layout {
-            piece_length,
-            total_length: total,
-            piece_count,
-            files,
-            starts,
+        Ok(LayoutBuilder {
+            layout: Layout {
+                piece_length,
+                total_length: 0,
+                piece_count: 0,
+                files: Vec::new(),
+                starts: Vec::new(),
+                prefix: prefix.map(str::to_string),
+                arena: String::new(),
+                comp_ends: Vec::new(),
+            },
+            error: None,
         })
     }
 
     /// A single-file layout (convenience for tests and simulations).
     pub fn single(name: &str, length: u64, piece_length: u64) -> Result<Self, LayoutError> {
-        Self::new(
-            piece_length,
-            vec![FileSpec {
-                path: vec![name.to_string()],
-                length,
-                pad: false,
-            }],
-        )
+        let mut b = Self::builder(piece_length, None)?;
+        b.push([name], length, false);
+        b.build()
+    }
+
+    /// Path components of file `i` below the download directory (the prefix first), or
+    /// nothing when out of range.
+    pub fn path(&self, i: usize) -> impl Iterator<Item = &str> + Clone + '_ {
+        let own = match self.files.get(i) {
+            Some(f) => {
+                let end = self
+                    .files
+                    .get(i + 1)
+                    .map_or(self.comp_ends.len(), |n| n.first as usize);
+                f.first as usize..end
+            }
+            None => 0..0,
+        };
+        let prefix = self.prefix.as_deref().filter(|_| !own.is_empty());
+        prefix.into_iter().chain(own.map(move |k| {
+            let from = k.checked_sub(1).map_or(0, |j| self.comp_ends[j] as usize);
+            &self.arena[from..self.comp_ends[k] as usize]
+        }))
+    }
+
+    /// Real (non-padding) files must not collide, and a file must not also be a directory
+    /// of another file ("a" and "a/b"). Sorting file indexes by path puts a path right
+    /// before every path it is a prefix of (anything between them would share the
+    /// prefix), so checking neighbours is enough: 4 bytes per file, no set of paths.
+    fn check_collisions(&self) -> Result<(), LayoutError> {
+        let mut order: Vec<u32> = (0..self.files.len() as u32)
+            .filter(|&i| !self.files[i as usize].pad)
+            .collect();
+        order.sort_unstable_by(|&a, &b| {
+            self.path(a as usize)
+                .cmp(self.path(b as usize))
+                .then(a.cmp(&b))
+        });
+        for w in order.windows(2) {
+            let (a, b) = (w[0] as usize, w[1] as usize);
+            let mut pa = self.path(a);
+            let mut pb = self.path(b);
+            let prefix = loop {
+                match (pa.next(), pb.next()) {
+                    (None, _) => break true,
+                    (Some(x), Some(y)) if x == y => {}
+                    _ => break false,
+                }
+            };
+            if prefix {
+                return Err(LayoutError::DuplicatePath { index: a.max(b) });
+            }
+        }
+        Ok(())
     }
 
     pub fn piece_length(&self) -> u64 {
@@ -200,7 +347,7 @@ impl Layout {
     pub fn piece_count(&self) -> u32 {
         self.piece_count
     }
-    pub fn files(&self) -> &[FileSpec] {
+    pub fn files(&self) -> &[LayoutFile] {
         &self.files
     }
     /// Start offset of file `i` in the concatenated stream.
@@ -312,6 +459,18 @@ impl Layout {
         first..last + 1
     }
 
+    /// Bytes of the files selected by `file_prio` (priority > 0; missing entries count as
+    /// selected), padding excluded: what a download with that selection fetches for the
+    /// user, boundary pieces' bytes of other files aside.
+    pub fn selected_length(&self, file_prio: &[u8]) -> u64 {
+        self.files
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| !f.pad && file_prio.get(*i).copied().unwrap_or(1) > 0)
+            .map(|(_, f)| f.length)
+            .sum()
+    }
+
     /// Per-piece priority from per-file priorities (0 = skip): a piece gets the highest
     /// priority of the real files it touches. Padding files never make a piece wanted.
     /// Missing entries in `file_prio` count as 1 (normal).
@@ -414,6 +573,42 @@ mod tests {
         pad.pad = true;
         let l = Layout::new(10, vec![f("a", 7), pad, f("b", 10)]).unwrap();
         assert_eq!(l.piece_priorities(&[1, 1, 0]), vec![1, 0]);
+        assert_eq!(l.selected_length(&[1, 1, 0]), 7);
+        assert_eq!(l.selected_length(&[]), 17);
+    }
+
+    #[test]
+    fn builder_keeps_the_prefix_once_and_checks_paths() {
+        let mut b = Layout::builder(16, Some("album")).unwrap();
+        b.push(["a"], 5, false).push(["sub", "b"], 7, false);
+        let l = b.build().unwrap();
+        assert_eq!(l.path(0).collect::<Vec<_>>(), vec!["album", "a"]);
+        assert_eq!(l.path(1).collect::<Vec<_>>(), vec!["album", "sub", "b"]);
+        assert_eq!(l.path(2).count(), 0);
+        assert_eq!(l.arena, "asubb");
+        // "sub" is a directory of another file: refused, whatever the order.
+        let mut b = Layout::builder(16, Some("album")).unwrap();
+        b.push(["sub", "b"], 7, false)
+            .push(["x"], 1, false)
+            .push(["sub"], 1, false);
+        assert_eq!(b.build(), Err(LayoutError::DuplicatePath { index: 2 }));
+        // The prefix alone is not a file; bad prefixes and components are refused.
+        let mut b = Layout::builder(16, Some("album")).unwrap();
+        b.push([], 1, false);
+        assert!(matches!(
+            b.build(),
+            Err(LayoutError::BadPath {
+                index: 0,
+                reason: PathError::NoComponents
+            })
+        ));
+        assert!(Layout::builder(16, Some("..")).is_err());
+        let mut b = Layout::builder(16, None).unwrap();
+        b.push(["ok"], 1, false).push(["a/b"], 1, false);
+        assert!(matches!(
+            b.build(),
+            Err(LayoutError::BadPath { index: 1, .. })
+        ));
     }
 
     #[test]

@@ -128,7 +128,8 @@ pub fn file_stamps(storage: &Storage) -> Vec<Option<FileStamp>> {
                 return None;
             }
             let path = storage.file_path(i).ok().flatten()?;
-            std::fs::metadata(path).ok().map(|m| stamp_of(&m))
+            // Not following links: storage refuses them, so their target says nothing.
+            std::fs::symlink_metadata(path).ok().map(|m| stamp_of(&m))
         })
         .collect()
 }

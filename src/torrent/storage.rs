@@ -5,8 +5,17 @@
 //! - **Disk**: files under the download directory. Files are created lazily on their first
 //!   write, sized with `set_len` (sparse on filesystems that support it), parent
 //!   directories created as needed. Every path is rebuilt from validated components and
-//!   re-checked here (no `..`, separators, empty or drive components), so nothing outside
-//!   the download directory is ever touched. Open handles sit in a small LRU cache and
+//!   re-checked here (no `..`, separators, empty or drive components), and no symbolic
+//!   link below the download directory is ever followed ([`open_beneath`]: one `openat`
+//!   per component with `O_NOFOLLOW`, so a link swapped in between two checks cannot
+//!   redirect us either), so nothing outside the download directory is ever touched —
+//!   not even read. The download directory itself may be a link: the user chose it.
+//!   With a file selection ([`DiskOptions::selected`]) only selected files are created:
+//!   the bytes of unselected files that share a piece with a selected file (the boundary
+//!   pieces, which must be downloaded whole to be verified) go to one hidden *parts file*
+//!   in the download directory ([`parts_file_name`]), where they are read back for
+//!   verification, rechecks and seeding. See docs/architecture.md ("File selection").
+//!   Open handles sit in a small LRU cache and
 //!   I/O is positional (`pread`/`pwrite`), so several blocking threads can share one
 //!   `Storage`.
 //! - **Memory**: for simulations. `sparse` keeps written bytes per file; `generated` holds
@@ -14,7 +23,8 @@
 //!   were written and which did not match, so a thousand simulated leechers need almost no
 //!   RAM while corrupt blocks still fail their piece's SHA-1.
 //!
-//! BEP 47 padding files are never written; reading them yields zeros. All methods are
+//! BEP 47 padding files are never written; reading them yields zeros. BEP 47 `x` files get
+//! execute permission (where they have read permission) when opened for writing. All methods are
 //! blocking: call them from `tokio::task::spawn_blocking` (see [`super::verify`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +58,10 @@ pub enum StorageError {
     OutOfRange { piece: u32, offset: u32, len: u32 },
     #[error("unsafe file path: {0}")]
     UnsafePath(#[from] PathError),
+    #[error("{} is a symbolic link; refusing to write through it or read it", path.display())]
+    Symlink { path: PathBuf },
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
     #[error("storage is read-only")]
     ReadOnly,
     #[error("{got} piece hashes for {expected} pieces")]
@@ -91,8 +105,59 @@ enum Backend {
 
 struct DiskStore {
     root: PathBuf,
+    /// Per file: create and write it? Empty: every file.
+    selected: Vec<bool>,
+    /// Where unselected files' bytes of boundary pieces go (only with a selection).
+    parts: Option<Parts>,
+    /// Per file: BEP 47 executable (empty: none).
+    executable: Vec<bool>,
+    /// Keys are file indexes, and [`PARTS`] for the parts file.
     cache: Mutex<LruCache<usize, Handle>>,
     dirty: Mutex<BTreeSet<usize>>,
+}
+
+/// Cache / dirty-set key of the parts file (no file index is this large).
+const PARTS: usize = usize::MAX;
+
+/// The parts file: a piece that touches two or more files (with data, padding aside) has
+/// a slot of `piece length` bytes, numbered by the piece's rank among such pieces, and
+/// bytes of unselected files sit in the slot at their offset inside the piece. The slots
+/// depend on the layout only, not on the selection, so a parts file stays valid when a
+/// later run selects other files. At most one slot per file, so the file is at most
+/// `files × piece length` bytes, and sparse: only the bytes written take disk space.
+struct Parts {
+    /// One component: the name in the download directory.
+    rel: [String; 1],
+    /// Pieces with a slot, ascending.
+    slots: Vec<u32>,
+}
+
+/// Settings of the disk back end beyond the layout ([`Storage::disk_with`]).
+#[derive(Clone, Debug, Default)]
+pub struct DiskOptions {
+    /// Per file (layout order): download it? Empty, or all true: every file, no parts file.
+    /// Missing entries count as selected.
+    pub selected: Vec<bool>,
+    /// Name of the parts file in the download directory (see [`parts_file_name`]); used
+    /// only when some file is unselected.
+    pub parts_name: String,
+    /// Per file: BEP 47 `attr` has `x`. Such files get execute permission wherever they
+    /// have read permission when opened for writing. Empty: none.
+    pub executable: Vec<bool>,
+}
+
+/// Name of the parts file of a torrent: hidden (leading dot) and named by info-hash, so
+/// two torrents in one directory never share one.
+pub fn parts_file_name(info_hash: &crate::id::InfoHash) -> String {
+    format!(".magnetfetch-{}.parts", info_hash.to_hex())
+}
+
+/// Where a segment's bytes live on disk.
+enum Place {
+    /// In file `key` (a file index, or [`PARTS`]) at this offset.
+    At(usize, u64),
+    /// Nowhere: padding (zeros).
+    Pad,
 }
 
 #[derive(Clone)]
@@ -119,14 +184,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Storage {
     /// Files under `root` (the download directory).
     pub fn disk(layout: Arc<Layout>, root: impl Into<PathBuf>) -> Self {
+        Self::disk_with(layout, root, DiskOptions::default())
+    }
+
+    /// Files under `root`, with a file selection (see [`DiskOptions`]).
+    pub fn disk_with(layout: Arc<Layout>, root: impl Into<PathBuf>, opts: DiskOptions) -> Self {
         let cap = NonZeroUsize::new(HANDLE_CACHE).unwrap_or(NonZeroUsize::MIN);
+        let partial = opts.selected.iter().any(|s| !s);
+        let parts = partial.then(|| Parts {
+            rel: [opts.parts_name],
+            slots: shared_pieces(&layout),
+        });
         Storage {
-            layout,
             backend: Backend::Disk(DiskStore {
                 root: root.into(),
+                selected: if partial { opts.selected } else { Vec::new() },
+                parts,
+                executable: if opts.executable.contains(&true) {
+                    opts.executable
+                } else {
+                    Vec::new()
+                },
                 cache: Mutex::new(LruCache::new(cap)),
                 dirty: Mutex::new(BTreeSet::new()),
             }),
+            layout,
         }
     }
 
@@ -202,12 +284,17 @@ impl Storage {
         for s in segs {
             let n = s.len as usize;
             let chunk = &data[pos..pos + n];
+            let in_piece = offset as u64 + pos as u64;
             pos += n;
             if self.layout.files()[s.file].pad {
                 continue;
             }
             match &self.backend {
-                Backend::Disk(d) => d.write(&self.layout, s.file, s.file_offset, chunk)?,
+                Backend::Disk(d) => {
+                    if let Place::At(key, off) = d.place(&self.layout, piece, in_piece, &s) {
+                        d.write(&self.layout, key, off, chunk)?;
+                    }
+                }
                 Backend::Sparse(m) => {
                     let mut files = lock(m);
                     let flen = self.layout.files()[s.file].length as usize;
@@ -243,7 +330,10 @@ impl Storage {
         let segs = self.segments(piece, 0, len)?;
         let mut rest: &[&[u8]] = blocks;
         let mut head: &[u8] = &[];
+        let mut in_piece = 0u64;
         for s in segs {
+            let seg_start = in_piece;
+            in_piece += s.len;
             // Collect exactly `s.len` bytes of parts from the front of the blocks.
             let mut need = s.len as usize;
             let mut parts: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);
@@ -261,10 +351,9 @@ impl Storage {
                 head = &head[n..];
                 need -= n;
             }
-            if self.layout.files()[s.file].pad {
-                continue;
+            if let Place::At(key, off) = d.place(&self.layout, piece, seg_start, &s) {
+                d.write_vectored(&self.layout, key, off, &mut parts)?;
             }
-            d.write_vectored(&self.layout, s.file, s.file_offset, &mut parts)?;
         }
         Ok(())
     }
@@ -295,13 +384,17 @@ impl Storage {
         for s in segs {
             let n = s.len as usize;
             let out = &mut buf[pos..pos + n];
+            let in_piece = offset as u64 + pos as u64;
             pos += n;
             if self.layout.files()[s.file].pad {
                 out.fill(0);
                 continue;
             }
             match &self.backend {
-                Backend::Disk(d) => d.read(&self.layout, s.file, s.file_offset, out)?,
+                Backend::Disk(d) => match d.place(&self.layout, piece, in_piece, &s) {
+                    Place::At(key, off) => d.read(&self.layout, key, off, out)?,
+                    Place::Pad => out.fill(0),
+                },
                 Backend::Sparse(m) => match lock(m).get(&s.file) {
                     Some(f) => {
                         let off = s.file_offset as usize;
@@ -336,14 +429,52 @@ impl Storage {
 }
 
 impl DiskStore {
-    fn path(&self, layout: &Layout, i: usize) -> Result<PathBuf, StorageError> {
+    /// Where the bytes of segment `s`, `in_piece` bytes into `piece`, live: their file, or
+    /// the parts file's slot for the piece when the file is unselected. A piece inside
+    /// unselected files only has no slot; the picker never downloads one, and should its
+    /// bytes arrive anyway they go to their file as without a selection.
+    fn place(&self, layout: &Layout, piece: u32, in_piece: u64, s: &Segment) -> Place {
+        if layout.files()[s.file].pad {
+            return Place::Pad;
+        }
+        if self.selected.get(s.file).copied().unwrap_or(true) {
+            return Place::At(s.file, s.file_offset);
+        }
+        match &self.parts {
+            Some(p) => match p.slots.binary_search(&piece) {
+                Ok(rank) => Place::At(PARTS, rank as u64 * layout.piece_length() + in_piece),
+                Err(_) => Place::At(s.file, s.file_offset),
+            },
+            None => Place::At(s.file, s.file_offset),
+        }
+    }
+
+    /// Path components below the root and the length to allocate for `key`.
+    fn target<'a>(
+        &'a self,
+        layout: &'a Layout,
+        key: usize,
+    ) -> Result<(Vec<&'a str>, u64), StorageError> {
+        if key == PARTS {
+            if let Some(p) = &self.parts {
+                check_path(&p.rel)?;
+                // Grows as slots are written; reads past its end are zeros.
+                return Ok((vec![p.rel[0].as_str()], 0));
+            }
+        }
         let spec = layout
             .files()
-            .get(i)
+            .get(key)
             .ok_or(StorageError::UnsafePath(PathError::NoComponents))?;
-        check_path(&spec.path)?;
+        let rel: Vec<&str> = layout.path(key).collect();
+        check_path(&rel)?;
+        Ok((rel, spec.length))
+    }
+
+    fn path(&self, layout: &Layout, key: usize) -> Result<PathBuf, StorageError> {
+        let (rel, _) = self.target(layout, key)?;
         let mut p = self.root.clone();
-        for c in &spec.path {
+        for c in rel {
             p.push(c);
         }
         Ok(p)
@@ -356,32 +487,33 @@ impl DiskStore {
                 return Ok(h.file.clone());
             }
         }
+        let (rel, want) = self.target(layout, i)?;
         let path = self.path(layout, i)?;
-        let file = if write {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| StorageError::from_io(parent, e))?;
-            }
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| StorageError::from_io(&path, e))?;
-            let want = layout.files()[i].length;
-            let have = f
+        let file = open_beneath(&self.root, &rel, write)?;
+        if write {
+            let meta = file
                 .metadata()
-                .map_err(|e| StorageError::from_io(&path, e))?
-                .len();
+                .map_err(|e| StorageError::from_io(&path, e))?;
+            if self.executable.get(i).copied().unwrap_or(false) {
+                // BEP 47 `x`: execute permission wherever there is read permission
+                // (0644 -> 0755, 0600 -> 0700), so the umask the file was created with
+                // still decides who may run it. Set when the file is first opened for
+                // writing (created or resumed); the data is verified piece by piece.
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode();
+                let want = mode | ((mode & 0o444) >> 2);
+                if want != mode {
+                    file.set_permissions(std::fs::Permissions::from_mode(want))
+                        .map_err(|e| StorageError::from_io(&path, e))?;
+                }
+            }
+            let have = meta.len();
             if have < want {
                 // Sparse allocation; never shrink a longer file we did not create.
-                f.set_len(want)
+                file.set_len(want)
                     .map_err(|e| StorageError::from_io(&path, e))?;
             }
-            f
-        } else {
-            File::open(&path).map_err(|e| StorageError::from_io(&path, e))?
-        };
+        }
         let file = Arc::new(file);
         cache.put(
             i,
@@ -489,6 +621,176 @@ impl DiskStore {
         out[done..].fill(0);
         Ok(())
     }
+}
+
+/// Pieces that touch two or more files with data (padding aside), ascending: the pieces
+/// that can hold bytes of a selected and of an unselected file. At most one per file.
+fn shared_pieces(layout: &Layout) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    let mut prev_last: Option<u32> = None;
+    for (i, f) in layout.files().iter().enumerate() {
+        if f.pad || f.length == 0 {
+            continue;
+        }
+        let r = layout.file_pieces(i);
+        if prev_last == Some(r.start) && out.last() != Some(&r.start) {
+            out.push(r.start);
+        }
+        prev_last = r.end.checked_sub(1);
+    }
+    out
+}
+
+/// Opens (`write`: creates, with missing parent directories) the file `rel` below `root`
+/// without following a symbolic link anywhere below `root`.
+///
+/// Why not `create_dir_all` + `open`: both follow links, so a link planted at `root/name`
+/// (or at a directory on the way) by an earlier download or another user would make us
+/// write through it, outside the download directory. Checking each component with
+/// `symlink_metadata` first would leave a window in which the component can be swapped
+/// for a link. Instead each directory is opened relative to the previous one's descriptor
+/// (`openat` with `O_NOFOLLOW | O_DIRECTORY`, `mkdirat` when missing) and the file itself
+/// with `O_NOFOLLOW`, so what we checked is what we use. `root` itself is opened normally
+/// (created when writing): it is the directory the user named and may be a link.
+/// Anything but a regular file at the end is refused too (a FIFO would block a read
+/// forever; it is opened `O_NONBLOCK` and checked before use).
+pub fn open_beneath(root: &Path, rel: &[&str], write: bool) -> Result<File, StorageError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let (name, dirs) = rel
+        .split_last()
+        .ok_or(StorageError::UnsafePath(PathError::NoComponents))?;
+    if write {
+        std::fs::create_dir_all(root).map_err(|e| StorageError::from_io(root, e))?;
+    }
+    let mut dir: std::os::fd::OwnedFd = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(root)
+        .map_err(|e| StorageError::from_io(root, e))?
+        .into();
+    let mut path = root.to_path_buf();
+    for c in dirs {
+        path.push(c);
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        let next = match openat(dir.as_fd(), c, flags, 0) {
+            Err(e) if write && e.kind() == io::ErrorKind::NotFound => {
+                mkdirat(dir.as_fd(), c)
+                    .or_else(|e| {
+                        // Created meanwhile by another thread of ours: fine.
+                        if e.kind() == io::ErrorKind::AlreadyExists {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|e| StorageError::from_io(&path, e))?;
+                openat(dir.as_fd(), c, flags, 0)
+            }
+            r => r,
+        };
+        dir = next.map_err(|e| refusal(dir.as_fd(), c, &path, e))?;
+    }
+    path.push(name);
+    let flags = libc::O_NOFOLLOW
+        | libc::O_NONBLOCK
+        | if write {
+            libc::O_RDWR | libc::O_CREAT
+        } else {
+            libc::O_RDONLY
+        };
+    let fd = openat(dir.as_fd(), name, flags, 0o666)
+        .map_err(|e| refusal(dir.as_fd(), name, &path, e))?;
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| StorageError::from_io(&path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(StorageError::NotAFile { path });
+    }
+    // Regular files ignore O_NONBLOCK, but clear it so the descriptor is plain.
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    unsafe {
+        let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
+/// The error for a failed `openat` of `name` in `dir`: [`StorageError::Symlink`] when a
+/// link is in the way (`O_NOFOLLOW` reports `ELOOP`, or `ENOTDIR` with `O_DIRECTORY`).
+fn refusal(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    path: &Path,
+    e: io::Error,
+) -> StorageError {
+    let maybe_link = matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR));
+    if maybe_link && is_symlink_at(dir, name) {
+        return StorageError::Symlink {
+            path: path.to_path_buf(),
+        };
+    }
+    StorageError::from_io(path, e)
+}
+
+fn c_name(name: &str) -> io::Result<std::ffi::CString> {
+    // Components were checked (no NUL), so this only fails on a bug elsewhere.
+    std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn openat(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+    flags: libc::c_int,
+    mode: libc::c_uint,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = c_name(name)?;
+    loop {
+        // SAFETY: `c` is a NUL-terminated string alive for the call; `dir` is an open
+        // descriptor borrowed for the call. A non-negative result is a new descriptor
+        // that nothing else owns.
+        let fd =
+            unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+        if fd >= 0 {
+            return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn mkdirat(dir: std::os::fd::BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = c_name(name)?;
+    // SAFETY: as in `openat`.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o777) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn is_symlink_at(dir: std::os::fd::BorrowedFd<'_>, name: &str) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(c) = c_name(name) else { return false };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is written by fstatat before being read (only on success).
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    r == 0 && unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFLNK
 }
 
 impl GenStore {
