@@ -225,6 +225,9 @@ async fn setup(
     have: &Bitfield,
     our_port: Option<u16>,
 ) -> Result<Option<ExtHandshake>, PeerError> {
+    // What the peer sent before we knew the piece count (a handed-over connection) and
+    // whatever arrives while we wait for its extended handshake is checked at once.
+    conn.set_piece_count(ctx.num_pieces)?;
     let mut ours = ExtHandshake::ours(our_port, Some(ctx.info.len() as u64), Some(conn.addr.ip()));
     if ctx.private {
         ours.m.remove(UT_PEX);
