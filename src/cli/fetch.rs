@@ -209,6 +209,8 @@ async fn fetch(args: Args, source: Source) -> i32 {
     if let Some(d) = session.dht() {
         let _ = d.save_state().await;
     }
+    // QUIC peers learn we are gone now, not after their idle timeout (bounded, 200 ms).
+    session.shutdown().await;
     let last = prog.borrow().clone();
     match result {
         Ok(out) if out.summary.complete => {

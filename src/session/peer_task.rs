@@ -184,7 +184,7 @@ pub async fn run_peer(
         their_pex,
         owed: owed.clone(),
     };
-    let writer_task = tokio::spawn(write_loop(
+    let mut writer_task = tokio::spawn(write_loop(
         writer,
         ctx.clone(),
         cmd_rx,
@@ -192,7 +192,18 @@ pub async fn run_peer(
         st,
         up_pending.clone(),
     ));
-    let why = read_loop(reader, pending, &ctx, up_tx, &ev_tx, &owed, &up_pending).await;
+    // The connection ends with whichever half ends first. The writer ends on `Close` (the
+    // actor dropped the peer, or the torrent stopped) and on a write error; the reader alone
+    // held the connection open until the peer next sent something it forwards, which a
+    // peer waiting for blocks (or sending only keep-alives) never does: a dropped peer stayed
+    // connected, and over QUIC it went on counting us as a peer.
+    let why = tokio::select! {
+        why = read_loop(reader, pending, &ctx, up_tx, &ev_tx, &owed, &up_pending) => why,
+        w = &mut writer_task => match w {
+            Ok(Err(e)) => e,
+            _ => PeerError::Closed,
+        },
+    };
     writer_task.abort();
     let _ = ev_tx.send((key, PeerEvent::Closed(why))).await;
 }
