@@ -4,7 +4,9 @@
 //!   QUIC by default (`transport_bytes.quic` ≈ file size) and over TCP with `--transport tcp`;
 //! - a libtorrent leecher in the same swarm still downloads from our seed (over TCP) while
 //!   our own leecher uses QUIC. Skips loudly without libtorrent, fails under
-//!   `MAGNETFETCH_REQUIRE_INTEROP=1`.
+//!   `MAGNETFETCH_REQUIRE_INTEROP=1`;
+//! - a `magnetfetch seed` that quits on Ctrl-C mid-transfer is dropped by its QUIC leecher
+//!   at once (issue 20), not after the 60 s QUIC idle timeout.
 
 mod common;
 
@@ -250,4 +252,105 @@ fn libtorrent_in_the_same_swarm_uses_tcp() {
     });
     assert_eq!(v["done"], true, "libtorrent did not finish: {line}");
     assert_eq!(v["sha256"].as_str().unwrap(), common::sha256_file(&file));
+}
+
+/// Issue 20: `magnetfetch seed --transport quic` serving a leecher (our library session,
+/// QUIC only) gets Ctrl-C mid-transfer and exits. The leecher must stop counting it at
+/// once: before, the exiting process never sent CONNECTION_CLOSE and the leecher counted
+/// it until its 60 s QUIC idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeder_that_quits_is_dropped_by_its_quic_leecher_at_once() {
+    use magnetfetch::magnet::{Magnet, PeerAddr};
+    use magnetfetch::net::Net;
+    use magnetfetch::quic::{DialConfig, TransportMode};
+    use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quit.bin");
+    std::fs::write(&file, data(8 << 20, 11)).unwrap();
+    let seeder_addr: std::net::SocketAddr = "127.0.0.105:17105".parse().unwrap();
+    let mut seeder = Guard(
+        Command::new(BIN)
+            .arg("seed")
+            .arg(&file)
+            .args([
+                "--bind",
+                "127.0.0.105:17105",
+                "--no-dht",
+                "--transport",
+                "quic",
+            ])
+            // Slow enough that the leecher is mid-transfer when the seeder quits.
+            .args(["--max-up-rate", "1M", "-q", "--state-dir"])
+            .arg(dir.path().join("s"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start magnetfetch seed"),
+    );
+    let mut line = String::new();
+    BufReader::new(seeder.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut magnet = Magnet::parse(line.trim()).expect("magnet link");
+    magnet.peers = vec![PeerAddr::Ip(seeder_addr)];
+
+    let leecher = Session::start(SessionConfig {
+        net: Net::Tokio,
+        listen: Some("127.0.0.106:0".parse().unwrap()),
+        rng_seed: Some(1),
+        blocking_io: true,
+        dht: None,
+        trackers: None,
+        transport: DialConfig {
+            mode: TransportMode::Quic,
+            ..Default::default()
+        },
+    })
+    .await
+    .unwrap();
+    let handle = leecher.add(AddTorrent::new(Source::Magnet(magnet), StorageSpec::Memory));
+    let mut p = handle.progress();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let pr = p.borrow_and_update().clone();
+            if pr.peers == 1 && pr.transport_bytes.quic > 0 {
+                assert!(
+                    pr.verified < pr.total || pr.total == 0,
+                    "finished too early"
+                );
+                return;
+            }
+            p.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the leecher never downloaded from the seeder over QUIC");
+
+    let t0 = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child's pid; SIGINT is what Ctrl-C sends.
+    unsafe {
+        libc::kill(seeder.0.id() as libc::pid_t, libc::SIGINT);
+    }
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if p.borrow_and_update().peers == 0 {
+                return;
+            }
+            p.changed().await.unwrap();
+        }
+    })
+    .await;
+    let after = t0.elapsed();
+    let exited = seeder.0.wait().unwrap();
+    eprintln!("seeder quit ({exited}); the leecher dropped it after {after:?}");
+    handle.stop();
+    assert!(
+        gone.is_ok(),
+        "the leecher still counts the seeder after {after:?}"
+    );
+    assert!(
+        after < Duration::from_secs(3),
+        "dropped only after {after:?}"
+    );
 }

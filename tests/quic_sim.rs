@@ -230,6 +230,88 @@ async fn sim_scenario_over_tcp_counts_tcp() {
     assert!(r.transport_bytes.tcp >= 4 << 20, "{:?}", r.transport_bytes);
 }
 
+/// Issue 20: a seeder that quits mid-transfer (`magnetfetch seed` on Ctrl-C: stop the
+/// torrent, shut the session down, exit) is dropped by its QUIC leecher at once. Before,
+/// nothing told the leecher (no kernel closes a QUIC connection for a dead process) and it
+/// counted the seeder until its 60 s idle timeout. Now the stopped torrent's peer tasks end
+/// (their writer's end ends the connection), each dropped stream resets its send half and
+/// closes the connection once the data in flight is acknowledged, and `Session::shutdown`
+/// waits (≤ 0.5 s) for that and closes what is left.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn stopped_seeder_is_dropped_by_its_quic_leecher_at_once() {
+    let l = Link {
+        latency: Duration::from_millis(20),
+        loss: 0.0,
+        // 4 MiB at 256 KiB/s: the leecher is mid-download when the seeder stops.
+        rate: Some(256 << 10),
+    };
+    let net = simnet::Network::new(7);
+    let sc = Scenario {
+        size: 4 << 20,
+        piece_length: 64 << 10,
+        ..Scenario::default()
+    };
+    let meta = make_metainfo(&sc).unwrap();
+    let seeder = session(&net, 0, &l, TransportMode::Quic).await;
+    let mut seeding = seeder.add(common::sim_seeding(&meta, sc.seed));
+    let leecher = session(&net, 1, &l, TransportMode::Quic).await;
+    let mut magnet = Magnet::new(meta.info_hash);
+    magnet.peers = vec![PeerAddr::Ip(SocketAddr::new(ip(0), PORT))];
+    let mut add = AddTorrent::new(
+        Source::Magnet(magnet),
+        StorageSpec::Generated {
+            seed: sc.seed,
+            complete: false,
+        },
+    );
+    add.swarm.blocking_io = false;
+    let leeching = leecher.add(add);
+    let mut p = leeching.progress();
+    let downloading = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let pr = p.borrow_and_update().clone();
+            if pr.peers == 1 && pr.verified > 0 && pr.transport_bytes.quic > 0 {
+                return pr;
+            }
+            p.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the leecher never downloaded from the seeder");
+    assert!(
+        downloading.verified < downloading.total,
+        "finished too early"
+    );
+    let t0 = tokio::time::Instant::now();
+    // What `magnetfetch seed` does on Ctrl-C, then the process exits: its host goes down
+    // (packets to it are dropped, it sends nothing more).
+    seeding.stop();
+    seeding.join().await.unwrap();
+    seeder.shutdown().await;
+    drop(seeder);
+    net.host(ip(0)).unwrap().down();
+    let gone = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            if p.borrow_and_update().peers == 0 {
+                return;
+            }
+            p.changed().await.unwrap();
+        }
+    })
+    .await;
+    let after = t0.elapsed();
+    eprintln!("stopped QUIC seeder dropped by the leecher after {after:?}");
+    assert!(
+        gone.is_ok(),
+        "the leecher still counts the seeder after {after:?}"
+    );
+    assert!(
+        after <= Duration::from_secs(2),
+        "dropped only after {after:?}"
+    );
+    leeching.stop();
+}
+
 fn mode_name(m: TransportMode) -> &'static str {
     m.as_str()
 }

@@ -262,3 +262,129 @@ async fn torrents_dir_is_served_with_index() {
     assert_eq!(get("/..%2Fx.torrent").await.status, 404);
     assert_eq!(get("/junk.torrent").await.status, 404);
 }
+
+/// Slowloris attackers: `n` connections spread over `sources`, each sending a request head
+/// one byte every 100 ms that never ends, and coming back when closed. Dropping the handle
+/// stops them.
+struct Slowloris(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Slowloris {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+fn slowloris(target: SocketAddr, sources: &[std::net::Ipv4Addr], n: usize) -> Slowloris {
+    use tokio::io::AsyncWriteExt;
+    Slowloris(
+        (0..n)
+            .map(|i| {
+                let src = sources[i % sources.len()];
+                tokio::spawn(async move {
+                    loop {
+                        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                        sock.bind(SocketAddr::new(src.into(), 0)).unwrap();
+                        let since = std::time::Instant::now();
+                        if let Ok(mut c) = sock.connect(target).await {
+                            let mut open = c.write_all(b"GET /announce?info_hash=").await.is_ok();
+                            while open {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                open = c.write_all(b"a").await.is_ok();
+                            }
+                        }
+                        // A closed attacker comes back at once, but not in a busy loop when
+                        // it is turned away on arrival (2 cores).
+                        if since.elapsed() < Duration::from_secs(1) {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Waits (at most 5 s) until the server holds `n` HTTP connections: the attack took hold.
+async fn attack_holds(s: &TrackerServer, n: usize) {
+    let t = std::time::Instant::now();
+    while s.http_connections() < n && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Attackers turned away keep coming back meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// The longest of 10 announces from 127.0.0.1 (each must succeed within 2 s).
+async fn worst_announce(http: SocketAddr) -> Duration {
+    let c = TrackerClient::new(
+        Net::Tokio,
+        ClientConfig {
+            http_timeout: Duration::from_secs(2),
+            bind_ip: Some("127.0.0.1".parse().unwrap()),
+            seed: 1,
+            ..ClientConfig::default()
+        },
+    );
+    let url = format!("http://{http}/announce");
+    let mut worst = Duration::ZERO;
+    for i in 0..10u8 {
+        let t = std::time::Instant::now();
+        let r = c
+            .announce(&url, &req(Id20([9; 20]), i, 2000 + u16::from(i), 0))
+            .await;
+        let took = t.elapsed();
+        assert!(r.is_ok(), "announce {i} under attack: {r:?} after {took:?}");
+        worst = worst.max(took);
+    }
+    worst
+}
+
+/// Slowloris (issue 20): 500 connections from four other loopback addresses
+/// (127.0.0.2–127.0.0.5). Announces from 127.0.0.1 must still be answered at once: the
+/// per-address cap keeps the four attackers to 4 × 32 of the 256 slots. Before the cap they
+/// held every slot for the whole 10 s head timeout and an announce waited ~9 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_answered_under_slowloris() {
+    let s = server(60, None).await;
+    let http = s.http_addr.unwrap();
+    let sources: Vec<std::net::Ipv4Addr> = (2..6).map(|i| [127, 0, 0, i].into()).collect();
+    let attack = slowloris(http, &sources, 500);
+    attack_holds(&s, 4 * 32).await;
+    let worst = worst_announce(http).await;
+    let conns = s.http_connections();
+    drop(attack);
+    eprintln!("slowloris: worst announce {worst:?}, {conns} connections held by the server");
+    assert!(
+        worst < Duration::from_millis(100),
+        "worst announce {worst:?}"
+    );
+    // The attack was real: the attackers held every slot the cap allows them.
+    assert!(conns >= 4 * 32, "only {conns} connections held");
+    assert!(
+        conns <= 4 * 32 + 1,
+        "{conns} connections: per-address cap not applied"
+    );
+}
+
+/// The same with 300 connections from 30 addresses, 10 each: under the per-address cap, they
+/// fill all 256 slots. A new connection then evicts the oldest one still sending its head
+/// from the busiest address, so announces are still answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_answered_when_slowloris_fills_every_slot() {
+    let s = server(60, None).await;
+    let http = s.http_addr.unwrap();
+    let sources: Vec<std::net::Ipv4Addr> = (1..31).map(|i| [127, 0, 1, i].into()).collect();
+    let attack = slowloris(http, &sources, 300);
+    attack_holds(&s, 256).await;
+    let full = s.http_connections();
+    let worst = worst_announce(http).await;
+    drop(attack);
+    eprintln!("slowloris from 30 addresses: worst announce {worst:?}, {full} connections held");
+    assert_eq!(full, 256, "the attack did not fill the table");
+    assert!(
+        worst < Duration::from_millis(100),
+        "worst announce {worst:?}"
+    );
+}

@@ -304,6 +304,8 @@ async fn fetch_all(args: Args, inputs: Vec<String>) -> i32 {
     if let Some(d) = session.dht() {
         let _ = d.save_state().await;
     }
+    // QUIC peers learn we are gone now, not after their idle timeout (bounded).
+    session.shutdown().await;
     if codes.contains(&130) {
         130
     } else if failed > 0 || codes.iter().any(|&c| c != 0) {

@@ -183,6 +183,8 @@ async fn seed(args: Args) -> i32 {
     if let Some(d) = session.dht() {
         let _ = d.save_state().await;
     }
+    // QUIC peers learn we are gone now, not after their idle timeout (bounded, 200 ms).
+    session.shutdown().await;
     match result {
         Ok(out) => {
             if display.is_json() {

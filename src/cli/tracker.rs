@@ -31,6 +31,14 @@ pub struct TrackerArgs {
     /// Requests per second allowed per source IP (0 = unlimited).
     #[arg(long, value_name = "N", default_value_t = 20.0)]
     pub per_ip_rate: f64,
+    /// HTTP connections open at once; when all are taken, the oldest one still sending its
+    /// request from the busiest address is closed to make room.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_conns: u32,
+    /// HTTP connections open at once from one IP address (IPv6: one /64); more are closed on
+    /// arrival.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_conns_per_ip: u32,
 }
 
 /// Parses an allow-list file: one hex info-hash per line; blank lines and `#` comments skipped.
@@ -108,7 +116,8 @@ pub fn run(args: TrackerArgs) -> i32 {
             // The connection-id key must be unpredictable to remote hosts.
             conn_key: rand::random(),
             seed: rand::random(),
-            ..ServerConfig::default()
+            max_http_conns: args.max_http_conns as usize,
+            max_http_conns_per_ip: args.max_http_conns_per_ip as usize,
         };
         let server = match TrackerServer::start(Net::Tokio, cfg).await {
             Ok(s) => s,

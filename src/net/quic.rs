@@ -29,6 +29,7 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,6 +46,18 @@ use super::{Net, Stream, UdpSocket};
 
 /// ALPN of the BitTorrent peer wire over one QUIC bidirectional stream.
 pub const ALPN: &[u8] = b"magnetfetch-bt/1";
+/// QUIC application error code (RFC 9000, CONNECTION_CLOSE): the peer wire on this
+/// connection ended (BEP 3 has no goodbye message; closing tells the peer at once).
+pub const CLOSE_PEER_WIRE: u32 = 0;
+/// QUIC application error code: the node is shutting down ([`QuicEndpoint::shutdown`]).
+pub const CLOSE_SHUTDOWN: u32 = 1;
+/// Longest a dropped [`QuicStream`] waits for its data in flight to be acknowledged before
+/// it closes the connection (see [`QuicStream`]'s `Drop`).
+pub const CLOSE_DRAIN_MAX: Duration = Duration::from_millis(500);
+/// Longest [`QuicEndpoint::shutdown`] waits for dropped streams to close their connections.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_millis(300);
+/// Longest [`QuicEndpoint::shutdown`] then waits for the close frames to go out.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_millis(200);
 /// Server name the client asks for (certificates are not checked; any name works).
 const SERVER_NAME: &str = "magnetfetch";
 /// KRPC datagrams queued for the DHT at most; beyond it they are dropped, like a full
@@ -336,6 +349,9 @@ impl AsyncUdpSocket for QuicSocket {
 pub struct QuicEndpoint {
     ep: quinn::Endpoint,
     local: SocketAddr,
+    /// Peer-wire streams whose connection is not closed yet (open, or closing after their
+    /// drop): [`QuicEndpoint::shutdown`] lets them finish first.
+    unclosed: Arc<AtomicUsize>,
 }
 
 fn tls_err(e: impl fmt::Display) -> io::Error {
@@ -477,7 +493,11 @@ impl QuicEndpoint {
             Arc::new(quinn::TokioRuntime),
         )?;
         ep.set_default_client_config(client);
-        Ok(QuicEndpoint { ep, local })
+        Ok(QuicEndpoint {
+            ep,
+            local,
+            unclosed: Arc::default(),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -495,12 +515,13 @@ impl QuicEndpoint {
             .await
             .map_err(io::Error::other)?;
         let (send, recv) = conn.open_bi().await.map_err(io::Error::other)?;
-        Ok(Stream::Quic(Box::new(QuicStream {
+        Ok(Stream::Quic(Box::new(QuicStream::new(
             conn,
             send,
             recv,
-            local: self.local,
-        })))
+            self.local,
+            &self.unclosed,
+        ))))
     }
 
     /// Next incoming connection attempt; `None` once the endpoint is closed.
@@ -509,12 +530,31 @@ impl QuicEndpoint {
         Some(QuicIncoming {
             inc,
             local: self.local,
+            unclosed: self.unclosed.clone(),
         })
     }
 
-    /// Closes every connection at once.
+    /// Closes every connection at once (CONNECTION_CLOSE with [`CLOSE_SHUTDOWN`]); the
+    /// close frames go out only while the endpoint's driver task runs.
     pub fn close(&self) {
-        self.ep.close(quinn::VarInt::from_u32(0), b"bye");
+        self.ep
+            .close(quinn::VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
+    }
+
+    /// Closes every connection before the process exits, so that peers learn of it now: a
+    /// process that exits without this leaves its QUIC peers to find out by their idle
+    /// timeout (60 s), counting it as a peer all that time (unlike TCP, no kernel closes a
+    /// QUIC connection for a dead process). First waits (at most [`SHUTDOWN_DRAIN`]) for
+    /// the peer-wire streams already dropped to close their connections gracefully (see
+    /// [`QuicStream`]), then closes the rest with [`CLOSE_SHUTDOWN`] and waits (at most
+    /// [`SHUTDOWN_WAIT`]) for the close frames to go out.
+    pub async fn shutdown(&self) {
+        let drained = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
+        while self.unclosed.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < drained {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.close();
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, self.ep.wait_idle()).await;
     }
 }
 
@@ -522,6 +562,7 @@ impl QuicEndpoint {
 pub struct QuicIncoming {
     inc: quinn::Incoming,
     local: SocketAddr,
+    unclosed: Arc<AtomicUsize>,
 }
 
 impl QuicIncoming {
@@ -541,23 +582,34 @@ impl QuicIncoming {
             .map_err(io::Error::other)?;
         let (send, recv) = conn.accept_bi().await.map_err(io::Error::other)?;
         Ok((
-            Stream::Quic(Box::new(QuicStream {
+            Stream::Quic(Box::new(QuicStream::new(
                 conn,
                 send,
                 recv,
-                local: self.local,
-            })),
+                self.local,
+                &self.unclosed,
+            ))),
             addr,
         ))
     }
 }
 
 /// The peer wire's byte stream over QUIC: one bidirectional stream of one connection.
+///
+/// Dropping it ends the connection (the peer wire has no graceful end), in two steps. The
+/// send half is reset at once: the unsent rest of the stream is discarded and the peer's
+/// read fails as soon as the RESET_STREAM arrives. The connection is closed a moment later
+/// (two round trips, at most [`CLOSE_DRAIN_MAX`]), once the data in flight is
+/// acknowledged: quinn 0.11.19 does not send CONNECTION_CLOSE while the congestion window
+/// is full and stream data is pending, and a closed connection processes no more ACKs, so
+/// a connection closed mid-transfer never told the peer, which counted us until its 60 s
+/// idle timeout (quinn issue 2785, fixed after that release).
 pub struct QuicStream {
     conn: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     local: SocketAddr,
+    unclosed: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for QuicStream {
@@ -569,6 +621,23 @@ impl fmt::Debug for QuicStream {
 }
 
 impl QuicStream {
+    fn new(
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        local: SocketAddr,
+        unclosed: &Arc<AtomicUsize>,
+    ) -> Self {
+        unclosed.fetch_add(1, Ordering::Relaxed);
+        QuicStream {
+            conn,
+            send,
+            recv,
+            local,
+            unclosed: unclosed.clone(),
+        }
+    }
+
     pub fn peer_addr(&self) -> SocketAddr {
         self.conn.remote_address()
     }
@@ -578,10 +647,17 @@ impl QuicStream {
     }
 }
 
+/// Closes `conn` once the data it has in flight is acknowledged (see [`QuicStream`]).
+async fn close_when_drained(conn: quinn::Connection, unclosed: Arc<AtomicUsize>) {
+    let wait = (conn.rtt() * 2 + Duration::from_millis(10)).min(CLOSE_DRAIN_MAX);
+    // The peer may close first.
+    let _ = tokio::time::timeout(wait, conn.closed()).await;
+    conn.close(quinn::VarInt::from_u32(CLOSE_PEER_WIRE), b"closed");
+    unclosed.fetch_sub(1, Ordering::Relaxed);
+}
+
 impl Drop for QuicStream {
     fn drop(&mut self) {
-        // The peer wire has no graceful end: closing the connection tells the peer at once
-        // instead of after the idle timeout.
         // Connection statistics for measurements (`RUST_LOG=magnetfetch::net::quic=debug`).
         if tracing::enabled!(tracing::Level::DEBUG) {
             let s = self.conn.stats();
@@ -597,7 +673,19 @@ impl Drop for QuicStream {
                 "QUIC connection closed"
             );
         }
-        self.conn.close(quinn::VarInt::from_u32(0), b"closed");
+        let code = quinn::VarInt::from_u32(CLOSE_PEER_WIRE);
+        let _ = self.send.reset(code);
+        let (conn, unclosed) = (self.conn.clone(), self.unclosed.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(close_when_drained(conn, unclosed));
+            }
+            // No runtime (its shutdown drops us): close now, as well as quinn can.
+            Err(_) => {
+                conn.close(code, b"closed");
+                unclosed.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 

@@ -341,6 +341,9 @@ pub struct PeerConn {
     /// The peer's extended handshake when it was exchanged already: a connection handed
     /// over by the metadata fetch (see [`HandedConn`]).
     ext_done: Option<ExtHandshake>,
+    /// The torrent's piece count once known ([`PeerConn::set_piece_count`]): messages are
+    /// then checked as they arrive, even while kept for later.
+    piece_count: Option<u32>,
 }
 
 async fn read_exact_timed(s: &mut Stream, buf: &mut [u8], t: Duration) -> Result<(), PeerError> {
@@ -375,6 +378,7 @@ impl PeerConn {
             },
             pending: VecDeque::new(),
             ext_done: None,
+            piece_count: None,
         }
     }
 
@@ -454,8 +458,23 @@ impl PeerConn {
         self.remote.reserved.extension_protocol()
     }
 
+    /// The torrent has `n` pieces: checks the messages already kept (a connection handed
+    /// over by the metadata fetch, which could not check them) and from now on every one
+    /// [`PeerConn::exchange_ext_handshake`] keeps, with [`crate::peer::validate`]. BEP 3: a
+    /// bitfield of the wrong length or with spare bits set drops the connection; checking
+    /// only once the message is handed on left such a peer connected for the whole wait
+    /// for its extended handshake (10 s).
+    pub fn set_piece_count(&mut self, n: u32) -> Result<(), PeerError> {
+        self.piece_count = Some(n);
+        self.pending
+            .iter()
+            .try_for_each(|m| crate::peer::validate(m, n))
+    }
+
     /// Sends our extended handshake and waits (bounded) for the peer's. Other messages
-    /// received meanwhile are kept (up to [`MAX_PENDING`]) for [`PeerConn::recv`].
+    /// received meanwhile are kept (up to [`MAX_PENDING`]) for [`PeerConn::recv`]; with a
+    /// piece count set ([`PeerConn::set_piece_count`]) an invalid one ends the wait with
+    /// its error.
     pub async fn exchange_ext_handshake(
         &mut self,
         ours: &ExtHandshake,
@@ -478,6 +497,9 @@ impl PeerConn {
                     payload,
                 } => return ExtHandshake::decode(&payload),
                 other => {
+                    if let Some(n) = self.piece_count {
+                        crate::peer::validate(&other, n)?;
+                    }
                     if self.pending.len() >= MAX_PENDING {
                         return Err(PeerError::BadExtension("no extended handshake"));
                     }

@@ -93,6 +93,8 @@ async fn run(mut conn: PeerConn, ctx: &Courtesy) -> Result<(), PeerError> {
     if !conn.extensions() {
         return Ok(());
     }
+    // A bad bitfield (BEP 3) ends the courtesy as it arrives, like on any other connection.
+    conn.set_piece_count(ctx.have.len())?;
     let mut ours = ExtHandshake::ours(
         ctx.our_port,
         Some(ctx.info.len() as u64),

@@ -184,7 +184,7 @@ pub async fn run_peer(
         their_pex,
         owed: owed.clone(),
     };
-    let writer_task = tokio::spawn(write_loop(
+    let mut writer_task = tokio::spawn(write_loop(
         writer,
         ctx.clone(),
         cmd_rx,
@@ -192,7 +192,18 @@ pub async fn run_peer(
         st,
         up_pending.clone(),
     ));
-    let why = read_loop(reader, pending, &ctx, up_tx, &ev_tx, &owed, &up_pending).await;
+    // The connection ends with whichever half ends first. The writer ends on `Close` (the
+    // actor dropped the peer, or the torrent stopped) and on a write error; the reader alone
+    // held the connection open until the peer next sent something it forwards, which a
+    // peer waiting for blocks (or sending only keep-alives) never does: a dropped peer stayed
+    // connected, and over QUIC it went on counting us as a peer.
+    let why = tokio::select! {
+        why = read_loop(reader, pending, &ctx, up_tx, &ev_tx, &owed, &up_pending) => why,
+        w = &mut writer_task => match w {
+            Ok(Err(e)) => e,
+            _ => PeerError::Closed,
+        },
+    };
     writer_task.abort();
     let _ = ev_tx.send((key, PeerEvent::Closed(why))).await;
 }
@@ -225,6 +236,9 @@ async fn setup(
     have: &Bitfield,
     our_port: Option<u16>,
 ) -> Result<Option<ExtHandshake>, PeerError> {
+    // What the peer sent before we knew the piece count (a handed-over connection) and
+    // whatever arrives while we wait for its extended handshake is checked at once.
+    conn.set_piece_count(ctx.num_pieces)?;
     let mut ours = ExtHandshake::ours(our_port, Some(ctx.info.len() as u64), Some(conn.addr.ip()));
     if ctx.private {
         ours.m.remove(UT_PEX);

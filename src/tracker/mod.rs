@@ -3,10 +3,11 @@
 //! `magnetfetch tracker`.
 //!
 //! Layout follows the "pure cores, thin tasks" rule: [`http_proto`], [`udp_proto`], [`tier`],
-//! [`store`] are plain data and codecs with no I/O; [`client`] and [`server`] are the thin async
+//! [`store`], [`conns`] are plain data and codecs with no I/O; [`client`] and [`server`] are the thin async
 //! layers over [`crate::net::Net`].
 
 pub mod client;
+pub mod conns;
 pub mod http;
 pub mod http_proto;
 pub mod server;

@@ -6,8 +6,15 @@
 //! PRF, far cheaper than the SHA-1 MAC used before), with a key drawn at start: nothing is stored per connect, a spoofed source never sees the
 //! id sent to the real owner of that address, and an id is accepted in its window and the
 //! next one (1 to 2 minutes, BEP 15 asks for at least 1).
+//!
+//! HTTP connections are admitted by [`super::conns::ConnTable`] (slowloris defences): at most
+//! [`ServerConfig::max_http_conns_per_ip`] (32) per source address or IPv6 /64, refused on
+//! arrival beyond it; 10 s to send the request head, 2 s for connections admitted while more
+//! than half of [`ServerConfig::max_http_conns`] (256) are open; accepts never wait for a
+//! slot: when all are taken, the oldest connection still sending its head from the source
+//! with the most connections is closed to make room. A connection gets at most 30 s in all.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -16,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
+use super::conns::{Admit, ConnLimits, ConnTable};
 use super::http::find;
 use super::http_proto::{self, percent_encode};
 use super::siphash::siphash24;
@@ -32,8 +39,11 @@ use crate::net::{Net, Stream, UdpSocket};
 
 /// Largest HTTP request head accepted.
 pub const MAX_REQUEST: usize = 8 * 1024;
-/// Time a client gets to send its request.
+/// Time a client gets to send its request head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client gets to send its request head when it connects while more than half of the
+/// HTTP connection slots are taken (a real client sends its head in one packet).
+pub const PRESSURE_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -43,8 +53,12 @@ pub struct ServerConfig {
     /// Only these info-hashes are tracked when set.
     pub allow: Option<BTreeSet<Id20>>,
     pub store: StoreConfig,
-    /// Most HTTP connections handled at once; further accepts wait.
+    /// Most HTTP connections open at once; when all are taken, a new one replaces the
+    /// oldest still sending its head from the busiest source address.
     pub max_http_conns: usize,
+    /// Most HTTP connections open at once from one IPv4 address or IPv6 /64; more are
+    /// closed on arrival.
+    pub max_http_conns_per_ip: usize,
     /// Secret for UDP connection ids (draw it at random in production).
     pub conn_key: [u8; 16],
     /// Seed for peer sampling.
@@ -60,6 +74,7 @@ impl Default for ServerConfig {
             allow: None,
             store: StoreConfig::default(),
             max_http_conns: 256,
+            max_http_conns_per_ip: 32,
             conn_key: [0; 16],
             seed: 0,
         }
@@ -75,6 +90,39 @@ struct Shared {
     /// Last directory listing and when it was taken: a listing reads every file, so it is
     /// refreshed at most every [`LISTING_TTL`] however many requests arrive.
     listing: tokio::sync::Mutex<Option<(Instant, Arc<Vec<TorrentEntry>>)>>,
+    http: Mutex<HttpConns>,
+}
+
+/// The open HTTP connections and the tasks serving them (to close an evicted one).
+struct HttpConns {
+    table: ConnTable,
+    /// Only for connections in `table`: bounded by it.
+    tasks: HashMap<u64, AbortHandle>,
+}
+
+impl HttpConns {
+    fn new(limits: ConnLimits) -> Self {
+        HttpConns {
+            table: ConnTable::new(limits),
+            tasks: HashMap::new(),
+        }
+    }
+}
+
+/// Frees a connection's slot when its task ends, however it ends (finished, timed out,
+/// evicted and aborted).
+struct Release<'a> {
+    sh: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.sh.http.lock() {
+            c.table.release(self.id);
+            c.tasks.remove(&self.id);
+        }
+    }
 }
 
 /// How long a `--torrents` directory listing is reused.
@@ -165,38 +213,19 @@ impl TrackerServer {
             torrents_dir: cfg.torrents_dir.clone(),
             udp_port: udp_addr.map(|a| a.port()),
             listing: tokio::sync::Mutex::new(None),
+            http: Mutex::new(HttpConns::new(ConnLimits {
+                max_conns: cfg.max_http_conns,
+                per_addr: cfg.max_http_conns_per_ip,
+                head_timeout: REQUEST_TIMEOUT,
+                pressure_timeout: PRESSURE_REQUEST_TIMEOUT,
+            })),
         });
         let mut tasks = Vec::new();
         if let Some(sock) = udp {
             tasks.push(tokio::spawn(udp_loop(sock, shared.clone())));
         }
         if let Some(l) = http {
-            let sem = Arc::new(Semaphore::new(cfg.max_http_conns.max(1)));
-            let sh = shared.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let Ok(permit) = sem.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let (stream, peer) = match l.accept().await {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let sh = sh.clone();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(
-                            REQUEST_TIMEOUT * 3,
-                            handle_http(stream, peer, sh),
-                        )
-                        .await;
-                        drop(permit);
-                    });
-                }
-            }));
+            tasks.push(tokio::spawn(http_accept_loop(l, shared.clone())));
         }
         Ok(TrackerServer {
             http_addr,
@@ -209,6 +238,11 @@ impl TrackerServer {
     /// Current counters for one torrent.
     pub fn stats(&self, h: &Id20) -> ScrapeStats {
         self.shared.stats(h)
+    }
+
+    /// HTTP connections open now.
+    pub fn http_connections(&self) -> usize {
+        self.shared.http.lock().map_or(0, |c| c.table.len())
     }
 
     /// Waits until every task ends (they run until aborted; used by the CLI).
@@ -352,10 +386,70 @@ impl HttpReply {
     }
 }
 
-async fn handle_http(mut stream: Stream, peer: SocketAddr, sh: Arc<Shared>) {
+/// Accepts HTTP connections for as long as the server runs. Never waits for a free slot:
+/// see [`super::conns`] for who is refused or evicted instead.
+async fn http_accept_loop(l: crate::net::Listener, sh: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admitted = sh.http.lock().ok().map(|mut c| {
+            let a = c.table.admit(peer.ip(), Instant::now());
+            let evicted = match &a {
+                Admit::Accept {
+                    evicted: Some(v), ..
+                } => c.tasks.remove(v),
+                _ => None,
+            };
+            (a, evicted)
+        });
+        let Some((
+            Admit::Accept {
+                id, head_deadline, ..
+            },
+            evicted,
+        )) = admitted
+        else {
+            tracing::debug!(%peer, "HTTP connection refused: too many from its address");
+            continue; // dropping the stream closes it
+        };
+        // Outside the lock: the evicted task's slot guard takes it when the task is dropped.
+        if let Some(h) = evicted {
+            h.abort();
+        }
+        let task_sh = sh.clone();
+        let task = tokio::spawn(async move {
+            let _release = Release { sh: &task_sh, id };
+            let _ = tokio::time::timeout(
+                REQUEST_TIMEOUT * 3,
+                handle_http(stream, peer, &task_sh, id, head_deadline),
+            )
+            .await;
+        });
+        if let Ok(mut c) = sh.http.lock() {
+            // A task that has already ended released its slot: nothing to remember.
+            if c.table.contains(id) {
+                c.tasks.insert(id, task.abort_handle());
+            }
+        }
+    }
+}
+
+async fn handle_http(
+    mut stream: Stream,
+    peer: SocketAddr,
+    sh: &Shared,
+    id: u64,
+    head_deadline: Instant,
+) {
     let mut buf = Vec::with_capacity(1024);
     let head_end =
-        match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream, &mut buf)).await {
+        match tokio::time::timeout_at(head_deadline, read_head(&mut stream, &mut buf)).await {
             Ok(Some(e)) => e,
             _ => {
                 let reply = HttpReply {
@@ -367,8 +461,11 @@ async fn handle_http(mut stream: Stream, peer: SocketAddr, sh: Arc<Shared>) {
                 return;
             }
         };
+    if let Ok(mut c) = sh.http.lock() {
+        c.table.head_done(id);
+    }
     let head = &buf[..head_end];
-    let reply = route(head, peer, &sh).await;
+    let reply = route(head, peer, sh).await;
     let head_only = head.starts_with(b"HEAD ");
     let _ = write_reply(&mut stream, reply, head_only).await;
 }
@@ -615,6 +712,7 @@ mod tests {
             torrents_dir: None,
             udp_port: None,
             listing: tokio::sync::Mutex::new(None),
+            http: Mutex::new(HttpConns::new(ConnLimits::default())),
         }
     }
 
