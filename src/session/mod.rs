@@ -701,6 +701,11 @@ async fn discover(
     tokio::pin!(ended);
     let mut backoff = RelookupBackoff::new(DISCOVER_FIRST_RETRY, DISCOVER_RETRY);
     loop {
+        // Our address as the DHT sees it (BEP 42 votes) is ours too: behind a NAT that
+        // forwards our port, it is the one our own announce comes back with.
+        if let (Some(p), Some(ext)) = (port, dht.stats().await.external_addr) {
+            own.learn(SocketAddr::new(ext.ip(), p));
+        }
         let seeding = matches!(progress.borrow().phase, Phase::Seeding);
         let announce = port.map(Some);
         let mut h = dht.lookup(info_hash, announce, seeding).await;
