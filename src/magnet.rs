@@ -355,7 +355,8 @@ fn parse_index(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-fn format_selection(sel: &[RangeInclusive<u32>]) -> String {
+/// A file selection as BEP 53 writes it: `0,2,4-6`.
+pub fn format_selection(sel: &[RangeInclusive<u32>]) -> String {
     sel.iter()
         .map(|r| {
             if r.start() == r.end() {

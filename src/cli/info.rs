@@ -233,17 +233,11 @@ fn magnet_text(m: &Magnet) -> String {
         let _ = writeln!(s, "peer:          {p}");
     }
     if let Some(sel) = &m.select_only {
-        let list: Vec<String> = sel
-            .iter()
-            .map(|r| {
-                if r.start() == r.end() {
-                    r.start().to_string()
-                } else {
-                    format!("{}-{}", r.start(), r.end())
-                }
-            })
-            .collect();
-        let _ = writeln!(s, "select only:   files {}", list.join(","));
+        let _ = writeln!(
+            s,
+            "select only:   files {}",
+            crate::magnet::format_selection(sel)
+        );
     }
     let _ = writeln!(
         s,

@@ -177,18 +177,10 @@ pub fn check_selection(
     if !out_of_range {
         return Ok(());
     }
-    let selection = sel
-        .iter()
-        .map(|r| {
-            if r.start() == r.end() {
-                r.start().to_string()
-            } else {
-                format!("{}-{}", r.start(), r.end())
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",");
-    Err(TorrentError::BadSelection { selection, files })
+    Err(TorrentError::BadSelection {
+        selection: crate::magnet::format_selection(sel),
+        files,
+    })
 }
 
 /// Where a torrent's data lives.
