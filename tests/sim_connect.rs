@@ -16,7 +16,7 @@ use magnetfetch::net::Net;
 use magnetfetch::peer::extension::{ExtHandshake, UT_METADATA, UT_METADATA_ID};
 use magnetfetch::peer::metadata::serve_request;
 use magnetfetch::peer::{Message, MetadataMsg, PeerConn};
-use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::session::{AddTorrent, Source, StorageSpec};
 use magnetfetch::sim::{make_metainfo, run, Scenario};
 use tokio::time::Instant;
 
@@ -42,19 +42,15 @@ async fn refused_peers_still_get_metadata_at_once() {
     assert!(m.max < 1.0, "refused peers waited for metadata: {m:?}");
 }
 
-async fn session(net: &simnet::Network, ip: &str, seed: u64) -> Session {
-    let h = net.add_host(ip.parse().unwrap()).unwrap();
-    Session::start(SessionConfig {
-        net: Net::Sim(h),
-        listen: Some(format!("{ip}:6881").parse().unwrap()),
-        rng_seed: Some(seed),
-        blocking_io: false,
-        dht: None,
-        trackers: None,
-        transport: Default::default(),
-    })
-    .await
-    .unwrap()
+/// 1 MiB in 64 pieces of 16 KiB (a correct bitfield is 8 bytes).
+fn torrent_of_64_pieces() -> (Scenario, std::sync::Arc<magnetfetch::metainfo::Metainfo>) {
+    let sc = Scenario {
+        size: 1 << 20,
+        piece_length: 16 << 10,
+        ..Scenario::default()
+    };
+    let meta = make_metainfo(&sc).unwrap();
+    (sc, meta)
 }
 
 /// Reads from `conn` until the other side closes it; returns when that happened.
@@ -70,13 +66,8 @@ async fn closed_at(conn: &mut PeerConn) -> Instant {
 #[tokio::test(start_paused = true)]
 async fn short_bitfield_drops_the_peer_at_once() {
     let net = simnet::Network::new(7);
-    let sc = Scenario {
-        size: 1 << 20,
-        piece_length: 16 << 10,
-        ..Scenario::default()
-    };
-    let meta = make_metainfo(&sc).unwrap();
-    let seeder = session(&net, "10.0.0.1", 1).await;
+    let (sc, meta) = torrent_of_64_pieces();
+    let seeder = common::sim_session(&net, "10.0.0.1", 1).await;
     let _seeding = seeder.add(common::sim_seeding(&meta, sc.seed));
     let fake = Net::Sim(net.add_host("10.0.0.2".parse().unwrap()).unwrap());
     let t = Duration::from_secs(5);
@@ -101,16 +92,11 @@ async fn short_bitfield_drops_the_peer_at_once() {
 #[tokio::test(start_paused = true)]
 async fn handed_connection_with_short_bitfield_is_dropped() {
     let net = simnet::Network::new(7);
-    let sc = Scenario {
-        size: 1 << 20,
-        piece_length: 16 << 10,
-        ..Scenario::default()
-    };
-    let meta = make_metainfo(&sc).unwrap();
+    let (sc, meta) = torrent_of_64_pieces();
     let fake_addr: SocketAddr = "10.0.0.2:6881".parse().unwrap();
     let fake = Net::Sim(net.add_host(fake_addr.ip()).unwrap());
     let listener = fake.listen(fake_addr).await.unwrap();
-    let leecher = session(&net, "10.0.0.3", 3).await;
+    let leecher = common::sim_session(&net, "10.0.0.3", 3).await;
     let mut magnet = Magnet::new(meta.info_hash);
     magnet.peers = vec![PeerAddr::Ip(fake_addr)];
     let mut add = AddTorrent::new(

@@ -10,23 +10,8 @@ use std::time::Duration;
 use magnetfetch::magnet::Magnet;
 use magnetfetch::metainfo::Metainfo;
 use magnetfetch::net::Net;
-use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::session::{AddTorrent, Source, StorageSpec};
 use magnetfetch::sim::{make_metainfo, Scenario};
-
-async fn session(net: &simnet::Network, ip: &str, seed: u64) -> Session {
-    let h = net.add_host(ip.parse().unwrap()).unwrap();
-    Session::start(SessionConfig {
-        net: Net::Sim(h),
-        listen: Some(format!("{ip}:6881").parse().unwrap()),
-        rng_seed: Some(seed),
-        blocking_io: false,
-        dht: None,
-        trackers: None,
-        transport: Default::default(),
-    })
-    .await
-    .unwrap()
-}
 
 /// A download of `meta` from its magnet link only, from `peers`.
 fn leeching(meta: &std::sync::Arc<Metainfo>, sc: &Scenario, peers: Vec<SocketAddr>) -> AddTorrent {
@@ -94,11 +79,11 @@ async fn fetch_with(seeders: usize, silent: bool, liars: usize) -> u64 {
     }
     for i in 0..seeders {
         let ip = format!("127.0.0.{}", i + 1);
-        let s = session(&net, &ip, i as u64).await;
+        let s = common::sim_session(&net, &ip, i as u64).await;
         keep.push((s.clone(), s.add(common::sim_seeding(&meta, sc.seed))));
         peers.push(s.listen_addr().unwrap());
     }
-    let leecher = session(&net, "127.2.0.1", 99).await;
+    let leecher = common::sim_session(&net, "127.2.0.1", 99).await;
     let mut add = leeching(&meta, &sc, peers);
     add.metadata_timeout = Duration::from_secs(60);
     let out = leecher.add(add).wait().await.expect("download failed");
@@ -147,9 +132,9 @@ async fn download_reuses_the_metadata_connection() {
         ..Scenario::default()
     };
     let meta = make_metainfo(&sc).unwrap();
-    let seeder = session(&net, "127.0.0.1", 1).await;
+    let seeder = common::sim_session(&net, "127.0.0.1", 1).await;
     let seeding = seeder.add(common::sim_seeding(&meta, sc.seed));
-    let leecher = session(&net, "127.2.0.1", 99).await;
+    let leecher = common::sim_session(&net, "127.2.0.1", 99).await;
     let add = leeching(&meta, &sc, vec![seeder.listen_addr().unwrap()]);
     let out = leecher.add(add).wait().await.expect("download failed");
     assert!(out.summary.complete);

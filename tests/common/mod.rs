@@ -223,3 +223,25 @@ pub fn sim_seeding(
     add.swarm.blocking_io = false;
     add
 }
+
+/// A session on a new simnet host at `ip` (port 6881), no DHT, no trackers, hashing inline:
+/// a peer of a simnet test.
+pub async fn sim_session(
+    net: &simnet::Network,
+    ip: &str,
+    rng_seed: u64,
+) -> magnetfetch::session::Session {
+    use magnetfetch::session::{Session, SessionConfig};
+    let h = net.add_host(ip.parse().unwrap()).unwrap();
+    Session::start(SessionConfig {
+        net: magnetfetch::net::Net::Sim(h),
+        listen: Some(format!("{ip}:6881").parse().unwrap()),
+        rng_seed: Some(rng_seed),
+        blocking_io: false,
+        dht: None,
+        trackers: None,
+        transport: Default::default(),
+    })
+    .await
+    .unwrap()
+}
