@@ -7,6 +7,7 @@
 pub mod bencode;
 pub mod cli;
 pub mod dht;
+pub mod http;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;

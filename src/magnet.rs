@@ -291,43 +291,14 @@ pub fn base32_encode_20(b: &[u8; 20]) -> String {
 }
 
 fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, MagnetError> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hi = b.get(i + 1).and_then(|c| (*c as char).to_digit(16));
-                let lo = b.get(i + 2).and_then(|c| (*c as char).to_digit(16));
-                match (hi, lo) {
-                    (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
-                    _ => return Err(MagnetError::BadEncoding(s.chars().take(80).collect())),
-                }
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| MagnetError::BadEncoding(s.chars().take(80).collect()))
+    let bad = || MagnetError::BadEncoding(s.chars().take(80).collect());
+    let out = crate::http::percent::decode(s.as_bytes(), plus_is_space).ok_or_else(bad)?;
+    String::from_utf8(out).map_err(|_| bad())
 }
 
 /// Percent-encodes everything except RFC 3986 unreserved characters.
 pub fn percent_encode_into(out: &mut String, s: &str) {
-    for &c in s.as_bytes() {
-        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
-            out.push(c as char);
-        } else {
-            out.push('%');
-            out.push_str(&format!("{c:02X}"));
-        }
-    }
+    crate::http::percent::encode_into(out, s.as_bytes());
 }
 
 fn parse_selection(s: &str) -> Result<Vec<RangeInclusive<u32>>, MagnetError> {

@@ -1,51 +1,27 @@
-//! Web seeds (BEP 19, `url-list` / magnet `ws=`): mapping a piece to HTTP range requests for
-//! single- and multi-file layouts (pure), and an async fetcher over the tracker module's small
-//! HTTP/1.1 client with keep-alive connections
-//! (`http://` and `https://`). Verification and back-off live in the engine.
+//! Web seeds (BEP 19, `url-list` / magnet `ws=`): mapping torrent bytes to HTTP range
+//! requests with the torrent's own [`Layout`] (single- and multi-file URLs per BEP 19; BEP 47
+//! padding files are zeros and never requested), and an async fetcher over
+//! [`crate::http`]'s client with keep-alive connections (`http://` and `https://`).
+//! Verification and back-off live in the engine.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::{percent, ConnectOpts, HttpConn, HttpError, Url};
+use crate::metainfo::Metainfo;
 use crate::net::Net;
-use crate::tracker::http::{ConnectOpts, HttpConn};
-use crate::tracker::http_proto::{percent_encode, Url};
-use crate::tracker::TrackerError;
+use crate::torrent::{Layout, LayoutError, Segment};
 
-/// One file of a torrent as a web seed sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileEntry {
-    /// Path components below the torrent's name (empty for a single-file torrent).
-    pub path: Vec<String>,
-    pub length: u64,
-}
-
-/// The torrent geometry needed to place pieces in files.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Layout {
-    /// `info.name`: the file name (single-file) or the directory (multi-file).
-    pub name: String,
-    pub files: Vec<FileEntry>,
-    /// True for a single-file torrent (`info.length`).
-    pub single: bool,
-    pub piece_length: u64,
-}
-
-impl Layout {
-    pub fn total(&self) -> u64 {
-        self.files
-            .iter()
-            .fold(0u64, |a, f| a.saturating_add(f.length))
-    }
-}
-
-/// One HTTP range to fetch: bytes `start..start+len` of the file at `url`.
+/// One piece of the bytes to fetch: bytes `start..start+len` of the file at `url`, or, for a
+/// BEP 47 padding file, `len` zero bytes that are never requested (`url` is empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RangeRequest {
     pub url: String,
     pub start: u64,
     pub len: u64,
+    pub pad: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,30 +34,47 @@ pub enum WebSeedError {
     WrongLength { got: usize, want: u64 },
     #[error("piece too large to fetch ({0} bytes)")]
     TooLarge(u64),
-    #[error(transparent)]
-    Http(#[from] TrackerError),
+    #[error("web seed {0}")]
+    Http(#[from] HttpError),
 }
 
-/// Most bytes one piece may span (pieces are at most a few MiB in practice).
+/// Most bytes one fetch may span (pieces are at most a few MiB in practice).
 pub const MAX_PIECE: u64 = 64 << 20;
+
+/// The layout of a torrent as web seeds see it: the same geometry as storage's.
+pub fn layout_of(meta: &Metainfo) -> Result<Layout, LayoutError> {
+    let info = &meta.info;
+    let mut b = Layout::builder(
+        info.piece_length,
+        info.multi_file.then_some(info.name.as_str()),
+    )?;
+    for f in &info.files {
+        b.push(f.path.iter().map(String::as_str), f.length, f.pad);
+    }
+    b.build()
+}
+
+/// A single-file torrent: one file whose path is just the torrent's name (a multi-file
+/// torrent's paths always start with its name as a directory).
+fn is_single(layout: &Layout) -> bool {
+    layout.files().len() == 1 && layout.path(0).count() == 1
+}
 
 /// BEP 19: a base URL ending in `/` gets the name (and, multi-file, the path) appended; a
 /// single-file URL not ending in `/` names the file itself. Components are percent-encoded.
-pub fn file_url(base: &str, layout: &Layout, file: &FileEntry) -> String {
-    if layout.single {
-        if base.ends_with('/') {
-            return format!("{base}{}", percent_encode(layout.name.as_bytes()));
-        }
-        return base.to_string();
-    }
+pub fn file_url(base: &str, layout: &Layout, file: usize) -> String {
     let mut u = base.to_string();
+    if is_single(layout) && !base.ends_with('/') {
+        return u;
+    }
     if !u.ends_with('/') {
         u.push('/');
     }
-    u.push_str(&percent_encode(layout.name.as_bytes()));
-    for c in &file.path {
-        u.push('/');
-        u.push_str(&percent_encode(c.as_bytes()));
+    for (i, c) in layout.path(file).enumerate() {
+        if i > 0 {
+            u.push('/');
+        }
+        percent::encode_into(&mut u, c.as_bytes());
     }
     u
 }
@@ -92,17 +85,16 @@ pub fn piece_ranges(
     layout: &Layout,
     piece: u32,
 ) -> Result<Vec<RangeRequest>, WebSeedError> {
-    let total = layout.total();
-    let start = u64::from(piece)
-        .checked_mul(layout.piece_length)
-        .filter(|&s| s < total && layout.piece_length > 0)
-        .ok_or(WebSeedError::NoSuchPiece(piece))?;
-    let end = start.saturating_add(layout.piece_length).min(total);
-    byte_ranges(base, layout, start, end - start)
+    if piece >= layout.piece_count() {
+        return Err(WebSeedError::NoSuchPiece(piece));
+    }
+    let r = layout.piece_range(piece);
+    byte_ranges(base, layout, r.start, r.end - r.start)
 }
 
 /// The ranges (in order) that make up torrent bytes `start..start+len` (clipped to the
-/// torrent); zero-length files are skipped. At most [`MAX_PIECE`] bytes.
+/// torrent), one per file touched; zero-length files are skipped. At most [`MAX_PIECE`]
+/// bytes.
 pub fn byte_ranges(
     base: &str,
     layout: &Layout,
@@ -112,26 +104,47 @@ pub fn byte_ranges(
     if len > MAX_PIECE {
         return Err(WebSeedError::TooLarge(len));
     }
-    let end = start.saturating_add(len).min(layout.total());
-    let mut out = Vec::new();
-    let mut file_start = 0u64;
-    for f in &layout.files {
-        let file_end = file_start.saturating_add(f.length);
-        let s = start.max(file_start);
-        let e = end.min(file_end);
-        if s < e {
-            out.push(RangeRequest {
-                url: file_url(base, layout, f),
-                start: s - file_start,
-                len: e - s,
-            });
+    let end = start.saturating_add(len).min(layout.total_length());
+    let plen = layout.piece_length();
+    let mut segs: Vec<Segment> = Vec::new();
+    let mut at = start;
+    while at < end {
+        // Piece by piece (the layout maps within a piece); a file's consecutive segments
+        // are joined so that each file is one request.
+        let piece = (at / plen) as u32;
+        let off = at % plen;
+        let n = (plen - off).min(end - at);
+        let mut part = Vec::new();
+        // off < plen ≤ MAX_PIECE_LENGTH and n ≤ plen: both fit in u32.
+        if !layout.map(piece, off as u32, n as u32, &mut part) {
+            return Err(WebSeedError::NoSuchPiece(piece));
         }
-        if file_end >= end {
-            break;
+        for sg in part {
+            match segs.last_mut() {
+                Some(l) if l.file == sg.file && l.file_offset + l.len == sg.file_offset => {
+                    l.len += sg.len
+                }
+                _ => segs.push(sg),
+            }
         }
-        file_start = file_end;
+        at += n;
     }
-    Ok(out)
+    Ok(segs
+        .into_iter()
+        .map(|sg| {
+            let pad = layout.files()[sg.file].pad;
+            RangeRequest {
+                url: if pad {
+                    String::new()
+                } else {
+                    file_url(base, layout, sg.file)
+                },
+                start: sg.file_offset,
+                len: sg.len,
+                pad,
+            }
+        })
+        .collect())
 }
 
 /// Fetches ranges over keep-alive connections, one per host:port, reused across calls.
@@ -172,6 +185,10 @@ impl WebSeedFetcher {
         }
         let mut out = Vec::with_capacity(want as usize);
         for r in ranges {
+            if r.pad {
+                out.resize(out.len() + r.len as usize, 0);
+                continue;
+            }
             let body = self.fetch_range(r).await?;
             out.extend_from_slice(&body);
         }
@@ -180,8 +197,8 @@ impl WebSeedFetcher {
 
     async fn fetch_range(&mut self, r: &RangeRequest) -> Result<Vec<u8>, WebSeedError> {
         let u = Url::parse(&r.url)?;
-        if u.scheme != "http" && u.scheme != "https" {
-            return Err(TrackerError::UnsupportedScheme(r.url.clone()).into());
+        if !u.is_http() {
+            return Err(HttpError::UnsupportedScheme(r.url.clone()).into());
         }
         // Scheme in the key: an http and an https server may share host:port in theory.
         let key = format!("{}://{}", u.scheme, u.host_header());
@@ -203,9 +220,7 @@ impl WebSeedFetcher {
                 .await
             {
                 Ok(resp) => resp,
-                Err(TrackerError::Io(_)) | Err(TrackerError::Malformed(_)) if attempt == 0 => {
-                    continue
-                }
+                Err(e) if attempt == 0 && e.is_stale_connection() => continue,
                 Err(e) => return Err(e.into()),
             };
             if resp.keep_alive {
@@ -225,7 +240,7 @@ impl WebSeedFetcher {
             }
             return Ok(resp.body);
         }
-        Err(WebSeedError::Http(TrackerError::Timeout))
+        Err(WebSeedError::Http(HttpError::Timeout))
     }
 }
 
@@ -234,51 +249,38 @@ mod tests {
     use super::*;
 
     fn multi() -> Layout {
-        Layout {
-            name: "my dir".into(),
-            files: vec![
-                FileEntry {
-                    path: vec!["a".into()],
-                    length: 10,
-                },
-                FileEntry {
-                    path: vec!["sub".into(), "b c".into()],
-                    length: 0,
-                },
-                FileEntry {
-                    path: vec!["d".into()],
-                    length: 25,
-                },
-            ],
-            single: false,
-            piece_length: 16,
+        let mut b = Layout::builder(16, Some("my dir")).unwrap();
+        b.push(["a"], 10, false)
+            .push(["sub", "b c"], 0, false)
+            .push(["d"], 25, false);
+        b.build().unwrap()
+    }
+
+    fn range(url: &str, start: u64, len: u64) -> RangeRequest {
+        RangeRequest {
+            url: url.into(),
+            start,
+            len,
+            pad: false,
         }
     }
 
     #[test]
     fn urls_per_bep19() {
-        let single = Layout {
-            name: "f.iso".into(),
-            files: vec![FileEntry {
-                path: vec![],
-                length: 5,
-            }],
-            single: true,
-            piece_length: 4,
-        };
-        assert_eq!(
-            file_url("http://h/x/", &single, &single.files[0]),
-            "http://h/x/f.iso"
-        );
-        assert_eq!(
-            file_url("http://h/f.iso", &single, &single.files[0]),
-            "http://h/f.iso"
-        );
+        let single = Layout::single("f.iso", 5, 4).unwrap();
+        assert_eq!(file_url("http://h/x/", &single, 0), "http://h/x/f.iso");
+        assert_eq!(file_url("http://h/f.iso", &single, 0), "http://h/f.iso");
         let m = multi();
         assert_eq!(
-            file_url("http://h/x", &m, &m.files[1]),
+            file_url("http://h/x", &m, 1),
             "http://h/x/my%20dir/sub/b%20c"
         );
+        assert_eq!(file_url("http://h/x/", &m, 0), "http://h/x/my%20dir/a");
+        // A multi-file torrent of one file is still a directory.
+        let mut b = Layout::builder(4, Some("dir")).unwrap();
+        b.push(["only"], 5, false);
+        let one = b.build().unwrap();
+        assert_eq!(file_url("http://h/x", &one, 0), "http://h/x/dir/only");
     }
 
     #[test]
@@ -288,27 +290,12 @@ mod tests {
         assert_eq!(
             p0,
             vec![
-                RangeRequest {
-                    url: "http://h/my%20dir/a".into(),
-                    start: 0,
-                    len: 10
-                },
-                RangeRequest {
-                    url: "http://h/my%20dir/d".into(),
-                    start: 0,
-                    len: 6
-                },
+                range("http://h/my%20dir/a", 0, 10),
+                range("http://h/my%20dir/d", 0, 6)
             ]
         );
         let p2 = piece_ranges("http://h/", &m, 2).unwrap();
-        assert_eq!(
-            p2,
-            vec![RangeRequest {
-                url: "http://h/my%20dir/d".into(),
-                start: 22,
-                len: 3
-            }]
-        );
+        assert_eq!(p2, vec![range("http://h/my%20dir/d", 22, 3)]);
         assert!(piece_ranges("http://h/", &m, 3).is_err());
         assert!(piece_ranges("http://h/", &m, u32::MAX).is_err());
         let total: u64 = (0..3)
@@ -316,5 +303,58 @@ mod tests {
             .map(|r| r.len)
             .sum();
         assert_eq!(total, 35);
+    }
+
+    #[test]
+    fn runs_across_pieces_are_one_request_per_file() {
+        let m = multi();
+        assert_eq!(
+            byte_ranges("http://h/", &m, 4, 100).unwrap(),
+            vec![
+                range("http://h/my%20dir/a", 4, 6),
+                range("http://h/my%20dir/d", 0, 25)
+            ]
+        );
+        assert_eq!(byte_ranges("http://h/", &m, 35, 10).unwrap(), vec![]);
+        assert!(matches!(
+            byte_ranges("http://h/", &m, 0, MAX_PIECE + 1),
+            Err(WebSeedError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn padding_is_zeros_not_a_request() {
+        let mut b = Layout::builder(16, Some("t")).unwrap();
+        b.push(["a"], 10, false)
+            .push([".pad", "6"], 6, true)
+            .push(["b"], 16, false);
+        let l = b.build().unwrap();
+        let r = piece_ranges("http://h/", &l, 0).unwrap();
+        assert_eq!(r[0], range("http://h/t/a", 0, 10));
+        assert_eq!(
+            r[1],
+            RangeRequest {
+                url: String::new(),
+                start: 0,
+                len: 6,
+                pad: true
+            }
+        );
+        assert_eq!(
+            piece_ranges("http://h/", &l, 1).unwrap(),
+            vec![range("http://h/t/b", 0, 16)]
+        );
+    }
+
+    #[tokio::test]
+    async fn padding_is_fetched_without_the_network() {
+        let mut f = WebSeedFetcher::new(Net::Tokio, Duration::from_secs(1));
+        let pad = RangeRequest {
+            url: String::new(),
+            start: 0,
+            len: 7,
+            pad: true,
+        };
+        assert_eq!(f.fetch_piece(&[pad]).await.unwrap(), vec![0u8; 7]);
     }
 }

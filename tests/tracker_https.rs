@@ -19,14 +19,15 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use magnetfetch::http::{tls, HttpError};
 use magnetfetch::id::Id20;
 use magnetfetch::net::Net;
+use magnetfetch::torrent::Layout;
 use magnetfetch::tracker::store::StoreConfig;
 use magnetfetch::tracker::{
-    tls, AnnounceRequest, ClientConfig, Event, ServerConfig, TrackerClient, TrackerError,
-    TrackerServer,
+    AnnounceRequest, ClientConfig, Event, ServerConfig, TrackerClient, TrackerError, TrackerServer,
 };
-use magnetfetch::webseed::{piece_ranges, FileEntry, Layout, WebSeedFetcher};
+use magnetfetch::webseed::{piece_ranges, WebSeedFetcher};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -180,7 +181,7 @@ async fn https_announce_and_scrape_with_trusted_ca() {
     );
     let e = wrong.announce(&url, &req(h, 6003, 100)).await.unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, TrackerError::Tls(_)), "{e:?}");
+    assert!(matches!(e, TrackerError::Http(HttpError::Tls(_))), "{e:?}");
     assert!(msg.contains("certificate"), "{msg}");
     assert_eq!(
         tracker.stats(&h).incomplete,
@@ -199,7 +200,7 @@ async fn https_announce_and_scrape_with_trusted_ca() {
         .announce(&format!("https://{front2}/announce"), &req(h, 6002, 100))
         .await
         .unwrap_err();
-    assert!(matches!(e, TrackerError::Tls(_)), "{e:?}");
+    assert!(matches!(e, TrackerError::Http(HttpError::Tls(_))), "{e:?}");
 }
 
 #[tokio::test]
@@ -291,15 +292,7 @@ async fn https_web_seed() {
     files.insert("/ws/f.bin".to_string(), data.clone());
     let backend = range_server("127.0.0.189", files).await;
     let front = tls_forwarder("127.0.0.190:0".parse().unwrap(), backend, p.server.clone()).await;
-    let layout = Layout {
-        name: "f.bin".into(),
-        files: vec![FileEntry {
-            path: vec![],
-            length: data.len() as u64,
-        }],
-        single: true,
-        piece_length: 16384,
-    };
+    let layout = Layout::single("f.bin", data.len() as u64, 16384).unwrap();
     let base = format!("https://{front}/ws/");
     let mut f = WebSeedFetcher::new(Net::Tokio, Duration::from_secs(5))
         .with_tls(tls::client_config([p.ca_der.clone()]).unwrap());

@@ -120,7 +120,7 @@ async fn malformed_http_gets_bencoded_failure() {
         "http://{}/announce?info_hash=short&port=1",
         s.http_addr.unwrap()
     );
-    let r = magnetfetch::tracker::http::get_url(&Net::Tokio, &url, 1 << 16, Duration::from_secs(5))
+    let r = magnetfetch::http::get_url(&Net::Tokio, &url, 1 << 16, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(r.status, 200);
@@ -238,7 +238,7 @@ async fn torrents_dir_is_served_with_index() {
     let get = |p: &str| {
         let u = format!("{base}{p}");
         async move {
-            magnetfetch::tracker::http::get_url(&Net::Tokio, &u, 1 << 20, Duration::from_secs(5))
+            magnetfetch::http::get_url(&Net::Tokio, &u, 1 << 20, Duration::from_secs(5))
                 .await
                 .unwrap()
         }

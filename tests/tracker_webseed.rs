@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use magnetfetch::net::Net;
-use magnetfetch::webseed::{piece_ranges, FileEntry, Layout, WebSeedError, WebSeedFetcher};
+use magnetfetch::torrent::Layout;
+use magnetfetch::webseed::{piece_ranges, WebSeedError, WebSeedFetcher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves `files` (URL path -> bytes) with `Range: bytes=a-b`, keeping connections open.
@@ -84,21 +85,13 @@ async fn multi_file_pieces_over_keep_alive() {
     files.insert("/seed/my%20dir/sub/b%20c.bin".to_string(), b.clone());
     let conns = Arc::new(AtomicUsize::new(0));
     let addr = range_server(files, conns.clone()).await;
-    let layout = Layout {
-        name: "my dir".into(),
-        files: vec![
-            FileEntry {
-                path: vec!["a.bin".into()],
-                length: a.len() as u64,
-            },
-            FileEntry {
-                path: vec!["sub".into(), "b c.bin".into()],
-                length: b.len() as u64,
-            },
-        ],
-        single: false,
-        piece_length: 4096,
+    let multi = |name: &str| {
+        let mut l = Layout::builder(4096, Some(name)).unwrap();
+        l.push(["a.bin"], a.len() as u64, false)
+            .push(["sub", "b c.bin"], b.len() as u64, false);
+        l.build().unwrap()
     };
+    let layout = multi("my dir");
     let whole: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
     let base = format!("http://{addr}/seed/");
     let mut f = WebSeedFetcher::new(Net::Tokio, Duration::from_secs(5));
@@ -116,10 +109,7 @@ async fn multi_file_pieces_over_keep_alive() {
     );
 
     // A missing file is an error, not data.
-    let bad = Layout {
-        name: "nope".into(),
-        ..layout
-    };
+    let bad = multi("nope");
     let r = f.fetch_piece(&piece_ranges(&base, &bad, 0).unwrap()).await;
     assert!(matches!(r, Err(WebSeedError::Status(404))), "{r:?}");
 }

@@ -181,7 +181,7 @@ pub async fn fetch_source(s: &str) -> Result<Source, CliError> {
 
 /// GET of a .torrent URL, following up to [`MAX_REDIRECTS`] redirects.
 async fn download(url: &str) -> Result<Vec<u8>, CliError> {
-    use crate::tracker::http::get_url;
+    use crate::http::get_url;
     let net = crate::net::Net::Tokio;
     let mut at = url.to_string();
     for _ in 0..=MAX_REDIRECTS {

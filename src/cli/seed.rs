@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::common::{self, Common};
 use super::progress::{emit, Display};
+use crate::http::head::RequestLine;
+use crate::http::server::{read_request_head, write_reply, Reply, MAX_REQUEST_HEAD};
+use crate::http::{html, percent, HttpError};
 use crate::metainfo::{self, CreateOptions, Metainfo};
 use crate::session::{AddTorrent, Source, StorageSpec};
 
@@ -219,8 +221,6 @@ async fn seed(args: Args) -> i32 {
     }
 }
 
-/// Request head limit: anything larger is refused.
-const MAX_REQUEST: usize = 8 * 1024;
 /// Connections served at once at most (more wait in the accept queue).
 const MAX_HTTP_CONNS: usize = 32;
 
@@ -250,62 +250,27 @@ async fn http_serve(listener: crate::net::Listener, meta: Arc<Metainfo>, magnet:
     }
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Decodes `%XX` escapes of a request path (invalid escapes stay as they are).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The response to `GET target`: (status, content type, body).
-pub fn http_route(
-    target: &str,
-    name: &str,
-    magnet: &str,
-    torrent: &[u8],
-) -> (u16, String, Vec<u8>) {
-    let path = percent_decode(target.split('?').next().unwrap_or(""));
+/// The response to `GET target`: the index page, the .torrent, or 404.
+pub fn http_route(target: &[u8], name: &str, magnet: &str, torrent: &[u8]) -> Reply {
+    let raw_path = target.split(|&c| c == b'?').next().unwrap_or_default();
+    // A path is not form-encoded: `+` stays `+`. An invalid escape names no file.
+    let path = percent::decode(raw_path, false).unwrap_or_default();
     let torrent_name = format!("{name}.torrent");
-    if path == "/" || path == "/index.html" {
-        let mut enc = String::new();
-        crate::magnet::percent_encode_into(&mut enc, &torrent_name);
+    if path == b"/" || path == b"/index.html" {
         let body = format!(
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{n}</title></head>\n\
              <body><h1>{n}</h1>\n<p><a href=\"{m}\">magnet link</a></p>\n<pre>{m}</pre>\n\
              <p><a href=\"/{t}\">{tn}</a></p>\n</body></html>\n",
-            n = html_escape(name),
-            m = html_escape(magnet),
-            t = enc,
-            tn = html_escape(&torrent_name)
+            n = html::escape(name),
+            m = html::escape(magnet),
+            t = percent::encode(torrent_name.as_bytes()),
+            tn = html::escape(&torrent_name)
         );
-        (200, "text/html; charset=utf-8".into(), body.into_bytes())
-    } else if path.strip_prefix('/') == Some(torrent_name.as_str()) {
-        (200, "application/x-bittorrent".into(), torrent.to_vec())
+        Reply::new(200, "text/html; charset=utf-8", body)
+    } else if path.strip_prefix(b"/") == Some(torrent_name.as_bytes()) {
+        Reply::new(200, "application/x-bittorrent", torrent)
     } else {
-        (404, "text/plain".into(), b"not found\n".to_vec())
+        Reply::not_found()
     }
 }
 
@@ -314,47 +279,26 @@ async fn http_one(
     name: &str,
     magnet: &str,
     torrent: &[u8],
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut n = 0;
-    let head_end = loop {
-        if n == buf.len() {
-            s.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
+) -> Result<(), HttpError> {
+    let mut buf = Vec::with_capacity(1024);
+    let head_end = match read_request_head(&mut s, &mut buf, MAX_REQUEST_HEAD).await {
+        Ok(n) => n,
+        Err(HttpError::HeadTooLarge(_)) => {
+            write_reply(&mut s, &Reply::new(431, "text/plain", Vec::new()), false).await?;
             return Ok(());
         }
-        let k = s.read(&mut buf[n..]).await?;
-        if k == 0 {
-            return Ok(());
+        Err(e) => return Err(e),
+    };
+    let line = RequestLine::parse(&buf[..head_end]);
+    let method = line.map(|l| l.method).unwrap_or_default();
+    let reply = match line {
+        Some(l) if matches!(l.method, b"GET" | b"HEAD") => {
+            http_route(l.target, name, magnet, torrent)
         }
-        n += k;
-        if let Some(i) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
+        _ => Reply::new(405, "text/plain", &b"method not allowed\n"[..]),
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]);
-    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let target = parts.next().unwrap_or("");
-    let (status, ctype, body) = if method == "GET" || method == "HEAD" {
-        http_route(target, name, magnet, torrent)
-    } else {
-        (405, "text/plain".into(), b"method not allowed\n".to_vec())
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        _ => "Method Not Allowed",
-    };
-    let mut resp = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if method != "HEAD" {
-        resp.extend_from_slice(&body);
-    }
-    s.write_all(&resp).await?;
-    s.shutdown().await
+    write_reply(&mut s, &reply, method == b"HEAD").await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -363,18 +307,51 @@ mod tests {
 
     #[test]
     fn routes() {
-        let (st, ct, body) = http_route("/", "a b", "magnet:?xt=urn:btih:x", b"d4:infoe");
-        assert_eq!(st, 200);
-        assert!(ct.starts_with("text/html"));
-        let body = String::from_utf8(body).unwrap();
-        assert!(body.contains("magnet:?xt=urn:btih:x"));
-        let (st, ct, body) = http_route("/a%20b.torrent", "a b", "m", b"d4:infoe");
+        let r = http_route(b"/", "a b", "magnet:?xt=urn:btih:x&dn=<b>", b"d4:infoe");
+        assert_eq!(r.status, 200);
+        assert!(r.content_type.starts_with("text/html"));
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(body.contains("magnet:?xt=urn:btih:x&amp;dn=&lt;b&gt;"));
+        assert!(body.contains("href=\"/a%20b.torrent\""));
+        let r = http_route(b"/a%20b.torrent?x=1", "a b", "m", b"d4:infoe");
         assert_eq!(
-            (st, ct.as_str(), body.as_slice()),
+            (r.status, r.content_type, r.body.as_slice()),
             (200, "application/x-bittorrent", &b"d4:infoe"[..])
         );
-        assert_eq!(http_route("/x.torrent", "a b", "m", b"").0, 404);
-        assert_eq!(http_route("/%zz", "a", "m", b"").0, 404);
-        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(http_route(b"/index.html", "a", "m", b"").status, 200);
+        assert_eq!(http_route(b"/x.torrent", "a b", "m", b"").status, 404);
+        assert_eq!(http_route(b"/%zz", "a", "m", b"").status, 404);
+        // Invalid escapes are not guessed at ("%4" is not a prefix of anything).
+        assert_eq!(http_route(b"/%4", "%4", "m", b"").status, 404);
+        // `+` in a path is a plus, not a space.
+        assert_eq!(http_route(b"/a+b.torrent", "a+b", "m", b"").status, 200);
+        assert_eq!(http_route(b"/a+b.torrent", "a b", "m", b"").status, 404);
+    }
+
+    #[tokio::test]
+    async fn serves_heads_and_refuses_big_heads() {
+        let net = crate::net::Net::Tokio;
+        let l = net.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"hello").unwrap();
+        let meta = metainfo::create(&dir.path().join("f"), &CreateOptions::default());
+        let meta = Arc::new(meta.unwrap());
+        tokio::spawn(http_serve(l, meta, "magnet:?xt=x".into()));
+        let get = |req: Vec<u8>| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(&req).await.unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let r = get(b"HEAD /f.torrent HTTP/1.1\r\n\r\n".to_vec()).await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\n"), "no body for HEAD: {r}");
+        let r = get(b"POST / HTTP/1.1\r\n\r\n".to_vec()).await;
+        assert!(r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{r}");
+        let r = get(vec![b'a'; 9000]).await;
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
     }
 }

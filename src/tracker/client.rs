@@ -13,11 +13,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::http::{get_url_with, resolve, ConnectOpts};
-use super::http_proto::{self, Url};
+use super::http_proto;
 use super::tier::{StatusDedup, Tiers};
 use super::udp_proto::{self, RetrySchedule};
 use super::{AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError};
+use crate::http::{get_url_with, resolve, ConnectOpts, HttpError, Url};
 use crate::id::Id20;
 use crate::net::{Net, UdpSocket};
 
@@ -123,7 +123,7 @@ impl TrackerClient {
                 )
                 .await
             }
-            _ => Err(TrackerError::UnsupportedScheme(url.to_string())),
+            _ => Err(HttpError::UnsupportedScheme(url.to_string()).into()),
         }
     }
 
@@ -167,7 +167,7 @@ impl TrackerClient {
                     .await?;
                 Ok(v.into_iter().collect())
             }
-            _ => Err(TrackerError::UnsupportedScheme(url.to_string())),
+            _ => Err(HttpError::UnsupportedScheme(url.to_string()).into()),
         }
     }
 

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 
 use super::{AnnounceRequest, AnnounceResponse, Event, ScrapeStats, TrackerError};
 use crate::bencode::{Limits, Value, Writer};
+use crate::http::percent::{decode as percent_decode, encode as percent_encode};
 use crate::id::Id20;
 
 /// At most this many peers are taken from one reply (a hostile tracker could send millions).
@@ -15,120 +16,6 @@ pub const MAX_PEERS_PER_REPLY: usize = 2000;
 pub const MAX_SCRAPE_FILES: usize = 1000;
 /// Length cap for human-readable strings (failure reason, warning) kept from a reply.
 pub const MAX_MESSAGE_LEN: usize = 512;
-
-/// A parsed `http://`, `https://` or `udp://` URL: only what trackers need.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Url {
-    pub scheme: String,
-    pub host: String,
-    pub port: u16,
-    /// Path plus query, starting with `/` (`/` when absent).
-    pub path: String,
-}
-
-impl Url {
-    pub fn parse(url: &str) -> Result<Url, TrackerError> {
-        let bad = || TrackerError::BadUrl(url.to_string());
-        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-        let scheme = scheme.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            "udp" => 0,
-            _ => return Err(TrackerError::UnsupportedScheme(url.to_string())),
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let path = if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_string()
-        };
-        // Drop any userinfo: trackers never need it and it must not become the host.
-        let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-            let (h, after) = r.split_once(']').ok_or_else(bad)?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| bad())?,
-                None if after.is_empty() => default_port,
-                None => return Err(bad()),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad())?),
-                None => (authority.to_string(), default_port),
-            }
-        };
-        if host.is_empty() || port == 0 {
-            return Err(bad());
-        }
-        Ok(Url {
-            scheme,
-            host,
-            port,
-            path,
-        })
-    }
-
-    /// `host:port` as it goes into a `Host:` header.
-    pub fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Percent-encodes raw bytes, keeping only RFC 3986 unreserved characters.
-pub fn percent_encode(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 3);
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
-}
-
-/// Decodes `%XX` and `+` (as space); invalid escapes are an error rather than guessed at.
-pub fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'%' => {
-                let hi = hexval(*s.get(i + 1)?)?;
-                let lo = hexval(*s.get(i + 2)?)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
-}
-
-fn hexval(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
 
 fn join_query(base: &str, query: &str) -> String {
     let sep = if base.contains('?') { '&' } else { '?' };
@@ -337,7 +224,7 @@ pub fn parse_query(query: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
             Some(i) => (&part[..i], &part[i + 1..]),
             None => (part, &b""[..]),
         };
-        out.push((percent_decode(k)?, percent_decode(v)?));
+        out.push((percent_decode(k, true)?, percent_decode(v, true)?));
     }
     Some(out)
 }
@@ -548,22 +435,6 @@ mod tests {
     }
 
     #[test]
-    fn url_parse() {
-        let u = Url::parse("udp://[::1]:6969/announce").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("::1", 6969, "/announce")
-        );
-        let u = Url::parse("http://127.0.0.1/ann?x=1").unwrap();
-        assert_eq!((u.port, u.path.as_str()), (80, "/ann?x=1"));
-        assert_eq!(Url::parse("http://h:1").unwrap().path, "/");
-        assert!(Url::parse("udp://host").is_err());
-        assert!(Url::parse("ftp://h/").is_err());
-        assert!(Url::parse("http://h:99999/").is_err());
-        assert!(Url::parse("nonsense").is_err());
-    }
-
-    #[test]
     fn scrape_urls_per_bep48() {
         let cases = [
             (
@@ -661,17 +532,9 @@ mod tests {
             let _ = parse_scrape_response(&data);
             let _ = parse_announce_query(&data);
             let _ = parse_scrape_query(&data);
-            let _ = percent_decode(&data);
             if let Ok(s) = std::str::from_utf8(&data) {
-                let _ = Url::parse(s);
                 let _ = scrape_base(s);
             }
-        }
-
-        #[test]
-        fn percent_round_trip(data in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
-            let e = percent_encode(&data);
-            proptest::prop_assert_eq!(percent_decode(e.as_bytes()).unwrap(), data);
         }
     }
 }

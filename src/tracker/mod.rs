@@ -1,6 +1,6 @@
 //! Trackers: HTTP and HTTPS (BEP 3, compact peers BEP 23, `peers6` BEP 7, scrape BEP 48) and UDP (BEP 15)
 //! announce/scrape clients, multitracker tiers (BEP 12), and the tracker server behind
-//! `magnetfetch tracker`.
+//! `magnetfetch tracker`. HTTP itself (client, TLS, URLs, request heads) is [`crate::http`].
 //!
 //! Layout follows the "pure cores, thin tasks" rule: [`http_proto`], [`udp_proto`], [`tier`],
 //! [`store`], [`conns`] are plain data and codecs with no I/O; [`client`] and [`server`] are the thin async
@@ -8,13 +8,11 @@
 
 pub mod client;
 pub mod conns;
-pub mod http;
 pub mod http_proto;
 pub mod server;
 pub mod siphash;
 pub mod store;
 pub mod tier;
-pub mod tls;
 pub mod torrents;
 pub mod udp_proto;
 
@@ -112,22 +110,18 @@ pub struct ScrapeStats {
 pub enum TrackerError {
     #[error("tracker refused: {0}")]
     Failure(String),
-    #[error("bad tracker URL {0:?}")]
-    BadUrl(String),
-    #[error("unsupported tracker scheme in {0:?}")]
-    UnsupportedScheme(String),
     #[error("tracker does not support scrape: {0:?}")]
     NoScrape(String),
     #[error("malformed tracker reply: {0}")]
     Malformed(String),
     #[error("tracker HTTP status {0}")]
     HttpStatus(u16),
-    #[error("TLS: {0}")]
-    Tls(String),
+    /// The HTTP(S) exchange itself failed (connect, TLS, a broken reply, its timeout).
+    #[error("tracker {0}")]
+    Http(#[from] crate::http::HttpError),
+    /// A UDP tracker (BEP 15) did not answer in time.
     #[error("tracker timed out")]
     Timeout,
-    #[error("could not resolve tracker host {0:?}")]
-    Resolve(String),
     #[error("tracker I/O: {0}")]
     Io(#[from] std::io::Error),
 }

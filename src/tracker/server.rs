@@ -1,5 +1,5 @@
-//! The tracker server behind `magnetfetch tracker`: HTTP announce/scrape (BEP 3, 23, 48) on a
-//! small hand-written HTTP/1.1 server, UDP (BEP 15) with stateless connection ids, and an
+//! The tracker server behind `magnetfetch tracker`: HTTP announce/scrape (BEP 3, 23, 48) on
+//! the small HTTP/1.1 server pieces of [`crate::http::server`], UDP (BEP 15) with stateless connection ids, and an
 //! optional `.torrent` directory served with an index page.
 //!
 //! UDP connection ids are `SipHash-2-4(key, minute window ‖ source IP)` (64 bits, a keyed
@@ -22,23 +22,25 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use super::conns::{Admit, ConnLimits, ConnTable};
-use super::http::find;
-use super::http_proto::{self, percent_encode};
+use super::http_proto;
 use super::siphash::siphash24;
 use super::store::{PeerStore, Refusal, StoreConfig};
 use super::torrents::{scan_dir, TorrentEntry};
 use super::udp_proto::{self, Request};
 use super::ScrapeStats;
+use crate::http::head::{request_header, RequestLine};
+use crate::http::percent::encode as percent_encode;
+use crate::http::server::{read_request_head, write_reply, Reply};
+use crate::http::{html, percent};
 use crate::id::Id20;
 use crate::net::{Net, Stream, UdpSocket};
 
 /// Largest HTTP request head accepted.
-pub const MAX_REQUEST: usize = 8 * 1024;
+pub const MAX_REQUEST: usize = crate::http::server::MAX_REQUEST_HEAD;
 /// Time a client gets to send its request head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client gets to send its request head when it connects while more than half of the
@@ -363,27 +365,8 @@ fn handle_udp(
 
 // ---------------------------------------------------------------- HTTP
 
-struct HttpReply {
-    status: &'static str,
-    content_type: &'static str,
-    body: Vec<u8>,
-}
-
-impl HttpReply {
-    fn bencode(body: Vec<u8>) -> Self {
-        HttpReply {
-            status: "200 OK",
-            content_type: "text/plain",
-            body,
-        }
-    }
-    fn not_found() -> Self {
-        HttpReply {
-            status: "404 Not Found",
-            content_type: "text/plain",
-            body: b"not found\n".to_vec(),
-        }
-    }
+fn bencode_reply(body: Vec<u8>) -> Reply {
+    Reply::new(200, "text/plain", body)
 }
 
 /// Accepts HTTP connections for as long as the server runs. Never waits for a free slot:
@@ -448,95 +431,40 @@ async fn handle_http(
     head_deadline: Instant,
 ) {
     let mut buf = Vec::with_capacity(1024);
-    let head_end =
-        match tokio::time::timeout_at(head_deadline, read_head(&mut stream, &mut buf)).await {
-            Ok(Some(e)) => e,
-            _ => {
-                let reply = HttpReply {
-                    status: "400 Bad Request",
-                    content_type: "text/plain",
-                    body: http_proto::encode_failure("malformed or oversized request"),
-                };
-                let _ = write_reply(&mut stream, reply, false).await;
-                return;
-            }
-        };
+    let read = read_request_head(&mut stream, &mut buf, MAX_REQUEST);
+    let head_end = match tokio::time::timeout_at(head_deadline, read).await {
+        Ok(Ok(e)) => e,
+        _ => {
+            let body = http_proto::encode_failure("malformed or oversized request");
+            let _ = write_reply(&mut stream, &Reply::new(400, "text/plain", body), false).await;
+            return;
+        }
+    };
     if let Ok(mut c) = sh.http.lock() {
         c.table.head_done(id);
     }
     let head = &buf[..head_end];
     let reply = route(head, peer, sh).await;
     let head_only = head.starts_with(b"HEAD ");
-    let _ = write_reply(&mut stream, reply, head_only).await;
+    let _ = write_reply(&mut stream, &reply, head_only).await;
 }
 
-async fn read_head(stream: &mut Stream, buf: &mut Vec<u8>) -> Option<usize> {
-    let mut tmp = [0u8; 2048];
-    loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            return Some(i + 4);
-        }
-        if buf.len() > MAX_REQUEST {
-            return None;
-        }
-        let n = stream.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-}
-
-async fn write_reply(stream: &mut Stream, r: HttpReply, head_only: bool) -> io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        r.status,
-        r.content_type,
-        r.body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    if !head_only {
-        stream.write_all(&r.body).await?;
-    }
-    stream.flush().await?;
-    stream.shutdown().await
-}
-
-fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    head.split(|&c| c == b'\n').skip(1).find_map(|l| {
-        let l = l.strip_suffix(b"\r").unwrap_or(l);
-        let i = l.iter().position(|&c| c == b':')?;
-        l[..i]
-            .eq_ignore_ascii_case(name.as_bytes())
-            .then(|| l[i + 1..].trim_ascii())
-    })
-}
-
-async fn route(head: &[u8], peer: SocketAddr, sh: &Shared) -> HttpReply {
-    let line_end = head.iter().position(|&c| c == b'\r').unwrap_or(head.len());
-    let mut parts = head[..line_end].split(|&c| c == b' ');
-    let (method, target, version) = (parts.next(), parts.next(), parts.next());
-    let ok = matches!(method, Some(b"GET") | Some(b"HEAD"))
-        && version.is_some_and(|v| v.starts_with(b"HTTP/1."));
-    let Some(target) = target.filter(|_| ok) else {
-        return HttpReply {
-            status: "400 Bad Request",
-            content_type: "text/plain",
-            body: http_proto::encode_failure("only GET is supported"),
-        };
+async fn route(head: &[u8], peer: SocketAddr, sh: &Shared) -> Reply {
+    let line =
+        RequestLine::parse(head).filter(|l| matches!(l.method, b"GET" | b"HEAD") && l.is_http1());
+    let Some(line) = line else {
+        let body = http_proto::encode_failure("only GET is supported");
+        return Reply::new(400, "text/plain", body);
     };
-    let (path, query) = match target.iter().position(|&c| c == b'?') {
-        Some(i) => (&target[..i], &target[i + 1..]),
-        None => (target, &b""[..]),
-    };
+    let (path, query) = line.path_and_query();
     let now = Instant::now();
     let src = udp_proto::canonical(peer);
     match path {
-        b"/announce" => HttpReply::bencode(http_announce(sh, query, src, now)),
-        b"/scrape" => HttpReply::bencode(http_scrape(sh, query, src, now)),
+        b"/announce" => bencode_reply(http_announce(sh, query, src, now)),
+        b"/scrape" => bencode_reply(http_scrape(sh, query, src, now)),
         b"/" | b"/index.html" => match &sh.torrents_dir {
             Some(_) => {
-                let host = header(head, "host")
+                let host = request_header(head, "host")
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .filter(|h| {
                         h.chars()
@@ -545,39 +473,28 @@ async fn route(head: &[u8], peer: SocketAddr, sh: &Shared) -> HttpReply {
                     .unwrap_or("localhost")
                     .to_string();
                 let list = sh.listing().await;
-                HttpReply {
-                    status: "200 OK",
-                    content_type: "text/html; charset=utf-8",
-                    body: index_page(&list, &host, sh.udp_port, |h| sh.stats(h)).into_bytes(),
-                }
+                let page = index_page(&list, &host, sh.udp_port, |h| sh.stats(h));
+                Reply::new(200, "text/html; charset=utf-8", page)
             }
-            None => HttpReply {
-                status: "200 OK",
-                content_type: "text/plain",
-                body: b"magnetfetch tracker\n".to_vec(),
-            },
+            None => Reply::new(200, "text/plain", &b"magnetfetch tracker\n"[..]),
         },
         p => {
             if sh.torrents_dir.is_none() {
-                return HttpReply::not_found();
+                return Reply::not_found();
             }
-            let name = p.strip_prefix(b"/").and_then(http_proto::percent_decode);
+            let name = p.strip_prefix(b"/").and_then(|n| percent::decode(n, false));
             let Some(name) = name.and_then(|n| String::from_utf8(n).ok()) else {
-                return HttpReply::not_found();
+                return Reply::not_found();
             };
             // Only names found by listing the directory are served: no path ever comes from
             // the request itself.
             let list = sh.listing().await;
             match list.iter().find(|t| t.file_name == name) {
                 Some(t) => match tokio::fs::read(&t.path).await {
-                    Ok(body) => HttpReply {
-                        status: "200 OK",
-                        content_type: "application/x-bittorrent",
-                        body,
-                    },
-                    Err(_) => HttpReply::not_found(),
+                    Ok(body) => Reply::new(200, "application/x-bittorrent", body),
+                    Err(_) => Reply::not_found(),
                 },
-                None => HttpReply::not_found(),
+                None => Reply::not_found(),
             }
         }
     }
@@ -639,21 +556,6 @@ fn http_scrape(sh: &Shared, query: &[u8], src: SocketAddr, now: Instant) -> Vec<
     http_proto::encode_scrape_reply(&files)
 }
 
-fn html_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '&' => o.push_str("&amp;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
 /// The index page: one row per torrent with its name, size, magnet link and live counts.
 pub fn index_page(
     list: &[TorrentEntry],
@@ -687,13 +589,13 @@ pub fn index_page(
         let _ = writeln!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"{}\">magnet</a></td><td><a href=\"/{}\">{}</a></td></tr>",
-            html_escape(&t.name),
+            html::escape(&t.name),
             t.size,
             st.complete,
             st.incomplete,
-            html_escape(&magnet),
+            html::escape(&magnet),
             percent_encode(t.file_name.as_bytes()),
-            html_escape(&t.file_name),
+            html::escape(&t.file_name),
         );
     }
     s.push_str("</table>\n</body></html>\n");

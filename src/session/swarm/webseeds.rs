@@ -39,7 +39,7 @@ const FETCH_BYTES: u64 = 1 << 20;
 #[derive(Debug)]
 pub struct WebSeedSetup {
     pub urls: Vec<String>,
-    pub layout: webseed::Layout,
+    pub layout: crate::torrent::Layout,
 }
 
 impl WebSeedSetup {
@@ -55,20 +55,7 @@ impl WebSeedSetup {
         if urls.is_empty() {
             return None;
         }
-        let info = &meta.info;
-        let layout = webseed::Layout {
-            name: info.name.clone(),
-            files: info
-                .files
-                .iter()
-                .map(|f| webseed::FileEntry {
-                    path: f.path.clone(),
-                    length: f.length,
-                })
-                .collect(),
-            single: !info.multi_file,
-            piece_length: info.piece_length,
-        };
+        let layout = webseed::layout_of(meta).ok()?;
         Some(Arc::new(WebSeedSetup { urls, layout }))
     }
 }
@@ -203,7 +190,7 @@ impl Swarm {
                 self.ws.tasks.spawn(async move {
                     let mut data = Vec::new();
                     let mut result = Ok(());
-                    for (start, len, _) in runs(blocks.clone(), setup.layout.piece_length) {
+                    for (start, len, _) in runs(blocks.clone(), setup.layout.piece_length()) {
                         let r = match webseed::byte_ranges(&url, &setup.layout, start, len) {
                             Ok(ranges) => fetcher.fetch_piece(&ranges).await,
                             Err(e) => Err(e),

@@ -19,18 +19,18 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use super::TrackerError;
+use super::HttpError;
 use crate::net::Stream;
 
 /// A rustls client configuration trusting exactly `roots` (DER certificates). Unparsable
 /// certificates are skipped; an empty result is an error (nothing could ever be verified).
 pub fn client_config(
     roots: impl IntoIterator<Item = CertificateDer<'static>>,
-) -> Result<Arc<ClientConfig>, TrackerError> {
+) -> Result<Arc<ClientConfig>, HttpError> {
     let mut store = RootCertStore::empty();
     let (added, _ignored) = store.add_parsable_certificates(roots);
     if added == 0 {
-        return Err(TrackerError::Tls(
+        return Err(HttpError::Tls(
             "no usable trusted root certificates (check SSL_CERT_FILE / SSL_CERT_DIR)".into(),
         ));
     }
@@ -39,14 +39,14 @@ pub fn client_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TrackerError::Tls(e.to_string()))?
+        .map_err(|e| HttpError::Tls(e.to_string()))?
         .with_root_certificates(store)
         .with_no_client_auth();
     Ok(Arc::new(cfg))
 }
 
 /// The default configuration: the system's trusted roots, loaded once per process.
-pub fn system_config() -> Result<Arc<ClientConfig>, TrackerError> {
+pub fn system_config() -> Result<Arc<ClientConfig>, HttpError> {
     static CFG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
     CFG.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
@@ -56,7 +56,7 @@ pub fn system_config() -> Result<Arc<ClientConfig>, TrackerError> {
         client_config(found.certs).map_err(|e| e.to_string())
     })
     .clone()
-    .map_err(TrackerError::Tls)
+    .map_err(HttpError::Tls)
 }
 
 /// Runs the TLS handshake for `host` (a DNS name or an IP literal, matched against the
@@ -65,13 +65,13 @@ pub async fn handshake(
     cfg: Arc<ClientConfig>,
     host: &str,
     stream: Stream,
-) -> Result<TlsStream<Stream>, TrackerError> {
+) -> Result<TlsStream<Stream>, HttpError> {
     let name = ServerName::try_from(host.to_string())
-        .map_err(|_| TrackerError::Tls(format!("{host:?} is not a valid TLS server name")))?;
+        .map_err(|_| HttpError::Tls(format!("{host:?} is not a valid TLS server name")))?;
     TlsConnector::from(cfg)
         .connect(name, stream)
         .await
-        .map_err(|e| TrackerError::Tls(format!("handshake with {host} failed: {}", cause(&e))))
+        .map_err(|e| HttpError::Tls(format!("handshake with {host} failed: {}", cause(&e))))
 }
 
 /// The rustls error inside an I/O error, when there is one: "invalid peer certificate:
