@@ -1,9 +1,17 @@
-//! Benchmark, not a test (ignored by default): UDP announce responses per second of our tracker
+//! Benchmarks, not tests (ignored by default).
+//!
+//! `udp_announce_throughput`: UDP announce responses per second of our tracker
 //! (`magnetfetch tracker`, the release binary) and of opentracker, driven by the same load
 //! generator. Both servers run as processes pinned to core 1 (`taskset -c 1`); pin the load
 //! generator (this test process) to core 0. The two are measured alternately, `ROUNDS` times
 //! each, and the medians compared:
-//! `taskset -c 0 cargo test --release --test tracker_bench -- --ignored --nocapture`.
+//! `taskset -c 0 cargo test --release --test tracker_bench -- --ignored --nocapture udp`.
+//!
+//! `http_announce_throughput`: HTTP announces per second of our tracker, from
+//! [`HTTP_CONNS`] connections that ask for keep-alive (and reconnect whenever the server
+//! closes, as ours does after every reply). With `MAGNETFETCH_BENCH_BEFORE=path/to/binary`
+//! that other build of magnetfetch is measured alternately with this one (same pinning):
+//! `MAGNETFETCH_BENCH_BEFORE=./mf-before taskset -c 0 cargo test --release --test tracker_bench -- --ignored --nocapture http`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,9 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use magnetfetch::http::head::parse_response_head;
 use magnetfetch::id::Id20;
 use magnetfetch::net::Net;
-use magnetfetch::tracker::udp_proto;
+use magnetfetch::tracker::{http_proto, udp_proto};
 use magnetfetch::tracker::{AnnounceRequest, Event};
 
 const SOCKETS: usize = 8;
@@ -103,6 +112,99 @@ fn load(target: SocketAddr) -> f64 {
     })
 }
 
+/// HTTP connections open at once (spread over four source addresses: the server allows 32
+/// per address).
+const HTTP_CONNS: usize = 32;
+
+/// Drives the HTTP tracker at `target` from one thread and returns successful announces/s.
+fn http_load(target: SocketAddr) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let count = Arc::new(AtomicU64::new(0));
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_secs(SECS);
+        let mut tasks = Vec::new();
+        for c in 0..HTTP_CONNS {
+            let count = count.clone();
+            tasks.push(tokio::spawn(async move {
+                let src = std::net::IpAddr::from([127, 0, 0, 10 + (c % 4) as u8]);
+                let mut conn = None;
+                let mut buf = Vec::with_capacity(4096);
+                let mut tmp = [0u8; 4096];
+                let mut i: u32 = c as u32 * 7919;
+                'requests: while tokio::time::Instant::now() < deadline {
+                    i = i.wrapping_add(1);
+                    let req = AnnounceRequest {
+                        info_hash: hash(i % HASHES),
+                        peer_id: Id20([c as u8; 20]),
+                        port: 1024 + (i % 50_000) as u16,
+                        uploaded: 0,
+                        downloaded: 0,
+                        left: u64::from(i % 3),
+                        event: Event::None,
+                        numwant: Some(50),
+                        key: i,
+                        tracker_id: None,
+                    };
+                    let head = format!(
+                        "GET {} HTTP/1.1\r\nHost: {target}\r\nConnection: keep-alive\r\n\r\n",
+                        http_proto::announce_url("/announce", &req)
+                    );
+                    let mut s = match conn.take() {
+                        Some(s) => s,
+                        None => match Net::Tokio.connect_from(Some(src), target).await {
+                            Ok(s) => s,
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        continue;
+                    }
+                    buf.clear();
+                    let (h, n) = loop {
+                        match parse_response_head(&buf) {
+                            Ok(Some(x)) => break x,
+                            Ok(None) => {}
+                            Err(_) => continue 'requests,
+                        }
+                        match s.read(&mut tmp).await {
+                            Ok(0) | Err(_) => continue 'requests,
+                            Ok(k) => buf.extend_from_slice(&tmp[..k]),
+                        }
+                    };
+                    let len: usize = h
+                        .header("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < n + len {
+                        match s.read(&mut tmp).await {
+                            Ok(0) | Err(_) => continue 'requests,
+                            Ok(k) => buf.extend_from_slice(&tmp[..k]),
+                        }
+                    }
+                    if h.status == 200 && buf[n..].starts_with(b"d8:complete") {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if h.keep_alive() {
+                        conn = Some(s);
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
 /// Runs `cmd` pinned to core 1 when `taskset` exists (the server side of the benchmark).
 fn pinned(cmd: &str) -> Command {
     if Path::new("/usr/bin/taskset").exists() {
@@ -112,6 +214,14 @@ fn pinned(cmd: &str) -> Command {
     } else {
         Command::new(cmd)
     }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_port() -> u16 {
@@ -124,7 +234,11 @@ fn free_port() -> u16 {
 
 /// Starts a server (after `wait` for it to bind), measures it, stops it; responses/s and the
 /// server's CPU seconds (user+sys) during the run.
-fn measure(mut cmd: Command, port: u16) -> (f64, f64) {
+fn measure(cmd: Command, port: u16) -> (f64, f64) {
+    measure_with(cmd, port, load)
+}
+
+fn measure_with(mut cmd: Command, port: u16, load: fn(SocketAddr) -> f64) -> (f64, f64) {
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -219,6 +333,55 @@ fn udp_announce_throughput() {
             "ratio magnetfetch/opentracker: {:.2} (rate), {:.2} (per server CPU-s)",
             m / t,
             mc / tc
+        );
+    }
+    println!("load average before: {}", load_before.trim());
+    println!("load average after:  {}", load_after.trim());
+}
+
+#[test]
+#[ignore = "benchmark: run explicitly with --release -- --ignored --nocapture"]
+fn http_announce_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let list: String = (0..HASHES).map(|i| hash(i).to_hex() + "\n").collect();
+    std::fs::write(dir.path().join("white"), list).unwrap();
+    let before = std::env::var("MAGNETFETCH_BENCH_BEFORE").ok();
+    let mut bins = vec![("this build", BIN.to_string())];
+    if let Some(b) = &before {
+        bins.insert(0, ("before", b.clone()));
+    }
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut rates = vec![Vec::new(); bins.len()];
+    let mut per_cpu = vec![Vec::new(); bins.len()];
+    for round in 0..ROUNDS {
+        for (k, (label, bin)) in bins.iter().enumerate() {
+            let port = free_tcp_port();
+            let mut c = pinned(bin);
+            c.args(["tracker", "--http", &format!("127.0.0.1:{port}")])
+                .args(["--per-ip-rate", "0", "--allow-list"])
+                .arg(dir.path().join("white"));
+            let (r, cpu) = measure_with(c, port, http_load);
+            let pc = r * SECS as f64 / cpu.max(0.01);
+            println!(
+                "round {round}: {label:<10} {r:>8.0} HTTP announces/s  (server CPU {cpu:.2} s, {pc:.0} per CPU-s)"
+            );
+            rates[k].push(r);
+            per_cpu[k].push(pc);
+        }
+    }
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    // When the one-thread load generator cannot saturate the server's core, announces per
+    // server CPU-second is the comparison that holds.
+    let medians: Vec<f64> = rates.into_iter().map(median).collect();
+    let medians_cpu: Vec<f64> = per_cpu.into_iter().map(median).collect();
+    for (((label, _), m), mc) in bins.iter().zip(&medians).zip(&medians_cpu) {
+        println!("median {label:<10} {m:.0} HTTP announces/s, {mc:.0} per server CPU-s");
+    }
+    if medians.len() == 2 {
+        println!(
+            "ratio this build/before: {:.2} (rate), {:.2} (per server CPU-s)",
+            medians[1] / medians[0],
+            medians_cpu[1] / medians_cpu[0]
         );
     }
     println!("load average before: {}", load_before.trim());
