@@ -21,6 +21,9 @@ use rand::{Rng, SeedableRng};
 #[path = "../fuzz/fuzz_targets/bodies/tracker.rs"]
 mod bodies;
 
+#[path = "../fuzz/fuzz_targets/bodies/http.rs"]
+mod http_bodies;
+
 fn req(port: u16) -> AnnounceRequest {
     AnnounceRequest {
         info_hash: Id20([0xab; 20]),
@@ -160,6 +163,33 @@ fn run(
         n += 1;
     }
     n
+}
+
+/// Response heads and chunked bodies for `http_response` (first two bytes: feed step and
+/// body limit, see the body).
+fn http_response_seeds() -> Vec<Vec<u8>> {
+    let with = |step: u8, limit: u8, rest: &[u8]| [&[step, limit][..], rest].concat();
+    vec![
+        with(3, 4, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\nT: 1\r\n\r\nNEXT"),
+        with(1, 1, b"HTTP/1.0 206 Partial Content\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"),
+        with(7, 0, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        with(2, 255, b"ffffffffffffffff\r\n"),
+        with(5, 2, b"10\r\n0123456789abcdef\r\n0\r\n\r\n"),
+    ]
+}
+
+/// The HTTP client's response-head parser and chunked decoder (`fuzz_targets/http_response.rs`).
+#[test]
+fn http_response_fuzz_burst() {
+    let n = run(
+        "http_response",
+        &http_response_seeds(),
+        http_bodies::http_response,
+        3,
+        20_000,
+        Duration::from_secs(20),
+    );
+    assert!(n > 0);
 }
 
 #[test]

@@ -120,6 +120,9 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     let status = status
         .iter()
         .fold(0u16, |a, &d| a * 10 + u16::from(d - b'0'));
+    if status < 100 {
+        return Err(HttpError::Malformed("bad HTTP status code"));
+    }
     let mut headers = Vec::new();
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -273,6 +276,7 @@ mod tests {
             b"HTTP/1.1 20 OK\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/1.1 099 OK\r\n\r\n",
             b"HTTP/1.x 200 OK\r\n\r\n",
             b"\r\n\r\n",
         ] {
