@@ -252,3 +252,90 @@ pub async fn get_url_with(
         .await
         .map_err(|_| HttpError::Timeout)?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A server that answers each request on one connection with the next canned reply,
+    /// written a few bytes at a time; returns its address.
+    async fn canned(replies: Vec<&'static [u8]>) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            for r in replies {
+                // Wait for one whole request head.
+                let mut tmp = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut tmp).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                }
+                buf.clear();
+                for c in r.chunks(7) {
+                    s.write_all(c).await.unwrap();
+                    s.flush().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn chunked_length_and_close_bodies_on_one_connection() {
+        let addr = canned(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x\r\n world\r\n0\r\n\r\n",
+            b"HTTP/1.1 206 Partial Content\r\nContent-Length: 3\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+        ])
+        .await;
+        let net = Net::Tokio;
+        let t = Duration::from_secs(5);
+        let mut c = HttpConn::connect(&net, addr, "h".into(), t).await.unwrap();
+        let r = c.get("/a", &[], true, 1 << 10, t).await.unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.keep_alive),
+            (200, &b"hello world"[..], true)
+        );
+        let r = c
+            .get("/b", &[("Range", "bytes=0-2")], true, 1 << 10, t)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.keep_alive),
+            (206, &b"abc"[..], true)
+        );
+        let r = c.get("/c", &[], true, 1 << 10, t).await.unwrap();
+        assert_eq!(
+            (r.body.as_slice(), r.keep_alive),
+            (&b"until close"[..], false)
+        );
+    }
+
+    #[tokio::test]
+    async fn body_limits_hold() {
+        let net = Net::Tokio;
+        let t = Duration::from_secs(5);
+        for (reply, limit) in [
+            (&b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world"[..], 10),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", 10),
+            (b"HTTP/1.1 200 OK\r\n\r\nhello world", 10),
+        ] {
+            let addr = canned(vec![reply]).await;
+            let mut c = HttpConn::connect(&net, addr, "h".into(), t).await.unwrap();
+            let r = c.get("/", &[], false, limit, t).await;
+            assert!(matches!(r, Err(HttpError::BodyTooLarge(10))), "{r:?}");
+        }
+        // A server that closes mid-body.
+        let addr = canned(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nshort"]).await;
+        let mut c = HttpConn::connect(&net, addr, "h".into(), t).await.unwrap();
+        let r = c.get("/", &[], false, 1 << 10, t).await;
+        assert!(matches!(r, Err(HttpError::Closed)), "{r:?}");
+    }
+}
