@@ -1,6 +1,7 @@
 //! The tracker server behind `magnetfetch tracker`: HTTP announce/scrape (BEP 3, 23, 48) on
-//! the small HTTP/1.1 server pieces of [`crate::http::server`], UDP (BEP 15) with stateless connection ids, and an
-//! optional `.torrent` directory served with an index page.
+//! the small HTTP/1.1 server pieces of [`crate::http::server`], UDP (BEP 15) with stateless
+//! connection ids, and an optional `.torrent` directory served with an index page (file
+//! names in request paths are percent-decoded with `+` as a plus, as in any URL path).
 //!
 //! UDP connection ids are `SipHash-2-4(key, minute window ‖ source IP)` (64 bits, a keyed
 //! PRF, far cheaper than the SHA-1 MAC used before), with a key drawn at start: nothing is stored per connect, a spoofed source never sees the
