@@ -246,4 +246,14 @@ fn long_fuzz_run() {
         budget,
     );
     println!("http_query: {n} inputs in {:.0?}, no crash", t.elapsed());
+    let t = Instant::now();
+    let n = run(
+        "http_response",
+        &http_response_seeds(),
+        http_bodies::http_response,
+        seed + 2,
+        u64::MAX,
+        budget,
+    );
+    println!("http_response: {n} inputs in {:.0?}, no crash", t.elapsed());
 }
