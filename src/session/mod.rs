@@ -10,6 +10,7 @@
 pub mod cands;
 pub mod courtesy;
 pub mod idle;
+pub mod metadata;
 pub mod own;
 pub mod peer_task;
 pub mod swarm;
@@ -34,11 +35,15 @@ use crate::id::{InfoHash, PeerId};
 use crate::magnet::{Magnet, PeerAddr};
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::net::Net;
-use crate::peer::{FetchConfig, FetchError, PeerConn};
+use crate::peer::PeerConn;
 use crate::torrent::resume::{self, ResumeSaver, ResumeState};
 use crate::torrent::storage::{parts_file_name, DiskOptions, Storage, StorageError};
 use crate::torrent::{Bitfield, Layout, LayoutError};
 
+pub use metadata::{
+    fetch_metadata, fetch_metadata_stats, serve_metadata, serve_metadata_conn, FetchConfig,
+    FetchError, FetchStatus, Fetched, HandedConn,
+};
 pub use swarm::{SwarmConfig, SwarmError, SwarmSummary, TransportBytes};
 pub use trackers::{PeerSources, SourceCounters, TrackerStatus};
 
@@ -847,7 +852,7 @@ async fn run_torrent(
                 p.name = m.display_name.clone();
             });
             let (meta_tx, meta_rx) = mpsc::channel(ADDR_QUEUE);
-            let status = Arc::new(crate::peer::FetchStatus::default());
+            let status = Arc::new(FetchStatus::default());
             // What the fetch has done, shown while the size is still unknown.
             let mut show = tokio::time::interval(Duration::from_millis(250));
             show.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -861,7 +866,7 @@ async fn run_torrent(
             };
             // Peers that dial us meanwhile (they heard of us from a tracker) serve it too.
             let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
-            let fetch = crate::peer::conn::fetch_metadata_incoming(
+            let fetch = metadata::fetch_metadata_incoming(
                 inner.net.clone(),
                 &inner.dialer,
                 info_hash,

@@ -21,10 +21,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::metadata::HandedConn;
 use crate::id::{InfoHash, PeerId};
 use crate::net::{Net, Transport};
 use crate::peer::wire::BlockRef as WireBlock;
-use crate::peer::{HandedConn, Message, PeerConn, PeerError};
+use crate::peer::{Message, PeerConn, PeerError};
 use crate::torrent::choker::{Choker, ChokerConfig, PeerStat, WASTE_AFTER};
 use crate::torrent::pipeline::{Pipeline, PipelineConfig};
 use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
