@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use magnetfetch::id::Id20;
 use magnetfetch::net::Net;
-use magnetfetch::peer::{fetch_metadata_stats, serve_metadata, FetchConfig};
+use magnetfetch::session::{fetch_metadata_stats, serve_metadata, FetchConfig};
 use sha1::{Digest, Sha1};
 use tokio::sync::mpsc;
 

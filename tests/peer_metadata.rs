@@ -8,8 +8,9 @@ use bytes::Bytes;
 use magnetfetch::id::Id20;
 use magnetfetch::net::Net;
 use magnetfetch::peer::extension::ExtHandshake;
-use magnetfetch::peer::{
-    fetch_metadata, fetch_metadata_stats, serve_metadata, FetchConfig, FetchError, PeerConn,
+use magnetfetch::peer::PeerConn;
+use magnetfetch::session::{
+    fetch_metadata, fetch_metadata_stats, serve_metadata, FetchConfig, FetchError,
 };
 use rand::{RngCore, SeedableRng};
 use sha1::{Digest, Sha1};

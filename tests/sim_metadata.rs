@@ -68,7 +68,7 @@ async fn fetch_with(seeders: usize, silent: bool, liars: usize) -> u64 {
             *b ^= 0x5a;
         }
         let id = magnetfetch::id::Id20([0x42 + i as u8; 20]);
-        tokio::spawn(magnetfetch::peer::serve_metadata(
+        tokio::spawn(magnetfetch::session::serve_metadata(
             l,
             meta.info_hash,
             id,

@@ -17,8 +17,7 @@ use super::progress::Display;
 use super::CliError;
 use crate::magnet::Magnet;
 use crate::metainfo::Metainfo;
-use crate::peer::FetchError;
-use crate::session::{AddTorrent, Phase, Session, Source, StorageSpec, TorrentError};
+use crate::session::{AddTorrent, FetchError, Phase, Session, Source, StorageSpec, TorrentError};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:

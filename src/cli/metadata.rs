@@ -12,7 +12,7 @@ use super::common::{runtime, Common};
 use super::{exit_code, print_out, CliError, CliResult};
 use crate::magnet::{Magnet, PeerAddr};
 use crate::metainfo::Metainfo;
-use crate::peer::{fetch_metadata_stats, FetchConfig};
+use crate::session::{fetch_metadata_stats, FetchConfig};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -98,7 +98,7 @@ async fn fetch(args: Args) -> CliResult {
                     Some(d) => format!("DHT: {} nodes queried", d.stats().await.nodes_visited),
                     None => "DHT disabled".to_string(),
                 };
-                let crate::peer::FetchError::Timeout { tried, .. } = &e;
+                let crate::session::FetchError::Timeout { tried, .. } = &e;
                 return Err(CliError::msg(if *tried == 0 {
                     format!("no peers found for {ih} after {} s ({how})", args.timeout)
                 } else {

@@ -47,7 +47,7 @@ pub struct ExtHandshake {
     pub reqq: Option<u32>,
     /// Size of the info dictionary in bytes (BEP 9); unchecked here, see `metadata`.
     pub metadata_size: Option<u64>,
-    /// magnetfetch's own key `mf_quic`: the sender's QUIC (UDP) port (see `crate::quic`).
+    /// magnetfetch's own key `mf_quic`: the sender's QUIC (UDP) port (see the `quic` module).
     pub mf_quic: Option<u16>,
 }
 

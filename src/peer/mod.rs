@@ -1,7 +1,8 @@
 //! Peer wire protocol: the message codec (BEP 3, Fast extension BEP 6, DHT port BEP 5),
 //! the handshake with reserved bits and BEP 20 peer ids, the extension protocol (BEP 10),
 //! metadata exchange `ut_metadata` (BEP 9), peer exchange `ut_pex` (BEP 11), and the async
-//! connection layer over [`crate::net`].
+//! connection layer over [`crate::net`]. The multi-peer metadata fetch and the metadata
+//! server, which dial through `quic`, are in `session::metadata`.
 //!
 //! Pure parts (codecs, [`metadata::MetadataFetch`], [`pex::PexSender`]) do no I/O; [`conn`]
 //! is the thin async layer that drives them.
@@ -14,10 +15,7 @@ pub mod pex;
 pub mod wire;
 
 use crate::id::Id20;
-pub use conn::{
-    fetch_metadata, fetch_metadata_stats, serve_metadata, serve_metadata_conn, FetchConfig,
-    FetchError, FetchStatus, Fetched, HandedConn, PeerConn, PeerReader, PeerWriter,
-};
+pub use conn::{PeerConn, PeerReader, PeerWriter};
 pub use extension::ExtHandshake;
 pub use handshake::{generate_peer_id, Handshake, Reserved};
 pub use metadata::{MetadataFetch, MetadataMsg};

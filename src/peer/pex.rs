@@ -22,7 +22,7 @@ pub const FLAG_UTP: u8 = 0x04;
 pub const FLAG_HOLEPUNCH: u8 = 0x08;
 pub const FLAG_REACHABLE: u8 = 0x10;
 /// Not in BEP 11 (unused bit; other clients ignore it): the contact speaks magnetfetch's
-/// QUIC on its UDP port = TCP port (see `crate::quic`).
+/// QUIC on its UDP port = TCP port (see the `quic` module).
 pub const FLAG_MF_QUIC: u8 = 0x40;
 
 /// Minimum time between two PEX messages to the same peer.

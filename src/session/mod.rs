@@ -10,6 +10,7 @@
 pub mod cands;
 pub mod courtesy;
 pub mod idle;
+pub mod metadata;
 pub mod own;
 pub mod peer_task;
 pub mod swarm;
@@ -34,11 +35,15 @@ use crate::id::{InfoHash, PeerId};
 use crate::magnet::{Magnet, PeerAddr};
 use crate::metainfo::{Metainfo, MetainfoError};
 use crate::net::Net;
-use crate::peer::{FetchConfig, FetchError, PeerConn};
+use crate::peer::PeerConn;
 use crate::torrent::resume::{self, ResumeSaver, ResumeState};
 use crate::torrent::storage::{parts_file_name, DiskOptions, Storage, StorageError};
 use crate::torrent::{Bitfield, Layout, LayoutError};
 
+pub use metadata::{
+    fetch_metadata, fetch_metadata_stats, serve_metadata, serve_metadata_conn, FetchConfig,
+    FetchError, FetchStatus, Fetched, HandedConn,
+};
 pub use swarm::{SwarmConfig, SwarmError, SwarmSummary, TransportBytes};
 pub use trackers::{PeerSources, SourceCounters, TrackerStatus};
 
@@ -818,19 +823,32 @@ async fn accept_peer(stream: crate::net::Stream, addr: SocketAddr, weak: std::sy
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The inputs a torrent task reads: stop requests, peer addresses and incoming connections.
+struct TorrentInputs {
+    stop: watch::Receiver<bool>,
+    addrs: mpsc::Receiver<SocketAddr>,
+    incoming: mpsc::Receiver<PeerConn>,
+    /// Peer addresses heard of during the metadata phase (the swarm's first candidates).
+    seen: Vec<SocketAddr>,
+}
+
+/// The phases of one torrent: metadata (magnets only), storage and check/resume, swarm.
 async fn run_torrent(
     inner: &Arc<Inner>,
     add: AddTorrent,
     rng_seed: u64,
     progress: watch::Sender<Progress>,
-    mut stop: watch::Receiver<bool>,
-    mut addrs: mpsc::Receiver<SocketAddr>,
-    mut incoming: mpsc::Receiver<PeerConn>,
+    stop: watch::Receiver<bool>,
+    addrs: mpsc::Receiver<SocketAddr>,
+    incoming: mpsc::Receiver<PeerConn>,
 ) -> Result<TorrentOutcome, TorrentError> {
     let start = Instant::now();
-    let info_hash = add.source.info_hash();
-    let mut seen: Vec<SocketAddr> = Vec::new();
+    let mut inputs = TorrentInputs {
+        stop,
+        addrs,
+        incoming,
+        seen: Vec::new(),
+    };
     let only = add.only_files.clone().or_else(|| match &add.source {
         Source::Magnet(m) => m.select_only.clone(),
         Source::Metainfo(_) => None,
@@ -839,90 +857,177 @@ async fn run_torrent(
         Source::Magnet(m) => m.web_seeds.clone(),
         Source::Metainfo(m) => m.url_list.clone(),
     };
-    let (metainfo, metadata_ms, handed) = match add.source {
-        Source::Metainfo(m) => (m, None, Vec::new()),
+    let (metainfo, metadata_ms, handed) = match &add.source {
+        Source::Metainfo(m) => (m.clone(), None, Vec::new()),
         Source::Magnet(m) => {
-            progress.send_modify(|p| {
-                p.phase = Phase::Searching;
-                p.name = m.display_name.clone();
-            });
-            let (meta_tx, meta_rx) = mpsc::channel(ADDR_QUEUE);
-            let status = Arc::new(crate::peer::FetchStatus::default());
-            // What the fetch has done, shown while the size is still unknown.
-            let mut show = tokio::time::interval(Duration::from_millis(250));
-            show.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let cfg = FetchConfig {
-                timeout: add.metadata_timeout,
-                listen_port: inner.listen_addr.map(|a| a.port()),
-                // The swarm downloads over the fetch's connections: no re-dial.
-                hand_over: true,
-                status: Some(status.clone()),
-                ..FetchConfig::default()
-            };
-            // Peers that dial us meanwhile (they heard of us from a tracker) serve it too.
-            let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
-            let fetch = crate::peer::conn::fetch_metadata_incoming(
-                inner.net.clone(),
-                &inner.dialer,
-                info_hash,
-                inner.peer_id,
-                meta_rx,
-                inc_rx,
-                cfg,
-            );
-            tokio::pin!(fetch);
-            let mut stop_open = true;
-            let fetched = loop {
-                tokio::select! {
-                    biased;
-                    // A dropped handle (Err) leaves the torrent running; stop polling it,
-                    // or this branch would be ready forever and spin.
-                    r = stop.changed(), if stop_open => {
-                        stop_open = r.is_ok();
-                        if *stop.borrow() {
-                            return Err(TorrentError::Stopped);
-                        }
-                    }
-                    r = &mut fetch => break r?,
-                    _ = show.tick() => {
-                        use std::sync::atomic::Ordering::Relaxed;
-                        progress.send_if_modified(|p| {
-                            let now = (
-                                status.tried.load(Relaxed),
-                                status.connected.load(Relaxed),
-                                status.pieces.load(Relaxed),
-                                status.pieces_total.load(Relaxed),
-                            );
-                            let was = (p.peers_tried, p.peers, p.metadata_pieces, p.metadata_pieces_total);
-                            (p.peers_tried, p.peers, p.metadata_pieces, p.metadata_pieces_total) = now;
-                            now != was
-                        });
-                    }
-                    Some(c) = incoming.recv() => {
-                        let _ = inc_tx.try_send(c);
-                    }
-                    Some(a) = addrs.recv() => {
-                        if seen.len() < 10_000 && !seen.contains(&a) && !inner.own.is_own(a) {
-                            seen.push(a);
-                            if seen.len() == 1 {
-                                progress.send_modify(|p| p.phase = Phase::Metadata);
-                            }
-                            progress.send_modify(|p| p.known_peers = seen.len());
-                            let _ = meta_tx.try_send(a);
-                        }
-                    }
-                }
-            };
-            tracing::debug!(%info_hash, peers = fetched.connected, "metadata fetched");
+            let fetched =
+                metadata_phase(inner, m, add.metadata_timeout, &progress, &mut inputs).await?;
             let meta = Metainfo::from_info_bytes(&fetched.info)?;
             let ms = start.elapsed().as_millis() as u64;
             (Arc::new(meta), Some(ms), fetched.conns)
         }
     };
-    let info = &metainfo.info;
     if let Some(sel) = &only {
-        check_selection(sel, info.files.len())?;
+        check_selection(sel, metainfo.info.files.len())?;
     }
+    let files = open_storage(&add, &metainfo, only.as_deref())?;
+    progress.send_modify(|p| {
+        p.phase = Phase::Checking;
+        p.name = Some(metainfo.info.name.clone());
+        p.total = files.layout.total_length();
+        p.pieces = files.layout.piece_count();
+        p.metadata_ms = metadata_ms;
+    });
+    let (have, resume_path) = check_phase(&add, &files).await?;
+    let selected_size = files.selected_size;
+    let summary = swarm_phase(
+        inner,
+        &add,
+        &metainfo,
+        files,
+        have,
+        resume_path,
+        web_seeds,
+        rng_seed,
+        progress,
+        inputs,
+        handed,
+    )
+    .await?;
+    Ok(TorrentOutcome {
+        metainfo,
+        selected_size,
+        summary,
+        metadata_ms,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// A magnet's metadata phase: the BEP 9 fetch from the peers arriving on `inputs` (and
+/// those dialling us), with its progress shown while the size is unknown. The fetch's open
+/// connections come back with the metadata, for the swarm.
+async fn metadata_phase(
+    inner: &Arc<Inner>,
+    m: &Magnet,
+    timeout: Duration,
+    progress: &watch::Sender<Progress>,
+    inputs: &mut TorrentInputs,
+) -> Result<Fetched, TorrentError> {
+    let info_hash = m.info_hash;
+    progress.send_modify(|p| {
+        p.phase = Phase::Searching;
+        p.name = m.display_name.clone();
+    });
+    let (meta_tx, meta_rx) = mpsc::channel(ADDR_QUEUE);
+    let status = Arc::new(FetchStatus::default());
+    // What the fetch has done, shown while the size is still unknown.
+    let mut show = tokio::time::interval(Duration::from_millis(250));
+    show.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let cfg = FetchConfig {
+        timeout,
+        listen_port: inner.listen_addr.map(|a| a.port()),
+        // The swarm downloads over the fetch's connections: no re-dial.
+        hand_over: true,
+        status: Some(status.clone()),
+        ..FetchConfig::default()
+    };
+    // Peers that dial us meanwhile (they heard of us from a tracker) serve it too.
+    let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
+    let fetch = metadata::fetch_metadata_incoming(
+        inner.net.clone(),
+        &inner.dialer,
+        info_hash,
+        inner.peer_id,
+        meta_rx,
+        inc_rx,
+        cfg,
+    );
+    tokio::pin!(fetch);
+    let mut stop_open = true;
+    let TorrentInputs {
+        stop,
+        addrs,
+        incoming,
+        seen,
+    } = inputs;
+    let fetched = loop {
+        tokio::select! {
+            biased;
+            // A dropped handle (Err) leaves the torrent running; stop polling it, or this
+            // branch would be ready forever and spin.
+            r = stop.changed(), if stop_open => {
+                stop_open = r.is_ok();
+                if *stop.borrow() {
+                    return Err(TorrentError::Stopped);
+                }
+            }
+            r = &mut fetch => break r?,
+            _ = show.tick() => show_fetch_status(progress, &status),
+            Some(c) = incoming.recv() => {
+                let _ = inc_tx.try_send(c);
+            }
+            Some(a) = addrs.recv() => {
+                if seen.len() < 10_000 && !seen.contains(&a) && !inner.own.is_own(a) {
+                    seen.push(a);
+                    if seen.len() == 1 {
+                        progress.send_modify(|p| p.phase = Phase::Metadata);
+                    }
+                    progress.send_modify(|p| p.known_peers = seen.len());
+                    let _ = meta_tx.try_send(a);
+                }
+            }
+        }
+    };
+    tracing::debug!(%info_hash, peers = fetched.connected, "metadata fetched");
+    Ok(fetched)
+}
+
+/// Copies the fetch's counters into the progress (when they changed).
+fn show_fetch_status(progress: &watch::Sender<Progress>, status: &FetchStatus) {
+    use std::sync::atomic::Ordering::Relaxed;
+    progress.send_if_modified(|p| {
+        let now = (
+            status.tried.load(Relaxed),
+            status.connected.load(Relaxed),
+            status.pieces.load(Relaxed),
+            status.pieces_total.load(Relaxed),
+        );
+        let was = (
+            p.peers_tried,
+            p.peers,
+            p.metadata_pieces,
+            p.metadata_pieces_total,
+        );
+        (
+            p.peers_tried,
+            p.peers,
+            p.metadata_pieces,
+            p.metadata_pieces_total,
+        ) = now;
+        now != was
+    });
+}
+
+/// A torrent's files: layout, storage and the selection.
+struct TorrentFiles {
+    layout: Arc<Layout>,
+    storage: Arc<Storage>,
+    /// SHA-1 of every piece (from the info dictionary).
+    hashes: Arc<Vec<[u8; 20]>>,
+    /// Per-file priority (0 = skip); empty = all files.
+    file_priorities: Vec<u8>,
+    /// Bytes of the selected files when only some are downloaded.
+    selected_size: Option<u64>,
+}
+
+/// The layout of the info dictionary's files and the storage behind it.
+fn open_storage(
+    add: &AddTorrent,
+    metainfo: &Metainfo,
+    only: Option<&[std::ops::RangeInclusive<u32>]>,
+) -> Result<TorrentFiles, TorrentError> {
+    let info = &metainfo.info;
+    let info_hash = add.source.info_hash();
     // No path is copied per file: the layout keeps the components in one arena and the
     // torrent's name once (a million-file torrent would otherwise cost ~250 B per file).
     let mut builder = Layout::builder(
@@ -933,8 +1038,7 @@ async fn run_torrent(
         builder.push(f.path.iter().map(String::as_str), f.length, f.pad);
     }
     let layout = Arc::new(builder.build()?);
-    let hashes = Arc::new(info.pieces.clone());
-    let file_priorities: Vec<u8> = match &only {
+    let file_priorities: Vec<u8> = match only {
         Some(sel) => (0..info.files.len() as u32)
             .map(|i| u8::from(sel.iter().any(|r| r.contains(&i))))
             .collect(),
@@ -962,35 +1066,65 @@ async fn run_torrent(
             Storage::generated(layout.clone(), *seed, *complete)
         }
     });
-    progress.send_modify(|p| {
-        p.phase = Phase::Checking;
-        p.name = Some(info.name.clone());
-        p.total = layout.total_length();
-        p.pieces = layout.piece_count();
-        p.metadata_ms = metadata_ms;
-    });
-    // Whatever is already there is verified, never overwritten blindly: only pieces that
-    // fail their hash are downloaded (and only those are written).
+    Ok(TorrentFiles {
+        layout,
+        storage,
+        hashes: Arc::new(info.pieces.clone()),
+        file_priorities,
+        selected_size,
+    })
+}
+
+/// What is already there, verified (resume data or a recheck), and where resume data
+/// goes. Whatever is on disk is never overwritten blindly: only pieces that fail their
+/// hash are downloaded (and only those are written).
+async fn check_phase(
+    add: &AddTorrent,
+    files: &TorrentFiles,
+) -> Result<(Bitfield, Option<PathBuf>), TorrentError> {
+    let info_hash = add.source.info_hash();
     let resume_path = match (&add.storage, &add.resume_dir) {
         (StorageSpec::Disk(_), Some(d)) => Some(resume::resume_path(d, &info_hash)),
         _ => None,
     };
+    let n = files.layout.piece_count();
     let have = match &add.storage {
         StorageSpec::Disk(_) => {
             // --recheck: load no resume data, so every piece on disk is hashed.
             let trusted = resume_path.as_deref().filter(|_| !add.recheck);
-            initial_have(&storage, &hashes, info_hash, trusted).await?
+            initial_have(&files.storage, &files.hashes, info_hash, trusted).await?
         }
-        StorageSpec::Generated { complete: true, .. } => Bitfield::full(layout.piece_count()),
-        _ => Bitfield::new(layout.piece_count()),
+        StorageSpec::Generated { complete: true, .. } => Bitfield::full(n),
+        _ => Bitfield::new(n),
     };
+    Ok((have, resume_path))
+}
+
+/// Downloads (and seeds) with the swarm actor until it ends; resume data is saved as
+/// pieces verify.
+#[allow(clippy::too_many_arguments)]
+async fn swarm_phase(
+    inner: &Arc<Inner>,
+    add: &AddTorrent,
+    metainfo: &Metainfo,
+    files: TorrentFiles,
+    have: Bitfield,
+    resume_path: Option<PathBuf>,
+    web_seeds: Vec<String>,
+    rng_seed: u64,
+    progress: watch::Sender<Progress>,
+    inputs: TorrentInputs,
+    handed: Vec<HandedConn>,
+) -> Result<SwarmSummary, TorrentError> {
+    let info_hash = add.source.info_hash();
+    let info = &metainfo.info;
     let (verified_tx, resume_task) = match &resume_path {
         Some(path) => {
             let (tx, rx) = mpsc::unbounded_channel();
             let task = tokio::spawn(save_resume(
                 path.clone(),
                 info_hash,
-                storage.clone(),
+                files.storage.clone(),
                 have.clone(),
                 rx,
             ));
@@ -1009,16 +1143,16 @@ async fn run_torrent(
         our_port: inner.listen_addr.map(|a| a.port()),
         own: inner.own.clone(),
         dialer: inner.dialer.clone(),
-        layout,
-        piece_hashes: hashes,
+        layout: files.layout,
+        piece_hashes: files.hashes,
         info: Bytes::from(metainfo.raw_info.clone()),
-        storage,
+        storage: files.storage,
         have,
         rng_seed,
         cfg: SwarmConfig {
             blocking_io: inner.blocking_io && add.swarm.blocking_io,
-            file_priorities,
-            web_seeds: swarm::WebSeedSetup::new(&metainfo, web_seeds),
+            file_priorities: files.file_priorities,
+            web_seeds: swarm::WebSeedSetup::new(metainfo, web_seeds),
             // A magnet says nothing of BEP 27: the fetched info dictionary does.
             private: add.swarm.private || info.private,
             ..add.swarm.clone()
@@ -1029,6 +1163,12 @@ async fn run_torrent(
     tracing::debug!(%info_hash, have = params.have.count(), "swarm starting");
     let sw = swarm::Swarm::new(params);
     // Peers heard of during the metadata phase are this swarm's first candidates.
+    let TorrentInputs {
+        stop,
+        mut addrs,
+        incoming,
+        seen,
+    } = inputs;
     let (fwd_tx, fwd_rx) = mpsc::channel(ADDR_QUEUE);
     tokio::spawn(async move {
         for a in seen {
@@ -1054,14 +1194,7 @@ async fn run_torrent(
     if let Some(t) = resume_task {
         let _ = t.await;
     }
-    let summary = result?;
-    Ok(TorrentOutcome {
-        metainfo,
-        selected_size,
-        summary,
-        metadata_ms,
-        elapsed: start.elapsed(),
-    })
+    Ok(result?)
 }
 
 /// Pieces already on disk: the resume data's trusted pieces plus a re-hash of the pieces it

@@ -21,10 +21,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::metadata::HandedConn;
 use crate::id::{InfoHash, PeerId};
 use crate::net::{Net, Transport};
 use crate::peer::wire::BlockRef as WireBlock;
-use crate::peer::{HandedConn, Message, PeerConn, PeerError};
+use crate::peer::{Message, PeerConn, PeerError};
 use crate::torrent::choker::{Choker, ChokerConfig, PeerStat, WASTE_AFTER};
 use crate::torrent::pipeline::{Pipeline, PipelineConfig};
 use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
@@ -961,14 +962,25 @@ impl Swarm {
         let sent = peer.requested_at.remove(&r);
         peer.pipeline.on_block(now, len, sent, outstanding);
         peer.down.record(now, len);
+        self.accept_block(key, r, data);
+        if !self.batching {
+            self.fill_requests(key);
+        }
+    }
+
+    /// A block from `key` (a peer or a web seed; one path for both): kept if the picker
+    /// asked `key` for it, the same block asked of others cancelled (endgame), and a
+    /// complete piece handed to hashing. Returns whether the block was kept.
+    fn accept_block(&mut self, key: PeerKey, r: BlockRef, data: Bytes) -> bool {
         let out = self.picker.on_block_received(key, r);
         tracing::trace!(?r, ?out.status, complete = out.piece_complete, "block");
-        if out.status == BlockStatus::Accepted {
-            let plen = self.p.layout.piece_len(index) as u32;
+        let accepted = out.status == BlockStatus::Accepted;
+        if accepted {
+            let plen = self.p.layout.piece_len(r.piece) as u32;
             self.buffers
-                .entry(index)
+                .entry(r.piece)
                 .or_insert_with(|| PieceBlocks::new(plen, crate::torrent::BLOCK_SIZE))
-                .insert(begin, data);
+                .insert(r.offset, data);
         }
         for (other, cr) in out.cancels {
             if let Some(o) = self.peers.get_mut(&other) {
@@ -979,11 +991,9 @@ impl Swarm {
             }
         }
         if out.piece_complete {
-            self.start_check(index);
+            self.start_check(r.piece);
         }
-        if !self.batching {
-            self.fill_requests(key);
-        }
+        accepted
     }
 
     fn start_check(&mut self, piece: u32) {

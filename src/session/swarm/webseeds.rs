@@ -16,10 +16,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{to_wire, Message, PeerCmd, Swarm};
+use super::Swarm;
 use crate::metainfo::Metainfo;
 use crate::net::Net;
-use crate::torrent::{Bitfield, BlockRef, BlockStatus, PeerKey};
+use crate::torrent::{Bitfield, BlockRef, PeerKey};
 use crate::webseed::{self, WebSeedError, WebSeedFetcher};
 
 /// Concurrent fetches per web seed (each on its own keep-alive connection).
@@ -252,45 +252,27 @@ impl Swarm {
                 return;
             }
         };
+        // The blocks are slices of the fetched bytes (no copy), and take the peer path.
+        let data = bytes::Bytes::from(data);
         let mut at = 0usize;
-        let mut complete = Vec::new();
         for r in d.blocks {
             let len = r.len as usize;
-            let Some(chunk) = data.get(at..at + len) else {
+            if at + len > data.len() {
                 // Short data (cannot happen with a length-checked fetch): release the rest.
                 self.picker.on_reject(key, r);
                 continue;
-            };
+            }
+            let chunk = data.slice(at..at + len);
             at += len;
             self.downloaded += len as u64;
             self.down_rate.record(now, len as u64);
-            let out = self.picker.on_block_received(key, r);
-            if out.status == BlockStatus::Accepted {
+            if self.accept_block(key, r, chunk) {
+                // Checked later (its result comes back through the actor's loop): the
+                // seed is on record by then, for a strike if the piece fails.
                 if let Some(s) = self.ws.seeds.get_mut(d.seed) {
                     s.pieces.insert(r.piece);
                 }
-                let plen = self.p.layout.piece_len(r.piece) as u32;
-                self.buffers
-                    .entry(r.piece)
-                    .or_insert_with(|| {
-                        crate::torrent::verify::PieceBlocks::new(plen, crate::torrent::BLOCK_SIZE)
-                    })
-                    .insert(r.offset, bytes::Bytes::copy_from_slice(chunk));
             }
-            for (other, cr) in out.cancels {
-                if let Some(o) = self.peers.get_mut(&other) {
-                    o.requested_at.remove(&cr);
-                    let _ = o
-                        .cmd
-                        .try_send(PeerCmd::Send(vec![Message::Cancel(to_wire(cr))]));
-                }
-            }
-            if out.piece_complete {
-                complete.push(r.piece);
-            }
-        }
-        for p in complete {
-            self.start_check(p);
         }
         self.ws_fill(now);
     }
