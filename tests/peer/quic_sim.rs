@@ -4,10 +4,8 @@
 //!   UDP port bound for QUIC alone) move a torrent over QUIC; the BitTorrent handshake and
 //!   info-hash check run on the QUIC stream; every payload byte is counted as QUIC.
 //! - `auto_races_and_prefers_quic`: two `Auto` peers; the race keeps QUIC.
-//! - `measure_*` (ignored; `cargo test --release --test quic_sim -- --ignored --nocapture`):
+//! - `measure_*` (ignored; `cargo test --release --test peer quic_sim -- --ignored --nocapture`):
 //!   the numbers in docs/benchmarks.md ("QUIC transport").
-
-mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -84,7 +82,7 @@ async fn swarm(
     };
     let meta = make_metainfo(&sc).unwrap();
     let seeder = session(&net, 0, l, mode).await;
-    let seed_handle = seeder.add(common::sim_seeding(&meta, sc.seed));
+    let seed_handle = seeder.add(crate::support::sim_seeding(&meta, sc.seed));
     let mut magnet = Magnet::new(meta.info_hash);
     magnet.peers = vec![PeerAddr::Ip(SocketAddr::new(ip(0), PORT))];
     let t0 = tokio::time::Instant::now();
@@ -253,7 +251,7 @@ async fn stopped_seeder_is_dropped_by_its_quic_leecher_at_once() {
     };
     let meta = make_metainfo(&sc).unwrap();
     let seeder = session(&net, 0, &l, TransportMode::Quic).await;
-    let mut seeding = seeder.add(common::sim_seeding(&meta, sc.seed));
+    let mut seeding = seeder.add(crate::support::sim_seeding(&meta, sc.seed));
     let leecher = session(&net, 1, &l, TransportMode::Quic).await;
     let mut magnet = Magnet::new(meta.info_hash);
     magnet.peers = vec![PeerAddr::Ip(SocketAddr::new(ip(0), PORT))];

@@ -1,9 +1,21 @@
-//! Shared helpers for integration tests: real, independent clients, and simnet set-ups.
+//! The support module of every integration-test binary (each includes it with
+//! `#[path = "../support/mod.rs"] mod support;`): real, independent clients, magnetfetch
+//! processes, the web seed server, loopback addresses, and simnet set-ups.
 //!
 //! Interop tests call [`require_or_skip`]: when the tool is missing it prints a loud `SKIP:`
 //! line and the test returns early, unless `MAGNETFETCH_REQUIRE_INTEROP=1`, in which case the
 //! test fails (CI sets it so that a missing package can never look like a pass).
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code, unused_imports)] // each test binary uses a different subset
+
+pub mod loopback;
+pub mod lt;
+pub mod procs;
+pub mod range_server;
+
+pub use loopback::free_port;
+pub use lt::{lt_command, lt_json, lt_script, LtPeer};
+pub use procs::{dht_node, dht_serve, drained_lines, lines, magnetfetch, start_seeder, Proc, BIN};
+pub use range_server::{range_server, range_server_logged};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,31 +78,6 @@ pub fn require_or_skip(what: &str) -> bool {
     false
 }
 
-/// Runs a python script with the system python; panics with its stderr if it fails.
-pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// Runs the magnetfetch binary built for this test run.
-pub fn magnetfetch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_magnetfetch"))
-        .args(args)
-        .output()
-        .expect("run magnetfetch")
-}
-
 /// Asserts the error contract: exit 1, exactly one stderr line starting with `error: `,
 /// nothing on stdout; returns that line.
 pub fn assert_cli_error(out: &Output) -> String {
@@ -115,81 +102,6 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// A python helper script (run by the system python) as a child process; killed on drop so a
-/// failing assert never leaves it behind.
-pub struct PyHelper {
-    pub child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl PyHelper {
-    /// Writes `script` to a temp file and runs it with `args`; its stderr goes to ours.
-    pub fn spawn(script: &str, args: &[&str]) -> PyHelper {
-        use std::process::Stdio;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("helper.py");
-        std::fs::write(&path, script).unwrap();
-        let child = Command::new(SYSTEM_PYTHON)
-            .arg("-W")
-            .arg("ignore")
-            .arg(&path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python3");
-        PyHelper { child, _dir: dir }
-    }
-
-    /// Reads the helper's next JSON line (in a blocking thread).
-    pub async fn json_line(&mut self) -> serde_json::Value {
-        use std::io::{BufRead, BufReader};
-        let out = self.child.stdout.take().expect("stdout");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut l = String::new();
-            BufReader::new(out).read_line(&mut l).map(|_| l)
-        })
-        .await
-        .unwrap()
-        .expect("read helper output");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("helper said {line:?}: {e}"))
-    }
-}
-
-impl Drop for PyHelper {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Kills the child when dropped (a failing assert must not leave processes behind).
-pub struct Proc(pub std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of a child's stdout, read on a thread.
-pub fn lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
-    use std::io::{BufRead, BufReader};
-    let out = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let Ok(l) = l else { return };
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 /// SHA-256 of a file, hex (via `sha256sum`, to compare with what a python helper reports).

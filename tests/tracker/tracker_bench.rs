@@ -3,7 +3,7 @@
 //! generator. Both servers run as processes pinned to core 1 (`taskset -c 1`); pin the load
 //! generator (this test process) to core 0. The two are measured alternately, `ROUNDS` times
 //! each, and the medians compared:
-//! `taskset -c 0 cargo test --release --test tracker_bench -- --ignored --nocapture`.
+//! `taskset -c 0 cargo test --release --test tracker tracker_bench -- --ignored --nocapture`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,6 +16,8 @@ use magnetfetch::id::Id20;
 use magnetfetch::net::Net;
 use magnetfetch::tracker::udp_proto;
 use magnetfetch::tracker::{AnnounceRequest, Event};
+
+use crate::support::free_port;
 
 const SOCKETS: usize = 8;
 const WINDOW: usize = 32;
@@ -112,14 +114,6 @@ fn pinned(cmd: &str) -> Command {
     } else {
         Command::new(cmd)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts a server (after `wait` for it to bind), measures it, stops it; responses/s and the

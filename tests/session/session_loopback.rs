@@ -8,8 +8,7 @@ use magnetfetch::magnet::Magnet;
 use magnetfetch::metainfo::{create, CreateOptions};
 use magnetfetch::session::{AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec};
 
-mod common;
-use common::random_bytes;
+use crate::support::random_bytes;
 
 async fn session(ip: &str, seed: u64) -> Session {
     Session::start(SessionConfig {
