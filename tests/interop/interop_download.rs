@@ -14,21 +14,11 @@ use std::time::{Duration, Instant};
 use magnetfetch::id::Id20;
 use magnetfetch::magnet::Magnet;
 use magnetfetch::metainfo::{create, CreateOptions};
-use magnetfetch::session::{AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::session::{AddTorrent, Phase, Source, StorageSpec};
 
-use crate::support::{random_bytes, require_or_skip, LtPeer};
+use crate::support::{loopback_session, random_bytes, require_or_skip, LtPeer};
 
 const SIZE: usize = 4 * 1024 * 1024 + 12345;
-
-async fn session(ip: [u8; 4], seed: u64) -> Session {
-    Session::start(SessionConfig {
-        listen: Some(SocketAddr::from((ip, 0))),
-        rng_seed: Some(seed),
-        ..SessionConfig::default()
-    })
-    .await
-    .unwrap()
-}
 
 /// The two tests run one after the other: with both libtorrent sessions up at once the
 /// fresh seeder of the first one sometimes stalled (2 of 3 runs on a quiet machine).
@@ -52,7 +42,7 @@ async fn download_from_libtorrent_seeder() {
     let port = j["port"].as_u64().unwrap() as u16;
     let ih = Id20::from_hex(j["info_hash"].as_str().unwrap()).unwrap();
 
-    let leecher = session([127, 0, 0, 42], 42).await;
+    let leecher = loopback_session([127, 0, 0, 42], 42).await;
     let mut add = AddTorrent::new(
         Source::Magnet(Magnet::new(ih)),
         StorageSpec::Disk(dst.path().to_path_buf()),
@@ -104,7 +94,7 @@ async fn libtorrent_downloads_from_our_seeder() {
         .unwrap(),
     );
 
-    let seeder = session([127, 0, 0, 43], 43).await;
+    let seeder = loopback_session([127, 0, 0, 43], 43).await;
     let mut add = AddTorrent::new(
         Source::Metainfo(meta.clone()),
         StorageSpec::Disk(src.path().to_path_buf()),

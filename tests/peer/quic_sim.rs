@@ -11,9 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use magnetfetch::magnet::{Magnet, PeerAddr};
-use magnetfetch::net::Net;
 use magnetfetch::quic::{DialConfig, TransportMode};
-use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::session::{AddTorrent, Session, Source, StorageSpec};
 use magnetfetch::sim::{make_metainfo, Scenario};
 
 const PORT: u16 = 6881;
@@ -36,26 +35,17 @@ async fn session(net: &simnet::Network, i: usize, l: &Link, mode: TransportMode)
         hc = hc.rate(r);
     }
     let h = net.add_host_with(hc).unwrap();
-    Session::start(SessionConfig {
-        net: Net::Sim(h),
-        listen: Some(SocketAddr::new(ip(i), PORT)),
-        rng_seed: Some(i as u64 + 1),
-        blocking_io: false,
-        dht: None,
-        trackers: None,
-        transport: DialConfig {
-            mode,
-            tcp_delay: Duration::from_millis(250),
-            quic: magnetfetch::net::quic::QuicConfig {
-                // Measurements only: MF_QUIC_CC=bbr compares BBR with the default CUBIC.
-                bbr: std::env::var("MF_QUIC_CC").is_ok_and(|v| v == "bbr"),
-                ..Default::default()
-            },
+    let transport = DialConfig {
+        mode,
+        tcp_delay: Duration::from_millis(250),
+        quic: magnetfetch::net::quic::QuicConfig {
+            // Measurements only: MF_QUIC_CC=bbr compares BBR with the default CUBIC.
+            bbr: std::env::var("MF_QUIC_CC").is_ok_and(|v| v == "bbr"),
             ..Default::default()
         },
-    })
-    .await
-    .unwrap()
+        ..Default::default()
+    };
+    crate::support::sim_session_on(h, SocketAddr::new(ip(i), PORT), i as u64 + 1, transport).await
 }
 
 struct Outcome {

@@ -11,11 +11,13 @@ pub mod loopback;
 pub mod lt;
 pub mod procs;
 pub mod range_server;
+pub mod sessions;
 
 pub use loopback::free_port;
 pub use lt::{lt_command, lt_json, lt_script, LtPeer};
 pub use procs::{dht_node, dht_serve, drained_lines, lines, magnetfetch, start_seeder, Proc, BIN};
 pub use range_server::{range_server, range_server_logged};
+pub use sessions::{loopback_session, sim_seeding, sim_session, sim_session_on};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -115,45 +117,4 @@ pub fn sha256_file(path: &Path) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
-}
-
-/// A session's torrent that has all of `meta`'s content (synthetic, from `content_seed`)
-/// and keeps serving it: the seeder of a simnet test.
-pub fn sim_seeding(
-    meta: &std::sync::Arc<magnetfetch::metainfo::Metainfo>,
-    content_seed: u64,
-) -> magnetfetch::session::AddTorrent {
-    use magnetfetch::session::{AddTorrent, Source, StorageSpec};
-    let mut add = AddTorrent::new(
-        Source::Metainfo(meta.clone()),
-        StorageSpec::Generated {
-            seed: content_seed,
-            complete: true,
-        },
-    );
-    add.swarm.keep_seeding = true;
-    add.swarm.blocking_io = false;
-    add
-}
-
-/// A session on a new simnet host at `ip` (port 6881), no DHT, no trackers, hashing inline:
-/// a peer of a simnet test.
-pub async fn sim_session(
-    net: &simnet::Network,
-    ip: &str,
-    rng_seed: u64,
-) -> magnetfetch::session::Session {
-    use magnetfetch::session::{Session, SessionConfig};
-    let h = net.add_host(ip.parse().unwrap()).unwrap();
-    Session::start(SessionConfig {
-        net: magnetfetch::net::Net::Sim(h),
-        listen: Some(format!("{ip}:6881").parse().unwrap()),
-        rng_seed: Some(rng_seed),
-        blocking_io: false,
-        dht: None,
-        trackers: None,
-        transport: Default::default(),
-    })
-    .await
-    .unwrap()
 }
