@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""python3-libtorrent roles for benches/run.py (run with /usr/bin/python3, loopback only).
+"""The one python3-libtorrent helper: the roles of benches/run.py and the modes of the
+integration tests (run with /usr/bin/python3, loopback only).
 
     lt_helper.py nodes --ips IP,IP --ports P,P          DHT-only sessions (bootstrap nodes)
     lt_helper.py seed  --ip IP --port P --file F --piece N --bootstrap IP:P,...
@@ -10,11 +11,18 @@ run until stdin reaches EOF (the runner holds the pipe, so they die with it). `g
 {"event":"start"} once the session exists, {"event":"metadata"} when the info dict is in,
 {"event":"done",...} when every piece is verified, then exits (0 complete, 1 otherwise).
 The runner timestamps those lines itself; the clock values printed here are for reference.
+
+    lt_helper.py MODE ARGS...                           a test mode (TEST_MODES below)
+
+The test modes are the libtorrent peers of tests/ (started through tests/support/lt.rs); each
+documents its arguments and what it prints.
 """
 import argparse, json, os, sys, time
 
 T0 = time.time()
-import libtorrent as lt  # noqa: E402  (import cost is part of what the runner measures)
+# `infohash` checks a .torrent without libtorrent, so it must run where libtorrent is missing.
+if sys.argv[1:2] != ["infohash"]:
+    import libtorrent as lt  # noqa: E402  (import cost is part of what the runner measures)
 
 
 # How often the downloader asks libtorrent for its status (each call is a round trip to the
@@ -143,6 +151,537 @@ def get(a):
     sys.stdout.flush()
     os._exit(0 if done else 1)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Test modes: the libtorrent (and other independent) peers of the integration tests under tests/,
+# run as `/usr/bin/python3 -W ignore benches/lt_helper.py MODE ARGS...` (see tests/support/lt.rs).
+# Each mode reads its arguments from sys.argv[1:] (the mode name removed) and prints on stdout
+# what its test parses.
+# ---------------------------------------------------------------------------------------------
+
+def swarm_settings(iface, boot):
+    """DHT-only loopback settings shared by swarm-seed and dht-fetch."""
+    return {
+        "listen_interfaces": f"{iface}:6881", "outgoing_interfaces": iface,
+        "enable_dht": True, "dht_bootstrap_nodes": boot,
+        "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False, "dht_announce_interval": 2,
+        "dht_aggressive_lookups": True, "allow_multiple_connections_per_ip": True,
+        "enable_outgoing_utp": False, "enable_incoming_utp": False,
+        "alert_mask": 0,
+    }
+
+def t_dht_fetch():
+    """Fetches MAGNET through the DHT only (bootstrapped from BOOT) into DIR; prints done, the peers it saw and the file's sha256.
+    Args: IFACE BOOT MAGNET DIR."""
+    import libtorrent as lt, sys, json, os, time, hashlib
+    settings = swarm_settings
+    iface, boot, magnet, d = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    s = lt.session(settings(iface, boot))
+    p = lt.parse_magnet_uri(magnet); p.save_path = d
+    h = s.add_torrent(p)
+    end = time.time() + 60
+    while time.time() < end and not h.status().is_seeding:
+        time.sleep(0.05)
+    ok = h.status().is_seeding
+    out = {"done": ok, "peers": [str(x.ip) for x in h.get_peer_info()]}
+    if ok:
+        fs = h.torrent_file().files()
+        out["sha256"] = hashlib.sha256(open(os.path.join(d, fs.file_path(0)), "rb").read()).hexdigest()
+    print(json.dumps(out), flush=True)
+
+def t_swarm_seed():
+    """Seeds a fresh 3 MiB file in DIR, announced through the DHT (bootstrapped from BOOT); prints its magnet and sha256.
+    Args: IFACE BOOT DIR."""
+    import libtorrent as lt, sys, json, os, time, hashlib
+    settings = swarm_settings
+    iface, boot, d = sys.argv[1], sys.argv[2], sys.argv[3]
+    path = os.path.join(d, "lt.bin")
+    with open(path, "wb") as f:
+        f.write(os.urandom(3 * 1024 * 1024 + 4321))
+    fs = lt.file_storage(); lt.add_files(fs, path)
+    t = lt.create_torrent(fs, 64 * 1024)
+    lt.set_piece_hashes(t, d)
+    ti = lt.torrent_info(t.generate())
+    s = lt.session(settings(iface, boot))
+    s.add_torrent({"ti": ti, "save_path": d, "flags": lt.torrent_flags.seed_mode})
+    ih = str(ti.info_hashes().v1)
+    sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    print(json.dumps({"magnet": f"magnet:?xt=urn:btih:{ih}&dn=lt.bin", "sha256": sha}), flush=True)
+    time.sleep(120)
+
+def t_tracker_seed():
+    """Seeds TORRENT's data from DIR on IP (port 0), announcing to every tracker; prints "seeding PORT".
+    Args: TORRENT DIR IP."""
+    import libtorrent as lt, sys, time
+    ti = lt.torrent_info(sys.argv[1])
+    s = lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
+                    'enable_natpmp': False, 'listen_interfaces': sys.argv[3] + ':0',
+                    'announce_to_all_tiers': True, 'announce_to_all_trackers': True,
+                    'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification})
+    h = s.add_torrent({'ti': ti, 'save_path': sys.argv[2]})
+    h.force_recheck()
+    printed = False
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if not printed and h.status().is_seeding:
+            h.force_reannounce()
+            print('seeding', s.listen_port(), flush=True)
+            printed = True
+        for a in s.pop_alerts():
+            sys.stderr.write('lt seeder: %s\n' % a.message())
+        time.sleep(0.1)
+
+def t_tracker_leech():
+    """Downloads TORRENT into DIR through its trackers; prints ok or fail.
+    Args: TORRENT DIR."""
+    import libtorrent as lt, sys, time
+    ti = lt.torrent_info(sys.argv[1])
+    s = lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
+                    'enable_natpmp': False, 'listen_interfaces': '127.0.0.1:0',
+                    'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification})
+    h = s.add_torrent({'ti': ti, 'save_path': sys.argv[2]})
+    deadline = time.time() + 40
+    while time.time() < deadline and not h.status().is_seeding:
+        for a in s.pop_alerts():
+            sys.stderr.write('lt leecher: %s\n' % a.message())
+        time.sleep(0.1)
+    st = h.status()
+    sys.stderr.write('lt leecher: peers=%d progress=%.2f\n' % (st.num_peers, st.progress))
+    print('ok' if st.is_seeding else 'fail', flush=True)
+
+def t_tracker_announce_seed():
+    """Seeds a fresh file in DIR announcing only to URL; prints "INFOHASH PORT".
+    Args: DIR URL."""
+    import libtorrent as lt, sys, os, time
+    d, url = sys.argv[1], sys.argv[2]
+    p = os.path.join(d, 'payload.bin')
+    with open(p, 'wb') as f:
+        f.write(os.urandom(65536 + 1234))
+    fs = lt.file_storage()
+    lt.add_files(fs, p)
+    t = lt.create_torrent(fs, 16384)
+    t.add_tracker(url)
+    lt.set_piece_hashes(t, d)
+    ti = lt.torrent_info(t.generate())
+    s = lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
+                    'enable_natpmp': False, 'listen_interfaces': '127.0.0.1:0',
+                    'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification})
+    h = s.add_torrent({'ti': ti, 'save_path': d})
+    h.force_recheck()
+    deadline = time.time() + 60
+    printed = False
+    while time.time() < deadline:
+        st = h.status()
+        if not printed and st.is_seeding:
+            print(str(ti.info_hashes().v1), s.listen_port(), flush=True)
+            h.force_reannounce()
+            printed = True
+        for a in s.pop_alerts():
+            sys.stderr.write('lt: %s\n' % a.message())
+        time.sleep(0.1)
+
+def t_tracker_swarm():
+    """A libtorrent seeder and leecher that find each other only through the tracker at URL; prints "INFOHASH ok|fail".
+    Args: DIR URL."""
+    import libtorrent as lt, sys, os, time
+    d, url = sys.argv[1], sys.argv[2]
+    sd, ld = os.path.join(d, 's'), os.path.join(d, 'l')
+    os.makedirs(sd); os.makedirs(ld)
+    p = os.path.join(sd, 'payload.bin')
+    data = os.urandom(300000)
+    with open(p, 'wb') as f:
+        f.write(data)
+    fs = lt.file_storage()
+    lt.add_files(fs, p)
+    t = lt.create_torrent(fs, 16384)
+    t.add_tracker(url)
+    lt.set_piece_hashes(t, sd)
+    ti = lt.torrent_info(t.generate())
+    def sess():
+        return lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
+                           'enable_natpmp': False, 'listen_interfaces': '127.0.0.1:0',
+                           'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification | lt.alert.category_t.peer_notification | lt.alert.category_t.connect_notification})
+    s1, s2 = sess(), sess()
+    seed = s1.add_torrent({'ti': ti, 'save_path': sd})
+    seed.force_recheck()
+    while not seed.status().is_seeding:
+        time.sleep(0.05)
+    seed.force_reannounce()
+    leech = s2.add_torrent({'ti': lt.torrent_info(ti), 'save_path': ld})
+    deadline = time.time() + 40
+    while time.time() < deadline and not leech.status().is_seeding:
+        time.sleep(0.1)
+    st = leech.status()
+    sys.stderr.write('leecher: peers=%d list_peers=%d state=%s progress=%.2f\n' % (st.num_peers, st.list_peers, st.state, st.progress))
+    for a in s2.pop_alerts() + s1.pop_alerts():
+        sys.stderr.write('lt: %s\n' % a.message())
+    ok = leech.status().is_seeding and open(os.path.join(ld, 'payload.bin'), 'rb').read() == data
+    print(str(ti.info_hashes().v1), 'ok' if ok else 'fail', flush=True)
+    time.sleep(1)
+
+def t_dht_seed():
+    """Three libtorrent DHT nodes on BASE.10-12 and a seeder on BASE.2; prints the nodes, the seeder and the info-hash.
+    Args: BASE (e.g. 127.0.4)."""
+    import json, os, sys, tempfile, time
+    import libtorrent as lt
+    base = sys.argv[1]
+    def settings(iface, port, bootstrap=""):
+        return {"listen_interfaces": f"{iface}:{port}", "enable_dht": True, "enable_lsd": False,
+            "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": bootstrap,
+            "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+            "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+            "dht_prefer_verified_node_ids": False, "allow_multiple_connections_per_ip": True,
+            "outgoing_interfaces": iface, "dht_announce_interval": 5, "dht_aggressive_lookups": True,
+            "enable_outgoing_utp": False, "enable_incoming_utp": False}
+    d = tempfile.mkdtemp(prefix="mf-interop-")
+    path = os.path.join(d, "payload.bin")
+    with open(path, "wb") as f: f.write(os.urandom(256 * 1024))
+    fs = lt.file_storage(); lt.add_files(fs, path)
+    t = lt.create_torrent(fs, 16384); lt.set_piece_hashes(t, d)
+    info = lt.torrent_info(t.generate())
+    nodes = []
+    sessions = []
+    for i in range(3):
+        ip = f"{base}.{10 + i}"
+        sessions.append(lt.session(settings(ip, 6881)))
+        nodes.append(f"{ip}:6881")
+    for s in sessions:
+        s.apply_settings({"dht_bootstrap_nodes": ",".join(nodes)})
+    seeder = lt.session(settings(f"{base}.2", 6881, ",".join(nodes)))
+    seeder.add_torrent({"ti": info, "save_path": d})
+    print(json.dumps({"bootstrap": nodes, "seeder": f"{base}.2:6881",
+                      "infohash": str(info.info_hash())}), flush=True)
+    time.sleep(120)
+
+def t_dht_find():
+    """Looks up IH through the DHT from IFACE until EXPECT is among the peers; prints FOUND or NOT FOUND.
+    Args: IFACE BOOTSTRAP IH EXPECT TIMEOUT."""
+    import sys, time
+    import libtorrent as lt
+    iface, bootstrap, ih, expect, timeout = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+    s = lt.session({"listen_interfaces": f"{iface}:6881", "enable_dht": True, "enable_lsd": False,
+        "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": bootstrap,
+        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False, "outgoing_interfaces": iface,
+        "alert_mask": lt.alert.category_t.all_categories})
+    h = lt.sha1_hash(bytes.fromhex(ih))
+    end = time.time() + timeout
+    last = 0
+    while time.time() < end:
+        if time.time() - last > 1.0:
+            s.dht_get_peers(h); last = time.time()
+        s.wait_for_alert(200)
+        for a in s.pop_alerts():
+            if isinstance(a, lt.dht_get_peers_reply_alert):
+                peers = [f"{ip}:{port}" for ip, port in a.peers()]
+                print("reply", peers, file=sys.stderr, flush=True)
+                if expect in peers:
+                    print("FOUND", flush=True); sys.exit(0)
+    print("NOT FOUND", flush=True); sys.exit(1)
+
+def t_dht_swarm():
+    """N libtorrent DHT nodes on 127.0.0.81.. each announcing a random info-hash; prints them.
+    Args: N."""
+    import json, os, sys, tempfile, time
+    import libtorrent as lt
+    n = int(sys.argv[1])
+    def settings(iface, bootstrap):
+        return {"listen_interfaces": f"{iface}:6881", "enable_dht": True, "enable_lsd": False,
+            "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": bootstrap,
+            "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+            "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+            "dht_prefer_verified_node_ids": False, "outgoing_interfaces": iface,
+            "dht_announce_interval": 5, "enable_outgoing_utp": False, "enable_incoming_utp": False}
+    root = "127.0.0.81:6881"
+    sessions = [lt.session(settings(f"127.0.0.{81 + i}", root)) for i in range(n)]
+    time.sleep(6)
+    hashes = []
+    for i, s in enumerate(sessions):
+        ih = os.urandom(20)
+        # (this binding's dht_announce cannot be called: its flags type is not exported)
+        p = lt.parse_magnet_uri(f"magnet:?xt=urn:btih:{ih.hex()}")
+        p.save_path = tempfile.mkdtemp(prefix="mf-dht-bench-")
+        s.add_torrent(p)
+        hashes.append([ih.hex(), f"127.0.0.{81 + i}:6881"])
+    time.sleep(8)
+    print(json.dumps({"bootstrap": root, "hashes": hashes}), flush=True)
+    time.sleep(120)
+
+def t_dht6_seed():
+    """A libtorrent seeder whose DHT listens on LISTEN, bootstrapped from BOOT (IPv6 too); prints the info-hash.
+    Args: LISTEN BOOT."""
+    import json, os, sys, tempfile, time
+    import libtorrent as lt
+    listen, boot = sys.argv[1], sys.argv[2]
+    d = tempfile.mkdtemp(prefix="mf-v6-interop-")
+    path = os.path.join(d, "payload.bin")
+    with open(path, "wb") as f: f.write(os.urandom(64 * 1024))
+    fs = lt.file_storage(); lt.add_files(fs, path)
+    t = lt.create_torrent(fs, 16384); lt.set_piece_hashes(t, d)
+    info = lt.torrent_info(t.generate())
+    s = lt.session({"listen_interfaces": listen, "enable_dht": True,
+        "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+        "dht_bootstrap_nodes": boot,
+        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False, "dht_announce_interval": 5,
+        "dht_aggressive_lookups": True, "enable_outgoing_utp": False,
+        "enable_incoming_utp": False})
+    for n in boot.split(","):
+        host, port = n.rsplit(":", 1)
+        try:
+            s.add_dht_node((host.strip("[]"), int(port)))
+        except Exception as e:
+            print("add_dht_node:", e, file=sys.stderr)
+    s.add_torrent({"ti": info, "save_path": d})
+    print(json.dumps({"infohash": str(info.info_hash())}), flush=True)
+    time.sleep(120)
+
+def t_dht6_find():
+    """Looks up IH through the IPv6 DHT from [::1]:PORT until EXPECT is among the peers; prints FOUND or NOT FOUND.
+    Args: ROOT_PORT PORT IH EXPECT TIMEOUT."""
+    import sys, time
+    import libtorrent as lt
+    root_port, port, ih, expect, timeout = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+    s = lt.session({"listen_interfaces": f"[::1]:{port}", "enable_dht": True, "enable_lsd": False,
+        "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": f"[::1]:{root_port}",
+        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False,
+        "alert_mask": lt.alert.category_t.all_categories})
+    try:
+        s.add_dht_node(("::1", root_port))
+    except Exception as e:
+        print("add_dht_node:", e, file=sys.stderr)
+    h = lt.sha1_hash(bytes.fromhex(ih))
+    end = time.time() + timeout
+    last = 0
+    while time.time() < end:
+        if time.time() - last > 1.0:
+            s.dht_get_peers(h); last = time.time()
+        s.wait_for_alert(200)
+        for a in s.pop_alerts():
+            if isinstance(a, lt.dht_get_peers_reply_alert):
+                peers = [f"{ip}:{port}" for ip, port in a.peers()]
+                print("reply", peers, file=sys.stderr, flush=True)
+                if expect in peers:
+                    print("FOUND", flush=True); sys.exit(0)
+    print("NOT FOUND", flush=True); sys.exit(1)
+
+def t_download():
+    """Peer wire without DHT: `seed IP PATH` seeds PATH, `leech IP IH PEER DIR` downloads from PEER.
+    Prints JSON lines."""
+    import json, os, sys, tempfile, time
+    import libtorrent as lt
+
+    def session(ip):
+        # Loopback settings known to work (see shared/tools/swarm.py); uTP must stay off so
+        # libtorrent speaks TCP to us.
+        return lt.session({
+            'listen_interfaces': ip + ':0',
+            'outgoing_interfaces': ip,
+            'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+            'enable_outgoing_utp': False, 'enable_incoming_utp': False,
+            'allow_multiple_connections_per_ip': True,
+            'alert_mask': 0,
+        })
+
+    def seed(ip, path):
+        d = os.path.dirname(path)
+        fs = lt.file_storage()
+        lt.add_files(fs, path)
+        ct = lt.create_torrent(fs, 64 * 1024)
+        lt.set_piece_hashes(ct, d)
+        ti = lt.torrent_info(ct.generate())
+        s = session(ip)
+        h = s.add_torrent({'ti': ti, 'save_path': d, 'flags': lt.torrent_flags.seed_mode})
+        t0 = time.time()
+        while not h.status().is_seeding and time.time() - t0 < 20:
+            time.sleep(0.02)
+        print(json.dumps({'port': s.listen_port(), 'info_hash': str(ti.info_hashes().v1),
+                          'seeding': h.status().is_seeding}), flush=True)
+        sys.stdin.read()
+
+    def leech(ip, ih, peer, d):
+        s = session(ip)
+        atp = lt.parse_magnet_uri('magnet:?xt=urn:btih:' + ih)
+        atp.save_path = d
+        h = s.add_torrent(atp)
+        host, port = peer.rsplit(':', 1)
+        h.connect_peer((host, int(port)))
+        t0 = time.time()
+        while time.time() - t0 < 20:
+            st = h.status()
+            if st.is_seeding:
+                fs = h.torrent_file().files()
+                print(json.dumps({'ok': True, 'secs': time.time() - t0,
+                                  'file': os.path.join(d, fs.file_path(0))}), flush=True)
+                return
+            # Re-offer our address in case the first connect raced our listener.
+            if st.num_peers == 0 and int(time.time() - t0) % 2 == 1:
+                h.connect_peer((host, int(port)))
+            time.sleep(0.02)
+        st = h.status()
+        print(json.dumps({'ok': False, 'state': str(st.state), 'done': st.total_done,
+                          'peers': st.num_peers}), flush=True)
+
+    if __name__ == '__main__':
+        if sys.argv[1] == 'seed':
+            seed(sys.argv[2], sys.argv[3])
+        else:
+            leech(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
+
+def t_metadata():
+    """Metadata exchange (BEP 9): `seed IP SIZE` seeds a random file, `leech IP IH PEER` fetches only the info dict.
+    Prints JSON lines."""
+    import json, os, sys, tempfile, time
+    import libtorrent as lt
+
+    def session(ip):
+        return lt.session({
+            'listen_interfaces': ip + ':0',
+            'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+            'enable_outgoing_utp': False, 'enable_incoming_utp': False,
+            'out_enc_policy': 2, 'in_enc_policy': 1,
+            'allow_multiple_connections_per_ip': True,
+            'alert_mask': 0,
+        })
+
+    def seed(ip, size):
+        d = tempfile.mkdtemp()
+        p = os.path.join(d, 'file.bin')
+        with open(p, 'wb') as f:
+            f.write(os.urandom(size))
+        fs = lt.file_storage()
+        lt.add_files(fs, p)
+        ct = lt.create_torrent(fs, 16384)
+        lt.set_piece_hashes(ct, d)
+        ti = lt.torrent_info(ct.generate())
+        s = session(ip)
+        h = s.add_torrent({'ti': ti, 'save_path': d})
+        t0 = time.time()
+        while not h.status().is_seeding and time.time() - t0 < 20:
+            time.sleep(0.05)
+        print(json.dumps({'port': s.listen_port(), 'info_hash': str(ti.info_hashes().v1),
+                          'info': bytes(ti.info_section()).hex(), 'seeding': h.status().is_seeding}), flush=True)
+        sys.stdin.read()
+
+    def leech(ip, ih, peer):
+        d = tempfile.mkdtemp()
+        s = session(ip)
+        atp = lt.parse_magnet_uri('magnet:?xt=urn:btih:' + ih)
+        atp.save_path = d
+        h = s.add_torrent(atp)
+        host, port = peer.rsplit(':', 1)
+        h.connect_peer((host, int(port)))
+        t0 = time.time()
+        while time.time() - t0 < 20:
+            st = h.status()
+            if st.has_metadata:
+                print(json.dumps({'ok': True, 'secs': time.time() - t0,
+                                  'info': bytes(h.torrent_file().info_section()).hex()}), flush=True)
+                return
+            time.sleep(0.02)
+        print(json.dumps({'ok': False}), flush=True)
+
+    if __name__ == '__main__':
+        if sys.argv[1] == 'seed':
+            seed(sys.argv[2], int(sys.argv[3]))
+        else:
+            leech(sys.argv[2], sys.argv[3], sys.argv[4])
+
+def t_formats_check():
+    """Loads TORRENT and hash-checks SAVE_PATH; prints the v1 info-hash, then "have total" pieces.
+    Args: TORRENT SAVE_PATH."""
+    import sys, time, libtorrent as lt
+    torrent, save_path = sys.argv[1], sys.argv[2]
+    ti = lt.torrent_info(torrent)
+    print(str(ti.info_hashes().v1))
+    ses = lt.session({'listen_interfaces': '127.0.0.1:0', 'enable_dht': False, 'enable_lsd': False,
+                      'enable_upnp': False, 'enable_natpmp': False,
+                      'alert_mask': lt.alert.category_t.status_notification | lt.alert.category_t.error_notification})
+    h = ses.add_torrent({'ti': ti, 'save_path': save_path})
+    deadline = time.time() + 30
+    checked = False
+    while time.time() < deadline and not checked:
+        ses.wait_for_alert(200)
+        for a in ses.pop_alerts():
+            if isinstance(a, lt.torrent_checked_alert):
+                checked = True
+    if not checked:
+        sys.exit('libtorrent never finished checking')
+    st = h.status()
+    print(st.num_pieces, ti.num_pieces())
+
+def t_formats_make():
+    """Makes a v1, hybrid or v2 torrent of SRC at OUT; prints its v1 info-hash (or -), pieces and size.
+    Args: SRC OUT v1|hybrid|v2."""
+    import sys, os, libtorrent as lt
+    src, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    flags = {'v1': lt.create_torrent.v1_only, 'hybrid': 0, 'v2': lt.create_torrent.v2_only}[mode]
+    fs = lt.file_storage()
+    lt.add_files(fs, src)
+    t = lt.create_torrent(fs, 16384, flags=flags)
+    t.add_tracker('http://127.0.0.1:9/announce', 0)
+    t.add_tracker('udp://127.0.0.1:10', 1)
+    t.add_url_seed('http://127.0.0.1:11/ws/')
+    lt.set_piece_hashes(t, os.path.dirname(src))
+    buf = lt.bencode(t.generate())
+    open(out, 'wb').write(buf)
+    ti = lt.torrent_info(out)
+    print(str(ti.info_hashes().v1) if mode != 'v2' else '-')
+    print(ti.num_pieces(), ti.total_size())
+
+def t_infohash():
+    """The SHA-1 of a .torrent's info dict, by a bencode walker independent of ours and of libtorrent.
+    Args: TORRENT."""
+    import sys, hashlib
+    b = open(sys.argv[1], 'rb').read()
+    def end(i):
+        c = b[i:i+1]
+        if c == b'i': return b.index(b'e', i) + 1
+        if c in (b'l', b'd'):
+            i += 1
+            while b[i:i+1] != b'e': i = end(i)
+            return i + 1
+        colon = b.index(b':', i)
+        return colon + 1 + int(b[i:colon])
+    assert b[0:1] == b'd'
+    i = 1
+    while b[i:i+1] != b'e':
+        kend = end(i); key = b[b.index(b':', i)+1:kend]; vend = end(kend)
+        if key == b'info': print(hashlib.sha1(b[kend:vend]).hexdigest())
+        i = vend
+
+TEST_MODES = {
+    "dht-fetch": t_dht_fetch,
+    "swarm-seed": t_swarm_seed,
+    "tracker-seed": t_tracker_seed,
+    "tracker-leech": t_tracker_leech,
+    "tracker-announce-seed": t_tracker_announce_seed,
+    "tracker-swarm": t_tracker_swarm,
+    "dht-seed": t_dht_seed,
+    "dht-find": t_dht_find,
+    "dht-swarm": t_dht_swarm,
+    "dht6-seed": t_dht6_seed,
+    "dht6-find": t_dht6_find,
+    "download": t_download,
+    "metadata": t_metadata,
+    "formats-check": t_formats_check,
+    "formats-make": t_formats_make,
+    "infohash": t_infohash,
+}
+
+
+if sys.argv[1:2] and sys.argv[1] in TEST_MODES:
+    mode = TEST_MODES[sys.argv.pop(1)]
+    mode()
+    sys.exit(0)
 
 ap = argparse.ArgumentParser()
 sub = ap.add_subparsers(dest="cmd", required=True)

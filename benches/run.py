@@ -20,7 +20,7 @@ test binary), then:
    runner when the client signals them), throughput after metadata, user+sys CPU and peak
    RSS of the downloader from the kernel (wait4 rusage of the child), the seeder's CPU during
    the run (/proc/PID/stat), and the SHA-1 of the downloaded file against the source.
-2. Micro-benchmarks: SHA-1 throughput of our hasher (tests/torrent_picker_bench.rs
+2. Micro-benchmarks: SHA-1 throughput of our hasher (tests/session/torrent_picker_bench.rs
    `sha1_throughput`, and `magnetfetch create` on the payload) vs `openssl speed -evp sha1`;
    simnet datagrams/s (simnet/examples/bench.rs); DHT lookups on simnet (`magnetfetch sim`).
 
@@ -494,13 +494,13 @@ def micro(a, size, sha1_bin):
         res.append(("SHA-1, openssl", "openssl speed -evp sha1", f"failed: {e}"))
     if sha1_bin:
         try:
-            out, wall, cpu, _ = measured([sha1_bin, "--ignored", "--exact", "sha1_throughput", "--nocapture",
+            out, wall, cpu, _ = measured([sha1_bin, "--ignored", "--exact", "torrent_picker_bench::sha1_throughput", "--nocapture",
                                           "--test-threads", "1"], 120)
             m = re.search(r"sha1: (\d+) MiB in ([\d.]+) s", out)
             mib = int(m.group(1)) if m else 256
             inner = float(m.group(2)) if m else wall
             res.append(("SHA-1, magnetfetch `torrent::verify::sha1` (one thread, 64 x 4 MiB)",
-                        "cargo test --release --test torrent_picker_bench -- --ignored --exact sha1_throughput",
+                        "cargo test --release --test session -- --ignored --exact torrent_picker_bench::sha1_throughput",
                         f"{mib * 1048576 / cpu / 1e9:.2f} GB/s per CPU-second ({mib} MiB in {cpu:.2f} s "
                         f"user+sys of the whole test process), {mib * 1048576 / inner / 1e9:.2f} GB/s wall"))
         except Exception as e:
@@ -719,19 +719,19 @@ def build(quick):
     log("cargo build --release (magnetfetch, simnet bench example, hashing bench test)")
     subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "-p", "simnet", "--example", "bench"], cwd=ROOT, check=True)
-    out = subprocess.run(["cargo", "test", "--release", "--test", "torrent_picker_bench", "--no-run",
+    out = subprocess.run(["cargo", "test", "--release", "--test", "session", "--no-run",
                           "--message-format=json"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         j = json_line(line)
         if j and j.get("reason") == "compiler-artifact" and j.get("executable") \
-                and j.get("target", {}).get("name") == "torrent_picker_bench":
+                and j.get("target", {}).get("name") == "session":
             return j["executable"]
     return None
 
 
 def find_sha1_bin():
     d = os.path.join(ROOT, "target", "release", "deps")
-    c = [os.path.join(d, x) for x in os.listdir(d) if x.startswith("torrent_picker_bench-")
+    c = [os.path.join(d, x) for x in os.listdir(d) if x.startswith("session-")
          and os.access(os.path.join(d, x), os.X_OK) and "." not in x] if os.path.isdir(d) else []
     return max(c, key=os.path.getmtime) if c else None
 

@@ -1,5 +1,5 @@
 //! Arbitrary bytes into the tracker's HTTP query and reply parsers (body in
-//! `bodies/tracker.rs`, shared with the stable harness `tests/tracker_fuzz.rs`).
+//! `bodies/tracker.rs`, shared with the stable harness `tests/tracker/tracker_fuzz.rs`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,5 @@
 //! Arbitrary datagrams into the BEP 15 parsers (body in `bodies/tracker.rs`, shared with the
-//! stable harness `tests/tracker_fuzz.rs`).
+//! stable harness `tests/tracker/tracker_fuzz.rs`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

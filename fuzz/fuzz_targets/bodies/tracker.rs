@@ -1,5 +1,5 @@
 //! The bodies of the two tracker fuzz targets, shared (through `#[path]`) by the cargo-fuzz
-//! targets next to this directory and by the stable harness `tests/tracker_fuzz.rs`, which
+//! targets next to this directory and by the stable harness `tests/tracker/tracker_fuzz.rs`, which
 //! runs them on mutated inputs without nightly or libFuzzer. Every function must hold for
 //! *any* input: no panic, no over-allocation, the stated invariants.
 

@@ -29,12 +29,10 @@ use magnetfetch::tracker::{
 };
 use magnetfetch::webseed::{piece_ranges, WebSeedFetcher};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig as TlsServerConfig};
 
-mod common;
-use common::{lines, random_bytes, Proc};
+use crate::support::{lines, random_bytes, range_server, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
 
@@ -229,68 +227,13 @@ async fn announces_come_from_bind_ip() {
     }
 }
 
-/// A plain HTTP file server with `Range: bytes=a-b` and keep-alive.
-async fn range_server(ip: &str, files: BTreeMap<String, Vec<u8>>) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind(format!("{ip}:0"))
-        .await
-        .unwrap();
-    let addr = l.local_addr().unwrap();
-    let files = Arc::new(files);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let files = files.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let mut tmp = [0u8; 4096];
-                    let end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match s.read(&mut tmp).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    let range = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Range: bytes="))
-                        .and_then(|r| r.split_once('-'))
-                        .and_then(|(a, b)| {
-                            Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
-                        });
-                    let reply = match (files.get(&path), range) {
-                        (Some(f), Some((a, b))) if a <= b && b < f.len() => {
-                            let mut r = format!(
-                                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\n\r\n",
-                                b + 1 - a
-                            )
-                            .into_bytes();
-                            r.extend_from_slice(&f[a..=b]);
-                            r
-                        }
-                        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
-                    };
-                    if s.write_all(&reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn https_web_seed() {
     let p = pki("127.0.0.190");
     let data = random_bytes(50_000, 3);
     let mut files = BTreeMap::new();
     files.insert("/ws/f.bin".to_string(), data.clone());
-    let backend = range_server("127.0.0.189", files).await;
+    let backend = range_server("127.0.0.189", files);
     let front = tls_forwarder("127.0.0.190:0".parse().unwrap(), backend, p.server.clone()).await;
     let layout = Layout::single("f.bin", data.len() as u64, 16384).unwrap();
     let base = format!("https://{front}/ws/");

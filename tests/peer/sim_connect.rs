@@ -4,8 +4,6 @@
 //! is dropped as it arrives (BEP 3), also on a connection handed over by the metadata
 //! fetch. Virtual time, no sleeps.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -67,8 +65,8 @@ async fn closed_at(conn: &mut PeerConn) -> Instant {
 async fn short_bitfield_drops_the_peer_at_once() {
     let net = simnet::Network::new(7);
     let (sc, meta) = torrent_of_64_pieces();
-    let seeder = common::sim_session(&net, "10.0.0.1", 1).await;
-    let _seeding = seeder.add(common::sim_seeding(&meta, sc.seed));
+    let seeder = crate::support::sim_session(&net, "10.0.0.1", 1).await;
+    let _seeding = seeder.add(crate::support::sim_seeding(&meta, sc.seed));
     let fake = Net::Sim(net.add_host("10.0.0.2".parse().unwrap()).unwrap());
     let t = Duration::from_secs(5);
     let to = seeder.listen_addr().unwrap();
@@ -96,7 +94,7 @@ async fn handed_connection_with_short_bitfield_is_dropped() {
     let fake_addr: SocketAddr = "10.0.0.2:6881".parse().unwrap();
     let fake = Net::Sim(net.add_host(fake_addr.ip()).unwrap());
     let listener = fake.listen(fake_addr).await.unwrap();
-    let leecher = common::sim_session(&net, "10.0.0.3", 3).await;
+    let leecher = crate::support::sim_session(&net, "10.0.0.3", 3).await;
     let mut magnet = Magnet::new(meta.info_hash);
     magnet.peers = vec![PeerAddr::Ip(fake_addr)];
     let mut add = AddTorrent::new(

@@ -1,7 +1,7 @@
 //! Picker benchmark (not run by default): a whole download of a 4096-piece torrent from 300
 //! peers, driven round-robin, measuring the cost of `pick_blocks` and block receipt.
 //!
-//! cargo test --release --test torrent_picker_bench -- --ignored --nocapture
+//! cargo test --release --test session torrent_picker_bench -- --ignored --nocapture
 
 use std::time::Instant;
 

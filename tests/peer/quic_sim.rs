@@ -4,18 +4,15 @@
 //!   UDP port bound for QUIC alone) move a torrent over QUIC; the BitTorrent handshake and
 //!   info-hash check run on the QUIC stream; every payload byte is counted as QUIC.
 //! - `auto_races_and_prefers_quic`: two `Auto` peers; the race keeps QUIC.
-//! - `measure_*` (ignored; `cargo test --release --test quic_sim -- --ignored --nocapture`):
+//! - `measure_*` (ignored; `cargo test --release --test peer quic_sim -- --ignored --nocapture`):
 //!   the numbers in docs/benchmarks.md ("QUIC transport").
-
-mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use magnetfetch::magnet::{Magnet, PeerAddr};
-use magnetfetch::net::Net;
 use magnetfetch::quic::{DialConfig, TransportMode};
-use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::session::{AddTorrent, Session, Source, StorageSpec};
 use magnetfetch::sim::{make_metainfo, Scenario};
 
 const PORT: u16 = 6881;
@@ -38,26 +35,17 @@ async fn session(net: &simnet::Network, i: usize, l: &Link, mode: TransportMode)
         hc = hc.rate(r);
     }
     let h = net.add_host_with(hc).unwrap();
-    Session::start(SessionConfig {
-        net: Net::Sim(h),
-        listen: Some(SocketAddr::new(ip(i), PORT)),
-        rng_seed: Some(i as u64 + 1),
-        blocking_io: false,
-        dht: None,
-        trackers: None,
-        transport: DialConfig {
-            mode,
-            tcp_delay: Duration::from_millis(250),
-            quic: magnetfetch::net::quic::QuicConfig {
-                // Measurements only: MF_QUIC_CC=bbr compares BBR with the default CUBIC.
-                bbr: std::env::var("MF_QUIC_CC").is_ok_and(|v| v == "bbr"),
-                ..Default::default()
-            },
+    let transport = DialConfig {
+        mode,
+        tcp_delay: Duration::from_millis(250),
+        quic: magnetfetch::net::quic::QuicConfig {
+            // Measurements only: MF_QUIC_CC=bbr compares BBR with the default CUBIC.
+            bbr: std::env::var("MF_QUIC_CC").is_ok_and(|v| v == "bbr"),
             ..Default::default()
         },
-    })
-    .await
-    .unwrap()
+        ..Default::default()
+    };
+    crate::support::sim_session_on(h, SocketAddr::new(ip(i), PORT), i as u64 + 1, transport).await
 }
 
 struct Outcome {
@@ -84,7 +72,7 @@ async fn swarm(
     };
     let meta = make_metainfo(&sc).unwrap();
     let seeder = session(&net, 0, l, mode).await;
-    let seed_handle = seeder.add(common::sim_seeding(&meta, sc.seed));
+    let seed_handle = seeder.add(crate::support::sim_seeding(&meta, sc.seed));
     let mut magnet = Magnet::new(meta.info_hash);
     magnet.peers = vec![PeerAddr::Ip(SocketAddr::new(ip(0), PORT))];
     let t0 = tokio::time::Instant::now();
@@ -253,7 +241,7 @@ async fn stopped_seeder_is_dropped_by_its_quic_leecher_at_once() {
     };
     let meta = make_metainfo(&sc).unwrap();
     let seeder = session(&net, 0, &l, TransportMode::Quic).await;
-    let mut seeding = seeder.add(common::sim_seeding(&meta, sc.seed));
+    let mut seeding = seeder.add(crate::support::sim_seeding(&meta, sc.seed));
     let leecher = session(&net, 1, &l, TransportMode::Quic).await;
     let mut magnet = Magnet::new(meta.info_hash);
     magnet.peers = vec![PeerAddr::Ip(SocketAddr::new(ip(0), PORT))];

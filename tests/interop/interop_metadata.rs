@@ -15,72 +15,14 @@ use magnetfetch::session::{fetch_metadata_stats, serve_metadata, FetchConfig};
 use sha1::{Digest, Sha1};
 use tokio::sync::mpsc;
 
-mod common;
-use common::{require_or_skip, PyHelper};
-
-const SCRIPT: &str = r#"import json, os, sys, tempfile, time
-import libtorrent as lt
-
-def session(ip):
-    return lt.session({
-        'listen_interfaces': ip + ':0',
-        'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
-        'enable_outgoing_utp': False, 'enable_incoming_utp': False,
-        'out_enc_policy': 2, 'in_enc_policy': 1,
-        'allow_multiple_connections_per_ip': True,
-        'alert_mask': 0,
-    })
-
-def seed(ip, size):
-    d = tempfile.mkdtemp()
-    p = os.path.join(d, 'file.bin')
-    with open(p, 'wb') as f:
-        f.write(os.urandom(size))
-    fs = lt.file_storage()
-    lt.add_files(fs, p)
-    ct = lt.create_torrent(fs, 16384)
-    lt.set_piece_hashes(ct, d)
-    ti = lt.torrent_info(ct.generate())
-    s = session(ip)
-    h = s.add_torrent({'ti': ti, 'save_path': d})
-    t0 = time.time()
-    while not h.status().is_seeding and time.time() - t0 < 20:
-        time.sleep(0.05)
-    print(json.dumps({'port': s.listen_port(), 'info_hash': str(ti.info_hashes().v1),
-                      'info': bytes(ti.info_section()).hex(), 'seeding': h.status().is_seeding}), flush=True)
-    sys.stdin.read()
-
-def leech(ip, ih, peer):
-    d = tempfile.mkdtemp()
-    s = session(ip)
-    atp = lt.parse_magnet_uri('magnet:?xt=urn:btih:' + ih)
-    atp.save_path = d
-    h = s.add_torrent(atp)
-    host, port = peer.rsplit(':', 1)
-    h.connect_peer((host, int(port)))
-    t0 = time.time()
-    while time.time() - t0 < 20:
-        st = h.status()
-        if st.has_metadata:
-            print(json.dumps({'ok': True, 'secs': time.time() - t0,
-                              'info': bytes(h.torrent_file().info_section()).hex()}), flush=True)
-            return
-        time.sleep(0.02)
-    print(json.dumps({'ok': False}), flush=True)
-
-if __name__ == '__main__':
-    if sys.argv[1] == 'seed':
-        seed(sys.argv[2], int(sys.argv[3]))
-    else:
-        leech(sys.argv[2], sys.argv[3], sys.argv[4])
-"#;
+use crate::support::{require_or_skip, LtPeer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_metadata_from_libtorrent_seeder() {
     if !require_or_skip("libtorrent") {
         return;
     }
-    let mut seeder = PyHelper::spawn(SCRIPT, &["seed", "127.0.0.61", "24000000"]);
+    let mut seeder = LtPeer::spawn("metadata", &["seed", "127.0.0.61", "24000000"]);
     let j = seeder.json_line().await;
     assert_eq!(j["seeding"], true, "libtorrent did not start seeding: {j}");
     let port = j["port"].as_u64().unwrap() as u16;
@@ -149,8 +91,8 @@ async fn libtorrent_fetches_metadata_from_us() {
         Bytes::from(info.clone()),
         4,
     ));
-    let mut leecher = PyHelper::spawn(
-        SCRIPT,
+    let mut leecher = LtPeer::spawn(
+        "metadata",
         &["leech", "127.0.0.63", &ih.to_hex(), &addr.to_string()],
     );
     let j = leecher.json_line().await;

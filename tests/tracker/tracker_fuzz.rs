@@ -5,7 +5,7 @@
 //! tails) with a seeded RNG, so a failure is reproducible from its iteration number.
 //!
 //! The default test runs a short burst (CI). A long run:
-//! `MAGNETFETCH_FUZZ_SECS=120 cargo test --release --test tracker_fuzz -- --ignored --nocapture`
+//! `MAGNETFETCH_FUZZ_SECS=120 cargo test --release --test tracker tracker_fuzz -- --ignored --nocapture`
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,10 +18,10 @@ use magnetfetch::tracker::{AnnounceRequest, Event, ScrapeStats};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-#[path = "../fuzz/fuzz_targets/bodies/tracker.rs"]
+#[path = "../../fuzz/fuzz_targets/bodies/tracker.rs"]
 mod bodies;
 
-#[path = "../fuzz/fuzz_targets/bodies/http.rs"]
+#[path = "../../fuzz/fuzz_targets/bodies/http.rs"]
 mod http_bodies;
 
 fn req(port: u16) -> AnnounceRequest {

@@ -6,30 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{lines, random_bytes, Proc};
-
-const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
-
-/// Starts `magnetfetch seed FILE` and returns it with its magnet link (first stdout line).
-fn start_seeder(file: &Path, extra: &[&str], state: &Path) -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .arg("seed")
-        .arg(file)
-        .args(extra)
-        .arg("--state-dir")
-        .arg(state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn seeder");
-    let rx = lines(&mut child);
-    let magnet = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("seeder printed no magnet link");
-    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
-    (Proc(child), magnet)
-}
+use crate::support::{lines, random_bytes, start_seeder, Proc, BIN};
 
 /// Writes `size` random bytes (from `rng_seed`) to `dir/name` and seeds them from `bind` with
 /// DHT off and 64 KiB pieces; returns the seeder, its magnet link and the data.
@@ -741,7 +718,7 @@ fn tmux_screen(name: &str, cmd: &str, want: &str) -> String {
 /// bar at "100% 0 B/0 B", and without the DHT no "searching DHT".
 #[test]
 fn terminal_shows_what_the_search_waits_for() {
-    if !common::require_or_skip("tmux") {
+    if !crate::support::require_or_skip("tmux") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -763,7 +740,7 @@ fn terminal_shows_what_the_search_waits_for() {
 /// bar drawn above it.
 #[test]
 fn terminal_seed_prints_the_magnet_first() {
-    if !common::require_or_skip("tmux") {
+    if !crate::support::require_or_skip("tmux") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -806,7 +783,7 @@ fn file_selection_is_checked() {
         .arg(dir.path().join("s"))
         .output()
         .unwrap();
-    let line = common::assert_cli_error(&out);
+    let line = crate::support::assert_cli_error(&out);
     assert!(
         line.contains("file selection 3 is out of range: the torrent has 1 files"),
         "{line}"
@@ -834,7 +811,7 @@ fn file_selection_is_checked() {
         .arg("nosuchfile.torrent")
         .output()
         .unwrap();
-    let line = common::assert_cli_error(&missing);
+    let line = crate::support::assert_cli_error(&missing);
     assert_eq!(line, "error: nosuchfile.torrent: no such file");
 }
 
@@ -873,7 +850,7 @@ fn output_directory_is_checked_first() {
         .arg(&file)
         .output()
         .unwrap();
-    let line = common::assert_cli_error(&out);
+    let line = crate::support::assert_cli_error(&out);
     assert!(
         line.contains("is an existing file, not a directory"),
         "{line}"
@@ -1023,6 +1000,6 @@ fn torrent_by_url() {
         .arg(dir.path().join("dl2"))
         .output()
         .unwrap();
-    let line = common::assert_cli_error(&out);
+    let line = crate::support::assert_cli_error(&out);
     assert!(line.contains("missing.torrent: HTTP 404"), "{line}");
 }

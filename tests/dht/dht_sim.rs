@@ -388,7 +388,7 @@ async fn lookups_survive_ten_percent_garbage_and_liars() {
 
 /// Measurement for docs/benchmarks.md ("DHT lookups"): 50 ms links (25 ms per access link),
 /// 100 announce + lookup pairs, all running at once. Run with
-/// `cargo test --release --test dht_sim bench -- --ignored --nocapture --test-threads 1`.
+/// `cargo test --release --test dht dht_sim::bench -- --ignored --nocapture --test-threads 1`.
 async fn bench(n: usize) {
     let wall = WallInstant::now();
     let t0 = tokio::time::Instant::now();

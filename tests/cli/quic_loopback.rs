@@ -8,23 +8,12 @@
 //! - a `magnetfetch seed` that quits on Ctrl-C mid-transfer is dropped by its QUIC leecher
 //!   at once (issue 20), not after the 60 s QUIC idle timeout.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
-
-/// Kills the child when the test ends, pass or fail.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{dht_node, start_seeder, Proc, BIN};
 
 fn data(n: usize, seed: u32) -> Vec<u8> {
     (0..n as u32)
@@ -32,45 +21,9 @@ fn data(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-fn dht_node(bind: &str, state: &Path) -> Guard {
-    let child = Command::new(BIN)
-        .args([
-            "dht",
-            "serve",
-            "--no-bootstrap",
-            "--bind",
-            bind,
-            "--state-dir",
-        ])
-        .arg(state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dht serve");
-    std::thread::sleep(Duration::from_millis(300));
-    Guard(child)
-}
-
 /// `magnetfetch seed FILE` (default transport) and its magnet link.
-fn seed(file: &Path, bind: &str, boot: &str, state: &Path) -> (Guard, String) {
-    let mut g = Guard(
-        Command::new(BIN)
-            .arg("seed")
-            .arg(file)
-            .args(["--bind", bind, "--bootstrap", boot, "-q", "--state-dir"])
-            .arg(state)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start magnetfetch seed"),
-    );
-    let mut magnet = String::new();
-    BufReader::new(g.0.stdout.take().unwrap())
-        .read_line(&mut magnet)
-        .unwrap();
-    let magnet = magnet.trim().to_string();
-    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
-    (g, magnet)
+fn seed(file: &Path, bind: &str, boot: &str, state: &Path) -> (Proc, String) {
+    start_seeder(file, &["--bind", bind, "--bootstrap", boot, "-q"], state)
 }
 
 /// `magnetfetch MAGNET --json` through the DHT; returns the `done` event.
@@ -180,35 +133,9 @@ fn seed_and_fetch_use_quic_by_default() {
     assert_eq!(std::fs::read(d3.join("dl/q.bin")).unwrap(), payload);
 }
 
-const LT_FETCH: &str = r#"
-import libtorrent as lt, sys, json, os, time, hashlib
-iface, boot, magnet, d = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-s = lt.session({
-    "listen_interfaces": f"{iface}:6881", "outgoing_interfaces": iface,
-    "enable_dht": True, "dht_bootstrap_nodes": boot,
-    "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
-    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
-    "dht_prefer_verified_node_ids": False, "dht_announce_interval": 2,
-    "dht_aggressive_lookups": True, "allow_multiple_connections_per_ip": True,
-    "enable_outgoing_utp": False, "enable_incoming_utp": False, "alert_mask": 0,
-})
-p = lt.parse_magnet_uri(magnet); p.save_path = d
-h = s.add_torrent(p)
-end = time.time() + 60
-while time.time() < end and not h.status().is_seeding:
-    time.sleep(0.05)
-ok = h.status().is_seeding
-out = {"done": ok, "peers": [str(x.ip) for x in h.get_peer_info()]}
-if ok:
-    fs = h.torrent_file().files()
-    out["sha256"] = hashlib.sha256(open(os.path.join(d, fs.file_path(0)), "rb").read()).hexdigest()
-print(json.dumps(out), flush=True)
-"#;
-
 #[test]
 fn libtorrent_in_the_same_swarm_uses_tcp() {
-    if !common::require_or_skip("libtorrent") {
+    if !crate::support::require_or_skip("libtorrent") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -222,14 +149,14 @@ fn libtorrent_in_the_same_swarm_uses_tcp() {
     // Our leecher (QUIC with our seed) and libtorrent (TCP only) at the same time.
     let lt_dir = dir.path().join("lt");
     std::fs::create_dir_all(&lt_dir).unwrap();
-    let lt = Command::new(common::SYSTEM_PYTHON)
-        .args(["-c", LT_FETCH, "127.0.0.112", boot, &magnet])
+    let lt = crate::support::lt_command("dht-fetch")
+        .args(["127.0.0.112", boot, &magnet])
         .arg(&lt_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start libtorrent");
-    let lt = Guard(lt);
+    let lt = Proc(lt);
     let ours = dir.path().join("ours");
     let done = fetch(&magnet, "127.0.0.113:17113", boot, &ours, &[]);
     let (quic, tcp) = quic_tcp(&done);
@@ -251,7 +178,10 @@ fn libtorrent_in_the_same_swarm_uses_tcp() {
         )
     });
     assert_eq!(v["done"], true, "libtorrent did not finish: {line}");
-    assert_eq!(v["sha256"].as_str().unwrap(), common::sha256_file(&file));
+    assert_eq!(
+        v["sha256"].as_str().unwrap(),
+        crate::support::sha256_file(&file)
+    );
 }
 
 /// Issue 20: `magnetfetch seed --transport quic` serving a leecher (our library session,
@@ -269,7 +199,7 @@ async fn seeder_that_quits_is_dropped_by_its_quic_leecher_at_once() {
     let file = dir.path().join("quit.bin");
     std::fs::write(&file, data(8 << 20, 11)).unwrap();
     let seeder_addr: std::net::SocketAddr = "127.0.0.105:17105".parse().unwrap();
-    let mut seeder = Guard(
+    let mut seeder = Proc(
         Command::new(BIN)
             .arg("seed")
             .arg(&file)

@@ -14,83 +14,11 @@ use std::time::{Duration, Instant};
 use magnetfetch::id::Id20;
 use magnetfetch::magnet::Magnet;
 use magnetfetch::metainfo::{create, CreateOptions};
-use magnetfetch::session::{AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::session::{AddTorrent, Phase, Source, StorageSpec};
 
-mod common;
-use common::{random_bytes, require_or_skip, PyHelper};
+use crate::support::{loopback_session, random_bytes, require_or_skip, LtPeer};
 
 const SIZE: usize = 4 * 1024 * 1024 + 12345;
-
-const SCRIPT: &str = r#"import json, os, sys, tempfile, time
-import libtorrent as lt
-
-def session(ip):
-    # Loopback settings known to work (see shared/tools/swarm.py); uTP must stay off so
-    # libtorrent speaks TCP to us.
-    return lt.session({
-        'listen_interfaces': ip + ':0',
-        'outgoing_interfaces': ip,
-        'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
-        'enable_outgoing_utp': False, 'enable_incoming_utp': False,
-        'allow_multiple_connections_per_ip': True,
-        'alert_mask': 0,
-    })
-
-def seed(ip, path):
-    d = os.path.dirname(path)
-    fs = lt.file_storage()
-    lt.add_files(fs, path)
-    ct = lt.create_torrent(fs, 64 * 1024)
-    lt.set_piece_hashes(ct, d)
-    ti = lt.torrent_info(ct.generate())
-    s = session(ip)
-    h = s.add_torrent({'ti': ti, 'save_path': d, 'flags': lt.torrent_flags.seed_mode})
-    t0 = time.time()
-    while not h.status().is_seeding and time.time() - t0 < 20:
-        time.sleep(0.02)
-    print(json.dumps({'port': s.listen_port(), 'info_hash': str(ti.info_hashes().v1),
-                      'seeding': h.status().is_seeding}), flush=True)
-    sys.stdin.read()
-
-def leech(ip, ih, peer, d):
-    s = session(ip)
-    atp = lt.parse_magnet_uri('magnet:?xt=urn:btih:' + ih)
-    atp.save_path = d
-    h = s.add_torrent(atp)
-    host, port = peer.rsplit(':', 1)
-    h.connect_peer((host, int(port)))
-    t0 = time.time()
-    while time.time() - t0 < 20:
-        st = h.status()
-        if st.is_seeding:
-            fs = h.torrent_file().files()
-            print(json.dumps({'ok': True, 'secs': time.time() - t0,
-                              'file': os.path.join(d, fs.file_path(0))}), flush=True)
-            return
-        # Re-offer our address in case the first connect raced our listener.
-        if st.num_peers == 0 and int(time.time() - t0) % 2 == 1:
-            h.connect_peer((host, int(port)))
-        time.sleep(0.02)
-    st = h.status()
-    print(json.dumps({'ok': False, 'state': str(st.state), 'done': st.total_done,
-                      'peers': st.num_peers}), flush=True)
-
-if __name__ == '__main__':
-    if sys.argv[1] == 'seed':
-        seed(sys.argv[2], sys.argv[3])
-    else:
-        leech(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
-"#;
-
-async fn session(ip: [u8; 4], seed: u64) -> Session {
-    Session::start(SessionConfig {
-        listen: Some(SocketAddr::from((ip, 0))),
-        rng_seed: Some(seed),
-        ..SessionConfig::default()
-    })
-    .await
-    .unwrap()
-}
 
 /// The two tests run one after the other: with both libtorrent sessions up at once the
 /// fresh seeder of the first one sometimes stalled (2 of 3 runs on a quiet machine).
@@ -108,13 +36,13 @@ async fn download_from_libtorrent_seeder() {
     let path = src.path().join("lt_payload.bin");
     std::fs::write(&path, &data).unwrap();
 
-    let mut seeder = PyHelper::spawn(SCRIPT, &["seed", "127.0.0.41", path.to_str().unwrap()]);
+    let mut seeder = LtPeer::spawn("download", &["seed", "127.0.0.41", path.to_str().unwrap()]);
     let j = seeder.json_line().await;
     assert_eq!(j["seeding"], true, "libtorrent did not start seeding: {j}");
     let port = j["port"].as_u64().unwrap() as u16;
     let ih = Id20::from_hex(j["info_hash"].as_str().unwrap()).unwrap();
 
-    let leecher = session([127, 0, 0, 42], 42).await;
+    let leecher = loopback_session([127, 0, 0, 42], 42).await;
     let mut add = AddTorrent::new(
         Source::Magnet(Magnet::new(ih)),
         StorageSpec::Disk(dst.path().to_path_buf()),
@@ -166,7 +94,7 @@ async fn libtorrent_downloads_from_our_seeder() {
         .unwrap(),
     );
 
-    let seeder = session([127, 0, 0, 43], 43).await;
+    let seeder = loopback_session([127, 0, 0, 43], 43).await;
     let mut add = AddTorrent::new(
         Source::Metainfo(meta.clone()),
         StorageSpec::Disk(src.path().to_path_buf()),
@@ -185,7 +113,7 @@ async fn libtorrent_downloads_from_our_seeder() {
     let addr = seeder.listen_addr().unwrap().to_string();
     let dst_s = dst.path().to_str().unwrap().to_string();
     let ih = meta.info_hash.to_hex();
-    let mut leecher = PyHelper::spawn(SCRIPT, &["leech", "127.0.0.44", &ih, &addr, &dst_s]);
+    let mut leecher = LtPeer::spawn("download", &["leech", "127.0.0.44", &ih, &addr, &dst_s]);
     let j = leecher.json_line().await;
     assert_eq!(j["ok"], true, "libtorrent did not download from us: {j}");
     let file = PathBuf::from(j["file"].as_str().unwrap());

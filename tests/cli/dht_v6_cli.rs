@@ -7,63 +7,17 @@
 //! Skips loudly when the machine has no IPv6 loopback.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{lines, random_bytes, Proc};
-
-const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
-
-fn have_ipv6_loopback() -> bool {
-    common::require_or_skip("ipv6-loopback")
-}
+use crate::support::{dht_serve, random_bytes, start_seeder, Proc, BIN};
 
 fn serve(binds: &[&str]) -> Proc {
-    let mut c = Command::new(BIN);
-    c.args(["dht", "serve", "--no-bootstrap", "--log-every", "1"]);
-    for b in binds {
-        c.args(["--bind", b]);
-    }
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn dht serve");
-    let rx = lines(&mut child);
-    // "node id: ..." then one "listening on: ..." line per socket.
-    let mut listening = Vec::new();
-    while listening.len() < binds.len() {
-        let l = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("dht serve printed its addresses");
-        if let Some(a) = l.strip_prefix("listening on: ") {
-            listening.push(a.to_string());
-        }
-    }
-    for b in binds {
-        assert!(listening.iter().any(|l| l == b), "{listening:?} vs {b}");
-    }
-    Proc(child)
+    dht_serve(binds, &["--log-every", "1"])
 }
 
-fn start_seeder(file: &Path, extra: &[&str], state: &Path) -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .arg("seed")
-        .arg(file)
-        .args(extra)
-        .arg("--state-dir")
-        .arg(state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn seeder");
-    let rx = lines(&mut child);
-    let magnet = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("seeder printed no magnet link");
-    assert!(magnet.starts_with("magnet:?xt=urn:btih:"), "{magnet}");
-    (Proc(child), magnet)
+fn have_ipv6_loopback() -> bool {
+    crate::support::require_or_skip("ipv6-loopback")
 }
 
 fn infohash(magnet: &str) -> String {

@@ -3,9 +3,7 @@
 //! the data; torrents made by libtorrent (v1-only and hybrid v1+v2 with padding files) and by
 //! `mktorrent` give, in `magnetfetch info --json`, the info-hash their makers compute.
 
-mod common;
-
-use common::{assert_cli_error, magnetfetch, require_or_skip, run_python, SYSTEM_PYTHON};
+use crate::support::{assert_cli_error, lt_json, magnetfetch, require_or_skip};
 use std::path::Path;
 
 fn s(p: &Path) -> &str {
@@ -44,32 +42,8 @@ fn make_tree(root: &Path) {
     std::fs::write(root.join("dir/mid.dat"), content(70_000, 4)).unwrap();
 }
 
-/// Loads a .torrent in libtorrent, prints the v1 info-hash, then force-checks the data under
-/// `save_path` and prints "<pieces we have> <total pieces>".
-const LT_CHECK: &str = r#"
-import sys, time, libtorrent as lt
-torrent, save_path = sys.argv[1], sys.argv[2]
-ti = lt.torrent_info(torrent)
-print(str(ti.info_hashes().v1))
-ses = lt.session({'listen_interfaces': '127.0.0.1:0', 'enable_dht': False, 'enable_lsd': False,
-                  'enable_upnp': False, 'enable_natpmp': False,
-                  'alert_mask': lt.alert.category_t.status_notification | lt.alert.category_t.error_notification})
-h = ses.add_torrent({'ti': ti, 'save_path': save_path})
-deadline = time.time() + 30
-checked = False
-while time.time() < deadline and not checked:
-    ses.wait_for_alert(200)
-    for a in ses.pop_alerts():
-        if isinstance(a, lt.torrent_checked_alert):
-            checked = True
-if not checked:
-    sys.exit('libtorrent never finished checking')
-st = h.status()
-print(st.num_pieces, ti.num_pieces())
-"#;
-
-fn lt_check(python: &Path, torrent: &Path, save_path: &Path) -> (String, u64, u64) {
-    let out = run_python(python, LT_CHECK, &[s(torrent), s(save_path)]);
+fn lt_check(torrent: &Path, save_path: &Path) -> (String, u64, u64) {
+    let out = lt_json("formats-check", &[s(torrent), s(save_path)]);
     let mut lines = out.lines();
     let ih = lines.next().unwrap().trim().to_string();
     let counts: Vec<u64> = lines
@@ -86,7 +60,6 @@ fn created_torrents_load_and_verify_in_libtorrent() {
     if !require_or_skip("libtorrent") {
         return;
     }
-    let python = Path::new(SYSTEM_PYTHON);
     let dir = tempfile::tempdir().unwrap();
     let data_parent = dir.path().join("data");
     let tree = data_parent.join("tree");
@@ -112,7 +85,7 @@ fn created_torrents_load_and_verify_in_libtorrent() {
             String::from_utf8_lossy(&out.stderr)
         );
         let ours = info_json(&t)["infohash"].as_str().unwrap().to_string();
-        let (lt_hash, have, total) = lt_check(python, &t, &data_parent);
+        let (lt_hash, have, total) = lt_check(&t, &data_parent);
         assert_eq!(lt_hash, ours, "libtorrent computes the same info-hash");
         assert!(total > 1);
         assert_eq!(
@@ -129,41 +102,21 @@ fn created_torrents_load_and_verify_in_libtorrent() {
     let mut big = std::fs::read(tree.join("big.bin")).unwrap();
     big[100_000] ^= 0xff;
     std::fs::write(tree.join("big.bin"), big).unwrap();
-    let (_, have, total) = lt_check(python, &t, &data_parent);
+    let (_, have, total) = lt_check(&t, &data_parent);
     assert_eq!(have + 1, total);
 }
-
-/// Makes a torrent with libtorrent; prints its v1 info-hash.
-const LT_MAKE: &str = r#"
-import sys, os, libtorrent as lt
-src, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-flags = {'v1': lt.create_torrent.v1_only, 'hybrid': 0, 'v2': lt.create_torrent.v2_only}[mode]
-fs = lt.file_storage()
-lt.add_files(fs, src)
-t = lt.create_torrent(fs, 16384, flags=flags)
-t.add_tracker('http://127.0.0.1:9/announce', 0)
-t.add_tracker('udp://127.0.0.1:10', 1)
-t.add_url_seed('http://127.0.0.1:11/ws/')
-lt.set_piece_hashes(t, os.path.dirname(src))
-buf = lt.bencode(t.generate())
-open(out, 'wb').write(buf)
-ti = lt.torrent_info(out)
-print(str(ti.info_hashes().v1) if mode != 'v2' else '-')
-print(ti.num_pieces(), ti.total_size())
-"#;
 
 #[test]
 fn libtorrent_made_torrents_give_the_same_info_hash() {
     if !require_or_skip("libtorrent") {
         return;
     }
-    let python = Path::new(SYSTEM_PYTHON);
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     make_tree(&tree);
     for mode in ["v1", "hybrid"] {
         let t = dir.path().join(format!("{mode}.torrent"));
-        let out = run_python(python, LT_MAKE, &[s(&tree), s(&t), mode]);
+        let out = lt_json("formats-make", &[s(&tree), s(&t), mode]);
         let mut lines = out.lines();
         let lt_hash = lines.next().unwrap().trim().to_string();
         let nums: Vec<u64> = lines
@@ -206,34 +159,13 @@ fn libtorrent_made_torrents_give_the_same_info_hash() {
     }
     // v2-only: a clear refusal.
     let t = dir.path().join("v2.torrent");
-    run_python(python, LT_MAKE, &[s(&tree), s(&t), "v2"]);
+    lt_json("formats-make", &[s(&tree), s(&t), "v2"]);
     let line = assert_cli_error(&magnetfetch(&["info", s(&t)]));
     assert!(
         line.contains("v2-only torrents are not yet supported"),
         "{line}"
     );
 }
-
-/// SHA-1 of the info dict's exact bytes, with a minimal independent bencode walker.
-const PY_INFOHASH: &str = r#"
-import sys, hashlib
-b = open(sys.argv[1], 'rb').read()
-def end(i):
-    c = b[i:i+1]
-    if c == b'i': return b.index(b'e', i) + 1
-    if c in (b'l', b'd'):
-        i += 1
-        while b[i:i+1] != b'e': i = end(i)
-        return i + 1
-    colon = b.index(b':', i)
-    return colon + 1 + int(b[i:colon])
-assert b[0:1] == b'd'
-i = 1
-while b[i:i+1] != b'e':
-    kend = end(i); key = b[b.index(b':', i)+1:kend]; vend = end(kend)
-    if key == b'info': print(hashlib.sha1(b[kend:vend]).hexdigest())
-    i = vend
-"#;
 
 #[test]
 fn mktorrent_made_torrents_give_the_same_info_hash() {
@@ -268,9 +200,7 @@ fn mktorrent_made_torrents_give_the_same_info_hash() {
             "mktorrent: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let expect = run_python(Path::new(SYSTEM_PYTHON), PY_INFOHASH, &[s(&t)])
-            .trim()
-            .to_string();
+        let expect = lt_json("infohash", &[s(&t)]).trim().to_string();
         assert_eq!(expect.len(), 40);
         let v = info_json(&t);
         assert_eq!(v["infohash"], expect.as_str(), "{name}");

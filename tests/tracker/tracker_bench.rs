@@ -5,13 +5,13 @@
 //! generator. Both servers run as processes pinned to core 1 (`taskset -c 1`); pin the load
 //! generator (this test process) to core 0. The two are measured alternately, `ROUNDS` times
 //! each, and the medians compared:
-//! `taskset -c 0 cargo test --release --test tracker_bench -- --ignored --nocapture udp`.
+//! `taskset -c 0 cargo test --release --test tracker tracker_bench::udp -- --ignored --nocapture`.
 //!
 //! `http_announce_throughput`: HTTP announces per second of our tracker, from
 //! [`HTTP_CONNS`] connections that ask for keep-alive (and reconnect whenever the server
 //! closes, as ours does after every reply). With `MAGNETFETCH_BENCH_BEFORE=path/to/binary`
 //! that other build of magnetfetch is measured alternately with this one (same pinning):
-//! `MAGNETFETCH_BENCH_BEFORE=./mf-before taskset -c 0 cargo test --release --test tracker_bench -- --ignored --nocapture http`.
+//! `MAGNETFETCH_BENCH_BEFORE=./mf-before taskset -c 0 cargo test --release --test tracker tracker_bench::http -- --ignored --nocapture`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,6 +25,8 @@ use magnetfetch::id::Id20;
 use magnetfetch::net::Net;
 use magnetfetch::tracker::{http_proto, udp_proto};
 use magnetfetch::tracker::{AnnounceRequest, Event};
+
+use crate::support::free_port;
 
 const SOCKETS: usize = 8;
 const WINDOW: usize = 32;
@@ -216,16 +218,9 @@ fn pinned(cmd: &str) -> Command {
     }
 }
 
+/// A TCP port that was free a moment ago (the HTTP announce server binds it).
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()

@@ -2,8 +2,6 @@
 //! the connection but never answers does not stall the fetch, and peers serving corrupt
 //! metadata do not stop it. Virtual time, no sleeps.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -79,11 +77,14 @@ async fn fetch_with(seeders: usize, silent: bool, liars: usize) -> u64 {
     }
     for i in 0..seeders {
         let ip = format!("127.0.0.{}", i + 1);
-        let s = common::sim_session(&net, &ip, i as u64).await;
-        keep.push((s.clone(), s.add(common::sim_seeding(&meta, sc.seed))));
+        let s = crate::support::sim_session(&net, &ip, i as u64).await;
+        keep.push((
+            s.clone(),
+            s.add(crate::support::sim_seeding(&meta, sc.seed)),
+        ));
         peers.push(s.listen_addr().unwrap());
     }
-    let leecher = common::sim_session(&net, "127.2.0.1", 99).await;
+    let leecher = crate::support::sim_session(&net, "127.2.0.1", 99).await;
     let mut add = leeching(&meta, &sc, peers);
     add.metadata_timeout = Duration::from_secs(60);
     let out = leecher.add(add).wait().await.expect("download failed");
@@ -132,9 +133,9 @@ async fn download_reuses_the_metadata_connection() {
         ..Scenario::default()
     };
     let meta = make_metainfo(&sc).unwrap();
-    let seeder = common::sim_session(&net, "127.0.0.1", 1).await;
-    let seeding = seeder.add(common::sim_seeding(&meta, sc.seed));
-    let leecher = common::sim_session(&net, "127.2.0.1", 99).await;
+    let seeder = crate::support::sim_session(&net, "127.0.0.1", 1).await;
+    let seeding = seeder.add(crate::support::sim_seeding(&meta, sc.seed));
+    let leecher = crate::support::sim_session(&net, "127.2.0.1", 99).await;
     let add = leeching(&meta, &sc, vec![seeder.listen_addr().unwrap()]);
     let out = leecher.add(add).wait().await.expect("download failed");
     assert!(out.summary.complete);

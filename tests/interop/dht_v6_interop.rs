@@ -15,43 +15,10 @@ use magnetfetch::dht::{Dht, DhtConfig};
 use magnetfetch::id::Id20;
 use magnetfetch::net::Net;
 
-mod common;
-use common::{require_or_skip, PyHelper};
+use crate::support::{require_or_skip, LtPeer};
 
 const ROOT: &str = "[::1]:26120";
 const SEEDER_PORT: u16 = 26121;
-
-/// A libtorrent session seeding a fresh file, listening on argv[1] (libtorrent's
-/// `listen_interfaces`) with its DHT bootstrapped from argv[2] (comma-separated
-/// `HOST:PORT`, IPv6 hosts in brackets); prints {"infohash": ...} once the torrent is added.
-const SEED_SCRIPT: &str = r#"
-import json, os, sys, tempfile, time
-import libtorrent as lt
-listen, boot = sys.argv[1], sys.argv[2]
-d = tempfile.mkdtemp(prefix="mf-v6-interop-")
-path = os.path.join(d, "payload.bin")
-with open(path, "wb") as f: f.write(os.urandom(64 * 1024))
-fs = lt.file_storage(); lt.add_files(fs, path)
-t = lt.create_torrent(fs, 16384); lt.set_piece_hashes(t, d)
-info = lt.torrent_info(t.generate())
-s = lt.session({"listen_interfaces": listen, "enable_dht": True,
-    "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-    "dht_bootstrap_nodes": boot,
-    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
-    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
-    "dht_prefer_verified_node_ids": False, "dht_announce_interval": 5,
-    "dht_aggressive_lookups": True, "enable_outgoing_utp": False,
-    "enable_incoming_utp": False})
-for n in boot.split(","):
-    host, port = n.rsplit(":", 1)
-    try:
-        s.add_dht_node((host.strip("[]"), int(port)))
-    except Exception as e:
-        print("add_dht_node:", e, file=sys.stderr)
-s.add_torrent({"ti": info, "save_path": d})
-print(json.dumps({"infohash": str(info.info_hash())}), flush=True)
-time.sleep(120)
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_ipv6_lookup_finds_libtorrent_seeder_announced_over_ipv6() {
@@ -65,7 +32,7 @@ async fn our_ipv6_lookup_finds_libtorrent_seeder_announced_over_ipv6() {
     };
     let root = Dht::start(Net::Tokio, root_addr, root_cfg).await.unwrap();
     let listen = format!("[::1]:{SEEDER_PORT}");
-    let mut py = PyHelper::spawn(SEED_SCRIPT, &[&listen, ROOT]);
+    let mut py = LtPeer::spawn("dht6-seed", &[&listen, ROOT]);
     let info = py.json_line().await;
     let ih = Id20::from_hex(info["infohash"].as_str().unwrap()).unwrap();
     let seeder: SocketAddr = format!("[::1]:{SEEDER_PORT}").parse().unwrap();
@@ -108,38 +75,6 @@ async fn our_ipv6_lookup_finds_libtorrent_seeder_announced_over_ipv6() {
     root.shutdown().await;
 }
 
-/// A libtorrent session on [::1] only, bootstrapped from our node; prints FOUND when its
-/// get_peers returns `expect`.
-const FIND_SCRIPT: &str = r#"
-import sys, time
-import libtorrent as lt
-root_port, port, ih, expect, timeout = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
-s = lt.session({"listen_interfaces": f"[::1]:{port}", "enable_dht": True, "enable_lsd": False,
-    "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": f"[::1]:{root_port}",
-    "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
-    "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
-    "dht_prefer_verified_node_ids": False,
-    "alert_mask": lt.alert.category_t.all_categories})
-try:
-    s.add_dht_node(("::1", root_port))
-except Exception as e:
-    print("add_dht_node:", e, file=sys.stderr)
-h = lt.sha1_hash(bytes.fromhex(ih))
-end = time.time() + timeout
-last = 0
-while time.time() < end:
-    if time.time() - last > 1.0:
-        s.dht_get_peers(h); last = time.time()
-    s.wait_for_alert(200)
-    for a in s.pop_alerts():
-        if isinstance(a, lt.dht_get_peers_reply_alert):
-            peers = [f"{ip}:{port}" for ip, port in a.peers()]
-            print("reply", peers, file=sys.stderr, flush=True)
-            if expect in peers:
-                print("FOUND", flush=True); sys.exit(0)
-print("NOT FOUND", flush=True); sys.exit(1)
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_finds_peer_announced_through_our_ipv6_node() {
     if !require_or_skip("libtorrent") || !require_or_skip("ipv6-loopback") {
@@ -168,8 +103,8 @@ async fn libtorrent_finds_peer_announced_through_our_ipv6_node() {
     assert!(s.announced_to >= 1, "{s:?}");
     let ih_hex = ih.to_hex();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(common::SYSTEM_PYTHON)
-            .args(["-W", "ignore", "-c", FIND_SCRIPT, "26123", "26124", &ih_hex])
+        crate::support::lt_command("dht6-find")
+            .args(["26123", "26124", &ih_hex])
             .args(["::1:7777", "30"])
             .output()
             .expect("run python")
@@ -204,8 +139,8 @@ async fn our_dual_stack_lookup_finds_libtorrent_in_both_families() {
     let root = Dht::start_multi(Net::Tokio, &roots, root_cfg)
         .await
         .unwrap();
-    let mut py = PyHelper::spawn(
-        SEED_SCRIPT,
+    let mut py = LtPeer::spawn(
+        "dht6-seed",
         &[
             "127.0.0.171:26126,[::1]:26126",
             "127.0.0.170:26125,[::1]:26125",

@@ -13,17 +13,14 @@
 //! Missing tools print a loud SKIP, and fail under MAGNETFETCH_REQUIRE_INTEROP=1.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{lines, random_bytes, require_or_skip, Proc};
-
-const BIN: &str = env!("CARGO_BIN_EXE_magnetfetch");
-const PY: &str = "/usr/bin/python3";
+use crate::support::{
+    lines, lt_command, random_bytes, range_server, range_server_logged, require_or_skip, Proc, BIN,
+};
 
 fn line_matching(rx: &mpsc::Receiver<String>, what: &str, f: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -79,54 +76,8 @@ fn create_torrent(file: &Path, out: &Path, extra: &[&str]) -> String {
     magnet[i..i + 40].to_ascii_lowercase()
 }
 
-/// Seeds the .torrent in argv[1] from the directory argv[2] with libtorrent (DHT, LSD, UPnP
-/// off; announces to every tracker of every tier), listening on argv[3], until killed.
-/// Prints "seeding PORT". Not on 127.0.0.1: opentracker hands a peer its own address, and
-/// libtorrent then bans that IP after connecting to itself, which would be our source
-/// address too.
-const LT_SEEDER: &str = r#"
-import libtorrent as lt, sys, time
-ti = lt.torrent_info(sys.argv[1])
-s = lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
-                'enable_natpmp': False, 'listen_interfaces': sys.argv[3] + ':0',
-                'announce_to_all_tiers': True, 'announce_to_all_trackers': True,
-                'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification})
-h = s.add_torrent({'ti': ti, 'save_path': sys.argv[2]})
-h.force_recheck()
-printed = False
-deadline = time.time() + 90
-while time.time() < deadline:
-    if not printed and h.status().is_seeding:
-        h.force_reannounce()
-        print('seeding', s.listen_port(), flush=True)
-        printed = True
-    for a in s.pop_alerts():
-        sys.stderr.write('lt seeder: %s\n' % a.message())
-    time.sleep(0.1)
-"#;
-
-/// Downloads the .torrent in argv[1] into argv[2] with libtorrent (DHT off): peers only from
-/// the torrent's trackers. Prints "ok" or "fail".
-const LT_LEECHER: &str = r#"
-import libtorrent as lt, sys, time
-ti = lt.torrent_info(sys.argv[1])
-s = lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
-                'enable_natpmp': False, 'listen_interfaces': '127.0.0.1:0',
-                'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification})
-h = s.add_torrent({'ti': ti, 'save_path': sys.argv[2]})
-deadline = time.time() + 40
-while time.time() < deadline and not h.status().is_seeding:
-    for a in s.pop_alerts():
-        sys.stderr.write('lt leecher: %s\n' % a.message())
-    time.sleep(0.1)
-st = h.status()
-sys.stderr.write('lt leecher: peers=%d progress=%.2f\n' % (st.num_peers, st.progress))
-print('ok' if st.is_seeding else 'fail', flush=True)
-"#;
-
 fn start_lt_seeder(torrent: &Path, dir: &Path, ip: &str) -> Proc {
-    let mut child = Command::new(PY)
-        .args(["-c", LT_SEEDER])
+    let mut child = lt_command("tracker-seed")
         .arg(torrent)
         .arg(dir)
         .arg(ip)
@@ -321,8 +272,7 @@ fn lt_leecher_downloads_from_tracker_only_seed() {
     }
     let out = fx.dir.path().join("lt");
     std::fs::create_dir_all(&out).unwrap();
-    let o = Command::new(PY)
-        .args(["-c", LT_LEECHER])
+    let o = lt_command("tracker-leech")
         .arg(&torrent)
         .arg(&out)
         .stderr(Stdio::inherit())
@@ -330,88 +280,6 @@ fn lt_leecher_downloads_from_tracker_only_seed() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok");
     assert_eq!(std::fs::read(out.join("seeded.bin")).unwrap(), fx.data);
-}
-
-/// A tiny HTTP/1.1 file server with `Range: bytes=a-b` and keep-alive (for web seeds).
-fn range_server(ip: &str, files: BTreeMap<String, Vec<u8>>) -> std::net::SocketAddr {
-    range_server_logged(ip, files).0
-}
-
-/// [`range_server`], also recording the source IP of every connection it accepts.
-fn range_server_logged(
-    ip: &str,
-    files: BTreeMap<String, Vec<u8>>,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
-) {
-    let l = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
-    let addr = l.local_addr().unwrap();
-    let files = std::sync::Arc::new(files);
-    let sources = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = sources.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            if let Ok(peer) = s.peer_addr() {
-                log.lock().unwrap().push(peer.ip());
-            }
-            let files = files.clone();
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                loop {
-                    let end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut tmp = [0u8; 4096];
-                        match s.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    let range = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("range: bytes=")
-                                .map(str::to_string)
-                        })
-                        .and_then(|r| {
-                            let (a, b) = r.split_once('-')?;
-                            Some((a.trim().parse::<usize>().ok()?, b.trim().parse().ok()?))
-                        });
-                    let reply = match (files.get(&path), range) {
-                        (Some(f), Some((a, b))) if a <= b && b < f.len() => {
-                            let mut r = format!(
-                                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\n\r\n",
-                                b + 1 - a,
-                                f.len()
-                            )
-                            .into_bytes();
-                            r.extend_from_slice(&f[a..=b]);
-                            r
-                        }
-                        (Some(f), None) => {
-                            let mut r =
-                                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", f.len())
-                                    .into_bytes();
-                            r.extend_from_slice(f);
-                            r
-                        }
-                        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
-                    };
-                    if s.write_all(&reply).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, sources)
 }
 
 /// (d): the only source is a web seed (BEP 19) on a local HTTP server; single- and

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use magnetfetch::id::Id20;
@@ -16,64 +16,7 @@ use magnetfetch::tracker::{
     AnnounceRequest, ClientConfig, Event, ServerConfig, TrackerClient, TrackerServer,
 };
 
-const PY: &str = "/usr/bin/python3";
-
-/// Local helper (tests/common is owned by another helper): skip loudly or fail when required.
-fn skip_or_fail(why: &str) {
-    if std::env::var("MAGNETFETCH_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("interop required but unavailable: {why}");
-    }
-    eprintln!("\n*** SKIP: {why} ***\n");
-}
-
-fn have_libtorrent() -> bool {
-    Command::new(PY)
-        .args(["-c", "import libtorrent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Seeds a fresh random file with libtorrent, announcing only to `url`. Prints
-/// "<infohash hex> <listen port>" and then seeds for up to 60 s.
-const SEEDER: &str = r#"
-import libtorrent as lt, sys, os, time
-d, url = sys.argv[1], sys.argv[2]
-p = os.path.join(d, 'payload.bin')
-with open(p, 'wb') as f:
-    f.write(os.urandom(65536 + 1234))
-fs = lt.file_storage()
-lt.add_files(fs, p)
-t = lt.create_torrent(fs, 16384)
-t.add_tracker(url)
-lt.set_piece_hashes(t, d)
-ti = lt.torrent_info(t.generate())
-s = lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
-                'enable_natpmp': False, 'listen_interfaces': '127.0.0.1:0',
-                'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification})
-h = s.add_torrent({'ti': ti, 'save_path': d})
-h.force_recheck()
-deadline = time.time() + 60
-printed = False
-while time.time() < deadline:
-    st = h.status()
-    if not printed and st.is_seeding:
-        print(str(ti.info_hashes().v1), s.listen_port(), flush=True)
-        h.force_reannounce()
-        printed = True
-    for a in s.pop_alerts():
-        sys.stderr.write('lt: %s\n' % a.message())
-    time.sleep(0.1)
-"#;
-
-struct Killer(Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{free_port, lt_command, require_or_skip, Proc};
 
 fn client() -> TrackerClient {
     TrackerClient::new(
@@ -107,8 +50,8 @@ fn req(h: Id20, port: u16, left: u64) -> AnnounceRequest {
 }
 
 async fn libtorrent_seeder_is_tracked(scheme: &str) {
-    if !have_libtorrent() {
-        return skip_or_fail("python3-libtorrent not importable by /usr/bin/python3");
+    if !require_or_skip("libtorrent") {
+        return;
     }
     let server = TrackerServer::start(
         Net::Tokio,
@@ -131,14 +74,14 @@ async fn libtorrent_seeder_is_tracked(scheme: &str) {
         _ => format!("udp://{}/announce", server.udp_addr.unwrap()),
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(PY)
-        .args(["-c", SEEDER, dir.path().to_str().unwrap(), &url])
+    let mut child = lt_command("tracker-announce-seed")
+        .args([dir.path().to_str().unwrap(), &url])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let _k = Killer(child);
+    let _k = Proc(child);
     let line = tokio::task::spawn_blocking(move || {
         let mut l = String::new();
         BufReader::new(stdout).read_line(&mut l).map(|_| l)
@@ -186,24 +129,10 @@ async fn libtorrent_seeder_announces_to_us_over_udp() {
     libtorrent_seeder_is_tracked("udp").await;
 }
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn our_client_announces_to_opentracker() {
-    if Command::new("opentracker")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        return skip_or_fail("opentracker not installed (apt-get install -y opentracker)");
+    if !require_or_skip("opentracker") {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     // opentracker drops to user nobody and chroots: the directory must be world-readable.
@@ -231,7 +160,7 @@ async fn our_client_announces_to_opentracker() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let _k = Killer(child);
+    let _k = Proc(child);
     let c = client();
     for (i, url) in [
         format!("http://127.0.0.1:{port}/announce"),
@@ -276,49 +205,10 @@ async fn our_client_announces_to_opentracker() {
     assert!(r.is_err(), "{r:?}");
 }
 
-/// Two libtorrent sessions (seeder, leecher) that find each other only through our tracker.
-const SWARM: &str = r#"
-import libtorrent as lt, sys, os, time
-d, url = sys.argv[1], sys.argv[2]
-sd, ld = os.path.join(d, 's'), os.path.join(d, 'l')
-os.makedirs(sd); os.makedirs(ld)
-p = os.path.join(sd, 'payload.bin')
-data = os.urandom(300000)
-with open(p, 'wb') as f:
-    f.write(data)
-fs = lt.file_storage()
-lt.add_files(fs, p)
-t = lt.create_torrent(fs, 16384)
-t.add_tracker(url)
-lt.set_piece_hashes(t, sd)
-ti = lt.torrent_info(t.generate())
-def sess():
-    return lt.session({'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False,
-                       'enable_natpmp': False, 'listen_interfaces': '127.0.0.1:0',
-                       'alert_mask': lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification | lt.alert.category_t.peer_notification | lt.alert.category_t.connect_notification})
-s1, s2 = sess(), sess()
-seed = s1.add_torrent({'ti': ti, 'save_path': sd})
-seed.force_recheck()
-while not seed.status().is_seeding:
-    time.sleep(0.05)
-seed.force_reannounce()
-leech = s2.add_torrent({'ti': lt.torrent_info(ti), 'save_path': ld})
-deadline = time.time() + 40
-while time.time() < deadline and not leech.status().is_seeding:
-    time.sleep(0.1)
-st = leech.status()
-sys.stderr.write('leecher: peers=%d list_peers=%d state=%s progress=%.2f\n' % (st.num_peers, st.list_peers, st.state, st.progress))
-for a in s2.pop_alerts() + s1.pop_alerts():
-    sys.stderr.write('lt: %s\n' % a.message())
-ok = leech.status().is_seeding and open(os.path.join(ld, 'payload.bin'), 'rb').read() == data
-print(str(ti.info_hashes().v1), 'ok' if ok else 'fail', flush=True)
-time.sleep(1)
-"#;
-
 #[tokio::test]
 async fn libtorrent_leecher_finds_libtorrent_seeder_through_us() {
-    if !have_libtorrent() {
-        return skip_or_fail("python3-libtorrent not importable by /usr/bin/python3");
+    if !require_or_skip("libtorrent") {
+        return;
     }
     let server = TrackerServer::start(
         Net::Tokio,
@@ -339,8 +229,8 @@ async fn libtorrent_leecher_finds_libtorrent_seeder_through_us() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(PY)
-            .args(["-c", SWARM, &d, &url])
+        lt_command("tracker-swarm")
+            .args([&d, &url])
             .stderr(Stdio::inherit())
             .output()
     });

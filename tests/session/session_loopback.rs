@@ -6,20 +6,9 @@ use std::time::Duration;
 
 use magnetfetch::magnet::Magnet;
 use magnetfetch::metainfo::{create, CreateOptions};
-use magnetfetch::session::{AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::session::{AddTorrent, Phase, Source, StorageSpec};
 
-mod common;
-use common::random_bytes;
-
-async fn session(ip: &str, seed: u64) -> Session {
-    Session::start(SessionConfig {
-        listen: Some(format!("{ip}:0").parse().unwrap()),
-        rng_seed: Some(seed),
-        ..SessionConfig::default()
-    })
-    .await
-    .unwrap()
-}
+use crate::support::{loopback_session, random_bytes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn magnet_to_file_from_our_seeder() {
@@ -44,7 +33,7 @@ async fn magnet_to_file_from_our_seeder() {
     .unwrap();
     let meta = Arc::new(meta);
 
-    let seeder = session("127.0.0.1", 1).await;
+    let seeder = loopback_session([127, 0, 0, 1], 1).await;
     let mut add = AddTorrent::new(
         Source::Metainfo(meta.clone()),
         StorageSpec::Disk(src.path().to_path_buf()),
@@ -61,7 +50,7 @@ async fn magnet_to_file_from_our_seeder() {
     .await
     .expect("seeder never reached seeding");
 
-    let leecher = session("127.0.0.1", 2).await;
+    let leecher = loopback_session([127, 0, 0, 1], 2).await;
     let mut add = AddTorrent::new(
         Source::Magnet(Magnet::new(meta.info_hash)),
         StorageSpec::Disk(dst.path().to_path_buf()),

@@ -2,9 +2,7 @@
 //! contract, the magnet output, and the error contract (exit 1 + one `error:` line; usage
 //! errors exit 2).
 
-mod common;
-
-use common::{assert_cli_error, magnetfetch};
+use crate::support::{assert_cli_error, magnetfetch};
 use std::path::Path;
 
 fn json(args: &[&str]) -> serde_json::Value {
