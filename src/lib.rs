@@ -17,4 +17,5 @@ pub mod session;
 pub mod sim;
 pub mod torrent;
 pub mod tracker;
+pub mod units;
 pub mod webseed;
