@@ -9,8 +9,13 @@
 //! Determinism: one `simnet::Network` seed, per-session and per-node seeds derived from the
 //! scenario seed, inline hashing (`blocking_io: false`), and a current-thread runtime. The
 //! same [`Scenario`] gives the same [`Report`] (except `wall_time_s`).
+//!
+//! Files: this one holds the [`Scenario`] and the run (arrivals, sampling, the report's
+//! arithmetic); [`peers`] starts sessions and DHT nodes, [`leecher`] is one honest
+//! leecher's life, [`report`] the measured numbers, [`scenario`] the TOML format and
+//! [`misbehave`] the liars. Printing and plotting live with the command (`cli::sim`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,25 +24,26 @@ use std::collections::BTreeSet;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::dht::node::{Dht, DhtConfig, LookupSummary};
-use crate::id::InfoHash;
+use crate::dht::node::LookupSummary;
 use crate::magnet::{Magnet, PeerAddr};
-use crate::metainfo::{FileEntry, Info, Metainfo};
 use crate::net::Net;
-use crate::session::{
-    AddTorrent, Phase, Progress, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
-    DISCOVER_FIRST_RETRY,
-};
-use crate::torrent::storage::generated_hashes;
-use crate::torrent::{FileSpec, Layout};
+use crate::session::{AddTorrent, Progress, Source, StorageSpec};
 
+mod leecher;
 mod misbehave;
+mod peers;
+mod report;
 mod scenario;
+pub use peers::make_metainfo;
+pub use report::{fluid_bound, Dist, Report, Utilisation};
 pub use scenario::ScenarioFile;
+
+use leecher::{leecher, LeecherCtx};
+use peers::{host_ip, lookup_into, start_dht, start_peer, LeechResult, Peer};
+use report::{round3, secs};
 
 /// The port every simulated peer listens on (TCP for peers, UDP for its DHT node).
 const PORT: u16 = 6881;
@@ -131,228 +137,12 @@ impl Default for Scenario {
     }
 }
 
-/// min / median / p90 / max of a sample, in seconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Dist {
-    pub min: f64,
-    pub median: f64,
-    pub p90: f64,
-    pub max: f64,
-}
-
-impl Dist {
-    /// None for an empty sample. Nearest-rank percentiles.
-    pub fn of(mut v: Vec<f64>) -> Option<Dist> {
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Some(Dist {
-            min: v[0],
-            median: rank(0.5),
-            p90: rank(0.9),
-            max: v[v.len() - 1],
-        })
-    }
-}
-
-/// Upload utilisation: payload bytes sent divided by what the uplinks could have carried
-/// while the peers were in the swarm (from their start to the end of the run or their
-/// departure). `None` when the class's uplink is unlimited.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Utilisation {
-    pub seeders: Option<f64>,
-    pub leechers: Option<f64>,
-}
-
-/// What a simulation measured.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Report {
-    pub leechers: usize,
-    pub leechers_completed: usize,
-    /// Leecher start (t = 0) to verified completion.
-    pub completion_s: Option<Dist>,
-    /// Leecher start to verified metadata.
-    pub metadata_s: Option<Dist>,
-    /// Queries sent by each leecher's first DHT lookup (median).
-    pub lookup_messages_median: Option<f64>,
-    pub lookup_rounds_median: Option<f64>,
-    pub lookup_time_s_median: Option<f64>,
-    /// Fluid-model lower bound on the last completion (needs every rate set).
-    pub t_star_s: Option<f64>,
-    /// `t_star_s / completion_s.max` (1 = as fast as physically possible).
-    pub efficiency: Option<f64>,
-    pub uploaded_by_seeders: u64,
-    pub uploaded_by_leechers: u64,
-    pub failed_pieces: u64,
-    pub bans: u64,
-    /// Payload bytes the leechers moved (received + sent) over each transport.
-    pub transport_bytes: crate::session::TransportBytes,
-    /// Sorted completion times (the CDF).
-    pub completion_times_s: Vec<f64>,
-    /// Swarm progress over time, one sample per simulated second: `[t, fraction]`, the
-    /// fraction being verified bytes summed over leechers / (leechers × size).
-    pub progress: Vec<[f64; 2]>,
-    /// Payload bytes sent / uplink capacity over the run (`None` when unlimited).
-    pub upload_utilisation: Utilisation,
-    /// Uploaded / file size of each leecher that completed.
-    pub share_ratio: Option<Dist>,
-    /// Simulated seconds from leecher start to the end (last completion or the limit).
-    pub sim_time_s: f64,
-    pub wall_time_s: f64,
-    pub seed: u64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("bad scenario: {0}")]
     Scenario(String),
     #[error("simulated network: {0}")]
     Io(#[from] std::io::Error),
-}
-
-fn host_ip(i: usize) -> IpAddr {
-    // 127.0.0.1, 127.0.0.2, ... (a /8 has room for 16M hosts).
-    IpAddr::V4(Ipv4Addr::from(0x7f00_0001u32 + i as u32))
-}
-
-/// The simulated torrent: one file of generated content.
-pub fn make_metainfo(sc: &Scenario) -> Result<Arc<Metainfo>, SimError> {
-    let files = vec![FileSpec {
-        path: vec!["sim.bin".to_string()],
-        length: sc.size,
-        pad: false,
-    }];
-    let layout =
-        Layout::new(sc.piece_length, files).map_err(|e| SimError::Scenario(e.to_string()))?;
-    let info = Info {
-        name: "sim.bin".to_string(),
-        piece_length: sc.piece_length,
-        pieces: generated_hashes(sc.seed, &layout),
-        files: vec![FileEntry {
-            path: vec!["sim.bin".to_string()],
-            length: sc.size,
-            offset: 0,
-            pad: false,
-            executable: false,
-            hidden: false,
-            symlink: false,
-        }],
-        multi_file: false,
-        private: false,
-        hybrid: false,
-    };
-    Ok(Arc::new(Metainfo::from_info(info)))
-}
-
-/// `T* = max(F/U_seed, F/D_leecher, N·F/(U_seed + N·U_leecher))` (all seeders' uplinks
-/// summed); None unless every rate it needs is set.
-pub fn fluid_bound(sc: &Scenario) -> Option<f64> {
-    let f = sc.size as f64;
-    let n = sc.leechers as f64;
-    let us = sc.seed_up? as f64 * sc.seeders.max(1) as f64;
-    let ul = sc.up? as f64;
-    let dl = sc.down? as f64;
-    Some((f / us).max(f / dl).max(n * f / (us + n * ul)))
-}
-
-struct Peer {
-    _dht: Option<Dht>,
-    _session: Session,
-    handle: TorrentHandle,
-    #[allow(dead_code)]
-    host: simnet::Host,
-}
-
-#[derive(Default)]
-struct LeechResult {
-    metadata_ms: Option<u64>,
-    done: Option<Duration>,
-    first_lookup: Option<LookupSummary>,
-}
-
-fn session_cfg(
-    host: &simnet::Host,
-    ip: IpAddr,
-    seed: u64,
-    transport: crate::quic::DialConfig,
-) -> SessionConfig {
-    SessionConfig {
-        net: Net::Sim(host.clone()),
-        listen: Some(SocketAddr::new(ip, PORT)),
-        rng_seed: Some(seed),
-        blocking_io: false,
-        dht: None,
-        trackers: None,
-        transport,
-    }
-}
-
-/// A seeder's or leecher's DHT node (when `boot` is given) and session. With QUIC both share
-/// the one UDP port, as in the real client (`crate::net::quic::bind_shared`).
-async fn start_peer(
-    sc: &Scenario,
-    host: &simnet::Host,
-    ip: IpAddr,
-    boot: Option<&[SocketAddr]>,
-    dht_seed: u64,
-    session_seed: u64,
-) -> Result<(Option<Dht>, Session), SimError> {
-    let mut transport = crate::quic::DialConfig {
-        mode: sc.transport,
-        ..Default::default()
-    };
-    let dht = match boot {
-        Some(b) if sc.transport.uses_quic() => {
-            let qcfg = crate::net::quic::QuicConfig {
-                seed: Some(session_seed),
-                ..Default::default()
-            };
-            let addr = SocketAddr::new(ip, PORT);
-            let (sock, ep) =
-                crate::net::quic::bind_shared(&Net::Sim(host.clone()), addr, &qcfg).await?;
-            transport.endpoint = Some(ep);
-            Some(Dht::start_on(sock, dht_cfg(ip, b, dht_seed))?)
-        }
-        Some(b) => Some(start_dht(host, ip, b, dht_seed).await?),
-        None => None,
-    };
-    let session = Session::start(session_cfg(host, ip, session_seed, transport)).await?;
-    Ok((dht, session))
-}
-
-fn dht_cfg(ip: IpAddr, bootstrap: &[SocketAddr], seed: u64) -> DhtConfig {
-    DhtConfig {
-        bootstrap: bootstrap.iter().copied().filter(|a| a.ip() != ip).collect(),
-        seed: Some(seed),
-        ..DhtConfig::default()
-    }
-}
-
-async fn start_dht(
-    host: &simnet::Host,
-    ip: IpAddr,
-    bootstrap: &[SocketAddr],
-    seed: u64,
-) -> Result<Dht, SimError> {
-    let cfg = dht_cfg(ip, bootstrap, seed);
-    Ok(Dht::start(Net::Sim(host.clone()), SocketAddr::new(ip, PORT), cfg).await?)
-}
-
-/// Starts a lookup that announces us and forwards the peers it finds to the torrent.
-async fn lookup_into(
-    dht: &Dht,
-    ih: InfoHash,
-    tx: mpsc::Sender<SocketAddr>,
-) -> oneshot::Receiver<LookupSummary> {
-    let mut h = dht.lookup(ih, Some(Some(PORT)), false).await;
-    tokio::spawn(async move {
-        while let Some(a) = h.peers.recv().await {
-            let _ = tx.try_send(a);
-        }
-    });
-    h.done
 }
 
 /// What a peer that is not an honest leecher does.
@@ -712,118 +502,6 @@ fn choose(n: usize, k: usize, rng: &mut StdRng) -> BTreeSet<usize> {
     all.into_iter().take(k.min(n)).collect()
 }
 
-struct LeecherCtx {
-    index: usize,
-    host: simnet::Host,
-    ip: IpAddr,
-    bootstrap: Option<Vec<SocketAddr>>,
-    magnet: Magnet,
-    ih: InfoHash,
-    dht_seed: u64,
-    session_seed: u64,
-    arrive: Instant,
-    deadline: Instant,
-    content: u64,
-    sc: Scenario,
-    slots: ProgressSlots,
-    arrived: mpsc::UnboundedSender<Arrived>,
-    end: watch::Receiver<bool>,
-}
-
-/// One leecher's life: arrive, download, report, maybe leave (churn), wait for the end.
-async fn leecher(mut c: LeecherCtx) -> Gone {
-    let mut gone = Gone {
-        index: c.index,
-        peer: None,
-        left: None,
-    };
-    let (host, ip, arrive) = (c.host.clone(), c.ip, c.arrive);
-    let (boot, dht_seed, session_seed) = (c.bootstrap.clone(), c.dht_seed, c.session_seed);
-    let sc = c.sc.clone();
-    let started = async move {
-        tokio::time::sleep_until(arrive).await;
-        let b = boot.as_deref();
-        start_peer(&sc, &host, ip, b, dht_seed, session_seed).await
-    };
-    let (dht, session) = tokio::select! {
-        biased;
-        _ = c.end.changed() => return gone,
-        r = started => match r {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(index = c.index, %e, "leecher could not start");
-                let _ = c.arrived.send(Arrived { index: c.index, arrive: c.arrive, result: LeechResult::default() });
-                return gone;
-            }
-        },
-    };
-    let mut add = AddTorrent::new(
-        Source::Magnet(c.magnet.clone()),
-        StorageSpec::Generated {
-            seed: c.content,
-            complete: false,
-        },
-    );
-    add.swarm.keep_seeding = true;
-    add.swarm.blocking_io = false;
-    add.swarm.max_peers = c.sc.max_peers;
-    add.swarm.max_up_rate = upload_cap(c.sc.up, c.sc.up_cap);
-    add.metadata_timeout = c.sc.duration;
-    let handle = session.add(add);
-    if let Ok(mut s) = c.slots.lock() {
-        if let Some(slot) = s.get_mut(c.index) {
-            *slot = Some(handle.progress());
-        }
-    }
-    let give_up = match c.sc.leave_after {
-        Some(d) => c.deadline.min(c.arrive + d),
-        None => c.deadline,
-    };
-    let r = leech(
-        dht.as_ref(),
-        &handle,
-        c.ih,
-        c.arrive,
-        give_up,
-        c.sc.relookup,
-    )
-    .await;
-    let leave_at = match (r.done.is_some(), c.sc.leave_after_done) {
-        (true, Some(d)) => Some(Instant::now() + d),
-        (true, None) => None,
-        // Gave up before the end of the run: that was a departure (churn).
-        (false, _) => {
-            (Instant::now() < c.deadline && c.sc.leave_after.is_some()).then(Instant::now)
-        }
-    };
-    let _ = c.arrived.send(Arrived {
-        index: c.index,
-        arrive: c.arrive,
-        result: r,
-    });
-    if let Some(t) = leave_at {
-        tokio::select! {
-            biased;
-            _ = c.end.changed() => {}
-            _ = tokio::time::sleep_until(t) => {
-                handle.stop();
-                c.host.down();
-                gone.left = Some(Instant::now());
-            }
-        }
-    }
-    if gone.left.is_none() {
-        let _ = c.end.wait_for(|e| *e).await;
-    }
-    gone.peer = Some(Peer {
-        _dht: dht,
-        _session: session,
-        handle,
-        host: c.host,
-    });
-    gone
-}
-
 /// Samples the swarm once per simulated second from `t0` until `stop`: returns the swarm
 /// progress series; with `RUST_LOG=magnetfetch::sim=debug` also logs upload rates (the
 /// instrument used to find where the flash crowd loses time).
@@ -901,77 +579,6 @@ async fn sample(
     }
 }
 
-fn secs(d: Duration) -> f64 {
-    // Millisecond resolution (the virtual clock's), so reports print exactly.
-    d.as_millis() as f64 / 1000.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-/// One leecher: looks peers up (re-announcing every `relookup`) until its download is
-/// verified complete or the deadline passes.
-async fn leech(
-    dht: Option<&Dht>,
-    handle: &TorrentHandle,
-    ih: InfoHash,
-    t0: Instant,
-    deadline: Instant,
-    relookup: Duration,
-) -> LeechResult {
-    let mut res = LeechResult::default();
-    let mut prog = handle.progress();
-    let tx = handle.peer_sender();
-    let mut pending = match dht {
-        Some(d) => Some(lookup_into(d, ih, tx.clone()).await),
-        None => None,
-    };
-    let mut next_lookup = Instant::now() + relookup;
-    let mut backoff =
-        crate::session::RelookupBackoff::new(DISCOVER_FIRST_RETRY, Duration::from_secs(2));
-    loop {
-        {
-            let p = prog.borrow_and_update();
-            if res.metadata_ms.is_none() {
-                res.metadata_ms = p.metadata_ms;
-            }
-            if matches!(p.phase, Phase::Seeding | Phase::Done) && p.total > 0 {
-                res.done = Some(t0.elapsed());
-                return res;
-            }
-            if p.phase == Phase::Stopped {
-                return res;
-            }
-        }
-        tokio::select! {
-            biased;
-            c = prog.changed() => if c.is_err() { return res; },
-            s = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
-                pending = None;
-                if res.first_lookup.is_none() {
-                    res.first_lookup = s.ok();
-                }
-                // Without metadata we may know only a seeder whose connection slots are
-                // full: ask again soon (announcing us, so the crowd finds itself), as the
-                // session's own DHT loop does.
-                let served = {
-                    let p = prog.borrow();
-                    p.total > 0 && p.peers > 0
-                };
-                let wait = backoff.next_wait(served, relookup);
-                next_lookup = Instant::now() + wait;
-            }
-            _ = tokio::time::sleep_until(next_lookup), if pending.is_none() && dht.is_some() => {
-                if let Some(d) = dht {
-                    pending = Some(lookup_into(d, ih, tx.clone()).await);
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => return res,
-        }
-    }
-}
-
 /// Runs a scenario on a fresh current-thread runtime with a paused clock and fills in the
 /// wall time.
 pub fn run_blocking(sc: &Scenario) -> Result<Report, SimError> {
@@ -990,13 +597,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dist_percentiles() {
-        let d = Dist::of((1..=10).map(f64::from).collect()).unwrap();
-        assert_eq!((d.min, d.median, d.p90, d.max), (1.0, 5.0, 9.0, 10.0));
-        assert!(Dist::of(Vec::new()).is_none());
-    }
-
-    #[test]
     fn poisson_offsets_have_the_right_mean() {
         let sc = Scenario {
             leechers: 4000,
@@ -1010,21 +610,5 @@ mod tests {
         assert!(offs.windows(2).all(|w| w[0] <= w[1]));
         let flash = arrival_offsets(&Scenario::default(), &mut StdRng::seed_from_u64(1));
         assert!(flash.iter().all(|d| d.is_zero()));
-    }
-
-    #[test]
-    fn fluid_bound_flash_crowd() {
-        let sc = Scenario {
-            leechers: 200,
-            size: 16 << 20,
-            seed_up: Some(10 << 20),
-            up: Some(1 << 20),
-            down: Some(10 << 20),
-            ..Scenario::default()
-        };
-        // N·F/(Us + N·Ul) = 200·16/(10+200) s.
-        let t = fluid_bound(&sc).unwrap();
-        assert!((t - 200.0 * 16.0 / 210.0).abs() < 1e-9);
-        assert!(fluid_bound(&Scenario::default()).is_none());
     }
 }
