@@ -18,4 +18,5 @@ pub mod session;
 pub mod sim;
 pub mod torrent;
 pub mod tracker;
+pub mod units;
 pub mod webseed;

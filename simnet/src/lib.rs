@@ -44,7 +44,7 @@ use std::sync::Arc;
 pub use crate::config::{HostConfig, NetworkConfig};
 use crate::core::{HostId, Shared};
 #[cfg(feature = "quinn")]
-pub use crate::quinn_socket::{recv_meta, send_transmit, QuinnSocket};
+pub use crate::quinn_socket::QuinnSocket;
 pub use crate::stream::{TcpListener, TcpStream};
 pub use crate::udp::UdpSocket;
 

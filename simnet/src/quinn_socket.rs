@@ -23,8 +23,8 @@ use crate::UdpSocket;
 
 /// Sends a quinn [`Transmit`] with `send` (a `try_send_to`), one datagram per segment:
 /// adapters report `max_transmit_segments() == 1` (no GSO), but split defensively if quinn
-/// hands over a batch anyway. Shared with magnetfetch's own adapter (`src/net/quic.rs`).
-pub fn send_transmit(
+/// hands over a batch anyway.
+fn send_transmit(
     t: &Transmit,
     mut send: impl FnMut(&[u8], SocketAddr) -> io::Result<usize>,
 ) -> io::Result<()> {
@@ -43,7 +43,7 @@ pub fn send_transmit(
 
 /// quinn's metadata for one whole datagram of `len` bytes from `from`, received on a socket
 /// bound to `local` (a wildcard bind reports no destination IP). No ECN, no GRO.
-pub fn recv_meta(from: SocketAddr, len: usize, local: SocketAddr) -> RecvMeta {
+fn recv_meta(from: SocketAddr, len: usize, local: SocketAddr) -> RecvMeta {
     RecvMeta {
         addr: from,
         len,

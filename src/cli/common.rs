@@ -169,34 +169,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::msg(format!("cannot start runtime: {e}")))
 }
 
-/// A byte rate: `500000`, `500K`, `2M`, `2MiB`, `1.5MB`, `2MiB/s` (K/M/G are binary units,
-/// kB/MB/GB decimal).
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let err = || format!("invalid rate {s:?} (e.g. 2MiB, 500K, 1000000)");
-    let t = s.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t);
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| err())?;
-    let mult: f64 = match unit.trim() {
-        "" | "B" | "b" => 1.0,
-        "K" | "k" | "KiB" | "kiB" | "Ki" => 1024.0,
-        "M" | "m" | "MiB" | "Mi" => 1024.0 * 1024.0,
-        "G" | "g" | "GiB" | "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "kB" | "KB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        _ => return Err(err()),
-    };
-    let v = num * mult;
-    if !v.is_finite() || !(1.0..=1e15).contains(&v) {
-        return Err(err());
-    }
-    Ok(v as u64)
-}
-
 /// A duration: `90` (seconds), `90s`, `10m`, `2h`, `1d`, or combinations like `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("invalid duration {s:?} (e.g. 90s, 10m, 2h, 1h30m)");
@@ -275,19 +247,6 @@ pub fn parse_indexes(s: &str) -> Result<Vec<RangeInclusive<u32>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates() {
-        assert_eq!(parse_rate("2MiB"), Ok(2 * 1024 * 1024));
-        assert_eq!(parse_rate("2M"), Ok(2 * 1024 * 1024));
-        assert_eq!(parse_rate("500K"), Ok(500 * 1024));
-        assert_eq!(parse_rate("1.5MB"), Ok(1_500_000));
-        assert_eq!(parse_rate("1000"), Ok(1000));
-        assert_eq!(parse_rate("64KiB/s"), Ok(65536));
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("0").is_err());
-        assert!(parse_rate("2XB").is_err());
-    }
 
     #[test]
     fn durations() {

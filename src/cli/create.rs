@@ -16,7 +16,7 @@ pub struct Args {
     pub output: PathBuf,
     /// Piece length in bytes (power of two, 16 KiB..256 MiB; K/M suffixes allowed).
     /// Default: chosen for about 1000-2000 pieces
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = crate::units::parse_size)]
     pub piece_length: Option<u64>,
     /// Tracker announce URL (repeatable; each gets its own tier)
     #[arg(long = "tracker", short = 't', value_name = "URL")]
@@ -30,30 +30,6 @@ pub struct Args {
     /// Free-text comment stored in the torrent
     #[arg(long, value_name = "TEXT")]
     pub comment: Option<String>,
-}
-
-/// `262144`, `256K`, `256KiB`, `1M`, `1MiB` (binary units).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let (num, mult) = if let Some(n) = lower
-        .strip_suffix("kib")
-        .or_else(|| lower.strip_suffix('k'))
-    {
-        (n.to_string(), 1u64 << 10)
-    } else if let Some(n) = lower
-        .strip_suffix("mib")
-        .or_else(|| lower.strip_suffix('m'))
-    {
-        (n.to_string(), 1u64 << 20)
-    } else {
-        (lower.clone(), 1)
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("invalid size {s:?} (expected bytes, e.g. 262144 or 256K)"))
 }
 
 pub fn run(args: Args) -> CliResult {
@@ -125,20 +101,4 @@ fn write_atomically(out: &std::path::Path, bytes: &[u8]) -> CliResult {
         let _ = std::fs::remove_file(&tmp);
         err(e)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("262144"), Ok(262144));
-        assert_eq!(parse_size("256K"), Ok(262144));
-        assert_eq!(parse_size("256kib"), Ok(262144));
-        assert_eq!(parse_size("4M"), Ok(4 << 20));
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999999999M").is_err());
-    }
 }

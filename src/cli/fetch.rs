@@ -57,10 +57,10 @@ pub struct Args {
     #[arg(long)]
     pub recheck: bool,
     /// Download rate limit, e.g. 2MiB (per second)
-    #[arg(long, value_name = "RATE", value_parser = common::parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = crate::units::parse_rate)]
     pub max_down_rate: Option<u64>,
     /// Upload rate limit, e.g. 500K (per second)
-    #[arg(long, value_name = "RATE", value_parser = common::parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = crate::units::parse_rate)]
     pub max_up_rate: Option<u64>,
     /// Extra peer to connect to (repeatable)
     #[arg(long = "peer", value_name = "IP:PORT")]

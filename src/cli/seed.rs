@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, value_name = "IP:PORT")]
     pub http: Option<SocketAddr>,
     /// Piece length in bytes (power of two, 16 KiB..256 MiB; K/M suffixes allowed)
-    #[arg(long, value_name = "BYTES", value_parser = common::parse_rate)]
+    #[arg(long, value_name = "BYTES", value_parser = crate::units::parse_size)]
     pub piece_length: Option<u64>,
     /// Tracker announce URL, put in the torrent and announced to (repeatable; one tier each)
     #[arg(long = "tracker", short = 't', value_name = "URL")]
@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long)]
     pub private: bool,
     /// Upload rate limit, e.g. 500K (per second)
-    #[arg(long, value_name = "RATE", value_parser = common::parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = crate::units::parse_rate)]
     pub max_up_rate: Option<u64>,
     #[command(flatten)]
     pub common: Common,

@@ -2,7 +2,8 @@
 //!
 //! Pure cores: [`krpc`] (codec), [`table`] (routing table), [`lookup`] (iterative lookup
 //! state machine), [`store`] (tokens and peer store). The node task in [`node`] owns them and
-//! does the I/O through [`crate::net`].
+//! does the I/O through [`crate::net`]; its protocol state is split by seam (queries,
+//! responses, lookups, maintenance, persistence).
 //!
 //! IPv6 (BEP 32): a node runs on one socket (IPv4 or IPv6) or on two, one per family (dual
 //! stack, [`Dht::start_multi`] / [`Dht::start_on_sockets`]). The IPv4 and IPv6 DHTs are

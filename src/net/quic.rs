@@ -279,6 +279,38 @@ impl fmt::Debug for Writable {
     }
 }
 
+/// Sends a quinn [`Transmit`] with `send` (a `try_send_to`), one datagram per segment: the
+/// socket reports `max_transmit_segments() == 1` (no GSO), but a batch handed over anyway
+/// is split rather than sent as one oversized datagram.
+fn send_transmit(
+    t: &Transmit,
+    mut send: impl FnMut(&[u8], SocketAddr) -> io::Result<usize>,
+) -> io::Result<()> {
+    match t.segment_size {
+        Some(seg) if seg > 0 && seg < t.contents.len() => {
+            for part in t.contents.chunks(seg) {
+                send(part, t.destination)?;
+            }
+        }
+        _ => {
+            send(t.contents, t.destination)?;
+        }
+    }
+    Ok(())
+}
+
+/// quinn's metadata for one whole datagram of `len` bytes from `from`, received on a socket
+/// bound to `local` (a wildcard bind reports no destination IP). No ECN, no GRO.
+fn recv_meta(from: SocketAddr, len: usize, local: SocketAddr) -> RecvMeta {
+    RecvMeta {
+        addr: from,
+        len,
+        stride: len,
+        ecn: None,
+        dst_ip: (!local.ip().is_unspecified()).then_some(local.ip()),
+    }
+}
+
 impl UdpPoller for Writable {
     fn poll_writable(self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         match &self.0.raw {
@@ -295,7 +327,7 @@ impl AsyncUdpSocket for QuicSocket {
     }
 
     fn try_send(&self, t: &Transmit) -> io::Result<()> {
-        simnet::send_transmit(t, |d, to| self.udp.try_send_to(d, to))
+        send_transmit(t, |d, to| self.udp.try_send_to(d, to))
     }
 
     fn poll_recv(
@@ -327,7 +359,7 @@ impl AsyncUdpSocket for QuicSocket {
                 if len == 0 {
                     continue;
                 }
-                *m = simnet::recv_meta(from, len, self.local);
+                *m = recv_meta(from, len, self.local);
                 n += 1;
                 break;
             }

@@ -148,7 +148,6 @@ pub async fn run_peer(
     ext_tx: tokio::sync::oneshot::Sender<PeerExt>,
 ) {
     let key = ctx.key;
-    tune_allocator();
     let r = setup(&mut conn, &ctx, &have, our_port).await;
     let theirs = match r {
         Ok(t) => t,
@@ -206,28 +205,6 @@ pub async fn run_peer(
     };
     writer_task.abort();
     let _ = ev_tx.send((key, PeerEvent::Closed(why))).await;
-}
-
-/// glibc's malloc hands freed memory at the top of a heap back to the kernel as soon as
-/// more than a few hundred KiB are free, and its mmap threshold moves with the sizes it
-/// sees. A download frees piece-sized and read-sized buffers at a high rate (blocks are
-/// kept as slices of their receive buffers until the piece is written), so the same
-/// memory was returned and faulted in again all the time: page faults and zeroing were
-/// ~5 % of the downloader's CPU. Fixed thresholds keep it (peak RSS is unchanged: only
-/// memory already used is kept). Once per process, before the first peer runs.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            // SAFETY: mallopt only sets allocator parameters; valid parameter numbers
-            // and values (bytes).
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-            }
-        });
-    }
 }
 
 async fn setup(

@@ -9,8 +9,13 @@
 //! Determinism: one `simnet::Network` seed, per-session and per-node seeds derived from the
 //! scenario seed, inline hashing (`blocking_io: false`), and a current-thread runtime. The
 //! same [`Scenario`] gives the same [`Report`] (except `wall_time_s`).
+//!
+//! Files: this one holds the [`Scenario`] and the run (arrivals, sampling, the report's
+//! arithmetic); [`peers`] starts sessions and DHT nodes, [`leecher`] is one honest
+//! leecher's life, [`report`] the measured numbers, [`scenario`] the TOML format and
+//! [`misbehave`] the liars. Printing and plotting live with the command (`cli::sim`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,25 +24,26 @@ use std::collections::BTreeSet;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::dht::node::{Dht, DhtConfig, LookupSummary};
-use crate::id::InfoHash;
+use crate::dht::node::LookupSummary;
 use crate::magnet::{Magnet, PeerAddr};
-use crate::metainfo::{FileEntry, Info, Metainfo};
 use crate::net::Net;
-use crate::session::{
-    AddTorrent, Phase, Progress, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
-    DISCOVER_FIRST_RETRY,
-};
-use crate::torrent::storage::generated_hashes;
-use crate::torrent::{FileSpec, Layout};
+use crate::session::{AddTorrent, Progress, Source, StorageSpec};
 
+mod leecher;
 mod misbehave;
+mod peers;
+mod report;
 mod scenario;
+pub use peers::make_metainfo;
+pub use report::{fluid_bound, Dist, Report, Utilisation};
 pub use scenario::ScenarioFile;
+
+use leecher::{leecher, LeecherCtx};
+use peers::{host_ip, lookup_into, start_dht, start_peer, LeechResult, Peer};
+use report::{round3, secs};
 
 /// The port every simulated peer listens on (TCP for peers, UDP for its DHT node).
 const PORT: u16 = 6881;
@@ -131,228 +137,12 @@ impl Default for Scenario {
     }
 }
 
-/// min / median / p90 / max of a sample, in seconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Dist {
-    pub min: f64,
-    pub median: f64,
-    pub p90: f64,
-    pub max: f64,
-}
-
-impl Dist {
-    /// None for an empty sample. Nearest-rank percentiles.
-    pub fn of(mut v: Vec<f64>) -> Option<Dist> {
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Some(Dist {
-            min: v[0],
-            median: rank(0.5),
-            p90: rank(0.9),
-            max: v[v.len() - 1],
-        })
-    }
-}
-
-/// Upload utilisation: payload bytes sent divided by what the uplinks could have carried
-/// while the peers were in the swarm (from their start to the end of the run or their
-/// departure). `None` when the class's uplink is unlimited.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct Utilisation {
-    pub seeders: Option<f64>,
-    pub leechers: Option<f64>,
-}
-
-/// What a simulation measured.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Report {
-    pub leechers: usize,
-    pub leechers_completed: usize,
-    /// Leecher start (t = 0) to verified completion.
-    pub completion_s: Option<Dist>,
-    /// Leecher start to verified metadata.
-    pub metadata_s: Option<Dist>,
-    /// Queries sent by each leecher's first DHT lookup (median).
-    pub lookup_messages_median: Option<f64>,
-    pub lookup_rounds_median: Option<f64>,
-    pub lookup_time_s_median: Option<f64>,
-    /// Fluid-model lower bound on the last completion (needs every rate set).
-    pub t_star_s: Option<f64>,
-    /// `t_star_s / completion_s.max` (1 = as fast as physically possible).
-    pub efficiency: Option<f64>,
-    pub uploaded_by_seeders: u64,
-    pub uploaded_by_leechers: u64,
-    pub failed_pieces: u64,
-    pub bans: u64,
-    /// Payload bytes the leechers moved (received + sent) over each transport.
-    pub transport_bytes: crate::session::TransportBytes,
-    /// Sorted completion times (the CDF).
-    pub completion_times_s: Vec<f64>,
-    /// Swarm progress over time, one sample per simulated second: `[t, fraction]`, the
-    /// fraction being verified bytes summed over leechers / (leechers × size).
-    pub progress: Vec<[f64; 2]>,
-    /// Payload bytes sent / uplink capacity over the run (`None` when unlimited).
-    pub upload_utilisation: Utilisation,
-    /// Uploaded / file size of each leecher that completed.
-    pub share_ratio: Option<Dist>,
-    /// Simulated seconds from leecher start to the end (last completion or the limit).
-    pub sim_time_s: f64,
-    pub wall_time_s: f64,
-    pub seed: u64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("bad scenario: {0}")]
     Scenario(String),
     #[error("simulated network: {0}")]
     Io(#[from] std::io::Error),
-}
-
-fn host_ip(i: usize) -> IpAddr {
-    // 127.0.0.1, 127.0.0.2, ... (a /8 has room for 16M hosts).
-    IpAddr::V4(Ipv4Addr::from(0x7f00_0001u32 + i as u32))
-}
-
-/// The simulated torrent: one file of generated content.
-pub fn make_metainfo(sc: &Scenario) -> Result<Arc<Metainfo>, SimError> {
-    let files = vec![FileSpec {
-        path: vec!["sim.bin".to_string()],
-        length: sc.size,
-        pad: false,
-    }];
-    let layout =
-        Layout::new(sc.piece_length, files).map_err(|e| SimError::Scenario(e.to_string()))?;
-    let info = Info {
-        name: "sim.bin".to_string(),
-        piece_length: sc.piece_length,
-        pieces: generated_hashes(sc.seed, &layout),
-        files: vec![FileEntry {
-            path: vec!["sim.bin".to_string()],
-            length: sc.size,
-            offset: 0,
-            pad: false,
-            executable: false,
-            hidden: false,
-            symlink: false,
-        }],
-        multi_file: false,
-        private: false,
-        hybrid: false,
-    };
-    Ok(Arc::new(Metainfo::from_info(info)))
-}
-
-/// `T* = max(F/U_seed, F/D_leecher, N·F/(U_seed + N·U_leecher))` (all seeders' uplinks
-/// summed); None unless every rate it needs is set.
-pub fn fluid_bound(sc: &Scenario) -> Option<f64> {
-    let f = sc.size as f64;
-    let n = sc.leechers as f64;
-    let us = sc.seed_up? as f64 * sc.seeders.max(1) as f64;
-    let ul = sc.up? as f64;
-    let dl = sc.down? as f64;
-    Some((f / us).max(f / dl).max(n * f / (us + n * ul)))
-}
-
-struct Peer {
-    _dht: Option<Dht>,
-    _session: Session,
-    handle: TorrentHandle,
-    #[allow(dead_code)]
-    host: simnet::Host,
-}
-
-#[derive(Default)]
-struct LeechResult {
-    metadata_ms: Option<u64>,
-    done: Option<Duration>,
-    first_lookup: Option<LookupSummary>,
-}
-
-fn session_cfg(
-    host: &simnet::Host,
-    ip: IpAddr,
-    seed: u64,
-    transport: crate::quic::DialConfig,
-) -> SessionConfig {
-    SessionConfig {
-        net: Net::Sim(host.clone()),
-        listen: Some(SocketAddr::new(ip, PORT)),
-        rng_seed: Some(seed),
-        blocking_io: false,
-        dht: None,
-        trackers: None,
-        transport,
-    }
-}
-
-/// A seeder's or leecher's DHT node (when `boot` is given) and session. With QUIC both share
-/// the one UDP port, as in the real client (`crate::net::quic::bind_shared`).
-async fn start_peer(
-    sc: &Scenario,
-    host: &simnet::Host,
-    ip: IpAddr,
-    boot: Option<&[SocketAddr]>,
-    dht_seed: u64,
-    session_seed: u64,
-) -> Result<(Option<Dht>, Session), SimError> {
-    let mut transport = crate::quic::DialConfig {
-        mode: sc.transport,
-        ..Default::default()
-    };
-    let dht = match boot {
-        Some(b) if sc.transport.uses_quic() => {
-            let qcfg = crate::net::quic::QuicConfig {
-                seed: Some(session_seed),
-                ..Default::default()
-            };
-            let addr = SocketAddr::new(ip, PORT);
-            let (sock, ep) =
-                crate::net::quic::bind_shared(&Net::Sim(host.clone()), addr, &qcfg).await?;
-            transport.endpoint = Some(ep);
-            Some(Dht::start_on(sock, dht_cfg(ip, b, dht_seed))?)
-        }
-        Some(b) => Some(start_dht(host, ip, b, dht_seed).await?),
-        None => None,
-    };
-    let session = Session::start(session_cfg(host, ip, session_seed, transport)).await?;
-    Ok((dht, session))
-}
-
-fn dht_cfg(ip: IpAddr, bootstrap: &[SocketAddr], seed: u64) -> DhtConfig {
-    DhtConfig {
-        bootstrap: bootstrap.iter().copied().filter(|a| a.ip() != ip).collect(),
-        seed: Some(seed),
-        ..DhtConfig::default()
-    }
-}
-
-async fn start_dht(
-    host: &simnet::Host,
-    ip: IpAddr,
-    bootstrap: &[SocketAddr],
-    seed: u64,
-) -> Result<Dht, SimError> {
-    let cfg = dht_cfg(ip, bootstrap, seed);
-    Ok(Dht::start(Net::Sim(host.clone()), SocketAddr::new(ip, PORT), cfg).await?)
-}
-
-/// Starts a lookup that announces us and forwards the peers it finds to the torrent.
-async fn lookup_into(
-    dht: &Dht,
-    ih: InfoHash,
-    tx: mpsc::Sender<SocketAddr>,
-) -> oneshot::Receiver<LookupSummary> {
-    let mut h = dht.lookup(ih, Some(Some(PORT)), false).await;
-    tokio::spawn(async move {
-        while let Some(a) = h.peers.recv().await {
-            let _ = tx.try_send(a);
-        }
-    });
-    h.done
 }
 
 /// What a peer that is not an honest leecher does.
@@ -712,118 +502,6 @@ fn choose(n: usize, k: usize, rng: &mut StdRng) -> BTreeSet<usize> {
     all.into_iter().take(k.min(n)).collect()
 }
 
-struct LeecherCtx {
-    index: usize,
-    host: simnet::Host,
-    ip: IpAddr,
-    bootstrap: Option<Vec<SocketAddr>>,
-    magnet: Magnet,
-    ih: InfoHash,
-    dht_seed: u64,
-    session_seed: u64,
-    arrive: Instant,
-    deadline: Instant,
-    content: u64,
-    sc: Scenario,
-    slots: ProgressSlots,
-    arrived: mpsc::UnboundedSender<Arrived>,
-    end: watch::Receiver<bool>,
-}
-
-/// One leecher's life: arrive, download, report, maybe leave (churn), wait for the end.
-async fn leecher(mut c: LeecherCtx) -> Gone {
-    let mut gone = Gone {
-        index: c.index,
-        peer: None,
-        left: None,
-    };
-    let (host, ip, arrive) = (c.host.clone(), c.ip, c.arrive);
-    let (boot, dht_seed, session_seed) = (c.bootstrap.clone(), c.dht_seed, c.session_seed);
-    let sc = c.sc.clone();
-    let started = async move {
-        tokio::time::sleep_until(arrive).await;
-        let b = boot.as_deref();
-        start_peer(&sc, &host, ip, b, dht_seed, session_seed).await
-    };
-    let (dht, session) = tokio::select! {
-        biased;
-        _ = c.end.changed() => return gone,
-        r = started => match r {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(index = c.index, %e, "leecher could not start");
-                let _ = c.arrived.send(Arrived { index: c.index, arrive: c.arrive, result: LeechResult::default() });
-                return gone;
-            }
-        },
-    };
-    let mut add = AddTorrent::new(
-        Source::Magnet(c.magnet.clone()),
-        StorageSpec::Generated {
-            seed: c.content,
-            complete: false,
-        },
-    );
-    add.swarm.keep_seeding = true;
-    add.swarm.blocking_io = false;
-    add.swarm.max_peers = c.sc.max_peers;
-    add.swarm.max_up_rate = upload_cap(c.sc.up, c.sc.up_cap);
-    add.metadata_timeout = c.sc.duration;
-    let handle = session.add(add);
-    if let Ok(mut s) = c.slots.lock() {
-        if let Some(slot) = s.get_mut(c.index) {
-            *slot = Some(handle.progress());
-        }
-    }
-    let give_up = match c.sc.leave_after {
-        Some(d) => c.deadline.min(c.arrive + d),
-        None => c.deadline,
-    };
-    let r = leech(
-        dht.as_ref(),
-        &handle,
-        c.ih,
-        c.arrive,
-        give_up,
-        c.sc.relookup,
-    )
-    .await;
-    let leave_at = match (r.done.is_some(), c.sc.leave_after_done) {
-        (true, Some(d)) => Some(Instant::now() + d),
-        (true, None) => None,
-        // Gave up before the end of the run: that was a departure (churn).
-        (false, _) => {
-            (Instant::now() < c.deadline && c.sc.leave_after.is_some()).then(Instant::now)
-        }
-    };
-    let _ = c.arrived.send(Arrived {
-        index: c.index,
-        arrive: c.arrive,
-        result: r,
-    });
-    if let Some(t) = leave_at {
-        tokio::select! {
-            biased;
-            _ = c.end.changed() => {}
-            _ = tokio::time::sleep_until(t) => {
-                handle.stop();
-                c.host.down();
-                gone.left = Some(Instant::now());
-            }
-        }
-    }
-    if gone.left.is_none() {
-        let _ = c.end.wait_for(|e| *e).await;
-    }
-    gone.peer = Some(Peer {
-        _dht: dht,
-        _session: session,
-        handle,
-        host: c.host,
-    });
-    gone
-}
-
 /// Samples the swarm once per simulated second from `t0` until `stop`: returns the swarm
 /// progress series; with `RUST_LOG=magnetfetch::sim=debug` also logs upload rates (the
 /// instrument used to find where the flash crowd loses time).
@@ -901,77 +579,6 @@ async fn sample(
     }
 }
 
-fn secs(d: Duration) -> f64 {
-    // Millisecond resolution (the virtual clock's), so reports print exactly.
-    d.as_millis() as f64 / 1000.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-/// One leecher: looks peers up (re-announcing every `relookup`) until its download is
-/// verified complete or the deadline passes.
-async fn leech(
-    dht: Option<&Dht>,
-    handle: &TorrentHandle,
-    ih: InfoHash,
-    t0: Instant,
-    deadline: Instant,
-    relookup: Duration,
-) -> LeechResult {
-    let mut res = LeechResult::default();
-    let mut prog = handle.progress();
-    let tx = handle.peer_sender();
-    let mut pending = match dht {
-        Some(d) => Some(lookup_into(d, ih, tx.clone()).await),
-        None => None,
-    };
-    let mut next_lookup = Instant::now() + relookup;
-    let mut backoff =
-        crate::session::RelookupBackoff::new(DISCOVER_FIRST_RETRY, Duration::from_secs(2));
-    loop {
-        {
-            let p = prog.borrow_and_update();
-            if res.metadata_ms.is_none() {
-                res.metadata_ms = p.metadata_ms;
-            }
-            if matches!(p.phase, Phase::Seeding | Phase::Done) && p.total > 0 {
-                res.done = Some(t0.elapsed());
-                return res;
-            }
-            if p.phase == Phase::Stopped {
-                return res;
-            }
-        }
-        tokio::select! {
-            biased;
-            c = prog.changed() => if c.is_err() { return res; },
-            s = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
-                pending = None;
-                if res.first_lookup.is_none() {
-                    res.first_lookup = s.ok();
-                }
-                // Without metadata we may know only a seeder whose connection slots are
-                // full: ask again soon (announcing us, so the crowd finds itself), as the
-                // session's own DHT loop does.
-                let served = {
-                    let p = prog.borrow();
-                    p.total > 0 && p.peers > 0
-                };
-                let wait = backoff.next_wait(served, relookup);
-                next_lookup = Instant::now() + wait;
-            }
-            _ = tokio::time::sleep_until(next_lookup), if pending.is_none() && dht.is_some() => {
-                if let Some(d) = dht {
-                    pending = Some(lookup_into(d, ih, tx.clone()).await);
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => return res,
-        }
-    }
-}
-
 /// Runs a scenario on a fresh current-thread runtime with a paused clock and fills in the
 /// wall time.
 pub fn run_blocking(sc: &Scenario) -> Result<Report, SimError> {
@@ -985,196 +592,9 @@ pub fn run_blocking(sc: &Scenario) -> Result<Report, SimError> {
     Ok(rep)
 }
 
-/// Parses `16MiB`, `10MB`, `512k`, `1.5GiB`, `1MiB/s` or a plain number of bytes.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t);
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => {
-            return Err(format!(
-                "unknown unit in {s:?} (use B, KiB, MiB, GiB, kB, MB, GB)"
-            ))
-        }
-    };
-    let v = n * mult;
-    if !v.is_finite() || !(0.0..=1e15).contains(&v) {
-        return Err(format!("size out of range: {s:?}"));
-    }
-    Ok(v.round() as u64)
-}
-
-/// One chart of [`report_svg`]: axes, ticks, a step or line series, optional T* marker.
-struct Panel<'a> {
-    x0: f64,
-    title: String,
-    xlabel: &'a str,
-    tmax: f64,
-    points: Vec<(f64, f64)>,
-    t_star: Option<f64>,
-}
-
-impl Panel<'_> {
-    const W: f64 = 460.0;
-    const H: f64 = 400.0;
-    const M: f64 = 50.0;
-
-    fn draw(&self, s: &mut String) {
-        let (w, h, m, x0) = (Self::W, Self::H, Self::M, self.x0);
-        let tmax = self.tmax.max(0.001);
-        let x = |t: f64| x0 + m + t / tmax * (w - 2.0 * m);
-        let y = |f: f64| h - m - f.clamp(0.0, 1.0) * (h - 2.0 * m);
-        *s += &format!(
-            "<text x=\"{:.1}\" y=\"20\" text-anchor=\"middle\">{}</text>\n\
-             <line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n\
-             <line x1=\"{:.1}\" y1=\"{m}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n",
-            x0 + w / 2.0,
-            self.title,
-            x0 + m,
-            h - m,
-            x0 + w - m,
-            h - m,
-            x0 + m,
-            x0 + m,
-            h - m
-        );
-        for k in 0..=4 {
-            let f = k as f64 / 4.0;
-            *s += &format!(
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}%</text>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.1}</text>\n",
-                x0 + m - 5.0,
-                y(f) + 4.0,
-                f * 100.0,
-                x(f * tmax),
-                h - m + 16.0,
-                f * tmax
-            );
-        }
-        *s += &format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
-            x0 + w / 2.0,
-            h - 10.0,
-            self.xlabel
-        );
-        if let Some(t) = self.t_star {
-            *s += &format!(
-                "<line x1=\"{0:.1}\" y1=\"{m}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"gray\" stroke-dasharray=\"4\"/>\n<text x=\"{0:.1}\" y=\"{2}\" fill=\"gray\">T*</text>\n",
-                x(t),
-                h - m,
-                m - 5.0
-            );
-        }
-        let pts: Vec<String> = self
-            .points
-            .iter()
-            .map(|&(t, f)| format!("{:.1},{:.1}", x(t), y(f)))
-            .collect();
-        *s += &format!(
-            "<polyline fill=\"none\" stroke=\"steelblue\" stroke-width=\"2\" points=\"{}\"/>\n",
-            pts.join(" ")
-        );
-    }
-}
-
-/// An SVG with two charts: the completion CDF (fraction of leechers done against their
-/// download time) and the swarm's progress over time (fraction of all leechers' bytes
-/// verified, sampled each simulated second), with the fluid bound T* when known.
-pub fn report_svg(rep: &Report) -> String {
-    let n = rep.leechers.max(1) as f64;
-    let last_done = rep.completion_times_s.last().copied().unwrap_or(1.0);
-    let tmax = last_done.max(rep.t_star_s.unwrap_or(0.0));
-    let mut cdf = vec![(0.0, 0.0)];
-    for (i, t) in rep.completion_times_s.iter().enumerate() {
-        cdf.push((*t, i as f64 / n));
-        cdf.push((*t, (i + 1) as f64 / n));
-    }
-    let ptmax = rep
-        .progress
-        .last()
-        .map_or(1.0, |p| p[0])
-        .max(rep.t_star_s.unwrap_or(0.0));
-    let panels = [
-        Panel {
-            x0: 0.0,
-            title: format!(
-                "completion CDF: {} of {} leechers, seed {}",
-                rep.leechers_completed, rep.leechers, rep.seed
-            ),
-            xlabel: "simulated seconds from arrival to completion",
-            tmax,
-            points: cdf,
-            t_star: rep.t_star_s,
-        },
-        Panel {
-            x0: Panel::W,
-            title: "swarm progress (bytes verified / all wanted)".to_string(),
-            xlabel: "simulated seconds since the first leecher arrived",
-            tmax: ptmax,
-            points: rep.progress.iter().map(|p| (p[0], p[1])).collect(),
-            t_star: rep.t_star_s,
-        },
-    ];
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
-        2.0 * Panel::W,
-        Panel::H
-    );
-    for p in &panels {
-        p.draw(&mut s);
-    }
-    s += "</svg>\n";
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_bytes("16MiB").unwrap(), 16 << 20);
-        assert_eq!(parse_bytes("10MiB/s").unwrap(), 10 << 20);
-        assert_eq!(parse_bytes("1.5k").unwrap(), 1500);
-        assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        assert!(parse_bytes("12 parsecs").is_err());
-        assert!(parse_bytes("").is_err());
-        assert!(parse_bytes("1e300").is_err());
-    }
-
-    #[test]
-    fn dist_percentiles() {
-        let d = Dist::of((1..=10).map(f64::from).collect()).unwrap();
-        assert_eq!((d.min, d.median, d.p90, d.max), (1.0, 5.0, 9.0, 10.0));
-        assert!(Dist::of(Vec::new()).is_none());
-    }
-
-    #[test]
-    fn plot_has_cdf_and_progress() {
-        let rep = Report {
-            leechers: 2,
-            leechers_completed: 2,
-            completion_times_s: vec![1.0, 2.0],
-            progress: vec![[0.0, 0.0], [1.0, 0.5], [2.0, 1.0]],
-            t_star_s: Some(1.5),
-            ..Report::default()
-        };
-        let svg = report_svg(&rep);
-        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
-        assert!(svg.contains("completion CDF") && svg.contains("swarm progress"));
-        assert!(svg.trim_end().ends_with("</svg>"));
-    }
 
     #[test]
     fn poisson_offsets_have_the_right_mean() {
@@ -1190,21 +610,5 @@ mod tests {
         assert!(offs.windows(2).all(|w| w[0] <= w[1]));
         let flash = arrival_offsets(&Scenario::default(), &mut StdRng::seed_from_u64(1));
         assert!(flash.iter().all(|d| d.is_zero()));
-    }
-
-    #[test]
-    fn fluid_bound_flash_crowd() {
-        let sc = Scenario {
-            leechers: 200,
-            size: 16 << 20,
-            seed_up: Some(10 << 20),
-            up: Some(1 << 20),
-            down: Some(10 << 20),
-            ..Scenario::default()
-        };
-        // N·F/(Us + N·Ul) = 200·16/(10+200) s.
-        let t = fluid_bound(&sc).unwrap();
-        assert!((t - 200.0 * 16.0 / 210.0).abs() < 1e-9);
-        assert!(fluid_bound(&Scenario::default()).is_none());
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Every key is optional (missing keys keep [`Scenario::default`]); unknown keys are an error
 //! so a typo never silently runs a different experiment. Sizes and rates are numbers of bytes
-//! or strings with a unit (`"16MiB"`, `"1MiB/s"`); times are seconds. Misbehaving peers are a
+//! or strings with a unit, read by [`crate::units`] like every flag (`"16MiB"`, `"256K"`,
+//! `"1MiB/s"`; K/M/G binary, kB/MB/GB decimal); times are seconds. Misbehaving peers are a
 //! count (`corrupt = 3`) or, written with a decimal point, a fraction of the leechers (of the
 //! DHT nodes for `dht_liars`): `corrupt = 0.05`.
 //!
@@ -30,7 +31,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{parse_bytes, Scenario, SimError};
+use super::{Scenario, SimError};
+use crate::units::{parse_rate, parse_size};
 
 /// A byte count: a number or a string with a unit.
 #[derive(Deserialize, Debug, Clone)]
@@ -41,10 +43,24 @@ enum Bytes {
 }
 
 impl Bytes {
-    fn get(&self, key: &str) -> Result<u64, SimError> {
+    /// A size in bytes.
+    fn size(&self, key: &str) -> Result<u64, SimError> {
+        self.parse(key, parse_size)
+    }
+
+    /// A rate in bytes/s.
+    fn rate(&self, key: &str) -> Result<u64, SimError> {
+        self.parse(key, parse_rate)
+    }
+
+    fn parse(
+        &self,
+        key: &str,
+        parse: fn(&str) -> Result<u64, crate::units::UnitError>,
+    ) -> Result<u64, SimError> {
         match self {
             Bytes::N(n) => Ok(*n),
-            Bytes::S(s) => parse_bytes(s).map_err(|e| SimError::Scenario(format!("{key}: {e}"))),
+            Bytes::S(s) => parse(s).map_err(|e| SimError::Scenario(format!("{key}: {e}"))),
         }
     }
 }
@@ -161,10 +177,10 @@ impl ScenarioFile {
             sc.leechers = v;
         }
         if let Some(v) = &self.size {
-            sc.size = v.get("size")?;
+            sc.size = v.size("size")?;
         }
         if let Some(v) = &self.piece_length {
-            sc.piece_length = v.get("piece_length")?;
+            sc.piece_length = v.size("piece_length")?;
         }
         if let Some(v) = self.latency_ms {
             sc.latency = Duration::from_millis(v);
@@ -182,12 +198,16 @@ impl ScenarioFile {
             sc.nat = v;
         }
         if let Some(l) = &self.seeder {
-            sc.seed_up = l.up.as_ref().map(|b| b.get("seeder.up")).transpose()?;
-            sc.seed_down = l.down.as_ref().map(|b| b.get("seeder.down")).transpose()?;
+            sc.seed_up = l.up.as_ref().map(|b| b.rate("seeder.up")).transpose()?;
+            sc.seed_down = l.down.as_ref().map(|b| b.rate("seeder.down")).transpose()?;
         }
         if let Some(l) = &self.leecher {
-            sc.up = l.up.as_ref().map(|b| b.get("leecher.up")).transpose()?;
-            sc.down = l.down.as_ref().map(|b| b.get("leecher.down")).transpose()?;
+            sc.up = l.up.as_ref().map(|b| b.rate("leecher.up")).transpose()?;
+            sc.down = l
+                .down
+                .as_ref()
+                .map(|b| b.rate("leecher.down"))
+                .transpose()?;
         }
         if let Some(a) = &self.arrival {
             sc.arrival_rate = a.rate;

@@ -1,6 +1,8 @@
 //! `magnetfetch sim`: runs a swarm scenario ([`crate::sim`]) over simnet and prints its
-//! report (a table, or one JSON object with `--json`; `--plot` writes the completion CDF and
-//! the swarm's progress over time). The scenario comes from a TOML file, flags, or both.
+//! report (a table, or one JSON object with `--json`, which also echoes the parsed
+//! scenario; `--plot` writes the completion CDF and the swarm's progress over time). The
+//! scenario comes from a TOML file, flags, or both; sizes and rates are read by
+//! [`crate::units`].
 //!
 //! No protocol logic here: flag parsing and printing.
 
@@ -8,12 +10,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use serde::Serialize;
 
-use crate::sim::{parse_bytes, report_svg, run_blocking, Dist, Scenario, ScenarioFile};
+use crate::sim::{run_blocking, Dist, Scenario, ScenarioFile};
+use crate::units::{parse_rate, parse_size};
 
-fn bytes_arg(s: &str) -> Result<u64, String> {
-    parse_bytes(s)
-}
+mod plot;
+use plot::report_svg;
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -29,22 +32,22 @@ pub struct SimArgs {
     #[arg(long)]
     pub leechers: Option<usize>,
     /// File size (e.g. 16MiB) [default: 16MiB].
-    #[arg(long, value_parser = bytes_arg)]
+    #[arg(long, value_parser = parse_size)]
     pub size: Option<u64>,
     /// [default: 256KiB]
-    #[arg(long, value_parser = bytes_arg)]
+    #[arg(long, value_parser = parse_size)]
     pub piece_length: Option<u64>,
     /// Leecher uplink, bytes/s (e.g. 1MiB); unlimited if absent.
-    #[arg(long, value_parser = bytes_arg)]
+    #[arg(long, value_parser = parse_rate)]
     pub up: Option<u64>,
     /// Leecher downlink, bytes/s; unlimited if absent.
-    #[arg(long, value_parser = bytes_arg)]
+    #[arg(long, value_parser = parse_rate)]
     pub down: Option<u64>,
     /// Seeder uplink (default: --up).
-    #[arg(long, value_parser = bytes_arg)]
+    #[arg(long, value_parser = parse_rate)]
     pub seed_up: Option<u64>,
     /// Seeder downlink (default: --down).
-    #[arg(long, value_parser = bytes_arg)]
+    #[arg(long, value_parser = parse_rate)]
     pub seed_down: Option<u64>,
     /// One-way access-link latency of every host, ms (host to host is twice this) [default: 25].
     #[arg(long)]
@@ -209,7 +212,11 @@ pub fn run(a: SimArgs) -> i32 {
         }
     }
     if a.json {
-        match serde_json::to_string(&rep) {
+        let out = JsonReport {
+            report: &rep,
+            scenario: ScenarioEcho::of(&sc),
+        };
+        match serde_json::to_string(&out) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -223,6 +230,74 @@ pub fn run(a: SimArgs) -> i32 {
         0
     } else {
         1
+    }
+}
+
+/// `sim --json`: the report's keys, then `scenario`, the scenario as parsed (defaults, file
+/// and flags merged), so a user sees what was simulated.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    report: &'a crate::sim::Report,
+    scenario: ScenarioEcho,
+}
+
+/// A [`Scenario`] in plain units: sizes in bytes, rates in bytes/s (`null`: unlimited),
+/// times in seconds (latency in milliseconds, as the flag takes it).
+#[derive(Serialize)]
+struct ScenarioEcho {
+    nodes: usize,
+    seeders: usize,
+    leechers: usize,
+    size: u64,
+    piece_length: u64,
+    up: Option<u64>,
+    down: Option<u64>,
+    seed_up: Option<u64>,
+    seed_down: Option<u64>,
+    latency_ms: u128,
+    loss: f64,
+    seed: u64,
+    duration_s: f64,
+    max_peers: usize,
+    arrival_rate: Option<f64>,
+    leave_after_done_s: Option<f64>,
+    leave_after_s: Option<f64>,
+    nat: f64,
+    corrupt: usize,
+    bad_metadata: usize,
+    dht_liars: usize,
+    silent: usize,
+    transport: &'static str,
+}
+
+impl ScenarioEcho {
+    fn of(sc: &Scenario) -> Self {
+        ScenarioEcho {
+            nodes: sc.nodes,
+            seeders: sc.seeders,
+            leechers: sc.leechers,
+            size: sc.size,
+            piece_length: sc.piece_length,
+            up: sc.up,
+            down: sc.down,
+            seed_up: sc.seed_up,
+            seed_down: sc.seed_down,
+            latency_ms: sc.latency.as_millis(),
+            loss: sc.loss,
+            seed: sc.seed,
+            duration_s: sc.duration.as_secs_f64(),
+            max_peers: sc.max_peers,
+            arrival_rate: sc.arrival_rate,
+            leave_after_done_s: sc.leave_after_done.map(|d| d.as_secs_f64()),
+            leave_after_s: sc.leave_after.map(|d| d.as_secs_f64()),
+            nat: sc.nat,
+            corrupt: sc.corrupt,
+            bad_metadata: sc.bad_metadata,
+            dht_liars: sc.dht_liars,
+            silent: sc.silent,
+            transport: sc.transport.as_str(),
+        }
     }
 }
 
