@@ -7,13 +7,13 @@
 pub mod bencode;
 pub mod cli;
 pub mod dht;
+pub mod dial;
 pub mod http;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;
 pub mod net;
 pub mod peer;
-pub mod quic;
 pub mod session;
 pub mod sim;
 pub mod torrent;

@@ -1,4 +1,4 @@
-//! Memory per file of a hostile file table (issue 20, item 8): a small .torrent (or an info
+//! Memory per file of a hostile file table: a small .torrent (or an info
 //! dictionary from a peer, BEP 9) listing many empty files must not make parsing and the
 //! layout cost more than the bound stated in docs/architecture.md ("Memory per file").
 //! A counting global allocator measures the peak of live heap bytes.

@@ -33,7 +33,7 @@ pub struct Common {
     /// Peer transport: auto = QUIC with magnetfetch peers (on the DHT's UDP port), TCP with
     /// everyone else; tcp = TCP only; quic = QUIC only
     #[arg(long, value_name = "auto|tcp|quic", default_value = "auto")]
-    pub transport: crate::quic::TransportMode,
+    pub transport: crate::dial::TransportMode,
     /// Happy eyeballs: milliseconds QUIC gets alone before TCP is tried too (--transport auto)
     #[arg(long, value_name = "MS", default_value_t = 250)]
     pub tcp_delay_ms: u64,
@@ -128,7 +128,7 @@ impl Common {
         let cfg = |listen: SocketAddr| SessionConfig {
             listen: Some(listen),
             dht: dht.clone(),
-            transport: crate::quic::DialConfig {
+            transport: crate::dial::DialConfig {
                 mode: self.transport,
                 tcp_delay: Duration::from_millis(self.tcp_delay_ms),
                 ..Default::default()

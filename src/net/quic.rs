@@ -1,4 +1,4 @@
-//! QUIC between magnetfetch peers (issue 9): a quinn endpoint on the node's UDP port, shared
+//! QUIC between magnetfetch peers: a quinn endpoint on the node's UDP port, shared
 //! with the DHT (BEP 5) by demultiplexing on the first byte of each datagram.
 //!
 //! - KRPC datagrams are bencoded dictionaries whose first key is a byte string: they start
@@ -6,7 +6,7 @@
 //! - QUIC long headers start with `0b11xxxxxx` (>= 0xC0), never `d`. Short headers start
 //!   with `0b01SRRKPP` and *can* be `d`: header protection randomises the low five bits and
 //!   quinn sends a random spin bit when spinning is off, so 1 in 64 short-header packets
-//!   starts with 0x64. (Routing those to the DHT was issue 9's "QUIC is pathologically slow
+//!   starts with 0x64. (Routing those to the DHT was the cause of "QUIC is pathologically slow
 //!   at 100 ms RTT" bug: a steady 1.6 % loss that QUIC's congestion control answered with a
 //!   congestion event each time.) The second byte of a short header is the first byte of
 //!   the destination connection ID, which *we* issued: [`HighBitCids`] sets its top bit, so

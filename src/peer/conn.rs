@@ -324,7 +324,7 @@ pub struct PeerConn {
     pub addr: SocketAddr,
     /// The peer's handshake (its reserved bits and peer id).
     pub remote: Handshake,
-    /// TCP or QUIC (issue 9).
+    /// TCP or QUIC.
     pub transport: crate::net::Transport,
     pub reader: PeerReader,
     pub writer: PeerWriter,

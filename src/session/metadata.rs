@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
+use crate::dial::Dialer;
 use crate::id::{InfoHash, PeerId};
 use crate::net::{Listener, Net, Stream};
 use crate::peer::extension::{ExtHandshake, UT_METADATA, UT_METADATA_ID, UT_PEX_ID};
@@ -25,7 +26,6 @@ use crate::peer::metadata::{serve_request, MetadataFetch, MetadataMsg, Outcome};
 use crate::peer::pex::PexMsg;
 use crate::peer::wire::Message;
 use crate::peer::{PeerConn, PeerError};
-use crate::quic::Dialer;
 
 /// Tuning of [`fetch_metadata`].
 #[derive(Debug, Clone)]

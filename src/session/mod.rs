@@ -115,7 +115,7 @@ pub struct Progress {
     pub sources: PeerSources,
     /// Each tracker's last status.
     pub trackers: Vec<TrackerStatus>,
-    /// Payload bytes (received + sent) per transport (issue 9).
+    /// Payload bytes (received + sent) per transport.
     pub transport_bytes: swarm::TransportBytes,
 }
 
@@ -134,8 +134,8 @@ pub struct SessionConfig {
     pub dht: Option<DhtConfig>,
     /// Tracker client settings (BEP 3/15); `None`: never announce to trackers.
     pub trackers: Option<crate::tracker::ClientConfig>,
-    /// TCP, QUIC or both (issue 9); QUIC shares the DHT's UDP port. Needs `listen`.
-    pub transport: crate::quic::DialConfig,
+    /// TCP, QUIC or both; QUIC shares the DHT's UDP port. Needs `listen`.
+    pub transport: crate::dial::DialConfig,
 }
 
 impl Default for SessionConfig {
@@ -147,7 +147,7 @@ impl Default for SessionConfig {
             blocking_io: true,
             dht: None,
             trackers: Some(crate::tracker::ClientConfig::default()),
-            transport: crate::quic::DialConfig::default(),
+            transport: crate::dial::DialConfig::default(),
         }
     }
 }
@@ -323,7 +323,7 @@ struct Inner {
     blocking_io: bool,
     dht: Option<Arc<Dht>>,
     trackers: Option<Arc<crate::tracker::TrackerClient>>,
-    dialer: crate::quic::Dialer,
+    dialer: crate::dial::Dialer,
     /// Our own addresses: no source makes us count or dial them.
     own: Arc<own::OwnAddrs>,
 }
@@ -407,7 +407,7 @@ impl Session {
             blocking_io: cfg.blocking_io,
             dht: dht.map(Arc::new),
             trackers,
-            dialer: crate::quic::Dialer {
+            dialer: crate::dial::Dialer {
                 mode: cfg.transport.mode,
                 tcp_delay: cfg.transport.tcp_delay,
                 quic: quic.clone(),
@@ -445,7 +445,7 @@ impl Session {
     }
 
     /// The transport policy and QUIC endpoint (if any).
-    pub fn dialer(&self) -> &crate::quic::Dialer {
+    pub fn dialer(&self) -> &crate::dial::Dialer {
         &self.inner.dialer
     }
 

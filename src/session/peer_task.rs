@@ -115,8 +115,8 @@ pub struct PeerContext {
     pub stopping: Arc<AtomicBool>,
     /// Our QUIC (UDP) port, advertised as `mf_quic` in the extended handshake.
     pub quic_port: Option<u16>,
-    /// QUIC-capable peers learned from PEX flags (issue 9).
-    pub quic_peers: crate::quic::QuicPeers,
+    /// QUIC-capable peers learned from PEX flags.
+    pub quic_peers: crate::dial::QuicPeers,
     /// BEP 27 private torrent: do not even advertise ut_pex (peers come from trackers only).
     pub private: bool,
     /// Payload bytes after an unchoke at which the writer reports [`PeerEvent::Quota`]

@@ -114,8 +114,8 @@ pub struct SwarmParams {
     pub our_port: Option<u16>,
     /// Our own addresses: never candidates (PEX and every other source echo us back).
     pub own: Arc<super::own::OwnAddrs>,
-    /// Outgoing connections: TCP, QUIC or raced (issue 9).
-    pub dialer: crate::quic::Dialer,
+    /// Outgoing connections: TCP, QUIC or raced.
+    pub dialer: crate::dial::Dialer,
     pub layout: Arc<Layout>,
     pub piece_hashes: Arc<Vec<[u8; 20]>>,
     /// The raw info dictionary (served over ut_metadata).
@@ -1431,7 +1431,7 @@ fn to_block(b: WireBlock) -> BlockRef {
 
 /// Takes the peer's extended handshake once it has arrived; returns its listen address when
 /// the peer came to us (that address is then connected, too).
-fn poll_ext(peer: &mut Peer, quic: &crate::quic::QuicPeers) -> Option<SocketAddr> {
+fn poll_ext(peer: &mut Peer, quic: &crate::dial::QuicPeers) -> Option<SocketAddr> {
     if peer.ext.is_some() {
         return None;
     }

@@ -100,8 +100,8 @@ pub struct Scenario {
     pub dht_liars: usize,
     /// Announced peers (and DHT nodes) that accept connections and never answer.
     pub silent: usize,
-    /// Peer transport of the seeders and leechers (issue 9; default TCP).
-    pub transport: crate::quic::TransportMode,
+    /// Peer transport of the seeders and leechers (default TCP).
+    pub transport: crate::dial::TransportMode,
 }
 
 impl Default for Scenario {
@@ -132,7 +132,7 @@ impl Default for Scenario {
             bad_metadata: 0,
             dht_liars: 0,
             silent: 0,
-            transport: crate::quic::TransportMode::Tcp,
+            transport: crate::dial::TransportMode::Tcp,
         }
     }
 }

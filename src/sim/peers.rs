@@ -70,7 +70,7 @@ pub(super) fn session_cfg(
     host: &simnet::Host,
     ip: IpAddr,
     seed: u64,
-    transport: crate::quic::DialConfig,
+    transport: crate::dial::DialConfig,
 ) -> SessionConfig {
     SessionConfig {
         net: Net::Sim(host.clone()),
@@ -93,7 +93,7 @@ pub(super) async fn start_peer(
     dht_seed: u64,
     session_seed: u64,
 ) -> Result<(Option<Dht>, Session), SimError> {
-    let mut transport = crate::quic::DialConfig {
+    let mut transport = crate::dial::DialConfig {
         mode: sc.transport,
         ..Default::default()
     };

@@ -1,4 +1,4 @@
-//! QUIC between magnetfetch processes on loopback (issue 9), addresses 127.0.0.100-119:
+//! QUIC between magnetfetch processes on loopback, addresses 127.0.0.100-119:
 //!
 //! - `magnetfetch seed` + `magnetfetch MAGNET` found through the DHT move the payload over
 //!   QUIC by default (`transport_bytes.quic` ≈ file size) and over TCP with `--transport tcp`;
@@ -6,7 +6,7 @@
 //!   our own leecher uses QUIC. Skips loudly without libtorrent, fails under
 //!   `MAGNETFETCH_REQUIRE_INTEROP=1`;
 //! - a `magnetfetch seed` that quits on Ctrl-C mid-transfer is dropped by its QUIC leecher
-//!   at once (issue 20), not after the 60 s QUIC idle timeout.
+//!   at once, not after the 60 s QUIC idle timeout.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -184,15 +184,15 @@ fn libtorrent_in_the_same_swarm_uses_tcp() {
     );
 }
 
-/// Issue 20: `magnetfetch seed --transport quic` serving a leecher (our library session,
+/// `magnetfetch seed --transport quic` serving a leecher (our library session,
 /// QUIC only) gets Ctrl-C mid-transfer and exits. The leecher must stop counting it at
 /// once: before, the exiting process never sent CONNECTION_CLOSE and the leecher counted
 /// it until its 60 s QUIC idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeder_that_quits_is_dropped_by_its_quic_leecher_at_once() {
+    use magnetfetch::dial::{DialConfig, TransportMode};
     use magnetfetch::magnet::{Magnet, PeerAddr};
     use magnetfetch::net::Net;
-    use magnetfetch::quic::{DialConfig, TransportMode};
     use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
 
     let dir = tempfile::tempdir().unwrap();

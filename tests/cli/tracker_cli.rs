@@ -1,5 +1,5 @@
 //! Trackers and web seeds through the `magnetfetch` binary, against libtorrent and
-//! opentracker (issue 12 "Must show"), on loopback addresses 127.0.0.60-79 (plus libtorrent
+//! opentracker, on loopback addresses 127.0.0.60-79 (plus libtorrent
 //! on 127.0.0.1 with ephemeral ports):
 //! - a libtorrent seeder (DHT off) announcing to `magnetfetch tracker` over UDP and over HTTP
 //!   is found and downloaded from by `magnetfetch MAGNET --no-dht`, the magnet carrying only

@@ -1,4 +1,4 @@
-//! Issue 4 at scale over simnet, on tokio's paused clock: 5,000 real DHT nodes (the same
+//! The DHT at scale over simnet, on tokio's paused clock: 5,000 real DHT nodes (the same
 //! `Dht` task that runs on real sockets) bootstrap from 3; then peers announced by random
 //! nodes are found by lookups from other random nodes. Also with 20% of the nodes silently
 //! dead, and with 10% of the nodes answering garbage or lying about closer nodes.

@@ -1,4 +1,4 @@
-//! QUIC over simnet (issue 9): the same session code with quinn driving simulated UDP.
+//! QUIC over simnet: the same session code with quinn driving simulated UDP.
 //!
 //! - `peer_wire_over_quic`: a seeder and a leecher with `TransportMode::Quic` (no DHT, the
 //!   UDP port bound for QUIC alone) move a torrent over QUIC; the BitTorrent handshake and
@@ -10,8 +10,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use magnetfetch::dial::{DialConfig, TransportMode};
 use magnetfetch::magnet::{Magnet, PeerAddr};
-use magnetfetch::quic::{DialConfig, TransportMode};
 use magnetfetch::session::{AddTorrent, Session, Source, StorageSpec};
 use magnetfetch::sim::{make_metainfo, Scenario};
 
@@ -178,7 +178,7 @@ async fn tcp_mode_never_uses_quic() {
     assert!(o.tcp >= 1 << 20);
 }
 
-/// `magnetfetch sim --transport quic` (issue 9): a small DHT swarm where every seeder and
+/// `magnetfetch sim --transport quic`: a small DHT swarm where every seeder and
 /// leecher runs its DHT node and QUIC on one UDP port; the payload moves over QUIC only.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn sim_scenario_over_quic_with_dht() {
@@ -218,7 +218,7 @@ async fn sim_scenario_over_tcp_counts_tcp() {
     assert!(r.transport_bytes.tcp >= 4 << 20, "{:?}", r.transport_bytes);
 }
 
-/// Issue 20: a seeder that quits mid-transfer (`magnetfetch seed` on Ctrl-C: stop the
+/// A seeder that quits mid-transfer (`magnetfetch seed` on Ctrl-C: stop the
 /// torrent, shut the session down, exit) is dropped by its QUIC leecher at once. Before,
 /// nothing told the leecher (no kernel closes a QUIC connection for a dead process) and it
 /// counted the seeder until its 60 s idle timeout. Now the stopped torrent's peer tasks end

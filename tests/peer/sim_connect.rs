@@ -1,4 +1,4 @@
-//! The connection phase of a flash crowd (issue 8): a seed at its connection limit still
+//! The connection phase of a flash crowd: a seed at its connection limit still
 //! gives refused peers its metadata and a PEX list (`session::courtesy`), so nobody waits
 //! for a DHT round to find another source. And a peer whose bitfield has the wrong length
 //! is dropped as it arrives (BEP 3), also on a connection handed over by the metadata

@@ -1,4 +1,4 @@
-//! Issue 5 over simnet: metadata (BEP 9) from 1 and from 20 peers, and a peer that accepts
+//! Over simnet: metadata (BEP 9) from 1 and from 20 peers, and a peer that accepts
 //! the connection but never answers does not stall the fetch, and peers serving corrupt
 //! metadata do not stop it. Virtual time, no sleeps.
 

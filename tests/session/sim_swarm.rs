@@ -17,7 +17,7 @@ fn small(leechers: usize) -> Scenario {
     }
 }
 
-/// Issue 6: 1 seeder + 30 leechers with asymmetric links (slow uplinks, faster downlinks),
+/// 1 seeder + 30 leechers with asymmetric links (slow uplinks, faster downlinks),
 /// starting from a magnet with the seeder's address; every leecher verifies every piece
 /// (generated storage hash-checks each piece against the torrent).
 #[tokio::test(start_paused = true)]
@@ -41,7 +41,7 @@ async fn thirty_leechers_asymmetric_all_finish() {
     eprintln!("30 leechers: {r:?}");
 }
 
-/// Issue 6: three peers serve corrupt blocks for every piece; they are banned and every
+/// Three peers serve corrupt blocks for every piece; they are banned and every
 /// honest leecher still finishes with verified data.
 #[tokio::test(start_paused = true)]
 async fn corrupt_peers_banned_everyone_finishes() {

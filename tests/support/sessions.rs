@@ -5,9 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use magnetfetch::dial::DialConfig;
 use magnetfetch::metainfo::Metainfo;
 use magnetfetch::net::Net;
-use magnetfetch::quic::DialConfig;
 use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
 
 /// A session's torrent that has all of `meta`'s content (synthetic, from `content_seed`)

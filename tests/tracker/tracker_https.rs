@@ -1,4 +1,4 @@
-//! HTTPS trackers and web seeds (issue 12), on loopback 127.0.0.180-199, with a throw-away CA
+//! HTTPS trackers and web seeds, on loopback 127.0.0.180-199, with a throw-away CA
 //! made by rcgen. The HTTPS side is a TLS-terminating forwarder (tokio-rustls server) in front
 //! of a plain HTTP server (our tracker, or a tiny Range file server); it connects to the
 //! backend from the client's own IP, so the tracker still sees the real source address.

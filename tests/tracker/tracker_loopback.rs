@@ -341,7 +341,7 @@ async fn worst_announce(http: SocketAddr) -> Duration {
     worst
 }
 
-/// Slowloris (issue 20): 500 connections from four other loopback addresses
+/// Slowloris: 500 connections from four other loopback addresses
 /// (127.0.0.2–127.0.0.5). Announces from 127.0.0.1 must still be answered at once: the
 /// per-address cap keeps the four attackers to 4 × 32 of the 256 slots. Before the cap they
 /// held every slot for the whole 10 s head timeout and an announce waited ~9 s.

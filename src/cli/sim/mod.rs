@@ -90,7 +90,7 @@ pub struct SimArgs {
     pub silent: Option<usize>,
     /// Peer transport of seeders and leechers: tcp, quic or auto [default: tcp].
     #[arg(long)]
-    pub transport: Option<crate::quic::TransportMode>,
+    pub transport: Option<crate::dial::TransportMode>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -1,4 +1,4 @@
-//! Transport policy for outgoing peer connections (issue 9): TCP, QUIC between magnetfetch
+//! Dialling policy for outgoing peer connections: TCP, QUIC between magnetfetch
 //! peers, or both raced ("happy eyeballs").
 //!
 //! Discovery: we advertise QUIC in the BEP 10 extended handshake under our own key
