@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod architecture;
 mod cli_fetch;
 mod dht_v6_cli;
 mod docs_examples;
