@@ -78,13 +78,6 @@ pub(crate) trait Io {
     fn act(&mut self, a: Action) -> bool;
 }
 
-impl Io for Vec<Action> {
-    fn act(&mut self, a: Action) -> bool {
-        self.push(a);
-        true
-    }
-}
-
 /// What the core knows about one connected peer.
 pub(crate) struct Peer {
     pub(super) addr: SocketAddr,
@@ -291,11 +284,14 @@ impl SwarmCore {
         Ok(alt)
     }
 
+    /// A connection the driver has started a task for (after [`SwarmCore::duplicate`]).
     pub(super) fn add_peer(&mut self, key: PeerKey, mut peer: Peer, alt: Option<SocketAddr>) {
         peer.alt_dial = alt;
         self.peers.insert(key, peer);
     }
 
+    /// Forgets the peer (its task is told to close): its requests go back to the picker,
+    /// its pieces leave the availability counts, and a slot it held is given out again.
     pub(super) fn drop_peer(&mut self, key: PeerKey, why: &str, io: &mut impl Io) {
         let Some(p) = self.peers.remove(&key) else {
             return;
