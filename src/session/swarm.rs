@@ -35,7 +35,7 @@ use crate::torrent::verify::PieceBlocks;
 use crate::torrent::{Bitfield, Layout, PeerKey, Picker, PickerConfig};
 
 use super::cands::Candidates;
-use super::idle::{eviction_victim, BanList, EvictStat};
+use super::idle::BanList;
 use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
 use super::{Phase, Progress};
 
@@ -284,8 +284,6 @@ pub struct Swarm {
     stopping: Arc<AtomicBool>,
     complete_announced: bool,
     ws: webseeds::WebSeeds,
-    /// Last time a peer was evicted to admit an incoming one (churn guard).
-    last_eviction: Option<Instant>,
 }
 
 impl Swarm {
@@ -340,7 +338,6 @@ impl Swarm {
             stopping: Arc::new(AtomicBool::new(false)),
             complete_announced: false,
             ws: webseeds::WebSeeds::new(p.cfg.web_seeds.clone(), p.net.clone(), p.bind_ip),
-            last_eviction: None,
             p,
         }
     }
@@ -600,29 +597,10 @@ impl Swarm {
         if self.banned.contains(&conn.addr) {
             return; // dropping the connection closes it
         }
-        if self.core.peers.len() >= self.hard_limit() {
-            // Full: make room only by evicting a peer that is useless to us (rate-limited
-            // and never a recent newcomer, see `idle::eviction_victim`); else refuse.
-            let now = Instant::now();
-            let stats: Vec<EvictStat> = self
-                .core
-                .peers
-                .iter()
-                .map(|(k, p)| EvictStat {
-                    key: *k,
-                    connected_at: p.connected_at,
-                    am_interested: p.am_interested,
-                    peer_interested: p.peer_interested,
-                    is_seed: p.has.is_full(),
-                })
-                .collect();
-            let Some(victim) = eviction_victim(&stats, self.complete(), now, self.last_eviction)
-            else {
-                self.refuse(conn);
-                return;
-            };
-            self.last_eviction = Some(now);
-            self.with_core(|c, io| c.drop_peer(victim, "evicted for an incoming peer", io));
+        let (limit, now) = (self.hard_limit(), Instant::now());
+        if !self.with_core(|c, io| c.admit_incoming(limit, now, io)) {
+            self.refuse(conn);
+            return;
         }
         if let Some(c) = &self.p.cfg.sources {
             c.incoming.fetch_add(1, Ordering::Relaxed);

@@ -28,7 +28,7 @@ use crate::net::Transport;
 use crate::peer::pex::PexSender;
 use crate::peer::wire::BlockRef as WireBlock;
 use crate::peer::Message;
-use crate::session::idle::IdlePeers;
+use crate::session::idle::{eviction_victim, EvictStat, IdlePeers};
 use crate::session::peer_task::{PeerCmd, PeerCounters, PeerExt};
 use crate::torrent::choker::{Choker, ChokerConfig, PeerStat, WASTE_AFTER};
 use crate::torrent::pipeline::{Pipeline, PipelineConfig};
@@ -211,6 +211,8 @@ pub(crate) struct SwarmCore {
     pub(super) bans: u64,
     /// Payload per transport, uploads collected at ticks and drops.
     pub(super) transport_bytes: TransportBytes,
+    /// Last time a peer was evicted to admit an incoming one (churn guard).
+    last_eviction: Option<Instant>,
 }
 
 impl SwarmCore {
@@ -238,6 +240,7 @@ impl SwarmCore {
             failed_pieces: 0,
             bans: 0,
             transport_bytes: TransportBytes::default(),
+            last_eviction: None,
         }
     }
 
@@ -282,6 +285,32 @@ impl SwarmCore {
         let alt = self.peers.get(&old).filter(|p| p.outgoing).map(|p| p.addr);
         self.drop_peer(old, DUPLICATE, io);
         Ok(alt)
+    }
+
+    /// An incoming connection (not banned) arrives: admitted below `limit`; at the limit only
+    /// by evicting a peer that is useless to us (rate-limited and never a recent newcomer,
+    /// see [`eviction_victim`]). False: refuse it.
+    pub(super) fn admit_incoming(&mut self, limit: usize, now: Instant, io: &mut impl Io) -> bool {
+        if self.peers.len() < limit {
+            return true;
+        }
+        let stats: Vec<EvictStat> = self
+            .peers
+            .iter()
+            .map(|(k, p)| EvictStat {
+                key: *k,
+                connected_at: p.connected_at,
+                am_interested: p.am_interested,
+                peer_interested: p.peer_interested,
+                is_seed: p.has.is_full(),
+            })
+            .collect();
+        let Some(victim) = eviction_victim(&stats, self.complete(), now, self.last_eviction) else {
+            return false;
+        };
+        self.last_eviction = Some(now);
+        self.drop_peer(victim, "evicted for an incoming peer", io);
+        true
     }
 
     /// A connection the driver has started a task for (after [`SwarmCore::duplicate`]).

@@ -412,3 +412,26 @@ fn duplicate_connections_keep_one_per_peer() {
         .iter()
         .any(|a| matches!(a, Action::Dropped { key, redial: [None, None], .. } if *key == k)));
 }
+
+#[test]
+fn incoming_peers_at_the_limit_evict_only_useless_old_peers() {
+    let now = Instant::now();
+    let mut c = core(4, u64::from(BLOCK));
+    let mut io = Rec::default();
+    // Below the limit: admitted, nobody dropped.
+    assert!(c.admit_incoming(2, now, &mut io));
+    let old = add(&mut c, 0, now);
+    let useful = add(&mut c, 1, now);
+    c.on_message(useful, Message::Have(1), now, &mut io)
+        .unwrap();
+    assert!(c.peers[&useful].am_interested);
+    // At the limit, newcomers are never evicted.
+    assert!(!c.admit_incoming(2, now + Duration::from_secs(5), &mut io));
+    // Later, the old peer neither side wants goes; the one we want stays.
+    let later = now + crate::session::idle::EVICT_MIN_AGE;
+    assert!(c.admit_incoming(2, later, &mut io));
+    assert!(!c.peers.contains_key(&old) && c.peers.contains_key(&useful));
+    // One eviction per interval: the next incoming peer is refused.
+    add(&mut c, 2, now);
+    assert!(!c.admit_incoming(2, later, &mut io));
+}
