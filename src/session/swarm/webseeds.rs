@@ -175,7 +175,7 @@ impl Swarm {
                 }
                 let key = s.key;
                 let mut blocks = Vec::new();
-                self.picker.pick_blocks(key, &all, want, &mut blocks);
+                self.core.picker.pick_blocks(key, &all, want, &mut blocks);
                 if blocks.is_empty() {
                     break;
                 }
@@ -225,7 +225,7 @@ impl Swarm {
         if s.dead {
             // Dropped for bad data while this fetch ran: its bytes are not wanted.
             for r in d.blocks {
-                self.picker.on_reject(key, r);
+                self.core.picker.on_reject(key, r);
             }
             return;
         }
@@ -246,9 +246,9 @@ impl Swarm {
                 }
                 // Only this fetch's blocks go back (another fetch of the seed may be running).
                 for r in d.blocks {
-                    self.picker.on_reject(key, r);
+                    self.core.picker.on_reject(key, r);
                 }
-                self.request_everywhere();
+                self.with_core(|c, io| c.request_everywhere(now, io));
                 return;
             }
         };
@@ -259,14 +259,12 @@ impl Swarm {
             let len = r.len as usize;
             if at + len > data.len() {
                 // Short data (cannot happen with a length-checked fetch): release the rest.
-                self.picker.on_reject(key, r);
+                self.core.picker.on_reject(key, r);
                 continue;
             }
             let chunk = data.slice(at..at + len);
             at += len;
-            self.downloaded += len as u64;
-            self.down_rate.record(now, len as u64);
-            if self.accept_block(key, r, chunk) {
+            if self.with_core(|c, io| c.on_web_block(key, r, chunk, now, io)) {
                 // Checked later (its result comes back through the actor's loop): the
                 // seed is on record by then, for a strike if the piece fails.
                 if let Some(s) = self.ws.seeds.get_mut(d.seed) {
@@ -295,7 +293,7 @@ impl Swarm {
         }
         for i in dropped {
             let key = self.ws.seeds[i].key;
-            self.picker.on_peer_disconnected(key);
+            self.core.picker.on_peer_disconnected(key);
         }
     }
 }
