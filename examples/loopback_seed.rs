@@ -13,8 +13,18 @@ use std::sync::Arc;
 use magnetfetch::metainfo::{create, CreateOptions};
 use magnetfetch::session::{AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // The same process tuning as the `magnetfetch` binary, so the benchmark measures what
+    // a user runs; before the runtime starts its threads.
+    magnetfetch::tune_allocator();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(run())
+}
+
+async fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
         eprintln!("usage: loopback_seed FILE LISTEN_ADDR [PIECE_LENGTH]");
