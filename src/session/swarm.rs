@@ -74,7 +74,15 @@ pub struct SwarmConfig {
     pub sources: Option<Arc<super::SourceCounters>>,
     /// Web seeds (BEP 19) to download from alongside peers.
     pub web_seeds: Option<Arc<WebSeedSetup>>,
+    /// Bytes of complete pieces waiting to be hashed and written, at most: past it no new
+    /// blocks are requested until the disk catches up, so a network faster than the disk
+    /// does not grow memory (pieces in progress add at most one pipeline per peer).
+    pub max_unwritten: u64,
 }
+
+/// Default [`SwarmConfig::max_unwritten`]: 16 MiB, 16 pieces of 1 MiB or 64 of 256 KiB —
+/// enough to keep the hashing thread and the disk busy at loopback speed.
+pub const DEFAULT_MAX_UNWRITTEN: u64 = 16 << 20;
 
 impl Default for SwarmConfig {
     fn default() -> Self {
@@ -94,6 +102,7 @@ impl Default for SwarmConfig {
             private: false,
             sources: None,
             web_seeds: None,
+            max_unwritten: DEFAULT_MAX_UNWRITTEN,
         }
     }
 }
@@ -312,7 +321,8 @@ impl Swarm {
         let (ev_tx, ev_rx) = mpsc::channel(4096);
         let choker = Choker::new(ChokerConfig::default(), choker_rng);
         Swarm {
-            core: SwarmCore::new(p.layout.clone(), p.our_id, picker, choker, down_limit, now),
+            core: SwarmCore::new(p.layout.clone(), p.our_id, picker, choker, down_limit, now)
+                .with_max_unwritten(p.cfg.max_unwritten),
             fx: Effects {
                 links: BTreeMap::new(),
                 checks: JoinSet::new(),

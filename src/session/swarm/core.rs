@@ -213,6 +213,10 @@ pub(crate) struct SwarmCore {
     pub(super) transport_bytes: TransportBytes,
     /// Last time a peer was evicted to admit an incoming one (churn guard).
     last_eviction: Option<Instant>,
+    /// Bytes of pieces handed out in `Action::Check` whose result has not come back.
+    unwritten: u64,
+    /// Past this many `unwritten` bytes no blocks are requested (disk backpressure).
+    max_unwritten: u64,
 }
 
 impl SwarmCore {
@@ -241,7 +245,20 @@ impl SwarmCore {
             bans: 0,
             transport_bytes: TransportBytes::default(),
             last_eviction: None,
+            unwritten: 0,
+            max_unwritten: u64::MAX,
         }
+    }
+
+    /// Bounds the bytes waiting for hashing and writing ([`super::SwarmConfig::max_unwritten`]).
+    pub(super) fn with_max_unwritten(mut self, bytes: u64) -> Self {
+        self.max_unwritten = bytes.max(1);
+        self
+    }
+
+    /// The disk is behind: no new requests until checks come back.
+    fn disk_behind(&self) -> bool {
+        self.unwritten >= self.max_unwritten
     }
 
     pub(super) fn complete(&self) -> bool {
@@ -570,6 +587,7 @@ impl SwarmCore {
         }
         if out.piece_complete {
             if let Some(blocks) = self.buffers.remove(&r.piece) {
+                self.unwritten += self.layout.piece_len(r.piece);
                 let want_digests = self.picker.needs_block_digests(r.piece);
                 io.act(Action::Check {
                     piece: r.piece,
@@ -593,6 +611,8 @@ impl SwarmCore {
         now: Instant,
         io: &mut impl Io,
     ) {
+        let was_behind = self.disk_behind();
+        self.unwritten = self.unwritten.saturating_sub(self.layout.piece_len(piece));
         if ok {
             let flagged = self.picker.on_piece_verified(piece, digests);
             self.ban(flagged, io);
@@ -609,6 +629,9 @@ impl SwarmCore {
             }
             for k in dead {
                 self.drop_peer(k, "not reading", io);
+            }
+            if was_behind && !self.disk_behind() {
+                self.request_everywhere(now, io);
             }
         } else {
             tracing::warn!(piece, "piece failed its hash check");
@@ -680,7 +703,7 @@ impl SwarmCore {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        if p.peer_choking || !p.am_interested {
+        if p.peer_choking || !p.am_interested || self.unwritten >= self.max_unwritten {
             return;
         }
         let depth = p.pipeline.depth(now);

@@ -435,3 +435,43 @@ fn incoming_peers_at_the_limit_evict_only_useless_old_peers() {
     add(&mut c, 2, now);
     assert!(!c.admit_incoming(2, later, &mut io));
 }
+
+#[test]
+fn requests_wait_while_the_disk_is_behind() {
+    let now = Instant::now();
+    // 8 pieces of one block; at most one piece may wait for hashing and writing.
+    let mut c = core(8, u64::from(BLOCK)).with_max_unwritten(u64::from(BLOCK));
+    let k = add(&mut c, 0, now);
+    let mut io = Rec::default();
+    c.on_message(k, Message::HaveAll, now, &mut io).unwrap();
+    c.on_message(k, Message::Unchoke, now, &mut io).unwrap();
+    let asked = io.requests(k);
+    assert!(asked.len() >= 2, "{asked:?}");
+    // The first piece arrives and goes to the disk: the bound is reached.
+    c.on_message(k, piece(asked[0]), now, &mut io).unwrap();
+    let checks = io.checks();
+    assert_eq!(checks.len(), 1);
+    // Blocks already requested are still taken while the disk is behind...
+    c.on_message(k, piece(asked[1]), now, &mut io).unwrap();
+    assert_eq!(io.checks().len(), 1, "a complete piece is still checked");
+    // ...but once the peer has nothing outstanding, nothing new is requested: release the
+    // requests (a choke) and unchoke again.
+    c.on_message(k, Message::Choke, now, &mut io).unwrap();
+    c.on_message(k, Message::Unchoke, now, &mut io).unwrap();
+    assert!(
+        io.requests(k).is_empty(),
+        "no requests while 2 pieces wait for the disk"
+    );
+    // The first check comes back: one piece still waits, the bound still holds.
+    c.on_checked(asked[0].piece, true, None, now, &mut io);
+    assert!(io.requests(k).is_empty());
+    // The second comes back: under the bound, requests resume at once.
+    c.on_checked(asked[1].piece, true, None, now, &mut io);
+    let again = io.requests(k);
+    assert!(
+        !again.is_empty(),
+        "requests resume when the disk catches up"
+    );
+    let done = [asked[0].piece, asked[1].piece];
+    assert!(again.iter().all(|r| !done.contains(&r.piece)), "{again:?}");
+}
