@@ -357,18 +357,10 @@ def t_dht_seed():
                       "infohash": str(info.info_hash())}), flush=True)
     time.sleep(120)
 
-def t_dht_find():
-    """Looks up IH through the DHT from IFACE until EXPECT is among the peers; prints FOUND or NOT FOUND.
-    Args: IFACE BOOTSTRAP IH EXPECT TIMEOUT."""
+def find_peer(lt, s, ih, expect, timeout):
+    """Asks the DHT for `ih` every second until a reply lists `expect` (prints FOUND, exit 0)
+    or `timeout` seconds pass (prints NOT FOUND, exit 1). Shared by dht-find and dht6-find."""
     import sys, time
-    import libtorrent as lt
-    iface, bootstrap, ih, expect, timeout = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
-    s = lt.session({"listen_interfaces": f"{iface}:6881", "enable_dht": True, "enable_lsd": False,
-        "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": bootstrap,
-        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
-        "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
-        "dht_prefer_verified_node_ids": False, "outgoing_interfaces": iface,
-        "alert_mask": lt.alert.category_t.all_categories})
     h = lt.sha1_hash(bytes.fromhex(ih))
     end = time.time() + timeout
     last = 0
@@ -383,6 +375,20 @@ def t_dht_find():
                 if expect in peers:
                     print("FOUND", flush=True); sys.exit(0)
     print("NOT FOUND", flush=True); sys.exit(1)
+
+def t_dht_find():
+    """Looks up IH through the DHT from IFACE until EXPECT is among the peers; prints FOUND or NOT FOUND.
+    Args: IFACE BOOTSTRAP IH EXPECT TIMEOUT."""
+    import sys, time
+    import libtorrent as lt
+    iface, bootstrap, ih, expect, timeout = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+    s = lt.session({"listen_interfaces": f"{iface}:6881", "enable_dht": True, "enable_lsd": False,
+        "enable_upnp": False, "enable_natpmp": False, "dht_bootstrap_nodes": bootstrap,
+        "dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
+        "dht_enforce_node_id": False, "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False, "outgoing_interfaces": iface,
+        "alert_mask": lt.alert.category_t.all_categories})
+    find_peer(lt, s, ih, expect, timeout)
 
 def t_dht_swarm():
     """N libtorrent DHT nodes on 127.0.0.81.. each announcing a random info-hash; prints them.
@@ -458,20 +464,7 @@ def t_dht6_find():
         s.add_dht_node(("::1", root_port))
     except Exception as e:
         print("add_dht_node:", e, file=sys.stderr)
-    h = lt.sha1_hash(bytes.fromhex(ih))
-    end = time.time() + timeout
-    last = 0
-    while time.time() < end:
-        if time.time() - last > 1.0:
-            s.dht_get_peers(h); last = time.time()
-        s.wait_for_alert(200)
-        for a in s.pop_alerts():
-            if isinstance(a, lt.dht_get_peers_reply_alert):
-                peers = [f"{ip}:{port}" for ip, port in a.peers()]
-                print("reply", peers, file=sys.stderr, flush=True)
-                if expect in peers:
-                    print("FOUND", flush=True); sys.exit(0)
-    print("NOT FOUND", flush=True); sys.exit(1)
+    find_peer(lt, s, ih, expect, timeout)
 
 def t_download():
     """Peer wire without DHT: `seed IP PATH` seeds PATH, `leech IP IH PEER DIR` downloads from PEER.
