@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use magnetfetch::id::Id20;
 use magnetfetch::magnet::Magnet;
 use magnetfetch::metainfo::{create, CreateOptions};
-use magnetfetch::session::{AddTorrent, Phase, Source, StorageSpec};
+use magnetfetch::session::{AddTorrent, Source, StorageSpec};
 
-use crate::support::{loopback_session, random_bytes, require_or_skip, LtPeer};
+use crate::support::{loopback_session, random_bytes, require_or_skip, seed_from_disk, LtPeer};
 
 const SIZE: usize = 4 * 1024 * 1024 + 12345;
 
@@ -95,20 +95,7 @@ async fn libtorrent_downloads_from_our_seeder() {
     );
 
     let seeder = loopback_session([127, 0, 0, 43], 43).await;
-    let mut add = AddTorrent::new(
-        Source::Metainfo(meta.clone()),
-        StorageSpec::Disk(src.path().to_path_buf()),
-    );
-    add.swarm.keep_seeding = true;
-    let seeding = seeder.add(add);
-    let mut prog = seeding.progress();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while prog.borrow().phase != Phase::Seeding {
-            prog.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("our seeder never reached seeding");
+    let seeding = seed_from_disk(&seeder, &meta, src.path()).await;
 
     let addr = seeder.listen_addr().unwrap().to_string();
     let dst_s = dst.path().to_str().unwrap().to_string();

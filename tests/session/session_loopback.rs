@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use magnetfetch::magnet::Magnet;
 use magnetfetch::metainfo::{create, CreateOptions};
-use magnetfetch::session::{AddTorrent, Phase, Source, StorageSpec};
+use magnetfetch::session::{AddTorrent, Source, StorageSpec};
 
-use crate::support::{loopback_session, random_bytes};
+use crate::support::{loopback_session, random_bytes, seed_from_disk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn magnet_to_file_from_our_seeder() {
@@ -34,21 +34,7 @@ async fn magnet_to_file_from_our_seeder() {
     let meta = Arc::new(meta);
 
     let seeder = loopback_session([127, 0, 0, 1], 1).await;
-    let mut add = AddTorrent::new(
-        Source::Metainfo(meta.clone()),
-        StorageSpec::Disk(src.path().to_path_buf()),
-    );
-    add.swarm.keep_seeding = true;
-    let seeding = seeder.add(add);
-    // The seeder finds its files complete on disk.
-    let mut prog = seeding.progress();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while prog.borrow().phase != Phase::Seeding {
-            prog.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("seeder never reached seeding");
+    let seeding = seed_from_disk(&seeder, &meta, src.path()).await;
 
     let leecher = loopback_session([127, 0, 0, 1], 2).await;
     let mut add = AddTorrent::new(

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use magnetfetch::dial::DialConfig;
 use magnetfetch::metainfo::Metainfo;
 use magnetfetch::net::Net;
-use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::session::{
+    AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
+};
 
 /// A session's torrent that has all of `meta`'s content (synthetic, from `content_seed`)
 /// and keeps serving it: the seeder of a simnet test.
@@ -63,4 +65,28 @@ pub async fn loopback_session(ip: impl Into<IpAddr>, rng_seed: u64) -> Session {
     })
     .await
     .unwrap()
+}
+
+/// Seeds `meta` from the complete files in `dir` on `session`, once the start-up check has
+/// found them complete (at most 20 s): the seeder of a loopback test.
+pub async fn seed_from_disk(
+    session: &Session,
+    meta: &Arc<Metainfo>,
+    dir: &std::path::Path,
+) -> TorrentHandle {
+    let mut add = AddTorrent::new(
+        Source::Metainfo(meta.clone()),
+        StorageSpec::Disk(dir.to_path_buf()),
+    );
+    add.swarm.keep_seeding = true;
+    let seeding = session.add(add);
+    let mut prog = seeding.progress();
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while prog.borrow().phase != Phase::Seeding {
+            prog.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the seeder never reached seeding");
+    seeding
 }
