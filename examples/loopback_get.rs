@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use magnetfetch::id::Id20;
-use magnetfetch::magnet::Magnet;
-use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::magnet::Magnet;
+use magnetfetch::internals::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
 
 fn main() -> ExitCode {
     // The same process tuning as the `magnetfetch` binary, so the benchmark measures what

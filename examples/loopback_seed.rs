@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use magnetfetch::metainfo::{create, CreateOptions};
-use magnetfetch::session::{AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::internals::metainfo::{create, CreateOptions};
+use magnetfetch::internals::session::{
+    AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec,
+};
 
 fn main() -> ExitCode {
     // The same process tuning as the `magnetfetch` binary, so the benchmark measures what

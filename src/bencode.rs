@@ -261,38 +261,6 @@ pub fn validate_with(buf: &[u8], limits: Limits) -> Result<(), BencodeError> {
     Ok(())
 }
 
-/// Length of the first complete value in `buf` (under [`Limits::FILE`]); bytes after it are
-/// left to the caller.
-pub fn prefix_len(buf: &[u8]) -> Result<usize, BencodeError> {
-    value_end(buf, 0)
-}
-/// If `buf` starts with a dict, returns the byte span of the value stored under `key` at the
-/// top level of that dict (`Ok(None)` if absent). Only the dict itself is scanned; use
-/// [`validate`] too if trailing data matters.
-pub fn dict_value_span(buf: &[u8], key: &[u8]) -> Result<Option<Range<usize>>, BencodeError> {
-    if buf.first() != Some(&b'd') {
-        return Err(BencodeError::NotADict);
-    }
-    // Validate the whole dict first so that a hostile tail cannot hide behind an early match.
-    value_end(buf, 0)?;
-    let mut pos = 1;
-    let mut found = None;
-    loop {
-        match buf.get(pos) {
-            Some(b'e') => return Ok(found),
-            Some(_) => {}
-            None => return Err(BencodeError::UnexpectedEof(pos)),
-        }
-        let (k, after_key) = parse_bytes(buf, pos, true)?;
-        let after_val = value_end(buf, after_key)?;
-        // First occurrence wins if a key is duplicated (as libtorrent does).
-        if found.is_none() && &buf[k] == key {
-            found = Some(after_key..after_val);
-        }
-        pos = after_val;
-    }
-}
-
 /// A dict entry: the key, and the span of its value in the buffer.
 pub type DictEntry<'a> = (&'a [u8], Range<usize>);
 
@@ -412,7 +380,7 @@ impl Value {
                 while buf.get(p) != Some(&b'e') {
                     let (k, after_key) = parse_bytes(buf, p, canonical)?;
                     let (v, end) = Self::decode_at(buf, after_key, canonical)?;
-                    // First occurrence wins, as in `dict_value_span`.
+                    // First occurrence wins: a later duplicate key cannot replace a value already read.
                     map.entry(buf[k].to_vec()).or_insert(v);
                     p = end;
                 }
@@ -581,7 +549,7 @@ mod tests {
         assert_eq!(value_end(b"d3:cow3:moo4:spam4:eggse", 0), Ok(24));
         assert_eq!(value_end(b"de", 0), Ok(2));
         assert_eq!(value_end(b"0:", 0), Ok(2));
-        assert_eq!(prefix_len(b"d1:ai1eeRAWDATA"), Ok(8));
+        assert_eq!(value_end(b"d1:ai1eeRAWDATA", 0), Ok(8));
     }
 
     #[test]
@@ -653,21 +621,6 @@ mod tests {
         // serde path is protected too (serde_bencode itself would recurse without limit).
         let very_deep = "l".repeat(1_000_000);
         assert!(from_bytes::<Vec<i64>>(very_deep.as_bytes()).is_err());
-    }
-
-    #[test]
-    fn span_is_original_bytes() {
-        // Unsorted keys inside info: re-encoding would reorder them; the span must not.
-        let t = b"d8:announce3:url4:infod4:name1:x2:abi1ee5:zzzzzi0ee";
-        let span = dict_value_span(t, b"info").unwrap().unwrap();
-        assert_eq!(&t[span], b"d4:name1:x2:abi1ee");
-        assert_eq!(dict_value_span(t, b"nope"), Ok(None));
-        assert_eq!(dict_value_span(b"le", b"info"), Err(BencodeError::NotADict));
-        // Keys nested deeper do not count.
-        let nested = b"d1:ad4:infoi1eee";
-        assert_eq!(dict_value_span(nested, b"info"), Ok(None));
-        // A broken tail is still an error.
-        assert!(dict_value_span(b"d4:infoi1e1:x", b"info").is_err());
     }
 
     #[test]
@@ -806,7 +759,7 @@ mod tests {
         }
         let (_, n) = Value::decode_prefix(b"d8:msg_typei1e5:piecei0eeRAW", Limits::PEER).unwrap();
         assert_eq!(n, 25);
-        assert_eq!(prefix_len(b"d1:ai1eeRAWDATA"), Ok(8));
+        assert_eq!(value_end(b"d1:ai1eeRAWDATA", 0), Ok(8));
         // Exact decoding refuses the same trailing bytes.
         assert_eq!(
             Value::decode_exact(b"i1ex", Limits::PEER),
@@ -857,8 +810,6 @@ mod tests {
             Some("caf\u{fffd}")
         );
         assert_eq!(Value::Bytes(b"caf\xc3".to_vec()).as_str(), None);
-        let span = dict_value_span(b, b"info").unwrap().unwrap();
-        assert_eq!(&b[span], b"d4:name1:xe");
     }
 
     #[test]
@@ -919,20 +870,9 @@ mod tests {
         }
 
         #[test]
-        fn span_matches_encoding(v in arb_value(), key in proptest::collection::vec(any::<u8>(), 0..8)) {
-            let mut map = BTreeMap::new();
-            map.insert(key.clone(), v.clone());
-            map.insert(b"other".to_vec(), Value::Int(1));
-            let enc = Value::Dict(map).encode();
-            let span = dict_value_span(&enc, &key).unwrap().unwrap();
-            prop_assert_eq!(&enc[span], &v.encode()[..]);
-        }
-
-        #[test]
         fn scanner_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = validate(&bytes);
             let _ = Value::decode(&bytes);
-            let _ = dict_value_span(&bytes, b"info");
             for l in NETWORK {
                 let _ = Value::decode_exact(&bytes, l);
                 if let Ok((_, n)) = Value::decode_prefix(&bytes, l) {

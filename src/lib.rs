@@ -15,41 +15,33 @@
 //! `id, bencode, units, net → http → magnet, metainfo → torrent, dht, peer, tracker,
 //! webseed → dial → session → sim → cli`.
 //!
-//! The modules below the root are hidden from the documentation: they are reachable so
-//! that integration tests, fuzz targets and benchmarks can drive the pure codecs and state
-//! machines directly, and carry no stability promise.
+//! The rooms themselves are private. This package's own integration tests, fuzz targets,
+//! examples and benchmarks drive the pure codecs and state machines directly through
+//! `magnetfetch::internals`, which exists only with the `internals` feature (the test
+//! targets turn it on; see `Cargo.toml`) and carries no stability promise.
 
-#[doc(hidden)]
-pub mod bencode;
-#[doc(hidden)]
-pub mod cli;
-#[doc(hidden)]
-pub mod dht;
-#[doc(hidden)]
-pub mod dial;
-#[doc(hidden)]
-pub mod http;
-#[doc(hidden)]
-pub mod id;
-#[doc(hidden)]
-pub mod magnet;
-#[doc(hidden)]
-pub mod metainfo;
-#[doc(hidden)]
-pub mod net;
-#[doc(hidden)]
-pub mod peer;
-#[doc(hidden)]
-pub mod session;
-#[doc(hidden)]
-pub mod sim;
-#[doc(hidden)]
-pub mod torrent;
-#[doc(hidden)]
-pub mod tracker;
-pub(crate) mod units;
-#[doc(hidden)]
-pub mod webseed;
+// Without `internals`, items that only the test surface reaches (the scrape client that
+// checks our tracker, the wire codec's incremental decoder...) look unused. Dead code is
+// still caught: `cargo clippy --all-targets` and `cargo test` build with the feature on,
+// where only truly unreachable code warns.
+#![cfg_attr(not(feature = "internals"), allow(dead_code, unused_imports))]
+
+mod bencode;
+mod cli;
+mod dht;
+mod dial;
+mod http;
+mod id;
+mod magnet;
+mod metainfo;
+mod net;
+mod peer;
+mod session;
+mod sim;
+mod torrent;
+mod tracker;
+mod units;
+mod webseed;
 
 pub use dht::{Dht, DhtConfig};
 pub use dial::{DialConfig, TransportMode};
@@ -88,3 +80,13 @@ pub fn tune_allocator() {
         }
     }
 }
+
+/// The `magnetfetch` command line (parse `std::env::args`, run, return the exit code).
+/// Public so the binary, a thin `main`, can call it; embedders use [`Session`].
+pub fn run_cli() -> i32 {
+    cli::main()
+}
+
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;

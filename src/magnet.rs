@@ -274,6 +274,7 @@ fn base32_decode_20(s: &str) -> Option<[u8; 20]> {
 }
 
 /// RFC 4648 base32 (upper case, no padding) of 20 bytes: 32 characters.
+#[cfg(test)]
 pub fn base32_encode_20(b: &[u8; 20]) -> String {
     const ALPHA: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut s = String::with_capacity(32);

@@ -4,5 +4,5 @@
 fn main() {
     // Process-wide, so the binary's choice: first thing, before any runtime or thread.
     magnetfetch::tune_allocator();
-    std::process::exit(magnetfetch::cli::main());
+    std::process::exit(magnetfetch::run_cli());
 }

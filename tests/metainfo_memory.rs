@@ -6,8 +6,8 @@
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use magnetfetch::metainfo::{Metainfo, MetainfoError, MAX_FILES};
-use magnetfetch::torrent::Layout;
+use magnetfetch::internals::metainfo::{Metainfo, MetainfoError, MAX_FILES};
+use magnetfetch::internals::torrent::Layout;
 
 struct Counting;
 

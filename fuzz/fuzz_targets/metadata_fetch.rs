@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use magnetfetch::id::Id20;
-use magnetfetch::peer::metadata::{MetadataFetch, Outcome};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::peer::metadata::{MetadataFetch, Outcome};
 
 fuzz_target!(|data: &[u8]| {
     // Info-hash of "d1:ai0ee" is irrelevant: a random-looking fixed hash almost never matches,

@@ -5,9 +5,9 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use magnetfetch::peer::wire::{self, Decoder, Geometry, Message};
-use magnetfetch::bencode::{Limits, Value};
-use magnetfetch::peer::{ExtHandshake, MetadataMsg, PexMsg};
+use magnetfetch::internals::peer::wire::{self, Decoder, Geometry, Message};
+use magnetfetch::internals::bencode::{Limits, Value};
+use magnetfetch::internals::peer::{ExtHandshake, MetadataMsg, PexMsg};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {

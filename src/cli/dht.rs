@@ -131,13 +131,6 @@ pub fn parse_infohash(s: &str) -> Option<Id20> {
     (n == 20).then_some(Id20(out))
 }
 
-/// Resolves HOST:PORT names (e.g. [`DEFAULT_BOOTSTRAP`]) to addresses of one family
-/// (`v6`), for [`DhtConfig::bootstrap`]; unresolvable ones are
-/// reported and skipped.
-pub async fn resolve(names: Vec<String>, v6: bool) -> Vec<SocketAddr> {
-    resolve_families(names, !v6, v6).await
-}
-
 /// Like [`resolve`], keeping the addresses of either wanted family (dual stack: the node
 /// uses each with the socket of its family).
 pub async fn resolve_families(names: Vec<String>, v4: bool, v6: bool) -> Vec<SocketAddr> {

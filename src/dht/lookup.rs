@@ -95,6 +95,8 @@ pub struct LookupStats {
 #[derive(Clone, Debug)]
 pub struct Lookup {
     target: Id20,
+    /// What the lookup is for; read only by `Debug` (lookup traces).
+    #[allow(dead_code)]
     kind: LookupKind,
     cfg: LookupConfig,
     alpha: usize,
@@ -148,19 +150,18 @@ impl Lookup {
         l
     }
 
+    #[cfg(test)]
     pub fn target(&self) -> Id20 {
         self.target
     }
 
-    pub fn kind(&self) -> LookupKind {
-        self.kind
-    }
-
+    #[cfg(test)]
     pub fn stats(&self) -> LookupStats {
         self.stats
     }
 
     /// Current parallelism.
+    #[cfg(test)]
     pub fn alpha(&self) -> usize {
         self.alpha
     }

@@ -19,4 +19,4 @@ pub mod node;
 pub mod store;
 pub mod table;
 
-pub use node::{Dht, DhtConfig, DhtStats, LookupHandle, LookupSummary, DEFAULT_BOOTSTRAP};
+pub use node::{Dht, DhtConfig, LookupSummary, DEFAULT_BOOTSTRAP};

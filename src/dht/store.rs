@@ -67,10 +67,6 @@ impl Tokens {
         }
     }
 
-    pub fn next_rotation(&self) -> Instant {
-        self.rotated_at + TOKEN_ROTATION
-    }
-
     /// The token to hand to `ip`.
     pub fn token(&self, ip: IpAddr) -> Vec<u8> {
         token_for(&self.current, ip).to_vec()
@@ -118,13 +114,6 @@ impl Bloom {
         let c = f64::from(zeros).min(m - 1.0);
         (c / m).ln() / (2.0 * (1.0 - 1.0 / m).ln())
     }
-
-    /// Union with another filter (for combining scrapes from several nodes).
-    pub fn union(&mut self, other: &Bloom) {
-        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
-            *a |= b;
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -170,11 +159,8 @@ impl PeerStore {
         self.total
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-
     /// Number of info-hashes with peers.
+    #[cfg(test)]
     pub fn num_hashes(&self) -> usize {
         self.swarms.len()
     }

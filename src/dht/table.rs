@@ -259,10 +259,6 @@ impl Table {
         }
     }
 
-    pub fn own_id(&self) -> NodeId {
-        self.own
-    }
-
     pub fn config(&self) -> &TableConfig {
         &self.cfg
     }
@@ -276,6 +272,7 @@ impl Table {
         self.len() == 0
     }
 
+    #[cfg(test)]
     pub fn num_buckets(&self) -> usize {
         self.buckets.len()
     }
@@ -503,12 +500,13 @@ impl Table {
     }
 
     /// Every entry in the buckets.
+    #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flat_map(|b| b.nodes.iter())
     }
 
     /// Questionable nodes to ping now (each at most once per minute); marks them pinged.
-    pub fn to_ping(&mut self, now: Instant, max: usize) -> Vec<(NodeId, SocketAddr)> {
+    pub fn pings_due(&mut self, now: Instant, max: usize) -> Vec<(NodeId, SocketAddr)> {
         let mut out = Vec::new();
         for b in &mut self.buckets {
             for e in &mut b.nodes {
@@ -554,6 +552,7 @@ impl Table {
     }
 
     /// The earliest instant at which some bucket needs a refresh.
+    #[cfg(test)]
     pub fn next_refresh(&self) -> Option<Instant> {
         self.buckets.iter().map(|b| b.last_changed + GOOD_FOR).min()
     }
@@ -951,10 +950,10 @@ mod tests {
         let now = Instant::now();
         let mut t = Table::new(Id20([0; 20]), cfg(), now);
         t.heard_response(Id20([1; 20]), addr(1), now);
-        assert!(t.to_ping(now, 10).is_empty());
+        assert!(t.pings_due(now, 10).is_empty());
         let later = now + GOOD_FOR;
-        assert_eq!(t.to_ping(later, 10).len(), 1);
-        assert!(t.to_ping(later, 10).is_empty());
-        assert_eq!(t.to_ping(later + PING_INTERVAL, 10).len(), 1);
+        assert_eq!(t.pings_due(later, 10).len(), 1);
+        assert!(t.pings_due(later, 10).is_empty());
+        assert_eq!(t.pings_due(later + PING_INTERVAL, 10).len(), 1);
     }
 }

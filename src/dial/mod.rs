@@ -22,9 +22,6 @@ use crate::net::quic::QuicEndpoint;
 use crate::net::Net;
 use crate::peer::{PeerConn, PeerError};
 
-/// Our BEP 10 extended-handshake key: the UDP port our QUIC endpoint listens on.
-pub const EXT_KEY: &str = "mf_quic";
-
 /// Which transports to use for peer connections (`--transport`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportMode {

@@ -26,9 +26,6 @@ pub struct ConnectOpts {
     pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
-/// Largest response head (status line + headers) accepted.
-pub const MAX_HEAD: usize = super::head::MAX_RESPONSE_HEAD;
-
 #[derive(Clone, Debug)]
 pub struct Response {
     pub status: u16,
@@ -75,6 +72,7 @@ pub struct HttpConn {
 }
 
 impl HttpConn {
+    #[cfg(test)]
     pub async fn connect(
         net: &Net,
         addr: SocketAddr,

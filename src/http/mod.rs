@@ -18,7 +18,7 @@ pub mod server;
 pub mod tls;
 pub mod url;
 
-pub use client::{get_url, get_url_with, resolve, ConnectOpts, HttpConn, Response};
+pub use client::{get_url, get_url_with, resolve, ConnectOpts, HttpConn};
 pub use url::Url;
 
 /// Everything that can go wrong in an HTTP exchange, whoever asked for it (a tracker

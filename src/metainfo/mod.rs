@@ -2,7 +2,7 @@
 //!
 //! - BEP 3: `info` (`name`, `piece length`, `pieces`, `length` or `files`), `announce`;
 //!   the v1 info-hash is the SHA-1 of the info dict's *original* bytes, found with
-//!   [`crate::bencode::dict_value_span`] (never of a re-encoding).
+//!   [`crate::bencode::dict_entries`] (never of a re-encoding).
 //! - BEP 12: `announce-list` tiers. BEP 19: `url-list` web seeds (string or list).
 //! - BEP 27: `private` flag. BEP 47: file `attr` (`p` padding, `x` executable, `h` hidden,
 //!   `l` symlink).
@@ -18,7 +18,7 @@
 
 mod create;
 
-pub use create::{auto_piece_length, create, create_with_progress, CreateError, CreateOptions};
+pub use create::{create, create_with_progress, CreateOptions};
 
 use sha1::{Digest, Sha1};
 use std::collections::BTreeMap;
@@ -205,7 +205,7 @@ impl Info {
         let mut files_raw: Option<&[u8]> = None;
         let mut file_tree = false;
         for (k, span) in entries {
-            // First occurrence wins, as in `bencode::dict_value_span`.
+            // First occurrence wins, as in `bencode::Value` decoding.
             match k {
                 b"files" => {
                     files_raw.get_or_insert(&raw_info[span]);

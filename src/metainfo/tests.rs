@@ -1,3 +1,4 @@
+use super::create::{auto_piece_length, CreateError};
 use super::*;
 use crate::bencode::put_bytes;
 use std::collections::BTreeMap;

@@ -17,10 +17,10 @@ pub mod wire;
 use crate::id::Id20;
 pub use conn::{PeerConn, PeerReader, PeerWriter};
 pub use extension::ExtHandshake;
-pub use handshake::{generate_peer_id, Handshake, Reserved};
-pub use metadata::{MetadataFetch, MetadataMsg};
-pub use pex::{PexMsg, PexSender};
-pub use wire::{validate, validate_in, BlockRef, Decoder, Geometry, Message};
+pub use handshake::generate_peer_id;
+pub use metadata::MetadataMsg;
+pub use pex::PexMsg;
+pub use wire::{validate, BlockRef, Message};
 
 /// Why a peer connection failed or was dropped. Every variant is a reason we log.
 #[derive(Debug, thiserror::Error)]

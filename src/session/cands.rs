@@ -61,11 +61,8 @@ impl Candidates {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Known to be a seed.
+    #[cfg(test)]
     pub fn is_seed(&self, a: &SocketAddr) -> bool {
         self.map.get(a).is_some_and(|c| c.seed)
     }

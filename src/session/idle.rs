@@ -133,12 +133,9 @@ impl BanList {
         self.set.contains(a)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.set.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
     }
 }
 

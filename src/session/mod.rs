@@ -41,8 +41,8 @@ use crate::torrent::storage::{parts_file_name, DiskOptions, Storage, StorageErro
 use crate::torrent::{Bitfield, Layout, LayoutError};
 
 pub use metadata::{
-    fetch_metadata, fetch_metadata_stats, serve_metadata, serve_metadata_conn, FetchConfig,
-    FetchError, FetchStatus, Fetched, HandedConn,
+    fetch_metadata, fetch_metadata_stats, serve_metadata, FetchConfig, FetchError, FetchStatus,
+    Fetched, HandedConn,
 };
 pub use swarm::{SwarmConfig, SwarmError, SwarmSummary, TransportBytes};
 pub use trackers::{PeerSources, SourceCounters, TrackerStatus};

@@ -129,7 +129,6 @@ pub struct PeerContext {
 pub struct PeerExt {
     pub reqq: Option<u32>,
     pub listen_port: Option<u16>,
-    pub client: Option<String>,
     pub pex: bool,
     /// The peer's `mf_quic` (its QUIC UDP port), if it speaks magnetfetch's QUIC.
     pub quic_port: Option<u16>,
@@ -159,7 +158,6 @@ pub async fn run_peer(
     let ext = PeerExt {
         reqq: theirs.as_ref().and_then(|t| t.reqq),
         listen_port: theirs.as_ref().and_then(|t| t.p),
-        client: theirs.as_ref().and_then(|t| t.v.clone()),
         pex: theirs.as_ref().and_then(|t| t.id_of(UT_PEX)).is_some(),
         quic_port: theirs.as_ref().and_then(|t| t.mf_quic),
     };

@@ -38,5 +38,5 @@ pub mod storage;
 pub mod verify;
 
 pub use bitfield::Bitfield;
-pub use layout::{FileSpec, Layout, LayoutError, LayoutFile, Segment, BLOCK_SIZE};
-pub use picker::{BlockOutcome, BlockRef, BlockStatus, PeerKey, Picker, PickerConfig};
+pub use layout::{FileSpec, Layout, LayoutError, Segment, BLOCK_SIZE};
+pub use picker::{BlockRef, BlockStatus, PeerKey, Picker, PickerConfig};

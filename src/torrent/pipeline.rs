@@ -133,11 +133,6 @@ impl Pipeline {
         }
     }
 
-    /// Payload bytes/s from this peer.
-    pub fn rate(&mut self, now: Instant) -> u64 {
-        self.rate.rate(now)
-    }
-
     /// Minimum recent RTT.
     pub fn min_rtt(&self) -> Option<Duration> {
         match (self.rtt_cur, self.rtt_prev) {

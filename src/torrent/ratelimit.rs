@@ -38,18 +38,8 @@ impl TokenBucket {
         Self::new(0, 0, now)
     }
 
-    pub fn rate(&self) -> u64 {
-        self.rate
-    }
-
     pub fn is_unlimited(&self) -> bool {
         self.rate == 0
-    }
-
-    /// Changes the rate (0 = unlimited), keeping the current balance.
-    pub fn set_rate(&mut self, rate: u64, now: Instant) {
-        self.refill(now);
-        self.rate = rate;
     }
 
     fn refill(&mut self, now: Instant) {
@@ -143,6 +133,7 @@ impl RateEstimator {
     }
 
     /// All bytes ever recorded.
+    #[cfg(test)]
     pub fn total(&self) -> u64 {
         self.total
     }

@@ -170,7 +170,7 @@ impl ResumeState {
                 .filter(|u| !u.none())
                 .map(|u| u.as_bytes().to_vec()),
         };
-        let bytes = serde_bencode::to_bytes(&wire).map_err(|e| ResumeError::Invalid {
+        let bytes = crate::bencode::to_bytes(&wire).map_err(|e| ResumeError::Invalid {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
@@ -233,7 +233,7 @@ impl ResumeState {
             return Err(invalid("too large"));
         }
         let wire: Wire =
-            serde_bencode::from_bytes(&bytes).map_err(|e| invalid(&format!("decode: {e}")))?;
+            crate::bencode::from_bytes(&bytes).map_err(|e| invalid(&format!("decode: {e}")))?;
         if wire.version != VERSION {
             return Err(invalid("unknown version"));
         }
@@ -377,6 +377,37 @@ mod tests {
         };
         // Pieces of 16 KiB: a = pieces 0..=2 (piece 2 spans a and b), b = pieces 2..=4.
         Layout::new(16_384, vec![f("a", 40_000), f("b", 30_000)]).unwrap()
+    }
+
+    #[test]
+    fn a_deeply_nested_resume_file_is_refused_without_recursing() {
+        use crate::torrent::layout::FileSpec;
+        // 64 GiB in 16 KiB pieces: the size limit admits a ~0.5 MB resume file, room for
+        // 250,000 nested lists, which a recursive decoder would follow off the stack.
+        let big = Layout::new(
+            16_384,
+            vec![FileSpec {
+                path: vec!["big".into()],
+                length: 64 << 30,
+                pad: false,
+            }],
+        )
+        .unwrap();
+        let depth = 250_000;
+        assert!(2 * depth as u64 + 5 <= max_len(&big));
+        let dir = tempfile::tempdir().unwrap();
+        let ih = InfoHash::new([7; 20]);
+        let path = resume_path(dir.path(), &ih);
+        // Under a key the wire format does not know: serde skips unknown values by
+        // walking them, and that walk recursed.
+        let mut nested = b"d1:x".to_vec();
+        nested.extend(std::iter::repeat_n(b'l', depth));
+        nested.extend(std::iter::repeat_n(b'e', depth + 1));
+        std::fs::write(&path, &nested).unwrap();
+        assert!(matches!(
+            ResumeState::load(&path, &ih, &big),
+            Err(ResumeError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -118,10 +118,6 @@ impl ConnTable {
         self.conns.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
-
     /// Whether connection `id` is still open (not released, not evicted).
     pub fn contains(&self, id: u64) -> bool {
         self.conns.contains_key(&id)
@@ -201,7 +197,8 @@ impl ConnTable {
     }
 
     /// Connections open from `ip`'s source.
-    pub fn from_source(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    pub fn count_from(&self, ip: IpAddr) -> usize {
         self.per_source.get(&Source::of(ip)).copied().unwrap_or(0)
     }
 }
@@ -244,7 +241,7 @@ mod tests {
         assert_eq!(t.admit(ip("::ffff:10.0.0.1"), now), Admit::Refuse);
         t.release(ids[1]);
         t.release(ids[1]); // twice: harmless
-        assert_eq!(t.from_source(ip("10.0.0.1")), 2);
+        assert_eq!(t.count_from(ip("10.0.0.1")), 2);
         accept(&mut t, "10.0.0.1", now);
         assert_eq!(t.len(), 4);
     }

@@ -132,7 +132,5 @@ impl From<crate::bencode::BencodeError> for TrackerError {
     }
 }
 
-pub use client::{
-    announce, scrape, ClientConfig, TrackerClient, TrackerEvent, TrackerSet, TrackerSetHandle,
-};
+pub use client::{ClientConfig, TrackerClient, TrackerEvent, TrackerSet, TrackerSetHandle};
 pub use server::{ServerConfig, TrackerServer};

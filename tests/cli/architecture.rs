@@ -63,8 +63,14 @@ fn in_code(rooms: &BTreeSet<String>) -> Edges {
         let deps = edges.entry(room.clone()).or_default();
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
-            // Unit tests sit at the end of a file behind #[cfg(test)]; they may reach anywhere.
-            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            // Unit tests sit at the end of a file in a `#[cfg(test)] mod`; they may reach
+            // anywhere. (A single test-only item elsewhere does not end the scan.)
+            let end = text
+                .match_indices("#[cfg(test)]")
+                .map(|(i, m)| i + m.len())
+                .find(|&i| text[i..].trim_start().starts_with("mod "))
+                .unwrap_or(text.len());
+            let code = &text[..end];
             for (i, _) in code.match_indices("crate::") {
                 let rest = &code[i + "crate::".len()..];
                 let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
@@ -109,10 +115,24 @@ fn code_dependencies_match_the_documented_direction() {
                 .strip_suffix(';')
                 .map(str::to_string)
         })
+        .filter(|m| m != "internals")
         .collect();
     assert_eq!(
         declared, rooms,
         "src/lib.rs modules vs the documented rooms"
+    );
+    // The rooms are private: the embedding API is what lib.rs re-exports, and the test
+    // surface (`internals`) exists only with its feature.
+    for l in lib.lines().map(str::trim) {
+        assert!(
+            !(l.starts_with("pub mod ") || l.starts_with("pub(crate) mod "))
+                || l == "pub mod internals;",
+            "a room is declared public in src/lib.rs: {l}"
+        );
+    }
+    assert!(
+        lib.contains("#[cfg(feature = \"internals\")]\n#[doc(hidden)]\npub mod internals;"),
+        "src/lib.rs: `internals` must be compiled only with its feature"
     );
     let code = in_code(&rooms);
     assert_eq!(

@@ -534,7 +534,7 @@ fn seed_http_serves_index_and_torrent() {
         head.contains("Content-Type: application/x-bittorrent"),
         "{head}"
     );
-    let meta = magnetfetch::metainfo::Metainfo::from_bytes(&t[head_end + 4..]).unwrap();
+    let meta = magnetfetch::internals::metainfo::Metainfo::from_bytes(&t[head_end + 4..]).unwrap();
     assert_eq!(meta.magnet().to_uri(), magnet);
     assert!(String::from_utf8_lossy(&get("/nope")).starts_with("HTTP/1.1 404"));
 }

@@ -183,8 +183,8 @@ fn bad_bind_lists_are_refused() {
 /// one port, with a DHT node running a table per family.
 #[tokio::test]
 async fn wildcard_v4_and_v6_bind_side_by_side_and_session_dual_stack() {
-    use magnetfetch::net::Net;
-    use magnetfetch::session::{Session, SessionConfig};
+    use magnetfetch::internals::net::Net;
+    use magnetfetch::internals::session::{Session, SessionConfig};
     use std::net::SocketAddr;
     if !have_ipv6_loopback() {
         return;

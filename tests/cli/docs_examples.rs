@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use clap::{CommandFactory, Parser};
-use magnetfetch::cli::Cli;
+use magnetfetch::internals::cli::Cli;
 
 /// One documented command: where it was found and its arguments after `magnetfetch`.
 #[derive(Debug)]

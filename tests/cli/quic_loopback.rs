@@ -190,10 +190,12 @@ fn libtorrent_in_the_same_swarm_uses_tcp() {
 /// it until its 60 s QUIC idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeder_that_quits_is_dropped_by_its_quic_leecher_at_once() {
-    use magnetfetch::dial::{DialConfig, TransportMode};
-    use magnetfetch::magnet::{Magnet, PeerAddr};
-    use magnetfetch::net::Net;
-    use magnetfetch::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+    use magnetfetch::internals::dial::{DialConfig, TransportMode};
+    use magnetfetch::internals::magnet::{Magnet, PeerAddr};
+    use magnetfetch::internals::net::Net;
+    use magnetfetch::internals::session::{
+        AddTorrent, Session, SessionConfig, Source, StorageSpec,
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("quit.bin");

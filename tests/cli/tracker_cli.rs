@@ -173,15 +173,15 @@ fn lt_seeder_via_our_tracker(udp: bool, bind_ip: &str, tracker_ip: &str, lt_ip: 
     );
     let _seeder = start_lt_seeder(&torrent, fx.file.parent().unwrap(), lt_ip);
     // HTTP scrape (BEP 48) of our tracker reports the seeder, whichever way it announced.
-    let c = magnetfetch::tracker::TrackerClient::new(
-        magnetfetch::net::Net::Tokio,
-        magnetfetch::tracker::ClientConfig::default(),
+    let c = magnetfetch::internals::tracker::TrackerClient::new(
+        magnetfetch::internals::net::Net::Tokio,
+        magnetfetch::internals::tracker::ClientConfig::default(),
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let h = magnetfetch::id::Id20::from_hex(&ih).unwrap();
+    let h = magnetfetch::internals::id::Id20::from_hex(&ih).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let sc = rt.block_on(c.scrape(&http_url, &[h])).expect("HTTP scrape");
@@ -248,11 +248,11 @@ fn lt_leecher_downloads_from_tracker_only_seed() {
     let magnet = line_matching(&rx, "magnet", |l| l.starts_with("magnet:"));
     assert!(magnet.contains("&tr="), "{magnet}");
     let ih = magnet[magnet.find("btih:").unwrap() + 5..][..40].to_ascii_lowercase();
-    let h = magnetfetch::id::Id20::from_hex(&ih).unwrap();
+    let h = magnetfetch::internals::id::Id20::from_hex(&ih).unwrap();
     // HTTP scrape of the tracker reports our seeder (it announced over UDP; one store).
-    let c = magnetfetch::tracker::TrackerClient::new(
-        magnetfetch::net::Net::Tokio,
-        magnetfetch::tracker::ClientConfig::default(),
+    let c = magnetfetch::internals::tracker::TrackerClient::new(
+        magnetfetch::internals::net::Net::Tokio,
+        magnetfetch::internals::tracker::ClientConfig::default(),
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -10,10 +10,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant as WallInstant};
 
-use magnetfetch::dht::krpc::{Body, Message, NodeInfo, QueryKind, Response};
-use magnetfetch::dht::{Dht, DhtConfig, LookupSummary};
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
+use magnetfetch::internals::dht::krpc::{Body, Message, NodeInfo, QueryKind, Response};
+use magnetfetch::internals::dht::{Dht, DhtConfig, LookupSummary};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -110,7 +110,7 @@ async fn adversary(sock: simnet::UdpSocket, role: Role, boots: Vec<SocketAddr>, 
         version: None,
         read_only: false,
         ip: None,
-        body: Body::Query(magnetfetch::dht::krpc::Query {
+        body: Body::Query(magnetfetch::internals::dht::krpc::Query {
             id,
             kind: QueryKind::FindNode { target },
             want: Default::default(),

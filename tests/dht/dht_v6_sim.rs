@@ -15,9 +15,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use magnetfetch::dht::{Dht, DhtConfig};
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
+use magnetfetch::internals::dht::{Dht, DhtConfig};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
 
 const PORT4: u16 = 6881;
 const PORT6: u16 = 6882;

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use magnetfetch::dht::{Dht, DhtConfig};
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
+use magnetfetch::internals::dht::{Dht, DhtConfig};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
 
 use crate::support::{lt_command, require_or_skip, Proc};
 

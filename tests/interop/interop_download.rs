@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use magnetfetch::id::Id20;
-use magnetfetch::magnet::Magnet;
-use magnetfetch::metainfo::{create, CreateOptions};
-use magnetfetch::session::{AddTorrent, Source, StorageSpec};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::magnet::Magnet;
+use magnetfetch::internals::metainfo::{create, CreateOptions};
+use magnetfetch::internals::session::{AddTorrent, Source, StorageSpec};
 
 use crate::support::{loopback_session, random_bytes, require_or_skip, seed_from_disk, LtPeer};
 

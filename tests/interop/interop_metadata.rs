@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
-use magnetfetch::session::{fetch_metadata_stats, serve_metadata, FetchConfig};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::session::{fetch_metadata_stats, serve_metadata, FetchConfig};
 use sha1::{Digest, Sha1};
 use tokio::sync::mpsc;
 

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
-use magnetfetch::tracker::store::StoreConfig;
-use magnetfetch::tracker::udp_proto::RetrySchedule;
-use magnetfetch::tracker::{
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::tracker::store::StoreConfig;
+use magnetfetch::internals::tracker::udp_proto::RetrySchedule;
+use magnetfetch::internals::tracker::{
     AnnounceRequest, ClientConfig, Event, ServerConfig, TrackerClient, TrackerServer,
 };
 

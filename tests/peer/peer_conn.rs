@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
-use magnetfetch::peer::extension::{ExtHandshake, UT_METADATA, UT_METADATA_ID};
-use magnetfetch::peer::{BlockRef, Message, PeerConn, PeerError};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::peer::extension::{ExtHandshake, UT_METADATA, UT_METADATA_ID};
+use magnetfetch::internals::peer::{BlockRef, Message, PeerConn, PeerError};
 
 const T: Duration = Duration::from_secs(5);
 

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
-use magnetfetch::peer::extension::ExtHandshake;
-use magnetfetch::peer::PeerConn;
-use magnetfetch::session::{
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::peer::extension::ExtHandshake;
+use magnetfetch::internals::peer::PeerConn;
+use magnetfetch::internals::session::{
     fetch_metadata, fetch_metadata_stats, serve_metadata, FetchConfig, FetchError,
 };
 use rand::{RngCore, SeedableRng};

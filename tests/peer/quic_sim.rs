@@ -10,10 +10,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use magnetfetch::dial::{DialConfig, TransportMode};
-use magnetfetch::magnet::{Magnet, PeerAddr};
-use magnetfetch::session::{AddTorrent, Session, Source, StorageSpec};
-use magnetfetch::sim::{make_metainfo, Scenario};
+use magnetfetch::internals::dial::{DialConfig, TransportMode};
+use magnetfetch::internals::magnet::{Magnet, PeerAddr};
+use magnetfetch::internals::session::{AddTorrent, Session, Source, StorageSpec};
+use magnetfetch::internals::sim::{make_metainfo, Scenario};
 
 const PORT: u16 = 6881;
 
@@ -38,7 +38,7 @@ async fn session(net: &simnet::Network, i: usize, l: &Link, mode: TransportMode)
     let transport = DialConfig {
         mode,
         tcp_delay: Duration::from_millis(250),
-        quic: magnetfetch::net::quic::QuicConfig {
+        quic: magnetfetch::internals::net::quic::QuicConfig {
             // Measurements only: MF_QUIC_CC=bbr compares BBR with the default CUBIC.
             bbr: std::env::var("MF_QUIC_CC").is_ok_and(|v| v == "bbr"),
             ..Default::default()
@@ -192,7 +192,7 @@ async fn sim_scenario_over_quic_with_dht() {
         transport: TransportMode::Quic,
         ..Scenario::default()
     };
-    let r = magnetfetch::sim::run(&sc).await.unwrap();
+    let r = magnetfetch::internals::sim::run(&sc).await.unwrap();
     assert_eq!(r.leechers_completed, 4, "{r:?}");
     assert!(r.transport_bytes.quic >= 4 << 20, "{:?}", r.transport_bytes);
     assert_eq!(r.transport_bytes.tcp, 0, "{:?}", r.transport_bytes);
@@ -212,7 +212,7 @@ async fn sim_scenario_over_tcp_counts_tcp() {
         duration: Duration::from_secs(600),
         ..Scenario::default()
     };
-    let r = magnetfetch::sim::run(&sc).await.unwrap();
+    let r = magnetfetch::internals::sim::run(&sc).await.unwrap();
     assert_eq!(r.leechers_completed, 4, "{r:?}");
     assert_eq!(r.transport_bytes.quic, 0, "{:?}", r.transport_bytes);
     assert!(r.transport_bytes.tcp >= 4 << 20, "{:?}", r.transport_bytes);

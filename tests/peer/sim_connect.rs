@@ -8,14 +8,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use magnetfetch::id::Id20;
-use magnetfetch::magnet::{Magnet, PeerAddr};
-use magnetfetch::net::Net;
-use magnetfetch::peer::extension::{ExtHandshake, UT_METADATA, UT_METADATA_ID};
-use magnetfetch::peer::metadata::serve_request;
-use magnetfetch::peer::{Message, MetadataMsg, PeerConn};
-use magnetfetch::session::{AddTorrent, Source, StorageSpec};
-use magnetfetch::sim::{make_metainfo, run, Scenario};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::magnet::{Magnet, PeerAddr};
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::peer::extension::{ExtHandshake, UT_METADATA, UT_METADATA_ID};
+use magnetfetch::internals::peer::metadata::serve_request;
+use magnetfetch::internals::peer::{Message, MetadataMsg, PeerConn};
+use magnetfetch::internals::session::{AddTorrent, Source, StorageSpec};
+use magnetfetch::internals::sim::{make_metainfo, run, Scenario};
 use tokio::time::Instant;
 
 /// 40 leechers find only the seed (DHT), whose limit is 2 + 20 slack: 18 are refused at
@@ -41,7 +41,10 @@ async fn refused_peers_still_get_metadata_at_once() {
 }
 
 /// 1 MiB in 64 pieces of 16 KiB (a correct bitfield is 8 bytes).
-fn torrent_of_64_pieces() -> (Scenario, std::sync::Arc<magnetfetch::metainfo::Metainfo>) {
+fn torrent_of_64_pieces() -> (
+    Scenario,
+    std::sync::Arc<magnetfetch::internals::metainfo::Metainfo>,
+) {
     let sc = Scenario {
         size: 1 << 20,
         piece_length: 16 << 10,

@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use magnetfetch::magnet::Magnet;
-use magnetfetch::metainfo::Metainfo;
-use magnetfetch::net::Net;
-use magnetfetch::session::{AddTorrent, Source, StorageSpec};
-use magnetfetch::sim::{make_metainfo, Scenario};
+use magnetfetch::internals::magnet::Magnet;
+use magnetfetch::internals::metainfo::Metainfo;
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::session::{AddTorrent, Source, StorageSpec};
+use magnetfetch::internals::sim::{make_metainfo, Scenario};
 
 /// A download of `meta` from its magnet link only, from `peers`.
 fn leeching(meta: &std::sync::Arc<Metainfo>, sc: &Scenario, peers: Vec<SocketAddr>) -> AddTorrent {
@@ -65,8 +65,8 @@ async fn fetch_with(seeders: usize, silent: bool, liars: usize) -> u64 {
         for b in bad.iter_mut().skip(100).step_by(997) {
             *b ^= 0x5a;
         }
-        let id = magnetfetch::id::Id20([0x42 + i as u8; 20]);
-        tokio::spawn(magnetfetch::session::serve_metadata(
+        let id = magnetfetch::internals::id::Id20([0x42 + i as u8; 20]);
+        tokio::spawn(magnetfetch::internals::session::serve_metadata(
             l,
             meta.info_hash,
             id,

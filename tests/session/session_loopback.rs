@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use magnetfetch::magnet::Magnet;
-use magnetfetch::metainfo::{create, CreateOptions};
-use magnetfetch::session::{AddTorrent, Source, StorageSpec};
+use magnetfetch::internals::magnet::Magnet;
+use magnetfetch::internals::metainfo::{create, CreateOptions};
+use magnetfetch::internals::session::{AddTorrent, Source, StorageSpec};
 
 use crate::support::{loopback_session, random_bytes, seed_from_disk};
 

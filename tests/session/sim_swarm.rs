@@ -1,10 +1,10 @@
 //! Whole swarms of real sessions over simnet, on tokio's paused clock (virtual time; the
-//! tests never sleep to synchronise). Built on `magnetfetch::sim`, which runs every peer as a
+//! tests never sleep to synchronise). Built on `magnetfetch::internals::sim`, which runs every peer as a
 //! real `Session` (and DHT node) on its own simulated host.
 
 use std::time::Duration;
 
-use magnetfetch::sim::{run, Scenario};
+use magnetfetch::internals::sim::{run, Scenario};
 
 fn small(leechers: usize) -> Scenario {
     Scenario {
@@ -107,7 +107,7 @@ async fn poisson_arrivals_all_finish() {
         ..small(12)
     };
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
-    let offs = magnetfetch::sim::arrival_offsets(&sc, &mut rng);
+    let offs = magnetfetch::internals::sim::arrival_offsets(&sc, &mut rng);
     assert_eq!(offs.len(), 12);
     assert!(offs.windows(2).all(|w| w[0] <= w[1]), "{offs:?}");
     // 12 arrivals at 2/s: the last one comes seconds after the first, not at 0.
@@ -155,7 +155,7 @@ async fn churn_deterministic_json() {
         nat: 0.3,
         ..small(8)
     };
-    let json = |mut r: magnetfetch::sim::Report| {
+    let json = |mut r: magnetfetch::internals::sim::Report| {
         r.wall_time_s = 0.0;
         serde_json::to_string(&r).unwrap()
     };

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use magnetfetch::id::InfoHash;
-use magnetfetch::torrent::bitfield::Bitfield;
-use magnetfetch::torrent::layout::{FileSpec, Layout, BLOCK_SIZE};
-use magnetfetch::torrent::picker::{BlockStatus, PeerKey, Picker, PickerConfig};
-use magnetfetch::torrent::resume::{file_stamps, resume_path, ResumeState};
-use magnetfetch::torrent::storage::{generated_hashes, Storage};
-use magnetfetch::torrent::verify::{hash_blocking, recheck_blocking, sha1};
+use magnetfetch::internals::id::InfoHash;
+use magnetfetch::internals::torrent::bitfield::Bitfield;
+use magnetfetch::internals::torrent::layout::{FileSpec, Layout, BLOCK_SIZE};
+use magnetfetch::internals::torrent::picker::{BlockStatus, PeerKey, Picker, PickerConfig};
+use magnetfetch::internals::torrent::resume::{file_stamps, resume_path, ResumeState};
+use magnetfetch::internals::torrent::storage::{generated_hashes, Storage};
+use magnetfetch::internals::torrent::verify::{hash_blocking, recheck_blocking, sha1};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

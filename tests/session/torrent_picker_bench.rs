@@ -5,9 +5,9 @@
 
 use std::time::Instant;
 
-use magnetfetch::torrent::bitfield::Bitfield;
-use magnetfetch::torrent::layout::Layout;
-use magnetfetch::torrent::picker::{PeerKey, Picker, PickerConfig};
+use magnetfetch::internals::torrent::bitfield::Bitfield;
+use magnetfetch::internals::torrent::layout::Layout;
+use magnetfetch::internals::torrent::picker::{PeerKey, Picker, PickerConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -94,7 +94,7 @@ fn sha1_throughput() {
     let t = Instant::now();
     let mut acc = 0u8;
     for _ in 0..rounds {
-        acc ^= magnetfetch::torrent::verify::sha1(&piece)[0];
+        acc ^= magnetfetch::internals::torrent::verify::sha1(&piece)[0];
     }
     let dt = t.elapsed().as_secs_f64();
     eprintln!(

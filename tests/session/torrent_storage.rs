@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use magnetfetch::torrent::layout::{FileSpec, Layout, BLOCK_SIZE};
-use magnetfetch::torrent::storage::{DiskOptions, Storage, StorageError};
-use magnetfetch::torrent::verify::{check_piece, recheck, sha1};
+use magnetfetch::internals::torrent::layout::{FileSpec, Layout, BLOCK_SIZE};
+use magnetfetch::internals::torrent::storage::{DiskOptions, Storage, StorageError};
+use magnetfetch::internals::torrent::verify::{check_piece, recheck, sha1};
 
 fn spec(path: &[&str], length: u64, pad: bool) -> FileSpec {
     FileSpec {

@@ -5,10 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use magnetfetch::dial::DialConfig;
-use magnetfetch::metainfo::Metainfo;
-use magnetfetch::net::Net;
-use magnetfetch::session::{
+use magnetfetch::internals::dial::DialConfig;
+use magnetfetch::internals::metainfo::Metainfo;
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::session::{
     AddTorrent, Phase, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
 };
 

@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use magnetfetch::http::head::parse_response_head;
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
-use magnetfetch::tracker::{http_proto, udp_proto};
-use magnetfetch::tracker::{AnnounceRequest, Event};
+use magnetfetch::internals::http::head::parse_response_head;
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::tracker::{http_proto, udp_proto};
+use magnetfetch::internals::tracker::{AnnounceRequest, Event};
 
 use crate::support::free_port;
 

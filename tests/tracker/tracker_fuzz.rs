@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use magnetfetch::id::Id20;
-use magnetfetch::tracker::http_proto;
-use magnetfetch::tracker::udp_proto;
-use magnetfetch::tracker::{AnnounceRequest, Event, ScrapeStats};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::tracker::http_proto;
+use magnetfetch::internals::tracker::udp_proto;
+use magnetfetch::internals::tracker::{AnnounceRequest, Event, ScrapeStats};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

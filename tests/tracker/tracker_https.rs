@@ -19,15 +19,15 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use magnetfetch::http::{tls, HttpError};
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
-use magnetfetch::torrent::Layout;
-use magnetfetch::tracker::store::StoreConfig;
-use magnetfetch::tracker::{
+use magnetfetch::internals::http::{tls, HttpError};
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::torrent::Layout;
+use magnetfetch::internals::tracker::store::StoreConfig;
+use magnetfetch::internals::tracker::{
     AnnounceRequest, ClientConfig, Event, ServerConfig, TrackerClient, TrackerError, TrackerServer,
 };
-use magnetfetch::webseed::{piece_ranges, WebSeedFetcher};
+use magnetfetch::internals::webseed::{piece_ranges, WebSeedFetcher};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig as TlsServerConfig};

@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use magnetfetch::id::Id20;
-use magnetfetch::net::Net;
-use magnetfetch::tracker::client::{AnnounceParams, Progress};
-use magnetfetch::tracker::store::StoreConfig;
-use magnetfetch::tracker::tier::Tiers;
-use magnetfetch::tracker::udp_proto::RetrySchedule;
-use magnetfetch::tracker::{
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::tracker::client::{AnnounceParams, Progress};
+use magnetfetch::internals::tracker::store::StoreConfig;
+use magnetfetch::internals::tracker::tier::Tiers;
+use magnetfetch::internals::tracker::udp_proto::RetrySchedule;
+use magnetfetch::internals::tracker::{
     AnnounceRequest, ClientConfig, Event, ServerConfig, TrackerClient, TrackerError, TrackerEvent,
     TrackerServer, TrackerSet,
 };
@@ -120,9 +120,10 @@ async fn malformed_http_gets_bencoded_failure() {
         "http://{}/announce?info_hash=short&port=1",
         s.http_addr.unwrap()
     );
-    let r = magnetfetch::http::get_url(&Net::Tokio, &url, 1 << 16, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let r =
+        magnetfetch::internals::http::get_url(&Net::Tokio, &url, 1 << 16, Duration::from_secs(5))
+            .await
+            .unwrap();
     assert_eq!(r.status, 200);
     assert!(
         r.body.starts_with(b"d14:failure reason"),
@@ -238,7 +239,7 @@ async fn torrents_dir_is_served_with_index() {
     let get = |p: &str| {
         let u = format!("{base}{p}");
         async move {
-            magnetfetch::http::get_url(&Net::Tokio, &u, 1 << 20, Duration::from_secs(5))
+            magnetfetch::internals::http::get_url(&Net::Tokio, &u, 1 << 20, Duration::from_secs(5))
                 .await
                 .unwrap()
         }

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use magnetfetch::net::Net;
-use magnetfetch::torrent::Layout;
-use magnetfetch::webseed::{piece_ranges, WebSeedError, WebSeedFetcher};
+use magnetfetch::internals::net::Net;
+use magnetfetch::internals::torrent::Layout;
+use magnetfetch::internals::webseed::{piece_ranges, WebSeedError, WebSeedFetcher};
 
 use crate::support::range_server_logged;
 

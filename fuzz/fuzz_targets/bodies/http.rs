@@ -2,8 +2,8 @@
 //! harness `tests/http_fuzz.rs`. It must hold for *any* input: no panic, bounded output, and
 //! the stated invariants.
 
-use magnetfetch::http::chunked::{decode_all, ChunkedDecoder};
-use magnetfetch::http::head::{parse_response_head, MAX_HEADERS, MAX_RESPONSE_HEAD};
+use magnetfetch::internals::http::chunked::{decode_all, ChunkedDecoder};
+use magnetfetch::internals::http::head::{parse_response_head, MAX_HEADERS, MAX_RESPONSE_HEAD};
 
 /// Arbitrary bytes into the HTTP client's response-head parser and chunked-body decoder.
 /// The first byte picks the slice size the decoder is fed with, the second its body limit.

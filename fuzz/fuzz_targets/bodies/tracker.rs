@@ -3,12 +3,12 @@
 //! runs them on mutated inputs without nightly or libFuzzer. Every function must hold for
 //! *any* input: no panic, no over-allocation, the stated invariants.
 
-use magnetfetch::id::Id20;
-use magnetfetch::tracker::http_proto::{
+use magnetfetch::internals::id::Id20;
+use magnetfetch::internals::tracker::http_proto::{
     self, parse_announce_query, parse_query, parse_scrape_query, MAX_QUERY_PARAMS,
 };
-use magnetfetch::tracker::udp_proto::{self, parse_request, Request, MAX_SCRAPE_HASHES};
-use magnetfetch::tracker::{AnnounceRequest, Event};
+use magnetfetch::internals::tracker::udp_proto::{self, parse_request, Request, MAX_SCRAPE_HASHES};
+use magnetfetch::internals::tracker::{AnnounceRequest, Event};
 
 /// Arbitrary bytes into the tracker server's HTTP query parsers (`/announce` and `/scrape`
 /// query strings, BEP 3/23/48) and the client's reply parsers (announce and scrape bodies,

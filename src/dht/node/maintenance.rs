@@ -135,7 +135,7 @@ impl NodeState {
                 );
             }
             let pings = match self.tables[fi(v6)].as_mut() {
-                Some(t) => t.to_ping(now, 8),
+                Some(t) => t.pings_due(now, 8),
                 None => Vec::new(),
             };
             for (id, addr) in pings {

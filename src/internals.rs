@@ -1,0 +1,78 @@
+//! The test surface: the codecs, pure state machines and helpers behind the embedding API
+//! that this package's integration tests, fuzz targets, examples and benchmarks drive
+//! directly. Compiled only with the `internals` feature (the package's own test targets
+//! turn it on through a dev-dependency on itself); everything here may change at any time.
+//!
+//! Each module mirrors the room of the same name and re-exports only what a test needs,
+//! so the rooms themselves stay private to the crate.
+
+pub mod bencode {
+    pub use crate::bencode::{Limits, Value};
+}
+
+pub mod cli {
+    /// The clap model, for tests that walk every documented flag.
+    pub use crate::cli::Cli;
+}
+
+pub mod dht {
+    pub use crate::dht::{krpc, Dht, DhtConfig, LookupSummary};
+}
+
+pub mod dial {
+    pub use crate::dial::{DialConfig, TransportMode};
+}
+
+pub mod http {
+    pub use crate::http::{chunked, get_url, head, tls, HttpError};
+}
+
+pub mod id {
+    pub use crate::id::{Id20, InfoHash};
+}
+
+pub mod magnet {
+    pub use crate::magnet::{Magnet, PeerAddr};
+}
+
+pub mod metainfo {
+    pub use crate::metainfo::{create, CreateOptions, Metainfo, MetainfoError, MAX_FILES};
+}
+
+pub mod net {
+    pub use crate::net::{quic, Net, Stream};
+}
+
+pub mod peer {
+    pub use crate::peer::{
+        extension, metadata, wire, BlockRef, ExtHandshake, Message, MetadataMsg, PeerConn,
+        PeerError, PexMsg,
+    };
+}
+
+pub mod session {
+    pub use crate::session::{
+        fetch_metadata, fetch_metadata_stats, serve_metadata, AddTorrent, FetchConfig, FetchError,
+        Phase, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
+    };
+}
+
+pub mod sim {
+    pub use crate::sim::{arrival_offsets, make_metainfo, run, Report, Scenario};
+}
+
+pub mod torrent {
+    pub use crate::torrent::{bitfield, layout, picker, resume, storage, verify, Layout};
+}
+
+pub mod tracker {
+    pub use crate::tracker::{
+        client, http_proto, store, tier, udp_proto, AnnounceRequest, ClientConfig, Event,
+        ScrapeStats, ServerConfig, TrackerClient, TrackerError, TrackerEvent, TrackerServer,
+        TrackerSet,
+    };
+}
+
+pub mod webseed {
+    pub use crate::webseed::{piece_ranges, WebSeedError, WebSeedFetcher};
+}
