@@ -4,7 +4,7 @@
 //! us itself with `have all` / a full bitfield before it closed).
 //!
 //! Known seeds have their own queue: the swarm dials them first and even at its peer limit
-//! (see `Swarm::connect_more`), because a seed is the one peer that has every piece.
+//! (see the swarm core's `dial` module), because a seed is the one peer that has every piece.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;

@@ -11,12 +11,13 @@
 //! a seed (if we are), so it may retry us later when our slots free up.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::seq::SliceRandom;
 use rand::Rng;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::peer::extension::{ExtHandshake, UT_METADATA, UT_METADATA_ID, UT_PEX};
@@ -33,6 +34,39 @@ pub const GRACE: Duration = Duration::from_secs(2);
 pub const MAX_METADATA_PIECES: u32 = 16;
 /// Time allowed for the extended handshake exchange itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Courtesy connections running, counted so that at most [`MAX_CONCURRENT`] run at once.
+/// The swarm's core takes a slot when it refuses a peer with a courtesy; the courtesy task
+/// holds it and gives it back when it ends (the slot is dropped).
+#[derive(Clone, Debug, Default)]
+pub struct CourtesySlots(Arc<AtomicUsize>);
+
+/// One running courtesy's slot (see [`CourtesySlots`]).
+#[derive(Debug)]
+pub struct CourtesySlot(Arc<AtomicUsize>);
+
+impl CourtesySlots {
+    /// A slot, unless `max` courtesies are running.
+    pub fn try_take(&self, max: usize) -> Option<CourtesySlot> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| CourtesySlot(self.0.clone()))
+    }
+
+    /// Courtesies running.
+    pub fn running(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for CourtesySlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// What the swarm hands to a courtesy task.
 pub struct Courtesy {
@@ -65,13 +99,13 @@ pub fn pick_contacts(
 }
 
 /// Runs the courtesy on an incoming connection (handshake done), then closes it. The
-/// permit bounds how many run at once; it is released when this ends.
-pub async fn refuse(conn: PeerConn, ctx: Courtesy, permit: OwnedSemaphorePermit) {
+/// slot bounds how many run at once; it is given back when this ends.
+pub async fn refuse(conn: PeerConn, ctx: Courtesy, slot: CourtesySlot) {
     let addr = conn.addr;
     if let Err(e) = run(conn, &ctx).await {
         tracing::trace!(%addr, %e, "courtesy connection ended");
     }
-    drop(permit);
+    drop(slot);
 }
 
 async fn run(mut conn: PeerConn, ctx: &Courtesy) -> Result<(), PeerError> {
@@ -145,6 +179,20 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn slots_are_bounded_and_given_back_when_dropped() {
+        let slots = CourtesySlots::default();
+        let a = slots.try_take(2).unwrap();
+        let b = slots.try_take(2).unwrap();
+        assert!(slots.try_take(2).is_none());
+        assert_eq!(slots.running(), 2);
+        drop(a);
+        let c = slots.try_take(2).unwrap();
+        assert!(slots.try_take(2).is_none());
+        drop((b, c));
+        assert_eq!(slots.running(), 0);
+    }
 
     #[test]
     fn contacts_are_bounded_random_and_exclude_the_refused_ip() {

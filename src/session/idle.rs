@@ -4,7 +4,7 @@
 //! "inactivity" disconnects) is to drop a peer when neither side has been interested for a
 //! while and the connection slot could serve someone else. [`IdlePeers`] tracks since when
 //! each peer has been mutually uninterested and names the ones to drop, longest idle first.
-//! Pure state, no I/O: the swarm actor feeds it on its tick.
+//! Pure state, no I/O: the swarm core feeds it on its tick.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;

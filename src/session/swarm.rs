@@ -3,12 +3,14 @@
 //! verified pieces and `have`s (BEP 3 piece exchange, BEP 6 Fast extension).
 //!
 //! Shape: every decision is made by a synchronous core ([`core::SwarmCore`], no sockets,
-//! tasks or clocks of its own); this module is its driver. Peer connections run as
-//! [`super::peer_task`] tasks and talk to the actor over one bounded channel; connects run
-//! in a `JoinSet`; hashing and disk writes of whole pieces run on the blocking pool (or
-//! inline in simulation, where the blocking pool would make runs non-deterministic). The
-//! driver turns events into core calls and carries out the core's actions; everything
-//! stays on one task, so the picker and choker are plain data structures with no locking.
+//! tasks or clocks of its own): requests, interest, choking, checks and bans, PEX, which
+//! candidate to dial, which connection to keep or refuse, which web seed fetches what. This
+//! module is its driver. Peer connections run as [`super::peer_task`] tasks and talk to
+//! the actor over one bounded channel; connects, courtesy refusals and web-seed fetches
+//! run as tasks the core asks for; hashing and disk writes of whole pieces run on the
+//! blocking pool (or inline in simulation, where the blocking pool would make runs
+//! non-deterministic). The driver turns events into core calls and carries out the core's
+//! actions; everything stays on one task, so the core is plain data with no locking.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +28,6 @@ use tokio::time::Instant;
 use super::metadata::HandedConn;
 use crate::id::{InfoHash, PeerId};
 use crate::net::{Net, Transport};
-use crate::peer::pex::MAX_ADDED;
 use crate::peer::{PeerConn, PeerError};
 use crate::torrent::choker::{Choker, ChokerConfig};
 use crate::torrent::ratelimit::{RateEstimator, TokenBucket};
@@ -34,13 +35,11 @@ use crate::torrent::storage::{Storage, StorageError};
 use crate::torrent::verify::PieceBlocks;
 use crate::torrent::{Bitfield, Layout, PeerKey, Picker, PickerConfig};
 
-use super::cands::Candidates;
-use super::idle::BanList;
 use super::peer_task::{run_peer, PeerCmd, PeerContext, PeerCounters, PeerEvent, PeerExt};
 use super::{Phase, Progress};
 
 mod core;
-use self::core::{Action, Io, Peer, SwarmCore};
+use self::core::{Action, Dialled, Incoming, Io, Limits, Peer, SwarmCore};
 
 mod webseeds;
 pub use webseeds::WebSeedSetup;
@@ -185,9 +184,6 @@ impl TransportBytes {
     }
 }
 
-/// Banned addresses remembered at most (oldest forgotten first).
-const MAX_BANNED: usize = 4096;
-
 /// A hashed piece: index, whether it matched (or the write error), and per-block SHA-1s
 /// when the picker needs them to tell honest senders from corrupt ones (smart ban).
 type CheckResult = (u32, Result<bool, StorageError>, Option<Vec<[u8; 20]>>);
@@ -199,10 +195,21 @@ struct Link {
     ext_rx: Option<oneshot::Receiver<PeerExt>>,
 }
 
-/// The driver's half of [`core::Io`]: carries out the core's actions as they come. Sends
-/// and check spawns happen at once (they wake tasks, whose order simulations depend on);
-/// drops and bans touch only the candidate table and wait in `later` until the core's
-/// call returns (see [`Swarm::settle`]).
+/// What a dial needs (one clone per connect task).
+#[derive(Clone)]
+struct DialJob {
+    net: Net,
+    dialer: crate::dial::Dialer,
+    info_hash: InfoHash,
+    our_id: PeerId,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+}
+
+/// The driver's half of [`core::Io`]: carries out the core's actions as they come. Sends,
+/// connects, fetches and check spawns happen at once (they wake tasks, whose order
+/// simulations depend on); a dropped peer's link is forgotten when the core's call returns
+/// (see [`Swarm::settle`]).
 struct Effects {
     links: BTreeMap<PeerKey, Link>,
     checks: JoinSet<CheckResult>,
@@ -211,7 +218,10 @@ struct Effects {
     storage: Arc<Storage>,
     blocking_io: bool,
     verified_tx: Option<mpsc::UnboundedSender<u32>>,
-    later: Vec<Action>,
+    dial: DialJob,
+    connecting: JoinSet<(SocketAddr, Result<PeerConn, PeerError>)>,
+    ws: webseeds::WebSeeds,
+    dropped: Vec<PeerKey>,
 }
 
 impl Io for Effects {
@@ -235,8 +245,30 @@ impl Io for Effects {
                 }
                 true
             }
-            a @ (Action::Ban(_) | Action::Dropped { .. }) => {
-                self.later.push(a);
+            Action::Dropped(key) => {
+                self.dropped.push(key);
+                true
+            }
+            Action::Connect(a) => {
+                let d = self.dial.clone();
+                self.connecting.spawn(async move {
+                    let r = d
+                        .dialer
+                        .connect(
+                            &d.net,
+                            a,
+                            d.info_hash,
+                            d.our_id,
+                            d.connect_timeout,
+                            d.handshake_timeout,
+                        )
+                        .await;
+                    (a, r)
+                });
+                true
+            }
+            Action::Fetch { seed, blocks } => {
+                self.ws.fetch(seed, blocks);
                 true
             }
         }
@@ -276,14 +308,6 @@ pub struct Swarm {
     core: SwarmCore,
     fx: Effects,
     next_key: u64,
-    cands: Candidates,
-    /// Connections refused at the peer limit that still get a short courtesy (handshake,
-    /// PEX, metadata; see [`super::courtesy`]): at most this many at once.
-    courtesy: Arc<tokio::sync::Semaphore>,
-    /// Random choices of the connection logic (which contacts a refused peer is told).
-    rng: StdRng,
-    banned: BanList,
-    connecting: JoinSet<(SocketAddr, Result<PeerConn, PeerError>)>,
     ev_tx: mpsc::Sender<(PeerKey, PeerEvent)>,
     ev_rx: mpsc::Receiver<(PeerKey, PeerEvent)>,
     total_uploaded: Arc<AtomicU64>,
@@ -292,7 +316,6 @@ pub struct Swarm {
     up_limit: Arc<Mutex<TokenBucket>>,
     stopping: Arc<AtomicBool>,
     complete_announced: bool,
-    ws: webseeds::WebSeeds,
 }
 
 impl Swarm {
@@ -320,9 +343,12 @@ impl Swarm {
         };
         let (ev_tx, ev_rx) = mpsc::channel(4096);
         let choker = Choker::new(ChokerConfig::default(), choker_rng);
+        let ws = webseeds::WebSeeds::new(p.cfg.web_seeds.clone(), p.net.clone(), p.bind_ip);
         Swarm {
             core: SwarmCore::new(p.layout.clone(), p.our_id, picker, choker, down_limit, now)
-                .with_max_unwritten(p.cfg.max_unwritten),
+                .with_max_unwritten(p.cfg.max_unwritten)
+                .with_connections(Limits::of(&p.cfg), p.own.clone(), conn_rng)
+                .with_web_seeds(ws.urls(), now),
             fx: Effects {
                 links: BTreeMap::new(),
                 checks: JoinSet::new(),
@@ -331,14 +357,19 @@ impl Swarm {
                 storage: p.storage.clone(),
                 blocking_io: p.cfg.blocking_io,
                 verified_tx: p.verified_tx.clone(),
-                later: Vec::new(),
+                dial: DialJob {
+                    net: p.net.clone(),
+                    dialer: p.dialer.clone(),
+                    info_hash: p.info_hash,
+                    our_id: p.our_id,
+                    connect_timeout: p.cfg.connect_timeout,
+                    handshake_timeout: p.cfg.handshake_timeout,
+                },
+                connecting: JoinSet::new(),
+                ws,
+                dropped: Vec::new(),
             },
             next_key: 0,
-            cands: Candidates::new(p.cfg.max_candidates),
-            courtesy: Arc::new(tokio::sync::Semaphore::new(super::courtesy::MAX_CONCURRENT)),
-            rng: conn_rng,
-            banned: BanList::new(MAX_BANNED),
-            connecting: JoinSet::new(),
             ev_tx,
             ev_rx,
             total_uploaded: Arc::new(AtomicU64::new(0)),
@@ -347,7 +378,6 @@ impl Swarm {
             up_limit: Arc::new(Mutex::new(up_limit)),
             stopping: Arc::new(AtomicBool::new(false)),
             complete_announced: false,
-            ws: webseeds::WebSeeds::new(p.cfg.web_seeds.clone(), p.net.clone(), p.bind_ip),
             p,
         }
     }
@@ -356,34 +386,18 @@ impl Swarm {
         self.core.complete()
     }
 
-    /// Runs one core call, then settles what it left for the candidate table.
+    /// Runs one core call, then settles what it left.
     fn with_core<R>(&mut self, f: impl FnOnce(&mut SwarmCore, &mut Effects) -> R) -> R {
         let r = f(&mut self.core, &mut self.fx);
         self.settle();
         r
     }
 
-    /// Drops and bans from the core: the peer's task is forgotten, its addresses become
-    /// dialable again (or never again).
+    /// Peers the core dropped: their tasks are forgotten (each was told to close). Not
+    /// before the call returns, so every command of that call reaches the task it was for.
     fn settle(&mut self) {
-        if self.fx.later.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        for a in std::mem::take(&mut self.fx.later) {
-            match a {
-                Action::Ban(addr) => {
-                    self.banned.insert(addr);
-                    self.cands.remove(&addr);
-                }
-                Action::Dropped { key, redial, seed } => {
-                    self.fx.links.remove(&key);
-                    for a in redial.into_iter().flatten() {
-                        self.cands.closed(a, seed, now);
-                    }
-                }
-                _ => {}
-            }
+        for key in self.fx.dropped.drain(..) {
+            self.fx.links.remove(&key);
         }
     }
 
@@ -429,20 +443,21 @@ impl Swarm {
                     }
                 }
                 Some((key, ev)) = self.ev_rx.recv() => self.on_peer_event(key, ev),
-                Some(r) = self.ws.tasks.join_next(), if !self.ws.tasks.is_empty() => {
+                Some(r) = self.fx.ws.tasks.join_next(), if !self.fx.ws.tasks.is_empty() => {
                     if let Ok(done) = r {
                         self.on_ws_done(done);
                     }
                 }
-                Some(r) = self.connecting.join_next(), if !self.connecting.is_empty() => {
-                    if let Ok((addr, res)) = r {
-                        self.on_connected(addr, res);
+                Some(r) = self.fx.connecting.join_next(), if !self.fx.connecting.is_empty() => {
+                    match r {
+                        Ok((addr, res)) => self.on_connected(addr, res),
+                        Err(_) => self.core.on_dial_lost(),
                     }
                 }
                 a = inputs.addrs.recv(), if addrs_open => match a {
                     Some(a) => {
-                        self.add_candidate(a, false);
-                        self.connect_more();
+                        let now = Instant::now();
+                        self.with_core(|c, io| c.on_addr(a, now, io));
                     }
                     None => addrs_open = false,
                 },
@@ -488,90 +503,37 @@ impl Swarm {
 
     // ---- peers: connecting ---------------------------------------------------------
 
-    fn add_candidate(&mut self, a: SocketAddr, seed: bool) {
-        if a.port() == 0
-            || a.ip().is_unspecified()
-            || self.banned.contains(&a)
-            || self.p.own.is_own(a)
-        {
-            return;
-        }
-        self.cands.add(a, seed, Instant::now());
-    }
-
-    /// Dials candidates: known seeds first, up to `max_peers` + `incoming_slack` (a leecher
-    /// full of other leechers still reaches a seed it learns of: the seed is the one peer
-    /// that has every piece, and the slack bounds how far over the limit that takes us);
-    /// then everyone else up to `max_peers`.
-    fn connect_more(&mut self) {
-        if self.complete() {
-            // A seed dials leechers too, up to half the limit (it needs no more than its
-            // upload slots and some choice): leechers that filled their peer lists with
-            // each other before it finished never come to it, and in a flash crowd the
-            // first finishers then sat idle with no peers while the rest were short of
-            // uploaders (docs/simulation.md). Known seeds are never dialled by a seed.
-            self.dial_from_queue(false, self.p.cfg.max_peers / 2);
-            return;
-        }
-        self.dial_from_queue(true, self.hard_limit());
-        self.dial_from_queue(false, self.p.cfg.max_peers);
-    }
-
-    fn dial_from_queue(&mut self, seeds: bool, limit: usize) {
-        let room = self
-            .p
-            .cfg
-            .max_half_open
-            .saturating_sub(self.connecting.len())
-            .min(limit.saturating_sub(self.core.peers.len() + self.connecting.len()));
-        if room == 0 {
-            return;
-        }
-        for a in self.cands.take_due(seeds, room, Instant::now()) {
-            let net = self.p.net.clone();
-            let dialer = self.p.dialer.clone();
-            let (ih, id) = (self.p.info_hash, self.p.our_id);
-            let (ct, ht) = (self.p.cfg.connect_timeout, self.p.cfg.handshake_timeout);
-            self.connecting.spawn(async move {
-                let r = dialer.connect(&net, a, ih, id, ct, ht).await;
-                (a, r)
-            });
-        }
+    fn connect_more(&mut self, now: Instant) {
+        self.with_core(|c, io| c.connect_more(now, io));
     }
 
     fn on_connected(&mut self, addr: SocketAddr, res: Result<PeerConn, PeerError>) {
+        let now = Instant::now();
         match res {
             Ok(conn) => {
                 tracing::debug!(%addr, "connected");
-                self.cands.connected(addr);
+                self.core.on_dialled(addr, Dialled::Connected, now);
                 self.add_peer(conn, true);
             }
             Err(PeerError::SelfConnection) => {
-                // An address of ours we could not know (e.g. a NAT's external one).
-                self.p.own.learn(addr);
-                self.cands.remove(&addr);
+                self.core.on_dialled(addr, Dialled::Ourselves, now);
             }
             Err(e) => {
                 tracing::debug!(%addr, %e, "connect failed");
-                self.candidate_failed(addr);
+                self.core.on_dialled(addr, Dialled::Failed, now);
             }
         }
-        self.connect_more();
+        self.connect_more(now);
     }
 
     /// A connection from the metadata fetch: a peer like any other, with its handshakes
-    /// done. Taken only while we have no piece (what we have must be the first thing a peer
-    /// hears, BEP 3 and BEP 6, and the fetch said `have none`) and for a public torrent (the
-    /// fetch offered PEX before it knew). The others are closed; their peers' listen
-    /// addresses become candidates.
+    /// done, if the core takes it (see [`SwarmCore::admit_handed`]). The others are closed;
+    /// their peers' listen addresses become candidates.
     fn on_handed(&mut self, mut h: HandedConn) {
         let addr = h.conn.addr;
-        if self.p.cfg.private
-            || !self.core.picker.have().none()
-            || self.banned.contains(&addr)
-            || self.core.peers.len() >= self.hard_limit()
-        {
-            // Closed; its listen address is a candidate like any other.
+        let now = Instant::now();
+        if let Err(why) = self.core.admit_handed(addr, h.outgoing, now) {
+            tracing::debug!(%addr, ?why, "handed connection closed");
             let listen = if h.outgoing {
                 Some(addr)
             } else {
@@ -581,84 +543,62 @@ impl Swarm {
                     .map(|p| SocketAddr::new(addr.ip(), p))
             };
             if let Some(a) = listen {
-                self.add_candidate(a, false);
+                self.core.add_candidate(a, false, now);
             }
             return;
         }
-        if h.outgoing {
-            self.cands.mark_connected(addr, Instant::now());
-        } else if let Some(c) = &self.p.cfg.sources {
-            c.incoming.fetch_add(1, Ordering::Relaxed);
+        if !h.outgoing {
+            self.count_incoming();
         }
         self.add_peer(h.conn, h.outgoing);
     }
 
-    /// Connections we never exceed: `max_peers` plus the room kept for incoming peers and
-    /// known seeds (`incoming_slack`).
-    fn hard_limit(&self) -> usize {
-        self.p.cfg.max_peers + self.p.cfg.incoming_slack
-    }
-
-    fn candidate_failed(&mut self, addr: SocketAddr) {
-        self.cands.failed(addr, Instant::now());
-    }
-
-    fn on_incoming(&mut self, conn: PeerConn) {
-        if self.banned.contains(&conn.addr) {
-            return; // dropping the connection closes it
-        }
-        let (limit, now) = (self.hard_limit(), Instant::now());
-        if !self.with_core(|c, io| c.admit_incoming(limit, now, io)) {
-            self.refuse(conn);
-            return;
-        }
+    fn count_incoming(&self) {
         if let Some(c) = &self.p.cfg.sources {
             c.incoming.fetch_add(1, Ordering::Relaxed);
         }
-        self.add_peer(conn, false);
     }
 
-    /// Refuses an incoming peer at the connection limit. While courtesy slots last it first
-    /// gets what costs us nothing: our bitfield, extended handshake, one PEX message with
-    /// some of our peers (so it finds the rest of the swarm instead of waiting for its next
-    /// DHT or tracker round) and the metadata if it asks within a moment; then we close.
-    fn refuse(&mut self, conn: PeerConn) {
-        let Ok(permit) = self.courtesy.clone().try_acquire_owned() else {
-            return; // dropping the connection closes it
-        };
-        let pex = if self.p.cfg.private {
-            None
-        } else {
-            let contacts = self.core.pex_contacts();
-            let sample =
-                super::courtesy::pick_contacts(&contacts, conn.addr.ip(), MAX_ADDED, &mut self.rng);
-            (!sample.is_empty()).then(|| {
-                crate::peer::PexMsg {
-                    added: sample,
-                    dropped: Vec::new(),
-                }
-                .encode()
-            })
-        };
-        tracing::debug!(addr = %conn.addr, "refused at the peer limit (courtesy)");
-        let ctx = super::courtesy::Courtesy {
-            info: self.p.info.clone(),
-            have: self.core.picker.have().clone(),
-            our_port: self.p.our_port,
-            pex,
-        };
-        tokio::spawn(super::courtesy::refuse(conn, ctx, permit));
+    /// An incoming peer: admitted, closed, or refused with a courtesy (our bitfield,
+    /// extended handshake, one PEX message with some of our peers, and the metadata if it
+    /// asks within a moment; see [`super::courtesy`]) — the core decides which.
+    fn on_incoming(&mut self, conn: PeerConn) {
+        let now = Instant::now();
+        match self.with_core(|c, io| c.on_incoming(conn.addr, now, io)) {
+            Incoming::Admit => {
+                self.count_incoming();
+                self.add_peer(conn, false);
+            }
+            // Dropping the connection closes it.
+            Incoming::Close(why) => tracing::trace!(addr = %conn.addr, ?why, "refused"),
+            Incoming::Courtesy { slot, pex } => {
+                let pex = (!pex.is_empty()).then(|| {
+                    crate::peer::PexMsg {
+                        added: pex,
+                        dropped: Vec::new(),
+                    }
+                    .encode()
+                });
+                let ctx = super::courtesy::Courtesy {
+                    info: self.p.info.clone(),
+                    have: self.core.picker.have().clone(),
+                    our_port: self.p.our_port,
+                    pex,
+                };
+                tokio::spawn(super::courtesy::refuse(conn, ctx, slot));
+            }
+        }
     }
 
     fn add_peer(&mut self, conn: PeerConn, outgoing: bool) {
         let peer_id = conn.remote.peer_id;
         let addr = conn.addr;
-        let Ok(alt) = self.with_core(|c, io| c.duplicate(&peer_id, addr, outgoing, io)) else {
+        let now = Instant::now();
+        let Ok(alt) = self.with_core(|c, io| c.duplicate(&peer_id, addr, outgoing, now, io)) else {
             return; // dropping the connection closes it
         };
         let key = PeerKey(self.next_key);
         self.next_key += 1;
-        let now = Instant::now();
         let n = self.p.layout.piece_count();
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (ext_tx, ext_rx) = oneshot::channel();
@@ -705,27 +645,22 @@ impl Swarm {
         let now = Instant::now();
         match ev {
             PeerEvent::Closed(e) => {
-                if self.core.peers.contains_key(&key) {
-                    self.with_core(|c, io| c.drop_peer(key, &e.to_string(), io));
-                    self.connect_more();
-                }
+                self.with_core(|c, io| c.on_closed(key, &e.to_string(), now, io));
             }
-            PeerEvent::Pex(_) if self.p.cfg.private => {}
             PeerEvent::Pex(addrs) => {
-                if let Some(c) = &self.p.cfg.sources {
-                    c.pex.fetch_add(addrs.len() as u64, Ordering::Relaxed);
+                let n = addrs.len() as u64;
+                if self.with_core(|c, io| c.on_pex(addrs, now, io)) {
+                    if let Some(c) = &self.p.cfg.sources {
+                        c.pex.fetch_add(n, Ordering::Relaxed);
+                    }
                 }
-                for (a, f) in addrs.into_iter().take(MAX_ADDED) {
-                    self.add_candidate(a, f & crate::peer::pex::FLAG_SEED != 0);
-                }
-                self.connect_more();
             }
             PeerEvent::Quota => self.with_core(|c, io| c.on_quota(key, now, io)),
             PeerEvent::Msg(m) => {
                 self.poll_ext(key);
                 self.with_core(|c, io| {
                     if let Err(why) = c.on_message(key, m, now, io) {
-                        c.drop_peer(key, why, io);
+                        c.drop_peer(key, why, now, io);
                     }
                 });
             }
@@ -736,9 +671,7 @@ impl Swarm {
         }
     }
 
-    /// Hands the peer's extended handshake to the core once it has arrived. An incoming
-    /// peer's listen address is then connected: don't dial it again when DHT or PEX
-    /// mention it.
+    /// Hands the peer's extended handshake to the core once it has arrived.
     fn poll_ext(&mut self, key: PeerKey) {
         let Some(link) = self.fx.links.get_mut(&key) else {
             return;
@@ -748,12 +681,8 @@ impl Swarm {
         };
         link.ext_rx = None;
         let quic_port = ext.quic_port;
-        let (dial, listen) = self.core.on_ext(key, ext);
-        if let Some(d) = dial {
+        if let Some(d) = self.core.on_ext(key, ext, Instant::now()) {
             self.p.dialer.peers.learn(d, quic_port);
-        }
-        if let Some(a) = listen {
-            self.cands.mark_connected(a, Instant::now());
         }
     }
 
@@ -763,13 +692,51 @@ impl Swarm {
         res: Result<bool, StorageError>,
         digests: Option<Vec<[u8; 20]>>,
     ) -> Result<(), SwarmError> {
-        if let Ok(ok) = &res {
-            self.ws_on_checked(piece, *ok);
-        }
         let ok = res?;
         let now = Instant::now();
         self.with_core(|c, io| c.on_checked(piece, ok, digests.as_deref(), now, io));
         Ok(())
+    }
+
+    // ---- web seeds -----------------------------------------------------------------
+
+    /// A web-seed fetch ended: the core takes the bytes (or the error); a connection that
+    /// delivered fetches again.
+    fn on_ws_done(&mut self, d: webseeds::WsDone) {
+        let now = Instant::now();
+        let webseeds::WsDone {
+            seed,
+            fetcher,
+            blocks,
+            result,
+        } = d;
+        let data = result.map(Bytes::from);
+        let delivered = self.with_core(|c, io| {
+            let data = match &data {
+                Ok(b) => Ok(b.clone()),
+                Err(e) => Err(e as &dyn std::fmt::Display),
+            };
+            c.on_web_fetched(seed, blocks, data, now, io)
+        });
+        if delivered {
+            self.fx.ws.keep(seed, fetcher);
+            self.count_web_seeds();
+            self.with_core(|c, io| c.web_fill(now, io));
+        }
+    }
+
+    /// Web seeds not given up, for the session's source counters.
+    fn count_web_seeds(&self) {
+        if let Some(c) = self
+            .p
+            .cfg
+            .sources
+            .as_ref()
+            .filter(|_| !self.fx.ws.urls().is_empty())
+        {
+            c.webseed
+                .store(self.core.web_seeds_alive(), Ordering::Relaxed);
+        }
     }
 
     // ---- periodic work -------------------------------------------------------------
@@ -780,13 +747,8 @@ impl Swarm {
         for k in keys {
             self.poll_ext(k);
         }
-        if !self.p.cfg.private {
-            self.with_core(|c, io| c.send_pex(now, io));
-        }
-        self.ws_fill(now);
-        let max_peers = self.p.cfg.max_peers;
-        self.with_core(|c, io| c.on_tick(now, max_peers, io));
-        self.connect_more();
+        self.count_web_seeds();
+        self.with_core(|c, io| c.tick(now, io));
         let up = self.total_uploaded.load(Ordering::Relaxed);
         self.up_rate.record(now, up - self.up_seen);
         self.up_seen = up;
@@ -827,7 +789,7 @@ impl Swarm {
         let downloaded = self.core.downloaded;
         let uploaded = self.total_uploaded.load(Ordering::Relaxed);
         let peers = self.core.peers.len();
-        let known = self.cands.len();
+        let known = self.core.known_peers();
         let transport_bytes = self.transport_bytes_now();
         self.p.progress.send_modify(|pr| {
             pr.transport_bytes = transport_bytes;

@@ -3,10 +3,13 @@
 //! rounds, smart bans after failed checks, PEX contacts (BEP 11), the duplicate-connection
 //! rule, and blocks from web seeds (BEP 19) on the same path as peers' blocks. BEP 6's
 //! `have all` counts like a full bitfield; BEP 10's extended handshake arrives as
-//! [`SwarmCore::on_ext`].
+//! [`SwarmCore::on_ext`]. Its submodules hold the connection side: [`dial`] (which
+//! candidate is dialled next, and when), [`admit`] (which connection is kept, evicted or
+//! refused with a courtesy) and [`web`] (which web seed fetches what, and its strikes).
 //!
 //! The core owns the picker, the choker, the peer table (decision state only: no channels),
-//! the in-progress piece buffers, idle tracking and the counters. Time comes in as `now`.
+//! the candidate table and ban list, the web seeds' schedule, the in-progress piece
+//! buffers, idle tracking and the counters. Time comes in as `now`.
 //! Effects go out as [`Action`]s through [`Io::act`], one at a time and in the order the
 //! decisions are made: the driver ([`super::Swarm`]) sends, spawns and writes as each one
 //! arrives, so tasks wake in the same order as before the split and simulations stay
@@ -20,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tokio::time::Instant;
 
 use super::TransportBytes;
@@ -28,7 +33,10 @@ use crate::net::Transport;
 use crate::peer::pex::PexSender;
 use crate::peer::wire::BlockRef as WireBlock;
 use crate::peer::Message;
-use crate::session::idle::{eviction_victim, EvictStat, IdlePeers};
+use crate::session::cands::Candidates;
+use crate::session::courtesy::CourtesySlots;
+use crate::session::idle::{BanList, IdlePeers};
+use crate::session::own::OwnAddrs;
 use crate::session::peer_task::{PeerCmd, PeerCounters, PeerExt};
 use crate::torrent::choker::{Choker, ChokerConfig, PeerStat, WASTE_AFTER};
 use crate::torrent::pipeline::{Pipeline, PipelineConfig};
@@ -46,6 +54,55 @@ pub(super) const BOTH_SEEDS: &str = "both seeds";
 pub(super) const DUPLICATE: &str = "duplicate connection";
 /// Mutual uninterest this long makes a peer a candidate for dropping at the peer limit.
 const IDLE_DROP_AFTER: Duration = Duration::from_secs(60);
+/// Banned addresses remembered at most (oldest forgotten first).
+const MAX_BANNED: usize = 4096;
+
+mod admit;
+mod dial;
+mod web;
+
+pub(crate) use admit::Incoming;
+pub(crate) use dial::Dialled;
+pub(crate) use web::FETCH_BYTES;
+
+/// The connection limits of one torrent (from [`super::SwarmConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Connected peers we aim for (outgoing connects stop here).
+    pub max_peers: usize,
+    /// Extra room for incoming connections and known seeds beyond `max_peers`.
+    pub incoming_slack: usize,
+    /// Outgoing connects in flight at once.
+    pub max_half_open: usize,
+    /// Candidate addresses remembered at most.
+    pub max_candidates: usize,
+    /// BEP 27 private torrent: no PEX, and no connection handed over by the metadata fetch.
+    pub private: bool,
+}
+
+impl Limits {
+    pub(crate) fn of(cfg: &super::SwarmConfig) -> Self {
+        Limits {
+            max_peers: cfg.max_peers,
+            incoming_slack: cfg.incoming_slack,
+            max_half_open: cfg.max_half_open,
+            max_candidates: cfg.max_candidates,
+            private: cfg.private,
+        }
+    }
+
+    /// Connections we never exceed: `max_peers` plus the room kept for incoming peers and
+    /// known seeds (`incoming_slack`).
+    fn hard_limit(&self) -> usize {
+        self.max_peers + self.incoming_slack
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::of(&super::SwarmConfig::default())
+    }
+}
 
 /// One effect of a decision, for the driver to carry out.
 #[derive(Debug)]
@@ -61,15 +118,14 @@ pub(crate) enum Action {
     },
     /// `piece` passed its check and is on disk (for resume data).
     Verified(u32),
-    /// Never connect to this address again (it sent corrupt data).
-    Ban(SocketAddr),
-    /// The peer is gone from the table (its task was told to close). `redial`: addresses
-    /// that become dialable again; `seed`: it was a seed (retried from the seed queue).
-    Dropped {
-        key: PeerKey,
-        redial: [Option<SocketAddr>; 2],
-        seed: bool,
-    },
+    /// The peer is gone from the table (its task was told to close): forget its task.
+    Dropped(PeerKey),
+    /// Dial this candidate (connect and handshake); the driver reports the outcome with
+    /// [`SwarmCore::on_dialled`].
+    Connect(SocketAddr),
+    /// Fetch these blocks (sorted) from web seed number `seed` over HTTP; the driver reports
+    /// the outcome with [`SwarmCore::on_web_fetched`].
+    Fetch { seed: usize, blocks: Vec<BlockRef> },
 }
 
 /// Where the core's actions go. The driver executes each at once; tests record them.
@@ -213,6 +269,20 @@ pub(crate) struct SwarmCore {
     pub(super) transport_bytes: TransportBytes,
     /// Last time a peer was evicted to admit an incoming one (churn guard).
     last_eviction: Option<Instant>,
+    limits: Limits,
+    /// Addresses to dial, their state and retry times.
+    cands: Candidates,
+    /// Addresses that sent corrupt data: never dialled or admitted again.
+    banned: BanList,
+    /// Our own addresses (shared with the session, which learns them too): never dialled.
+    own: Arc<OwnAddrs>,
+    /// Dials in flight (connect and handshake): the half-open count.
+    half_open: usize,
+    /// Courtesy connections running (see [`crate::session::courtesy`]).
+    courtesy: CourtesySlots,
+    /// Random choices of the connection logic (which contacts a refused peer is told).
+    rng: StdRng,
+    web: web::WebSeeds,
     /// Bytes of pieces handed out in `Action::Check` whose result has not come back.
     unwritten: u64,
     /// Past this many `unwritten` bytes no blocks are requested (disk backpressure).
@@ -245,9 +315,32 @@ impl SwarmCore {
             bans: 0,
             transport_bytes: TransportBytes::default(),
             last_eviction: None,
+            limits: Limits::default(),
+            cands: Candidates::new(Limits::default().max_candidates),
+            banned: BanList::new(MAX_BANNED),
+            own: Arc::new(OwnAddrs::default()),
+            half_open: 0,
+            courtesy: CourtesySlots::default(),
+            rng: StdRng::seed_from_u64(0),
+            web: web::WebSeeds::default(),
             unwritten: 0,
             max_unwritten: u64::MAX,
         }
+    }
+
+    /// Connection limits, our own addresses (never dialled) and the RNG of the connection
+    /// logic.
+    pub(super) fn with_connections(
+        mut self,
+        limits: Limits,
+        own: Arc<OwnAddrs>,
+        rng: StdRng,
+    ) -> Self {
+        self.cands = Candidates::new(limits.max_candidates);
+        self.limits = limits;
+        self.own = own;
+        self.rng = rng;
+        self
     }
 
     /// Bounds the bytes waiting for hashing and writing ([`super::SwarmConfig::max_unwritten`]).
@@ -267,69 +360,6 @@ impl SwarmCore {
 
     // ---- the peer table ----------------------------------------------------------
 
-    /// A new connection to a peer we are already connected to (same peer id *and* IP: a
-    /// peer id alone could be forged to push a real peer out)? `Err(())`: close the new
-    /// one. `Ok(alt)`: keep it (an old duplicate was dropped; `alt` is its dialled
-    /// address, for the new peer's [`Peer::alt_dial`]).
-    ///
-    /// Two connections to one peer (both sides dialled, having found each other through the
-    /// DHT or PEX at once) would count twice for the choker and the picker: in a 50-leecher
-    /// flash crowd 15 of each peer's 65 connections were such duplicates.
-    pub(super) fn duplicate(
-        &mut self,
-        peer_id: &PeerId,
-        addr: SocketAddr,
-        outgoing: bool,
-        io: &mut impl Io,
-    ) -> Result<Option<SocketAddr>, ()> {
-        let dup = self
-            .peers
-            .iter()
-            .find(|(_, p)| p.peer_id == *peer_id && p.addr.ip() == addr.ip())
-            .map(|(k, p)| (*k, p.outgoing));
-        let Some((old, old_outgoing)) = dup else {
-            return Ok(None);
-        };
-        // The address of a dialled duplicate stays "connected" in the candidate table
-        // while the kept connection lives; whoever keeps it frees it when it closes.
-        if !keep_new_duplicate(&self.our_id, peer_id, outgoing, old_outgoing) {
-            tracing::debug!(%addr, "duplicate connection closed");
-            if let Some(p) = self.peers.get_mut(&old).filter(|_| outgoing) {
-                p.alt_dial = Some(addr);
-            }
-            return Err(());
-        }
-        let alt = self.peers.get(&old).filter(|p| p.outgoing).map(|p| p.addr);
-        self.drop_peer(old, DUPLICATE, io);
-        Ok(alt)
-    }
-
-    /// An incoming connection (not banned) arrives: admitted below `limit`; at the limit only
-    /// by evicting a peer that is useless to us (rate-limited and never a recent newcomer,
-    /// see [`eviction_victim`]). False: refuse it.
-    pub(super) fn admit_incoming(&mut self, limit: usize, now: Instant, io: &mut impl Io) -> bool {
-        if self.peers.len() < limit {
-            return true;
-        }
-        let stats: Vec<EvictStat> = self
-            .peers
-            .iter()
-            .map(|(k, p)| EvictStat {
-                key: *k,
-                connected_at: p.connected_at,
-                am_interested: p.am_interested,
-                peer_interested: p.peer_interested,
-                is_seed: p.has.is_full(),
-            })
-            .collect();
-        let Some(victim) = eviction_victim(&stats, self.complete(), now, self.last_eviction) else {
-            return false;
-        };
-        self.last_eviction = Some(now);
-        self.drop_peer(victim, "evicted for an incoming peer", io);
-        true
-    }
-
     /// A connection the driver has started a task for (after [`SwarmCore::duplicate`]).
     pub(super) fn add_peer(&mut self, key: PeerKey, mut peer: Peer, alt: Option<SocketAddr>) {
         peer.alt_dial = alt;
@@ -338,7 +368,7 @@ impl SwarmCore {
 
     /// Forgets the peer (its task is told to close): its requests go back to the picker,
     /// its pieces leave the availability counts, and a slot it held is given out again.
-    pub(super) fn drop_peer(&mut self, key: PeerKey, why: &str, io: &mut impl Io) {
+    pub(super) fn drop_peer(&mut self, key: PeerKey, why: &str, now: Instant, io: &mut impl Io) {
         let Some(p) = self.peers.remove(&key) else {
             return;
         };
@@ -354,28 +384,31 @@ impl SwarmCore {
         // A seed that closed us (usually: it was full) is retried sooner. A duplicate's
         // address stays with the connection that was kept.
         let a = p.dial_addr().unwrap_or(p.addr);
-        let redial = if why == DUPLICATE {
-            [None, None]
-        } else {
-            [Some(a), p.alt_dial.filter(|alt| *alt != a)]
-        };
         let seed = p.has.is_full() || why == BOTH_SEEDS;
-        io.act(Action::Dropped { key, redial, seed });
+        io.act(Action::Dropped(key));
+        if why != DUPLICATE {
+            for a in [Some(a), p.alt_dial.filter(|alt| *alt != a)]
+                .into_iter()
+                .flatten()
+            {
+                self.cands.closed(a, seed, now);
+            }
+        }
         if !p.am_choking {
             self.choker.force_round();
         }
     }
 
-    /// The peer's extended handshake (BEP 10) arrived. Returns its dialable address and,
-    /// when it came to us, its listen address (that address is then connected, too).
+    /// The peer's extended handshake (BEP 10) arrived. Returns its dialable address. An
+    /// incoming peer's listen address is then connected: it is not dialled when DHT or PEX
+    /// mention it.
     pub(super) fn on_ext(
         &mut self,
         key: PeerKey,
         ext: PeerExt,
-    ) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return (None, None);
-        };
+        now: Instant,
+    ) -> Option<SocketAddr> {
+        let peer = self.peers.get_mut(&key)?;
         if let Some(q) = ext.reqq {
             peer.pipeline.set_reqq(q as usize);
         }
@@ -385,7 +418,11 @@ impl SwarmCore {
             (false, Some(p)) if p != 0 => Some(SocketAddr::new(peer.addr.ip(), p)),
             _ => None,
         };
-        (peer.dial_addr(), listen)
+        let dial = peer.dial_addr();
+        if let Some(a) = listen {
+            self.cands.mark_connected(a, now);
+        }
+        dial
     }
 
     // ---- messages ----------------------------------------------------------------
@@ -403,7 +440,7 @@ impl SwarmCore {
         for m in ms {
             if let Err(why) = self.on_message(key, m, now, io) {
                 self.batching = false;
-                self.drop_peer(key, why, io);
+                self.drop_peer(key, why, now, io);
                 return;
             }
         }
@@ -611,11 +648,12 @@ impl SwarmCore {
         now: Instant,
         io: &mut impl Io,
     ) {
+        self.web_on_checked(piece, ok, now);
         let was_behind = self.disk_behind();
         self.unwritten = self.unwritten.saturating_sub(self.layout.piece_len(piece));
         if ok {
             let flagged = self.picker.on_piece_verified(piece, digests);
-            self.ban(flagged, io);
+            self.ban(flagged, now, io);
             io.act(Action::Verified(piece));
             // `have` goes to every peer, also those that have the piece (BEP 3): only
             // then can a peer see that we became a seed — with the suppression other
@@ -628,7 +666,7 @@ impl SwarmCore {
                 }
             }
             for k in dead {
-                self.drop_peer(k, "not reading", io);
+                self.drop_peer(k, "not reading", now, io);
             }
             if was_behind && !self.disk_behind() {
                 self.request_everywhere(now, io);
@@ -637,25 +675,25 @@ impl SwarmCore {
             tracing::warn!(piece, "piece failed its hash check");
             self.failed_pieces += 1;
             let flagged = self.picker.on_piece_failed(piece, digests);
-            self.ban(flagged, io);
+            self.ban(flagged, now, io);
             self.request_everywhere(now, io);
         }
     }
 
     /// Smart ban: the picker names the peers whose blocks differed from the good copy of a
     /// piece that failed before, twice.
-    fn ban(&mut self, flagged: Vec<PeerKey>, io: &mut impl Io) {
+    fn ban(&mut self, flagged: Vec<PeerKey>, now: Instant, io: &mut impl Io) {
         for k in flagged {
             if let Some(p) = self.peers.get(&k) {
                 tracing::warn!(addr = %p.addr, "banning peer: sent data for 2+ failed pieces");
-                io.act(Action::Ban(p.addr));
                 // Its listen address too (an incoming peer's differs from `addr`).
-                if let Some(d) = p.dial_addr() {
-                    io.act(Action::Ban(d));
+                for a in [Some(p.addr), p.dial_addr()].into_iter().flatten() {
+                    self.banned.insert(a);
+                    self.cands.remove(&a);
                 }
                 self.bans += 1;
             }
-            self.drop_peer(k, "banned", io);
+            self.drop_peer(k, "banned", now, io);
         }
     }
 
@@ -754,7 +792,7 @@ impl SwarmCore {
         }
         if !io.act(Action::Send(key, PeerCmd::Send(msgs))) {
             self.scratch = out;
-            self.drop_peer(key, "not reading", io);
+            self.drop_peer(key, "not reading", now, io);
             return;
         }
         out.clear();
@@ -833,7 +871,7 @@ impl SwarmCore {
             .map(|(k, _)| *k)
             .collect();
         for k in seeds {
-            self.drop_peer(k, BOTH_SEEDS, io);
+            self.drop_peer(k, BOTH_SEEDS, now, io);
         }
         for (k, p) in self.peers.iter_mut() {
             if p.am_interested {
@@ -850,10 +888,21 @@ impl SwarmCore {
 
     // ---- periodic work -----------------------------------------------------------
 
+    /// The periodic tick (every 500 ms): PEX messages, web-seed fetches, the peers'
+    /// periodic decisions, then dialling.
+    pub(super) fn tick(&mut self, now: Instant, io: &mut impl Io) {
+        if !self.limits.private {
+            self.send_pex(now, io);
+        }
+        self.web_fill(now, io);
+        self.on_tick(now, io);
+        self.connect_more(now, io);
+    }
+
     /// The tick's decisions: snubbed peers' blocks go to others, uploads are collected,
     /// interest is renewed, idle peers are dropped at the limit, a choking round runs and
-    /// every pipeline is topped up. `max_peers`: the connection limit idle drops keep to.
-    pub(super) fn on_tick(&mut self, now: Instant, max_peers: usize, io: &mut impl Io) {
+    /// every pipeline is topped up.
+    fn on_tick(&mut self, now: Instant, io: &mut impl Io) {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         // Snubbed peers: give their blocks to others.
         for k in &keys {
@@ -876,7 +925,7 @@ impl SwarmCore {
         for k in &keys {
             self.update_interest(*k, now, io);
         }
-        self.drop_idle(now, max_peers, io);
+        self.drop_idle(now, self.limits.max_peers, io);
         // Work-conserving choker: a slot whose peer requests nothing moves now, not at the
         // next round, when someone else is waiting for one.
         let seeding = self.complete();
@@ -905,7 +954,7 @@ impl SwarmCore {
         }
         let excess = (self.peers.len() + 1 - limit).min(4);
         for k in self.idle.victims(now, IDLE_DROP_AFTER, excess) {
-            self.drop_peer(k, "neither side interested", io);
+            self.drop_peer(k, "neither side interested", now, io);
         }
     }
 

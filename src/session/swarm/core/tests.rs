@@ -111,21 +111,64 @@ fn core(pieces: u64, piece_len: u64) -> SwarmCore {
     )
 }
 
+fn limits(max_peers: usize, incoming_slack: usize, max_half_open: usize) -> Limits {
+    Limits {
+        max_peers,
+        incoming_slack,
+        max_half_open,
+        max_candidates: 100,
+        private: false,
+    }
+}
+
+fn core_with(pieces: u64, piece_len: u64, limits: Limits) -> SwarmCore {
+    core(pieces, piece_len).with_connections(
+        limits,
+        Arc::new(OwnAddrs::default()),
+        rand::rngs::StdRng::seed_from_u64(3),
+    )
+}
+
+/// Peer `k` at 10.0.0.(k+1):6881, which we dialled.
 fn add(core: &mut SwarmCore, k: u64, now: Instant) -> PeerKey {
-    let key = PeerKey(k);
     let addr: SocketAddr = format!("10.0.0.{}:6881", k + 1).parse().unwrap();
+    add_at(core, k, addr, crate::id::Id20([k as u8 + 1; 20]), true, now)
+}
+
+fn add_at(
+    core: &mut SwarmCore,
+    k: u64,
+    addr: SocketAddr,
+    id: PeerId,
+    outgoing: bool,
+    now: Instant,
+) -> PeerKey {
+    let key = PeerKey(k);
     let n = core.layout.piece_count();
     let peer = Peer::new(
         addr,
-        crate::id::Id20([k as u8 + 1; 20]),
+        id,
         Transport::Tcp,
-        true,
+        outgoing,
         Arc::new(PeerCounters::default()),
         n,
         now,
     );
     core.add_peer(key, peer, None);
     key
+}
+
+/// The dials asked for since the last call (taken out of the record), in order.
+fn connects(io: &mut Rec) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    io.acts.retain(|a| match a {
+        Action::Connect(a) => {
+            out.push(*a);
+            false
+        }
+        _ => true,
+    });
+    out
 }
 
 /// The piece's true contents: every byte is its piece index.
@@ -248,7 +291,7 @@ fn requests_fill_the_pipeline_and_only_requested_blocks_count() {
     assert!(io
         .acts
         .iter()
-        .any(|a| matches!(a, Action::Dropped { key, .. } if *key == k)));
+        .any(|a| matches!(a, Action::Dropped(key) if *key == k)));
 }
 
 #[test]
@@ -309,19 +352,20 @@ fn corrupt_sender_is_banned_after_two_strikes_and_honest_one_kept() {
     assert!(c.peers.contains_key(&good), "the honest one stays");
     assert_eq!(c.bans, 1);
     assert!(c.failed_pieces >= 2);
-    let banned: Vec<SocketAddr> = io
-        .acts
-        .iter()
-        .filter_map(|a| match a {
-            Action::Ban(a) => Some(*a),
-            _ => None,
-        })
-        .collect();
-    // Its address and its dialable address (the same here: we dialled it).
-    assert!(!banned.is_empty());
-    assert!(banned
-        .iter()
-        .all(|a| *a == "10.0.0.1:6881".parse().unwrap()));
+    // Its address (also its dialable one: we dialled it) is banned, the honest one not:
+    // never a candidate again, never admitted.
+    let (bad_addr, good_addr): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:6881".parse().unwrap(),
+        "10.0.0.2:6881".parse().unwrap(),
+    );
+    assert!(c.banned.contains(&bad_addr) && !c.banned.contains(&good_addr));
+    assert_eq!(c.banned.len(), 1);
+    c.add_candidate(bad_addr, true, now);
+    assert_eq!(c.known_peers(), 0);
+    assert!(matches!(
+        c.on_incoming(bad_addr, now, &mut io),
+        Incoming::Close(admit::Refusal::Banned)
+    ));
     // Verified pieces were announced to the peers left, and reported.
     assert!(verified > 0);
     assert!(io.acts.iter().any(|a| matches!(a, Action::Verified(_))));
@@ -392,48 +436,77 @@ fn duplicate_connections_keep_one_per_peer() {
     // Our id (all zeros) is smaller: the connection we dialled is the one kept. The old
     // one is outgoing too: a second dial of the same peer is closed.
     let other_port = SocketAddr::new(addr.ip(), 7000);
-    assert!(c.duplicate(&id, other_port, true, &mut io).is_err());
+    assert!(c.duplicate(&id, other_port, true, now, &mut io).is_err());
     assert!(c.peers.contains_key(&k) && io.acts.is_empty());
     // Same id from another IP: not a duplicate (an id alone could be forged).
     let elsewhere: SocketAddr = "10.9.9.9:6881".parse().unwrap();
-    assert_eq!(c.duplicate(&id, elsewhere, false, &mut io), Ok(None));
+    assert_eq!(c.duplicate(&id, elsewhere, false, now, &mut io), Ok(None));
     // Seen from the other end (their id is smaller): our old outgoing connection gives way
     // to their incoming one, and its address goes with the one kept.
     let mut theirs = core(4, u64::from(BLOCK));
     theirs.our_id = crate::id::Id20([9; 20]);
+    // We dialled the peer (a candidate), then it dialled us.
+    theirs.on_addr(addr, now, &mut io);
+    assert_eq!(connects(&mut io), vec![addr]);
+    theirs.on_dialled(addr, Dialled::Connected, now);
     let k = add(&mut theirs, 0, now);
     let id = theirs.peers[&k].peer_id;
-    let kept = theirs.duplicate(&id, other_port, false, &mut io);
+    let kept = theirs.duplicate(&id, other_port, false, now, &mut io);
     assert_eq!(kept, Ok(Some(addr)));
     assert!(!theirs.peers.contains_key(&k));
-    // Its address stays "connected": the kept connection frees it when it closes.
     assert!(io
         .acts
         .iter()
-        .any(|a| matches!(a, Action::Dropped { key, redial: [None, None], .. } if *key == k)));
+        .any(|a| matches!(a, Action::Dropped(key) if *key == k)));
+    // Its address stays "connected": not dialled again while the kept connection lives...
+    let later = now + crate::session::cands::SEED_RETRY * 10;
+    theirs.connect_more(later, &mut io);
+    assert!(connects(&mut io).is_empty());
+    // ...which frees it when it closes (it carries the address as its `alt_dial`).
+    let kept_key = add_at(&mut theirs, 1, other_port, id, false, now);
+    theirs.peers.get_mut(&kept_key).unwrap().alt_dial = Some(addr);
+    theirs.on_closed(kept_key, "closed", later, &mut io);
+    theirs.connect_more(later + crate::session::cands::PEER_RETRY, &mut io);
+    assert_eq!(connects(&mut io), vec![addr]);
 }
 
 #[test]
 fn incoming_peers_at_the_limit_evict_only_useless_old_peers() {
     let now = Instant::now();
-    let mut c = core(4, u64::from(BLOCK));
+    let mut c = core_with(4, u64::from(BLOCK), limits(2, 0, 8));
     let mut io = Rec::default();
+    let newcomer: SocketAddr = "10.1.0.1:6881".parse().unwrap();
     // Below the limit: admitted, nobody dropped.
-    assert!(c.admit_incoming(2, now, &mut io));
+    assert!(matches!(
+        c.on_incoming(newcomer, now, &mut io),
+        Incoming::Admit
+    ));
+    assert!(io.acts.is_empty());
     let old = add(&mut c, 0, now);
     let useful = add(&mut c, 1, now);
     c.on_message(useful, Message::Have(1), now, &mut io)
         .unwrap();
     assert!(c.peers[&useful].am_interested);
-    // At the limit, newcomers are never evicted.
-    assert!(!c.admit_incoming(2, now + Duration::from_secs(5), &mut io));
+    // At the limit, newcomers are never evicted: refused (with a courtesy).
+    let soon = now + Duration::from_secs(5);
+    assert!(matches!(
+        c.on_incoming(newcomer, soon, &mut io),
+        Incoming::Courtesy { .. }
+    ));
+    assert_eq!(c.peers.len(), 2);
     // Later, the old peer neither side wants goes; the one we want stays.
     let later = now + crate::session::idle::EVICT_MIN_AGE;
-    assert!(c.admit_incoming(2, later, &mut io));
+    assert!(matches!(
+        c.on_incoming(newcomer, later, &mut io),
+        Incoming::Admit
+    ));
     assert!(!c.peers.contains_key(&old) && c.peers.contains_key(&useful));
     // One eviction per interval: the next incoming peer is refused.
     add(&mut c, 2, now);
-    assert!(!c.admit_incoming(2, later, &mut io));
+    assert!(!matches!(
+        c.on_incoming(newcomer, later, &mut io),
+        Incoming::Admit
+    ));
 }
 
 #[test]
@@ -474,4 +547,404 @@ fn requests_wait_while_the_disk_is_behind() {
     );
     let done = [asked[0].piece, asked[1].piece];
     assert!(again.iter().all(|r| !done.contains(&r.piece)), "{again:?}");
+}
+
+// ---- dialling --------------------------------------------------------------------------
+
+fn cand(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 2, 0, i], 6881))
+}
+
+#[test]
+fn dials_go_to_seeds_first_within_the_half_open_and_peer_limits() {
+    let now = Instant::now();
+    // 4 peers wanted, 2 more for seeds and incoming peers, 3 dials at once.
+    let mut c = core_with(4, u64::from(BLOCK), limits(4, 2, 3));
+    let mut io = Rec::default();
+    for i in 1..=6 {
+        c.add_candidate(cand(i), false, now);
+    }
+    // A PEX message flags two seeds: they are dialled first, then the queue in order.
+    let pex = vec![
+        (cand(20), crate::peer::pex::FLAG_SEED),
+        (cand(21), crate::peer::pex::FLAG_SEED),
+    ];
+    assert!(c.on_pex(pex, now, &mut io));
+    assert_eq!(connects(&mut io), vec![cand(20), cand(21), cand(1)]);
+    // The half-open limit holds until a dial ends.
+    c.on_addr(cand(7), now, &mut io);
+    assert!(connects(&mut io).is_empty());
+    for (k, a) in [cand(20), cand(21), cand(1)].into_iter().enumerate() {
+        c.on_dialled(a, Dialled::Connected, now);
+        add_at(
+            &mut c,
+            k as u64,
+            a,
+            crate::id::Id20([k as u8 + 1; 20]),
+            true,
+            now,
+        );
+    }
+    c.connect_more(now, &mut io);
+    // 3 connected: one more reaches `max_peers`.
+    assert_eq!(connects(&mut io), vec![cand(2)]);
+    c.on_dialled(cand(2), Dialled::Connected, now);
+    add_at(&mut c, 3, cand(2), crate::id::Id20([4; 20]), true, now);
+    c.connect_more(now, &mut io);
+    assert!(connects(&mut io).is_empty(), "at max_peers");
+    // A seed learned now is still dialled (up to max_peers + slack)...
+    c.on_pex(vec![(cand(22), crate::peer::pex::FLAG_SEED)], now, &mut io);
+    assert_eq!(connects(&mut io), vec![cand(22)]);
+    c.on_dialled(cand(22), Dialled::Connected, now);
+    add_at(&mut c, 4, cand(22), crate::id::Id20([5; 20]), true, now);
+    c.on_pex(vec![(cand(23), crate::peer::pex::FLAG_SEED)], now, &mut io);
+    assert_eq!(connects(&mut io), vec![cand(23)]);
+    c.on_dialled(cand(23), Dialled::Connected, now);
+    add_at(&mut c, 5, cand(23), crate::id::Id20([6; 20]), true, now);
+    // ...but not past it.
+    c.on_pex(vec![(cand(24), crate::peer::pex::FLAG_SEED)], now, &mut io);
+    assert!(connects(&mut io).is_empty(), "at the hard limit");
+    // A private torrent takes no PEX.
+    let mut private = core_with(
+        4,
+        u64::from(BLOCK),
+        Limits {
+            private: true,
+            ..limits(4, 2, 3)
+        },
+    );
+    assert!(!private.on_pex(vec![(cand(1), 0)], now, &mut io));
+    assert_eq!(private.known_peers(), 0);
+    assert!(connects(&mut io).is_empty());
+}
+
+#[test]
+fn a_seed_dials_leechers_up_to_half_the_limit_and_never_seeds() {
+    let now = Instant::now();
+    let mut c = core_with(1, u64::from(BLOCK), limits(4, 2, 8));
+    c.picker.on_piece_verified(0, None);
+    assert!(c.complete());
+    let mut io = Rec::default();
+    c.on_pex(vec![(cand(20), crate::peer::pex::FLAG_SEED)], now, &mut io);
+    for i in 1..=5 {
+        c.on_addr(cand(i), now, &mut io);
+    }
+    assert_eq!(connects(&mut io), vec![cand(1), cand(2)]);
+}
+
+#[test]
+fn failed_dials_back_off_and_our_own_address_is_never_dialled() {
+    let now = Instant::now();
+    let own = Arc::new(OwnAddrs::new(vec![cand(99)], Vec::new()));
+    let mut c = core(4, u64::from(BLOCK)).with_connections(
+        limits(4, 0, 4),
+        own.clone(),
+        rand::rngs::StdRng::seed_from_u64(3),
+    );
+    let mut io = Rec::default();
+    // Never candidates: our listen address, port 0, an unspecified IP.
+    c.on_addr(cand(99), now, &mut io);
+    c.on_addr(SocketAddr::from(([10, 2, 0, 1], 0)), now, &mut io);
+    c.on_addr(SocketAddr::from(([0, 0, 0, 0], 6881)), now, &mut io);
+    assert_eq!(c.known_peers(), 0);
+    c.on_addr(cand(1), now, &mut io);
+    c.on_addr(cand(2), now, &mut io);
+    assert_eq!(connects(&mut io), vec![cand(1), cand(2)]);
+    // cand(1) fails: retried after 5 s, not before. cand(2) is us behind a NAT.
+    c.on_dialled(cand(1), Dialled::Failed, now);
+    c.on_dialled(cand(2), Dialled::Ourselves, now);
+    assert!(own.is_own(cand(2)));
+    c.connect_more(now + Duration::from_secs(4), &mut io);
+    assert!(connects(&mut io).is_empty());
+    c.on_addr(cand(2), now, &mut io);
+    assert_eq!(c.known_peers(), 1, "our own address is forgotten for good");
+    c.connect_more(now + Duration::from_secs(5), &mut io);
+    assert_eq!(connects(&mut io), vec![cand(1)]);
+    // A dial whose task was lost frees its half-open slot.
+    let mut c = core_with(4, u64::from(BLOCK), limits(4, 0, 1));
+    c.on_addr(cand(1), now, &mut io);
+    c.on_addr(cand(2), now, &mut io);
+    assert_eq!(connects(&mut io), vec![cand(1)]);
+    c.on_dial_lost();
+    c.connect_more(now, &mut io);
+    assert_eq!(connects(&mut io), vec![cand(2)]);
+}
+
+#[test]
+fn a_closed_peer_is_dialled_again_later_a_seed_sooner() {
+    let now = Instant::now();
+    let mut c = core_with(1, u64::from(BLOCK), limits(4, 0, 4));
+    let mut io = Rec::default();
+    c.on_addr(cand(1), now, &mut io);
+    c.on_addr(cand(2), now, &mut io);
+    assert_eq!(connects(&mut io), vec![cand(1), cand(2)]);
+    let mut keys = Vec::new();
+    for (k, a) in [cand(1), cand(2)].into_iter().enumerate() {
+        c.on_dialled(a, Dialled::Connected, now);
+        keys.push(add_at(
+            &mut c,
+            k as u64,
+            a,
+            crate::id::Id20([k as u8 + 1; 20]),
+            true,
+            now,
+        ));
+    }
+    // The second one is a seed.
+    c.on_message(keys[1], Message::HaveAll, now, &mut io)
+        .unwrap();
+    io.acts.clear();
+    for k in &keys {
+        c.on_closed(*k, "closed", now, &mut io);
+        assert!(io
+            .acts
+            .iter()
+            .any(|a| matches!(a, Action::Dropped(x) if x == k)));
+    }
+    c.connect_more(now + crate::session::cands::SEED_RETRY, &mut io);
+    assert_eq!(connects(&mut io), vec![cand(2)]);
+    c.connect_more(now + crate::session::cands::PEER_RETRY, &mut io);
+    assert_eq!(connects(&mut io), vec![cand(1)]);
+}
+
+// ---- refusals --------------------------------------------------------------------------
+
+#[test]
+fn refused_peers_get_a_courtesy_while_slots_last() {
+    let now = Instant::now();
+    let mut c = core_with(4, u64::from(BLOCK), limits(2, 0, 4));
+    let mut io = Rec::default();
+    add(&mut c, 0, now);
+    // Another peer on the refused peer's IP: never told to it.
+    let refused: SocketAddr = "10.0.0.9:7000".parse().unwrap();
+    add_at(
+        &mut c,
+        1,
+        "10.0.0.9:6881".parse().unwrap(),
+        crate::id::Id20([7; 20]),
+        true,
+        now,
+    );
+    let mut slots = Vec::new();
+    for _ in 0..crate::session::courtesy::MAX_CONCURRENT {
+        match c.on_incoming(refused, now, &mut io) {
+            Incoming::Courtesy { slot, pex } => {
+                assert_eq!(
+                    pex,
+                    vec![(
+                        "10.0.0.1:6881".parse().unwrap(),
+                        crate::peer::pex::FLAG_REACHABLE
+                    )]
+                );
+                slots.push(slot);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(c.peers.len(), 2, "nobody evicted");
+    // Every slot taken: closed without a word, until one courtesy ends.
+    assert!(matches!(
+        c.on_incoming(refused, now, &mut io),
+        Incoming::Close(admit::Refusal::NoCourtesySlot)
+    ));
+    slots.pop();
+    assert!(matches!(
+        c.on_incoming(refused, now, &mut io),
+        Incoming::Courtesy { .. }
+    ));
+    // A private torrent tells no contacts.
+    let mut private = core_with(
+        4,
+        u64::from(BLOCK),
+        Limits {
+            private: true,
+            ..limits(1, 0, 4)
+        },
+    );
+    add(&mut private, 0, now);
+    assert!(matches!(
+        private.on_incoming(refused, now, &mut io),
+        Incoming::Courtesy { pex, .. } if pex.is_empty()
+    ));
+}
+
+#[test]
+fn handed_connections_are_kept_only_when_they_may_be_peers() {
+    let now = Instant::now();
+    let a: SocketAddr = "10.0.0.5:6881".parse().unwrap();
+    let mut c = core_with(2, u64::from(BLOCK), limits(1, 1, 4));
+    assert_eq!(c.admit_handed(a, true, now), Ok(()));
+    // A handed outgoing connection's address is connected: not dialled when heard of.
+    let mut io = Rec::default();
+    c.on_addr(a, now, &mut io);
+    assert!(connects(&mut io).is_empty());
+    add(&mut c, 0, now);
+    add(&mut c, 1, now);
+    assert_eq!(c.admit_handed(a, false, now), Err(admit::Refusal::Full));
+    let mut private = core_with(
+        2,
+        u64::from(BLOCK),
+        Limits {
+            private: true,
+            ..limits(1, 1, 4)
+        },
+    );
+    assert_eq!(
+        private.admit_handed(a, false, now),
+        Err(admit::Refusal::Private)
+    );
+    let mut have = core_with(2, u64::from(BLOCK), limits(1, 1, 4));
+    have.picker.on_piece_verified(1, None);
+    assert_eq!(
+        have.admit_handed(a, true, now),
+        Err(admit::Refusal::HavePieces)
+    );
+    let mut banned = core_with(2, u64::from(BLOCK), limits(1, 1, 4));
+    banned.banned.insert(a);
+    assert_eq!(
+        banned.admit_handed(a, true, now),
+        Err(admit::Refusal::Banned)
+    );
+}
+
+// ---- web seeds -------------------------------------------------------------------------
+
+/// The fetches asked for since the last call (taken out of the record).
+fn fetches(io: &mut Rec) -> Vec<(usize, Vec<BlockRef>)> {
+    let mut out = Vec::new();
+    for a in std::mem::take(&mut io.acts) {
+        match a {
+            Action::Fetch { seed, blocks } => out.push((seed, blocks)),
+            a => io.acts.push(a),
+        }
+    }
+    out
+}
+
+/// The bytes a web seed sends for `blocks` (in order).
+fn web_data(blocks: &[BlockRef], corrupt: bool) -> Bytes {
+    let mut v = Vec::new();
+    for r in blocks {
+        v.extend_from_slice(&data(*r, corrupt));
+    }
+    Bytes::from(v)
+}
+
+fn urls(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("http://mirror{i}/f")).collect()
+}
+
+/// `pieces` pieces of 4 blocks to fetch from `seeds` web seeds. One more piece is verified
+/// already, so the picker's cap on first pieces does not apply.
+fn web_core(pieces: u64, seeds: usize, now: Instant) -> SwarmCore {
+    let mut c = core(pieces + 1, 4 * u64::from(BLOCK)).with_web_seeds(&urls(seeds), now);
+    c.picker.on_piece_verified(pieces as u32, None);
+    c
+}
+
+#[test]
+fn web_seeds_fetch_two_runs_at_once_and_their_blocks_take_the_peer_path() {
+    let now = Instant::now();
+    // 48 pieces of 4 blocks: three fetches' worth (64 blocks each).
+    let mut c = web_core(48, 1, now);
+    let mut io = Rec::default();
+    c.web_fill(now, &mut io);
+    let f = fetches(&mut io);
+    assert_eq!(f.len(), web::MAX_IN_FLIGHT);
+    let per_fetch = (web::FETCH_BYTES / u64::from(BLOCK)) as usize;
+    let mut seen = BTreeSet::new();
+    for (seed, blocks) in &f {
+        assert_eq!(*seed, 0);
+        assert_eq!(blocks.len(), per_fetch);
+        assert!(blocks.windows(2).all(|w| w[0] < w[1]), "sorted");
+        assert!(blocks.iter().all(|b| seen.insert(*b)), "asked once");
+    }
+    // Busy: nothing more until a fetch ends.
+    c.web_fill(now, &mut io);
+    assert!(fetches(&mut io).is_empty());
+    // The first fetch delivers: its pieces go to their check, the seed may fetch again.
+    let (seed, blocks) = f[0].clone();
+    let data = web_data(&blocks, false);
+    assert!(c.on_web_fetched(seed, blocks.clone(), Ok(data), now, &mut io));
+    let checks = io.checks();
+    assert_eq!(checks.len(), per_fetch / 4);
+    for (p, b, _) in &checks {
+        assert!(b.is_complete(), "piece {p}");
+        c.on_checked(*p, true, None, now, &mut io);
+    }
+    assert_eq!(c.downloaded, web::FETCH_BYTES);
+    c.web_fill(now, &mut io);
+    let next = fetches(&mut io);
+    assert_eq!(next.len(), 1);
+    assert!(next[0].1.iter().all(|b| !seen.contains(b)));
+    assert_eq!(c.web_seeds_alive(), 1);
+}
+
+#[test]
+fn web_seed_errors_back_off_release_the_blocks_and_give_up() {
+    let now = Instant::now();
+    let mut c = web_core(8, 1, now);
+    let key = PeerKey(u64::MAX);
+    let mut io = Rec::default();
+    let mut t = now;
+    for fail in 1..=web::MAX_FAILS {
+        c.web_fill(t, &mut io);
+        let f = fetches(&mut io);
+        assert_eq!(f.len(), 1, "fail {fail}: all 32 blocks in one fetch");
+        assert_eq!(c.picker.outstanding(key), 32);
+        let err = "connection refused";
+        assert!(!c.on_web_fetched(0, f[0].1.clone(), Err(&err), t, &mut io));
+        // The blocks go back to the picker for anyone to fetch.
+        assert_eq!(c.picker.outstanding(key), 0);
+        if fail == web::MAX_FAILS {
+            break;
+        }
+        // Backed off 5 s, doubling.
+        let wait = Duration::from_secs(5 << (fail - 1));
+        c.web_fill(t + wait - Duration::from_millis(1), &mut io);
+        assert!(fetches(&mut io).is_empty(), "fail {fail}: backed off");
+        t += wait;
+    }
+    assert_eq!(c.web_seeds_alive(), 0, "given up");
+    c.web_fill(t + Duration::from_secs(3600), &mut io);
+    assert!(fetches(&mut io).is_empty());
+}
+
+#[test]
+fn web_seed_with_bad_data_is_struck_then_dropped() {
+    let now = Instant::now();
+    // 8 pieces of 4 blocks fit in one fetch.
+    let mut c = web_core(8, 1, now);
+    let mut io = Rec::default();
+    c.web_fill(now, &mut io);
+    let f = fetches(&mut io);
+    assert_eq!(f.len(), 1);
+    let blocks = f[0].1.clone();
+    assert!(c.on_web_fetched(0, blocks.clone(), Ok(web_data(&blocks, true)), now, &mut io));
+    let checks = io.checks();
+    assert_eq!(checks.len(), 8);
+    // First bad piece: a strike, backed off 5 s; its blocks are wanted again.
+    let (p0, ..) = checks[0];
+    c.on_checked(p0, false, None, now, &mut io);
+    assert_eq!(c.web_seeds_alive(), 1);
+    c.web_fill(now + Duration::from_millis(4999), &mut io);
+    assert!(fetches(&mut io).is_empty(), "backed off");
+    let later = now + Duration::from_secs(5);
+    c.web_fill(later, &mut io);
+    let again = fetches(&mut io);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].1.iter().all(|b| b.piece == p0));
+    // Second bad piece: dropped, for good; what it was fetching goes back to the picker.
+    let (p1, ..) = checks[1];
+    c.on_checked(p1, false, None, later, &mut io);
+    assert_eq!(c.web_seeds_alive(), 0);
+    assert_eq!(c.picker.outstanding(PeerKey(u64::MAX)), 0);
+    c.web_fill(later + Duration::from_secs(60), &mut io);
+    assert!(fetches(&mut io).is_empty());
+    // The fetch that was still running: its bytes are not taken.
+    let before = c.downloaded;
+    let late = again[0].1.clone();
+    assert!(!c.on_web_fetched(0, late.clone(), Ok(web_data(&late, false)), later, &mut io));
+    assert_eq!(c.downloaded, before);
+    assert!(io.checks().is_empty());
 }
