@@ -57,6 +57,7 @@ impl CourtesySlots {
     }
 
     /// Courtesies running.
+    #[cfg(test)]
     pub fn running(&self) -> usize {
         self.0.load(Ordering::Acquire)
     }
