@@ -214,21 +214,36 @@ async fn drive(s: &mut Stream, m: &mut impl Machine, deadline: Instant) -> Resul
     loop {
         let out = m.take_output();
         if !out.is_empty() {
-            timeout_at(deadline, s.write_all(&out))
-                .await
-                .map_err(|_| MseError::Timeout)??;
+            match timeout_at(deadline, s.write_all(&out)).await {
+                Err(_) => return Err(MseError::Timeout),
+                Ok(Err(e)) if hung_up(&e) => return Err(MseError::Closed),
+                Ok(r) => r?,
+            }
         }
         if let Some(done) = m.take_done() {
             return Ok(done);
         }
-        let n = timeout_at(deadline, s.read(&mut buf))
-            .await
-            .map_err(|_| MseError::Timeout)??;
+        let n = match timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return Err(MseError::Timeout),
+            // A reset is how a peer that refuses MSE usually hangs up (it closed with our
+            // unread key in its buffer): report it as the hang-up it is.
+            Ok(Err(e)) if hung_up(&e) => return Err(MseError::Closed),
+            Ok(r) => r?,
+        };
         if n == 0 {
             return Err(MseError::Closed);
         }
         m.feed(&buf[..n])?;
     }
+}
+
+fn hung_up(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// The dialling side's MSE handshake on a connected stream; `initiator` carries the torrent,
