@@ -275,3 +275,50 @@ async fn sessions_with_require_and_off_find_no_common_ground() {
         assert!(e.contains("0 connected"), "{e}");
     }
 }
+
+#[tokio::test]
+async fn a_silent_peer_times_the_handshake_out_on_either_side() {
+    let short = Duration::from_millis(300);
+    // We dial a peer that accepts and then says nothing.
+    let l = Net::Tokio
+        .listen(SocketAddr::from(([127, 0, 0, 209], 0)))
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    let quiet = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(s);
+    });
+    let policy = MsePolicy::new(Require, Some(5));
+    let t0 = std::time::Instant::now();
+    let e = PeerConn::connect_encrypted(&Net::Tokio, addr, IH, Id20([3; 20]), &policy, T, short)
+        .await
+        .err()
+        .expect("no answer, no connection");
+    assert_eq!(e.to_string(), "timed out in the encryption handshake (MSE)");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    quiet.abort();
+    // A peer dials us, sends the start of a public key and stalls.
+    let l = Net::Tokio
+        .listen(SocketAddr::from(([127, 0, 0, 209], 0)))
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    let stalling = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut s = Net::Tokio.connect(addr).await.unwrap();
+        s.write_all(&[0x55; 60]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    });
+    let (s, a) = l.accept().await.unwrap();
+    let policy = MsePolicy::new(Prefer, Some(6));
+    let t0 = std::time::Instant::now();
+    let e = PeerConn::accept_any(s, a, Id20([2; 20]), &policy, || vec![IH], short)
+        .await
+        .err()
+        .expect("a stalled handshake never connects");
+    assert_eq!(e.to_string(), "timed out in the encryption handshake (MSE)");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    stalling.abort();
+}
