@@ -273,6 +273,14 @@ async fn sessions_with_require_and_off_find_no_common_ground() {
             .expect_err("require and off must not connect");
         assert!(e.contains("no metadata"), "{e}");
         assert!(e.contains("0 connected"), "{e}");
+        // The reason is in the error, as the dialling side saw it (a plaintext dialler only
+        // sees the connection closed or reset).
+        if l == Require {
+            let why = "peer closed the connection during the encryption handshake (MSE)";
+            assert!(e.contains(&format!("last peer error: {why}")), "{e}");
+        } else {
+            assert!(e.contains("last peer error: "), "{e}");
+        }
     }
 }
 
