@@ -467,22 +467,35 @@ def t_dht6_find():
     find_peer(lt, s, ih, expect, timeout)
 
 def t_download():
-    """Peer wire without DHT: `seed IP PATH` seeds PATH, `leech IP IH PEER DIR` downloads from PEER.
+    """Peer wire without DHT: `seed IP PATH [ENC]` seeds PATH, `leech IP IH PEER DIR [ENC]`
+    downloads from PEER. ENC `forced`: MSE/PE with RC4 only, both ways (out_enc_policy and
+    in_enc_policy forced, allowed_enc_level rc4); `forced-plaintext`: MSE required but the
+    stream plaintext after it (allowed_enc_level plaintext); default: libtorrent's defaults.
     Prints JSON lines."""
     import json, os, sys, tempfile, time
     import libtorrent as lt
 
+    enc = sys.argv[6] if sys.argv[1] == 'leech' and len(sys.argv) > 6 else \
+        sys.argv[4] if sys.argv[1] == 'seed' and len(sys.argv) > 4 else 'default'
+
     def session(ip):
         # Loopback settings known to work (see shared/tools/swarm.py); uTP must stay off so
         # libtorrent speaks TCP to us.
-        return lt.session({
+        settings = {
             'listen_interfaces': ip + ':0',
             'outgoing_interfaces': ip,
             'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
             'enable_outgoing_utp': False, 'enable_incoming_utp': False,
             'allow_multiple_connections_per_ip': True,
             'alert_mask': 0,
-        })
+        }
+        # enc_policy: 0 forced, 1 enabled, 2 disabled; enc_level: 1 plaintext, 2 rc4, 3 both.
+        if enc == 'forced':
+            settings.update({'out_enc_policy': 0, 'in_enc_policy': 0, 'allowed_enc_level': 2})
+        elif enc == 'forced-plaintext':
+            # MSE handshake required, plaintext stream after it (header obfuscation only).
+            settings.update({'out_enc_policy': 0, 'in_enc_policy': 0, 'allowed_enc_level': 1})
+        return lt.session(settings)
 
     def seed(ip, path):
         d = os.path.dirname(path)

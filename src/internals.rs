@@ -20,7 +20,7 @@ pub mod dht {
 }
 
 pub mod dial {
-    pub use crate::dial::{DialConfig, TransportMode};
+    pub use crate::dial::{DialConfig, Dialer, Encryption, TransportMode};
 }
 
 pub mod http {
@@ -45,8 +45,8 @@ pub mod net {
 
 pub mod peer {
     pub use crate::peer::{
-        extension, metadata, wire, BlockRef, ExtHandshake, Message, MetadataMsg, PeerConn,
-        PeerError, PexMsg,
+        extension, metadata, mse, wire, BlockRef, Encryption, ExtHandshake, Message, MetadataMsg,
+        MsePolicy, PeerConn, PeerError, PexMsg,
     };
 }
 

@@ -44,7 +44,7 @@ mod units;
 mod webseed;
 
 pub use dht::{Dht, DhtConfig};
-pub use dial::{DialConfig, TransportMode};
+pub use dial::{DialConfig, Encryption, TransportMode};
 pub use id::{Id20, InfoHash, PeerId};
 pub use magnet::{Magnet, MagnetError};
 pub use metainfo::{create, CreateOptions, Metainfo, MetainfoError};

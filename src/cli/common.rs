@@ -37,6 +37,11 @@ pub struct Common {
     /// Happy eyeballs: milliseconds QUIC gets alone before TCP is tried too (--transport auto)
     #[arg(long, value_name = "MS", default_value_t = 250)]
     pub tcp_delay_ms: u64,
+    /// Peer encryption (MSE/PE) over TCP: prefer = dial encrypted, retry in plaintext when a
+    /// peer drops that, accept both; require = encrypted (RC4) only, both ways; off =
+    /// plaintext only. QUIC is always encrypted
+    #[arg(long, value_name = "prefer|require|off", default_value = "prefer")]
+    pub encryption: crate::dial::Encryption,
     /// Machine-readable output: one JSON object per line on stdout
     #[arg(long)]
     pub json: bool,
@@ -131,6 +136,7 @@ impl Common {
             transport: crate::dial::DialConfig {
                 mode: self.transport,
                 tcp_delay: Duration::from_millis(self.tcp_delay_ms),
+                encryption: self.encryption,
                 ..Default::default()
             },
             ..SessionConfig::default()

@@ -8,6 +8,11 @@
 //! tracker) is raced: QUIC first, TCP after [`DialConfig::tcp_delay`]; whichever completes
 //! the BitTorrent handshake first is kept, the other is dropped (a dropped QUIC stream
 //! closes its connection; a dropped TCP stream closes its socket).
+//!
+//! TCP connections follow the encryption policy ([`Encryption`], MSE/PE): `prefer` dials
+//! with MSE and, when the peer drops the attempt (a client without MSE closes on bytes that
+//! are not a BitTorrent handshake), dials again in plaintext; `require` never falls back;
+//! `off` dials in plaintext only. QUIC is encrypted already and never runs MSE.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -20,7 +25,8 @@ use tokio::time::timeout;
 use crate::id::{InfoHash, PeerId};
 use crate::net::quic::QuicEndpoint;
 use crate::net::Net;
-use crate::peer::{PeerConn, PeerError};
+pub use crate::peer::Encryption;
+use crate::peer::{MsePolicy, PeerConn, PeerError};
 
 /// Which transports to use for peer connections (`--transport`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +77,8 @@ pub struct DialConfig {
     /// An endpoint the caller bound already, e.g. on a UDP socket it shares with its own
     /// DHT node (`magnetfetch sim` does this); `None`: the session binds one itself.
     pub endpoint: Option<QuicEndpoint>,
+    /// MSE/PE on TCP connections, both ways (`--encryption`).
+    pub encryption: Encryption,
 }
 
 impl Default for DialConfig {
@@ -80,6 +88,7 @@ impl Default for DialConfig {
             tcp_delay: Duration::from_millis(250),
             quic: Default::default(),
             endpoint: None,
+            encryption: Encryption::default(),
         }
     }
 }
@@ -164,6 +173,8 @@ pub struct Dialer {
     pub tcp_delay: Duration,
     pub quic: Option<QuicEndpoint>,
     pub peers: QuicPeers,
+    /// The encryption policy for TCP, dialled and accepted (with its seeded rng).
+    pub mse: MsePolicy,
 }
 
 impl Dialer {
@@ -186,7 +197,7 @@ impl Dialer {
     ) -> Result<PeerConn, PeerError> {
         let known = self.peers.get(addr);
         let tcp = || {
-            PeerConn::connect(
+            self.connect_tcp(
                 net,
                 addr,
                 info_hash,
@@ -234,6 +245,54 @@ impl Dialer {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Dialer {
+    /// A TCP connection under the encryption policy.
+    async fn connect_tcp(
+        &self,
+        net: &Net,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        connect_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> Result<PeerConn, PeerError> {
+        let plain = || {
+            PeerConn::connect(
+                net,
+                addr,
+                info_hash,
+                our_id,
+                connect_timeout,
+                handshake_timeout,
+            )
+        };
+        let mse = || {
+            PeerConn::connect_encrypted(
+                net,
+                addr,
+                info_hash,
+                our_id,
+                &self.mse,
+                connect_timeout,
+                handshake_timeout,
+            )
+        };
+        match self.mse.mode {
+            Encryption::Off => plain().await,
+            Encryption::Require => mse().await,
+            Encryption::Prefer => match mse().await {
+                // Whatever went wrong in MSE (the peer hung up, reset, went quiet or
+                // answered with something else), a plaintext handshake may still work.
+                Err(PeerError::Encryption(e)) => {
+                    tracing::debug!(%addr, %e, "MSE attempt failed; retrying in plaintext");
+                    plain().await
+                }
+                r => r,
+            },
         }
     }
 }

@@ -11,15 +11,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{timeout, Instant};
 
 use super::extension::{ExtHandshake, HANDSHAKE_ID};
 use super::handshake::{self, Handshake, HANDSHAKE_LEN, PREFIX_LEN};
+use super::mse::{self, Encryption, MseError, MsePolicy, PeerStream};
 use super::wire::{self, Decoder, Message};
 use super::PeerError;
 use crate::id::{InfoHash, PeerId};
-use crate::net::{Net, Stream};
+use crate::net::{Net, Stream, Transport};
 
 /// Messages that arrive before the extended handshake and are kept for the caller.
 const MAX_PENDING: usize = 64;
@@ -125,7 +126,7 @@ fn freeze_recv_buf(v: Vec<u8>) -> Bytes {
 
 /// Reading half: decodes framed messages.
 pub struct PeerReader {
-    rd: ReadHalf<Stream>,
+    rd: ReadHalf<PeerStream>,
     decoder: Decoder,
     read_size: usize,
     /// `SO_RCVLOWAT` of a real TCP stream (valid while `rd` lives); `None` elsewhere.
@@ -245,7 +246,7 @@ impl PeerReader {
 
 /// Writing half: encodes messages into a reusable buffer.
 pub struct PeerWriter {
-    wr: WriteHalf<Stream>,
+    wr: WriteHalf<PeerStream>,
     buf: BytesMut,
 }
 
@@ -259,6 +260,8 @@ impl PeerWriter {
     async fn write_queued(&mut self) -> Result<(), PeerError> {
         self.wr.write_all(&self.buf).await?;
         self.buf.clear();
+        // An RC4 stream may hold enciphered bytes back until flushed (a no-op otherwise).
+        self.wr.flush().await?;
         Ok(())
     }
 
@@ -278,6 +281,7 @@ impl PeerWriter {
         wire::encode_piece_header(index, begin, data.len() as u32, &mut self.buf);
         self.write_queued().await?;
         self.wr.write_all(data).await?;
+        self.wr.flush().await?;
         Ok(())
     }
 
@@ -326,6 +330,8 @@ pub struct PeerConn {
     pub remote: Handshake,
     /// TCP or QUIC.
     pub transport: crate::net::Transport,
+    /// Whether the stream is RC4-enciphered (MSE/PE selected RC4).
+    pub encrypted: bool,
     pub reader: PeerReader,
     pub writer: PeerWriter,
     /// Messages received while waiting for the extended handshake, delivered first by
@@ -339,7 +345,11 @@ pub struct PeerConn {
     piece_count: Option<u32>,
 }
 
-async fn read_exact_timed(s: &mut Stream, buf: &mut [u8], t: Duration) -> Result<(), PeerError> {
+async fn read_exact_timed(
+    s: &mut (impl AsyncRead + Unpin),
+    buf: &mut [u8],
+    t: Duration,
+) -> Result<(), PeerError> {
     match timeout(t, s.read_exact(buf)).await {
         Err(_) => Err(PeerError::Timeout("waiting for handshake")),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(PeerError::Closed),
@@ -348,13 +358,15 @@ async fn read_exact_timed(s: &mut Stream, buf: &mut [u8], t: Duration) -> Result
 }
 
 impl PeerConn {
-    fn new(stream: Stream, addr: SocketAddr, remote: Handshake) -> Self {
+    fn new(stream: PeerStream, addr: SocketAddr, remote: Handshake) -> Self {
         let transport = stream.transport();
+        let encrypted = stream.is_rc4();
         let lowat = stream.recv_lowat();
         let (rd, wr) = tokio::io::split(stream);
         PeerConn {
             addr,
             transport,
+            encrypted,
             remote,
             reader: PeerReader {
                 rd,
@@ -393,14 +405,55 @@ impl PeerConn {
 
     /// The outgoing BitTorrent handshake on an already connected stream (TCP or QUIC).
     pub async fn handshake_outgoing(
-        mut s: Stream,
+        s: Stream,
         addr: SocketAddr,
         info_hash: InfoHash,
         our_id: PeerId,
         handshake_timeout: Duration,
     ) -> Result<Self, PeerError> {
-        s.write_all(&Handshake::new(info_hash, our_id).encode())
-            .await?;
+        Self::finish_outgoing(s.into(), addr, info_hash, our_id, handshake_timeout, false).await
+    }
+
+    /// Connects over TCP and runs the MSE/PE handshake as the initiator (offering the
+    /// methods `policy` allows), our BitTorrent handshake riding in its initial payload;
+    /// then reads the peer's handshake through the negotiated stream. Failures before the
+    /// BitTorrent handshake are [`PeerError::Encryption`] (the dialler may retry those in
+    /// plaintext).
+    pub async fn connect_encrypted(
+        net: &Net,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        policy: &MsePolicy,
+        connect_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> Result<Self, PeerError> {
+        let s = timeout(connect_timeout, net.connect(addr))
+            .await
+            .map_err(|_| PeerError::Timeout("connecting"))??;
+        let start = Instant::now();
+        let ours = Handshake::new(info_hash, our_id).encode();
+        let initiator = policy.initiator(info_hash, &ours);
+        let ps = mse::stream::initiate(s, initiator, start + handshake_timeout).await?;
+        let left = handshake_timeout.saturating_sub(start.elapsed());
+        Self::finish_outgoing(ps, addr, info_hash, our_id, left, true).await
+    }
+
+    /// Sends our handshake (unless it went out already, as MSE's initial payload) and
+    /// checks the peer's.
+    async fn finish_outgoing(
+        mut s: PeerStream,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        handshake_timeout: Duration,
+        sent: bool,
+    ) -> Result<Self, PeerError> {
+        if !sent {
+            s.write_all(&Handshake::new(info_hash, our_id).encode())
+                .await?;
+            s.flush().await?;
+        }
         let mut b = [0u8; HANDSHAKE_LEN];
         read_exact_timed(&mut s, &mut b, handshake_timeout).await?;
         let remote = Handshake::parse(&b)?;
@@ -416,10 +469,58 @@ impl PeerConn {
         Ok(Self::new(s, addr, remote))
     }
 
-    /// Answers an incoming connection: reads the peer's info-hash, accepts it only if
-    /// `known` says we have that torrent, then replies with our handshake.
+    /// Answers an incoming plaintext connection: reads the peer's info-hash, accepts it
+    /// only if `known` says we have that torrent, then replies with our handshake.
     pub async fn accept(
+        s: Stream,
+        addr: SocketAddr,
+        our_id: PeerId,
+        known: impl Fn(&InfoHash) -> bool,
+        handshake_timeout: Duration,
+    ) -> Result<Self, PeerError> {
+        Self::accept_on(s.into(), addr, our_id, known, handshake_timeout).await
+    }
+
+    /// Answers an incoming connection of any kind under the encryption policy: over TCP the
+    /// first bytes tell a plaintext handshake from MSE/PE (whose obfuscated info-hash may
+    /// name any of `torrents()`); `require` refuses plaintext, `off` refuses MSE. QUIC
+    /// (encrypted by TLS) is always answered in plaintext.
+    pub async fn accept_any(
         mut s: Stream,
+        addr: SocketAddr,
+        our_id: PeerId,
+        policy: &MsePolicy,
+        torrents: impl Fn() -> Vec<InfoHash>,
+        handshake_timeout: Duration,
+    ) -> Result<Self, PeerError> {
+        let known = |ih: &InfoHash| torrents().contains(ih);
+        if s.transport() != Transport::Tcp {
+            return Self::accept_on(s.into(), addr, our_id, known, handshake_timeout).await;
+        }
+        let start = Instant::now();
+        let deadline = start + handshake_timeout;
+        let (ps, skey) = match mse::stream::sniff(&mut s, deadline).await? {
+            mse::stream::Incoming::Plaintext(_) if policy.mode == Encryption::Require => {
+                return Err(MseError::PlaintextRefused.into());
+            }
+            mse::stream::Incoming::Plaintext(head) => (PeerStream::with_head(s, head), None),
+            mse::stream::Incoming::Encrypted(_) if policy.mode == Encryption::Off => {
+                return Err(MseError::EncryptedRefused.into());
+            }
+            mse::stream::Incoming::Encrypted(head) => {
+                let responder = policy.responder(torrents());
+                let (ps, ih) = mse::stream::respond(s, &head, responder, deadline).await?;
+                (ps, Some(ih))
+            }
+        };
+        let left = handshake_timeout.saturating_sub(start.elapsed());
+        // After MSE the BitTorrent handshake must name the torrent the MSE one did.
+        let fits = |ih: &InfoHash| skey.is_none_or(|k| k == *ih) && known(ih);
+        Self::accept_on(ps, addr, our_id, fits, left).await
+    }
+
+    async fn accept_on(
+        mut s: PeerStream,
         addr: SocketAddr,
         our_id: PeerId,
         known: impl Fn(&InfoHash) -> bool,
@@ -433,6 +534,7 @@ impl PeerConn {
         }
         s.write_all(&Handshake::new(info_hash, our_id).encode())
             .await?;
+        s.flush().await?;
         let mut id = [0u8; 20];
         read_exact_timed(&mut s, &mut id, handshake_timeout).await?;
         let remote = Handshake {
@@ -558,7 +660,7 @@ mod tests {
         let c = c.unwrap();
         let (s, _) = s.unwrap();
         let remote = Handshake::new(crate::id::Id20([1; 20]), crate::id::Id20([2; 20]));
-        (PeerConn::new(c, addr, remote).reader, s)
+        (PeerConn::new(c.into(), addr, remote).reader, s)
     }
 
     fn piece(index: u32, len: usize) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! Peer wire protocol: the message codec (BEP 3, Fast extension BEP 6, DHT port BEP 5),
 //! the handshake with reserved bits and BEP 20 peer ids, the extension protocol (BEP 10),
-//! metadata exchange `ut_metadata` (BEP 9), peer exchange `ut_pex` (BEP 11), and the async
-//! connection layer over [`crate::net`]. The multi-peer metadata fetch and the metadata
+//! metadata exchange `ut_metadata` (BEP 9), peer exchange `ut_pex` (BEP 11), message stream
+//! encryption ([`mse`], MSE/PE), and the async connection layer over [`crate::net`]. The multi-peer metadata fetch and the metadata
 //! server, which dial through `quic`, are in `session::metadata`.
 //!
 //! Pure parts (codecs, [`metadata::MetadataFetch`], [`pex::PexSender`]) do no I/O; [`conn`]
@@ -11,6 +11,7 @@ pub mod conn;
 pub mod extension;
 pub mod handshake;
 pub mod metadata;
+pub mod mse;
 pub mod pex;
 pub mod wire;
 
@@ -19,6 +20,7 @@ pub use conn::{PeerConn, PeerReader, PeerWriter};
 pub use extension::ExtHandshake;
 pub use handshake::generate_peer_id;
 pub use metadata::MetadataMsg;
+pub use mse::{Encryption, MsePolicy};
 pub use pex::PexMsg;
 pub use wire::{validate, BlockRef, Message};
 
@@ -51,6 +53,8 @@ pub enum PeerError {
     InfoHashMismatch { expected: Id20, got: Id20 },
     #[error("no torrent for info-hash {0}")]
     UnknownInfoHash(Id20),
+    #[error(transparent)]
+    Encryption(#[from] mse::MseError),
     #[error("connected to ourselves")]
     SelfConnection,
     #[error(transparent)]

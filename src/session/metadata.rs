@@ -85,13 +85,15 @@ impl Default for FetchConfig {
 /// Why [`fetch_metadata`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("no metadata for {info_hash} after {secs} s ({tried} peers tried, {connected} connected, {banned} banned for corrupt metadata)")]
+    #[error("no metadata for {info_hash} after {secs} s ({tried} peers tried, {connected} connected, {banned} banned for corrupt metadata){}", .last_error.as_ref().map(|e| format!("; last peer error: {e}")).unwrap_or_default())]
     Timeout {
         info_hash: InfoHash,
         secs: u64,
         tried: usize,
         connected: usize,
         banned: usize,
+        /// Why the last peer connection failed or ended (e.g. an encryption mismatch).
+        last_error: Option<String>,
     },
 }
 
@@ -174,7 +176,12 @@ pub async fn fetch_metadata_stats(
     cfg: FetchConfig,
 ) -> Result<Fetched, FetchError> {
     let (_none, incoming) = mpsc::channel(1);
-    let tcp = Dialer::default();
+    // Plaintext TCP, as before MSE: no session seed here to draw MSE keys from, and the
+    // callers (tests, simulations) count on repeatable runs.
+    let tcp = Dialer {
+        mse: crate::peer::MsePolicy::new(crate::peer::Encryption::Off, None),
+        ..Dialer::default()
+    };
     fetch_metadata_incoming(net, &tcp, info_hash, our_id, peers, incoming, cfg).await
 }
 
@@ -205,6 +212,7 @@ pub async fn fetch_metadata_incoming(
     let mut peers_open = true;
     let mut tried = 0usize;
     let mut connected = 0usize;
+    let mut last_error: Option<String> = None;
     let mut first_peer: Option<Instant> = None;
     let mut banned_total: BTreeSet<SocketAddr> = BTreeSet::new();
     // Bound on distinct addresses remembered; beyond it new candidates are ignored.
@@ -316,6 +324,7 @@ pub async fn fetch_metadata_incoming(
                     }
                     Event::Closed { addr, why } => {
                         tracing::debug!(%addr, %why, "metadata peer closed");
+                        last_error = Some(why.to_string());
                         fetch.remove_peer(&addr);
                         active.remove(&addr);
                     }
@@ -350,6 +359,7 @@ pub async fn fetch_metadata_incoming(
                         tried,
                         connected,
                         banned: banned_total.len(),
+                        last_error,
                     });
                 }
                 for slow in fetch.poll_timeouts(Instant::now()) {

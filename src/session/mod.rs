@@ -412,6 +412,12 @@ impl Session {
                 tcp_delay: cfg.transport.tcp_delay,
                 quic: quic.clone(),
                 peers: Default::default(),
+                // Its own rng, seeded from the session's seed without drawing from the
+                // session's rng, so every other random choice stays as it was.
+                mse: crate::peer::MsePolicy::new(
+                    cfg.transport.encryption,
+                    cfg.rng_seed.map(|s| s ^ 0x6d73_655f_7065_5f31),
+                ),
             },
         });
         if let Some(l) = listener {
@@ -797,17 +803,19 @@ async fn quic_accept_loop(ep: crate::net::quic::QuicEndpoint, inner: std::sync::
     }
 }
 
-/// The BitTorrent handshake of an incoming connection (any transport); hands it to its
-/// torrent.
+/// The handshakes of an incoming connection (any transport; MSE/PE or plaintext over TCP
+/// as the encryption policy allows); hands it to its torrent.
 async fn accept_peer(stream: crate::net::Stream, addr: SocketAddr, weak: std::sync::Weak<Inner>) {
-    let Some(our_id) = weak.upgrade().map(|i| i.peer_id) else {
+    let Some((our_id, policy)) = weak.upgrade().map(|i| (i.peer_id, i.dialer.mse.clone())) else {
         return;
     };
-    let known = |ih: &InfoHash| {
+    let torrents = || {
         weak.upgrade()
-            .is_some_and(|i| lock(&i.torrents).contains_key(ih))
+            .map(|i| lock(&i.torrents).keys().copied().collect())
+            .unwrap_or_default()
     };
-    let conn = match PeerConn::accept(stream, addr, our_id, known, Duration::from_secs(10)).await {
+    let t = Duration::from_secs(10);
+    let conn = match PeerConn::accept_any(stream, addr, our_id, &policy, torrents, t).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%addr, %e, "incoming handshake failed");

@@ -22,7 +22,7 @@ const SIZE: usize = 4 * 1024 * 1024 + 12345;
 
 /// The two tests run one after the other: with both libtorrent sessions up at once the
 /// fresh seeder of the first one sometimes stalled (2 of 3 runs on a quiet machine).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_from_libtorrent_seeder() {

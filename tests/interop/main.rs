@@ -10,5 +10,6 @@ mod interop_dht;
 mod interop_download;
 mod interop_formats;
 mod interop_metadata;
+mod interop_mse;
 mod interop_swarm_dht;
 mod tracker_interop;

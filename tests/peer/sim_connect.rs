@@ -111,9 +111,21 @@ async fn handed_connection_with_short_bitfield_is_dropped() {
     let _leeching = leecher.add(add);
     let (stream, from) = listener.accept().await.unwrap();
     let t = Duration::from_secs(5);
-    let mut conn = PeerConn::accept(stream, from, Id20([7; 20]), |h| *h == meta.info_hash, t)
-        .await
-        .unwrap();
+    // The leecher dials with MSE (`--encryption prefer`): answer it as a session would.
+    let policy = magnetfetch::internals::peer::MsePolicy::new(
+        magnetfetch::internals::peer::Encryption::Prefer,
+        Some(7),
+    );
+    let mut conn = PeerConn::accept_any(
+        stream,
+        from,
+        Id20([7; 20]),
+        &policy,
+        || vec![meta.info_hash],
+        t,
+    )
+    .await
+    .unwrap();
     let info = Bytes::from(meta.raw_info.clone());
     let ours = ExtHandshake::ours(None, Some(info.len() as u64), None);
     let theirs = conn.exchange_ext_handshake(&ours, t).await.unwrap();
