@@ -332,6 +332,8 @@ pub struct PeerConn {
     pub transport: crate::net::Transport,
     /// Whether the stream is RC4-enciphered (MSE/PE selected RC4).
     pub encrypted: bool,
+    /// Whether the connection began with an MSE/PE handshake (RC4 or plaintext after it).
+    pub mse: bool,
     pub reader: PeerReader,
     pub writer: PeerWriter,
     /// Messages received while waiting for the extended handshake, delivered first by
@@ -361,12 +363,14 @@ impl PeerConn {
     fn new(stream: PeerStream, addr: SocketAddr, remote: Handshake) -> Self {
         let transport = stream.transport();
         let encrypted = stream.is_rc4();
+        let mse = stream.is_mse();
         let lowat = stream.recv_lowat();
         let (rd, wr) = tokio::io::split(stream);
         PeerConn {
             addr,
             transport,
             encrypted,
+            mse,
             remote,
             reader: PeerReader {
                 rd,

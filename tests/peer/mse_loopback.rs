@@ -100,15 +100,19 @@ async fn check_connected(mut o: Outcome, rc4: bool) {
 }
 
 #[tokio::test]
-async fn prefer_and_require_connect_with_rc4() {
-    for (i, (d, a)) in [
-        (Prefer, Prefer),
-        (Prefer, Require),
-        (Require, Prefer),
-        (Require, Require),
-    ]
-    .into_iter()
-    .enumerate()
+async fn prefer_to_prefer_hides_the_handshake_and_keeps_the_payload_plaintext() {
+    let o = dial_pair(Prefer, Prefer, 207).await;
+    assert_eq!(o.answered.len(), 1, "one MSE attempt, no plaintext retry");
+    let (c, s) = (o.dialled.as_ref().unwrap(), o.answered[0].as_ref().unwrap());
+    assert!(c.mse && s.mse, "both ends ran the MSE handshake");
+    check_connected(o, false).await;
+}
+
+#[tokio::test]
+async fn require_on_either_end_gives_rc4() {
+    for (i, (d, a)) in [(Prefer, Require), (Require, Prefer), (Require, Require)]
+        .into_iter()
+        .enumerate()
     {
         let o = dial_pair(d, a, 200 + i as u8).await;
         assert_eq!(o.answered.len(), 1, "{d:?} -> {a:?}: one attempt");

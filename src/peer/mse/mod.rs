@@ -29,8 +29,10 @@ pub const CRYPTO_RC4: u32 = 0x02;
 /// TLS already and never runs MSE.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Encryption {
-    /// Dial with MSE (offering RC4 and plaintext, RC4 chosen when we answer), retry a peer
-    /// that drops the attempt in plaintext; accept both kinds of incoming handshakes.
+    /// Dial with MSE (offering RC4 and plaintext), retry a peer that drops the attempt in
+    /// plaintext; accept both kinds of incoming handshakes. After an MSE handshake the
+    /// stream stays plaintext when both ends allow it (libtorrent's default too), RC4 when
+    /// the other end requires it.
     #[default]
     Prefer,
     /// MSE with RC4 only, both ways: never a plaintext BitTorrent handshake.

@@ -32,6 +32,8 @@ pub struct PeerStream {
     head: Vec<u8>,
     head_pos: usize,
     cipher: Option<Box<Cipher>>,
+    /// The connection began with an MSE handshake (whatever it selected).
+    mse: bool,
 }
 
 impl std::fmt::Debug for PeerStream {
@@ -58,6 +60,7 @@ impl PeerStream {
             head,
             head_pos: 0,
             cipher: None,
+            mse: false,
         }
     }
 
@@ -74,7 +77,13 @@ impl PeerStream {
                     out_pos: 0,
                 })
             }),
+            mse: true,
         }
+    }
+
+    /// Whether the connection began with an MSE handshake (RC4 or plaintext after it).
+    pub fn is_mse(&self) -> bool {
+        self.mse
     }
 
     /// Whether RC4 runs on this stream.

@@ -60,6 +60,7 @@ fn run(
     )
 }
 
+/// What `prefer` offers and allows: both methods.
 fn both_rc4() -> u32 {
     CRYPTO_RC4 | CRYPTO_PLAINTEXT
 }
@@ -87,7 +88,7 @@ fn both_roles_agree_on_rc4_for_every_chunk_size() {
     {
         let (a, b, _, _) = run(
             initiator(i as u64, both_rc4()),
-            responder(100 + i as u64, both_rc4()),
+            responder(100 + i as u64, CRYPTO_RC4),
             chunk,
         );
         let (mut a, mut b) = (a.unwrap(), b.unwrap());
@@ -145,6 +146,16 @@ fn methods_are_selected_as_offered_and_allowed() {
             allowed: 1
         })
     ));
+    // Both offered and allowed (`prefer` on both ends): plaintext, as libtorrent chooses.
+    let (a, b, _, _) = run(initiator(9, both_rc4()), responder(10, both_rc4()), 97);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a.method, b.method), (CRYPTO_PLAINTEXT, CRYPTO_PLAINTEXT));
+    // `prefer` dialling a responder that requires RC4.
+    let (a, b, _, _) = run(initiator(11, both_rc4()), responder(12, CRYPTO_RC4), 97);
+    assert_eq!(
+        (a.unwrap().method, b.unwrap().method),
+        (CRYPTO_RC4, CRYPTO_RC4)
+    );
     // Require (RC4 only) on both ends.
     let (a, b, _, _) = run(initiator(7, CRYPTO_RC4), responder(8, CRYPTO_RC4), 97);
     assert_eq!(a.unwrap().method, CRYPTO_RC4);
@@ -174,11 +185,11 @@ fn a_enc_after_ia(a: &Initiator) -> Rc4 {
 #[test]
 fn payload_sent_right_after_the_handshake_is_kept_and_deciphered() {
     let mut a = initiator(11, both_rc4());
-    let mut b = responder(12, both_rc4());
+    let mut b = responder(12, CRYPTO_RC4);
     b.feed(&a.take_output()).unwrap();
     a.feed(&b.take_output()).unwrap();
     // A's step 3 and its first payload bytes in one segment (A sends payload before it
-    // knows the method; with RC4 offered and allowed it is RC4, continuing A's keystream).
+    // knows the method; the responder requires RC4, so it is RC4, continuing A's keystream).
     let mut flight = a.take_output();
     let mut extra = b"have 7".to_vec();
     a_enc_after_ia(&a).apply(&mut extra);
