@@ -16,6 +16,7 @@ use magnetfetch::internals::net::Net;
 use magnetfetch::internals::peer::{Message, MsePolicy, PeerConn, PeerError};
 use magnetfetch::internals::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
 
+use crate::support::loopback::fresh_ip;
 use crate::support::{random_bytes, seed_from_disk};
 
 const T: Duration = Duration::from_secs(5);
@@ -30,9 +31,9 @@ struct Outcome {
 }
 
 /// Dials `answer`'s listener on 127.0.0.`ip` with policy `dial`.
-async fn dial_pair(dial: Encryption, answer: Encryption, ip: u8) -> Outcome {
+async fn dial_pair(dial: Encryption, answer: Encryption) -> Outcome {
     let l = Net::Tokio
-        .listen(SocketAddr::from(([127, 0, 0, ip], 0)))
+        .listen(SocketAddr::from((fresh_ip(), 0)))
         .await
         .unwrap();
     let addr = l.local_addr().unwrap();
@@ -101,7 +102,7 @@ async fn check_connected(mut o: Outcome, rc4: bool) {
 
 #[tokio::test]
 async fn prefer_to_prefer_hides_the_handshake_and_keeps_the_payload_plaintext() {
-    let o = dial_pair(Prefer, Prefer, 207).await;
+    let o = dial_pair(Prefer, Prefer).await;
     assert_eq!(o.answered.len(), 1, "one MSE attempt, no plaintext retry");
     let (c, s) = (o.dialled.as_ref().unwrap(), o.answered[0].as_ref().unwrap());
     assert!(c.mse && s.mse, "both ends ran the MSE handshake");
@@ -110,11 +111,8 @@ async fn prefer_to_prefer_hides_the_handshake_and_keeps_the_payload_plaintext() 
 
 #[tokio::test]
 async fn require_on_either_end_gives_rc4() {
-    for (i, (d, a)) in [(Prefer, Require), (Require, Prefer), (Require, Require)]
-        .into_iter()
-        .enumerate()
-    {
-        let o = dial_pair(d, a, 200 + i as u8).await;
+    for (d, a) in [(Prefer, Require), (Require, Prefer), (Require, Require)] {
+        let o = dial_pair(d, a).await;
         assert_eq!(o.answered.len(), 1, "{d:?} -> {a:?}: one attempt");
         check_connected(o, true).await;
     }
@@ -122,13 +120,13 @@ async fn require_on_either_end_gives_rc4() {
 
 #[tokio::test]
 async fn off_connects_in_plaintext_and_prefer_falls_back_to_it() {
-    for (i, (d, a)) in [(Off, Off), (Off, Prefer)].into_iter().enumerate() {
-        let o = dial_pair(d, a, 204 + i as u8).await;
+    for (d, a) in [(Off, Off), (Off, Prefer)] {
+        let o = dial_pair(d, a).await;
         assert_eq!(o.answered.len(), 1);
         check_connected(o, false).await;
     }
     // `prefer` dials an `off` peer with MSE, which it refuses; the plaintext retry works.
-    let mut o = dial_pair(Prefer, Off, 206).await;
+    let mut o = dial_pair(Prefer, Off).await;
     assert_eq!(
         o.answered.len(),
         2,
@@ -149,7 +147,7 @@ async fn off_connects_in_plaintext_and_prefer_falls_back_to_it() {
 #[tokio::test]
 async fn require_and_off_never_connect_and_say_why() {
     // `require` dials `off`: the peer drops our MSE handshake, and there is no plaintext retry.
-    let o = dial_pair(Require, Off, 207).await;
+    let o = dial_pair(Require, Off).await;
     let e = o.dialled.err().expect("require must not connect to off");
     assert!(matches!(e, PeerError::Encryption(_)), "{e:?}");
     assert_eq!(
@@ -163,7 +161,7 @@ async fn require_and_off_never_connect_and_say_why() {
         "encrypted handshake refused: --encryption off"
     );
     // `off` dials `require`: our plaintext handshake is refused.
-    let o = dial_pair(Off, Require, 208).await;
+    let o = dial_pair(Off, Require).await;
     assert!(o.dialled.is_err(), "off must not connect to require");
     let refused = o.answered.into_iter().next().unwrap().err().unwrap();
     assert_eq!(
@@ -175,7 +173,7 @@ async fn require_and_off_never_connect_and_say_why() {
 #[tokio::test]
 async fn an_mse_handshake_for_another_torrent_is_refused() {
     let l = Net::Tokio
-        .listen(SocketAddr::from(([127, 0, 0, 209], 0)))
+        .listen(SocketAddr::from((fresh_ip(), 0)))
         .await
         .unwrap();
     let addr = l.local_addr().unwrap();
@@ -196,10 +194,10 @@ async fn an_mse_handshake_for_another_torrent_is_refused() {
     );
 }
 
-/// A session on 127.0.0.`ip` with the given policy, TCP only.
+/// A session on a fresh loopback address with the given policy, TCP only; `ip` seeds it.
 async fn session(ip: u8, enc: Encryption) -> Session {
     Session::start(SessionConfig {
-        listen: Some(SocketAddr::from(([127, 0, 0, ip], 0))),
+        listen: Some(SocketAddr::from((fresh_ip(), 0))),
         rng_seed: Some(u64::from(ip)),
         dht: None,
         trackers: None,
@@ -293,7 +291,7 @@ async fn a_silent_peer_times_the_handshake_out_on_either_side() {
     let short = Duration::from_millis(300);
     // We dial a peer that accepts and then says nothing.
     let l = Net::Tokio
-        .listen(SocketAddr::from(([127, 0, 0, 209], 0)))
+        .listen(SocketAddr::from((fresh_ip(), 0)))
         .await
         .unwrap();
     let addr = l.local_addr().unwrap();
@@ -313,7 +311,7 @@ async fn a_silent_peer_times_the_handshake_out_on_either_side() {
     quiet.abort();
     // A peer dials us, sends the start of a public key and stalls.
     let l = Net::Tokio
-        .listen(SocketAddr::from(([127, 0, 0, 209], 0)))
+        .listen(SocketAddr::from((fresh_ip(), 0)))
         .await
         .unwrap();
     let addr = l.local_addr().unwrap();
