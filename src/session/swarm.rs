@@ -78,11 +78,18 @@ pub struct SwarmConfig {
     /// blocks are requested until the disk catches up, so a network faster than the disk
     /// does not grow memory (pieces in progress add at most one pipeline per peer).
     pub max_unwritten: u64,
+    /// Where to count the bytes waiting for the disk (a gauge to watch; see
+    /// [`super::backlog`]); `None`: the swarm keeps its own.
+    pub disk_backlog: Option<Arc<super::backlog::DiskBacklog>>,
+    /// Model a disk that writes this many bytes/s at most (tests and benchmarks of a disk
+    /// slower than the network; see [`crate::torrent::storage::WriteRate`]).
+    pub disk_write_rate: Option<u64>,
 }
 
-/// Default [`SwarmConfig::max_unwritten`]: 16 MiB, 16 pieces of 1 MiB or 64 of 256 KiB —
-/// enough to keep the hashing thread and the disk busy at loopback speed.
-pub const DEFAULT_MAX_UNWRITTEN: u64 = 16 << 20;
+/// Default [`SwarmConfig::max_unwritten`]: 8 MiB, 8 pieces of 1 MiB or 32 of 256 KiB —
+/// with steady writeback (`torrent::storage`) enough to keep hashing and the disk busy at
+/// loopback speed, and small enough for the memory bound (docs/architecture.md).
+pub const DEFAULT_MAX_UNWRITTEN: u64 = 8 << 20;
 
 impl Default for SwarmConfig {
     fn default() -> Self {
@@ -103,6 +110,8 @@ impl Default for SwarmConfig {
             sources: None,
             web_seeds: None,
             max_unwritten: DEFAULT_MAX_UNWRITTEN,
+            disk_backlog: None,
+            disk_write_rate: None,
         }
     }
 }
@@ -212,6 +221,8 @@ struct Effects {
     blocking_io: bool,
     verified_tx: Option<mpsc::UnboundedSender<u32>>,
     later: Vec<Action>,
+    /// Bytes of pieces handed to hashing and writing, until written.
+    backlog: Arc<super::backlog::DiskBacklog>,
 }
 
 impl Io for Effects {
@@ -247,7 +258,11 @@ impl Effects {
     fn start_check(&mut self, piece: u32, buf: PieceBlocks, want_digests: bool) {
         let expected = self.piece_hashes.get(piece as usize).copied();
         let storage = self.storage.clone();
-        let work = move || -> CheckResult {
+        let len: u64 = buf.slices().map(|b| b.len() as u64).sum();
+        let backlog = self.backlog.clone();
+        backlog.add(len);
+        let slow = storage.write_rate().cloned();
+        let check = move |buf: &PieceBlocks| -> CheckResult {
             let Some(expected) = expected else {
                 return (piece, Ok(false), None);
             };
@@ -262,10 +277,32 @@ impl Effects {
         };
         self.checking += 1;
         if self.blocking_io {
-            self.checks.spawn_blocking(work);
+            self.checks.spawn_blocking(move || {
+                let r = check(&buf);
+                if let Some(w) = slow {
+                    let now = tokio::time::Instant::now();
+                    std::thread::sleep(w.finish_at(now, len) - now);
+                }
+                drop(buf);
+                backlog.done(len);
+                r
+            });
         } else {
-            let r = work();
-            self.checks.spawn(async move { r });
+            let r = check(&buf);
+            // A modelled slow disk holds the piece until its write is done (virtual time).
+            match slow.map(|w| w.finish_at(tokio::time::Instant::now(), len)) {
+                Some(until) => self.checks.spawn(async move {
+                    tokio::time::sleep_until(until).await;
+                    drop(buf);
+                    backlog.done(len);
+                    r
+                }),
+                None => {
+                    drop(buf);
+                    backlog.done(len);
+                    self.checks.spawn(async move { r })
+                }
+            };
         }
     }
 }
@@ -330,6 +367,11 @@ impl Swarm {
                 piece_hashes: p.piece_hashes.clone(),
                 storage: p.storage.clone(),
                 blocking_io: p.cfg.blocking_io,
+                backlog: {
+                    let b = p.cfg.disk_backlog.clone().unwrap_or_default();
+                    b.set_bound(p.cfg.max_unwritten);
+                    b
+                },
                 verified_tx: p.verified_tx.clone(),
                 later: Vec::new(),
             },
@@ -677,6 +719,7 @@ impl Swarm {
             quic_peers: self.p.dialer.peers.clone(),
             private: self.p.cfg.private,
             quota: self.core.choker.quota(),
+            backlog: self.fx.backlog.clone(),
         };
         let transport = conn.transport;
         tokio::spawn(run_peer(
