@@ -86,10 +86,10 @@ pub struct SwarmConfig {
     pub disk_write_rate: Option<u64>,
 }
 
-/// Default [`SwarmConfig::max_unwritten`]: 8 MiB, 8 pieces of 1 MiB or 32 of 256 KiB —
+/// Default [`SwarmConfig::max_unwritten`]: 4 MiB, 4 pieces of 1 MiB or 16 of 256 KiB —
 /// with steady writeback (`torrent::storage`) enough to keep hashing and the disk busy at
 /// loopback speed, and small enough for the memory bound (docs/architecture.md).
-pub const DEFAULT_MAX_UNWRITTEN: u64 = 8 << 20;
+pub const DEFAULT_MAX_UNWRITTEN: u64 = 4 << 20;
 
 impl Default for SwarmConfig {
     fn default() -> Self {
