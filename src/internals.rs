@@ -52,8 +52,8 @@ pub mod peer {
 
 pub mod session {
     pub use crate::session::{
-        fetch_metadata, fetch_metadata_stats, serve_metadata, AddTorrent, FetchConfig, FetchError,
-        Phase, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
+        backlog, fetch_metadata, fetch_metadata_stats, serve_metadata, AddTorrent, FetchConfig,
+        FetchError, Phase, Session, SessionConfig, Source, StorageSpec, TorrentHandle,
     };
 }
 

@@ -7,6 +7,7 @@
 //! known, fetch the info dictionary from peers (BEP 9/10) → check what is already on disk →
 //! run the swarm actor ([`swarm`]) until complete → seed if asked.
 
+pub mod backlog;
 pub mod cands;
 pub mod courtesy;
 pub mod idle;
@@ -1058,7 +1059,7 @@ fn open_storage(
         let selected = layout.selected_length(&file_priorities);
         (selected < layout.selected_length(&[])).then_some(selected)
     };
-    let storage = Arc::new(match &add.storage {
+    let storage = match &add.storage {
         StorageSpec::Disk(dir) => Storage::disk_with(
             layout.clone(),
             dir.clone(),
@@ -1073,7 +1074,8 @@ fn open_storage(
         StorageSpec::Generated { seed, complete } => {
             Storage::generated(layout.clone(), *seed, *complete)
         }
-    });
+    };
+    let storage = Arc::new(storage.with_write_rate(add.swarm.disk_write_rate));
     Ok(TorrentFiles {
         layout,
         storage,

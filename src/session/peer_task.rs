@@ -122,6 +122,8 @@ pub struct PeerContext {
     /// Payload bytes after an unchoke at which the writer reports [`PeerEvent::Quota`]
     /// (the choker's piece quota).
     pub quota: u64,
+    /// Bytes waiting for the disk: the reader reads nothing while the gate is closed.
+    pub backlog: Arc<super::backlog::DiskBacklog>,
 }
 
 /// What we learned from the peer's extended handshake.
@@ -280,16 +282,22 @@ async fn read_loop(
     loop {
         let first = match backlog.pop_front() {
             Some(m) => m,
-            None => match tokio::time::timeout(
-                IDLE_TIMEOUT,
-                reader.recv_expecting(owed.load(Ordering::Relaxed)),
-            )
-            .await
-            {
-                Err(_) => return PeerError::Timeout("peer idle"),
-                Ok(Err(e)) => return e,
-                Ok(Ok(m)) => m,
-            },
+            None => {
+                // While the disk is behind, leave what the peer sends in the socket (TCP's
+                // window closes; QUIC's stream credit runs out): requesting nothing new is
+                // not enough, blocks already requested would pile up here.
+                ctx.backlog.wait_room().await;
+                match tokio::time::timeout(
+                    IDLE_TIMEOUT,
+                    reader.recv_expecting(owed.load(Ordering::Relaxed)),
+                )
+                .await
+                {
+                    Err(_) => return PeerError::Timeout("peer idle"),
+                    Ok(Err(e)) => return e,
+                    Ok(Ok(m)) => m,
+                }
+            }
         };
         // Take everything the last read already brought in (without waiting for more), so
         // a burst of blocks costs the actor one wake-up.

@@ -77,11 +77,18 @@ pub struct SwarmConfig {
     /// blocks are requested until the disk catches up, so a network faster than the disk
     /// does not grow memory (pieces in progress add at most one pipeline per peer).
     pub max_unwritten: u64,
+    /// Where to count the bytes waiting for the disk (a gauge to watch; see
+    /// [`super::backlog`]); `None`: the swarm keeps its own.
+    pub disk_backlog: Option<Arc<super::backlog::DiskBacklog>>,
+    /// Model a disk that writes this many bytes/s at most (tests and benchmarks of a disk
+    /// slower than the network; see [`crate::torrent::storage::WriteRate`]).
+    pub disk_write_rate: Option<u64>,
 }
 
-/// Default [`SwarmConfig::max_unwritten`]: 16 MiB, 16 pieces of 1 MiB or 64 of 256 KiB —
-/// enough to keep the hashing thread and the disk busy at loopback speed.
-pub const DEFAULT_MAX_UNWRITTEN: u64 = 16 << 20;
+/// Default [`SwarmConfig::max_unwritten`]: 4 MiB, 4 pieces of 1 MiB or 16 of 256 KiB —
+/// with steady writeback (`torrent::storage`) enough to keep hashing and the disk busy at
+/// loopback speed, and small enough for the memory bound (docs/architecture.md).
+pub const DEFAULT_MAX_UNWRITTEN: u64 = 4 << 20;
 
 impl Default for SwarmConfig {
     fn default() -> Self {
@@ -102,6 +109,8 @@ impl Default for SwarmConfig {
             sources: None,
             web_seeds: None,
             max_unwritten: DEFAULT_MAX_UNWRITTEN,
+            disk_backlog: None,
+            disk_write_rate: None,
         }
     }
 }
@@ -222,6 +231,8 @@ struct Effects {
     connecting: JoinSet<(SocketAddr, Result<PeerConn, PeerError>)>,
     ws: webseeds::WebSeeds,
     dropped: Vec<PeerKey>,
+    /// Bytes of pieces handed to hashing and writing, until written.
+    backlog: Arc<super::backlog::DiskBacklog>,
 }
 
 impl Io for Effects {
@@ -279,7 +290,11 @@ impl Effects {
     fn start_check(&mut self, piece: u32, buf: PieceBlocks, want_digests: bool) {
         let expected = self.piece_hashes.get(piece as usize).copied();
         let storage = self.storage.clone();
-        let work = move || -> CheckResult {
+        let len: u64 = buf.slices().map(|b| b.len() as u64).sum();
+        let backlog = self.backlog.clone();
+        backlog.add(len);
+        let slow = storage.write_rate().cloned();
+        let check = move |buf: &PieceBlocks| -> CheckResult {
             let Some(expected) = expected else {
                 return (piece, Ok(false), None);
             };
@@ -294,10 +309,32 @@ impl Effects {
         };
         self.checking += 1;
         if self.blocking_io {
-            self.checks.spawn_blocking(work);
+            self.checks.spawn_blocking(move || {
+                let r = check(&buf);
+                if let Some(w) = slow {
+                    let now = tokio::time::Instant::now();
+                    std::thread::sleep(w.finish_at(now, len) - now);
+                }
+                drop(buf);
+                backlog.done(len);
+                r
+            });
         } else {
-            let r = work();
-            self.checks.spawn(async move { r });
+            let r = check(&buf);
+            // A modelled slow disk holds the piece until its write is done (virtual time).
+            match slow.map(|w| w.finish_at(tokio::time::Instant::now(), len)) {
+                Some(until) => self.checks.spawn(async move {
+                    tokio::time::sleep_until(until).await;
+                    drop(buf);
+                    backlog.done(len);
+                    r
+                }),
+                None => {
+                    drop(buf);
+                    backlog.done(len);
+                    self.checks.spawn(async move { r })
+                }
+            };
         }
     }
 }
@@ -356,6 +393,11 @@ impl Swarm {
                 piece_hashes: p.piece_hashes.clone(),
                 storage: p.storage.clone(),
                 blocking_io: p.cfg.blocking_io,
+                backlog: {
+                    let b = p.cfg.disk_backlog.clone().unwrap_or_default();
+                    b.set_bound(p.cfg.max_unwritten);
+                    b
+                },
                 verified_tx: p.verified_tx.clone(),
                 dial: DialJob {
                     net: p.net.clone(),
@@ -617,6 +659,7 @@ impl Swarm {
             quic_peers: self.p.dialer.peers.clone(),
             private: self.p.cfg.private,
             quota: self.core.choker.quota(),
+            backlog: self.fx.backlog.clone(),
         };
         let transport = conn.transport;
         tokio::spawn(run_peer(

@@ -23,6 +23,11 @@
 //!   were written and which did not match, so a thousand simulated leechers need almost no
 //!   RAM while corrupt blocks still fail their piece's SHA-1.
 //!
+//! Writes to disk start their writeback steadily as they go ([`writeback`]), so the kernel
+//! never stalls one write behind a gigabyte of dirty pages. A storage can carry a disk
+//! model with a write-rate limit ([`WriteRate`], [`Storage::with_write_rate`]) for tests
+//! and benchmarks of a disk slower than the network.
+//!
 //! BEP 47 padding files are never written; reading them yields zeros. BEP 47 `x` files get
 //! execute permission (where they have read permission) when opened for writing. All methods are
 //! blocking: call them from `tokio::task::spawn_blocking` (see [`super::verify`]).
@@ -39,6 +44,11 @@ use lru::LruCache;
 
 use super::bitfield::Bitfield;
 use super::layout::{check_path, Layout, PathError, Segment, BLOCK_SIZE};
+
+mod write_rate;
+mod writeback;
+pub use write_rate::WriteRate;
+pub use writeback::WRITEBACK_CHUNK;
 
 /// Open file handles kept per torrent.
 pub const HANDLE_CACHE: usize = 32;
@@ -95,6 +105,8 @@ impl StorageError {
 pub struct Storage {
     layout: Arc<Layout>,
     backend: Backend,
+    /// A modelled slow disk (tests, benchmarks); `None`: as fast as the back end.
+    write_rate: Option<Arc<WriteRate>>,
 }
 
 enum Backend {
@@ -114,6 +126,7 @@ struct DiskStore {
     /// Keys are file indexes, and [`PARTS`] for the parts file.
     cache: Mutex<LruCache<usize, Handle>>,
     dirty: Mutex<BTreeSet<usize>>,
+    writeback: writeback::Writeback,
 }
 
 /// Cache / dirty-set key of the parts file (no file index is this large).
@@ -207,8 +220,10 @@ impl Storage {
                 },
                 cache: Mutex::new(LruCache::new(cap)),
                 dirty: Mutex::new(BTreeSet::new()),
+                writeback: writeback::Writeback::default(),
             }),
             layout,
+            write_rate: None,
         }
     }
 
@@ -217,6 +232,7 @@ impl Storage {
         Storage {
             layout,
             backend: Backend::Sparse(Mutex::new(BTreeMap::new())),
+            write_rate: None,
         }
     }
 
@@ -238,7 +254,21 @@ impl Storage {
                 written: Mutex::new(written),
                 bad: Mutex::new(BTreeSet::new()),
             }),
+            write_rate: None,
         }
+    }
+
+    /// The same storage on a disk that writes `bytes_per_sec` at most (`None`: unlimited).
+    /// Writes still happen at once; the writer waits until [`WriteRate::finish_at`] (see
+    /// `session::swarm`), holding the piece in memory meanwhile, as with a real slow disk.
+    pub fn with_write_rate(mut self, bytes_per_sec: Option<u64>) -> Self {
+        self.write_rate = bytes_per_sec.map(|r| Arc::new(WriteRate::new(r)));
+        self
+    }
+
+    /// The modelled disk's write rate, if any.
+    pub fn write_rate(&self) -> Option<&Arc<WriteRate>> {
+        self.write_rate.as_ref()
     }
 
     pub fn layout(&self) -> &Arc<Layout> {
@@ -530,6 +560,7 @@ impl DiskStore {
         f.write_all_at(data, off)
             .map_err(|e| StorageError::from_io(&self.path(layout, i).unwrap_or_default(), e))?;
         lock(&self.dirty).insert(i);
+        self.wrote(&f, i, off, data.len() as u64);
         Ok(())
     }
 
@@ -545,6 +576,7 @@ impl DiskStore {
         let f = self.open(layout, i, true)?;
         let err =
             |e: std::io::Error| StorageError::from_io(&self.path(layout, i).unwrap_or_default(), e);
+        let start = off;
         let mut first = 0usize;
         while first < parts.len() {
             if parts[first].is_empty() {
@@ -591,7 +623,15 @@ impl DiskStore {
             }
         }
         lock(&self.dirty).insert(i);
+        self.wrote(&f, i, start, off - start);
         Ok(())
+    }
+
+    /// Starts writeback behind the write head once enough was written ([`writeback`]).
+    fn wrote(&self, f: &File, i: usize, off: u64, len: u64) {
+        if let Some((at, n)) = self.writeback.wrote(i, off, len) {
+            writeback::start(f, at, n);
+        }
     }
 
     fn read(

@@ -6,6 +6,7 @@ mod support;
 
 mod session_loopback;
 mod sim_swarm;
+mod slow_disk;
 mod torrent_cores;
 mod torrent_picker_bench;
 mod torrent_storage;
