@@ -132,7 +132,8 @@ async fn libtorrent_finds_peer_announced_through_our_node() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!(
-        "libtorrent: {stdout} {}",
+        "libtorrent ({}): {stdout} {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
