@@ -13,32 +13,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use magnetfetch::internals::dial::{DialConfig, Encryption, TransportMode};
+use magnetfetch::internals::dial::Encryption;
 use magnetfetch::internals::id::Id20;
 use magnetfetch::internals::magnet::Magnet;
 use magnetfetch::internals::metainfo::{create, CreateOptions};
-use magnetfetch::internals::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::internals::session::{AddTorrent, Session, Source, StorageSpec};
 
 use crate::interop_download::SERIAL;
-use crate::support::{random_bytes, require_or_skip, seed_from_disk, LtPeer};
+use crate::support::{loopback_tcp_session, random_bytes, require_or_skip, seed_from_disk, LtPeer};
 
 const SIZE: usize = 3 * 1024 * 1024 + 4321;
 
 async fn session(ip: [u8; 4], enc: Encryption) -> Session {
-    Session::start(SessionConfig {
-        listen: Some(SocketAddr::from((ip, 0))),
-        rng_seed: Some(u64::from(ip[3])),
-        dht: None,
-        trackers: None,
-        transport: DialConfig {
-            mode: TransportMode::Tcp,
-            encryption: enc,
-            ..Default::default()
-        },
-        ..SessionConfig::default()
-    })
-    .await
-    .unwrap()
+    loopback_tcp_session(ip, u64::from(ip[3]), enc).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

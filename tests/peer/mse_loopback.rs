@@ -8,16 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use magnetfetch::internals::dial::{DialConfig, Dialer, Encryption, TransportMode};
+use magnetfetch::internals::dial::{Dialer, Encryption, TransportMode};
 use magnetfetch::internals::id::Id20;
 use magnetfetch::internals::magnet::Magnet;
 use magnetfetch::internals::metainfo::{create, CreateOptions};
 use magnetfetch::internals::net::Net;
 use magnetfetch::internals::peer::{Message, MsePolicy, PeerConn, PeerError};
-use magnetfetch::internals::session::{AddTorrent, Session, SessionConfig, Source, StorageSpec};
+use magnetfetch::internals::session::{AddTorrent, Session, Source, StorageSpec};
 
 use crate::support::loopback::fresh_ip;
-use crate::support::{random_bytes, seed_from_disk};
+use crate::support::{loopback_tcp_session, random_bytes, seed_from_disk};
 
 const T: Duration = Duration::from_secs(5);
 const IH: Id20 = Id20([0x5a; 20]);
@@ -196,20 +196,7 @@ async fn an_mse_handshake_for_another_torrent_is_refused() {
 
 /// A session on a fresh loopback address with the given policy, TCP only; `ip` seeds it.
 async fn session(ip: u8, enc: Encryption) -> Session {
-    Session::start(SessionConfig {
-        listen: Some(SocketAddr::from((fresh_ip(), 0))),
-        rng_seed: Some(u64::from(ip)),
-        dht: None,
-        trackers: None,
-        transport: DialConfig {
-            mode: TransportMode::Tcp,
-            encryption: enc,
-            ..Default::default()
-        },
-        ..SessionConfig::default()
-    })
-    .await
-    .unwrap()
+    loopback_tcp_session(fresh_ip(), u64::from(ip), enc).await
 }
 
 /// A leecher with `leech` fetches a 3 MiB file by magnet from a seeder with `seed`.

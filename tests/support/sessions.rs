@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use magnetfetch::internals::dial::DialConfig;
+use magnetfetch::internals::dial::{DialConfig, Encryption, TransportMode};
 use magnetfetch::internals::metainfo::Metainfo;
 use magnetfetch::internals::net::Net;
 use magnetfetch::internals::session::{
@@ -61,6 +61,29 @@ pub async fn loopback_session(ip: impl Into<IpAddr>, rng_seed: u64) -> Session {
     Session::start(SessionConfig {
         listen: Some(SocketAddr::new(ip.into(), 0)),
         rng_seed: Some(rng_seed),
+        ..SessionConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A session on real loopback sockets at `ip` (port 0) that speaks TCP only, with the given
+/// MSE/PE policy, and no DHT or trackers: one end of an encryption test.
+pub async fn loopback_tcp_session(
+    ip: impl Into<IpAddr>,
+    rng_seed: u64,
+    encryption: Encryption,
+) -> Session {
+    Session::start(SessionConfig {
+        listen: Some(SocketAddr::new(ip.into(), 0)),
+        rng_seed: Some(rng_seed),
+        dht: None,
+        trackers: None,
+        transport: DialConfig {
+            mode: TransportMode::Tcp,
+            encryption,
+            ..Default::default()
+        },
         ..SessionConfig::default()
     })
     .await
