@@ -4,6 +4,7 @@
 //! `require` against `off` fails, with the reason on each side.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ struct Outcome {
     answered: Vec<Result<PeerConn, PeerError>>,
 }
 
-/// Dials `answer`'s listener on 127.0.0.`ip` with policy `dial`.
+/// Dials `answer`'s listener on a fresh loopback address with policy `dial`.
 async fn dial_pair(dial: Encryption, answer: Encryption) -> Outcome {
     let l = Net::Tokio
         .listen(SocketAddr::from((fresh_ip(), 0)))
@@ -38,14 +39,19 @@ async fn dial_pair(dial: Encryption, answer: Encryption) -> Outcome {
         .unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let server = tokio::spawn(async move {
-        let policy = MsePolicy::new(answer, Some(1));
-        loop {
-            let (s, a) = l.accept().await.unwrap();
-            let torrents = || vec![Id20([1; 20]), IH];
-            let r = PeerConn::accept_any(s, a, Id20([2; 20]), &policy, torrents, T).await;
-            if tx.send(r).is_err() {
-                return;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            let policy = MsePolicy::new(answer, Some(1));
+            loop {
+                let (s, a) = l.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let torrents = || vec![Id20([1; 20]), IH];
+                let r = PeerConn::accept_any(s, a, Id20([2; 20]), &policy, torrents, T).await;
+                if tx.send(r).is_err() {
+                    return;
+                }
             }
         }
     });
@@ -57,13 +63,17 @@ async fn dial_pair(dial: Encryption, answer: Encryption) -> Outcome {
     let dialled = dialer
         .connect(&Net::Tokio, addr, IH, Id20([3; 20]), T, T)
         .await;
-    // The answering side finishes its handshake before or just after ours.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    server.abort();
+    // Every connection the dialler made was accepted before its dial returned (it spoke
+    // with the answering side, or was refused by it); wait for each one's outcome, which
+    // may come just after ours.
     let mut answered = Vec::new();
-    while let Ok(r) = rx.try_recv() {
-        answered.push(r);
+    while answered.len() < accepted.load(Ordering::SeqCst) {
+        match tokio::time::timeout(T, rx.recv()).await {
+            Ok(Some(r)) => answered.push(r),
+            _ => panic!("the answering side never finished a handshake it accepted"),
+        }
     }
+    server.abort();
     Outcome { dialled, answered }
 }
 
