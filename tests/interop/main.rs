@@ -12,4 +12,5 @@ mod interop_formats;
 mod interop_metadata;
 mod interop_mse;
 mod interop_swarm_dht;
+mod other_clients_mse;
 mod tracker_interop;

@@ -14,7 +14,7 @@
 //!   26120-26129), tracker_interop 127.0.0.1 port 0
 //! - tracker: tracker_loopback 1-5 port 0, tracker_https 180-199, tracker_webseed 127.0.0.1
 //!   port 0
-//! - interop: interop_mse 226-229
+//! - interop: interop_mse 226-229; other_clients_mse uses [`fresh_ip`] and [`free_port`]
 //! - peer, session: 127.0.0.1 port 0 or [`fresh_ip`] port 0 (mse_loopback); simnet tests
 //!   use their own `simnet::Network`
 
