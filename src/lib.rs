@@ -28,6 +28,7 @@
 
 mod bencode;
 mod cli;
+mod daemon;
 mod dht;
 mod dial;
 mod http;

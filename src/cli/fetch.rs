@@ -180,47 +180,15 @@ pub async fn fetch_source(s: &str) -> Result<Source, CliError> {
 
 /// GET of a .torrent URL, following up to [`MAX_REDIRECTS`] redirects.
 async fn download(url: &str) -> Result<Vec<u8>, CliError> {
-    use crate::http::get_url;
-    let net = crate::net::Net::Tokio;
-    let mut at = url.to_string();
-    for _ in 0..=MAX_REDIRECTS {
-        let r = get_url(&net, &at, crate::metainfo::MAX_TORRENT_SIZE, URL_TIMEOUT)
-            .await
-            .map_err(|e| CliError::msg(format!("{at}: {e}")))?;
-        match r.status {
-            200 => return Ok(r.body),
-            301 | 302 | 303 | 307 | 308 => {
-                let loc = r.header("location").ok_or_else(|| {
-                    CliError::msg(format!("{at}: HTTP {} without a Location", r.status))
-                })?;
-                at = redirect_target(&at, loc);
-            }
-            s => return Err(CliError::msg(format!("{at}: HTTP {s}"))),
-        }
-    }
-    Err(CliError::msg(format!(
-        "{url}: more than {MAX_REDIRECTS} redirects"
-    )))
-}
-
-/// Where a `Location` header points: an absolute URL, or a path on the same host.
-fn redirect_target(from: &str, loc: &str) -> String {
-    if loc.contains("://") {
-        return loc.to_string();
-    }
-    let scheme_end = from.find("://").map_or(0, |i| i + 3);
-    let host_end = from[scheme_end..]
-        .find('/')
-        .map_or(from.len(), |i| scheme_end + i);
-    if loc.starts_with('/') {
-        format!("{}{loc}", &from[..host_end])
-    } else {
-        let dir_end = from
-            .rfind('/')
-            .filter(|&i| i >= host_end)
-            .unwrap_or(host_end);
-        format!("{}/{loc}", &from[..dir_end])
-    }
+    crate::http::client::get_following_redirects(
+        &crate::net::Net::Tokio,
+        url,
+        crate::metainfo::MAX_TORRENT_SIZE,
+        URL_TIMEOUT,
+        MAX_REDIRECTS,
+    )
+    .await
+    .map_err(CliError::msg)
 }
 
 /// Every input in one session: one DHT node, one listening port, a line each on a

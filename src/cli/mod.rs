@@ -9,6 +9,7 @@ use std::io::Write;
 
 pub mod common;
 pub mod create;
+pub mod daemon;
 pub mod dht;
 pub mod fetch;
 pub mod info;
@@ -57,6 +58,8 @@ pub enum Command {
     Metadata(metadata::Args),
     /// Simulate a whole swarm of magnetfetch peers over an in-process network
     Sim(sim::SimArgs),
+    /// Run many torrents in one process, driven over an HTTP API (docs/api.md)
+    Daemon(daemon::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -132,6 +135,7 @@ fn run_command(c: Command) -> i32 {
         Command::Tracker(a) => tracker::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Metadata(a) => metadata::run(a),
+        Command::Daemon(a) => daemon::run(a),
     }
 }
 

@@ -131,20 +131,40 @@ impl HttpConn {
         max_body: usize,
         timeout: Duration,
     ) -> Result<Response, HttpError> {
-        tokio::time::timeout(timeout, self.get_inner(path, extra, keep_alive, max_body))
+        self.request("GET", path, extra, &[], keep_alive, max_body, timeout)
+            .await
+    }
+
+    /// Sends `method path` with extra headers and `body` (a `Content-Length` is added when
+    /// the body is not empty) and reads the whole response.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+        keep_alive: bool,
+        max_body: usize,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        let fut = self.request_inner(method, path, extra, body, keep_alive, max_body);
+        tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| HttpError::Timeout)?
     }
 
-    async fn get_inner(
+    async fn request_inner(
         &mut self,
+        method: &str,
         path: &str,
         extra: &[(&str, &str)],
+        body: &[u8],
         keep_alive: bool,
         max_body: usize,
     ) -> Result<Response, HttpError> {
         let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: magnetfetch/{}\r\nAccept-Encoding: identity\r\nConnection: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: magnetfetch/{}\r\nAccept-Encoding: identity\r\nConnection: {}\r\n",
             self.host,
             env!("CARGO_PKG_VERSION"),
             if keep_alive { "keep-alive" } else { "close" }
@@ -152,8 +172,12 @@ impl HttpConn {
         for (k, v) in extra {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
+        if !body.is_empty() {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         req.push_str("\r\n");
         self.stream.write_all(req.as_bytes()).await?;
+        self.stream.write_all(body).await?;
         self.stream.flush().await?;
 
         let (head, head_len) = loop {
@@ -249,6 +273,54 @@ pub async fn get_url_with(
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| HttpError::Timeout)?
+}
+
+/// GET of `url` (http or https), following up to `max_redirects` redirects: the body of
+/// the final `200`. Errors are messages naming the URL that failed (for the user).
+pub async fn get_following_redirects(
+    net: &Net,
+    url: &str,
+    max_body: usize,
+    timeout: Duration,
+    max_redirects: usize,
+) -> Result<Vec<u8>, String> {
+    let mut at = url.to_string();
+    for _ in 0..=max_redirects {
+        let r = get_url(net, &at, max_body, timeout)
+            .await
+            .map_err(|e| format!("{at}: {e}"))?;
+        match r.status {
+            200 => return Ok(r.body),
+            301 | 302 | 303 | 307 | 308 => {
+                let loc = r
+                    .header("location")
+                    .ok_or_else(|| format!("{at}: HTTP {} without a Location", r.status))?;
+                at = redirect_target(&at, loc);
+            }
+            s => return Err(format!("{at}: HTTP {s}")),
+        }
+    }
+    Err(format!("{url}: more than {max_redirects} redirects"))
+}
+
+/// Where a `Location` header points: an absolute URL, or a path on the same host.
+fn redirect_target(from: &str, loc: &str) -> String {
+    if loc.contains("://") {
+        return loc.to_string();
+    }
+    let scheme_end = from.find("://").map_or(0, |i| i + 3);
+    let host_end = from[scheme_end..]
+        .find('/')
+        .map_or(from.len(), |i| scheme_end + i);
+    if loc.starts_with('/') {
+        format!("{}{loc}", &from[..host_end])
+    } else {
+        let dir_end = from
+            .rfind('/')
+            .filter(|&i| i >= host_end)
+            .unwrap_or(host_end);
+        format!("{}/{loc}", &from[..dir_end])
+    }
 }
 
 #[cfg(test)]

@@ -270,6 +270,7 @@ pub struct TorrentOutcome {
 pub struct TorrentHandle {
     pub info_hash: InfoHash,
     progress: watch::Receiver<Progress>,
+    metainfo: watch::Receiver<Option<Arc<Metainfo>>>,
     stop: watch::Sender<bool>,
     addrs: mpsc::Sender<SocketAddr>,
     join: JoinHandle<Result<TorrentOutcome, TorrentError>>,
@@ -279,6 +280,13 @@ impl TorrentHandle {
     /// Latest progress; `changed().await` on it to follow along.
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
+    }
+
+    /// The torrent's metainfo once known: at once for a .torrent, after the metadata
+    /// fetch (BEP 9) for a magnet. For callers that keep it (the daemon saves it, so a
+    /// restart needs no second fetch) or show files.
+    pub fn metainfo(&self) -> watch::Receiver<Option<Arc<Metainfo>>> {
+        self.metainfo.clone()
     }
 
     /// A sender for peer addresses from any source (DHT, tracker, ...).
@@ -487,6 +495,10 @@ impl Session {
             Source::Magnet(_) => Progress::default(),
         };
         let (progress_tx, progress_rx) = watch::channel(first);
+        let (meta_tx, meta_rx) = watch::channel(match &add.source {
+            Source::Metainfo(m) => Some(m.clone()),
+            Source::Magnet(_) => None,
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         let (addr_tx, addr_rx) = mpsc::channel(ADDR_QUEUE);
         let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
@@ -528,7 +540,16 @@ impl Session {
         add.swarm.sources = Some(counters);
         let inner = self.inner.clone();
         let join = tokio::spawn(async move {
-            let r = run_torrent(&inner, add, rng_seed, progress_tx, stop_rx, addr_rx, inc_rx).await;
+            let r = run_torrent(
+                &inner,
+                add,
+                rng_seed,
+                (progress_tx, meta_tx),
+                stop_rx,
+                addr_rx,
+                inc_rx,
+            )
+            .await;
             lock(&inner.torrents).remove(&info_hash);
             // `stopped` to the trackers (bounded) before the torrent is reported ended.
             glue.stop().await;
@@ -537,6 +558,7 @@ impl Session {
         TorrentHandle {
             info_hash,
             progress: progress_rx,
+            metainfo: meta_rx,
             stop: stop_tx,
             addrs: addr_tx,
             join,
@@ -846,7 +868,10 @@ async fn run_torrent(
     inner: &Arc<Inner>,
     add: AddTorrent,
     rng_seed: u64,
-    progress: watch::Sender<Progress>,
+    (progress, meta_out): (
+        watch::Sender<Progress>,
+        watch::Sender<Option<Arc<Metainfo>>>,
+    ),
     stop: watch::Receiver<bool>,
     addrs: mpsc::Receiver<SocketAddr>,
     incoming: mpsc::Receiver<PeerConn>,
@@ -871,9 +896,16 @@ async fn run_torrent(
         Source::Magnet(m) => {
             let fetched =
                 metadata_phase(inner, m, add.metadata_timeout, &progress, &mut inputs).await?;
-            let meta = Metainfo::from_info_bytes(&fetched.info)?;
+            let mut meta = Metainfo::from_info_bytes(&fetched.info)?;
+            // The magnet's trackers and web seeds, so a .torrent written from this one
+            // (the daemon keeps one) names them too.
+            meta.announce = m.trackers.first().cloned();
+            meta.announce_list = m.trackers.iter().map(|t| vec![t.clone()]).collect();
+            meta.url_list = m.web_seeds.clone();
             let ms = start.elapsed().as_millis() as u64;
-            (Arc::new(meta), Some(ms), fetched.conns)
+            let meta = Arc::new(meta);
+            meta_out.send_replace(Some(meta.clone()));
+            (meta, Some(ms), fetched.conns)
         }
     };
     if let Some(sel) = &only {

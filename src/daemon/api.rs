@@ -1,0 +1,332 @@
+//! The daemon's HTTP API: JSON over HTTP/1.1 on axum (docs/api.md has a curl example per
+//! endpoint).
+//!
+//! - `POST /torrents` — body: a magnet link, an info-hash, an http(s) URL of a .torrent, or
+//!   the .torrent itself → `{"id", "infohash"}`;
+//! - `GET /torrents` → `{"torrents": [...]}`; `GET /torrents/{id}` (id or info-hash);
+//! - `POST /torrents/{id}/pause`, `POST /torrents/{id}/resume`;
+//! - `DELETE /torrents/{id}` (`?delete_files=true` also deletes the data);
+//! - `GET /session` (listening address, DHT); `GET /metrics` (Prometheus text).
+//!
+//! Safety: bodies are bounded ([`MAX_BODY`]); with a token every request must carry it
+//! (`Authorization: Bearer TOKEN`, or basic auth with the token as password) — the CLI
+//! refuses a non-loopback address without one; no CORS headers are sent, so a web page on
+//! another origin cannot read the answers; nothing here takes a path from the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::input::{parse_input, Input};
+use super::{metrics, Daemon, DaemonError};
+use crate::metainfo::{Metainfo, MAX_TORRENT_SIZE};
+use crate::session::Source;
+
+/// Largest request body: a .torrent at most.
+pub const MAX_BODY: usize = MAX_TORRENT_SIZE;
+/// A .torrent URL given to `POST /torrents` is fetched within this, following redirects.
+const URL_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_REDIRECTS: usize = 5;
+
+#[derive(Clone)]
+struct Ctx {
+    daemon: Arc<Daemon>,
+    token: Option<Arc<str>>,
+}
+
+/// The API's routes over `daemon`; with `token`, every request must carry it.
+pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
+    let ctx = Ctx {
+        daemon,
+        token: token.map(Into::into),
+    };
+    Router::new()
+        .route("/torrents", get(list).post(add))
+        .route("/torrents/{id}", get(one).delete(remove))
+        .route("/torrents/{id}/pause", post(pause))
+        .route("/torrents/{id}/resume", post(resume))
+        .route("/session", get(session))
+        .route("/metrics", get(metrics_page))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(ctx.clone(), guard))
+        .with_state(ctx)
+}
+
+fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": msg.to_string() }))).into_response()
+}
+
+impl IntoResponse for DaemonError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
+            DaemonError::Input(_) => StatusCode::BAD_REQUEST,
+            DaemonError::Refused(_) => StatusCode::CONFLICT,
+            DaemonError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, self)
+    }
+}
+
+/// Byte-wise comparison that does not stop at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Does `headers` carry `token` (bearer, or basic auth with it as the password)?
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    if let Some(t) = v.strip_prefix("Bearer ") {
+        return same(t.trim().as_bytes(), token.as_bytes());
+    }
+    if let Some(b) = v.strip_prefix("Basic ") {
+        let Some(raw) = base64_decode(b.trim()) else {
+            return false;
+        };
+        return match raw.iter().position(|&c| c == b':') {
+            Some(i) => same(&raw[i + 1..], token.as_bytes()),
+            None => false,
+        };
+    }
+    false
+}
+
+/// Standard base64 with padding (RFC 4648), as basic auth sends it; `None` if malformed.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(4) || s.len() > 4096 {
+        return None;
+    }
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for chunk in s.as_bytes().chunks(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | val(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..4 - pad]);
+    }
+    Some(out)
+}
+
+/// Every request: the token first, then a declared body length over [`MAX_BODY`] is
+/// refused before any of the body is read (the extractor's own limit only counts bytes as
+/// they arrive).
+async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    if let Some(t) = &ctx.token {
+        if !authorized(req.headers(), t) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong token");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"magnetfetch\""),
+            );
+            return r;
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {MAX_BODY} bytes"),
+        );
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn list(State(ctx): State<Ctx>) -> Response {
+    Json(json!({ "torrents": ctx.daemon.list() })).into_response()
+}
+
+async fn one(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    match ctx.daemon.get(&id) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn add(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let input = match parse_input(&body) {
+        Ok(i) => i,
+        Err(e) => return DaemonError::Input(e).into_response(),
+    };
+    let (source, raw, magnet) = match input {
+        Input::Url(url) => {
+            let bytes = match crate::http::client::get_following_redirects(
+                ctx.daemon.session().net(),
+                &url,
+                MAX_TORRENT_SIZE,
+                URL_TIMEOUT,
+                MAX_REDIRECTS,
+            )
+            .await
+            {
+                Ok(b) => b,
+                Err(e) => return error(StatusCode::BAD_GATEWAY, e),
+            };
+            match Metainfo::from_bytes(&bytes) {
+                Ok(m) => (Source::Metainfo(Arc::new(m)), Some(bytes), None),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("{url}: not a valid .torrent: {e}"),
+                    )
+                }
+            }
+        }
+        Input::Magnet(m, text) => (Source::Magnet(m), None, Some(text)),
+        Input::Torrent(m, raw) => (Source::Metainfo(m), Some(raw), None),
+    };
+    match ctx.daemon.add(source, raw.as_deref(), magnet) {
+        Ok((id, ih)) => Json(json!({ "id": id, "infohash": ih.to_hex() })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pause(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    match ctx.daemon.pause(&id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn resume(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    match ctx.daemon.resume(&id) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    delete_files: bool,
+}
+
+async fn remove(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    q: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad query: use ?delete_files=true or false",
+        );
+    };
+    match ctx.daemon.remove(&id, q.delete_files).await {
+        Ok(()) => Json(json!({ "removed": id, "deleted_files": q.delete_files })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn session(State(ctx): State<Ctx>) -> Response {
+    let s = ctx.daemon.session();
+    let dht = match s.dht() {
+        Some(d) => {
+            let st = d.stats().await;
+            json!({
+                "nodes": st.table_size,
+                "nodes_v4": st.table_v4,
+                "nodes_v6": st.table_v6,
+                "queries_sent": st.queries_sent,
+                "queries_received": st.queries_received,
+                "peers_stored": st.peers_stored,
+                "external_addr": st.external_addr,
+            })
+        }
+        None => serde_json::Value::Null,
+    };
+    Json(json!({
+        "peer_id": s.peer_id().to_hex(),
+        "listen_addr": s.listen_addr(),
+        "listen_addr6": s.listen_addr6(),
+        "torrents": ctx.daemon.list().len(),
+        "dht": dht,
+    }))
+    .into_response()
+}
+
+async fn metrics_page(State(ctx): State<Ctx>) -> Response {
+    let dht = match ctx.daemon.session().dht() {
+        Some(d) => Some(d.stats().await),
+        None => None,
+    };
+    let page = metrics::render(&ctx.daemon.list(), dht.as_ref());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        page,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_as_bearer_or_basic_password() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(authorized(&h, "s3cret"));
+        assert!(!authorized(&h, "s3cre"));
+        // "any:s3cret"
+        h.insert(
+            header::AUTHORIZATION,
+            "Basic YW55OnMzY3JldA==".parse().unwrap(),
+        );
+        assert!(authorized(&h, "s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            "Basic YW55OnMzY3JldA=".parse().unwrap(),
+        );
+        assert!(!authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "Basic !!!!".parse().unwrap());
+        assert!(!authorized(&h, "s3cret"));
+        assert_eq!(base64_decode("YW55OnMzY3JldA==").unwrap(), b"any:s3cret");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode("YWI=").unwrap(), b"ab");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert!(base64_decode("Y===").is_none());
+    }
+}

@@ -1,0 +1,643 @@
+//! `magnetfetch daemon`: many torrents in one [`Session`] (one listening port, one DHT node),
+//! added, paused, resumed and removed over an HTTP API ([`api`]), kept across restarts
+//! ([`store`]).
+//!
+//! No BEP of its own: the torrents run exactly as `fetch` runs them (BEP 3, 5, 9, 10...),
+//! seeding once complete until paused or removed. The daemon owns the registry of torrents
+//! (id ↔ info-hash, settings, last progress); one small supervisor task per running torrent
+//! waits for it to end and records how it ended. Verified pieces survive a restart through
+//! the session's resume data; the list itself through [`store`].
+
+pub mod api;
+mod input;
+mod metrics;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::id::InfoHash;
+use crate::metainfo::Metainfo;
+use crate::session::{AddTorrent, Phase, Progress, Session, Source, StorageSpec};
+use crate::torrent::layout::check_component;
+use store::{Saved, SavedList, Store};
+
+pub use input::InputError;
+
+/// Settings of a daemon.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Where torrents are downloaded unless added with another directory.
+    pub download_dir: PathBuf,
+    /// Resume data (`resume/`) and the daemon's list (`daemon/`).
+    pub state_dir: PathBuf,
+    /// Give up on a magnet's metadata after this long (the torrent then shows `error`).
+    pub metadata_timeout: Duration,
+    /// Rate limits applied to every torrent (bytes/s).
+    pub max_down_rate: Option<u64>,
+    pub max_up_rate: Option<u64>,
+}
+
+/// What a torrent is doing, as the API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Searching,
+    Metadata,
+    Checking,
+    Downloading,
+    Seeding,
+    Paused,
+    Error,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Searching => "searching",
+            State::Metadata => "metadata",
+            State::Checking => "checking",
+            State::Downloading => "downloading",
+            State::Seeding => "seeding",
+            State::Paused => "paused",
+            State::Error => "error",
+        }
+    }
+
+    /// Every state, for metrics that list each one.
+    pub const ALL: [State; 7] = [
+        State::Searching,
+        State::Metadata,
+        State::Checking,
+        State::Downloading,
+        State::Seeding,
+        State::Paused,
+        State::Error,
+    ];
+}
+
+/// One torrent as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TorrentView {
+    pub id: u64,
+    pub infohash: String,
+    /// The torrent's name, once the metadata is known (else the magnet's `dn`, if any).
+    pub name: Option<String>,
+    pub state: State,
+    /// Verified bytes over the total, 0 to 1 (0 while the size is unknown).
+    pub progress: f64,
+    /// Bytes in verified pieces.
+    pub downloaded: u64,
+    /// Bytes of the torrent (0 until the metadata is known).
+    pub total_size: u64,
+    /// Payload bytes received since the torrent last started.
+    pub received: u64,
+    /// Payload bytes sent since the torrent last started.
+    pub uploaded: u64,
+    pub down_rate: u64,
+    pub up_rate: u64,
+    pub peers: usize,
+    pub seeds: usize,
+    pub known_peers: usize,
+    /// Seconds to completion at the current rate (none when unknown or complete).
+    pub eta: Option<u64>,
+    /// While the metadata is fetched: peers tried, and BEP 9 pieces of how many.
+    pub peers_tried: usize,
+    pub metadata_pieces: usize,
+    pub metadata_pieces_total: usize,
+    pub output: PathBuf,
+    /// Seconds since the Unix epoch.
+    pub added: u64,
+    /// Why it stopped, for `state: error`.
+    pub error: Option<String>,
+}
+
+/// Why an API call could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("no torrent {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("cannot save the daemon's state: {0}")]
+    Store(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+struct Entry {
+    id: u64,
+    info_hash: InfoHash,
+    magnet: Option<String>,
+    /// A name to show before the metadata is known (the magnet's `dn`).
+    display_name: Option<String>,
+    output: PathBuf,
+    added: u64,
+    paused: bool,
+    error: Option<String>,
+    /// Known metainfo (from a .torrent, or fetched).
+    metainfo: Option<Arc<Metainfo>>,
+    /// Present while the torrent runs.
+    run: Option<Run>,
+    /// The last progress of a run that ended (shown while paused or failed).
+    last: Progress,
+}
+
+struct Run {
+    /// Distinguishes this run from a later one of the same entry (a pause then resume).
+    generation: u64,
+    progress: watch::Receiver<Progress>,
+    stop: watch::Sender<bool>,
+    /// Becomes true once the run has ended and its end is recorded.
+    done: watch::Receiver<bool>,
+}
+
+impl Run {
+    /// Asks the run to stop; the returned receiver turns true once it has.
+    fn stop(&self) -> watch::Receiver<bool> {
+        let _ = self.stop.send(true);
+        self.done.clone()
+    }
+}
+
+/// Waits until a run's `done` turns true (or its supervisor is gone).
+async fn ended(mut done: watch::Receiver<bool>) {
+    let _ = done.wait_for(|d| *d).await;
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    generation: u64,
+    torrents: BTreeMap<u64, Entry>,
+}
+
+/// The daemon: a session and its torrents.
+pub struct Daemon {
+    session: Session,
+    cfg: DaemonConfig,
+    store: Store,
+    reg: Mutex<Registry>,
+    /// Serialises writes of the list so an older snapshot never overwrites a newer one.
+    save_lock: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Daemon {
+    /// Starts a daemon on `session` and brings back the torrents saved in the state
+    /// directory (paused ones stay paused).
+    pub fn start(session: Session, cfg: DaemonConfig) -> Result<Arc<Daemon>, String> {
+        let store = Store::new(&cfg.state_dir);
+        let saved = store.load()?;
+        let d = Arc::new(Daemon {
+            session,
+            cfg,
+            store,
+            reg: Mutex::new(Registry {
+                next_id: saved.next_id.max(1),
+                ..Registry::default()
+            }),
+            save_lock: Mutex::new(()),
+        });
+        for s in saved.torrents {
+            if let Err(e) = d.restore(&s) {
+                tracing::warn!(id = s.id, info_hash = %s.info_hash, "cannot restore torrent: {e}");
+            }
+        }
+        Ok(d)
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    fn restore(self: &Arc<Self>, s: &Saved) -> Result<(), String> {
+        let ih = InfoHash::from_hex(&s.info_hash).map_err(|e| e.to_string())?;
+        let magnet = match &s.magnet {
+            Some(m) => Some(crate::magnet::Magnet::parse(m).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let metainfo = match std::fs::read(self.store.torrent_path(&ih)) {
+            Ok(b) => Some(Arc::new(
+                Metainfo::from_bytes(&b).map_err(|e| e.to_string())?,
+            )),
+            Err(_) => None,
+        };
+        let source = match (metainfo, magnet) {
+            (Some(m), _) => Source::Metainfo(m),
+            (None, Some(m)) => Source::Magnet(m),
+            (None, None) => return Err("neither a .torrent nor a magnet link saved".into()),
+        };
+        if source.info_hash() != ih {
+            return Err("saved source is for another info-hash".into());
+        }
+        self.insert(
+            s.id,
+            source,
+            s.magnet.clone(),
+            s.output.clone(),
+            s.added,
+            s.paused,
+        );
+        Ok(())
+    }
+
+    /// Adds a torrent (or finds it: adding one twice answers the first one's id).
+    /// `raw_torrent` is the .torrent's bytes when the source is a .torrent.
+    pub fn add(
+        self: &Arc<Self>,
+        source: Source,
+        raw_torrent: Option<&[u8]>,
+        magnet_text: Option<String>,
+    ) -> Result<(u64, InfoHash), DaemonError> {
+        let ih = source.info_hash();
+        {
+            let reg = lock(&self.reg);
+            if let Some(e) = reg.torrents.values().find(|e| e.info_hash == ih) {
+                return Ok((e.id, ih));
+            }
+        }
+        if let Some(b) = raw_torrent {
+            self.store
+                .save_torrent(&ih, b)
+                .map_err(|e| DaemonError::Store(e.to_string()))?;
+        }
+        let id = {
+            let mut reg = lock(&self.reg);
+            let id = reg.next_id;
+            reg.next_id += 1;
+            id
+        };
+        let output = self.cfg.download_dir.clone();
+        self.insert(id, source, magnet_text, output, now_secs(), false);
+        self.save()?;
+        Ok((id, ih))
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        id: u64,
+        source: Source,
+        magnet: Option<String>,
+        output: PathBuf,
+        added: u64,
+        paused: bool,
+    ) {
+        let (display_name, metainfo) = match &source {
+            Source::Magnet(m) => (m.display_name.clone(), None),
+            Source::Metainfo(m) => (Some(m.info.name.clone()), Some(m.clone())),
+        };
+        let entry = Entry {
+            id,
+            info_hash: source.info_hash(),
+            magnet,
+            display_name,
+            output,
+            added,
+            paused,
+            error: None,
+            metainfo,
+            run: None,
+            last: Progress::default(),
+        };
+        {
+            let mut reg = lock(&self.reg);
+            reg.next_id = reg.next_id.max(id + 1);
+            reg.torrents.insert(id, entry);
+        }
+        if !paused {
+            self.start_run(id, source);
+        }
+    }
+
+    /// Starts (or restarts) the torrent `id` from `source`.
+    fn start_run(self: &Arc<Self>, id: u64, source: Source) {
+        let mut reg = lock(&self.reg);
+        reg.generation += 1;
+        let generation = reg.generation;
+        let Some(e) = reg.torrents.get_mut(&id) else {
+            return;
+        };
+        let mut add = AddTorrent::new(source, StorageSpec::Disk(e.output.clone()));
+        add.resume_dir = Some(self.cfg.state_dir.join("resume"));
+        add.metadata_timeout = self.cfg.metadata_timeout;
+        add.swarm.keep_seeding = true;
+        add.swarm.max_down_rate = self.cfg.max_down_rate;
+        add.swarm.max_up_rate = self.cfg.max_up_rate;
+        let mut handle = self.session.add(add);
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = watch::channel(false);
+        e.error = None;
+        e.run = Some(Run {
+            generation,
+            progress: handle.progress(),
+            stop: stop_tx,
+            done: done_rx,
+        });
+        drop(reg);
+
+        let me = Arc::downgrade(self);
+        let mut meta_rx = handle.metainfo();
+        tokio::spawn(async move {
+            let mut meta_known = meta_rx.borrow().is_some();
+            let ended = loop {
+                tokio::select! {
+                    r = handle.join() => break Some(r),
+                    _ = stop_rx.changed() => break None,
+                    ch = meta_rx.changed(), if !meta_known => {
+                        if ch.is_err() {
+                            meta_known = true;
+                            continue;
+                        }
+                        let m = meta_rx.borrow_and_update().clone();
+                        if let (Some(m), Some(d)) = (m, me.upgrade()) {
+                            meta_known = true;
+                            d.metadata_known(id, m);
+                        }
+                    }
+                }
+            };
+            let last = handle.progress().borrow().clone();
+            let result = match ended {
+                Some(r) => r,
+                None => {
+                    handle.stop();
+                    handle.join().await
+                }
+            };
+            if let Some(d) = me.upgrade() {
+                d.run_ended(id, generation, last, result.err().map(|e| e.to_string()));
+            }
+            let _ = done_tx.send(true);
+        });
+    }
+
+    /// A magnet's metadata arrived: keep it (the .torrent survives a restart).
+    fn metadata_known(&self, id: u64, m: Arc<Metainfo>) {
+        if let Err(e) = self.store.save_torrent(&m.info_hash, &m.to_bytes()) {
+            tracing::warn!(id, "cannot save the fetched .torrent: {e}");
+        }
+        if let Some(e) = lock(&self.reg).torrents.get_mut(&id) {
+            e.metainfo = Some(m);
+        }
+    }
+
+    fn run_ended(&self, id: u64, generation: u64, last: Progress, error: Option<String>) {
+        let mut reg = lock(&self.reg);
+        let Some(e) = reg.torrents.get_mut(&id) else {
+            return;
+        };
+        if e.run.as_ref().map(|r| r.generation) != Some(generation) {
+            return;
+        }
+        e.run = None;
+        e.last = last;
+        if !e.paused {
+            e.error = Some(error.unwrap_or_else(|| "stopped".into()));
+        }
+    }
+
+    fn find_id(&self, key: &str) -> Result<u64, DaemonError> {
+        let reg = lock(&self.reg);
+        if let Ok(id) = key.parse::<u64>() {
+            if reg.torrents.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        if let Ok(ih) = InfoHash::from_hex(key) {
+            if let Some(e) = reg.torrents.values().find(|e| e.info_hash == ih) {
+                return Ok(e.id);
+            }
+        }
+        Err(DaemonError::NotFound(key.chars().take(64).collect()))
+    }
+
+    /// Stops a torrent, keeping its data and verified pieces.
+    pub async fn pause(&self, key: &str) -> Result<TorrentView, DaemonError> {
+        let id = self.find_id(key)?;
+        let stopped = {
+            let mut reg = lock(&self.reg);
+            let e = reg.torrents.get_mut(&id).expect("found above");
+            e.paused = true;
+            e.error = None;
+            e.run.as_ref().map(Run::stop)
+        };
+        self.save()?;
+        if let Some(done) = stopped {
+            ended(done).await;
+        }
+        self.view(id)
+    }
+
+    /// Starts a paused (or failed) torrent again; a running one is left alone.
+    pub fn resume(self: &Arc<Self>, key: &str) -> Result<TorrentView, DaemonError> {
+        let id = self.find_id(key)?;
+        let source = {
+            let mut reg = lock(&self.reg);
+            let e = reg.torrents.get_mut(&id).expect("found above");
+            e.paused = false;
+            if e.run.is_some() {
+                None
+            } else {
+                Some(match (&e.metainfo, &e.magnet) {
+                    (Some(m), _) => Source::Metainfo(m.clone()),
+                    (None, Some(m)) => Source::Magnet(
+                        crate::magnet::Magnet::parse(m)
+                            .map_err(|e| DaemonError::Refused(e.to_string()))?,
+                    ),
+                    (None, None) => {
+                        return Err(DaemonError::Refused("nothing to start from".into()))
+                    }
+                })
+            }
+        };
+        if let Some(s) = source {
+            self.start_run(id, s);
+        }
+        self.save()?;
+        self.view(id)
+    }
+
+    /// Removes a torrent; with `delete_files` also its data (only what the torrent itself
+    /// names, inside its download directory).
+    pub async fn remove(&self, key: &str, delete_files: bool) -> Result<(), DaemonError> {
+        let id = self.find_id(key)?;
+        let (run, entry_meta, output, ih) = {
+            let mut reg = lock(&self.reg);
+            let e = reg.torrents.remove(&id).expect("found above");
+            (e.run, e.metainfo, e.output, e.info_hash)
+        };
+        if let Some(r) = run {
+            ended(r.stop()).await;
+        }
+        self.store.remove_torrent(&ih);
+        let _ = std::fs::remove_file(
+            self.cfg
+                .state_dir
+                .join("resume")
+                .join(format!("{}.resume", ih.to_hex())),
+        );
+        self.save()?;
+        if delete_files {
+            if let Some(m) = entry_meta {
+                delete_data(&output, &m);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every torrent, by id.
+    pub fn list(&self) -> Vec<TorrentView> {
+        let reg = lock(&self.reg);
+        reg.torrents.values().map(view_of).collect()
+    }
+
+    pub fn view(&self, id: u64) -> Result<TorrentView, DaemonError> {
+        let reg = lock(&self.reg);
+        reg.torrents
+            .get(&id)
+            .map(view_of)
+            .ok_or_else(|| DaemonError::NotFound(id.to_string()))
+    }
+
+    /// One torrent by id or info-hash.
+    pub fn get(&self, key: &str) -> Result<TorrentView, DaemonError> {
+        let id = self.find_id(key)?;
+        self.view(id)
+    }
+
+    /// Saves the list (see [`store`]).
+    fn save(&self) -> Result<(), DaemonError> {
+        let _g = lock(&self.save_lock);
+        let list = {
+            let reg = lock(&self.reg);
+            SavedList {
+                next_id: reg.next_id,
+                torrents: reg
+                    .torrents
+                    .values()
+                    .map(|e| Saved {
+                        id: e.id,
+                        info_hash: e.info_hash.to_hex(),
+                        magnet: e.magnet.clone(),
+                        output: e.output.clone(),
+                        paused: e.paused,
+                        added: e.added,
+                    })
+                    .collect(),
+            }
+        };
+        self.store
+            .save(&list)
+            .map_err(|e| DaemonError::Store(e.to_string()))
+    }
+
+    /// Stops every torrent (their resume data is written) and waits for them.
+    pub async fn shutdown(&self) {
+        let runs: Vec<watch::Receiver<bool>> = {
+            let reg = lock(&self.reg);
+            reg.torrents
+                .values()
+                .filter_map(|e| e.run.as_ref())
+                .map(Run::stop)
+                .collect()
+        };
+        for done in runs {
+            let _ = tokio::time::timeout(Duration::from_secs(10), ended(done)).await;
+        }
+        self.session.shutdown().await;
+    }
+}
+
+fn view_of(e: &Entry) -> TorrentView {
+    let p = match &e.run {
+        Some(r) => r.progress.borrow().clone(),
+        None => e.last.clone(),
+    };
+    let state = if e.error.is_some() {
+        State::Error
+    } else if e.paused || e.run.is_none() {
+        State::Paused
+    } else {
+        match p.phase {
+            Phase::Searching => State::Searching,
+            Phase::Metadata => State::Metadata,
+            Phase::Checking => State::Checking,
+            Phase::Downloading => State::Downloading,
+            Phase::Seeding | Phase::Done => State::Seeding,
+            Phase::Stopped => State::Paused,
+        }
+    };
+    let total = p
+        .total
+        .max(e.metainfo.as_ref().map_or(0, |m| m.info.total_length()));
+    let progress = if total == 0 {
+        0.0
+    } else {
+        (p.verified as f64 / total as f64).clamp(0.0, 1.0)
+    };
+    let eta = (state == State::Downloading && p.down_rate > 0)
+        .then(|| total.saturating_sub(p.verified) / p.down_rate);
+    TorrentView {
+        id: e.id,
+        infohash: e.info_hash.to_hex(),
+        name: p
+            .name
+            .clone()
+            .or_else(|| e.metainfo.as_ref().map(|m| m.info.name.clone()))
+            .or_else(|| e.display_name.clone()),
+        state,
+        progress,
+        downloaded: p.verified,
+        total_size: total,
+        received: p.downloaded,
+        uploaded: p.uploaded,
+        down_rate: p.down_rate,
+        up_rate: p.up_rate,
+        peers: p.peers,
+        seeds: p.seeds,
+        known_peers: p.known_peers,
+        eta,
+        peers_tried: p.peers_tried,
+        metadata_pieces: p.metadata_pieces,
+        metadata_pieces_total: p.metadata_pieces_total,
+        output: e.output.clone(),
+        added: e.added,
+        error: e.error.clone(),
+    }
+}
+
+/// Deletes a torrent's file or top directory under `output`, and its partial-pieces file.
+/// The name was checked when the metainfo was parsed; it is checked again here because this
+/// deletes: one plain path component, never `..` or a path.
+fn delete_data(output: &Path, m: &Metainfo) {
+    if check_component(&m.info.name).is_err() {
+        tracing::warn!(name = %m.info.name, "not deleting: unsafe torrent name");
+        return;
+    }
+    let p = output.join(&m.info.name);
+    let r = match std::fs::symlink_metadata(&p) {
+        Ok(md) if md.is_dir() => std::fs::remove_dir_all(&p),
+        Ok(_) => std::fs::remove_file(&p),
+        Err(_) => Ok(()),
+    };
+    if let Err(e) = r {
+        tracing::warn!(path = %p.display(), "cannot delete: {e}");
+    }
+    let _ =
+        std::fs::remove_file(output.join(crate::torrent::storage::parts_file_name(&m.info_hash)));
+}

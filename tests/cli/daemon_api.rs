@@ -1,0 +1,324 @@
+//! `magnetfetch daemon` over real HTTP on loopback: a magnet of a loopback `magnetfetch seed`
+//! added with `POST /torrents` downloads to the end and seeds; `GET /torrents`, `/metrics`,
+//! pause and resume; the daemon killed with SIGKILL and started again finds the torrent
+//! complete without downloading a byte; `DELETE ?delete_files=true` removes it and its data.
+//! Hostile requests (garbage, a body over the bound, unknown ids, a missing token) get 4xx
+//! and change nothing. Addresses from `fresh_ip()`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::loopback::fresh_ip;
+use crate::support::procs::{drained_lines, start_seeder, Proc, BIN};
+use crate::support::random_bytes;
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[&str],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the API");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !headers.iter().any(|h| h.starts_with("Content-Length:")) {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    // A server may answer (and close) before reading all of a refused body.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Value {
+    let (status, text) = http(addr, method, path, body, &[]);
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {text}"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+}
+
+/// Starts `magnetfetch daemon` and returns it with its API address.
+fn start_daemon(
+    ip: std::net::Ipv4Addr,
+    out: &Path,
+    state: &Path,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["daemon", "--http", &format!("{ip}:0"), "--no-dht"])
+        .args(["--bind", &format!("{ip}:0"), "-o"])
+        .arg(out)
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn daemon");
+    let rx = drained_lines(&mut child);
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("daemon printed its API address");
+    let addr = line
+        .strip_prefix("api: http://")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    (Proc(child), addr)
+}
+
+/// Polls `GET /torrents/{id}` until `done` holds for it (or panics after `limit`).
+fn wait_torrent(api: SocketAddr, id: u64, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + limit;
+    loop {
+        let t = json(api, "GET", &format!("/torrents/{id}"), b"");
+        if done(&t) {
+            return t;
+        }
+        assert!(Instant::now() < end, "torrent {id} never got there: {t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kill9(p: &mut Child) {
+    let _ = p.kill();
+    let _ = p.wait();
+}
+
+#[test]
+fn a_magnet_added_over_http_downloads_survives_kill_9_and_is_removed_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(3 * 1024 * 1024 + 333, 240);
+    let file = dir.path().join("daemon_api.bin");
+    std::fs::write(&file, &data).unwrap();
+    let seed_ip = fresh_ip();
+    let seed_bind = format!("{seed_ip}:{}", crate::support::free_port());
+    let (_seeder, magnet) = start_seeder(
+        &file,
+        &["--no-dht", "--bind", &seed_bind, "-q"],
+        &dir.path().join("seed-state"),
+    );
+    let ip = fresh_ip();
+    let out = dir.path().join("out");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&out).unwrap();
+    let (mut daemon, api) = start_daemon(ip, &out, &state, &[]);
+
+    assert_eq!(
+        json(api, "GET", "/torrents", b""),
+        serde_json::json!({"torrents": []})
+    );
+    let link = format!("{magnet}&x.pe={seed_bind}");
+    let added = json(api, "POST", "/torrents", link.as_bytes());
+    let id = added["id"].as_u64().expect("id");
+    let ih = added["infohash"].as_str().expect("infohash").to_string();
+    assert!(magnet.contains(&ih), "{added} vs {magnet}");
+    // Adding it again answers the same torrent.
+    assert_eq!(json(api, "POST", "/torrents", link.as_bytes())["id"], id);
+
+    let t = wait_torrent(api, id, Duration::from_secs(60), |t| {
+        t["state"] == "seeding"
+    });
+    assert_eq!(t["progress"], 1.0, "{t}");
+    assert_eq!(t["downloaded"], data.len() as u64);
+    assert_eq!(t["total_size"], data.len() as u64);
+    assert_eq!(t["name"], "daemon_api.bin");
+    assert!(std::fs::read(out.join("daemon_api.bin")).unwrap() == data);
+    let list = json(api, "GET", "/torrents", b"");
+    let items = list["torrents"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    for k in [
+        "id",
+        "infohash",
+        "name",
+        "state",
+        "progress",
+        "downloaded",
+        "total_size",
+    ] {
+        assert!(!items[0][k].is_null(), "{k} missing in {list}");
+    }
+    // By info-hash too.
+    assert_eq!(json(api, "GET", &format!("/torrents/{ih}"), b"")["id"], id);
+
+    let (status, metrics) = http(api, "GET", "/metrics", b"", &[]);
+    assert_eq!(status, 200);
+    let sample = format!(
+        "magnetfetch_torrent_verified_bytes{{id=\"{id}\",infohash=\"{ih}\"}} {}",
+        data.len()
+    );
+    assert!(metrics.contains(&sample), "{metrics}");
+    assert!(
+        metrics.contains("magnetfetch_torrents{state=\"seeding\"} 1"),
+        "{metrics}"
+    );
+
+    let paused = json(api, "POST", &format!("/torrents/{id}/pause"), b"");
+    assert_eq!(paused["state"], "paused", "{paused}");
+    assert_eq!(
+        json(api, "GET", &format!("/torrents/{id}"), b"")["state"],
+        "paused"
+    );
+    json(api, "POST", &format!("/torrents/{id}/resume"), b"");
+    wait_torrent(api, id, Duration::from_secs(30), |t| {
+        t["state"] == "seeding"
+    });
+
+    // kill -9, then the same state directory: the torrent is back, complete, and nothing is
+    // received again (the seeder is gone too: there is no one to receive from).
+    kill9(&mut daemon.0);
+    drop(_seeder);
+    let (_daemon2, api) = start_daemon(ip, &out, &state, &[]);
+    let t = wait_torrent(api, id, Duration::from_secs(30), |t| {
+        t["state"] == "seeding"
+    });
+    assert_eq!(t["infohash"], ih.as_str());
+    assert_eq!(t["progress"], 1.0, "{t}");
+    assert_eq!(t["received"], 0, "{t}");
+
+    let removed = json(
+        api,
+        "DELETE",
+        &format!("/torrents/{id}?delete_files=true"),
+        b"",
+    );
+    assert_eq!(removed["deleted_files"], true, "{removed}");
+    assert_eq!(
+        json(api, "GET", "/torrents", b""),
+        serde_json::json!({"torrents": []})
+    );
+    assert!(!out.join("daemon_api.bin").exists(), "data not deleted");
+    assert_eq!(
+        http(api, "GET", &format!("/torrents/{id}"), b"", &[]).0,
+        404
+    );
+}
+
+#[test]
+fn hostile_requests_get_4xx_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let ip = fresh_ip();
+    let (_daemon, api) = start_daemon(ip, &out, &dir.path().join("state"), &[]);
+    // A body over the bound (a .torrent's largest size) is refused from its length alone.
+    let huge = format!("Content-Length: {}", 200u64 << 20);
+    let (status, _) = http(api, "POST", "/torrents", &[b'l'; 1 << 20], &[&huge]);
+    assert_eq!(status, 413);
+    let cases: [(&str, &str, Vec<u8>, u16); 9] = [
+        ("POST", "/torrents", b"".to_vec(), 400),
+        ("POST", "/torrents", b"not a torrent".to_vec(), 400),
+        (
+            "POST",
+            "/torrents",
+            b"magnet:?xt=urn:btih:nothex".to_vec(),
+            400,
+        ),
+        ("POST", "/torrents", b"d4:infoi1ee".to_vec(), 400),
+        ("POST", "/torrents", vec![b'l'; 4 << 20], 400),
+        ("GET", "/torrents/999", Vec::new(), 404),
+        (
+            "POST",
+            "/torrents/..%2F..%2Fetc%2Fpasswd/pause",
+            Vec::new(),
+            404,
+        ),
+        ("DELETE", "/torrents/1?delete_files=maybe", Vec::new(), 400),
+        ("GET", "/nothing/here", Vec::new(), 404),
+    ];
+    for (method, path, body, want) in cases {
+        let (status, text) = http(api, method, path, &body, &[]);
+        assert_eq!(status, want, "{method} {path}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(v["error"].is_string(), "{text}");
+    }
+    assert_eq!(
+        json(api, "GET", "/torrents", b""),
+        serde_json::json!({"torrents": []})
+    );
+    let mut left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "files written: {:?}", left.pop());
+}
+
+#[test]
+fn a_token_is_required_off_loopback_and_checked_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "daemon",
+            "--http",
+            "0.0.0.0:0",
+            "--no-dht",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = crate::support::assert_cli_error(&out);
+    assert!(err.contains("--token"), "{err}");
+
+    let ip = fresh_ip();
+    let (_daemon, api) = start_daemon(
+        ip,
+        dir.path(),
+        &dir.path().join("state"),
+        &["--token", "s3cret"],
+    );
+    assert_eq!(http(api, "GET", "/torrents", b"", &[]).0, 401);
+    assert_eq!(
+        http(
+            api,
+            "GET",
+            "/torrents",
+            b"",
+            &["Authorization: Bearer wrong"]
+        )
+        .0,
+        401
+    );
+    let (status, body) = http(
+        api,
+        "GET",
+        "/torrents",
+        b"",
+        &["Authorization: Bearer s3cret"],
+    );
+    assert_eq!((status, body.as_str()), (200, "{\"torrents\":[]}"));
+    // Basic auth, any user, the token as password ("u:s3cret").
+    let (status, _) = http(
+        api,
+        "GET",
+        "/metrics",
+        b"",
+        &["Authorization: Basic dTpzM2NyZXQ="],
+    );
+    assert_eq!(status, 200);
+}
