@@ -25,6 +25,12 @@ pub struct Args {
 
 /// Reads and parses a .torrent file, refusing oversized files before reading them.
 pub fn read_torrent(path: &Path) -> Result<Metainfo, CliError> {
+    let buf = read_torrent_bytes(path)?;
+    Metainfo::from_bytes(&buf).map_err(|e| CliError::msg(format!("{}: {e}", path.display())))
+}
+
+/// A .torrent file's bytes, bounded by the largest torrent accepted (not parsed).
+pub fn read_torrent_bytes(path: &Path) -> Result<Vec<u8>, CliError> {
     let shown = path.display();
     let file = std::fs::File::open(path)
         .map_err(|e| CliError::msg(format!("cannot read {shown}: {e}")))?;
@@ -37,7 +43,7 @@ pub fn read_torrent(path: &Path) -> Result<Metainfo, CliError> {
             "{shown}: file is too large to be a torrent"
         )));
     }
-    Metainfo::from_bytes(&buf).map_err(|e| CliError::msg(format!("{shown}: {e}")))
+    Ok(buf)
 }
 
 pub fn run(args: Args) -> CliResult {

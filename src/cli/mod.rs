@@ -16,6 +16,7 @@ pub mod info;
 pub mod magnet;
 pub mod metadata;
 pub mod progress;
+pub mod remote;
 pub mod seed;
 pub mod sim;
 pub mod tracker;
@@ -60,6 +61,8 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Run many torrents in one process, driven over an HTTP API (docs/api.md)
     Daemon(daemon::Args),
+    /// Control a running daemon: add, list, pause, resume, rm
+    Remote(remote::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -136,6 +139,7 @@ fn run_command(c: Command) -> i32 {
         Command::Sim(a) => sim::run(a),
         Command::Metadata(a) => metadata::run(a),
         Command::Daemon(a) => daemon::run(a),
+        Command::Remote(a) => remote::run(a),
     }
 }
 

@@ -322,3 +322,176 @@ fn a_token_is_required_off_loopback_and_checked_when_set() {
     );
     assert_eq!(status, 200);
 }
+
+/// Lines of docs/api.md's code blocks that start with `prefix`.
+fn documented(prefix: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
+    let mut in_block = false;
+    let mut out = Vec::new();
+    for line in doc.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+            continue;
+        }
+        if in_block && line.starts_with(prefix) {
+            out.push(line.to_string());
+        }
+    }
+    out
+}
+
+/// The documented info-hash, replaced by the test torrent's.
+const DOC_IH: &str = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+
+fn run_sh(line: &str, cwd: &Path) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "documented command failed: {line}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_curl_and_remote_example_of_the_api_docs_works() {
+    if !crate::support::require_or_skip("curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file.bin"), random_bytes(100_000, 241)).unwrap();
+    let made = Command::new(BIN)
+        .args(["create", "file.bin", "-o", "file.torrent"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let magnet = String::from_utf8(made.stdout).unwrap();
+    let ih = magnet.trim().strip_prefix("magnet:?xt=urn:btih:").unwrap()[..40].to_string();
+    let fix = |line: &str, api: SocketAddr| {
+        line.replace("http://127.0.0.1:7878", &format!("http://{api}"))
+            .replace(DOC_IH, &ih)
+    };
+
+    let curls = documented("curl ");
+    assert!(curls.len() >= 12, "{curls:?}");
+    let ip = fresh_ip();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (_plain, api) = start_daemon(ip, &out, &dir.path().join("state-a"), &[]);
+    let (_locked, locked_api) = start_daemon(
+        fresh_ip(),
+        &out,
+        &dir.path().join("state-b"),
+        &["--token", "s3cret"],
+    );
+    for line in &curls {
+        let target = if line.contains("s3cret") {
+            locked_api
+        } else {
+            api
+        };
+        run_sh(&fix(line, target), dir.path());
+    }
+    // The documented calls did what they say: the torrent was added, then removed.
+    assert_eq!(
+        json(api, "GET", "/torrents", b""),
+        serde_json::json!({"torrents": []})
+    );
+
+    let remotes = documented("magnetfetch remote ");
+    assert!(remotes.len() >= 5, "{remotes:?}");
+    let (_fresh, api) = start_daemon(fresh_ip(), &out, &dir.path().join("state-c"), &[]);
+    for line in &remotes {
+        let line = fix(line, api).replacen(
+            "magnetfetch remote ",
+            &format!("{BIN} remote --url http://{api} "),
+            1,
+        );
+        run_sh(&line, dir.path());
+    }
+    assert_eq!(
+        json(api, "GET", "/torrents", b""),
+        serde_json::json!({"torrents": []})
+    );
+}
+
+#[test]
+fn remote_lists_what_it_added_and_reports_the_daemons_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, api) = start_daemon(fresh_ip(), dir.path(), &dir.path().join("state"), &[]);
+    let url = format!("http://{api}");
+    let remote = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["remote", "--url", &url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ih = "0123456789abcdef0123456789abcdef01234567";
+    let added = remote(&["add", ih]);
+    assert!(added.status.success(), "{added:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&added.stdout),
+        format!("added 1 {ih}\n")
+    );
+    let list = remote(&["list"]);
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(text.starts_with("  ID  STATE"), "{text}");
+    assert!(text.contains(ih) && text.contains("searching"), "{text}");
+    let json_list = remote(&["list", "--json"]);
+    let v: Value = serde_json::from_slice(&json_list.stdout).unwrap();
+    assert_eq!(v["torrents"][0]["infohash"], ih);
+    // The daemon's refusal, as one error line.
+    let bad = remote(&["pause", "7"]);
+    let err = crate::support::assert_cli_error(&bad);
+    assert_eq!(err, "error: no torrent 7");
+    let junk = remote(&["add", "not-a-torrent"]);
+    let err = crate::support::assert_cli_error(&junk);
+    assert!(err.contains("not a magnet link"), "{err}");
+    // No daemon there.
+    let gone = Command::new(BIN)
+        .args(["remote", "--url", "http://127.0.0.1:9", "list"])
+        .output()
+        .unwrap();
+    let err = crate::support::assert_cli_error(&gone);
+    assert!(err.contains("cannot reach the daemon"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly_and_its_list_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ip = fresh_ip();
+    let (mut daemon, api) = start_daemon(ip, dir.path(), &state, &[]);
+    let ih = "89abcdef0123456789abcdef0123456789abcdef";
+    assert_eq!(json(api, "POST", "/torrents", ih.as_bytes())["id"], 1);
+    json(api, "POST", "/torrents/1/pause", b"");
+    // SAFETY: plain kill(2) on our own child's pid.
+    let r = unsafe { libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "daemon still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let (_again, api) = start_daemon(ip, dir.path(), &state, &[]);
+    let t = json(api, "GET", "/torrents/1", b"");
+    assert_eq!(
+        (t["infohash"].as_str(), t["state"].as_str()),
+        (Some(ih), Some("paused")),
+        "{t}"
+    );
+}
