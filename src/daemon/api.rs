@@ -54,6 +54,8 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
         .route("/torrents/{id}", get(one).delete(remove))
         .route("/torrents/{id}/pause", post(pause))
         .route("/torrents/{id}/resume", post(resume))
+        .route("/torrents/{id}/files", get(files))
+        .route("/torrents/{id}/stream/{file}", get(stream))
         .route("/session", get(session))
         .route("/metrics", get(metrics_page))
         .fallback(not_found)
@@ -231,6 +233,85 @@ async fn resume(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn files(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    match ctx.daemon.files(&id) {
+        Ok(f) => Json(json!({ "files": f })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A magnet's metadata is waited for this long by a stream request.
+const STREAM_METADATA_WAIT: Duration = Duration::from_secs(60);
+
+async fn stream(
+    State(ctx): State<Ctx>,
+    Path((id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(file) = file.parse::<usize>() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "files are numbered: /stream/0, /stream/1...",
+        );
+    };
+    let (src, ty) = match ctx
+        .daemon
+        .stream_source(&id, file, STREAM_METADATA_WAIT)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let len = src.span.len;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, part) = match super::stream::parse_range(range, len) {
+        super::stream::Wanted::All => (StatusCode::OK, (len > 0).then(|| 0..=len - 1)),
+        super::stream::Wanted::Part(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+        super::stream::Wanted::Unsatisfiable => {
+            let mut r = error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            if let Ok(v) = header::HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    let (body, length) = match &part {
+        Some(r) => {
+            let rx = super::stream::spawn_reader(src, r.clone());
+            (
+                axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                r.end() - r.start() + 1,
+            )
+        }
+        None => (axum::body::Body::empty(), 0),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ty));
+    h.insert(header::CONTENT_LENGTH, length.into());
+    h.insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("sandbox"),
+    );
+    if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (status, &part) {
+        if let Ok(v) =
+            header::HeaderValue::from_str(&format!("bytes {}-{}/{len}", r.start(), r.end()))
+        {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
 }
 
 #[derive(Deserialize)]

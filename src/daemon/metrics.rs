@@ -15,7 +15,7 @@ type Family = (
     fn(&TorrentView) -> u64,
 );
 
-const PER_TORRENT: [Family; 8] = [
+const PER_TORRENT: [Family; 9] = [
     (
         "magnetfetch_torrent_verified_bytes",
         "gauge",
@@ -63,6 +63,12 @@ const PER_TORRENT: [Family; 8] = [
         "gauge",
         "Connected peers that have every piece.",
         |t| t.seeds as u64,
+    ),
+    (
+        "magnetfetch_torrent_stream_readers",
+        "gauge",
+        "HTTP streams reading the torrent's files now.",
+        |t| t.stream_readers as u64,
     ),
 ];
 
@@ -204,6 +210,7 @@ mod tests {
             output: "/tmp".into(),
             added: 0,
             error: None,
+            stream_readers: 0,
         }
     }
 

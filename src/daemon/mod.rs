@@ -12,6 +12,7 @@ pub mod api;
 mod input;
 mod metrics;
 pub mod store;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -115,6 +116,19 @@ pub struct TorrentView {
     pub added: u64,
     /// Why it stopped, for `state: error`.
     pub error: Option<String>,
+    /// Streaming readers now.
+    pub stream_readers: usize,
+}
+
+/// One file of a torrent, as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileView {
+    /// The index to use in `/torrents/{id}/stream/{index}`.
+    pub index: usize,
+    /// Path inside the torrent, `/`-separated.
+    pub path: String,
+    pub length: u64,
+    pub content_type: &'static str,
 }
 
 /// Why an API call could not be done.
@@ -155,6 +169,10 @@ struct Run {
     stop: watch::Sender<bool>,
     /// Becomes true once the run has ended and its end is recorded.
     done: watch::Receiver<bool>,
+    /// For streaming: the metainfo once known, the verified pieces, the readers.
+    meta: watch::Receiver<Option<Arc<Metainfo>>>,
+    pieces: watch::Receiver<Option<Arc<crate::torrent::Bitfield>>>,
+    readers: Arc<stream::Readers>,
 }
 
 impl Run {
@@ -347,6 +365,9 @@ impl Daemon {
             progress: handle.progress(),
             stop: stop_tx,
             done: done_rx,
+            meta: handle.metainfo(),
+            pieces: handle.pieces(),
+            readers: stream::Readers::new(handle.focus_sender()),
         });
         drop(reg);
 
@@ -500,6 +521,73 @@ impl Daemon {
         Ok(())
     }
 
+    /// What a stream of file `file` of torrent `key` reads from: waits (up to `wait`) for a
+    /// magnet's metadata.
+    pub async fn stream_source(
+        &self,
+        key: &str,
+        file: usize,
+        wait: Duration,
+    ) -> Result<(stream::Source, &'static str), DaemonError> {
+        let id = self.find_id(key)?;
+        let (mut meta, pieces, readers, root) = {
+            let reg = lock(&self.reg);
+            let e = reg.torrents.get(&id).expect("found above");
+            let r = e
+                .run
+                .as_ref()
+                .ok_or_else(|| DaemonError::Refused(format!("torrent {id} is not running")))?;
+            (
+                r.meta.clone(),
+                r.pieces.clone(),
+                r.readers.clone(),
+                e.output.clone(),
+            )
+        };
+        let m = match tokio::time::timeout(wait, meta.wait_for(Option::is_some)).await {
+            Ok(Ok(m)) => m.clone().expect("waited for it"),
+            _ => {
+                return Err(DaemonError::Refused(format!(
+                    "torrent {id}: metadata not known yet"
+                )))
+            }
+        };
+        let span = stream::FileSpan::of(&m, file)
+            .ok_or_else(|| DaemonError::NotFound(format!("file {file} of torrent {id}")))?;
+        let ty = stream::content_type(&span.name);
+        Ok((
+            stream::Source {
+                span,
+                root,
+                pieces,
+                readers,
+            },
+            ty,
+        ))
+    }
+
+    /// The files of torrent `key` (empty until the metadata is known).
+    pub fn files(&self, key: &str) -> Result<Vec<FileView>, DaemonError> {
+        let id = self.find_id(key)?;
+        let reg = lock(&self.reg);
+        let e = reg.torrents.get(&id).expect("found above");
+        let Some(m) = &e.metainfo else {
+            return Ok(Vec::new());
+        };
+        Ok(m.info
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.pad)
+            .map(|(index, f)| FileView {
+                index,
+                path: f.path.join("/"),
+                length: f.length,
+                content_type: stream::content_type(f.path.last().map_or("", String::as_str)),
+            })
+            .collect())
+    }
+
     /// Every torrent, by id.
     pub fn list(&self) -> Vec<TorrentView> {
         let reg = lock(&self.reg);
@@ -618,6 +706,7 @@ fn view_of(e: &Entry) -> TorrentView {
         output: e.output.clone(),
         added: e.added,
         error: e.error.clone(),
+        stream_readers: e.run.as_ref().map_or(0, |r| r.readers.count()),
     }
 }
 

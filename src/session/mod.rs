@@ -271,6 +271,8 @@ pub struct TorrentHandle {
     pub info_hash: InfoHash,
     progress: watch::Receiver<Progress>,
     metainfo: watch::Receiver<Option<Arc<Metainfo>>>,
+    pieces: watch::Receiver<Option<Arc<Bitfield>>>,
+    focus: watch::Sender<Vec<u32>>,
     stop: watch::Sender<bool>,
     addrs: mpsc::Sender<SocketAddr>,
     join: JoinHandle<Result<TorrentOutcome, TorrentError>>,
@@ -287,6 +289,19 @@ impl TorrentHandle {
     /// restart needs no second fetch) or show files.
     pub fn metainfo(&self) -> watch::Receiver<Option<Arc<Metainfo>>> {
         self.metainfo.clone()
+    }
+
+    /// The verified pieces once the swarm runs (after checking what is on disk), updated as
+    /// each piece is verified *and written*: a reader may read a piece from the files as
+    /// soon as its bit is set.
+    pub fn pieces(&self) -> watch::Receiver<Option<Arc<Bitfield>>> {
+        self.pieces.clone()
+    }
+
+    /// Streaming: where to send the pieces to fetch before any other, in order (the
+    /// readers' windows); an empty list ends the focus.
+    pub fn focus_sender(&self) -> watch::Sender<Vec<u32>> {
+        self.focus.clone()
     }
 
     /// A sender for peer addresses from any source (DHT, tracker, ...).
@@ -500,6 +515,8 @@ impl Session {
             Source::Magnet(_) => None,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (pieces_tx, pieces_rx) = watch::channel(None);
+        let (focus_tx, focus_rx) = watch::channel(Vec::new());
         let (addr_tx, addr_rx) = mpsc::channel(ADDR_QUEUE);
         let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
         lock(&self.inner.torrents).insert(info_hash, Slot { incoming: inc_tx });
@@ -545,7 +562,7 @@ impl Session {
                 add,
                 rng_seed,
                 (progress_tx, meta_tx),
-                stop_rx,
+                (stop_rx, focus_rx, pieces_tx),
                 addr_rx,
                 inc_rx,
             )
@@ -559,6 +576,8 @@ impl Session {
             info_hash,
             progress: progress_rx,
             metainfo: meta_rx,
+            pieces: pieces_rx,
+            focus: focus_tx,
             stop: stop_tx,
             addrs: addr_tx,
             join,
@@ -857,6 +876,9 @@ async fn accept_peer(stream: crate::net::Stream, addr: SocketAddr, weak: std::sy
 /// The inputs a torrent task reads: stop requests, peer addresses and incoming connections.
 struct TorrentInputs {
     stop: watch::Receiver<bool>,
+    focus: watch::Receiver<Vec<u32>>,
+    /// Where the verified pieces are published (see [`TorrentHandle::pieces`]).
+    pieces: watch::Sender<Option<Arc<Bitfield>>>,
     addrs: mpsc::Receiver<SocketAddr>,
     incoming: mpsc::Receiver<PeerConn>,
     /// Peer addresses heard of during the metadata phase (the swarm's first candidates).
@@ -872,13 +894,19 @@ async fn run_torrent(
         watch::Sender<Progress>,
         watch::Sender<Option<Arc<Metainfo>>>,
     ),
-    stop: watch::Receiver<bool>,
+    (stop, focus, pieces): (
+        watch::Receiver<bool>,
+        watch::Receiver<Vec<u32>>,
+        watch::Sender<Option<Arc<Bitfield>>>,
+    ),
     addrs: mpsc::Receiver<SocketAddr>,
     incoming: mpsc::Receiver<PeerConn>,
 ) -> Result<TorrentOutcome, TorrentError> {
     let start = Instant::now();
     let mut inputs = TorrentInputs {
         stop,
+        focus,
+        pieces,
         addrs,
         incoming,
         seen: Vec::new(),
@@ -990,6 +1018,7 @@ async fn metadata_phase(
         addrs,
         incoming,
         seen,
+        ..
     } = inputs;
     let fetched = loop {
         tokio::select! {
@@ -1160,7 +1189,7 @@ async fn swarm_phase(
 ) -> Result<SwarmSummary, TorrentError> {
     let info_hash = add.source.info_hash();
     let info = &metainfo.info;
-    let (verified_tx, resume_task) = match &resume_path {
+    let (resume_tx, resume_task) = match &resume_path {
         Some(path) => {
             let (tx, rx) = mpsc::unbounded_channel();
             let task = tokio::spawn(save_resume(
@@ -1173,6 +1202,27 @@ async fn swarm_phase(
             (Some(tx), Some(task))
         }
         None => (None, None),
+    };
+    // Verified pieces go to the resume saver and to whoever reads the pieces watch
+    // (streaming). A forwarder rather than a second channel in the swarm: the swarm sends
+    // each verified piece once, after its write.
+    let verified_tx = {
+        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        let mut bits = have.clone();
+        inputs.pieces.send_replace(Some(Arc::new(bits.clone())));
+        let pieces_out = inputs.pieces.clone();
+        tokio::spawn(async move {
+            while let Some(piece) = rx.recv().await {
+                if let Some(r) = &resume_tx {
+                    let _ = r.send(piece);
+                }
+                if piece < bits.len() && !bits.get(piece) {
+                    bits.set(piece);
+                    pieces_out.send_replace(Some(Arc::new(bits.clone())));
+                }
+            }
+        });
+        Some(tx)
     };
     let params = swarm::SwarmParams {
         bind_ip: inner
@@ -1207,6 +1257,8 @@ async fn swarm_phase(
     // Peers heard of during the metadata phase are this swarm's first candidates.
     let TorrentInputs {
         stop,
+        focus,
+        pieces: _,
         mut addrs,
         incoming,
         seen,
@@ -1230,6 +1282,7 @@ async fn swarm_phase(
             incoming,
             stop,
             handed,
+            focus: Some(focus),
         })
         .await;
     // The swarm is gone, so is its sender: the saver writes the final state and ends.

@@ -161,6 +161,8 @@ pub struct SwarmInputs {
     pub stop: watch::Receiver<bool>,
     /// Connections the metadata fetch handed over (see [`HandedConn`]).
     pub handed: Vec<HandedConn>,
+    /// Streaming readers' windows: pieces to fetch first (see `Picker::set_focus`).
+    pub focus: Option<watch::Receiver<Vec<u32>>>,
 }
 
 /// Summary when the actor ends.
@@ -450,6 +452,7 @@ impl Swarm {
         let mut addrs_open = true;
         let mut incoming_open = true;
         let mut stop_open = true;
+        let mut focus = inputs.focus.take();
         self.publish(if self.complete() {
             Phase::Seeding
         } else {
@@ -507,6 +510,18 @@ impl Swarm {
                     Some(c) => self.on_incoming(c),
                     None => incoming_open = false,
                 },
+                r = async { focus.as_mut().expect("guarded").changed().await },
+                    if focus.is_some() =>
+                {
+                    match r {
+                        Ok(()) => {
+                            let pieces = focus.as_mut().expect("guarded").borrow_and_update().clone();
+                            let now = Instant::now();
+                            self.with_core(|c, io| c.set_focus(pieces, now, io));
+                        }
+                        Err(_) => focus = None,
+                    }
+                }
                 _ = tick.tick() => self.on_tick(),
             }
         }

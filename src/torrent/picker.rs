@@ -188,6 +188,8 @@ pub struct Picker {
     free_in_downloads: u64,
     sequential: bool,
     seq_cursor: u32,
+    /// Streaming: pieces to start before any other, in this order (see [`Picker::set_focus`]).
+    focus: Vec<u32>,
     rng: StdRng,
     scratch: Vec<u32>,
 }
@@ -219,6 +221,7 @@ impl Picker {
             free_in_downloads: 0,
             sequential: false,
             seq_cursor: 0,
+            focus: Vec::new(),
             rng,
             scratch: Vec::new(),
         };
@@ -335,6 +338,13 @@ impl Picker {
     pub fn set_sequential(&mut self, on: bool) {
         self.sequential = on;
         self.seq_cursor = 0;
+    }
+
+    /// Streaming: new pieces are started from `pieces` first, in that order (the pieces at
+    /// and just after each reader's position), whatever the priorities, rarity or the
+    /// random first pieces say. Empty: no focus.
+    pub fn set_focus(&mut self, pieces: Vec<u32>) {
+        self.focus = pieces;
     }
 
     // ---- availability ---------------------------------------------------------------
@@ -573,6 +583,8 @@ impl Picker {
             if this.state[i as usize] == PieceState::Missing
                 && this.prio[i as usize] > 0
                 && has.get(i)
+                // A focus piece may come round again below (`out` is a few pieces).
+                && !out.contains(&i)
             {
                 out.push(i);
                 *need = need.saturating_sub(this.block_count(i) as u64);
@@ -580,6 +592,14 @@ impl Picker {
             *need == 0
         };
         let n = self.piece_count;
+        if !self.focus.is_empty() {
+            let focus = std::mem::take(&mut self.focus);
+            let full = focus.iter().any(|&i| i < n && take(self, i, need, out));
+            self.focus = focus;
+            if full {
+                return;
+            }
+        }
         if self.sequential {
             while self.seq_cursor < n && !self.is_wanted(self.seq_cursor) {
                 self.seq_cursor += 1;
@@ -1277,6 +1297,38 @@ mod tests {
         }
         assert!(p.is_complete());
         assert!(!p.interesting(&all));
+    }
+
+    #[test]
+    fn focus_pieces_start_first_in_order_and_only_once() {
+        let mut p = picker(8);
+        p.add_seed();
+        // Random first pieces, priorities and rarity would all choose otherwise.
+        p.set_priorities(&[7, 7, 1, 1, 1, 1, 1, 1]);
+        p.set_focus(vec![5, 6, 99, 5]);
+        let all = Bitfield::full(8);
+        let mut out = Vec::new();
+        p.pick_blocks(PeerKey(1), &all, 12, &mut out);
+        let pieces: Vec<u32> = out.iter().map(|r| r.piece).collect();
+        assert_eq!(&pieces[..8], &[5, 5, 5, 5, 6, 6, 6, 6], "{pieces:?}");
+        assert!(pieces[8..].iter().all(|&i| i == 0 || i == 1), "{pieces:?}");
+        // Started pieces leave the focus list's effect; the count of pieces still to
+        // start stays right (5 and 6 started once each).
+        let mut more = Vec::new();
+        p.pick_blocks(PeerKey(2), &all, 8, &mut more);
+        let mut started: Vec<u32> = more.iter().map(|r| r.piece).collect();
+        started.dedup();
+        assert!(
+            !started.contains(&5) && !started.contains(&6),
+            "{started:?}"
+        );
+        // A piece the peer lacks is skipped, not waited for.
+        let mut q = picker(4);
+        q.add_seed();
+        q.set_focus(vec![3]);
+        let mut out = Vec::new();
+        q.pick_blocks(PeerKey(1), &bf(4, &[1]), 4, &mut out);
+        assert!(out.iter().all(|r| r.piece == 1), "{out:?}");
     }
 
     #[test]

@@ -495,3 +495,132 @@ fn sigterm_stops_the_daemon_cleanly_and_its_list_is_kept() {
         "{t}"
     );
 }
+
+#[test]
+fn a_file_streams_with_ranges_while_it_downloads_middle_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(6 * 1024 * 1024 + 77, 242);
+    let file = dir.path().join("movie.mkv");
+    std::fs::write(&file, &data).unwrap();
+    let seed_bind = format!("{}:{}", fresh_ip(), crate::support::free_port());
+    // A slow seeder (1 MiB/s): the whole file takes about 6 s, a piece a quarter second.
+    let (_seeder, magnet) = start_seeder(
+        &file,
+        &[
+            "--no-dht",
+            "--bind",
+            &seed_bind,
+            "--piece-length",
+            "256K",
+            "--max-up-rate",
+            "1M",
+            "-q",
+        ],
+        &dir.path().join("seed-state"),
+    );
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (_daemon, api) = start_daemon(fresh_ip(), &out, &dir.path().join("state"), &[]);
+    let link = format!("{magnet}&x.pe={seed_bind}");
+    let id = json(api, "POST", "/torrents", link.as_bytes())["id"]
+        .as_u64()
+        .unwrap();
+
+    // A range from the middle, asked at once (the stream waits for the metadata).
+    let (start, end) = (4_000_000usize, 4_299_999usize);
+    let (status, head, body) = http_raw(
+        api,
+        &format!("/torrents/{id}/stream/0"),
+        &[&format!("Range: bytes={start}-{end}")],
+    );
+    let t = json(api, "GET", &format!("/torrents/{id}"), b"");
+    assert_eq!(status, 206, "{head}");
+    assert!(body == data[start..=end], "the range's bytes differ");
+    assert!(
+        head.contains(&format!(
+            "content-range: bytes {start}-{end}/{}",
+            data.len()
+        )),
+        "{head}"
+    );
+    assert!(head.contains("content-type: video/x-matroska"), "{head}");
+    assert!(head.contains("accept-ranges: bytes"), "{head}");
+    assert!(
+        t["progress"].as_f64().unwrap() < 0.75,
+        "the middle came first, not after most of the file: {t}"
+    );
+    let files = json(api, "GET", &format!("/torrents/{id}/files"), b"");
+    assert_eq!(files["files"][0]["path"], "movie.mkv", "{files}");
+    assert_eq!(files["files"][0]["length"], data.len() as u64);
+
+    // The whole file, from the start, while the rest downloads.
+    let (status, _, whole) = http_raw(api, &format!("/torrents/{id}/stream/0"), &[]);
+    assert_eq!(status, 200);
+    assert!(
+        whole == data,
+        "streamed file differs ({} bytes)",
+        whole.len()
+    );
+    // Out of range, and no such file.
+    let past = format!("Range: bytes={}-", data.len());
+    assert_eq!(
+        http_raw(api, &format!("/torrents/{id}/stream/0"), &[&past]).0,
+        416
+    );
+    assert_eq!(
+        http(api, "GET", &format!("/torrents/{id}/stream/1"), b"", &[]).0,
+        404
+    );
+    assert_eq!(
+        http(
+            api,
+            "GET",
+            &format!("/torrents/{id}/stream/..%2f"),
+            b"",
+            &[]
+        )
+        .0,
+        404
+    );
+}
+
+/// A GET with raw bytes back: (status, lowercased head, body).
+fn http_raw(api: SocketAddr, path: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        b = &b[eol + 2..];
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..n]);
+        b = &b[n + 2..];
+    }
+}

@@ -736,6 +736,16 @@ impl SwarmCore {
         }
     }
 
+    /// Streaming readers' windows (see [`Picker::set_focus`]): every pipeline is topped up
+    /// at once, so an idle peer starts on them now.
+    pub(super) fn set_focus(&mut self, pieces: Vec<u32>, now: Instant, io: &mut impl Io) {
+        self.picker.set_focus(pieces);
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.fill_requests(k, now, io);
+        }
+    }
+
     /// Tops up `key`'s outstanding requests to its pipeline depth.
     pub(super) fn fill_requests(&mut self, key: PeerKey, now: Instant, io: &mut impl Io) {
         let Some(p) = self.peers.get_mut(&key) else {
