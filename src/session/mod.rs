@@ -562,9 +562,14 @@ impl Session {
                 add,
                 rng_seed,
                 (progress_tx, meta_tx),
-                (stop_rx, focus_rx, pieces_tx),
-                addr_rx,
-                inc_rx,
+                TorrentInputs {
+                    stop: stop_rx,
+                    focus: focus_rx,
+                    pieces: pieces_tx,
+                    addrs: addr_rx,
+                    incoming: inc_rx,
+                    seen: Vec::new(),
+                },
             )
             .await;
             lock(&inner.torrents).remove(&info_hash);
@@ -894,23 +899,9 @@ async fn run_torrent(
         watch::Sender<Progress>,
         watch::Sender<Option<Arc<Metainfo>>>,
     ),
-    (stop, focus, pieces): (
-        watch::Receiver<bool>,
-        watch::Receiver<Vec<u32>>,
-        watch::Sender<Option<Arc<Bitfield>>>,
-    ),
-    addrs: mpsc::Receiver<SocketAddr>,
-    incoming: mpsc::Receiver<PeerConn>,
+    mut inputs: TorrentInputs,
 ) -> Result<TorrentOutcome, TorrentError> {
     let start = Instant::now();
-    let mut inputs = TorrentInputs {
-        stop,
-        focus,
-        pieces,
-        addrs,
-        incoming,
-        seen: Vec::new(),
-    };
     let only = add.only_files.clone().or_else(|| match &add.source {
         Source::Magnet(m) => m.select_only.clone(),
         Source::Metainfo(_) => None,
