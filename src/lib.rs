@@ -36,6 +36,7 @@ mod magnet;
 mod metainfo;
 mod net;
 mod peer;
+mod portmap;
 mod session;
 mod sim;
 mod torrent;

@@ -131,20 +131,39 @@ impl HttpConn {
         max_body: usize,
         timeout: Duration,
     ) -> Result<Response, HttpError> {
-        tokio::time::timeout(timeout, self.get_inner(path, extra, keep_alive, max_body))
+        let fut = self.exchange("GET", path, extra, None, keep_alive, max_body);
+        tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| HttpError::Timeout)?
     }
 
-    async fn get_inner(
+    /// Sends a POST of `body` (with `Content-Length`) and reads the whole response; the
+    /// connection is closed after it (UPnP's SOAP calls are one request each).
+    pub async fn post(
         &mut self,
         path: &str,
         extra: &[(&str, &str)],
+        body: &[u8],
+        max_body: usize,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        let fut = self.exchange("POST", path, extra, Some(body), false, max_body);
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| HttpError::Timeout)?
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Option<&[u8]>,
         keep_alive: bool,
         max_body: usize,
     ) -> Result<Response, HttpError> {
         let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: magnetfetch/{}\r\nAccept-Encoding: identity\r\nConnection: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: magnetfetch/{}\r\nAccept-Encoding: identity\r\nConnection: {}\r\n",
             self.host,
             env!("CARGO_PKG_VERSION"),
             if keep_alive { "keep-alive" } else { "close" }
@@ -152,8 +171,13 @@ impl HttpConn {
         for (k, v) in extra {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
         req.push_str("\r\n");
-        self.stream.write_all(req.as_bytes()).await?;
+        let mut req = req.into_bytes();
+        req.extend_from_slice(body.unwrap_or_default());
+        self.stream.write_all(&req).await?;
         self.stream.flush().await?;
 
         let (head, head_len) = loop {
