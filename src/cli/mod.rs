@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod info;
 pub mod magnet;
 pub mod metadata;
+pub mod portmap;
 pub mod progress;
 pub mod seed;
 pub mod sim;
