@@ -6,6 +6,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod portmap_fuzz;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
