@@ -85,3 +85,40 @@ pub fn to_json(s: &MapStatus) -> serde_json::Value {
         "error": s.error,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portmap::Protocol;
+
+    #[test]
+    fn lines_for_a_person() {
+        let mut s = MapStatus::default();
+        assert_eq!(describe(&s, 6881), None);
+        s.state = State::Mapped;
+        s.protocol = Some(Protocol::NatPmp);
+        s.external_ip = Some("198.51.100.2".parse().unwrap());
+        s.tcp_external = Some(6881);
+        s.udp_external = Some(6881);
+        assert_eq!(
+            describe(&s, 6881).unwrap(),
+            "port mapping: NAT-PMP forwards TCP and UDP port 6881 of 198.51.100.2 to us"
+        );
+        s.udp_external = Some(7000);
+        assert!(describe(&s, 6881)
+            .unwrap()
+            .contains("TCP port 6881 and UDP port 7000"));
+        let j = to_json(&s);
+        assert_eq!(j["protocol"], "natpmp");
+        assert_eq!(j["status"], "mapped");
+        assert_eq!(j["external_port"], 6881);
+        assert_eq!(j["external_ip"], "198.51.100.2");
+        s.state = State::Failed;
+        s.error = Some("UPnP: no IGD answered; NAT-PMP/PCP: no answer".into());
+        let line = describe(&s, 51413).unwrap();
+        assert!(
+            line.contains("forward TCP and UDP port 51413 to this machine"),
+            "{line}"
+        );
+    }
+}

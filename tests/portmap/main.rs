@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod miniupnpd;
 mod portmap_fuzz;
 
 use std::net::{IpAddr, SocketAddr};
@@ -306,4 +307,45 @@ async fn nothing_to_find_is_a_failure_with_both_reasons() {
         "{err}"
     );
     m.close().await;
+}
+
+/// `natpmpc` and `upnpc` (miniupnpc), independent clients, against the in-test gateways:
+/// the test servers speak the protocols as others understand them.
+#[tokio::test]
+async fn independent_clients_agree_with_the_test_servers() {
+    if !support::require_or_skip("natpmpc") || !support::require_or_skip("upnpc") {
+        return;
+    }
+    let gw = TestPmp::start(fresh_ip(), PmpOptions::default());
+    let ip = gw.addr.ip().to_string();
+    let out = tokio::process::Command::new("natpmpc")
+        .args(["-g", &ip, "-a", "7001", "7000", "tcp", "60"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("Public IP address : {}", gw.external_ip)),
+        "{text}"
+    );
+    assert!(
+        text.contains("Mapped public port 7001 protocol TCP to local port 7000"),
+        "{text}"
+    );
+    assert_eq!(gw.mappings()[&(6, 7000)], (7001, 60));
+
+    let igd = TestIgd::start(fresh_ip(), IgdOptions::default());
+    let url = format!("http://{}/rootDesc.xml", igd.http);
+    let out = tokio::process::Command::new("upnpc")
+        .args(["-u", &url, "-a", "127.0.0.1", "7002", "7003", "UDP"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("ExternalIPAddress = {}", igd.external_ip)),
+        "{text}"
+    );
+    let m = &igd.mappings()[&("UDP".to_string(), 7003)];
+    assert_eq!((m.internal_port, m.client.as_str()), (7002, "127.0.0.1"));
 }
