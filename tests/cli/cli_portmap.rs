@@ -1,6 +1,6 @@
-//! `magnetfetch seed` behind the in-test UPnP IGD (`support::igd`): the JSON progress
-//! shows the mapping and the external address, the human progress says it in one line,
-//! Ctrl-C deletes the mappings, and `--no-port-mapping` searches for nothing. The SSDP
+//! `magnetfetch seed` and `fetch --seed` behind the in-test UPnP IGD (`support::igd`): the
+//! JSON progress shows the mapping and the external address, the human progress says it in
+//! one line, Ctrl-C deletes the mappings, and `--no-port-mapping` searches for nothing. The SSDP
 //! search goes to the IGD's unicast address through the hidden `--ssdp-target` flag; the
 //! NAT-PMP/PCP gateway is a loopback address where nothing listens (`--gateway`). The seed
 //! listens on 0.0.0.0 (a loopback-bound seed never maps) with [`fresh_ip`] addresses for
@@ -150,4 +150,65 @@ fn no_port_mapping_searches_for_nothing() {
     assert_eq!(progress, 2);
     assert_eq!(igd.state.lock().unwrap().searches, 0);
     assert_eq!(interrupt(&mut seed), Some(0));
+}
+
+#[test]
+fn fetch_seed_maps_the_port_and_deletes_it_on_ctrl_c() {
+    let igd = TestIgd::start(fresh_ip(), IgdOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dl");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("f.bin"), crate::support::random_bytes(70_000, 5)).unwrap();
+    let torrent = dir.path().join("f.torrent");
+    let st = Command::new(BIN)
+        .arg("create")
+        .arg(data.join("f.bin"))
+        .arg("-o")
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    // The data is already there: checked, then seeded (--seed) behind the IGD.
+    let port = free_port();
+    let mut fetch = Proc(
+        Command::new(BIN)
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&data)
+            .args(["--seed", "--json", "--no-dht"])
+            .args(["--bind", &format!("0.0.0.0:{port}")])
+            .args(["--ssdp-target", &igd.ssdp.to_string()])
+            .args(["--gateway", &fresh_ip().to_string()])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = lines(&mut fetch.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let mut mapped = None;
+    while mapped.is_none() && Instant::now() < deadline {
+        let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        if v["event"] == "port_mapping" && v["status"] == "mapped" {
+            mapped = Some(v);
+        }
+        seen.push(l);
+    }
+    let v = mapped.unwrap_or_else(|| panic!("no mapping: {seen:#?}"));
+    assert_eq!(v["external_port"], port, "{v}");
+    // --no-dht: no UDP port to map.
+    assert!(v["external_udp_port"].is_null(), "{v}");
+    assert_eq!(igd.mappings().len(), 1, "{:?}", igd.log());
+    interrupt(&mut fetch);
+    assert!(
+        igd.mappings().is_empty(),
+        "left after Ctrl-C: {:?}",
+        igd.log()
+    );
 }
