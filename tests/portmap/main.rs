@@ -107,6 +107,37 @@ async fn upnp_discovery_mapping_renewal_and_removal_on_close() {
 }
 
 #[tokio::test]
+async fn ip_connection_v2_and_ppp_connection_services_are_driven_too() {
+    for service in [
+        "urn:schemas-upnp-org:service:WANIPConnection:2",
+        "urn:schemas-upnp-org:service:WANPPPConnection:1",
+    ] {
+        let igd = TestIgd::start(
+            fresh_ip(),
+            IgdOptions {
+                service: Some(service.to_string()),
+                ..IgdOptions::default()
+            },
+        );
+        let m = PortMapping::start(config(igd.ssdp, nowhere().ip()));
+        let s = wait_for(&m, "mapped", |s| s.state == State::Mapped).await;
+        assert_eq!(
+            s.external_ip,
+            Some(IpAddr::V4(igd.external_ip)),
+            "{service}"
+        );
+        assert_eq!(igd.mappings().len(), 2, "{service}");
+        m.close().await;
+        assert!(igd.mappings().is_empty(), "{service}");
+        let used = igd.state.lock().unwrap().soap_services.clone();
+        assert!(
+            used.len() >= 5 && used.iter().all(|u| u == service),
+            "{used:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn dropping_the_handle_deletes_the_mappings_too() {
     let igd = TestIgd::start(fresh_ip(), IgdOptions::default());
     let m = PortMapping::start(config(igd.ssdp, nowhere().ip()));

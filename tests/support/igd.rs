@@ -34,6 +34,8 @@ pub struct IgdOptions {
     pub hostile_ssdp: Option<SocketAddr>,
     /// The control URL in the description (default: a path on this IGD).
     pub control_url: Option<String>,
+    /// The WAN connection service it offers (default [`SERVICE`]).
+    pub service: Option<String>,
 }
 
 /// What the IGD saw and holds.
@@ -44,6 +46,8 @@ pub struct IgdState {
     /// Every SOAP action, e.g. `AddPortMapping TCP 6881 lease=3600 -> 725`.
     pub log: Vec<String>,
     pub searches: usize,
+    /// The service type of every SOAPAction header.
+    pub soap_services: Vec<String>,
 }
 
 pub struct TestIgd {
@@ -120,7 +124,7 @@ fn ssdp_loop(udp: UdpSocket, location: String, opts: IgdOptions, state: Arc<Mute
     }
 }
 
-fn description(control: &str) -> String {
+fn description(control: &str, service: &str) -> String {
     format!(
         r#"<?xml version="1.0"?>
 <root xmlns="urn:schemas-upnp-org:device-1-0"><specVersion><major>1</major><minor>0</minor></specVersion>
@@ -128,7 +132,7 @@ fn description(control: &str) -> String {
 <serviceList><service><serviceType>urn:schemas-upnp-org:service:Layer3Forwarding:1</serviceType><serviceId>urn:upnp-org:serviceId:L3Forwarding1</serviceId><controlURL>/ctl/L3F</controlURL><eventSubURL>/evt/L3F</eventSubURL><SCPDURL>/L3F.xml</SCPDURL></service></serviceList>
 <deviceList><device><deviceType>urn:schemas-upnp-org:device:WANDevice:1</deviceType>
 <deviceList><device><deviceType>urn:schemas-upnp-org:device:WANConnectionDevice:1</deviceType>
-<serviceList><service><serviceType>{SERVICE}</serviceType><serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId><controlURL>{control}</controlURL><eventSubURL>/evt/IPConn</eventSubURL><SCPDURL>/WANIPCn.xml</SCPDURL></service></serviceList>
+<serviceList><service><serviceType>{service}</serviceType><serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId><controlURL>{control}</controlURL><eventSubURL>/evt/IPConn</eventSubURL><SCPDURL>/WANIPCn.xml</SCPDURL></service></serviceList>
 </device></deviceList></device></deviceList></device></root>
 "#
     )
@@ -152,9 +156,9 @@ fn reply(s: &mut TcpStream, status: &str, ctype: &str, body: &str) {
     let _ = s.write_all(body.as_bytes());
 }
 
-fn soap_ok(action: &str, inner: &str) -> String {
+fn soap_ok(action: &str, service: &str, inner: &str) -> String {
     format!(
-        "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body><u:{action}Response xmlns:u=\"{SERVICE}\">{inner}</u:{action}Response></s:Body></s:Envelope>\r\n"
+        "<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body><u:{action}Response xmlns:u=\"{service}\">{inner}</u:{action}Response></s:Body></s:Envelope>\r\n"
     )
 }
 
@@ -208,7 +212,13 @@ fn http_one(
             .control_url
             .clone()
             .unwrap_or_else(|| "/ctl/IPConn".to_string());
-        return reply(&mut s, "200 OK", "text/xml", &description(&control));
+        let service = opts.service.as_deref().unwrap_or(SERVICE);
+        return reply(
+            &mut s,
+            "200 OK",
+            "text/xml",
+            &description(&control, service),
+        );
     }
     if !line.starts_with("POST /ctl/IPConn ") {
         return reply(&mut s, "404 Not Found", "text/plain", "");
@@ -221,13 +231,13 @@ fn http_one(
                 .then(|| v.trim().to_string())
         })
         .unwrap_or_default();
-    let action = action
+    let (service, action) = action
         .trim_matches('"')
-        .rsplit('#')
-        .next()
-        .unwrap_or("")
-        .to_string();
+        .split_once('#')
+        .map(|(s, a)| (s.to_string(), a.to_string()))
+        .unwrap_or_default();
     let mut st = state.lock().unwrap();
+    st.soap_services.push(service.clone());
     let proto = arg(&body, "NewProtocol").unwrap_or_default();
     let ext: u16 = arg(&body, "NewExternalPort")
         .and_then(|p| p.parse().ok())
@@ -237,6 +247,7 @@ fn http_one(
             200,
             soap_ok(
                 &action,
+                &service,
                 &format!("<NewExternalIPAddress>{external_ip}</NewExternalIPAddress>"),
             ),
             "GetExternalIPAddress".to_string(),
@@ -268,13 +279,13 @@ fn http_one(
                     description: arg(&body, "NewPortMappingDescription").unwrap_or_default(),
                 };
                 st.mappings.insert((proto.clone(), ext), m);
-                (200, soap_ok(&action, ""), entry)
+                (200, soap_ok(&action, &service, ""), entry)
             }
         }
         "DeletePortMapping" => {
             let entry = format!("DeletePortMapping {proto} {ext}");
             if st.mappings.remove(&(proto.clone(), ext)).is_some() {
-                (200, soap_ok(&action, ""), entry)
+                (200, soap_ok(&action, &service, ""), entry)
             } else {
                 (
                     500,
