@@ -50,6 +50,13 @@ pub mod peer {
     };
 }
 
+pub mod portmap {
+    pub use crate::portmap::{
+        gateway, igd, natpmp, pcp, ssdp, xml, MapConfig, MapStatus, PortMapping, Proto, Protocol,
+        State,
+    };
+}
+
 pub mod session {
     pub use crate::session::{
         backlog, fetch_metadata, fetch_metadata_stats, serve_metadata, AddTorrent, FetchConfig,

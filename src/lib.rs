@@ -37,6 +37,7 @@ mod magnet;
 mod metainfo;
 mod net;
 mod peer;
+mod portmap;
 mod session;
 mod sim;
 mod torrent;

@@ -36,6 +36,8 @@ pub struct Args {
     #[arg(long, value_name = "RATE", value_parser = crate::units::parse_rate)]
     pub max_up_rate: Option<u64>,
     #[command(flatten)]
+    pub port_mapping: super::portmap::PortMapArgs,
+    #[command(flatten)]
     pub common: Common,
 }
 
@@ -95,11 +97,35 @@ async fn serve(args: Args) -> Result<(), CliError> {
     if let Some(a) = session.listen_addr() {
         tracing::info!(%a, "peers connect to");
     }
+    // Ask the router to forward our port (UPnP, NAT-PMP, PCP); undone on exit below. Its
+    // status is logged as it changes and shown by `GET /session`.
+    let mapping = args.port_mapping.start(&session);
+    if let Some((m, port)) = &mapping {
+        let (tx, rx) = tokio::sync::watch::channel(serde_json::Value::Null);
+        daemon.set_port_mapping(rx);
+        let mut st = m.watch();
+        let port = *port;
+        tokio::spawn(async move {
+            loop {
+                let s = st.borrow_and_update().clone();
+                if let Some(line) = super::portmap::describe(&s, port) {
+                    eprintln!("{line}");
+                }
+                tx.send_replace(super::portmap::to_json(&s));
+                if st.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let app = api::router(daemon.clone(), token);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())
         .await;
     daemon.shutdown().await;
+    if let Some((m, _)) = mapping {
+        m.close().await;
+    }
     if let Some(d) = session.dht() {
         let _ = d.save_state().await;
     }

@@ -69,6 +69,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = common::parse_duration, default_value = "60s")]
     pub metadata_timeout: Duration,
     #[command(flatten)]
+    pub port_mapping: super::portmap::PortMapArgs,
+    #[command(flatten)]
     pub common: Common,
 }
 
@@ -237,11 +239,20 @@ async fn fetch_all(args: Args, inputs: Vec<String>) -> i32 {
     }
     let multi_bar =
         (multi && !args.common.json && !args.common.quiet).then(indicatif::MultiProgress::new);
+    // A seed after the download: ask the router to forward our port (undone on exit).
+    let keep_seeding = args.seed || args.seed_ratio.is_some() || args.seed_time.is_some();
+    let mapping = keep_seeding
+        .then(|| args.port_mapping.start(&session))
+        .flatten();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    for source in sources {
+    for (i, source) in sources.into_iter().enumerate() {
         let mut display =
             Display::new(args.common.json, args.common.quiet).tagged(source.info_hash().to_hex());
+        // Told once, by the first torrent's display.
+        if let (0, Some((m, port))) = (i, &mapping) {
+            display = display.with_port_mapping(m.watch(), *port);
+        }
         if args.common.no_dht {
             display = display.without_dht();
         }
@@ -270,6 +281,9 @@ async fn fetch_all(args: Args, inputs: Vec<String>) -> i32 {
     // Keep the DHT warm for the next run: its id and good nodes go to the state dir.
     if let Some(d) = session.dht() {
         let _ = d.save_state().await;
+    }
+    if let Some((m, _)) = mapping {
+        m.close().await;
     }
     // QUIC peers learn we are gone now, not after their idle timeout (bounded).
     session.shutdown().await;

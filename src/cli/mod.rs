@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod info;
 pub mod magnet;
 pub mod metadata;
+pub mod portmap;
 pub mod progress;
 pub mod remote;
 pub mod seed;

@@ -13,6 +13,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::portmap::MapStatus;
 use crate::session::{Phase, Progress};
 
 /// Plain lines and JSON progress events at most this often.
@@ -48,6 +49,9 @@ pub struct Display {
     /// shared set of live lines.
     label: Option<String>,
     multi: Option<indicatif::MultiProgress>,
+    /// The port mapper's status and our port (told on each change; in JSON progress).
+    port_mapping: Option<(tokio::sync::watch::Receiver<MapStatus>, u16)>,
+    last_port_mapping: Option<MapStatus>,
 }
 
 /// A human phase name.
@@ -251,6 +255,58 @@ impl Display {
             tag: None,
             label: None,
             multi: None,
+            port_mapping: None,
+            last_port_mapping: None,
+        }
+    }
+
+    /// Shows the port mapper's status: a line (or JSON `port_mapping` event) when it
+    /// changes, and `port_mapping` in JSON progress. `port`: ours, for the advice when
+    /// nothing could be mapped.
+    pub fn with_port_mapping(
+        mut self,
+        status: tokio::sync::watch::Receiver<MapStatus>,
+        port: u16,
+    ) -> Display {
+        self.port_mapping = Some((status, port));
+        self
+    }
+
+    /// Reports a change of the port mapping's state, protocol or addresses.
+    fn port_mapping_changes(&mut self) {
+        let Some((rx, port)) = &self.port_mapping else {
+            return;
+        };
+        let (now, port) = (rx.borrow().clone(), *port);
+        let key = |s: &MapStatus| {
+            (
+                s.state,
+                s.protocol,
+                s.external_ip,
+                s.tcp_external,
+                s.udp_external,
+            )
+        };
+        if self.last_port_mapping.as_ref().map(key) == Some(key(&now)) {
+            return;
+        }
+        self.last_port_mapping = Some(now.clone());
+        match &self.mode {
+            Mode::Json => {
+                let mut ev = json!({"event": "port_mapping"});
+                if let (Some(o), serde_json::Value::Object(m)) =
+                    (ev.as_object_mut(), super::portmap::to_json(&now))
+                {
+                    o.extend(m);
+                }
+                self.emit(&ev);
+            }
+            Mode::Quiet => {}
+            _ => {
+                if let Some(line) = super::portmap::describe(&now, port) {
+                    self.message(&line);
+                }
+            }
         }
     }
 
@@ -328,6 +384,7 @@ impl Display {
     /// [`PLAIN_EVERY`] (plain lines, JSON progress events).
     pub fn update(&mut self, p: &Progress) {
         self.tracker_changes(p);
+        self.port_mapping_changes();
         let now = Instant::now();
         // A magnet's first phase is `searching`; a quick DHT answer can move it on before
         // the first look, and a phase stream must still start there.
@@ -403,6 +460,10 @@ impl Display {
                 "stalled": stalled,
                 "sources": p.sources,
                 "trackers": p.trackers,
+                "port_mapping": self
+                    .port_mapping
+                    .as_ref()
+                    .map(|(rx, _)| super::portmap::to_json(&rx.borrow())),
             })),
             Mode::Plain => eprintln!(
                 "{}",

@@ -51,6 +51,8 @@ pub struct Args {
     #[arg(long, value_name = "RATE", value_parser = crate::units::parse_rate)]
     pub max_up_rate: Option<u64>,
     #[command(flatten)]
+    pub port_mapping: super::portmap::PortMapArgs,
+    #[command(flatten)]
     pub common: Common,
 }
 
@@ -120,6 +122,11 @@ async fn seed(args: Args) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(&display, &e.0),
     };
+    // Ask the router to forward our port (UPnP, NAT-PMP, PCP); undone on exit below.
+    let mapping = args.port_mapping.start(&session);
+    if let Some((m, port)) = &mapping {
+        display = display.with_port_mapping(m.watch(), *port);
+    }
     if let Some(http) = args.http {
         let listener = match session.net().listen(http).await {
             Ok(l) => l,
@@ -184,6 +191,10 @@ async fn seed(args: Args) -> i32 {
     // Keep the DHT warm for the next run: its id and good nodes go to the state dir.
     if let Some(d) = session.dht() {
         let _ = d.save_state().await;
+    }
+    // The router forgets our port now (bounded), Ctrl-C or not.
+    if let Some((m, _)) = mapping {
+        m.close().await;
     }
     // QUIC peers learn we are gone now, not after their idle timeout (bounded, 200 ms).
     session.shutdown().await;

@@ -360,6 +360,7 @@ async fn session(State(ctx): State<Ctx>) -> Response {
         "listen_addr6": s.listen_addr6(),
         "torrents": ctx.daemon.list().len(),
         "dht": dht,
+        "port_mapping": ctx.daemon.port_mapping(),
     }))
     .into_response()
 }

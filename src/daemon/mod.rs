@@ -203,6 +203,8 @@ pub struct Daemon {
     reg: Mutex<Registry>,
     /// Serialises writes of the list so an older snapshot never overwrites a newer one.
     save_lock: Mutex<()>,
+    /// The port mapping's status as JSON, when one runs (shown by `GET /session`).
+    port_mapping: Mutex<Option<watch::Receiver<serde_json::Value>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -230,6 +232,7 @@ impl Daemon {
                 ..Registry::default()
             }),
             save_lock: Mutex::new(()),
+            port_mapping: Mutex::new(None),
         });
         for s in saved.torrents {
             if let Err(e) = d.restore(&s) {
@@ -241,6 +244,18 @@ impl Daemon {
 
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// Where the port mapping's status (as JSON) can be read.
+    pub fn set_port_mapping(&self, status: watch::Receiver<serde_json::Value>) {
+        *lock(&self.port_mapping) = Some(status);
+    }
+
+    /// The port mapping's status as JSON (`null` when none runs).
+    pub fn port_mapping(&self) -> serde_json::Value {
+        lock(&self.port_mapping)
+            .as_ref()
+            .map_or(serde_json::Value::Null, |r| r.borrow().clone())
     }
 
     fn restore(self: &Arc<Self>, s: &Saved) -> Result<(), String> {

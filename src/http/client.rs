@@ -135,8 +135,8 @@ impl HttpConn {
             .await
     }
 
-    /// Sends `method path` with extra headers and `body` (a `Content-Length` is added when
-    /// the body is not empty) and reads the whole response.
+    /// Sends `method path` with extra headers and `body` and reads the whole response. A
+    /// `Content-Length` goes with any method but GET and HEAD (and with any non-empty body).
     #[allow(clippy::too_many_arguments)]
     pub async fn request(
         &mut self,
@@ -148,18 +148,40 @@ impl HttpConn {
         max_body: usize,
         timeout: Duration,
     ) -> Result<Response, HttpError> {
-        let fut = self.request_inner(method, path, extra, body, keep_alive, max_body);
+        let with_length = !body.is_empty() || !matches!(method, "GET" | "HEAD");
+        let fut = self.exchange(
+            method,
+            path,
+            extra,
+            with_length.then_some(body),
+            keep_alive,
+            max_body,
+        );
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| HttpError::Timeout)?
     }
 
-    async fn request_inner(
+    /// Sends a POST of `body` (with `Content-Length`) and reads the whole response; the
+    /// connection is closed after it (UPnP's SOAP calls are one request each).
+    pub async fn post(
+        &mut self,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+        max_body: usize,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        self.request("POST", path, extra, body, false, max_body, timeout)
+            .await
+    }
+
+    async fn exchange(
         &mut self,
         method: &str,
         path: &str,
         extra: &[(&str, &str)],
-        body: &[u8],
+        body: Option<&[u8]>,
         keep_alive: bool,
         max_body: usize,
     ) -> Result<Response, HttpError> {
@@ -172,12 +194,13 @@ impl HttpConn {
         for (k, v) in extra {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
-        if !body.is_empty() {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
         }
         req.push_str("\r\n");
-        self.stream.write_all(req.as_bytes()).await?;
-        self.stream.write_all(body).await?;
+        let mut req = req.into_bytes();
+        req.extend_from_slice(body.unwrap_or_default());
+        self.stream.write_all(&req).await?;
         self.stream.flush().await?;
 
         let (head, head_len) = loop {

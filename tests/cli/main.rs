@@ -7,6 +7,7 @@ mod support;
 
 mod architecture;
 mod cli_fetch;
+mod cli_portmap;
 mod daemon_api;
 mod dht_v6_cli;
 mod docs_examples;

@@ -17,6 +17,8 @@
 //! - interop: interop_mse 226-229; other_clients_mse uses [`fresh_ip`] and [`free_port`]
 //! - peer, session: 127.0.0.1 port 0 or [`fresh_ip`] port 0 (mse_loopback); simnet tests
 //!   use their own `simnet::Network`
+//! - portmap, cli_portmap: [`fresh_ip`] (the in-test NAT-PMP/PCP gateway on its port 5351,
+//!   the in-test IGD on port 0); miniupnpd: 10.77.x.0/24 on a veth pair of its own
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};

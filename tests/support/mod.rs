@@ -7,8 +7,10 @@
 //! test fails (CI sets it so that a missing package can never look like a pass).
 #![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
+pub mod igd;
 pub mod loopback;
 pub mod lt;
+pub mod pmp;
 pub mod procs;
 pub mod range_server;
 pub mod sessions;
