@@ -31,6 +31,10 @@ pub mod id {
     pub use crate::id::{Id20, InfoHash};
 }
 
+pub mod lsd {
+    pub use crate::lsd::announce::{encode, parse, Announce, AnnounceError, GROUP_V4, GROUP_V6};
+}
+
 pub mod magnet {
     pub use crate::magnet::{Magnet, PeerAddr};
 }

@@ -13,6 +13,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::session::reach::{ReachStatus, Reachable};
 use crate::session::{Phase, Progress};
 
 /// Plain lines and JSON progress events at most this often.
@@ -48,6 +49,8 @@ pub struct Display {
     /// shared set of live lines.
     label: Option<String>,
     multi: Option<indicatif::MultiProgress>,
+    /// Our external address and reachability, as last told ([`Display::set_reach`]).
+    reach: Option<ReachStatus>,
 }
 
 /// A human phase name.
@@ -198,6 +201,7 @@ pub fn sources_label(p: &Progress) -> String {
         ("pex", s.pex),
         ("incoming", s.incoming),
         ("webseed", s.webseed),
+        ("lsd", s.lsd),
     ]
     .iter()
     .filter(|(_, n)| *n > 0)
@@ -251,6 +255,7 @@ impl Display {
             tag: None,
             label: None,
             multi: None,
+            reach: None,
         }
     }
 
@@ -297,6 +302,22 @@ impl Display {
     /// The DHT routing table's size, shown while searching.
     pub fn set_dht_nodes(&mut self, n: usize) {
         self.dht_nodes = Some(n);
+    }
+
+    /// The session's external address and reachability, shown in JSON progress events
+    /// (`external_addr`, `reachable`); the first time nobody could reach us, the warning
+    /// that says which port to forward.
+    pub fn set_reach(&mut self, st: ReachStatus) {
+        let was = self.reach.map(|r| r.reachable);
+        self.reach = Some(st);
+        if st.reachable == Reachable::No && was != Some(Reachable::No) {
+            if let Some(w) = st.warning() {
+                match &self.mode {
+                    Mode::Json => self.emit(&json!({"event": "warning", "message": w})),
+                    _ => self.message(&w),
+                }
+            }
+        }
     }
 
     pub fn is_json(&self) -> bool {
@@ -403,6 +424,8 @@ impl Display {
                 "stalled": stalled,
                 "sources": p.sources,
                 "trackers": p.trackers,
+                "external_addr": self.reach.and_then(|r| r.external_addr).map(|a| a.to_string()),
+                "reachable": self.reach.map_or(Reachable::Unknown, |r| r.reachable).as_str(),
             })),
             Mode::Plain => eprintln!(
                 "{}",
