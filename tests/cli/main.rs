@@ -10,5 +10,6 @@ mod cli_fetch;
 mod dht_v6_cli;
 mod docs_examples;
 mod formats_cli;
+mod lsd_cli;
 mod quic_loopback;
 mod tracker_cli;
