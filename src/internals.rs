@@ -32,7 +32,9 @@ pub mod id {
 }
 
 pub mod lsd {
-    pub use crate::lsd::announce::{encode, parse, Announce, AnnounceError, GROUP_V4, GROUP_V6};
+    pub use crate::lsd::announce::{
+        encode, parse, Announce, AnnounceError, GROUP_V4, GROUP_V6, MAX_DATAGRAM, MAX_HASHES,
+    };
 }
 
 pub mod magnet {

@@ -557,7 +557,9 @@ impl Session {
                 Some(Arc::new(l))
             }
             Err(e) => {
-                tracing::warn!(%e, "local service discovery (LSD) is off: no multicast");
+                // Info, not a warning: many hosts (containers, loopback-only tests) have
+                // no multicast, and a command's stderr is kept to its errors.
+                tracing::info!(%e, "local service discovery (LSD) is off: no multicast");
                 None
             }
         }
