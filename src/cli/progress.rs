@@ -214,6 +214,18 @@ pub fn sources_label(p: &Progress) -> String {
     }
 }
 
+/// While seeding, whether others can reach us, e.g. `; reachable: yes (203.0.113.5)`:
+/// a seed nobody can connect to serves only the peers it dials itself.
+fn reach_note(phase: Phase, reach: Option<ReachStatus>) -> String {
+    match (phase, reach) {
+        (Phase::Seeding, Some(r)) => match r.external_addr {
+            Some(ip) => format!("; reachable: {} ({ip})", r.reachable.as_str()),
+            None => format!("; reachable: {}", r.reachable.as_str()),
+        },
+        _ => String::new(),
+    }
+}
+
 const SPINNER_STYLE: &str = "{spinner} {prefix}: {msg}";
 const BAR_STYLE: &str =
     "{spinner} {prefix:>17} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {msg}";
@@ -394,7 +406,7 @@ impl Display {
                     }
                 ),
             };
-            pb.set_message(msg);
+            pb.set_message(format!("{msg}{}", reach_note(p.phase, self.reach)));
             return;
         }
         let due = self
@@ -428,8 +440,9 @@ impl Display {
                 "reachable": self.reach.map_or(Reachable::Unknown, |r| r.reachable).as_str(),
             })),
             Mode::Plain => eprintln!(
-                "{}",
-                self.labelled_text(&status_line(p, dht, dht_nodes, stalled))
+                "{}{}",
+                self.labelled_text(&status_line(p, dht, dht_nodes, stalled)),
+                reach_note(p.phase, self.reach)
             ),
             _ => {}
         }
@@ -580,6 +593,27 @@ mod tests {
         assert_eq!(
             status_line(&p, false, None, false),
             "waiting for peers: 0 peers found"
+        );
+    }
+
+    #[test]
+    fn seeding_says_whether_peers_can_reach_us() {
+        let st = |reachable, ip: Option<&str>| {
+            Some(ReachStatus {
+                external_addr: ip.map(|i| i.parse().unwrap()),
+                reachable,
+                port: Some(6881),
+            })
+        };
+        assert_eq!(reach_note(Phase::Downloading, st(Reachable::Yes, None)), "");
+        assert_eq!(reach_note(Phase::Seeding, None), "");
+        assert_eq!(
+            reach_note(Phase::Seeding, st(Reachable::Unknown, None)),
+            "; reachable: unknown"
+        );
+        assert_eq!(
+            reach_note(Phase::Seeding, st(Reachable::Yes, Some("203.0.113.5"))),
+            "; reachable: yes (203.0.113.5)"
         );
     }
 
