@@ -16,7 +16,7 @@
 //!
 //! Pure ([`ReachState`], time as an argument) plus a locked wrapper the session shares.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -159,16 +159,32 @@ impl ReachState {
         }
     }
 
-    /// A peer at `voter` said our address is `reported` (BEP 10 `yourip`).
+    /// A peer at `voter` said our address is `reported` (BEP 10 `yourip`). A loopback
+    /// address is no external address, except for a session bound to one (the loopback
+    /// network of tests, as in [`is_remote`]).
     pub fn vote(&mut self, voter: IpAddr, reported: IpAddr) {
         let (voter, reported) = (canonical(voter), canonical(reported));
-        if reported.is_unspecified() || reported.is_loopback() || reported.is_multicast() {
+        let loopback_world = self.bind.is_some_and(|b| b.is_loopback());
+        if reported.is_unspecified()
+            || reported.is_multicast()
+            || (reported.is_loopback() && !loopback_world)
+        {
             return;
         }
         let known = self.votes.contains_key(&voter);
-        let candidates: BTreeSet<&IpAddr> = self.votes.values().collect();
-        if !candidates.contains(&reported) && candidates.len() >= MAX_CANDIDATES {
-            return;
+        let mut tally: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for ip in self.votes.values() {
+            *tally.entry(*ip).or_default() += 1;
+        }
+        if !tally.contains_key(&reported) && tally.len() >= MAX_CANDIDATES {
+            // Full of candidates: one that a single voter named makes room (liars cannot
+            // keep the truth out by naming many addresses once each).
+            let Some(lone) = tally.iter().find(|(_, n)| **n == 1).map(|(ip, _)| *ip) else {
+                return;
+            };
+            self.votes.retain(|_, ip| *ip != lone);
+            self.voters
+                .retain(|v| self.votes.contains_key(v) || *v == voter);
         }
         if !known {
             if self.voters.len() >= MAX_VOTERS {
@@ -282,6 +298,7 @@ impl Reach {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -325,13 +342,26 @@ mod tests {
         }
         assert_eq!(s.external_addr(), None);
         // Thousands of voters with thousands of addresses: bounded memory.
+        let mut s = ReachState::new(None, Instant::now());
         for i in 0..5000u32 {
             let v = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
             s.vote(v, IpAddr::from((0xcb00_7100 + i).to_be_bytes()));
         }
         assert!(s.votes.len() <= MAX_VOTERS);
+        assert!(s.voters.len() <= MAX_VOTERS);
         let distinct: BTreeSet<_> = s.votes.values().collect();
         assert!(distinct.len() <= MAX_CANDIDATES);
+        // The truth still gets in after the flood.
+        for i in 1..=3u8 {
+            s.vote(IpAddr::from([192, 0, 2, i]), ip("203.0.113.200"));
+        }
+        assert_eq!(s.external_addr(), Some(ip("203.0.113.200")));
+        // A session bound to one loopback address takes loopback votes (tests).
+        let (mut s, _) = state("127.0.0.40:7000");
+        for i in 1..=3u8 {
+            s.vote(IpAddr::from([127, 0, 0, i]), ip("127.0.0.40"));
+        }
+        assert_eq!(s.external_addr(), Some(ip("127.0.0.40")));
     }
 
     #[test]
