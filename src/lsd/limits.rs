@@ -2,9 +2,11 @@
 //!
 //! - Sending ([`Schedule`]): each torrent is announced when added, then every
 //!   [`REANNOUNCE`] (BEP 14: every 5 minutes), never more than once per [`MIN_INTERVAL`] (1
-//!   minute, BEP 14's bound against multicast storms). Hearing another peer announce one of
-//!   our torrents brings our next announce forward to the earliest the minute allows, so a
-//!   newcomer learns us within a minute instead of five. Overall, at most
+//!   minute, BEP 14's bound against multicast storms). Hearing a peer we did not know
+//!   ([`Newcomers`]) announce one of our torrents brings our next announce forward to the
+//!   earliest the minute allows, so a newcomer learns us within a minute instead of five;
+//!   peers we know, announcing on their own schedule, do not (else every announce would
+//!   answer another, and all would announce every minute). Overall, at most
 //!   [`MAX_PACKETS_PER_MINUTE`] datagrams a minute however many torrents there are (the
 //!   rest wait; several info-hashes share a datagram).
 //! - Receiving ([`PeerBudget`]): announces come from any host on the LAN, untrusted. At most
@@ -115,6 +117,36 @@ impl Schedule {
         {
             self.sent.pop_front();
         }
+    }
+}
+
+/// Which (peer, torrent) announces are news: not heard in the last [`FORGET_AFTER`] (two
+/// announce periods, so a peer announcing every 5 minutes stays known).
+#[derive(Debug, Default)]
+pub struct Newcomers {
+    seen: BTreeMap<(SocketAddr, InfoHash), Instant>,
+}
+
+pub const FORGET_AFTER: Duration = Duration::from_secs(2 * 5 * 60);
+
+impl Newcomers {
+    /// Is this the first announce of `ih` by `peer` lately? Remembers it either way; past
+    /// [`MAX_RECENT`] pairs (a flood), nobody is news.
+    pub fn is_new(&mut self, peer: SocketAddr, ih: InfoHash, now: Instant) -> bool {
+        let fresh = |t: &Instant| now.saturating_duration_since(*t) < FORGET_AFTER;
+        if let Some(t) = self.seen.get_mut(&(peer, ih)) {
+            let new = !fresh(t);
+            *t = now;
+            return new;
+        }
+        if self.seen.len() >= MAX_RECENT {
+            self.seen.retain(|_, t| fresh(t));
+            if self.seen.len() >= MAX_RECENT {
+                return false;
+            }
+        }
+        self.seen.insert((peer, ih), now);
+        true
     }
 }
 
@@ -243,6 +275,26 @@ mod tests {
             let in_window = sent[i..].iter().take_while(|b| **b - *a < WINDOW).count();
             assert!(in_window <= MAX_PACKETS_PER_MINUTE, "{in_window}");
         }
+    }
+
+    #[test]
+    fn only_newcomers_are_news() {
+        let t0 = Instant::now();
+        let mut n = Newcomers::default();
+        let p = |i: u16| SocketAddr::from(([10, 0, 0, 1], i));
+        assert!(n.is_new(p(1), ih(1), t0));
+        // Announcing every 5 minutes, it stays known.
+        for k in 1..10 {
+            assert!(!n.is_new(p(1), ih(1), t0 + REANNOUNCE * k));
+        }
+        assert!(n.is_new(p(1), ih(2), t0));
+        // Gone for longer than two periods: news again.
+        assert!(n.is_new(p(1), ih(2), t0 + FORGET_AFTER));
+        // A flood: bounded, and then nobody is news.
+        let news = (100..5000).filter(|&i| n.is_new(p(i), ih(3), t0)).count();
+        assert!(news < MAX_RECENT, "{news}");
+        assert!(n.seen.len() <= MAX_RECENT);
+        assert!(!n.is_new(p(6000), ih(3), t0));
     }
 
     #[test]

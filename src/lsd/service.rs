@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::announce::{self, GROUP_V4, GROUP_V6, MAX_DATAGRAM};
-use super::limits::{PeerBudget, Schedule};
+use super::limits::{Newcomers, PeerBudget, Schedule};
 use crate::id::InfoHash;
 
 /// Peers queued per torrent between the LSD task and the session (the rest are dropped).
@@ -210,6 +210,7 @@ async fn run(
 ) {
     let mut schedule = Schedule::default();
     let mut budget = PeerBudget::default();
+    let mut newcomers = Newcomers::default();
     let mut torrents: BTreeMap<InfoHash, mpsc::Sender<SocketAddr>> = BTreeMap::new();
     let mut buf4 = vec![0u8; MAX_DATAGRAM + 1];
     let mut buf6 = vec![0u8; MAX_DATAGRAM + 1];
@@ -272,7 +273,9 @@ async fn run(
         let now = Instant::now();
         for ih in &a.info_hashes {
             let Some(tx) = torrents.get(ih) else { continue };
-            schedule.heard(ih, now);
+            if newcomers.is_new(peer, *ih, now) {
+                schedule.heard(ih, now);
+            }
             if budget.admit(peer, *ih, now) {
                 tracing::debug!(%peer, %ih, "LSD peer");
                 let _ = tx.try_send(peer);
