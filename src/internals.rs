@@ -31,6 +31,12 @@ pub mod id {
     pub use crate::id::{Id20, InfoHash};
 }
 
+pub mod lsd {
+    pub use crate::lsd::announce::{
+        encode, parse, Announce, AnnounceError, GROUP_V4, GROUP_V6, MAX_DATAGRAM, MAX_HASHES,
+    };
+}
+
 pub mod magnet {
     pub use crate::magnet::{Magnet, PeerAddr};
 }

@@ -33,6 +33,7 @@ mod dht;
 mod dial;
 mod http;
 mod id;
+mod lsd;
 mod magnet;
 mod metainfo;
 mod net;

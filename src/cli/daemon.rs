@@ -35,6 +35,10 @@ pub struct Args {
     /// Upload rate limit per torrent, e.g. 500K (per second)
     #[arg(long, value_name = "RATE", value_parser = crate::units::parse_rate)]
     pub max_up_rate: Option<u64>,
+    /// Do not announce on the local network (BEP 14 Local Service Discovery; never used
+    /// for private torrents anyway)
+    #[arg(long)]
+    pub no_lsd: bool,
     #[command(flatten)]
     pub port_mapping: super::portmap::PortMapArgs,
     #[command(flatten)]
@@ -89,6 +93,7 @@ async fn serve(args: Args) -> Result<(), CliError> {
             metadata_timeout: args.metadata_timeout,
             max_down_rate: args.max_down_rate,
             max_up_rate: args.max_up_rate,
+            lsd: !args.no_lsd,
         },
     )
     .map_err(CliError::msg)?;

@@ -65,6 +65,10 @@ pub struct Args {
     /// Extra peer to connect to (repeatable)
     #[arg(long = "peer", value_name = "IP:PORT")]
     pub peers: Vec<SocketAddr>,
+    /// Do not look for peers on the local network (BEP 14 Local Service Discovery; never
+    /// used for private torrents anyway)
+    #[arg(long)]
+    pub no_lsd: bool,
     /// Give up when no metadata arrived after this long
     #[arg(long, value_name = "DURATION", value_parser = common::parse_duration, default_value = "60s")]
     pub metadata_timeout: Duration,
@@ -324,6 +328,7 @@ async fn fetch(
     add.resume_dir = Some(state_dir.join("resume"));
     add.only_files = args.only.clone().map(|o| o.0);
     add.recheck = args.recheck;
+    add.lsd = !args.no_lsd;
     add.swarm.keep_seeding = keep_seeding;
     add.swarm.sequential = args.sequential;
     add.swarm.max_down_rate = args.max_down_rate;
@@ -369,6 +374,7 @@ async fn fetch(
                 if let (Some(d), Phase::Searching | Phase::Metadata) = (session.dht(), p.phase) {
                     display.set_dht_nodes(d.stats().await.table_size);
                 }
+                display.set_reach(session.reachability().await);
                 display.update(&p);
                 if let (Some(t), Some(at), false) = (args.seed_time, complete_at, stop_sent) {
                     if at.elapsed() >= t {

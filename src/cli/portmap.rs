@@ -42,7 +42,22 @@ impl PortMapArgs {
         if let Some(t) = self.ssdp_target {
             cfg.ssdp_target = t;
         }
-        Some((PortMapping::start(cfg), port))
+        let mapping = PortMapping::start(cfg);
+        // The session's reachability hears of the mapping: a mapped port makes us
+        // reachable and its external address is ours.
+        let mut status = mapping.watch();
+        let session = session.clone();
+        tokio::spawn(async move {
+            loop {
+                let external = status.borrow_and_update().external_addr();
+                session.set_port_mapping(external);
+                if status.changed().await.is_err() {
+                    session.set_port_mapping(None);
+                    return;
+                }
+            }
+        });
+        Some((mapping, port))
     }
 }
 

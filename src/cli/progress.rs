@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::portmap::MapStatus;
+use crate::session::reach::{ReachStatus, Reachable};
 use crate::session::{Phase, Progress};
 
 /// Plain lines and JSON progress events at most this often.
@@ -52,6 +53,8 @@ pub struct Display {
     /// The port mapper's status and our port (told on each change; in JSON progress).
     port_mapping: Option<(tokio::sync::watch::Receiver<MapStatus>, u16)>,
     last_port_mapping: Option<MapStatus>,
+    /// Our external address and reachability, as last told ([`Display::set_reach`]).
+    reach: Option<ReachStatus>,
 }
 
 /// A human phase name.
@@ -202,6 +205,7 @@ pub fn sources_label(p: &Progress) -> String {
         ("pex", s.pex),
         ("incoming", s.incoming),
         ("webseed", s.webseed),
+        ("lsd", s.lsd),
     ]
     .iter()
     .filter(|(_, n)| *n > 0)
@@ -211,6 +215,18 @@ pub fn sources_label(p: &Progress) -> String {
         String::new()
     } else {
         format!(" [{}]", parts.join(", "))
+    }
+}
+
+/// While seeding, whether others can reach us, e.g. `; reachable: yes (203.0.113.5)`:
+/// a seed nobody can connect to serves only the peers it dials itself.
+fn reach_note(phase: Phase, reach: Option<ReachStatus>) -> String {
+    match (phase, reach) {
+        (Phase::Seeding, Some(r)) => match r.external_addr {
+            Some(ip) => format!("; reachable: {} ({ip})", r.reachable.as_str()),
+            None => format!("; reachable: {}", r.reachable.as_str()),
+        },
+        _ => String::new(),
     }
 }
 
@@ -255,6 +271,7 @@ impl Display {
             tag: None,
             label: None,
             multi: None,
+            reach: None,
             port_mapping: None,
             last_port_mapping: None,
         }
@@ -355,6 +372,22 @@ impl Display {
         self.dht_nodes = Some(n);
     }
 
+    /// The session's external address and reachability, shown in JSON progress events
+    /// (`external_addr`, `reachable`); the first time nobody could reach us, the warning
+    /// that says which port to forward.
+    pub fn set_reach(&mut self, st: ReachStatus) {
+        let was = self.reach.map(|r| r.reachable);
+        self.reach = Some(st);
+        if st.reachable == Reachable::No && was != Some(Reachable::No) {
+            if let Some(w) = st.warning() {
+                match &self.mode {
+                    Mode::Json => self.emit(&json!({"event": "warning", "message": w})),
+                    _ => self.message(&w),
+                }
+            }
+        }
+    }
+
     pub fn is_json(&self) -> bool {
         matches!(self.mode, Mode::Json)
     }
@@ -430,7 +463,7 @@ impl Display {
                     }
                 ),
             };
-            pb.set_message(msg);
+            pb.set_message(format!("{msg}{}", reach_note(p.phase, self.reach)));
             return;
         }
         let due = self
@@ -464,10 +497,13 @@ impl Display {
                     .port_mapping
                     .as_ref()
                     .map(|(rx, _)| super::portmap::to_json(&rx.borrow())),
+                "external_addr": self.reach.and_then(|r| r.external_addr).map(|a| a.to_string()),
+                "reachable": self.reach.map_or(Reachable::Unknown, |r| r.reachable).as_str(),
             })),
             Mode::Plain => eprintln!(
-                "{}",
-                self.labelled_text(&status_line(p, dht, dht_nodes, stalled))
+                "{}{}",
+                self.labelled_text(&status_line(p, dht, dht_nodes, stalled)),
+                reach_note(p.phase, self.reach)
             ),
             _ => {}
         }
@@ -618,6 +654,27 @@ mod tests {
         assert_eq!(
             status_line(&p, false, None, false),
             "waiting for peers: 0 peers found"
+        );
+    }
+
+    #[test]
+    fn seeding_says_whether_peers_can_reach_us() {
+        let st = |reachable, ip: Option<&str>| {
+            Some(ReachStatus {
+                external_addr: ip.map(|i| i.parse().unwrap()),
+                reachable,
+                port: Some(6881),
+            })
+        };
+        assert_eq!(reach_note(Phase::Downloading, st(Reachable::Yes, None)), "");
+        assert_eq!(reach_note(Phase::Seeding, None), "");
+        assert_eq!(
+            reach_note(Phase::Seeding, st(Reachable::Unknown, None)),
+            "; reachable: unknown"
+        );
+        assert_eq!(
+            reach_note(Phase::Seeding, st(Reachable::Yes, Some("203.0.113.5"))),
+            "; reachable: yes (203.0.113.5)"
         );
     }
 

@@ -47,6 +47,10 @@ pub struct Args {
     /// Mark the torrent private (BEP 27: no DHT, no PEX; trackers only)
     #[arg(long)]
     pub private: bool,
+    /// Do not announce on the local network (BEP 14 Local Service Discovery; never used
+    /// for private torrents anyway)
+    #[arg(long)]
+    pub no_lsd: bool,
     /// Upload rate limit, e.g. 500K (per second)
     #[arg(long, value_name = "RATE", value_parser = crate::units::parse_rate)]
     pub max_up_rate: Option<u64>,
@@ -146,6 +150,7 @@ async fn seed(args: Args) -> i32 {
     add.resume_dir = Some(args.common.state_dir().join("resume"));
     add.swarm.keep_seeding = true;
     add.swarm.max_up_rate = args.max_up_rate;
+    add.lsd = !args.no_lsd;
     if let Some(a) = session.listen_addr() {
         display.message(&format!(
             "seeding {} ({}) on {a}{}; Ctrl-C to stop",
@@ -184,6 +189,7 @@ async fn seed(args: Args) -> i32 {
             }
             _ = tick.tick() => {
                 let p = prog.borrow().clone();
+                display.set_reach(session.reachability().await);
                 display.update(&p);
             }
         }

@@ -42,6 +42,8 @@ pub struct DaemonConfig {
     /// Rate limits applied to every torrent (bytes/s).
     pub max_down_rate: Option<u64>,
     pub max_up_rate: Option<u64>,
+    /// Local Service Discovery (BEP 14) for the torrents (never for private ones).
+    pub lsd: bool,
 }
 
 /// What a torrent is doing, as the API shows it.
@@ -369,6 +371,7 @@ impl Daemon {
         add.resume_dir = Some(self.cfg.state_dir.join("resume"));
         add.metadata_timeout = self.cfg.metadata_timeout;
         add.swarm.keep_seeding = true;
+        add.lsd = self.cfg.lsd;
         add.swarm.max_down_rate = self.cfg.max_down_rate;
         add.swarm.max_up_rate = self.cfg.max_up_rate;
         let mut handle = self.session.add(add);

@@ -14,6 +14,7 @@ pub mod idle;
 pub mod metadata;
 pub mod own;
 pub mod peer_task;
+pub mod reach;
 pub mod swarm;
 pub mod trackers;
 
@@ -238,6 +239,10 @@ pub struct AddTorrent {
     /// written as pieces verify). For files the user suspects were changed behind our back
     /// without their size or modification time changing.
     pub recheck: bool,
+    /// Announce the torrent on the local network and take the peers announcing it there
+    /// (BEP 14 Local Service Discovery; see [`crate::lsd`]). Never for a private torrent,
+    /// never in simulation, and only with a listen address.
+    pub lsd: bool,
 }
 
 impl AddTorrent {
@@ -251,6 +256,7 @@ impl AddTorrent {
             resume_dir: None,
             only_files: None,
             recheck: false,
+            lsd: false,
         }
     }
 }
@@ -334,6 +340,9 @@ impl TorrentHandle {
 
 struct Slot {
     incoming: mpsc::Sender<PeerConn>,
+    /// Announced on the local network while held (dropped when the torrent turns out
+    /// private).
+    lsd: Option<crate::lsd::Registration>,
 }
 
 struct Inner {
@@ -350,6 +359,13 @@ struct Inner {
     dialer: crate::dial::Dialer,
     /// Our own addresses: no source makes us count or dial them.
     own: Arc<own::OwnAddrs>,
+    /// Our external address and whether peers can reach us.
+    reach: Arc<reach::Reach>,
+    /// Local Service Discovery, started with the first torrent that wants it (`None`: not
+    /// yet; `Some(None)`: it could not start, e.g. no multicast route).
+    lsd: Mutex<Option<Option<Arc<crate::lsd::Lsd>>>>,
+    /// Seeds LSD's cookie.
+    lsd_seed: u64,
 }
 
 /// Our client: a peer id, a listening socket, and the torrents.
@@ -420,8 +436,15 @@ impl Session {
         } else {
             Vec::new()
         };
+        // Not drawn from the session's rng: every other random choice stays as it was.
+        let lsd_seed = cfg
+            .rng_seed
+            .map_or_else(rand::random, |s| s ^ 0x6c73_645f_636f_6f6b);
         let inner = Arc::new(Inner {
             own: Arc::new(own::OwnAddrs::new(listens, local_ips)),
+            reach: Arc::new(reach::Reach::new(listen_addr)),
+            lsd: Mutex::new(None),
+            lsd_seed,
             net: cfg.net.clone(),
             peer_id,
             listen_addr,
@@ -496,6 +519,75 @@ impl Session {
         self.inner.dht.as_deref()
     }
 
+    /// Our external address (a port mapping's, else what the DHT's BEP 42 consensus and the
+    /// peers' BEP 10 `yourip` agree on) and whether peers can reach us (see [`reach`]).
+    pub async fn reachability(&self) -> reach::ReachStatus {
+        if let Some(d) = &self.inner.dht {
+            self.inner
+                .reach
+                .dht(d.stats().await.external_addr.map(|a| a.ip()));
+        }
+        self.inner.reach.status()
+    }
+
+    /// A port mapping (UPnP IGD, NAT-PMP, PCP) succeeded with this external address, or was
+    /// lost (`None`): the router then forwards to us, so we are reachable.
+    pub fn set_port_mapping(&self, external: Option<SocketAddr>) {
+        self.inner.reach.set_mapping(external);
+    }
+
+    /// Whether Local Service Discovery runs (it starts with the first torrent added with
+    /// [`AddTorrent::lsd`]).
+    pub fn lsd_running(&self) -> bool {
+        matches!(*lock(&self.inner.lsd), Some(Some(_)))
+    }
+
+    /// The LSD service, started on first use: not in simulation, not without a listen
+    /// address, and not where the host refuses multicast (said once in the log).
+    fn lsd(&self) -> Option<Arc<crate::lsd::Lsd>> {
+        let mut slot = lock(&self.inner.lsd);
+        if let Some(l) = &*slot {
+            return l.clone();
+        }
+        let started = self.start_lsd();
+        *slot = Some(started.clone());
+        started
+    }
+
+    fn start_lsd(&self) -> Option<Arc<crate::lsd::Lsd>> {
+        if self.inner.net.is_sim() {
+            return None;
+        }
+        let listen = self.inner.listen_addr?;
+        let listens = [Some(listen), self.inner.listen_addr6];
+        let v4 = listens.iter().flatten().find_map(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            _ => None,
+        });
+        let v6 = listens.iter().flatten().find_map(|a| match a.ip() {
+            std::net::IpAddr::V6(ip) => Some(ip),
+            _ => None,
+        });
+        let cfg = crate::lsd::LsdConfig {
+            port: listen.port(),
+            v4,
+            v6,
+            seed: self.inner.lsd_seed,
+        };
+        match crate::lsd::Lsd::start(cfg) {
+            Ok(l) => {
+                tracing::debug!(port = listen.port(), "LSD started");
+                Some(Arc::new(l))
+            }
+            Err(e) => {
+                // Info, not a warning: many hosts (containers, loopback-only tests) have
+                // no multicast, and a command's stderr is kept to its errors.
+                tracing::info!(%e, "local service discovery (LSD) is off: no multicast");
+                None
+            }
+        }
+    }
+
     /// Adds a torrent and starts it.
     pub fn add(&self, add: AddTorrent) -> TorrentHandle {
         let info_hash = add.source.info_hash();
@@ -519,7 +611,13 @@ impl Session {
         let (focus_tx, focus_rx) = watch::channel(Vec::new());
         let (addr_tx, addr_rx) = mpsc::channel(ADDR_QUEUE);
         let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
-        lock(&self.inner.torrents).insert(info_hash, Slot { incoming: inc_tx });
+        lock(&self.inner.torrents).insert(
+            info_hash,
+            Slot {
+                incoming: inc_tx,
+                lsd: None,
+            },
+        );
         let rng_seed = lock(&self.inner.rng).next_u64();
         for a in initial_peers(&add) {
             if self.inner.own.is_own(a) {
@@ -536,6 +634,18 @@ impl Session {
                 self.inner.listen_addr.map(|a| a.port()),
                 addr_tx.clone(),
                 progress_rx.clone(),
+                counters.clone(),
+                self.inner.own.clone(),
+            ));
+        }
+        if let (true, false, Some(lsd)) = (add.lsd, private, self.lsd()) {
+            let (reg, peers) = lsd.register(info_hash);
+            if let Some(slot) = lock(&self.inner.torrents).get_mut(&info_hash) {
+                slot.lsd = Some(reg);
+            }
+            tokio::spawn(lsd_peers(
+                peers,
+                addr_tx.clone(),
                 counters.clone(),
                 self.inner.own.clone(),
             ));
@@ -734,6 +844,29 @@ impl RelookupBackoff {
     }
 }
 
+/// Peers heard on the local network (BEP 14) into the torrent's peer channel, counted as
+/// source `lsd`. Ends when either side does.
+async fn lsd_peers(
+    mut peers: mpsc::Receiver<SocketAddr>,
+    tx: mpsc::Sender<SocketAddr>,
+    counters: Arc<SourceCounters>,
+    own: Arc<own::OwnAddrs>,
+) {
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return,
+            p = peers.recv() => match p {
+                Some(a) if own.is_own(a) => {}
+                Some(a) => {
+                    counters.lsd.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = tx.try_send(a);
+                }
+                None => return,
+            },
+        }
+    }
+}
+
 /// Finds peers for one torrent on the DHT and announces us (BEP 5 `get_peers` then
 /// `announce_peer`), feeding every peer to the torrent; again after 0.5, 1, 2, ... 30 s
 /// while it has no metadata or no peer ([`RelookupBackoff`]), every 15 min after. Ends when the torrent ends (its address channel closes).
@@ -870,6 +1003,7 @@ async fn accept_peer(stream: crate::net::Stream, addr: SocketAddr, weak: std::sy
         }
     };
     let Some(i) = weak.upgrade() else { return };
+    i.reach.incoming(addr.ip());
     let tx = lock(&i.torrents)
         .get(&conn.remote.info_hash)
         .map(|s| s.incoming.clone());
@@ -927,6 +1061,12 @@ async fn run_torrent(
             (meta, Some(ms), fetched.conns)
         }
     };
+    if metainfo.info.private {
+        // A magnet says nothing of BEP 27: once the info dictionary does, no more LSD.
+        if let Some(slot) = lock(&inner.torrents).get_mut(&metainfo.info_hash) {
+            slot.lsd = None;
+        }
+    }
     if let Some(sel) = &only {
         check_selection(sel, metainfo.info.files.len())?;
     }
@@ -1242,6 +1382,7 @@ async fn swarm_phase(
         },
         progress,
         verified_tx,
+        reach: Some(inner.reach.clone()),
     };
     tracing::debug!(%info_hash, have = params.have.count(), "swarm starting");
     let sw = swarm::Swarm::new(params);

@@ -124,6 +124,8 @@ pub struct PeerContext {
     pub quota: u64,
     /// Bytes waiting for the disk: the reader reads nothing while the gate is closed.
     pub backlog: Arc<super::backlog::DiskBacklog>,
+    /// Where the peer's `yourip` (our address as it sees it, BEP 10) is counted.
+    pub reach: Option<Arc<super::reach::Reach>>,
 }
 
 /// What we learned from the peer's extended handshake.
@@ -164,6 +166,9 @@ pub async fn run_peer(
         quic_port: theirs.as_ref().and_then(|t| t.mf_quic),
     };
     let _ = ext_tx.send(ext);
+    if let (Some(r), Some(ip)) = (&ctx.reach, theirs.as_ref().and_then(|t| t.yourip)) {
+        r.vote(conn.addr.ip(), ip);
+    }
     let their_meta = theirs.as_ref().and_then(|t| t.id_of(UT_METADATA));
     let their_pex = theirs.as_ref().and_then(|t| t.id_of(UT_PEX));
     let (reader, writer, pending) = conn.into_parts();

@@ -149,6 +149,8 @@ pub struct SwarmParams {
     pub verified_tx: Option<mpsc::UnboundedSender<u32>>,
     /// Source IP for web-seed requests (the session's `--bind` IP; `None`: default route).
     pub bind_ip: Option<std::net::IpAddr>,
+    /// Where peers' BEP 10 `yourip` votes go (see [`super::reach`]).
+    pub reach: Option<Arc<super::reach::Reach>>,
 }
 
 /// Inputs from the rest of the session.
@@ -675,6 +677,7 @@ impl Swarm {
             private: self.p.cfg.private,
             quota: self.core.choker.quota(),
             backlog: self.fx.backlog.clone(),
+            reach: self.p.reach.clone(),
         };
         let transport = conn.transport;
         tokio::spawn(run_peer(

@@ -7,7 +7,7 @@
 //!   channel, the same one the DHT, PEX and `x.pe` feed, so whichever source answers first
 //!   starts the metadata phase.
 //! - Peer sources: how many addresses each source gave (DHT, tracker, PEX, incoming, web
-//!   seeds) and each tracker's last status are published in [`super::Progress`].
+//!   seeds, LSD) and each tracker's last status are published in [`super::Progress`].
 //! - Private torrents (BEP 27) never reach the DHT or PEX; that is decided by the caller.
 
 use std::net::SocketAddr;
@@ -36,6 +36,8 @@ pub struct PeerSources {
     pub incoming: u64,
     /// Web seeds in use (not given up on).
     pub webseed: u64,
+    /// Local Service Discovery (BEP 14).
+    pub lsd: u64,
 }
 
 /// Counters shared by the tasks that find peers; copied into [`Progress::sources`].
@@ -46,6 +48,7 @@ pub struct SourceCounters {
     pub pex: AtomicU64,
     pub incoming: AtomicU64,
     pub webseed: AtomicU64,
+    pub lsd: AtomicU64,
 }
 
 impl SourceCounters {
@@ -56,6 +59,7 @@ impl SourceCounters {
             pex: self.pex.load(Ordering::Relaxed),
             incoming: self.incoming.load(Ordering::Relaxed),
             webseed: self.webseed.load(Ordering::Relaxed),
+            lsd: self.lsd.load(Ordering::Relaxed),
         }
     }
 }

@@ -12,5 +12,6 @@ mod daemon_api;
 mod dht_v6_cli;
 mod docs_examples;
 mod formats_cli;
+mod lsd_cli;
 mod quic_loopback;
 mod tracker_cli;

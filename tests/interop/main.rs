@@ -9,6 +9,7 @@ mod dht_v6_interop;
 mod interop_dht;
 mod interop_download;
 mod interop_formats;
+mod interop_lsd;
 mod interop_metadata;
 mod interop_mse;
 mod interop_swarm_dht;

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod lsd_fuzz;
 mod mse_loopback;
 mod peer_conn;
 mod peer_metadata;

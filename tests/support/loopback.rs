@@ -8,13 +8,14 @@
 //! Blocks of 127.0.0.x held by modules (same octets in different binaries are fine: the
 //! binaries run one after another):
 //! - cli: cli_fetch 21-40 and 120-139, tracker_cli 60-79, quic_loopback 100-119,
-//!   dht_v6_cli 160-169 (+ `[::1]` ports 26100-26109)
+//!   dht_v6_cli 160-169 (+ `[::1]` ports 26100-26109), lsd_cli 210-219
 //! - interop: interop_download 41-49, interop_metadata 61-63, interop_dht 80-99 (+ 127.0.4.x,
 //!   127.0.5.x), interop_swarm_dht 141-149, dht_v6_interop 170-179 (+ `[::1]` ports
 //!   26120-26129), tracker_interop 127.0.0.1 port 0
 //! - tracker: tracker_loopback 1-5 port 0, tracker_https 180-199, tracker_webseed 127.0.0.1
 //!   port 0
-//! - interop: interop_mse 226-229; other_clients_mse uses [`fresh_ip`] and [`free_port`]
+//! - interop: interop_mse 226-229, interop_lsd 220-225; other_clients_mse uses [`fresh_ip`] and
+//!   [`free_port`]
 //! - peer, session: 127.0.0.1 port 0 or [`fresh_ip`] port 0 (mse_loopback); simnet tests
 //!   use their own `simnet::Network`
 //! - portmap, cli_portmap: [`fresh_ip`] (the in-test NAT-PMP/PCP gateway on its port 5351,

@@ -10,6 +10,7 @@
 pub mod igd;
 pub mod loopback;
 pub mod lt;
+pub mod multicast;
 pub mod pmp;
 pub mod procs;
 pub mod range_server;
@@ -17,6 +18,7 @@ pub mod sessions;
 
 pub use loopback::free_port;
 pub use lt::{lt_command, lt_json, lt_script, LtPeer};
+pub use multicast::loopback_multicast;
 pub use procs::{dht_node, dht_serve, drained_lines, lines, magnetfetch, start_seeder, Proc, BIN};
 pub use range_server::{range_server, range_server_logged};
 pub use sessions::{
