@@ -6,6 +6,8 @@
 //! - `GET /torrents` → `{"torrents": [...]}`; `GET /torrents/{id}` (id or info-hash);
 //! - `POST /torrents/{id}/pause`, `POST /torrents/{id}/resume`;
 //! - `DELETE /torrents/{id}` (`?delete_files=true` also deletes the data);
+//! - `GET /torrents/{id}/files`, `GET /torrents/{id}/stream/{file}` (with `Range`);
+//! - `GET /events`: Server-Sent Events (`state`, `removed`, `progress`);
 //! - `GET /session` (listening address, DHT); `GET /metrics` (Prometheus text).
 //!
 //! Safety: bodies are bounded ([`MAX_BODY`]); with a token every request must carry it
@@ -56,6 +58,7 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
         .route("/torrents/{id}/resume", post(resume))
         .route("/torrents/{id}/files", get(files))
         .route("/torrents/{id}/stream/{file}", get(stream))
+        .route("/events", get(events))
         .route("/session", get(session))
         .route("/metrics", get(metrics_page))
         .fallback(not_found)
@@ -215,7 +218,7 @@ async fn add(State(ctx): State<Ctx>, body: Bytes) -> Response {
         Input::Magnet(m, text) => (Source::Magnet(m), None, Some(text)),
         Input::Torrent(m, raw) => (Source::Metainfo(m), Some(raw), None),
     };
-    match ctx.daemon.add(source, raw.as_deref(), magnet) {
+    match ctx.daemon.add(source, raw.as_deref(), magnet).await {
         Ok((id, ih)) => Json(json!({ "id": id, "infohash": ih.to_hex() })).into_response(),
         Err(e) => e.into_response(),
     }
@@ -335,6 +338,63 @@ async fn remove(
         Ok(()) => Json(json!({ "removed": id, "deleted_files": q.delete_files })).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// How often `/events` looks at the torrents; progress goes out every second tick.
+const EVENTS_EVERY: Duration = Duration::from_millis(500);
+
+/// `GET /events`: Server-Sent Events. At once and on every change a `state` event
+/// (`{"id", "infohash", "state"}`), `removed` (`{"id"}`) when a torrent goes, and every
+/// second a `progress` event per torrent (the object `GET /torrents/{id}` answers).
+async fn events(State(ctx): State<Ctx>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio_stream::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let daemon = ctx.daemon.clone();
+    tokio::spawn(async move {
+        let mut last: std::collections::BTreeMap<u64, super::State> = Default::default();
+        let mut tick = tokio::time::interval(EVENTS_EVERY);
+        for n in 0u64.. {
+            tick.tick().await;
+            let list = daemon.list();
+            let mut out = Vec::new();
+            for t in &list {
+                if last.insert(t.id, t.state) != Some(t.state) {
+                    let v = json!({"id": t.id, "infohash": t.infohash, "state": t.state});
+                    out.push(Event::default().event("state").json_data(v));
+                }
+            }
+            last.retain(|id, _| {
+                let kept = list.iter().any(|t| t.id == *id);
+                if !kept {
+                    out.push(
+                        Event::default()
+                            .event("removed")
+                            .json_data(json!({"id": id})),
+                    );
+                }
+                kept
+            });
+            if n % 2 == 0 {
+                for t in &list {
+                    out.push(Event::default().event("progress").json_data(t));
+                }
+            }
+            for ev in out.into_iter().flatten() {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn session(State(ctx): State<Ctx>) -> Response {

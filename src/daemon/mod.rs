@@ -291,20 +291,43 @@ impl Daemon {
         Ok(())
     }
 
-    /// Adds a torrent (or finds it: adding one twice answers the first one's id).
+    /// Adds a torrent (or finds it: adding one twice answers the first one's id; a
+    /// .torrent added for a magnet still waiting for its metadata gives it the metadata).
     /// `raw_torrent` is the .torrent's bytes when the source is a .torrent.
-    pub fn add(
+    pub async fn add(
         self: &Arc<Self>,
         source: Source,
         raw_torrent: Option<&[u8]>,
         magnet_text: Option<String>,
     ) -> Result<(u64, InfoHash), DaemonError> {
         let ih = source.info_hash();
-        {
-            let reg = lock(&self.reg);
-            if let Some(e) = reg.torrents.values().find(|e| e.info_hash == ih) {
-                return Ok((e.id, ih));
+        let existing = {
+            let mut reg = lock(&self.reg);
+            reg.torrents
+                .values_mut()
+                .find(|e| e.info_hash == ih)
+                .map(|e| match (&source, &e.metainfo) {
+                    (Source::Metainfo(m), None) => {
+                        e.metainfo = Some(m.clone());
+                        (e.id, true, e.run.as_ref().map(Run::stop))
+                    }
+                    _ => (e.id, false, None),
+                })
+        };
+        if let Some((id, upgraded, restart)) = existing {
+            if let (true, Some(b)) = (upgraded, raw_torrent) {
+                self.store
+                    .save_torrent(&ih, b)
+                    .map_err(|e| DaemonError::Store(e.to_string()))?;
             }
+            if let Some(done) = restart {
+                ended(done).await;
+                let paused = lock(&self.reg).torrents.get(&id).is_none_or(|e| e.paused);
+                if !paused {
+                    self.start_run(id, source);
+                }
+            }
+            return Ok((id, ih));
         }
         if let Some(b) = raw_torrent {
             self.store
@@ -443,9 +466,10 @@ impl Daemon {
         if e.run.as_ref().map(|r| r.generation) != Some(generation) {
             return;
         }
+        let asked_to_stop = e.run.as_ref().is_some_and(|r| *r.stop.borrow());
         e.run = None;
         e.last = last;
-        if !e.paused {
+        if !e.paused && !asked_to_stop {
             e.error = Some(error.unwrap_or_else(|| "stopped".into()));
         }
     }

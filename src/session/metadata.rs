@@ -217,6 +217,11 @@ pub async fn fetch_metadata_incoming(
     let mut banned_total: BTreeSet<SocketAddr> = BTreeSet::new();
     // Bound on distinct addresses remembered; beyond it new candidates are ignored.
     let max_seen = cfg.max_candidates * 8;
+    // Peers whose connection failed or closed, tried again later (a peer at its
+    // connection limit, or a moment's network trouble, must not cost the only source of a
+    // rare torrent): when, and how many failures so far.
+    let mut later: BTreeSet<(Instant, SocketAddr)> = BTreeSet::new();
+    let mut failures: BTreeMap<SocketAddr, u32> = BTreeMap::new();
 
     let add_candidate =
         |a: SocketAddr, queued: &mut VecDeque<SocketAddr>, seen: &mut BTreeSet<SocketAddr>| {
@@ -257,6 +262,7 @@ pub async fn fetch_metadata_incoming(
         }
 
         let wake = fetch.next_deadline().map_or(deadline, |d| d.min(deadline));
+        let wake = later.first().map_or(wake, |(t, _)| (*t).min(wake));
         tokio::select! {
             biased;
             ev = ev_rx.recv() => {
@@ -327,6 +333,11 @@ pub async fn fetch_metadata_incoming(
                         last_error = Some(why.to_string());
                         fetch.remove_peer(&addr);
                         active.remove(&addr);
+                        let n = failures.entry(addr).or_insert(0);
+                        *n += 1;
+                        if *n <= RETRIES && !fetch.is_banned(&addr) && later.len() < max_seen {
+                            later.insert((now + RETRY_FIRST * (1 << (*n - 1)), addr));
+                        }
                     }
                 }
             }
@@ -361,6 +372,16 @@ pub async fn fetch_metadata_incoming(
                         banned: banned_total.len(),
                         last_error,
                     });
+                }
+                let now = Instant::now();
+                while let Some(&(t, a)) = later.first() {
+                    if t > now {
+                        break;
+                    }
+                    later.pop_first();
+                    if !active.contains_key(&a) && !queued.contains(&a) {
+                        queued.push_back(a);
+                    }
                 }
                 for slow in fetch.poll_timeouts(Instant::now()) {
                     tracing::debug!(%slow, "metadata request timed out");
@@ -398,6 +419,11 @@ pub async fn fetch_metadata_incoming(
 
 /// Commands queued per peer task (requests in flight per peer are at most 8).
 const CMD_QUEUE: usize = 16;
+
+/// A peer that failed or closed is tried again this many times, first after
+/// [`RETRY_FIRST`], then after twice as long each time (5, 10, 20, 40, 80 s).
+const RETRIES: u32 = 5;
+const RETRY_FIRST: Duration = Duration::from_secs(5);
 /// Messages and bytes kept per connection for the swarm while the metadata is fetched; a
 /// peer that says more than that before we can use it is not handed over.
 const MAX_HANDED_PENDING: usize = 1024;

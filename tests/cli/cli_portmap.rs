@@ -54,9 +54,10 @@ fn seed_json_shows_the_mapping_and_ctrl_c_deletes_it() {
     let magnet = rx.recv_timeout(Duration::from_secs(20)).unwrap();
     assert!(magnet.starts_with("magnet:?"), "{magnet}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut event, mut progress) = (None, None);
+    let (mut event, mut progress, mut reach) = (None, None, None);
     let mut seen = Vec::new();
-    while (event.is_none() || progress.is_none()) && Instant::now() < deadline {
+    let ip = igd.external_ip.to_string();
+    while (event.is_none() || progress.is_none() || reach.is_none()) && Instant::now() < deadline {
         let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) else {
             continue;
         };
@@ -64,7 +65,11 @@ fn seed_json_shows_the_mapping_and_ctrl_c_deletes_it() {
         match v["event"].as_str() {
             Some("port_mapping") if v["status"] == "mapped" => event = Some(v.clone()),
             Some("progress") if v["port_mapping"]["status"] == "mapped" => {
-                progress = Some(v["port_mapping"].clone())
+                progress = Some(v["port_mapping"].clone());
+                // The mapping is also our external address, and makes us reachable.
+                if v["external_addr"] == ip.as_str() && v["reachable"] == "yes" {
+                    reach = Some(());
+                }
             }
             _ => {}
         }
@@ -72,7 +77,10 @@ fn seed_json_shows_the_mapping_and_ctrl_c_deletes_it() {
     }
     let event = event.unwrap_or_else(|| panic!("no port_mapping event: {seen:#?}"));
     let pm = progress.unwrap_or_else(|| panic!("no mapped progress: {seen:#?}"));
-    let ip = igd.external_ip.to_string();
+    assert!(
+        reach.is_some(),
+        "no external_addr {ip} / reachable yes: {seen:#?}"
+    );
     for v in [&event, &pm] {
         assert_eq!(v["protocol"], "upnp", "{v}");
         assert_eq!(v["external_ip"], ip.as_str(), "{v}");

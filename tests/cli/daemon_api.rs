@@ -350,8 +350,10 @@ fn run_sh(line: &str, cwd: &Path) {
         .current_dir(cwd)
         .output()
         .unwrap();
+    // An event stream never ends by itself: `--max-time` ends it (curl's exit 28).
+    let stream_timed_out = line.contains("--max-time") && out.status.code() == Some(28);
     assert!(
-        out.status.success(),
+        out.status.success() || stream_timed_out,
         "documented command failed: {line}\nstdout: {}\nstderr: {}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -383,13 +385,16 @@ fn every_curl_and_remote_example_of_the_api_docs_works() {
     let ip = fresh_ip();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let (_plain, api) = start_daemon(ip, &out, &dir.path().join("state-a"), &[]);
+    // Downloading into the directory that holds file.bin: the torrent checks complete at
+    // once, so the documented stream calls have bytes to read.
+    let (_plain, api) = start_daemon(ip, dir.path(), &dir.path().join("state-a"), &[]);
     let (_locked, locked_api) = start_daemon(
         fresh_ip(),
         &out,
         &dir.path().join("state-b"),
         &["--token", "s3cret"],
     );
+    let original = std::fs::read(dir.path().join("file.bin")).unwrap();
     for line in &curls {
         let target = if line.contains("s3cret") {
             locked_api
@@ -398,6 +403,9 @@ fn every_curl_and_remote_example_of_the_api_docs_works() {
         };
         run_sh(&fix(line, target), dir.path());
     }
+    // The documented stream call copied the file; the delete removed the original.
+    assert!(std::fs::read(dir.path().join("file.copy")).unwrap() == original);
+    assert!(!dir.path().join("file.bin").exists());
     // The documented calls did what they say: the torrent was added, then removed.
     assert_eq!(
         json(api, "GET", "/torrents", b""),
@@ -623,4 +631,122 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&b[..n]);
         b = &b[n + 2..];
     }
+}
+
+/// Runs `ffprobe` with `args` on `url`; its trimmed stdout.
+fn ffprobe(args: &[&str], url: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn ffprobe_reads_a_video_from_the_stream_long_before_the_download_completes() {
+    if !crate::support::require_or_skip("ffmpeg") || !crate::support::require_or_skip("ffprobe") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("clip.mp4");
+    // 40 s of test pattern, about 4 MB; MP4 without faststart, so its index (`moov`) is at
+    // the end: a player must seek there first, then back.
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=40:size=320x240:rate=25",
+        ])
+        .args(["-c:v", "mpeg4", "-b:v", "800k", "-y"])
+        .arg(&video)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let size = std::fs::metadata(&video).unwrap().len();
+    let seed_bind = format!("{}:{}", fresh_ip(), crate::support::free_port());
+    // The seeder sends 400 KiB/s: the whole file takes about 10 s.
+    let (_seeder, magnet) = start_seeder(
+        &video,
+        &[
+            "--no-dht",
+            "--bind",
+            &seed_bind,
+            "--piece-length",
+            "64K",
+            "--max-up-rate",
+            "400K",
+            "-q",
+        ],
+        &dir.path().join("seed-state"),
+    );
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (_daemon, api) = start_daemon(fresh_ip(), &out, &dir.path().join("state"), &[]);
+    let link = format!("{magnet}&x.pe={seed_bind}");
+    let id = json(api, "POST", "/torrents", link.as_bytes())["id"]
+        .as_u64()
+        .unwrap();
+    let url = format!("http://{api}/torrents/{id}/stream/0");
+
+    let t0 = Instant::now();
+    let duration = ffprobe(
+        &["-show_entries", "format=duration", "-of", "csv=p=0"],
+        &url,
+    );
+    let to_duration = t0.elapsed();
+    let secs: f64 = duration.parse().unwrap_or_else(|_| panic!("{duration:?}"));
+    assert!((39.0..=41.0).contains(&secs), "duration {secs}");
+    // One frame from the middle: a seek to 20 s.
+    let t1 = Instant::now();
+    let frame = ffprobe(
+        &[
+            "-read_intervals",
+            "20%+#1",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=pts_time",
+            "-of",
+            "csv=p=0",
+        ],
+        &url,
+    );
+    let to_frame = t1.elapsed();
+    let pts: f64 = frame
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches(',')
+        .parse()
+        .unwrap_or_else(|_| panic!("{frame:?}"));
+    assert!((19.0..=21.0).contains(&pts), "frame at {pts}");
+    let t = json(api, "GET", &format!("/torrents/{id}"), b"");
+    let progress = t["progress"].as_f64().unwrap();
+    let _ = writeln_stderr(&format!(
+        "ffprobe over the stream of a {size}-byte video: duration after {to_duration:?}, \
+         mid-file frame {to_frame:?} later, torrent at {:.0} %",
+        progress * 100.0
+    ));
+    assert!(
+        progress < 0.8,
+        "the download was nearly complete already: {t}"
+    );
+}
+
+fn writeln_stderr(s: &str) -> std::io::Result<()> {
+    writeln!(std::io::stderr(), "{s}")
 }

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod metadata_retry;
 mod reach_loopback;
 mod session_loopback;
 mod sim_swarm;
