@@ -13,6 +13,7 @@ use crate::daemon::{api, Daemon, DaemonConfig};
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
   magnetfetch daemon -o ~/Downloads                    # API on http://127.0.0.1:7878
+  magnetfetch daemon -o ~/Downloads --watch ~/torrents  # adds .torrent/.magnet files dropped there
   magnetfetch daemon --http 127.0.0.1:7979 --no-dht --state-dir /var/lib/magnetfetch
   magnetfetch daemon --http 0.0.0.0:7878 --token s3cret   # any other address needs a token")]
 pub struct Args {
@@ -22,6 +23,10 @@ pub struct Args {
     /// Download directory of added torrents
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     pub output: PathBuf,
+    /// Add every .torrent and .magnet file dropped into DIR (then renamed *.added, or
+    /// *.invalid when it could not be added)
+    #[arg(long, value_name = "DIR")]
+    pub watch: Option<PathBuf>,
     /// Secret every API request must carry (`Authorization: Bearer TOKEN`, or basic auth
     /// with it as the password). Also read from MAGNETFETCH_TOKEN
     #[arg(long, value_name = "TOKEN")]
@@ -97,6 +102,15 @@ async fn serve(args: Args) -> Result<(), CliError> {
         },
     )
     .map_err(CliError::msg)?;
+    if let Some(dir) = &args.watch {
+        if !dir.is_dir() {
+            return Err(CliError::msg(format!(
+                "--watch {}: not a directory",
+                dir.display()
+            )));
+        }
+        crate::daemon::watch_folder(&daemon, dir.clone());
+    }
     super::print_out(&format!("api: http://{api_addr}\n"))
         .map_err(|e| CliError::msg(e.to_string()))?;
     if let Some(a) = session.listen_addr() {

@@ -6,9 +6,11 @@
 //! seeding once complete until paused or removed. The daemon owns the registry of torrents
 //! (id ↔ info-hash, settings, last progress); one small supervisor task per running torrent
 //! waits for it to end and records how it ended. Verified pieces survive a restart through
-//! the session's resume data; the list itself through [`store`].
+//! the session's resume data; the list itself through [`store`]. A watch folder
+//! (`folder`) adds the .torrent and .magnet files dropped into it.
 
 pub mod api;
+mod folder;
 mod input;
 mod metrics;
 pub mod store;
@@ -28,6 +30,7 @@ use crate::session::{AddTorrent, Phase, Progress, Session, Source, StorageSpec};
 use crate::torrent::layout::check_component;
 use store::{Saved, SavedList, Store};
 
+pub use folder::spawn as watch_folder;
 pub use input::InputError;
 
 /// Settings of a daemon.

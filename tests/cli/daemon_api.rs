@@ -750,3 +750,61 @@ fn ffprobe_reads_a_video_from_the_stream_long_before_the_download_completes() {
 fn writeln_stderr(s: &str) -> std::io::Result<()> {
     writeln!(std::io::stderr(), "{s}")
 }
+
+#[test]
+fn the_watch_folder_adds_each_dropped_file_once_even_when_written_slowly() {
+    let dir = tempfile::tempdir().unwrap();
+    let watch = dir.path().join("watch");
+    std::fs::create_dir_all(&watch).unwrap();
+    std::fs::write(dir.path().join("w.bin"), random_bytes(50_000, 243)).unwrap();
+    let made = Command::new(BIN)
+        .args(["create", "w.bin", "-o", "w.torrent"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let torrent = std::fs::read(dir.path().join("w.torrent")).unwrap();
+    let (_daemon, api) = start_daemon(
+        fresh_ip(),
+        dir.path(),
+        &dir.path().join("state"),
+        &["--watch", watch.to_str().unwrap()],
+    );
+    // Half of it, a pause longer than two polls, then the rest.
+    let target = watch.join("w.torrent");
+    std::fs::write(&target, &torrent[..torrent.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&target)
+        .unwrap()
+        .write_all(&torrent[torrent.len() / 2..])
+        .unwrap();
+    let ih = "fedcba9876543210fedcba9876543210fedcba98";
+    std::fs::write(
+        watch.join("x.magnet"),
+        format!("magnet:?xt=urn:btih:{ih}\n"),
+    )
+    .unwrap();
+    std::fs::write(watch.join("junk.magnet"), "not a magnet\n").unwrap();
+    std::fs::write(watch.join("notes.txt"), "left alone").unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while !(watch.join("w.torrent.added").exists()
+        && watch.join("x.magnet.added").exists()
+        && watch.join("junk.magnet.invalid").exists())
+    {
+        assert!(
+            Instant::now() < end,
+            "{:?}",
+            std::fs::read_dir(&watch).unwrap().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let list = json(api, "GET", "/torrents", b"");
+    let items = list["torrents"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    assert!(items.iter().any(|t| t["infohash"] == ih), "{list}");
+    assert!(items.iter().any(|t| t["name"] == "w.bin"), "{list}");
+    assert!(watch.join("notes.txt").exists());
+    assert!(!target.exists());
+}
