@@ -6,7 +6,8 @@
 //! - `GET /torrents` → `{"torrents": [...]}`; `GET /torrents/{id}` (id or info-hash);
 //! - `POST /torrents/{id}/pause`, `POST /torrents/{id}/resume`;
 //! - `DELETE /torrents/{id}` (`?delete_files=true` also deletes the data);
-//! - `GET /torrents/{id}/files`, `GET /torrents/{id}/stream/{file}` (with `Range`);
+//! - `GET /torrents/{id}/files`, `GET /torrents/{id}/pieces` (the verified bitfield),
+//!   `GET /torrents/{id}/stream/{file}` (with `Range`);
 //! - `GET /events`: Server-Sent Events (`state`, `removed`, `progress`);
 //! - `GET /session` (listening address, DHT); `GET /metrics` (Prometheus text).
 //!
@@ -57,6 +58,7 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
         .route("/torrents/{id}/pause", post(pause))
         .route("/torrents/{id}/resume", post(resume))
         .route("/torrents/{id}/files", get(files))
+        .route("/torrents/{id}/pieces", get(pieces))
         .route("/torrents/{id}/stream/{file}", get(stream))
         .route("/events", get(events))
         .route("/session", get(session))
@@ -241,6 +243,14 @@ async fn resume(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
 async fn files(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
     match ctx.daemon.files(&id) {
         Ok(f) => Json(json!({ "files": f })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pieces(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    match ctx.daemon.pieces(&id) {
+        Ok(Some((count, have))) => Json(json!({ "pieces": count, "have": have })).into_response(),
+        Ok(None) => Json(json!({ "pieces": null, "have": null })).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -611,6 +611,16 @@ impl Daemon {
         ))
     }
 
+    /// The verified pieces of torrent `key`: (piece count, bitfield as hex, BEP 3 order:
+    /// piece 0 is the high bit of the first byte); `None` until its swarm has run.
+    pub fn pieces(&self, key: &str) -> Result<Option<(u32, String)>, DaemonError> {
+        let id = self.find_id(key)?;
+        let reg = lock(&self.reg);
+        let e = reg.torrents.get(&id).expect("found above");
+        let bits = e.run.as_ref().and_then(|r| r.pieces.borrow().clone());
+        Ok(bits.map(|b| (b.len(), hex::encode(b.as_bytes()))))
+    }
+
     /// The files of torrent `key` (empty until the metadata is known).
     pub fn files(&self, key: &str) -> Result<Vec<FileView>, DaemonError> {
         let id = self.find_id(key)?;

@@ -557,6 +557,16 @@ fn a_file_streams_with_ranges_while_it_downloads_middle_first() {
         t["progress"].as_f64().unwrap() < 0.75,
         "the middle came first, not after most of the file: {t}"
     );
+    let pieces = json(api, "GET", &format!("/torrents/{id}/pieces"), b"");
+    assert_eq!(pieces["pieces"], 25, "{pieces}"); // 6 MiB + 77 bytes in 256 KiB pieces
+    let have = hex::decode(pieces["have"].as_str().unwrap()).unwrap();
+    // The pieces of the range just read are there.
+    for p in [start / 262_144, end / 262_144] {
+        assert!(
+            have[p / 8] & (0x80 >> (p % 8)) != 0,
+            "piece {p} missing: {pieces}"
+        );
+    }
     let files = json(api, "GET", &format!("/torrents/{id}/files"), b"");
     assert_eq!(files["files"][0]["path"], "movie.mkv", "{files}");
     assert_eq!(files["files"][0]["length"], data.len() as u64);
