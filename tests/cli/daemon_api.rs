@@ -510,29 +510,8 @@ fn a_file_streams_with_ranges_while_it_downloads_middle_first() {
     let data = random_bytes(6 * 1024 * 1024 + 77, 242);
     let file = dir.path().join("movie.mkv");
     std::fs::write(&file, &data).unwrap();
-    let seed_bind = format!("{}:{}", fresh_ip(), crate::support::free_port());
     // A slow seeder (1 MiB/s): the whole file takes about 6 s, a piece a quarter second.
-    let (_seeder, magnet) = start_seeder(
-        &file,
-        &[
-            "--no-dht",
-            "--bind",
-            &seed_bind,
-            "--piece-length",
-            "256K",
-            "--max-up-rate",
-            "1M",
-            "-q",
-        ],
-        &dir.path().join("seed-state"),
-    );
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let (_daemon, api) = start_daemon(fresh_ip(), &out, &dir.path().join("state"), &[]);
-    let link = format!("{magnet}&x.pe={seed_bind}");
-    let id = json(api, "POST", "/torrents", link.as_bytes())["id"]
-        .as_u64()
-        .unwrap();
+    let (_seeder, _daemon, api, id) = slow_seeder_and_daemon(dir.path(), &file, "256K", "1M");
 
     // A range from the middle, asked at once (the stream waits for the metadata).
     let (start, end) = (4_000_000usize, 4_299_999usize);
@@ -687,29 +666,8 @@ fn ffprobe_reads_a_video_from_the_stream_long_before_the_download_completes() {
         String::from_utf8_lossy(&made.stderr)
     );
     let size = std::fs::metadata(&video).unwrap().len();
-    let seed_bind = format!("{}:{}", fresh_ip(), crate::support::free_port());
     // The seeder sends 400 KiB/s: the whole file takes about 10 s.
-    let (_seeder, magnet) = start_seeder(
-        &video,
-        &[
-            "--no-dht",
-            "--bind",
-            &seed_bind,
-            "--piece-length",
-            "64K",
-            "--max-up-rate",
-            "400K",
-            "-q",
-        ],
-        &dir.path().join("seed-state"),
-    );
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let (_daemon, api) = start_daemon(fresh_ip(), &out, &dir.path().join("state"), &[]);
-    let link = format!("{magnet}&x.pe={seed_bind}");
-    let id = json(api, "POST", "/torrents", link.as_bytes())["id"]
-        .as_u64()
-        .unwrap();
+    let (_seeder, _daemon, api, id) = slow_seeder_and_daemon(dir.path(), &video, "64K", "400K");
     let url = format!("http://{api}/torrents/{id}/stream/0");
 
     let t0 = Instant::now();
@@ -817,4 +775,34 @@ fn the_watch_folder_adds_each_dropped_file_once_even_when_written_slowly() {
     assert!(items.iter().any(|t| t["name"] == "w.bin"), "{list}");
     assert!(watch.join("notes.txt").exists());
     assert!(!target.exists());
+}
+
+/// A `magnetfetch seed` of `file` (`--piece-length piece`, `--max-up-rate rate`) and a
+/// daemon that was given its magnet (with the seeder in `x.pe`): (seeder, daemon, API, id).
+fn slow_seeder_and_daemon(
+    dir: &Path,
+    file: &Path,
+    piece: &str,
+    rate: &str,
+) -> (Proc, Proc, SocketAddr, u64) {
+    let seed_bind = format!("{}:{}", fresh_ip(), crate::support::free_port());
+    let args = [
+        "--no-dht",
+        "--bind",
+        &seed_bind,
+        "--piece-length",
+        piece,
+        "--max-up-rate",
+        rate,
+        "-q",
+    ];
+    let (seeder, magnet) = start_seeder(file, &args, &dir.join("seed-state"));
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (daemon, api) = start_daemon(fresh_ip(), &out, &dir.join("state"), &[]);
+    let link = format!("{magnet}&x.pe={seed_bind}");
+    let id = json(api, "POST", "/torrents", link.as_bytes())["id"]
+        .as_u64()
+        .unwrap();
+    (seeder, daemon, api, id)
 }
