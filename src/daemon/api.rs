@@ -9,7 +9,8 @@
 //! - `GET /torrents/{id}/files`, `GET /torrents/{id}/pieces` (the verified bitfield),
 //!   `GET /torrents/{id}/stream/{file}` (with `Range`);
 //! - `GET /events`: Server-Sent Events (`state`, `removed`, `progress`);
-//! - `GET /session` (listening address, DHT); `GET /metrics` (Prometheus text).
+//! - `GET /session` (listening address, DHT); `GET /metrics` (Prometheus text);
+//! - `GET /`: the web UI (`ui.html`, built into the binary).
 //!
 //! Safety: bodies are bounded ([`MAX_BODY`]); with a token every request must carry it
 //! (`Authorization: Bearer TOKEN`, or basic auth with the token as password) — the CLI
@@ -53,6 +54,7 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
         token: token.map(Into::into),
     };
     Router::new()
+        .route("/", get(ui))
         .route("/torrents", get(list).post(add))
         .route("/torrents/{id}", get(one).delete(remove))
         .route("/torrents/{id}/pause", post(pause))
@@ -171,6 +173,25 @@ async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
         );
     }
     next.run(req).await
+}
+
+/// The web UI: one page, its script and style inline, built into the binary (no
+/// JavaScript toolchain). It drives the same API, with live updates from `/events`.
+const UI: &str = include_str!("ui.html");
+
+async fn ui() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 img-src 'self' data:; frame-ancestors 'none'",
+            ),
+        ],
+        UI,
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {

@@ -64,7 +64,7 @@ fn json(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Value {
 }
 
 /// Starts `magnetfetch daemon` and returns it with its API address.
-fn start_daemon(
+pub fn start_daemon(
     ip: std::net::Ipv4Addr,
     out: &Path,
     state: &Path,

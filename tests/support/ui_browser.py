@@ -1,0 +1,75 @@
+#!/usr/bin/python3
+"""Drives the daemon's web UI in headless Chromium (selenium + chromedriver from apt).
+
+Usage: ui_browser.py API_URL MAGNET
+
+Adds MAGNET from the page's form, waits until the torrent's row says `seeding` at 100 %,
+pauses it from the page, sees `paused`, resumes it, sees `seeding` again. Prints one JSON
+line with the states it saw; exits non-zero (with the reason on stderr) otherwise.
+"""
+import json
+import sys
+import time
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+
+def main():
+    url, magnet = sys.argv[1], sys.argv[2]
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    seen = []
+
+    def row_state():
+        rows = driver.find_elements(By.CSS_SELECTOR, "#torrents tr")
+        if not rows:
+            return None, None
+        try:
+            return rows[0].get_attribute("data-state"), rows[0].find_element(By.CSS_SELECTOR, ".pct").text
+        except StaleElementReferenceException:
+            return None, None
+
+    def wait_for(state, pct=None, limit=60):
+        end = time.time() + limit
+        while time.time() < end:
+            s, p = row_state()
+            if s and (not seen or seen[-1] != s):
+                seen.append(s)
+            if s == state and (pct is None or (p or "").strip() == pct):
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"never saw {state} {pct or ''}; saw {seen}")
+
+    def click(css):
+        end = time.time() + 20
+        while time.time() < end:
+            try:
+                driver.find_element(By.CSS_SELECTOR, css).click()
+                return
+            except (StaleElementReferenceException, WebDriverException):
+                time.sleep(0.1)
+        raise SystemExit(f"could not click {css}")
+
+    try:
+        driver.get(url)
+        driver.find_element(By.ID, "magnet").send_keys(magnet)
+        driver.find_element(By.ID, "add-button").click()
+        wait_for("seeding", "100.0%")
+        click("#torrents tr button.pause")
+        wait_for("paused")
+        click("#torrents tr button.resume")
+        wait_for("seeding", "100.0%")
+        title = driver.title
+    finally:
+        driver.quit()
+    print(json.dumps({"ok": True, "states": seen, "title": title}))
+
+
+if __name__ == "__main__":
+    main()
