@@ -5,6 +5,7 @@
 //!   the .torrent itself → `{"id", "infohash"}`;
 //! - `GET /torrents` → `{"torrents": [...]}`; `GET /torrents/{id}` (id or info-hash);
 //! - `POST /torrents/{id}/pause`, `POST /torrents/{id}/resume`;
+//! - `PATCH /torrents/{id}`: its settings (files, sequential, rates, seed ratio and time);
 //! - `DELETE /torrents/{id}` (`?delete_files=true` also deletes the data);
 //! - `GET /torrents/{id}/files`, `GET /torrents/{id}/pieces` (the verified bitfield),
 //!   `GET /torrents/{id}/stream/{file}` (with `Range`);
@@ -56,7 +57,7 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
     Router::new()
         .route("/", get(ui))
         .route("/torrents", get(list).post(add))
-        .route("/torrents/{id}", get(one).delete(remove))
+        .route("/torrents/{id}", get(one).delete(remove).patch(settings))
         .route("/torrents/{id}/pause", post(pause))
         .route("/torrents/{id}/resume", post(resume))
         .route("/torrents/{id}/files", get(files))
@@ -243,6 +244,21 @@ async fn add(State(ctx): State<Ctx>, body: Bytes) -> Response {
     };
     match ctx.daemon.add(source, raw.as_deref(), magnet).await {
         Ok((id, ih)) => Json(json!({ "id": id, "infohash": ih.to_hex() })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn settings(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    body: Result<Json<super::Settings>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(s) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match ctx.daemon.set_settings(&id, s).await {
+        Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
 }

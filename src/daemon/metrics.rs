@@ -211,6 +211,8 @@ mod tests {
             added: 0,
             error: None,
             stream_readers: 0,
+            paused_because: None,
+            settings: Default::default(),
         }
     }
 

@@ -28,10 +28,14 @@ use crate::id::InfoHash;
 use crate::metainfo::Metainfo;
 use crate::session::{AddTorrent, Phase, Progress, Session, Source, StorageSpec};
 use crate::torrent::layout::check_component;
+pub use store::Settings;
 use store::{Saved, SavedList, Store};
 
 pub use folder::spawn as watch_folder;
 pub use input::InputError;
+
+/// How often a seeding torrent's seed ratio and seed time are checked.
+const SEED_LIMIT_EVERY: Duration = Duration::from_millis(500);
 
 /// Settings of a daemon.
 #[derive(Clone, Debug)]
@@ -123,6 +127,9 @@ pub struct TorrentView {
     pub error: Option<String>,
     /// Streaming readers now.
     pub stream_readers: usize,
+    /// Why the daemon paused it by itself (`seed ratio 2 reached`, `seeded for 3600 s`).
+    pub paused_because: Option<String>,
+    pub settings: Settings,
 }
 
 /// One file of a torrent, as the API shows it.
@@ -158,6 +165,9 @@ struct Entry {
     output: PathBuf,
     added: u64,
     paused: bool,
+    settings: Settings,
+    /// Why the daemon paused it by itself (seed ratio or time reached).
+    paused_because: Option<String>,
     error: Option<String>,
     /// Known metainfo (from a .torrent, or fetched).
     metainfo: Option<Arc<Metainfo>>,
@@ -287,9 +297,8 @@ impl Daemon {
             s.id,
             source,
             s.magnet.clone(),
-            s.output.clone(),
-            s.added,
-            s.paused,
+            (s.output.clone(), s.added, s.paused),
+            s.settings.clone(),
         );
         Ok(())
     }
@@ -344,7 +353,13 @@ impl Daemon {
             id
         };
         let output = self.cfg.download_dir.clone();
-        self.insert(id, source, magnet_text, output, now_secs(), false);
+        self.insert(
+            id,
+            source,
+            magnet_text,
+            (output, now_secs(), false),
+            Settings::default(),
+        );
         self.save()?;
         Ok((id, ih))
     }
@@ -354,9 +369,8 @@ impl Daemon {
         id: u64,
         source: Source,
         magnet: Option<String>,
-        output: PathBuf,
-        added: u64,
-        paused: bool,
+        (output, added, paused): (PathBuf, u64, bool),
+        settings: Settings,
     ) {
         let (display_name, metainfo) = match &source {
             Source::Magnet(m) => (m.display_name.clone(), None),
@@ -370,6 +384,8 @@ impl Daemon {
             output,
             added,
             paused,
+            settings,
+            paused_because: None,
             error: None,
             metainfo,
             run: None,
@@ -398,8 +414,14 @@ impl Daemon {
         add.metadata_timeout = self.cfg.metadata_timeout;
         add.swarm.keep_seeding = true;
         add.lsd = self.cfg.lsd;
-        add.swarm.max_down_rate = self.cfg.max_down_rate;
-        add.swarm.max_up_rate = self.cfg.max_up_rate;
+        add.swarm.max_down_rate = e.settings.max_down_rate.or(self.cfg.max_down_rate);
+        add.swarm.max_up_rate = e.settings.max_up_rate.or(self.cfg.max_up_rate);
+        add.swarm.sequential = e.settings.sequential;
+        add.only_files = e
+            .settings
+            .files
+            .as_ref()
+            .map(|f| f.iter().map(|&i| i..=i).collect());
         let mut handle = self.session.add(add);
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let (done_tx, done_rx) = watch::channel(false);
@@ -419,10 +441,25 @@ impl Daemon {
         let mut meta_rx = handle.metainfo();
         tokio::spawn(async move {
             let mut meta_known = meta_rx.borrow().is_some();
+            let mut limits = tokio::time::interval(SEED_LIMIT_EVERY);
+            let mut seeding_since: Option<tokio::time::Instant> = None;
             let ended = loop {
                 tokio::select! {
                     r = handle.join() => break Some(r),
                     _ = stop_rx.changed() => break None,
+                    _ = limits.tick() => {
+                        let p = handle.progress().borrow().clone();
+                        let Some(d) = me.upgrade() else { continue };
+                        if p.phase != Phase::Seeding {
+                            seeding_since = None;
+                            continue;
+                        }
+                        let since = *seeding_since.get_or_insert_with(tokio::time::Instant::now);
+                        if let Some(why) = d.seed_limit_reached(id, &p, since.elapsed()) {
+                            d.pause_for(id, why);
+                            break None;
+                        }
+                    }
                     ch = meta_rx.changed(), if !meta_known => {
                         if ch.is_err() {
                             meta_known = true;
@@ -449,6 +486,84 @@ impl Daemon {
             }
             let _ = done_tx.send(true);
         });
+    }
+
+    /// Has torrent `id`, seeding for `seeding` with progress `p`, reached its seed ratio or
+    /// seed time? The reason, if so.
+    fn seed_limit_reached(&self, id: u64, p: &Progress, seeding: Duration) -> Option<String> {
+        let reg = lock(&self.reg);
+        let st = &reg.torrents.get(&id)?.settings;
+        if let Some(r) = st.seed_ratio {
+            if p.total > 0 && p.uploaded as f64 >= r * p.total as f64 {
+                return Some(format!("seed ratio {r} reached"));
+            }
+        }
+        if let Some(t) = st.seed_time {
+            if seeding.as_secs() >= t {
+                return Some(format!("seeded for {t} s"));
+            }
+        }
+        None
+    }
+
+    /// The daemon pauses torrent `id` by itself (its run is ending).
+    fn pause_for(&self, id: u64, why: String) {
+        if let Some(e) = lock(&self.reg).torrents.get_mut(&id) {
+            tracing::info!(id, "{why}: paused");
+            e.paused = true;
+            e.paused_because = Some(why);
+        }
+        if let Err(e) = self.save() {
+            tracing::warn!(id, "{e}");
+        }
+    }
+
+    /// Changes torrent `key`'s settings; a running torrent restarts with them (its
+    /// verified pieces stay).
+    pub async fn set_settings(
+        self: &Arc<Self>,
+        key: &str,
+        settings: Settings,
+    ) -> Result<TorrentView, DaemonError> {
+        let id = self.find_id(key)?;
+        if settings
+            .seed_ratio
+            .is_some_and(|r| !r.is_finite() || r < 0.0)
+        {
+            return Err(DaemonError::Refused("seed_ratio must be 0 or more".into()));
+        }
+        let restart = {
+            let mut reg = lock(&self.reg);
+            let e = reg.torrents.get_mut(&id).expect("found above");
+            if let (Some(files), Some(m)) = (&settings.files, &e.metainfo) {
+                let n = m.info.files.len();
+                if files.is_empty() || files.iter().any(|&i| i as usize >= n) {
+                    return Err(DaemonError::Refused(format!(
+                        "files: indexes 0 to {} (see /torrents/{id}/files), at least one",
+                        n.saturating_sub(1)
+                    )));
+                }
+            }
+            e.settings = settings;
+            e.run.as_ref().map(Run::stop)
+        };
+        self.save()?;
+        if let Some(done) = restart {
+            ended(done).await;
+            let source = {
+                let reg = lock(&self.reg);
+                let e = reg.torrents.get(&id).expect("found above");
+                match (&e.metainfo, &e.magnet) {
+                    (Some(m), _) => Some(Source::Metainfo(m.clone())),
+                    (None, Some(m)) => crate::magnet::Magnet::parse(m).ok().map(Source::Magnet),
+                    (None, None) => None,
+                }
+            };
+            if let Some(s) = source {
+                self.start_run(id, s);
+            }
+        }
+        self.view(id)
     }
 
     /// A magnet's metadata arrived: keep it (the .torrent survives a restart).
@@ -516,6 +631,7 @@ impl Daemon {
             let mut reg = lock(&self.reg);
             let e = reg.torrents.get_mut(&id).expect("found above");
             e.paused = false;
+            e.paused_because = None;
             if e.run.is_some() {
                 None
             } else {
@@ -680,6 +796,7 @@ impl Daemon {
                         output: e.output.clone(),
                         paused: e.paused,
                         added: e.added,
+                        settings: e.settings.clone(),
                     })
                     .collect(),
             }
@@ -762,6 +879,8 @@ fn view_of(e: &Entry) -> TorrentView {
         added: e.added,
         error: e.error.clone(),
         stream_readers: e.run.as_ref().map_or(0, |r| r.readers.count()),
+        paused_because: e.paused_because.clone(),
+        settings: e.settings.clone(),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::id::InfoHash;
 const MAX_LIST_BYTES: u64 = 32 << 20;
 
 /// One torrent as saved.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Saved {
     pub id: u64,
     /// 40 hex digits.
@@ -34,9 +34,34 @@ pub struct Saved {
     /// Seconds since the Unix epoch.
     #[serde(default)]
     pub added: u64,
+    #[serde(default)]
+    pub settings: Settings,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A torrent's own settings (`PATCH /torrents/{id}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Pieces in order (for playing while downloading).
+    #[serde(default)]
+    pub sequential: bool,
+    /// Only these files (indexes of `/files`); `None`: all.
+    #[serde(default)]
+    pub files: Option<Vec<u32>>,
+    /// Bytes/s; `None`: the daemon's limit.
+    #[serde(default)]
+    pub max_down_rate: Option<u64>,
+    #[serde(default)]
+    pub max_up_rate: Option<u64>,
+    /// Pause once this many times the torrent's size was uploaded.
+    #[serde(default)]
+    pub seed_ratio: Option<f64>,
+    /// Pause after seeding this many seconds.
+    #[serde(default)]
+    pub seed_time: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SavedList {
     pub next_id: u64,
     pub torrents: Vec<Saved>,
@@ -135,6 +160,12 @@ mod tests {
                 output: dir.path().join("dl"),
                 paused: true,
                 added: 1_700_000_000,
+                settings: Settings {
+                    sequential: true,
+                    files: Some(vec![0, 2]),
+                    seed_ratio: Some(1.5),
+                    ..Settings::default()
+                },
             }],
         };
         store.save(&list).unwrap();
