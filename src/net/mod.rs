@@ -6,6 +6,9 @@
 //! `tokio::time`, which the simulation pauses and advances.
 
 pub mod quic;
+// Used by the socket glue in the next step.
+#[allow(dead_code, unused_imports)]
+pub mod utp;
 
 use std::io;
 use std::net::SocketAddr;
