@@ -498,7 +498,7 @@ impl PeerConn {
         handshake_timeout: Duration,
     ) -> Result<Self, PeerError> {
         let known = |ih: &InfoHash| torrents().contains(ih);
-        if s.transport() != Transport::Tcp {
+        if s.transport() == Transport::Quic {
             return Self::accept_on(s.into(), addr, our_id, known, handshake_timeout).await;
         }
         let start = Instant::now();

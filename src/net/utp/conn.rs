@@ -248,6 +248,7 @@ impl Conn {
     }
 
     /// The id packets from the peer carry.
+    #[cfg(test)]
     pub fn recv_id(&self) -> u16 {
         self.recv_id
     }
@@ -267,7 +268,8 @@ impl Conn {
     }
 
     fn micros(&self, now: Instant) -> u32 {
-        now.saturating_duration_since(self.epoch).as_micros() as u32
+        // Never 0: a zero timestamp means "no sample" to the peer.
+        (now.saturating_duration_since(self.epoch).as_micros() as u32).max(1)
     }
 
     fn delay_to(&self, their_ts: u32, now: Instant) -> u32 {
@@ -343,9 +345,19 @@ impl Conn {
         self.is_closed() || (self.fin_acked && self.fin_received)
     }
 
-    /// Whether our FIN went out and was acknowledged.
-    pub fn fin_acked(&self) -> bool {
-        self.fin_acked
+    /// Whether an ACK is owed (e.g. a window update after a read).
+    pub fn wants_ack(&self) -> bool {
+        self.need_ack
+    }
+
+    /// Whether the peer's FIN arrived in order: after the buffered bytes, the stream ends.
+    pub fn fin_received(&self) -> bool {
+        self.fin_received
+    }
+
+    /// Whether [`Conn::shutdown`] was called.
+    pub fn fin_wanted(&self) -> bool {
+        self.fin_wanted
     }
 
     fn close(&mut self, why: CloseReason) {
@@ -614,6 +626,8 @@ impl Conn {
                     if !f.lost {
                         self.flight_bytes -= f.payload.len();
                     }
+                    // The peer has it: nothing to send again.
+                    f.lost = false;
                     if f.sends == 1 {
                         sample = Some(now.saturating_duration_since(f.sent_at));
                     }
