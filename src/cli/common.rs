@@ -30,9 +30,10 @@ pub struct Common {
     /// Do not use the DHT (peers only from --peer, the magnet link and incoming connections)
     #[arg(long)]
     pub no_dht: bool,
-    /// Peer transport: auto = QUIC with magnetfetch peers (on the DHT's UDP port), TCP with
-    /// everyone else; tcp = TCP only; quic = QUIC only
-    #[arg(long, value_name = "auto|tcp|quic", default_value = "auto")]
+    /// Peer transport: auto = uTP and TCP with everyone (uTP first, as libtorrent does),
+    /// QUIC with magnetfetch peers (all on the DHT's UDP port); tcp = TCP only; utp = uTP
+    /// only; quic = QUIC only
+    #[arg(long, value_name = "auto|tcp|utp|quic", default_value = "auto")]
     pub transport: crate::dial::TransportMode,
     /// Happy eyeballs: milliseconds QUIC gets alone before TCP is tried too (--transport auto)
     #[arg(long, value_name = "MS", default_value_t = 250)]

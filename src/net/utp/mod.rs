@@ -12,4 +12,4 @@ pub mod packet;
 pub mod socket;
 
 pub use packet::is_utp;
-pub use socket::{start, Feed, UtpConfig, UtpListener, UtpSocket, UtpStream, UTP_QUEUE};
+pub use socket::{start, Feed, UtpBound, UtpConfig, UtpListener, UtpSocket, UtpStream, UTP_QUEUE};

@@ -130,9 +130,40 @@ impl fmt::Debug for UtpSocket {
     }
 }
 
+/// A bound uTP socket and its listener, to hand to a session (cheap to clone; the
+/// listener is taken once).
+#[derive(Clone, Debug)]
+pub struct UtpBound {
+    pub socket: UtpSocket,
+    pub listener: Arc<Mutex<Option<UtpListener>>>,
+}
+
+impl UtpBound {
+    pub fn new(socket: UtpSocket, listener: UtpListener) -> Self {
+        UtpBound {
+            socket,
+            listener: Arc::new(Mutex::new(Some(listener))),
+        }
+    }
+
+    /// The listener, the first time.
+    pub fn take_listener(&self) -> Option<UtpListener> {
+        self.listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
 /// Incoming uTP connections.
 pub struct UtpListener {
     rx: mpsc::Receiver<UtpStream>,
+}
+
+impl fmt::Debug for UtpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UtpListener")
+    }
 }
 
 impl UtpListener {
