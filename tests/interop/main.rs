@@ -12,4 +12,5 @@ mod interop_formats;
 mod interop_metadata;
 mod interop_mse;
 mod interop_swarm_dht;
+mod interop_utp;
 mod tracker_interop;
