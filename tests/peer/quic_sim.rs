@@ -220,6 +220,27 @@ async fn sim_scenario_over_quic_with_dht() {
     assert!(r.lookup_messages_median.is_some_and(|m| m > 0.0), "{r:?}");
 }
 
+/// `magnetfetch sim --transport utp`: the DHT and uTP share each node's UDP port (the uTP
+/// task reads the socket and passes KRPC on); every payload byte goes over uTP.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn sim_scenario_over_utp_with_dht() {
+    let sc = Scenario {
+        nodes: 20,
+        leechers: 4,
+        size: 1 << 20,
+        piece_length: 64 << 10,
+        latency: Duration::from_millis(20),
+        duration: Duration::from_secs(600),
+        transport: TransportMode::Utp,
+        ..Scenario::default()
+    };
+    let r = magnetfetch::internals::sim::run(&sc).await.unwrap();
+    assert_eq!(r.leechers_completed, 4, "{r:?}");
+    assert!(r.transport_bytes.utp >= 4 << 20, "{:?}", r.transport_bytes);
+    assert_eq!((r.transport_bytes.tcp, r.transport_bytes.quic), (0, 0));
+    assert!(r.lookup_messages_median.is_some_and(|m| m > 0.0), "{r:?}");
+}
+
 /// The same swarm over TCP reports its bytes as TCP (the default transport).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn sim_scenario_over_tcp_counts_tcp() {
