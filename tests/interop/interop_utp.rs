@@ -45,8 +45,9 @@ async fn first_json(child: &mut tokio::process::Child) -> serde_json::Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
 }
 
-/// Known failure, not fixed yet: libtorrent closes our outgoing uTP connection before the
-/// BitTorrent handshake completes ("connection closed by peer"); the other direction works.
+/// Known failure, not fixed yet: libtorrent answers our SYN with a FIN (ack 1) at once, so
+/// it refuses our outgoing uTP connection before any byte ("connection closed by peer");
+/// the cause is not found yet. The other direction works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "known failure: libtorrent closes our outgoing uTP connection (see the doc)"]
 async fn we_download_from_a_utp_only_libtorrent_seeder() {
