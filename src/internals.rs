@@ -46,7 +46,7 @@ pub mod metainfo {
 }
 
 pub mod net {
-    pub use crate::net::{quic, Net, Stream};
+    pub use crate::net::{quic, utp, Net, Stream};
 }
 
 pub mod peer {

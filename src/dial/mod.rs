@@ -1,5 +1,9 @@
-//! Dialling policy for outgoing peer connections: TCP, QUIC between magnetfetch
-//! peers, or both raced ("happy eyeballs").
+//! Dialling policy for outgoing peer connections: TCP, uTP (BEP 29), QUIC between
+//! magnetfetch peers, or several raced ("happy eyeballs").
+//!
+//! uTP, as libtorrent does it: with `auto`, uTP is tried first and TCP after
+//! [`DialConfig::tcp_delay`] (libtorrent tries uTP and falls back to TCP when it fails);
+//! the first BitTorrent handshake wins. uTP runs MSE/PE like TCP.
 //!
 //! Discovery: we advertise QUIC in the BEP 10 extended handshake under our own key
 //! [`EXT_KEY`] (value: our UDP port, which is also our TCP port) and in BEP 11 PEX with the
@@ -38,11 +42,17 @@ pub enum TransportMode {
     Tcp,
     /// QUIC only (non-magnetfetch peers are unreachable).
     Quic,
+    /// uTP only (BEP 29).
+    Utp,
 }
 
 impl TransportMode {
     pub fn uses_quic(self) -> bool {
-        !matches!(self, TransportMode::Tcp)
+        matches!(self, TransportMode::Auto | TransportMode::Quic)
+    }
+
+    pub fn uses_utp(self) -> bool {
+        matches!(self, TransportMode::Auto | TransportMode::Utp)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +60,7 @@ impl TransportMode {
             TransportMode::Auto => "auto",
             TransportMode::Tcp => "tcp",
             TransportMode::Quic => "quic",
+            TransportMode::Utp => "utp",
         }
     }
 }
@@ -61,7 +72,8 @@ impl std::str::FromStr for TransportMode {
             "auto" => Ok(TransportMode::Auto),
             "tcp" => Ok(TransportMode::Tcp),
             "quic" => Ok(TransportMode::Quic),
-            _ => Err(format!("unknown transport {s:?} (auto, tcp or quic)")),
+            "utp" => Ok(TransportMode::Utp),
+            _ => Err(format!("unknown transport {s:?} (auto, tcp, utp or quic)")),
         }
     }
 }
@@ -79,6 +91,10 @@ pub struct DialConfig {
     pub endpoint: Option<QuicEndpoint>,
     /// MSE/PE on TCP connections, both ways (`--encryption`).
     pub encryption: Encryption,
+    pub utp: crate::net::utp::UtpConfig,
+    /// A uTP socket the caller bound already (on the UDP socket of its own DHT node);
+    /// `None`: the session binds one itself when the mode uses uTP.
+    pub utp_socket: Option<crate::net::utp::UtpBound>,
 }
 
 impl Default for DialConfig {
@@ -89,6 +105,8 @@ impl Default for DialConfig {
             quic: Default::default(),
             endpoint: None,
             encryption: Encryption::default(),
+            utp: Default::default(),
+            utp_socket: None,
         }
     }
 }
@@ -155,7 +173,7 @@ pub fn plan(
     }
     let quic_addr = |p: u16| SocketAddr::new(addr.ip(), p);
     match (mode, known) {
-        (TransportMode::Tcp, _) => DialPlan::Tcp,
+        (TransportMode::Tcp | TransportMode::Utp, _) => DialPlan::Tcp,
         (TransportMode::Quic, Some(Some(p))) => DialPlan::Quic(quic_addr(p)),
         (TransportMode::Quic, _) => DialPlan::Quic(addr),
         // Known magnetfetch peer: still race, TCP as the fallback if UDP is blocked.
@@ -172,6 +190,8 @@ pub struct Dialer {
     pub mode: TransportMode,
     pub tcp_delay: Duration,
     pub quic: Option<QuicEndpoint>,
+    /// The uTP socket, when the mode uses uTP.
+    pub utp: Option<crate::net::utp::UtpSocket>,
     pub peers: QuicPeers,
     /// The encryption policy for TCP, dialled and accepted (with its seeded rng).
     pub mse: MsePolicy,
@@ -187,6 +207,124 @@ impl Dialer {
     /// transport(s). `connect_timeout` bounds each transport's connect, `handshake_timeout`
     /// the handshake after it.
     pub async fn connect(
+        &self,
+        net: &Net,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        connect_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> Result<PeerConn, PeerError> {
+        if let Some(u) = self.utp.as_ref().filter(|_| self.mode.uses_utp()) {
+            let utp = self.connect_utp(
+                u,
+                addr,
+                info_hash,
+                our_id,
+                connect_timeout,
+                handshake_timeout,
+            );
+            if self.mode == TransportMode::Utp {
+                return utp.await;
+            }
+            // Auto: TCP (or QUIC first, for a peer QUIC is tried with) at once, uTP after
+            // the delay when nothing connected yet, so a peer only uTP reaches is reached.
+            // Not uTP first as libtorrent does: our outgoing uTP is refused by libtorrent
+            // today (it answers our SYN with a FIN), and TCP is the faster transport on a
+            // fast path; a peer behind a NAT that drops TCP still gets uTP 250 ms later.
+            let (utp_delay, rest_delay) = (self.tcp_delay, Duration::ZERO);
+            let utp = async {
+                tokio::time::sleep(utp_delay).await;
+                utp.await
+            };
+            let rest = async {
+                tokio::time::sleep(rest_delay).await;
+                self.connect_no_utp(
+                    net,
+                    addr,
+                    info_hash,
+                    our_id,
+                    connect_timeout,
+                    handshake_timeout,
+                )
+                .await
+            };
+            tokio::pin!(utp, rest);
+            let (mut u_err, mut r_err) = (None, None);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut utp, if u_err.is_none() => match r {
+                        Ok(c) => return Ok(c),
+                        Err(e) => u_err = Some(e),
+                    },
+                    r = &mut rest, if r_err.is_none() => match r {
+                        Ok(c) => return Ok(c),
+                        Err(e) => r_err = Some(e),
+                    },
+                }
+                if let (Some(_), Some(e)) = (&u_err, r_err.take()) {
+                    return Err(e);
+                }
+            }
+        }
+        self.connect_no_utp(
+            net,
+            addr,
+            info_hash,
+            our_id,
+            connect_timeout,
+            handshake_timeout,
+        )
+        .await
+    }
+
+    /// A uTP connection under the encryption policy (as for TCP).
+    async fn connect_utp(
+        &self,
+        u: &crate::net::utp::UtpSocket,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        connect_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> Result<PeerConn, PeerError> {
+        let dial = || async {
+            let s = timeout(connect_timeout, u.connect(addr))
+                .await
+                .map_err(|_| PeerError::Timeout("connecting"))??;
+            Ok::<_, PeerError>(crate::net::Stream::Utp(Box::new(s)))
+        };
+        let plain = || async {
+            PeerConn::handshake_outgoing(dial().await?, addr, info_hash, our_id, handshake_timeout)
+                .await
+        };
+        let mse = || async {
+            PeerConn::handshake_outgoing_encrypted(
+                dial().await?,
+                addr,
+                info_hash,
+                our_id,
+                &self.mse,
+                handshake_timeout,
+            )
+            .await
+        };
+        match self.mse.mode {
+            Encryption::Off => plain().await,
+            Encryption::Require => mse().await,
+            Encryption::Prefer => match mse().await {
+                Err(PeerError::Encryption(e)) => {
+                    tracing::debug!(%addr, %e, "MSE over uTP failed; retrying in plaintext");
+                    plain().await
+                }
+                r => r,
+            },
+        }
+    }
+
+    /// TCP and/or QUIC as the mode and what we know of the peer say.
+    async fn connect_no_utp(
         &self,
         net: &Net,
         addr: SocketAddr,
@@ -354,6 +492,10 @@ mod tests {
     fn mode_parse() {
         assert_eq!("auto".parse::<TransportMode>(), Ok(TransportMode::Auto));
         assert_eq!("quic".parse::<TransportMode>(), Ok(TransportMode::Quic));
+        assert_eq!("utp".parse::<TransportMode>(), Ok(TransportMode::Utp));
         assert!("udp".parse::<TransportMode>().is_err());
+        assert!(!TransportMode::Utp.uses_quic() && TransportMode::Utp.uses_utp());
+        assert!(TransportMode::Auto.uses_quic() && TransportMode::Auto.uses_utp());
+        assert!(!TransportMode::Tcp.uses_utp());
     }
 }

@@ -6,6 +6,7 @@
 //! `tokio::time`, which the simulation pauses and advances.
 
 pub mod quic;
+pub mod utp;
 
 use std::io;
 use std::net::SocketAddr;
@@ -191,6 +192,8 @@ pub enum Stream {
     Sim(simnet::TcpStream),
     /// One bidirectional stream of a QUIC connection (real or simulated UDP).
     Quic(Box<quic::QuicStream>),
+    /// A uTP connection (BEP 29) on the shared UDP socket.
+    Utp(Box<utp::UtpStream>),
 }
 
 /// Which transport a peer connection runs on.
@@ -199,6 +202,8 @@ pub enum Transport {
     /// TCP (real, or simnet's stream sockets).
     Tcp,
     Quic,
+    /// uTP (BEP 29) over UDP, real or simulated.
+    Utp,
 }
 
 impl Stream {
@@ -207,6 +212,7 @@ impl Stream {
             Stream::Tokio(s) => s.peer_addr(),
             Stream::Sim(s) => s.peer_addr(),
             Stream::Quic(s) => Ok(s.peer_addr()),
+            Stream::Utp(s) => Ok(s.peer_addr()),
         }
     }
 
@@ -215,6 +221,7 @@ impl Stream {
             Stream::Tokio(s) => s.local_addr(),
             Stream::Sim(s) => s.local_addr(),
             Stream::Quic(s) => Ok(s.local_addr()),
+            Stream::Utp(s) => Ok(s.local_addr()),
         }
     }
 
@@ -222,6 +229,7 @@ impl Stream {
         match self {
             Stream::Tokio(_) | Stream::Sim(_) => Transport::Tcp,
             Stream::Quic(_) => Transport::Quic,
+            Stream::Utp(_) => Transport::Utp,
         }
     }
 
@@ -282,6 +290,7 @@ impl AsyncRead for Stream {
             Stream::Tokio(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Sim(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Quic(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Utp(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -296,6 +305,7 @@ impl AsyncWrite for Stream {
             Stream::Tokio(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Sim(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Quic(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Utp(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -304,6 +314,7 @@ impl AsyncWrite for Stream {
             Stream::Tokio(s) => Pin::new(s).poll_flush(cx),
             Stream::Sim(s) => Pin::new(s).poll_flush(cx),
             Stream::Quic(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Utp(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -312,6 +323,7 @@ impl AsyncWrite for Stream {
             Stream::Tokio(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Sim(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Quic(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Utp(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

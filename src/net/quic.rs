@@ -13,6 +13,10 @@
 //!   it is never an ASCII digit. Fixed-bit greasing is off (`grease_quic_bit(false)`) so
 //!   peers keep bit 0x40 set.
 //!
+//! uTP (BEP 29, [`super::utp`]) shares the port too: version 1 in the low nibble of byte 0
+//! (0x01..=0x41) and an extension type below 0x80 in byte 1, which no packet above has
+//! (see [`super::utp::is_utp`]).
+//!
 //! The quinn endpoint reads the socket itself (a [`quinn::AsyncUdpSocket`] adapter, several
 //! datagrams per poll, straight into quinn's buffers): the bulk of the traffic takes no
 //! extra task, copy or channel. Datagrams that [`is_krpc`] are diverted to a bounded channel
@@ -148,6 +152,8 @@ pub struct SharedUdp {
     raw: RawUdp,
     krpc_tx: mpsc::Sender<(Bytes, SocketAddr)>,
     krpc_rx: tokio::sync::Mutex<mpsc::Receiver<(Bytes, SocketAddr)>>,
+    /// uTP datagrams, when uTP shares the socket and the QUIC endpoint reads it.
+    utp_tx: Option<mpsc::Sender<(Bytes, SocketAddr)>>,
 }
 
 impl fmt::Debug for SharedUdp {
@@ -172,8 +178,14 @@ impl SharedUdp {
         Ok((m, from))
     }
 
+    /// Queues a KRPC datagram for the DHT (dropped when the queue is full).
+    pub(crate) fn divert_krpc(&self, d: &[u8], from: SocketAddr) {
+        let d = Bytes::copy_from_slice(&d[..d.len().min(KRPC_MAX)]);
+        let _ = self.krpc_tx.try_send((d, from));
+    }
+
     /// One datagram from the raw socket into `buf`.
-    fn poll_recv_raw(
+    pub(crate) fn poll_recv_raw(
         &self,
         cx: &mut Context,
         buf: &mut [u8],
@@ -191,7 +203,7 @@ impl SharedUdp {
         }
     }
 
-    pub(super) async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+    pub(crate) async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         match &self.raw {
             RawUdp::Tokio(s) => s.send_to(buf, to).await,
             RawUdp::Sim(s) => s.send_to(buf, to).await,
@@ -205,7 +217,7 @@ impl SharedUdp {
         }
     }
 
-    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.raw {
             RawUdp::Tokio(s) => s.local_addr(),
             RawUdp::Sim(s) => s.local_addr(),
@@ -221,25 +233,77 @@ pub async fn bind_shared(
     addr: SocketAddr,
     cfg: &QuicConfig,
 ) -> io::Result<(UdpSocket, QuicEndpoint)> {
+    let s = bind_stack(net, addr, Some(cfg), None).await?;
+    let ep = s.quic.ok_or_else(|| io::Error::other("no QUIC endpoint"))?;
+    Ok((s.krpc, ep))
+}
+
+/// What shares one UDP port: the DHT's view of it, and the QUIC endpoint and uTP socket
+/// when asked for.
+pub struct UdpStack {
+    /// Only KRPC datagrams arrive here (for the DHT; else pass it to [`drain_krpc`]).
+    pub krpc: UdpSocket,
+    pub quic: Option<QuicEndpoint>,
+    pub utp: Option<(super::utp::UtpSocket, super::utp::UtpListener)>,
+}
+
+/// Binds `addr` for the DHT plus QUIC and/or uTP, told apart by their first bytes (KRPC:
+/// [`is_krpc`]; uTP: [`super::utp::is_utp`]; the rest is QUIC). The QUIC endpoint reads
+/// the socket when there is one and passes uTP datagrams to the uTP task; without QUIC the
+/// uTP task reads it and passes KRPC on.
+pub async fn bind_stack(
+    net: &Net,
+    addr: SocketAddr,
+    quic: Option<&QuicConfig>,
+    utp: Option<&super::utp::UtpConfig>,
+) -> io::Result<UdpStack> {
     let raw = match net.bind_udp(addr).await? {
         UdpSocket::Tokio(s) => RawUdp::Tokio(s),
         UdpSocket::Sim(s) => RawUdp::Sim(s),
         UdpSocket::Shared(_) => return Err(io::Error::other("socket already shared")),
     };
     let (krpc_tx, krpc_rx) = mpsc::channel(KRPC_QUEUE);
+    let (utp_tx, utp_rx) = match (quic, utp) {
+        (Some(_), Some(_)) => {
+            let (tx, rx) = mpsc::channel(super::utp::UTP_QUEUE);
+            (Some(tx), Some(rx))
+        }
+        _ => (None, None),
+    };
     let shared = Arc::new(SharedUdp {
         raw,
         krpc_tx,
         krpc_rx: tokio::sync::Mutex::new(krpc_rx),
+        utp_tx,
     });
-    let mut cfg = cfg.clone();
-    if addr.ip().is_loopback() {
-        // Loopback's MTU is 64 KiB: bigger packets mean far fewer syscalls, crypto calls and
-        // wake-ups per byte (1452-byte packets made QUIC ~8x slower than TCP here).
-        cfg.max_udp_payload = cfg.max_udp_payload.max(LOOPBACK_UDP_PAYLOAD);
-    }
-    let ep = QuicEndpoint::new(shared.clone(), &cfg)?;
-    Ok((UdpSocket::Shared(shared), ep))
+    let ep = match quic {
+        Some(cfg) => {
+            let mut cfg = cfg.clone();
+            if addr.ip().is_loopback() {
+                // Loopback's MTU is 64 KiB: bigger packets mean far fewer syscalls, crypto
+                // calls and wake-ups per byte (1452-byte packets made QUIC ~8x slower than
+                // TCP here).
+                cfg.max_udp_payload = cfg.max_udp_payload.max(LOOPBACK_UDP_PAYLOAD);
+            }
+            Some(QuicEndpoint::new(shared.clone(), &cfg)?)
+        }
+        None => None,
+    };
+    let utp = match utp {
+        Some(ucfg) => {
+            let feed = match utp_rx {
+                Some(rx) => super::utp::Feed::Channel(rx),
+                None => super::utp::Feed::Raw,
+            };
+            Some(super::utp::start(shared.clone(), feed, ucfg.clone())?)
+        }
+        None => None,
+    };
+    Ok(UdpStack {
+        krpc: UdpSocket::Shared(shared),
+        quic: ep,
+        utp,
+    })
 }
 
 /// Drops the KRPC datagrams of a shared socket no DHT reads (they would only fill the
@@ -358,6 +422,10 @@ impl AsyncUdpSocket for QuicSocket {
                 if is_krpc(d) {
                     let d = Bytes::copy_from_slice(&d[..len.min(KRPC_MAX)]);
                     let _ = self.udp.krpc_tx.try_send((d, from));
+                    continue;
+                }
+                if let Some(tx) = self.udp.utp_tx.as_ref().filter(|_| super::utp::is_utp(d)) {
+                    let _ = tx.try_send((Bytes::copy_from_slice(d), from));
                     continue;
                 }
                 if len == 0 {

@@ -435,6 +435,20 @@ impl PeerConn {
         let s = timeout(connect_timeout, net.connect(addr))
             .await
             .map_err(|_| PeerError::Timeout("connecting"))??;
+        Self::handshake_outgoing_encrypted(s, addr, info_hash, our_id, policy, handshake_timeout)
+            .await
+    }
+
+    /// The MSE/PE initiator's handshake, then the BitTorrent one, on a connected stream
+    /// (TCP or uTP).
+    pub async fn handshake_outgoing_encrypted(
+        s: Stream,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        policy: &MsePolicy,
+        handshake_timeout: Duration,
+    ) -> Result<Self, PeerError> {
         let start = Instant::now();
         let ours = Handshake::new(info_hash, our_id).encode();
         let initiator = policy.initiator(info_hash, &ours);
@@ -498,7 +512,7 @@ impl PeerConn {
         handshake_timeout: Duration,
     ) -> Result<Self, PeerError> {
         let known = |ih: &InfoHash| torrents().contains(ih);
-        if s.transport() != Transport::Tcp {
+        if s.transport() == Transport::Quic {
             return Self::accept_on(s.into(), addr, our_id, known, handshake_timeout).await;
         }
         let start = Instant::now();

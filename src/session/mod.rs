@@ -410,7 +410,7 @@ impl Session {
             None => StdRng::from_os_rng(),
         };
         let peer_id = crate::peer::generate_peer_id(&mut rng);
-        let (listener, dht, quic, listener6) = bind(&cfg, listen6).await?;
+        let (listener, dht, quic, listener6, utp) = bind(&cfg, listen6).await?;
         let listen_addr = match &listener {
             Some(l) => Some(l.local_addr()?),
             None => None,
@@ -458,6 +458,7 @@ impl Session {
                 mode: cfg.transport.mode,
                 tcp_delay: cfg.transport.tcp_delay,
                 quic: quic.clone(),
+                utp: utp.as_ref().map(|u| u.socket.clone()),
                 peers: Default::default(),
                 // Its own rng, seeded from the session's seed without drawing from the
                 // session's rng, so every other random choice stays as it was.
@@ -475,6 +476,9 @@ impl Session {
         }
         if let Some(ep) = quic {
             tokio::spawn(quic_accept_loop(ep, Arc::downgrade(&inner)));
+        }
+        if let Some(l) = utp.and_then(|u| u.take_listener()) {
+            tokio::spawn(utp_accept_loop(l, Arc::downgrade(&inner)));
         }
         Ok(Session { inner })
     }
@@ -511,6 +515,9 @@ impl Session {
     pub async fn shutdown(&self) {
         if let Some(ep) = &self.inner.dialer.quic {
             ep.shutdown().await;
+        }
+        if let Some(u) = &self.inner.dialer.utp {
+            u.close();
         }
     }
 
@@ -700,13 +707,14 @@ impl Session {
     }
 }
 
-/// What [`bind`] opened: the TCP listener, the DHT node, the QUIC endpoint, and the IPv6
-/// TCP listener when dual-stack.
+/// What [`bind`] opened: the TCP listener, the DHT node, the QUIC endpoint, the IPv6
+/// TCP listener when dual-stack, and the uTP socket.
 type Bound = (
     Option<crate::net::Listener>,
     Option<Dht>,
     Option<crate::net::quic::QuicEndpoint>,
     Option<crate::net::Listener>,
+    Option<crate::net::utp::UtpBound>,
 );
 
 /// Binds the TCP listener and, when asked, the DHT's UDP socket on the same IP and port
@@ -715,16 +723,19 @@ type Bound = (
 /// system and may be taken for UDP: then a few other ports are tried.
 async fn bind(cfg: &SessionConfig, listen6: Option<SocketAddr>) -> std::io::Result<Bound> {
     let Some(addr) = cfg.listen else {
-        return Ok((None, None, None, None));
+        return Ok((None, None, None, None, None));
     };
     let quic = cfg.transport.mode.uses_quic();
+    let utp = cfg.transport.mode.uses_utp();
     let attempts = if addr.port() == 0 { 8 } else { 1 };
     let mut last_err = None;
     for _ in 0..attempts {
         let listener = cfg.net.listen(addr).await?;
-        if let Some(ep) = &cfg.transport.endpoint {
-            // The caller bound QUIC (and runs any DHT on that socket itself).
-            return Ok((Some(listener), None, quic.then(|| ep.clone()), None));
+        if cfg.transport.endpoint.is_some() || cfg.transport.utp_socket.is_some() {
+            // The caller bound QUIC and/or uTP (and runs any DHT on that socket itself).
+            let ep = cfg.transport.endpoint.clone().filter(|_| quic);
+            let u = cfg.transport.utp_socket.clone().filter(|_| utp);
+            return Ok((Some(listener), None, ep, None, u));
         }
         let udp_addr = listener.local_addr()?;
         // Dual stack: TCP (and the DHT's UDP) on the IPv6 address too, by default on the
@@ -757,27 +768,34 @@ async fn bind(cfg: &SessionConfig, listen6: Option<SocketAddr>) -> std::io::Resu
                 (Some(l6), u6)
             }
         };
-        if cfg.dht.is_none() && !quic {
-            return Ok((Some(listener), None, None, listener6));
+        if cfg.dht.is_none() && !quic && !utp {
+            return Ok((Some(listener), None, None, listener6, None));
         }
-        let (sock, ep) = if quic {
+        let (sock, ep, ut) = if quic || utp {
             let mut qcfg = cfg.transport.quic.clone();
             qcfg.seed = qcfg.seed.or(cfg.rng_seed);
-            match crate::net::quic::bind_shared(&cfg.net, udp_addr, &qcfg).await {
-                Ok((s, e)) => (Some(s), Some(e)),
+            let mut ucfg = cfg.transport.utp.clone();
+            ucfg.seed = ucfg.seed.or(cfg.rng_seed.map(|s| s ^ 0x7574_705f));
+            let q = quic.then_some(&qcfg);
+            match crate::net::quic::bind_stack(&cfg.net, udp_addr, q, utp.then_some(&ucfg)).await {
+                Ok(st) => (
+                    Some(st.krpc),
+                    st.quic,
+                    st.utp.map(|(s, l)| crate::net::utp::UtpBound::new(s, l)),
+                ),
                 Err(e) => {
                     last_err = Some(e);
                     continue;
                 }
             }
         } else {
-            (None, None)
+            (None, None, None)
         };
         let Some(dcfg) = &cfg.dht else {
             if let Some(s) = sock {
                 tokio::spawn(crate::net::quic::drain_krpc(s));
             }
-            return Ok((Some(listener), None, ep, listener6));
+            return Ok((Some(listener), None, ep, listener6, ut));
         };
         let sock = match sock {
             Some(s) => s,
@@ -791,7 +809,7 @@ async fn bind(cfg: &SessionConfig, listen6: Option<SocketAddr>) -> std::io::Resu
         };
         let socks = std::iter::once(sock).chain(udp6).collect();
         match Dht::start_on_sockets(socks, dcfg.clone()) {
-            Ok(d) => return Ok((Some(listener), Some(d), ep, listener6)),
+            Ok(d) => return Ok((Some(listener), Some(d), ep, listener6, ut)),
             Err(e) => last_err = Some(e),
         }
     }
@@ -980,6 +998,17 @@ async fn quic_accept_loop(ep: crate::net::quic::QuicEndpoint, inner: std::sync::
                 Err(_) => tracing::debug!(%addr, "incoming QUIC timed out"),
             }
         });
+    }
+}
+
+/// Incoming uTP connections: the same handshakes as over TCP (MSE/PE included).
+async fn utp_accept_loop(mut l: crate::net::utp::UtpListener, inner: std::sync::Weak<Inner>) {
+    while let Some((s, addr)) = l.accept().await {
+        if inner.strong_count() == 0 {
+            return;
+        }
+        let stream = crate::net::Stream::Utp(Box::new(s));
+        tokio::spawn(accept_peer(stream, addr, inner.clone()));
     }
 }
 

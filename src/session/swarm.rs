@@ -186,6 +186,7 @@ pub struct SwarmSummary {
 pub struct TransportBytes {
     pub tcp: u64,
     pub quic: u64,
+    pub utp: u64,
 }
 
 impl TransportBytes {
@@ -193,6 +194,7 @@ impl TransportBytes {
         match t {
             Transport::Tcp => self.tcp += n,
             Transport::Quic => self.quic += n,
+            Transport::Utp => self.utp += n,
         }
     }
 }

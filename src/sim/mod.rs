@@ -419,6 +419,7 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
             rep.bans += o.summary.bans;
             rep.transport_bytes.tcp += o.summary.transport_bytes.tcp;
             rep.transport_bytes.quic += o.summary.transport_bytes.quic;
+            rep.transport_bytes.utp += o.summary.transport_bytes.utp;
             if o.summary.complete {
                 ratios.push(round3(o.summary.uploaded as f64 / sc.size as f64));
             }

@@ -98,16 +98,26 @@ pub(super) async fn start_peer(
         ..Default::default()
     };
     let dht = match boot {
-        Some(b) if sc.transport.uses_quic() => {
+        Some(b) if sc.transport.uses_quic() || sc.transport.uses_utp() => {
             let qcfg = crate::net::quic::QuicConfig {
                 seed: Some(session_seed),
                 ..Default::default()
             };
+            let ucfg = crate::net::utp::UtpConfig {
+                seed: Some(session_seed),
+                ..Default::default()
+            };
             let addr = SocketAddr::new(ip, PORT);
-            let (sock, ep) =
-                crate::net::quic::bind_shared(&Net::Sim(host.clone()), addr, &qcfg).await?;
-            transport.endpoint = Some(ep);
-            Some(Dht::start_on(sock, dht_cfg(ip, b, dht_seed))?)
+            let st = crate::net::quic::bind_stack(
+                &Net::Sim(host.clone()),
+                addr,
+                sc.transport.uses_quic().then_some(&qcfg),
+                sc.transport.uses_utp().then_some(&ucfg),
+            )
+            .await?;
+            transport.endpoint = st.quic;
+            transport.utp_socket = st.utp.map(|(s, l)| crate::net::utp::UtpBound::new(s, l));
+            Some(Dht::start_on(st.krpc, dht_cfg(ip, b, dht_seed))?)
         }
         Some(b) => Some(start_dht(host, ip, b, dht_seed).await?),
         None => None,

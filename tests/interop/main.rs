@@ -13,5 +13,6 @@ mod interop_lsd;
 mod interop_metadata;
 mod interop_mse;
 mod interop_swarm_dht;
+mod interop_utp;
 mod other_clients_mse;
 mod tracker_interop;

@@ -11,3 +11,4 @@ mod peer_metadata;
 mod quic_sim;
 mod sim_connect;
 mod sim_metadata;
+mod utp_loopback;

@@ -3,6 +3,7 @@
 //! - `peer_wire_over_quic`: a seeder and a leecher with `TransportMode::Quic` (no DHT, the
 //!   UDP port bound for QUIC alone) move a torrent over QUIC; the BitTorrent handshake and
 //!   info-hash check run on the QUIC stream; every payload byte is counted as QUIC.
+//! - `peer_wire_over_utp`: the same with `TransportMode::Utp` (BEP 29) over a lossy link.
 //! - `auto_races_and_prefers_quic`: two `Auto` peers; the race keeps QUIC.
 //! - `measure_*` (ignored; `cargo test --release --test peer quic_sim -- --ignored --nocapture`):
 //!   the numbers in docs/benchmarks.md ("QUIC transport").
@@ -53,6 +54,7 @@ struct Outcome {
     secs: Vec<f64>,
     quic: u64,
     tcp: u64,
+    utp: u64,
 }
 
 /// One seeder, `leechers` leechers starting together from a magnet with the seeder in
@@ -113,6 +115,7 @@ async fn swarm(
         secs: Vec::new(),
         quic: 0,
         tcp: 0,
+        utp: 0,
     };
     let mut keep = Vec::new();
     for t in tasks {
@@ -121,6 +124,7 @@ async fn swarm(
             out.secs.push(at);
             out.quic += tb.quic;
             out.tcp += tb.tcp;
+            out.utp += tb.utp;
         }
         keep.push((s, h));
     }
@@ -150,6 +154,22 @@ async fn peer_wire_over_quic() {
     // Metadata (BEP 9) comes over TCP in the metadata phase; pieces only over QUIC.
     assert!(o.quic >= size, "quic bytes {} < {size}", o.quic);
     assert_eq!(o.tcp, 0);
+}
+
+/// uTP (BEP 29) between two magnetfetch sessions on simnet, through a lossy link: every
+/// payload byte over uTP, none over TCP or QUIC.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn peer_wire_over_utp() {
+    let l = Link {
+        latency: Duration::from_millis(20),
+        loss: 0.01,
+        rate: Some(4 << 20),
+    };
+    let size = 2 << 20;
+    let o = swarm(size, 2, &l, TransportMode::Utp, Duration::from_secs(120)).await;
+    assert_eq!(o.secs.len(), 2, "leechers did not complete");
+    assert!(o.utp >= 2 * size, "utp bytes {} < {}", o.utp, 2 * size);
+    assert_eq!((o.tcp, o.quic), (0, 0));
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -197,6 +217,27 @@ async fn sim_scenario_over_quic_with_dht() {
     assert!(r.transport_bytes.quic >= 4 << 20, "{:?}", r.transport_bytes);
     assert_eq!(r.transport_bytes.tcp, 0, "{:?}", r.transport_bytes);
     // The DHT worked on the shared socket: the leechers found the seeder through it.
+    assert!(r.lookup_messages_median.is_some_and(|m| m > 0.0), "{r:?}");
+}
+
+/// `magnetfetch sim --transport utp`: the DHT and uTP share each node's UDP port (the uTP
+/// task reads the socket and passes KRPC on); every payload byte goes over uTP.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn sim_scenario_over_utp_with_dht() {
+    let sc = Scenario {
+        nodes: 20,
+        leechers: 4,
+        size: 1 << 20,
+        piece_length: 64 << 10,
+        latency: Duration::from_millis(20),
+        duration: Duration::from_secs(600),
+        transport: TransportMode::Utp,
+        ..Scenario::default()
+    };
+    let r = magnetfetch::internals::sim::run(&sc).await.unwrap();
+    assert_eq!(r.leechers_completed, 4, "{r:?}");
+    assert!(r.transport_bytes.utp >= 4 << 20, "{:?}", r.transport_bytes);
+    assert_eq!((r.transport_bytes.tcp, r.transport_bytes.quic), (0, 0));
     assert!(r.lookup_messages_median.is_some_and(|m| m > 0.0), "{r:?}");
 }
 

@@ -22,8 +22,8 @@ pub use multicast::loopback_multicast;
 pub use procs::{dht_node, dht_serve, drained_lines, lines, magnetfetch, start_seeder, Proc, BIN};
 pub use range_server::{range_server, range_server_logged};
 pub use sessions::{
-    loopback_session, loopback_tcp_session, seed_from_disk, sim_seeding, sim_session,
-    sim_session_on,
+    loopback_session, loopback_session_on, loopback_tcp_session, seed_from_disk, sim_seeding,
+    sim_session, sim_session_on,
 };
 
 use std::io::Write;

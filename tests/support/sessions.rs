@@ -74,13 +74,24 @@ pub async fn loopback_tcp_session(
     rng_seed: u64,
     encryption: Encryption,
 ) -> Session {
+    loopback_session_on(ip, rng_seed, TransportMode::Tcp, encryption).await
+}
+
+/// A session on real loopback sockets at `ip` (port 0) with the given transport mode and
+/// MSE/PE policy, and no DHT or trackers.
+pub async fn loopback_session_on(
+    ip: impl Into<IpAddr>,
+    rng_seed: u64,
+    mode: TransportMode,
+    encryption: Encryption,
+) -> Session {
     Session::start(SessionConfig {
         listen: Some(SocketAddr::new(ip.into(), 0)),
         rng_seed: Some(rng_seed),
         dht: None,
         trackers: None,
         transport: DialConfig {
-            mode: TransportMode::Tcp,
+            mode,
             encryption,
             ..Default::default()
         },

@@ -88,7 +88,7 @@ pub struct SimArgs {
     /// Announced peers that accept connections and never answer.
     #[arg(long)]
     pub silent: Option<usize>,
-    /// Peer transport of seeders and leechers: tcp, quic or auto [default: tcp].
+    /// Peer transport of seeders and leechers: tcp, utp, quic or auto [default: tcp].
     #[arg(long)]
     pub transport: Option<crate::dial::TransportMode>,
     /// Print one JSON object.
@@ -347,8 +347,8 @@ fn print_table(r: &crate::sim::Report) {
     println!("share ratio          {}", dist(&r.share_ratio));
     println!("failed pieces / bans {} / {}", r.failed_pieces, r.bans);
     println!(
-        "leecher payload      tcp {} B, quic {} B",
-        r.transport_bytes.tcp, r.transport_bytes.quic
+        "leecher payload      tcp {} B, quic {} B, utp {} B",
+        r.transport_bytes.tcp, r.transport_bytes.quic, r.transport_bytes.utp
     );
     println!(
         "time                 {:.3} s simulated, {:.3} s wall",

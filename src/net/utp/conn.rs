@@ -1,0 +1,1167 @@
+//! One uTP connection as a pure state machine (BEP 29): no sockets, no clock of its own.
+//! The caller feeds it packets ([`Conn::on_packet`]), bytes to send ([`Conn::write`]) and
+//! the time ([`Conn::on_timer`] at [`Conn::deadline`]); it answers with datagrams to send
+//! ([`Conn::take_out`]) and bytes to read ([`Conn::read`]).
+//!
+//! - Handshake: the initiator sends SYN (connection id = its receive id, sequence 1); the
+//!   responder answers STATE with a random sequence number it has not consumed yet.
+//! - Reliability: cumulative ACK plus selective ACK both ways; a packet is retransmitted
+//!   on three duplicate ACKs or when three later packets are selectively acknowledged
+//!   (fast retransmit), else when the retransmission timer fires (doubling each time; the
+//!   connection gives up after [`Config::max_timeouts`] in a row).
+//! - Receive side: in-order delivery with a reorder buffer, both bounded by the receive
+//!   buffer, which is also the window we advertise.
+//! - Congestion: [`Ledbat`] (target delay 100 ms), capped by the peer's advertised window.
+//! - End: FIN after the last byte written; RESET either way closes at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::ledbat::Ledbat;
+use super::packet::{encode, seq_lt, Header, Packet, Type};
+
+/// Tunables of a connection.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Payload bytes per DATA packet (header not included).
+    pub max_payload: usize,
+    /// Bytes received and not yet read (in order or not): also our advertised window.
+    pub recv_buf: usize,
+    /// Bytes written and not yet sent.
+    pub send_buf: usize,
+    /// Largest congestion window.
+    pub max_cwnd: usize,
+    /// LEDBAT's target queuing delay.
+    pub target_delay: Duration,
+    /// Most the congestion window grows per round trip (bytes).
+    pub max_cwnd_gain: usize,
+    /// Out-of-order packets kept at most.
+    pub reorder_max: usize,
+    /// Retransmission timeouts in a row before the connection is given up.
+    pub max_timeouts: u32,
+    /// The same for the SYN.
+    pub syn_retries: u32,
+    /// The first retransmission timeout, before any RTT sample.
+    pub initial_rto: Duration,
+    /// The smallest retransmission timeout.
+    pub min_rto: Duration,
+    /// An idle connection sends an ACK this often (keeps NAT mappings open).
+    pub keepalive: Duration,
+    /// Nothing received for this long: the peer is gone.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            // 1400-byte datagrams: under the 1472 (IPv4) / 1452 (IPv6) bytes an Ethernet
+            // path carries, with room for the header and a selective ACK.
+            max_payload: 1400 - 20,
+            recv_buf: 1 << 20,
+            send_buf: 1 << 20,
+            max_cwnd: 1 << 20,
+            target_delay: Duration::from_millis(100),
+            max_cwnd_gain: 3000,
+            reorder_max: 1024,
+            max_timeouts: 6,
+            syn_retries: 3,
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(500),
+            keepalive: Duration::from_secs(29),
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Where the connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// We sent SYN and wait for the answer.
+    SynSent,
+    /// We answered a SYN and wait for the initiator's first packet (half open).
+    SynRecv,
+    Connected,
+    Closed(CloseReason),
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both FINs sent and acknowledged (or received).
+    Done,
+    /// A RESET, sent or received.
+    Reset,
+    /// Retransmissions or the idle timer gave up.
+    TimedOut,
+}
+
+/// A packet sent and not acknowledged yet.
+#[derive(Debug)]
+struct Sent {
+    seq: u16,
+    ty: Type,
+    payload: Vec<u8>,
+    sent_at: Instant,
+    sends: u32,
+    /// Selectively acknowledged: in the peer's reorder buffer.
+    sacked: bool,
+    /// Deemed lost: waits to be sent again (not counted in flight).
+    lost: bool,
+    /// Already retransmitted by fast retransmit since the last timeout.
+    fast_resent: bool,
+}
+
+/// The state machine of one connection.
+#[derive(Debug)]
+pub struct Conn {
+    cfg: Config,
+    epoch: Instant,
+    state: State,
+    send_id: u16,
+    recv_id: u16,
+    /// The next sequence number we send.
+    seq_nr: u16,
+    /// The last sequence number received in order.
+    ack_nr: u16,
+    last_ack_recv: Option<u16>,
+    dup_acks: u32,
+    send_buf: VecDeque<u8>,
+    flight: VecDeque<Sent>,
+    /// Payload bytes of `flight` neither selectively acknowledged nor deemed lost.
+    flight_bytes: usize,
+    cc: Ledbat,
+    peer_wnd: usize,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    rto_at: Option<Instant>,
+    timeouts: u32,
+    fin_wanted: bool,
+    fin_sent: bool,
+    fin_acked: bool,
+    recv_buf: VecDeque<u8>,
+    reorder: HashMap<u16, (Type, Vec<u8>)>,
+    reorder_bytes: usize,
+    /// The peer's FIN, once seen (in order or not).
+    eof_seq: Option<u16>,
+    /// The peer's FIN was delivered in order: reads end once `recv_buf` is empty.
+    fin_received: bool,
+    reply_micro: u32,
+    need_ack: bool,
+    last_adv: usize,
+    last_recv: Instant,
+    last_send: Instant,
+    out: Vec<Vec<u8>>,
+}
+
+impl Conn {
+    fn new(
+        cfg: Config,
+        epoch: Instant,
+        now: Instant,
+        state: State,
+        send_id: u16,
+        recv_id: u16,
+    ) -> Conn {
+        let mss = cfg.max_payload.max(1);
+        let cc = Ledbat::new(
+            4 * mss,
+            mss,
+            cfg.max_cwnd.max(mss),
+            cfg.target_delay,
+            cfg.max_cwnd_gain,
+        );
+        Conn {
+            rto: cfg.initial_rto,
+            cfg,
+            epoch,
+            state,
+            send_id,
+            recv_id,
+            seq_nr: 1,
+            ack_nr: 0,
+            last_ack_recv: None,
+            dup_acks: 0,
+            send_buf: VecDeque::new(),
+            flight: VecDeque::new(),
+            flight_bytes: 0,
+            cc,
+            peer_wnd: mss,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto_at: None,
+            timeouts: 0,
+            fin_wanted: false,
+            fin_sent: false,
+            fin_acked: false,
+            recv_buf: VecDeque::new(),
+            reorder: HashMap::new(),
+            reorder_bytes: 0,
+            eof_seq: None,
+            fin_received: false,
+            reply_micro: 0,
+            need_ack: false,
+            last_adv: 0,
+            last_recv: now,
+            last_send: now,
+            out: Vec::new(),
+        }
+    }
+
+    /// Opens a connection: queues the SYN. `recv_id` is the id the peer will address us by.
+    pub fn connect(cfg: Config, epoch: Instant, now: Instant, recv_id: u16) -> Conn {
+        let mut c = Conn::new(
+            cfg,
+            epoch,
+            now,
+            State::SynSent,
+            recv_id.wrapping_add(1),
+            recv_id,
+        );
+        c.send_new(Type::Syn, Vec::new(), now);
+        c
+    }
+
+    /// Answers a SYN: queues the STATE. `our_seq` is our first sequence number (random).
+    pub fn accept(cfg: Config, epoch: Instant, now: Instant, syn: &Header, our_seq: u16) -> Conn {
+        let mut c = Conn::new(
+            cfg,
+            epoch,
+            now,
+            State::SynRecv,
+            syn.conn_id,
+            syn.conn_id.wrapping_add(1),
+        );
+        c.seq_nr = our_seq;
+        c.ack_nr = syn.seq;
+        c.peer_wnd = syn.wnd as usize;
+        c.reply_micro = c.delay_to(syn.ts, now);
+        c.need_ack = true;
+        c.transmit(now);
+        c
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The id packets from the peer carry.
+    #[cfg(test)]
+    pub fn recv_id(&self) -> u16 {
+        self.recv_id
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed(_))
+    }
+
+    /// The current congestion window (bytes).
+    pub fn cwnd(&self) -> usize {
+        self.cc.cwnd()
+    }
+
+    /// The smoothed round-trip time, once measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    fn micros(&self, now: Instant) -> u32 {
+        // Never 0: a zero timestamp means "no sample" to the peer.
+        (now.saturating_duration_since(self.epoch).as_micros() as u32).max(1)
+    }
+
+    fn delay_to(&self, their_ts: u32, now: Instant) -> u32 {
+        if their_ts == 0 {
+            0
+        } else {
+            self.micros(now).wrapping_sub(their_ts)
+        }
+    }
+
+    /// Free room in the receive buffer: the window we advertise.
+    fn room(&self) -> usize {
+        self.cfg
+            .recv_buf
+            .saturating_sub(self.recv_buf.len() + self.reorder_bytes)
+    }
+
+    /// Bytes the application may still write now.
+    pub fn write_room(&self) -> usize {
+        self.cfg.send_buf.saturating_sub(self.send_buf.len())
+    }
+
+    /// Whether a read would return data or the end of the stream.
+    pub fn readable(&self) -> bool {
+        !self.recv_buf.is_empty() || self.fin_received || self.is_closed()
+    }
+
+    /// Queues bytes to send; returns how many were taken (0 when the buffer is full, or
+    /// after [`Conn::shutdown`] or the end).
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        if self.fin_wanted || self.is_closed() {
+            return 0;
+        }
+        let n = data.len().min(self.write_room());
+        self.send_buf.extend(&data[..n]);
+        n
+    }
+
+    /// Reads received bytes in order; 0 at the end of the stream (or with nothing yet).
+    pub fn read(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.recv_buf.len());
+        for (o, b) in out.iter_mut().zip(self.recv_buf.drain(..n)) {
+            *o = b;
+        }
+        // A window that had closed opens again: tell the sender now, not with our next
+        // packet (there may be none).
+        let half = self.cfg.recv_buf / 2;
+        if n > 0 && self.last_adv < half && self.room() >= half && !self.is_closed() {
+            self.need_ack = true;
+        }
+        n
+    }
+
+    /// Ends our direction: a FIN follows the last byte written.
+    pub fn shutdown(&mut self) {
+        self.fin_wanted = true;
+    }
+
+    /// Aborts: queues a RESET and closes.
+    pub fn reset(&mut self, now: Instant) {
+        if !self.is_closed() {
+            let h = self.header(Type::Reset, self.seq_nr, now);
+            self.out.push(Vec::new());
+            if let Some(o) = self.out.last_mut() {
+                encode(&h, None, &[], o);
+            }
+            self.close(CloseReason::Reset);
+        }
+    }
+
+    /// Both directions ended cleanly, or the connection is closed otherwise.
+    pub fn finished(&self) -> bool {
+        self.is_closed() || (self.fin_acked && self.fin_received)
+    }
+
+    /// Whether an ACK is owed (e.g. a window update after a read).
+    pub fn wants_ack(&self) -> bool {
+        self.need_ack
+    }
+
+    /// Whether the peer's FIN arrived in order: after the buffered bytes, the stream ends.
+    pub fn fin_received(&self) -> bool {
+        self.fin_received
+    }
+
+    /// Whether [`Conn::shutdown`] was called.
+    pub fn fin_wanted(&self) -> bool {
+        self.fin_wanted
+    }
+
+    fn close(&mut self, why: CloseReason) {
+        self.state = State::Closed(why);
+        self.rto_at = None;
+        self.send_buf = VecDeque::new();
+        self.flight = VecDeque::new();
+        self.reorder = HashMap::new();
+        self.reorder_bytes = 0;
+    }
+
+    /// The datagrams queued since the last call.
+    pub fn take_out(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// When [`Conn::on_timer`] should run next.
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
+        let idle = self.last_recv + self.cfg.idle_timeout;
+        let mut d = self.rto_at.map_or(idle, |t| t.min(idle));
+        if self.state == State::Connected {
+            d = d.min(self.last_send + self.cfg.keepalive);
+        }
+        Some(d)
+    }
+
+    fn header(&self, ty: Type, seq: u16, now: Instant) -> Header {
+        Header {
+            ty,
+            conn_id: if ty == Type::Syn {
+                self.recv_id
+            } else {
+                self.send_id
+            },
+            ts: self.micros(now),
+            ts_diff: self.reply_micro,
+            wnd: self.room().min(u32::MAX as usize) as u32,
+            seq,
+            ack: self.ack_nr,
+        }
+    }
+
+    /// The selective ACK bitmask for the reorder buffer (bit 0 = `ack_nr + 2`).
+    fn sack(&self) -> Option<Vec<u8>> {
+        if self.reorder.is_empty() {
+            return None;
+        }
+        let base = self.ack_nr.wrapping_add(2);
+        let far = self
+            .reorder
+            .keys()
+            .map(|s| s.wrapping_sub(base) as usize)
+            .max()
+            .unwrap_or(0);
+        // Multiples of 4 bytes (as BEP 29 and libtorrent expect), at most 32 bytes.
+        let len = (far / 32 + 1).min(8) * 4;
+        let mut m = vec![0u8; len];
+        for i in 0..len * 8 {
+            if self.reorder.contains_key(&base.wrapping_add(i as u16)) {
+                m[i / 8] |= 1 << (i % 8);
+            }
+        }
+        Some(m)
+    }
+
+    fn emit(&mut self, ty: Type, seq: u16, payload: &[u8], now: Instant) {
+        let h = self.header(ty, seq, now);
+        let sack = if ty == Type::Syn { None } else { self.sack() };
+        let mut v = Vec::new();
+        encode(&h, sack.as_deref(), payload, &mut v);
+        self.out.push(v);
+        self.need_ack = false;
+        self.last_adv = h.wnd as usize;
+        self.last_send = now;
+    }
+
+    /// Sends a packet that consumes a sequence number and keeps it for retransmission.
+    fn send_new(&mut self, ty: Type, payload: Vec<u8>, now: Instant) {
+        let seq = self.seq_nr;
+        self.seq_nr = seq.wrapping_add(1);
+        self.emit(ty, seq, &payload, now);
+        self.flight_bytes += payload.len();
+        self.flight.push_back(Sent {
+            seq,
+            ty,
+            payload,
+            sent_at: now,
+            sends: 1,
+            sacked: false,
+            lost: false,
+            fast_resent: false,
+        });
+        if self.rto_at.is_none() {
+            self.rto_at = Some(now + self.rto);
+        }
+    }
+
+    fn window(&self) -> usize {
+        self.cc.cwnd().min(self.peer_wnd)
+    }
+
+    /// Sends what the windows allow: retransmissions first, then new data, the FIN, and an
+    /// ACK if one is owed.
+    pub fn transmit(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if self.state == State::Connected {
+            let win = self.window();
+            for i in 0..self.flight.len() {
+                let (lost, len) = (self.flight[i].lost, self.flight[i].payload.len());
+                if !lost {
+                    continue;
+                }
+                // Always one packet, even into a closed window (a probe), else by window.
+                if self.flight_bytes > 0 && self.flight_bytes + len > win {
+                    break;
+                }
+                let (ty, seq) = (self.flight[i].ty, self.flight[i].seq);
+                let payload = std::mem::take(&mut self.flight[i].payload);
+                self.emit(ty, seq, &payload, now);
+                let s = &mut self.flight[i];
+                s.payload = payload;
+                s.lost = false;
+                s.sends += 1;
+                s.sent_at = now;
+                self.flight_bytes += len;
+            }
+            // Sequence numbers in flight stay well inside half the space.
+            while !self.send_buf.is_empty() && self.flight.len() < 0x4000 {
+                let len = self.send_buf.len().min(self.cfg.max_payload);
+                if self.flight_bytes > 0 && self.flight_bytes + len > self.window() {
+                    break;
+                }
+                let payload: Vec<u8> = self.send_buf.drain(..len).collect();
+                self.send_new(Type::Data, payload, now);
+            }
+            if self.fin_wanted && !self.fin_sent && self.send_buf.is_empty() {
+                self.fin_sent = true;
+                self.send_new(Type::Fin, Vec::new(), now);
+            }
+        }
+        if self.need_ack && self.state != State::SynSent {
+            self.emit(Type::State, self.seq_nr, &[], now);
+        }
+        if !self.flight.is_empty() && self.rto_at.is_none() {
+            self.rto_at = Some(now + self.rto);
+        }
+    }
+
+    /// Handles one packet addressed to this connection (the caller routed it by address
+    /// and connection id). Call [`Conn::transmit`] after a batch.
+    pub fn on_packet(&mut self, p: &Packet<'_>, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        let h = p.header;
+        self.last_recv = now;
+        // The peer is alive: retransmission give-up counts only silence.
+        self.timeouts = 0;
+        match h.ty {
+            Type::Reset => {
+                self.close(CloseReason::Reset);
+                return;
+            }
+            Type::Syn => {
+                // Our STATE was lost: the initiator sends its SYN again.
+                if self.state == State::SynRecv {
+                    self.need_ack = true;
+                }
+                return;
+            }
+            _ => {}
+        }
+        self.reply_micro = self.delay_to(h.ts, now);
+        match self.state {
+            State::SynSent => {
+                // The responder's first packet (STATE, or DATA when the STATE was lost)
+                // must acknowledge our SYN (sequence 1).
+                if h.ack != 1 {
+                    return;
+                }
+                self.ack_nr = h.seq.wrapping_sub(1);
+                self.state = State::Connected;
+            }
+            State::SynRecv => self.state = State::Connected,
+            _ => {}
+        }
+        self.peer_wnd = h.wnd as usize;
+        let pure = h.ty == Type::State;
+        self.on_ack(h.ack, p.sack, h.ts_diff, pure, now);
+        if matches!(h.ty, Type::Data | Type::Fin) {
+            self.on_data(h.seq, h.ty, p.payload);
+        }
+    }
+
+    fn rtt_sample(&mut self, r: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(s) => {
+                let d = s.abs_diff(r);
+                self.rttvar = self.rttvar * 3 / 4 + d / 4;
+                self.srtt = Some(s * 7 / 8 + r / 8);
+            }
+        }
+        let s = self.srtt.unwrap_or(r);
+        self.rto = (s + self.rttvar * 4).max(self.cfg.min_rto);
+    }
+
+    fn on_ack(&mut self, ack: u16, sack: Option<&[u8]>, delay: u32, pure: bool, now: Instant) {
+        // An ACK for something never sent is garbage.
+        if !seq_lt(ack, self.seq_nr) {
+            return;
+        }
+        let mut acked = 0usize;
+        let mut sample = None;
+        let mut progress = false;
+        while let Some(f) = self.flight.front() {
+            if seq_lt(ack, f.seq) {
+                break;
+            }
+            let Some(f) = self.flight.pop_front() else {
+                break;
+            };
+            progress = true;
+            if !f.sacked {
+                acked += f.payload.len();
+                if !f.lost {
+                    self.flight_bytes -= f.payload.len();
+                }
+            }
+            if f.sends == 1 {
+                sample = Some(now.saturating_duration_since(f.sent_at));
+            }
+            match f.ty {
+                Type::Fin => self.fin_acked = true,
+                Type::Syn => {}
+                _ => {}
+            }
+        }
+        let mut loss = false;
+        if let (Some(mask), Some(front)) = (sack, self.flight.front().map(|f| f.seq)) {
+            let base = ack.wrapping_add(2);
+            let mut sacked_after = 0usize;
+            let mut last_sacked = None;
+            for i in (0..mask.len() * 8).rev() {
+                if mask[i / 8] & (1 << (i % 8)) == 0 {
+                    continue;
+                }
+                let idx = base.wrapping_add(i as u16).wrapping_sub(front) as usize;
+                if last_sacked.is_none() {
+                    last_sacked = Some(idx);
+                }
+                let Some(f) = self.flight.get_mut(idx) else {
+                    continue;
+                };
+                if !f.sacked {
+                    f.sacked = true;
+                    acked += f.payload.len();
+                    if !f.lost {
+                        self.flight_bytes -= f.payload.len();
+                    }
+                    // The peer has it: nothing to send again.
+                    f.lost = false;
+                    if f.sends == 1 {
+                        sample = Some(now.saturating_duration_since(f.sent_at));
+                    }
+                }
+            }
+            // A packet with three selectively acknowledged packets after it is lost.
+            if let Some(last) = last_sacked {
+                for idx in (0..=last.min(self.flight.len().saturating_sub(1))).rev() {
+                    let f = &mut self.flight[idx];
+                    if f.sacked {
+                        sacked_after += 1;
+                        continue;
+                    }
+                    if sacked_after >= 3 && !f.lost && !f.fast_resent {
+                        f.lost = true;
+                        f.fast_resent = true;
+                        self.flight_bytes -= f.payload.len();
+                        loss = true;
+                    }
+                }
+            }
+        }
+        // Three duplicate ACKs: the packet after the ACK is lost.
+        if !progress && pure && self.last_ack_recv == Some(ack) && !self.flight.is_empty() {
+            self.dup_acks += 1;
+            if self.dup_acks >= 3 {
+                if let Some(f) = self.flight.front_mut() {
+                    if !f.lost && !f.fast_resent && !f.sacked {
+                        f.lost = true;
+                        f.fast_resent = true;
+                        self.flight_bytes -= f.payload.len();
+                        loss = true;
+                    }
+                }
+            }
+        } else if progress {
+            self.dup_acks = 0;
+        }
+        self.last_ack_recv = Some(ack);
+        if let Some(r) = sample {
+            self.rtt_sample(r);
+        }
+        if progress {
+            self.rto_at = (!self.flight.is_empty()).then(|| now + self.rto);
+        }
+        if acked > 0 {
+            self.cc.on_ack(acked, delay, now);
+        }
+        if loss {
+            let rtt = self.srtt.unwrap_or(self.cfg.min_rto);
+            self.cc.on_loss(now, rtt);
+        }
+        if self.fin_acked && self.fin_received {
+            self.close(CloseReason::Done);
+        }
+    }
+
+    fn on_data(&mut self, seq: u16, ty: Type, payload: &[u8]) {
+        self.need_ack = true;
+        if ty == Type::Fin {
+            match self.eof_seq {
+                Some(e) if e != seq => return,
+                _ => self.eof_seq = Some(seq),
+            }
+        }
+        if self.eof_seq.is_some_and(|e| seq_lt(e, seq)) {
+            return;
+        }
+        let next = self.ack_nr.wrapping_add(1);
+        let d = seq.wrapping_sub(next) as usize;
+        if d >= 0x8000 {
+            return; // a duplicate of something delivered: the ACK tells the sender
+        }
+        if d == 0 {
+            if payload.len() > self.room() {
+                return;
+            }
+            self.deliver(seq, ty, payload);
+            while let Some((ty, p)) = self.reorder.remove(&self.ack_nr.wrapping_add(1)) {
+                self.reorder_bytes -= p.len();
+                let seq = self.ack_nr.wrapping_add(1);
+                self.deliver(seq, ty, &p);
+            }
+        } else if d <= self.cfg.reorder_max
+            && self.reorder.len() < self.cfg.reorder_max
+            && payload.len() <= self.room()
+            && !self.reorder.contains_key(&seq)
+        {
+            self.reorder_bytes += payload.len();
+            self.reorder.insert(seq, (ty, payload.to_vec()));
+        }
+    }
+
+    fn deliver(&mut self, seq: u16, ty: Type, payload: &[u8]) {
+        self.ack_nr = seq;
+        self.recv_buf.extend(payload);
+        if ty == Type::Fin {
+            self.fin_received = true;
+            if self.fin_acked {
+                self.close(CloseReason::Done);
+            }
+        }
+    }
+
+    /// Runs the timers: retransmission (with backoff and give-up), keepalive, idle.
+    pub fn on_timer(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if now >= self.last_recv + self.cfg.idle_timeout {
+            self.close(CloseReason::TimedOut);
+            return;
+        }
+        if self.rto_at.is_some_and(|t| now >= t) {
+            self.timeouts += 1;
+            let limit = if self.state == State::SynSent {
+                self.cfg.syn_retries
+            } else {
+                self.cfg.max_timeouts
+            };
+            if self.timeouts > limit {
+                self.close(CloseReason::TimedOut);
+                return;
+            }
+            self.rto = (self.rto * 2).min(Duration::from_secs(60));
+            self.cc.on_timeout();
+            for f in self.flight.iter_mut() {
+                if !f.sacked && !f.lost {
+                    f.lost = true;
+                    self.flight_bytes -= f.payload.len();
+                }
+                f.fast_resent = false;
+            }
+            self.rto_at = Some(now + self.rto);
+            if self.state == State::SynSent {
+                // Not connected yet: `transmit` sends no data, so the SYN goes from here.
+                if let Some(f) = self.flight.front_mut() {
+                    f.lost = false;
+                    f.sends += 1;
+                    f.sent_at = now;
+                }
+                let seq = self.flight.front().map_or(1, |f| f.seq);
+                self.emit(Type::Syn, seq, &[], now);
+            }
+        }
+        if self.state == State::Connected && now >= self.last_send + self.cfg.keepalive {
+            self.need_ack = true;
+        }
+        self.transmit(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// One direction of a simulated path: fixed delay, random extra delay (reordering) and
+    /// random loss, or a filter that drops chosen datagrams.
+    struct Link {
+        delay: Duration,
+        jitter_ms: u64,
+        loss_permille: u32,
+        rng: rand::rngs::StdRng,
+        q: Vec<(Instant, Vec<u8>)>,
+        sent: usize,
+        drop_nth: Vec<usize>,
+        dead: bool,
+    }
+
+    impl Link {
+        fn new(delay_ms: u64, seed: u64) -> Link {
+            Link {
+                delay: Duration::from_millis(delay_ms),
+                jitter_ms: 0,
+                loss_permille: 0,
+                rng: rand::rngs::StdRng::seed_from_u64(seed),
+                q: Vec::new(),
+                sent: 0,
+                drop_nth: Vec::new(),
+                dead: false,
+            }
+        }
+
+        fn push(&mut self, now: Instant, d: Vec<u8>) {
+            self.sent += 1;
+            if self.dead
+                || self.drop_nth.contains(&self.sent)
+                || self.rng.random_range(0..1000) < self.loss_permille
+            {
+                return;
+            }
+            let j = if self.jitter_ms > 0 {
+                self.rng.random_range(0..self.jitter_ms)
+            } else {
+                0
+            };
+            self.q
+                .push((now + self.delay + Duration::from_millis(j), d));
+        }
+
+        fn due(&mut self, now: Instant) -> Vec<Vec<u8>> {
+            let mut out = Vec::new();
+            let mut i = 0;
+            // Arrival order, ties in send order.
+            self.q.sort_by_key(|(t, _)| *t);
+            while i < self.q.len() {
+                if self.q[i].0 <= now {
+                    out.push(self.q.remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+            out
+        }
+    }
+
+    struct World {
+        t0: Instant,
+        now: Instant,
+        a: Conn,
+        b: Conn,
+        ab: Link,
+        ba: Link,
+    }
+
+    fn cfg() -> Config {
+        Config::default()
+    }
+
+    impl World {
+        fn new(ab: Link, ba: Link) -> World {
+            World::with_cfg(ab, ba, cfg())
+        }
+
+        fn with_cfg(mut ab: Link, ba: Link, c: Config) -> World {
+            let t0 = Instant::now();
+            let mut a = Conn::connect(c.clone(), t0, t0, 1000);
+            let syn = a.take_out();
+            assert_eq!(syn.len(), 1);
+            let p = Packet::parse(&syn[0]).unwrap();
+            assert_eq!(p.header.ty, Type::Syn);
+            assert_eq!(p.header.conn_id, 1000);
+            let b = Conn::accept(c, t0, t0, &p.header, 40000);
+            assert_eq!(b.state(), State::SynRecv);
+            // The SYN is "delivered" already; the STATE travels back through `ba`.
+            ab.sent += 1;
+            let mut w = World {
+                t0,
+                now: t0,
+                a,
+                b,
+                ab,
+                ba,
+            };
+            w.flush();
+            w
+        }
+
+        fn flush(&mut self) {
+            for d in self.a.take_out() {
+                self.ab.push(self.now, d);
+            }
+            for d in self.b.take_out() {
+                self.ba.push(self.now, d);
+            }
+        }
+
+        /// Advances 1 ms: deliveries, timers, transmissions.
+        fn tick(&mut self) {
+            self.now += Duration::from_millis(1);
+            for d in self.ab.due(self.now) {
+                let p = Packet::parse(&d).unwrap();
+                let id = if p.header.ty == Type::Syn {
+                    p.header.conn_id.wrapping_add(1)
+                } else {
+                    p.header.conn_id
+                };
+                assert_eq!(id, self.b.recv_id());
+                self.b.on_packet(&p, self.now);
+            }
+            for d in self.ba.due(self.now) {
+                let p = Packet::parse(&d).unwrap();
+                assert_eq!(p.header.conn_id, self.a.recv_id());
+                self.a.on_packet(&p, self.now);
+            }
+            for c in [&mut self.a, &mut self.b] {
+                if c.deadline().is_some_and(|d| d <= self.now) {
+                    c.on_timer(self.now);
+                }
+                c.transmit(self.now);
+            }
+            self.flush();
+        }
+
+        fn elapsed(&self) -> Duration {
+            self.now - self.t0
+        }
+    }
+
+    fn pattern(n: usize, salt: u8) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8 ^ salt).collect()
+    }
+
+    /// Moves `len` bytes each way, both ends writing and reading as they can; returns when
+    /// both have read everything (then both shut down and finish).
+    fn exchange(w: &mut World, len: usize, limit: Duration) {
+        let (da, db) = (pattern(len, 1), pattern(len, 2));
+        let (mut wa, mut wb) = (0, 0);
+        let (mut ra, mut rb) = (Vec::new(), Vec::new());
+        let mut buf = vec![0u8; 64 * 1024];
+        while ra.len() < len || rb.len() < len {
+            assert!(
+                w.elapsed() < limit,
+                "stuck: a read {} b read {}",
+                ra.len(),
+                rb.len()
+            );
+            if w.a.state() == State::Connected {
+                wa += w.a.write(&da[wa..]);
+            }
+            if w.b.state() == State::Connected {
+                wb += w.b.write(&db[wb..]);
+            }
+            let n = w.a.read(&mut buf);
+            ra.extend_from_slice(&buf[..n]);
+            let n = w.b.read(&mut buf);
+            rb.extend_from_slice(&buf[..n]);
+            w.tick();
+        }
+        assert!(ra == db && rb == da, "bytes differ");
+        w.a.shutdown();
+        w.b.shutdown();
+        while !(w.a.finished() && w.b.finished()) {
+            assert!(
+                w.elapsed() < limit + Duration::from_secs(30),
+                "no clean close"
+            );
+            w.tick();
+        }
+        assert_eq!(w.a.read(&mut buf), 0);
+        assert!(w.a.readable() && w.b.readable(), "end of stream readable");
+    }
+
+    #[test]
+    fn handshake_bulk_both_ways_and_fin() {
+        let mut w = World::new(Link::new(10, 1), Link::new(10, 2));
+        exchange(&mut w, 300_000, Duration::from_secs(10));
+        assert_eq!(w.a.state(), State::Closed(CloseReason::Done));
+        assert_eq!(w.b.state(), State::Closed(CloseReason::Done));
+        let rtt = w.a.rtt().unwrap();
+        // The SYN "arrived" at once (10 ms samples), data takes 20 ms.
+        assert!(
+            rtt >= Duration::from_millis(10) && rtt < Duration::from_millis(40),
+            "{rtt:?}"
+        );
+    }
+
+    #[test]
+    fn lossy_reordering_link_delivers_in_order() {
+        for seed in 0..4 {
+            let mut ab = Link::new(15, seed);
+            ab.loss_permille = 50;
+            ab.jitter_ms = 20;
+            let mut ba = Link::new(15, seed + 100);
+            ba.loss_permille = 50;
+            ba.jitter_ms = 20;
+            let mut w = World::new(ab, ba);
+            exchange(&mut w, 200_000, Duration::from_secs(120));
+        }
+    }
+
+    #[test]
+    fn lost_syn_and_lost_state_are_retried() {
+        let mut ab = Link::new(5, 1);
+        ab.drop_nth = vec![2]; // the first DATA after the handshake
+        let mut ba = Link::new(5, 2);
+        ba.drop_nth = vec![1]; // the STATE answering the SYN
+        let mut w = World::new(ab, ba);
+        exchange(&mut w, 10_000, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn single_loss_is_repaired_without_a_timeout() {
+        let mut ab = Link::new(10, 1);
+        ab.drop_nth = vec![6];
+        let mut w = World::new(ab, Link::new(10, 2));
+        let data = pattern(100_000, 3);
+        let (mut wr, mut got) = (0, Vec::new());
+        let mut buf = vec![0u8; 65536];
+        let mut saw_sack = false;
+        while got.len() < data.len() {
+            assert!(w.elapsed() < Duration::from_secs(5));
+            if w.a.state() == State::Connected {
+                wr += w.a.write(&data[wr..]);
+            }
+            let n = w.b.read(&mut buf);
+            got.extend_from_slice(&buf[..n]);
+            w.tick();
+            saw_sack |=
+                w.ba.q
+                    .iter()
+                    .any(|(_, d)| Packet::parse(d).unwrap().sack.is_some());
+        }
+        assert_eq!(got, data);
+        assert!(saw_sack, "the receiver sent a selective ACK");
+        // A timeout alone would take the 1 s initial RTO.
+        assert!(
+            w.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            w.elapsed()
+        );
+    }
+
+    #[test]
+    fn dead_peer_gives_up_after_backoff() {
+        let mut w = World::new(Link::new(10, 1), Link::new(10, 2));
+        for _ in 0..100 {
+            w.tick();
+        }
+        assert_eq!(w.a.state(), State::Connected);
+        w.ab.dead = true;
+        w.ba.dead = true;
+        w.a.write(&[1; 5000]);
+        let start = w.now;
+        while !w.a.is_closed() {
+            w.tick();
+            assert!(w.elapsed() < Duration::from_secs(600));
+        }
+        assert_eq!(w.a.state(), State::Closed(CloseReason::TimedOut));
+        // 0.5 + 1 + 2 + ... s: doubling, not a fixed interval.
+        let took = w.now - start;
+        assert!(took > Duration::from_secs(30), "{took:?}");
+        assert!(w.a.deadline().is_none());
+
+        // A SYN nobody answers.
+        let t0 = Instant::now();
+        let mut c = Conn::connect(cfg(), t0, t0, 7);
+        let mut now = t0;
+        let mut syns = c.take_out().len();
+        while !c.is_closed() {
+            now = c.deadline().unwrap();
+            c.on_timer(now);
+            syns += c.take_out().len();
+        }
+        assert_eq!(syns, 4);
+        assert_eq!(now - t0, Duration::from_secs(1 + 2 + 4 + 8));
+    }
+
+    #[test]
+    fn reset_closes_the_peer() {
+        let mut w = World::new(Link::new(5, 1), Link::new(5, 2));
+        for _ in 0..50 {
+            w.tick();
+        }
+        w.a.write(b"hello");
+        for _ in 0..50 {
+            w.tick();
+        }
+        w.b.reset(w.now);
+        assert_eq!(w.b.state(), State::Closed(CloseReason::Reset));
+        for _ in 0..50 {
+            w.tick();
+        }
+        assert_eq!(w.a.state(), State::Closed(CloseReason::Reset));
+        assert_eq!(w.a.write(b"more"), 0);
+    }
+
+    #[test]
+    fn idle_connection_sends_keepalives() {
+        let mut w = World::new(Link::new(5, 1), Link::new(5, 2));
+        // The initiator's first packet completes the responder's handshake.
+        w.a.write(b"x");
+        for _ in 0..100 {
+            w.tick();
+        }
+        let sent = (w.ab.sent, w.ba.sent);
+        for _ in 0..31_000 {
+            w.tick();
+        }
+        assert!(w.ab.sent > sent.0 && w.ba.sent > sent.1);
+        assert_eq!(w.a.state(), State::Connected);
+        assert_eq!(w.b.state(), State::Connected);
+    }
+
+    #[test]
+    fn receive_window_bounds_what_the_sender_pushes() {
+        let c = Config {
+            recv_buf: 64 * 1024,
+            ..cfg()
+        };
+        let mut w = World::with_cfg(Link::new(5, 1), Link::new(5, 2), c);
+        let data = pattern(1 << 20, 9);
+        let mut wr = 0;
+        for _ in 0..3000 {
+            wr += w.a.write(&data[wr..]);
+            w.tick();
+        }
+        // The receiver never read: it holds at most its buffer, the sender stopped.
+        assert!(w.b.recv_buf.len() + w.b.reorder_bytes <= 64 * 1024);
+        assert!(w.a.flight_bytes <= w.a.cfg.max_payload);
+        assert_eq!(w.a.state(), State::Connected);
+        // Reading opens the window again and everything arrives.
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while got.len() < data.len() {
+            assert!(w.elapsed() < Duration::from_secs(60));
+            wr += w.a.write(&data[wr..]);
+            let n = w.b.read(&mut buf);
+            got.extend_from_slice(&buf[..n]);
+            w.tick();
+        }
+        assert!(got == data);
+    }
+
+    #[test]
+    fn garbage_acks_are_ignored() {
+        let mut w = World::new(Link::new(5, 1), Link::new(5, 2));
+        for _ in 0..20 {
+            w.tick();
+        }
+        let h = Header {
+            ty: Type::State,
+            conn_id: w.a.recv_id(),
+            ts: 0,
+            ts_diff: 0,
+            wnd: 0,
+            seq: 0,
+            ack: w.a.seq_nr.wrapping_add(100),
+        };
+        let mut v = Vec::new();
+        encode(&h, Some(&[0xFF; 32]), b"", &mut v);
+        w.a.on_packet(&Packet::parse(&v).unwrap(), w.now);
+        assert_eq!(w.a.state(), State::Connected);
+        exchange(&mut w, 20_000, Duration::from_secs(20));
+    }
+}
