@@ -30,13 +30,12 @@ pub struct Common {
     /// Do not use the DHT (peers only from --peer, the magnet link and incoming connections)
     #[arg(long)]
     pub no_dht: bool,
-    /// Peer transport: auto = TCP with everyone and uTP when TCP has not connected after
-    /// --tcp-delay-ms, QUIC first with magnetfetch peers (UDP on the DHT's port); tcp = TCP
-    /// only; utp = uTP only; quic = QUIC only
+    /// Peer transport: auto = TCP with everyone and uTP when TCP failed, QUIC first with
+    /// magnetfetch peers (UDP on the DHT's port); tcp = TCP only; utp = uTP only; quic =
+    /// QUIC only
     #[arg(long, value_name = "auto|tcp|utp|quic", default_value = "auto")]
     pub transport: crate::dial::TransportMode,
-    /// Happy eyeballs (--transport auto): milliseconds QUIC gets alone before TCP is tried
-    /// too, and TCP before uTP
+    /// Happy eyeballs: milliseconds QUIC gets alone before TCP is tried too (--transport auto)
     #[arg(long, value_name = "MS", default_value_t = 250)]
     pub tcp_delay_ms: u64,
     /// Peer encryption (MSE/PE) over TCP: prefer = dial encrypted, retry in plaintext when a

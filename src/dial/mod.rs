@@ -227,19 +227,14 @@ impl Dialer {
             if self.mode == TransportMode::Utp {
                 return utp.await;
             }
-            // Auto: TCP (or QUIC first, for a peer QUIC is tried with) at once, uTP after
-            // the delay when nothing connected yet, so a peer only uTP reaches is reached.
-            // Not uTP first as libtorrent does: our outgoing uTP is refused by libtorrent
-            // today (it answers our SYN with a FIN), and TCP is the faster transport on a
-            // fast path; a peer behind a NAT that drops TCP still gets uTP 250 ms later.
-            let (utp_delay, rest_delay) = (self.tcp_delay, Duration::ZERO);
-            let utp = async {
-                tokio::time::sleep(utp_delay).await;
-                utp.await
-            };
-            let rest = async {
-                tokio::time::sleep(rest_delay).await;
-                self.connect_no_utp(
+            // Auto: TCP (QUIC first to a peer QUIC is tried with) and, only when that
+            // failed, uTP, so a peer only uTP reaches is still reached. Not raced and not
+            // uTP first as libtorrent does: two connections to one peer at once make it
+            // drop one (libtorrent resets the TCP one when our uTP SYN arrives while the
+            // TCP handshake is under way), and libtorrent refuses our outgoing uTP today
+            // (it answers the SYN with a FIN).
+            let first = self
+                .connect_no_utp(
                     net,
                     addr,
                     info_hash,
@@ -247,26 +242,11 @@ impl Dialer {
                     connect_timeout,
                     handshake_timeout,
                 )
-                .await
+                .await;
+            return match first {
+                Ok(c) => Ok(c),
+                Err(e) => utp.await.map_err(|_| e),
             };
-            tokio::pin!(utp, rest);
-            let (mut u_err, mut r_err) = (None, None);
-            loop {
-                tokio::select! {
-                    biased;
-                    r = &mut utp, if u_err.is_none() => match r {
-                        Ok(c) => return Ok(c),
-                        Err(e) => u_err = Some(e),
-                    },
-                    r = &mut rest, if r_err.is_none() => match r {
-                        Ok(c) => return Ok(c),
-                        Err(e) => r_err = Some(e),
-                    },
-                }
-                if let (Some(_), Some(e)) = (&u_err, r_err.take()) {
-                    return Err(e);
-                }
-            }
         }
         self.connect_no_utp(
             net,
