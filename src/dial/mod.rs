@@ -290,17 +290,7 @@ impl Dialer {
             )
             .await
         };
-        match self.mse.mode {
-            Encryption::Off => plain().await,
-            Encryption::Require => mse().await,
-            Encryption::Prefer => match mse().await {
-                Err(PeerError::Encryption(e)) => {
-                    tracing::debug!(%addr, %e, "MSE over uTP failed; retrying in plaintext");
-                    plain().await
-                }
-                r => r,
-            },
-        }
+        by_policy(self.mse.mode, addr, plain, mse).await
     }
 
     /// TCP and/or QUIC as the mode and what we know of the peer say.
@@ -399,19 +389,34 @@ impl Dialer {
                 handshake_timeout,
             )
         };
-        match self.mse.mode {
-            Encryption::Off => plain().await,
-            Encryption::Require => mse().await,
-            Encryption::Prefer => match mse().await {
-                // Whatever went wrong in MSE (the peer hung up, reset, went quiet or
-                // answered with something else), a plaintext handshake may still work.
-                Err(PeerError::Encryption(e)) => {
-                    tracing::debug!(%addr, %e, "MSE attempt failed; retrying in plaintext");
-                    plain().await
-                }
-                r => r,
-            },
-        }
+        by_policy(self.mse.mode, addr, plain, mse).await
+    }
+}
+
+/// One outgoing connection under an encryption policy, over any transport: plaintext
+/// only, MSE only, or MSE and, when MSE failed, plaintext.
+async fn by_policy<P, M>(
+    mode: Encryption,
+    addr: SocketAddr,
+    plain: impl Fn() -> P,
+    mse: impl Fn() -> M,
+) -> Result<PeerConn, PeerError>
+where
+    P: std::future::Future<Output = Result<PeerConn, PeerError>>,
+    M: std::future::Future<Output = Result<PeerConn, PeerError>>,
+{
+    match mode {
+        Encryption::Off => plain().await,
+        Encryption::Require => mse().await,
+        Encryption::Prefer => match mse().await {
+            // Whatever went wrong in MSE (the peer hung up, reset, went quiet or answered
+            // with something else), a plaintext handshake may still work.
+            Err(PeerError::Encryption(e)) => {
+                tracing::debug!(%addr, %e, "MSE attempt failed; retrying in plaintext");
+                plain().await
+            }
+            r => r,
+        },
     }
 }
 
