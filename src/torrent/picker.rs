@@ -579,12 +579,14 @@ impl Picker {
 
     /// Chooses not-started wanted pieces the peer has, enough to cover `need` blocks.
     fn choose_new(&mut self, has: &Bitfield, need: &mut u64, out: &mut Vec<u32>) {
+        let dedup = !self.focus.is_empty();
         let take = |this: &Picker, i: u32, need: &mut u64, out: &mut Vec<u32>| -> bool {
             if this.state[i as usize] == PieceState::Missing
                 && this.prio[i as usize] > 0
                 && has.get(i)
-                // A focus piece may come round again below (`out` is a few pieces).
-                && !out.contains(&i)
+                // A focus piece may come round again below (`out` is a few pieces); without
+                // a focus, nothing is looked at twice and the scan stays as it was.
+                && (!dedup || !out.contains(&i))
             {
                 out.push(i);
                 *need = need.saturating_sub(this.block_count(i) as u64);
