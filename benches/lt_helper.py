@@ -471,12 +471,14 @@ def t_download():
     downloads from PEER. ENC `forced`: MSE/PE with RC4 only, both ways (out_enc_policy and
     in_enc_policy forced, allowed_enc_level rc4); `forced-plaintext`: MSE required but the
     stream plaintext after it (allowed_enc_level plaintext); default: libtorrent's defaults.
+    ENC may end in `:utp`: TCP off, uTP (BEP 29) on, so every byte goes over uTP.
     Prints JSON lines."""
     import json, os, sys, tempfile, time
     import libtorrent as lt
 
     enc = sys.argv[6] if sys.argv[1] == 'leech' and len(sys.argv) > 6 else \
         sys.argv[4] if sys.argv[1] == 'seed' and len(sys.argv) > 4 else 'default'
+    enc, _, transport = enc.partition(':')
 
     def session(ip):
         # Loopback settings known to work (see shared/tools/swarm.py); uTP must stay off so
@@ -495,6 +497,9 @@ def t_download():
         elif enc == 'forced-plaintext':
             # MSE handshake required, plaintext stream after it (header obfuscation only).
             settings.update({'out_enc_policy': 0, 'in_enc_policy': 0, 'allowed_enc_level': 1})
+        if transport == 'utp':
+            settings.update({'enable_outgoing_tcp': False, 'enable_incoming_tcp': False,
+                             'enable_outgoing_utp': True, 'enable_incoming_utp': True})
         return lt.session(settings)
 
     def seed(ip, path):
