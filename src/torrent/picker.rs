@@ -523,6 +523,14 @@ impl Picker {
         }
         self.peers.entry(peer).or_default();
 
+        // 0. Streaming: the focus pieces, in their order, whether in progress or new.
+        if !self.focus.is_empty() {
+            self.pick_focus(peer, peer_has, max, out);
+            if out.len() - start >= max {
+                return out.len() - start;
+            }
+        }
+
         // 1. Pieces in progress: the peer's own first, then others'.
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
@@ -575,6 +583,86 @@ impl Picker {
             self.pick_endgame(peer, peer_has, n, out);
         }
         out.len() - start
+    }
+
+    /// The focus pieces the peer has, in the focus order: the free blocks of those in
+    /// progress and new ones started, up to `max` requests in `out` (which may already
+    /// hold some). A reader waits for the first of them; a block of another piece in
+    /// progress must not go before it.
+    fn pick_focus(
+        &mut self,
+        peer: PeerKey,
+        peer_has: &Bitfield,
+        max: usize,
+        out: &mut Vec<BlockRef>,
+    ) {
+        let start = out.len();
+        let focus = std::mem::take(&mut self.focus);
+        for &piece in &focus {
+            let room = max - (out.len() - start);
+            if room == 0 {
+                break;
+            }
+            if piece >= self.piece_count || !peer_has.get(piece) || self.prio[piece as usize] == 0 {
+                continue;
+            }
+            match self.state[piece as usize] {
+                PieceState::Missing if self.may_start() => {
+                    self.start_piece(peer, piece);
+                    self.take_free(peer, piece, room, out);
+                }
+                PieceState::Downloading => {
+                    let free = self.downloads.get(&piece).is_some_and(|dl| {
+                        dl.free > 0 && !(dl.exclusive && dl.owner.is_some_and(|o| o != peer))
+                    });
+                    if free {
+                        self.take_free(peer, piece, room, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.focus = focus;
+    }
+
+    /// Whether a focus piece that `peer_has` has not been started yet: a streaming reader
+    /// waits for it while requests for other pieces may fill the peer's pipeline (see
+    /// [`Picker::release_outside_focus`]).
+    pub fn focus_waits(&self, peer_has: &Bitfield) -> bool {
+        self.focus.iter().any(|&i| {
+            i < self.piece_count
+                && self.state[i as usize] == PieceState::Missing
+                && self.prio[i as usize] > 0
+                && peer_has.get(i)
+        })
+    }
+
+    /// Releases `peer`'s outstanding requests for pieces outside the focus (send `cancel`
+    /// for the returned ones): a reader that seeks must not wait behind a pipeline of
+    /// blocks nobody is reading, which on a slow link is seconds of data.
+    pub fn release_outside_focus(&mut self, peer: PeerKey) -> Vec<BlockRef> {
+        let Some(ps) = self.peers.get_mut(&peer) else {
+            return Vec::new();
+        };
+        let focus = &self.focus;
+        let out: Vec<BlockRef> = ps
+            .requests
+            .iter()
+            .filter(|r| !focus.contains(&r.piece))
+            .copied()
+            .collect();
+        for r in &out {
+            ps.requests.remove(r);
+        }
+        for r in &out {
+            self.release_one(peer, r);
+        }
+        for (piece, dl) in self.downloads.iter_mut() {
+            if dl.owner == Some(peer) && !self.focus.contains(piece) {
+                dl.owner = None;
+            }
+        }
+        out
     }
 
     /// Chooses not-started wanted pieces the peer has, enough to cover `need` blocks.
@@ -1331,6 +1419,40 @@ mod tests {
         let mut out = Vec::new();
         q.pick_blocks(PeerKey(1), &bf(4, &[1]), 4, &mut out);
         assert!(out.iter().all(|r| r.piece == 1), "{out:?}");
+    }
+
+    #[test]
+    fn a_seek_releases_other_requests_and_focus_blocks_go_before_pieces_in_progress() {
+        let mut p = picker(8);
+        p.add_seed();
+        let all = Bitfield::full(8);
+        // Peer 1's pipeline holds half of piece 0 (the rest of it stays free).
+        let mut first = Vec::new();
+        p.set_focus(vec![0]);
+        p.pick_blocks(PeerKey(1), &all, 2, &mut first);
+        assert!(first.iter().all(|r| r.piece == 0), "{first:?}");
+        // A reader seeks to piece 5: nobody asked for it yet.
+        p.set_focus(vec![5]);
+        assert!(p.focus_waits(&all));
+        assert!(
+            !p.focus_waits(&bf(8, &[0, 1])),
+            "a peer without piece 5 is not waited on"
+        );
+        let released = p.release_outside_focus(PeerKey(1));
+        assert_eq!(released, first);
+        assert_eq!(p.outstanding(PeerKey(1)), 0);
+        p.check_invariants();
+        // Piece 5 comes before piece 0's free blocks, although piece 0 is in progress.
+        let mut out = Vec::new();
+        p.pick_blocks(PeerKey(1), &all, 6, &mut out);
+        let pieces: Vec<u32> = out.iter().map(|r| r.piece).collect();
+        assert_eq!(&pieces[..4], &[5, 5, 5, 5], "{pieces:?}");
+        assert!(pieces[4..].iter().all(|&i| i == 0), "{pieces:?}");
+        assert!(!p.focus_waits(&all), "piece 5 started");
+        // A released block that arrives anyway is still good data.
+        let late = p.on_block_received(PeerKey(1), first[0]);
+        assert_eq!(late.status, BlockStatus::Accepted);
+        p.check_invariants();
     }
 
     #[test]

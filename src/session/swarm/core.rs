@@ -742,6 +742,28 @@ impl SwarmCore {
         self.picker.set_focus(pieces);
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
+            // A reader waits for a piece nobody has asked for yet (a seek, or the window
+            // moved): requests for other pieces give way, or it waits behind them.
+            let waits = self
+                .peers
+                .get(&k)
+                .is_some_and(|p| !p.peer_choking && self.picker.focus_waits(&p.has));
+            if waits {
+                let released = self.picker.release_outside_focus(k);
+                if !released.is_empty() {
+                    if let Some(p) = self.peers.get_mut(&k) {
+                        for r in &released {
+                            p.requested_at.remove(r);
+                        }
+                    }
+                    tracing::trace!(n = released.len(), "requests cancelled for a reader");
+                    let msgs = released
+                        .iter()
+                        .map(|&r| Message::Cancel(to_wire(r)))
+                        .collect();
+                    io.act(Action::Send(k, PeerCmd::Send(msgs)));
+                }
+            }
             self.fill_requests(k, now, io);
         }
     }
