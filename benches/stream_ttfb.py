@@ -5,7 +5,7 @@ daemon against `rqbit server`, from the same rate-limited seeder on loopback.
     python3 benches/stream_ttfb.py [--bin target/release/magnetfetch] [--rqbit rqbit]
                                    [--runs 3] [--rate 1M] [--secs 120] [--kbps 1500]
 
-A video (ffmpeg test pattern, MP4 with its index at the end, as most downloads are) is
+A video (ffmpeg test pattern with noise, so the bit rate holds, MP4 with its index at the end, as most downloads are) is
 seeded by `magnetfetch seed --max-up-rate RATE`; for each run and client (alternating) a
 fresh daemon with a fresh state directory is started, the magnet (with the seeder as its
 only peer, no DHT) is added over HTTP, and then, as a player does:
@@ -161,7 +161,8 @@ def main():
     try:
         video = os.path.join(work, "clip.mp4")
         subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
-                        f"testsrc=duration={a.secs}:size=640x360:rate=25", "-c:v", "mpeg4",
+                        f"testsrc=duration={a.secs}:size=640x360:rate=25", "-vf", "noise=alls=30:allf=t",
+                        "-c:v", "mpeg4",
                         "-b:v", f"{a.kbps}k", "-y", video], check=True)
         size = os.path.getsize(video)
         seed_port = free_port(SEED_IP)
