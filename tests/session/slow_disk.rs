@@ -1,6 +1,7 @@
 //! A disk a hundred times slower than the network, on simnet's paused clock: the
-//! downloader's bytes waiting for the disk stay under `SwarmConfig::max_unwritten` the
-//! whole time, and the file arrives intact.
+//! downloader's bytes waiting for the disk stay within `SwarmConfig::max_unwritten` (plus
+//! the pieces that blocks already read when the gate closed complete: at most two, one
+//! socket read's worth) the whole time, and the file arrives intact.
 //!
 //! The seeder's host sends at 1 GB/s; the downloader's storage writes at 10 MB/s
 //! (`SwarmConfig::disk_write_rate`, a modelled disk in virtual time). The gauge
