@@ -4,6 +4,7 @@ daemon against `rqbit server`, from the same rate-limited seeder on loopback.
 
     python3 benches/stream_ttfb.py [--bin target/release/magnetfetch] [--rqbit rqbit]
                                    [--runs 3] [--rate 1M] [--secs 120] [--kbps 1500]
+                                   [--play 3] [--no-rqbit]
 
 A video (ffmpeg test pattern with noise, so the bit rate holds, MP4 with its index at the end, as most downloads are) is
 seeded by `magnetfetch seed --max-up-rate RATE`; for each run and client (alternating) a
@@ -12,8 +13,9 @@ only peer, no DHT) is added over HTTP, and then, as a player does:
 
   ttfb   time from the add request to the first body byte of `GET .../stream/0`
          (`Range: bytes=0-`), magnet resolution included;
-  seek   time from a `Range: bytes=MID-` request (MID = half the file, asked right after
-         the first byte arrived) to its first body byte;
+  seek   the player reads from byte 0 for PLAY seconds (so the seeder's one-second burst
+         is spent and the pipelines are full of what it plays), then a `Range: bytes=MID-`
+         request (MID = half the file): time to its first body byte;
   probe  time for `ffprobe` to read the duration (it reads the head, then seeks to the
          `moov` index at the end), started after the seek.
 
@@ -60,6 +62,27 @@ def first_byte(host, port, path, range_from, limit=120.0):
     if r.status not in (200, 206) or len(b) != 1:
         raise RuntimeError(f"GET {path} range {range_from}: status {r.status}, {len(b)} bytes")
     return dt
+
+
+def play(host, port, path, secs, limit=120.0):
+    """A player: `GET path` from byte 0, reads for `secs` after the first body byte.
+    Returns (seconds to the first byte, bytes read)."""
+    t0 = time.monotonic()
+    c = http.client.HTTPConnection(host, port, timeout=limit)
+    c.request("GET", path, headers={"Range": "bytes=0-"})
+    r = c.getresponse()
+    b = r.read(1)
+    ttfb = time.monotonic() - t0
+    if r.status not in (200, 206) or len(b) != 1:
+        raise RuntimeError(f"GET {path}: status {r.status}, {len(b)} bytes")
+    n, end = 1, time.monotonic() + secs
+    while time.monotonic() < end:
+        chunk = r.read1(64 << 10) if hasattr(r, "read1") else r.read(64 << 10)
+        if not chunk:
+            break
+        n += len(chunk)
+    c.close()
+    return ttfb, n
 
 
 def wait_line(proc, pattern, limit=30.0):
@@ -119,7 +142,7 @@ class Rqbit:
         env = dict(os.environ, XDG_CACHE_HOME=self.cfg, XDG_CONFIG_HOME=self.cfg,
                    XDG_DATA_HOME=self.cfg, RUST_LOG="warn")
         self.proc = subprocess.Popen(
-            [self.binary, "--disable-dht", "--disable-upnp", "--http-api-listen-addr",
+            [self.binary, "--disable-dht", "--disable-upnp-port-forward", "--http-api-listen-addr",
              f"{RQ_IP}:{port}", "--listen-port", str(free_port(RQ_IP)), "server", "start",
              "--disable-persistence", out],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -154,6 +177,7 @@ def main():
     ap.add_argument("--secs", type=int, default=120)
     ap.add_argument("--kbps", type=int, default=1500)
     ap.add_argument("--piece-length", default="256K")
+    ap.add_argument("--play", type=float, default=3.0)
     ap.add_argument("--no-rqbit", action="store_true")
     a = ap.parse_args()
 
@@ -186,7 +210,9 @@ def main():
                 try:
                     t0 = time.monotonic()
                     path = c.add(magnet, peer)
-                    ttfb = time.monotonic() - t0 + first_byte(c.host, c.port, path, 0)
+                    added = time.monotonic() - t0
+                    first, played = play(c.host, c.port, path, a.play)
+                    ttfb = added + first
                     seek = first_byte(c.host, c.port, path, size // 2)
                     t1 = time.monotonic()
                     out = subprocess.run(
@@ -198,7 +224,11 @@ def main():
                 finally:
                     c.stop()
                 results[c.name].append((ttfb, seek, probe))
-                print(f"run {run + 1} {c.name}: ttfb {ttfb:.3f} s, seek {seek:.3f} s, "
+                # The seeder's rate limit lets a burst of one second through after idling:
+                # every run starts with the same full bucket.
+                time.sleep(1.5)
+                print(f"run {run + 1} {c.name}: ttfb {ttfb:.3f} s, played {played} bytes, "
+                      f"seek {seek:.3f} s, "
                       f"ffprobe {probe:.3f} s (duration {dur:.1f} s)", flush=True)
         seeder.kill()
         print()
