@@ -92,7 +92,9 @@ pub struct Scenario {
     pub leave_after_done: Option<Duration>,
     /// Churn: a leecher leaves this long after arriving, complete or not.
     pub leave_after: Option<Duration>,
-    /// Fraction of leechers behind a NAT (they can dial out but nobody can dial them).
+    /// Fraction of leechers behind a home NAT (simnet `NatKind::Home`): they dial out, nobody
+    /// dials them in, and over uTP they are reached by holepunching (BEP 55) through a peer
+    /// both are connected to.
     pub nat: f64,
     /// Peers that serve a forged info dictionary (and data to match it) under our info-hash.
     pub bad_metadata: usize,
@@ -198,8 +200,10 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         next_ip += 1;
         let mut cfg = simnet::HostConfig::new(ip)
             .latency(sc.latency)
-            .loss(sc.loss)
-            .nat(nat);
+            .loss(sc.loss);
+        if nat {
+            cfg = cfg.nat_kind(simnet::NatKind::Home);
+        }
         if let Some(u) = up {
             cfg = cfg.up_rate(u);
         }
@@ -420,6 +424,7 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
             rep.transport_bytes.tcp += o.summary.transport_bytes.tcp;
             rep.transport_bytes.quic += o.summary.transport_bytes.quic;
             rep.transport_bytes.utp += o.summary.transport_bytes.utp;
+            rep.punched_connections += o.summary.punched;
             if o.summary.complete {
                 ratios.push(round3(o.summary.uploaded as f64 / sc.size as f64));
             }
@@ -436,6 +441,15 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         leechers: (sc.up.is_some() && leecher_capacity > 0.0)
             .then(|| round3(rep.uploaded_by_leechers as f64 / leecher_capacity)),
     };
+    rep.nat_leechers = natted.len();
+    rep.nat_completed = natted
+        .iter()
+        .filter(|i| {
+            results
+                .get(**i)
+                .is_some_and(|r| r.as_ref().is_some_and(|(_, r)| r.done.is_some()))
+        })
+        .count();
     let results: Vec<LeechResult> = results.into_iter().flatten().map(|(_, r)| r).collect();
     let mut done: Vec<f64> = results.iter().filter_map(|r| r.done.map(secs)).collect();
     done.sort_by(f64::total_cmp);
