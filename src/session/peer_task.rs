@@ -9,7 +9,7 @@
 //! queue for no decision it needs to make.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -89,6 +89,10 @@ pub enum PeerEvent {
     Pex(Vec<(std::net::SocketAddr, u8)>),
     /// A ut_holepunch message (BEP 55) from the peer.
     Holepunch(HolepunchMsg),
+    /// The peer sent its extended handshake again (BEP 10 allows updates; a peer whose
+    /// first one came from its metadata fetch does, once it has the torrent): whether it
+    /// now announces ut_holepunch.
+    ExtUpdate { holepunch: bool },
     /// We sent the peer [`PeerContext::quota`] payload bytes since we last unchoked it
     /// (once per unchoke): the choker may move its slot now instead of at the next tick.
     Quota,
@@ -127,6 +131,9 @@ pub struct PeerContext {
     pub private: bool,
     /// Advertise ut_holepunch (BEP 55) and take its messages: we have a uTP socket.
     pub holepunch: bool,
+    /// The id the peer takes ut_holepunch on (0: none). Set from its extended handshake,
+    /// and again when it re-sends one (the reader sets it, the writer uses it).
+    pub their_holepunch: Arc<AtomicU8>,
     /// Payload bytes after an unchoke at which the writer reports [`PeerEvent::Quota`]
     /// (the choker's piece quota).
     pub quota: u64,
@@ -185,7 +192,10 @@ pub async fn run_peer(
     }
     let their_meta = theirs.as_ref().and_then(|t| t.id_of(UT_METADATA));
     let their_pex = theirs.as_ref().and_then(|t| t.id_of(UT_PEX));
-    let their_holepunch = theirs.as_ref().and_then(|t| t.id_of(UT_HOLEPUNCH));
+    let their_holepunch = ctx.their_holepunch.clone();
+    if let Some(id) = theirs.as_ref().and_then(|t| t.id_of(UT_HOLEPUNCH)) {
+        their_holepunch.store(id, Ordering::Relaxed);
+    }
     let (reader, writer, pending) = conn.into_parts();
     let (up_tx, up_rx) = mpsc::unbounded_channel::<Vec<Upload>>();
     let up_pending = Arc::new(AtomicUsize::new(0));
@@ -380,6 +390,27 @@ async fn read_loop(
                         }
                     }
                 }
+                Message::Extended {
+                    id: HANDSHAKE_ID,
+                    payload,
+                } => {
+                    if let Ok(hs) = ExtHandshake::decode(&payload) {
+                        if !send_msgs(ev_tx, key, &mut msgs).await {
+                            return PeerError::Closed;
+                        }
+                        let id = hs.id_of(UT_HOLEPUNCH);
+                        ctx.their_holepunch
+                            .store(id.unwrap_or(0), Ordering::Relaxed);
+                        let holepunch = id.is_some();
+                        if ev_tx
+                            .send((key, PeerEvent::ExtUpdate { holepunch }))
+                            .await
+                            .is_err()
+                        {
+                            return PeerError::Closed;
+                        }
+                    }
+                }
                 Message::Extended { .. } => {}
                 other => {
                     match &other {
@@ -529,7 +560,7 @@ struct WriterState {
     batch_bytes: usize,
     their_meta: Option<u8>,
     their_pex: Option<u8>,
-    their_holepunch: Option<u8>,
+    their_holepunch: Arc<AtomicU8>,
     /// See [`owed_sub`].
     owed: Arc<AtomicU64>,
     ev_tx: mpsc::Sender<(PeerKey, PeerEvent)>,
@@ -602,7 +633,8 @@ async fn on_cmd(
             }
         }
         PeerCmd::Holepunch(m) => {
-            if let Some(id) = st.their_holepunch {
+            let id = st.their_holepunch.load(Ordering::Relaxed);
+            if id != 0 {
                 writer.send_extended(id, &m.encode()).await?;
             }
         }

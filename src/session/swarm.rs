@@ -576,7 +576,7 @@ impl Swarm {
             uploaded: self.total_uploaded.load(Ordering::Relaxed),
             transport_bytes: self.transport_bytes_now(),
             punched: self.core.punch_stats().punched,
-            punch_failed: self.core.punch_stats().failed,
+            punch_failed: self.core.punch_stats().failed(),
         })
     }
 
@@ -726,6 +726,7 @@ impl Swarm {
             quic_peers: self.p.dialer.peers.clone(),
             private: self.p.cfg.private,
             holepunch: self.p.dialer.utp.is_some(),
+            their_holepunch: Default::default(),
             quota: self.core.choker.quota(),
             backlog: self.fx.backlog.clone(),
             reach: self.p.reach.clone(),
@@ -769,6 +770,10 @@ impl Swarm {
                 }
             }
             PeerEvent::Quota => self.with_core(|c, io| c.on_quota(key, now, io)),
+            PeerEvent::ExtUpdate { holepunch } => {
+                self.poll_ext(key);
+                self.core.on_ext_update(key, holepunch);
+            }
             PeerEvent::Holepunch(m) => {
                 self.poll_ext(key);
                 self.with_core(|c, io| c.on_holepunch(key, m, now, io));

@@ -96,6 +96,8 @@ pub struct Scenario {
     /// dials them in, and over uTP they are reached by holepunching (BEP 55) through a peer
     /// both are connected to.
     pub nat: f64,
+    /// The NAT those leechers sit behind (default: the common home NAT).
+    pub nat_kind: simnet::NatKind,
     /// Peers that serve a forged info dictionary (and data to match it) under our info-hash.
     pub bad_metadata: usize,
     /// DHT nodes that answer every `get_peers` with made-up peers and never store anything.
@@ -131,6 +133,7 @@ impl Default for Scenario {
             leave_after_done: None,
             leave_after: None,
             nat: 0.0,
+            nat_kind: simnet::NatKind::Home,
             bad_metadata: 0,
             dht_liars: 0,
             silent: 0,
@@ -202,7 +205,7 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
             .latency(sc.latency)
             .loss(sc.loss);
         if nat {
-            cfg = cfg.nat_kind(simnet::NatKind::Home);
+            cfg = cfg.nat_kind(sc.nat_kind);
         }
         if let Some(u) = up {
             cfg = cfg.up_rate(u);
@@ -425,6 +428,7 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
             rep.transport_bytes.quic += o.summary.transport_bytes.quic;
             rep.transport_bytes.utp += o.summary.transport_bytes.utp;
             rep.punched_connections += o.summary.punched;
+            rep.punch_failures += o.summary.punch_failed;
             if o.summary.complete {
                 ratios.push(round3(o.summary.uploaded as f64 / sc.size as f64));
             }

@@ -53,6 +53,8 @@ pub struct Report {
     /// Leecher connections made by holepunching (BEP 55), each counted once (by the end
     /// that asked for the rendezvous).
     pub punched_connections: u64,
+    /// Rendezvous the leechers asked for that a relay refused, or whose uTP dial failed.
+    pub punch_failures: u64,
     /// Leecher start (t = 0) to verified completion.
     pub completion_s: Option<Dist>,
     /// Leecher start to verified metadata.

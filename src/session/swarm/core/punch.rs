@@ -10,7 +10,7 @@
 //! counted once, by the end that asked for the rendezvous, when a connection to the target
 //! is added while a `connect` for it is fresh.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -48,8 +48,11 @@ pub(crate) struct Punch {
     relayed: BTreeMap<PeerKey, (Instant, u32)>,
     /// Connections that came of a rendezvous we asked for.
     pub(crate) punched: u64,
-    /// Rendezvous answered with an `error`, and punch dials that failed.
-    pub(crate) failed: u64,
+    /// Rendezvous answered with an `error`.
+    refused: u64,
+    /// Targets we asked for whose punch dial failed, while no connection from them came
+    /// either (the other end's dial may still get through: then it is a success).
+    dial_failed: BTreeSet<SocketAddr>,
     /// The errors relays answered our rendezvous with, by code.
     pub(crate) errors: BTreeMap<HolepunchError, u64>,
     /// `connect`s sent as a relay (two per introduction).
@@ -57,6 +60,12 @@ pub(crate) struct Punch {
 }
 
 impl Punch {
+    /// Rendezvous we asked for that failed: refused by the relay, or neither end's uTP
+    /// dial got through.
+    pub(crate) fn failed(&self) -> u64 {
+        self.refused + self.dial_failed.len() as u64
+    }
+
     /// A peer left: its rendezvous allowance goes with it.
     pub(crate) fn forget_peer(&mut self, key: PeerKey) {
         self.relayed.remove(&key);
@@ -79,6 +88,13 @@ impl SwarmCore {
 
     pub(in crate::session::swarm) fn punch_stats(&self) -> &Punch {
         &self.punch
+    }
+
+    /// The peer sent its extended handshake again: it may announce ut_holepunch now.
+    pub(in crate::session::swarm) fn on_ext_update(&mut self, key: PeerKey, holepunch: bool) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.ext.get_or_insert_with(Default::default).holepunch = holepunch;
+        }
     }
 
     /// A PEX message from `from`: its holepunch-capable contacts can be reached through it.
@@ -160,7 +176,7 @@ impl SwarmCore {
             HolepunchMsg::Error(a, e) => {
                 tracing::debug!(target = %a, ?e, "holepunch rendezvous refused");
                 if self.punch.asked.contains_key(&a) {
-                    self.punch.failed += 1;
+                    self.punch.refused += 1;
                     *self.punch.errors.entry(e).or_default() += 1;
                 }
             }
@@ -245,11 +261,9 @@ impl SwarmCore {
 
     /// A punch dial ended; a connected one is added as a peer next.
     pub(in crate::session::swarm) fn on_punch_dialled(&mut self, a: SocketAddr, ok: bool) {
-        if !ok {
-            self.punch.punching.remove(&a);
-            if self.punch.asked.contains_key(&a) {
-                self.punch.failed += 1;
-            }
+        let p = &mut self.punch;
+        if !ok && p.asked.contains_key(&a) && p.dial_failed.len() < MAX_TRACKED {
+            p.dial_failed.insert(a);
         }
     }
 
@@ -262,6 +276,7 @@ impl SwarmCore {
             .is_some_and(|t| now.saturating_duration_since(*t) < PUNCH_WINDOW);
         if fresh {
             self.punch.punching.remove(&addr);
+            self.punch.dial_failed.remove(&addr);
             if self.punch.asked.remove(&addr).is_some() {
                 self.punch.punched += 1;
             }

@@ -1108,6 +1108,6 @@ fn a_failed_dial_to_a_pex_contact_asks_its_source_then_punches_and_counts_once()
     c.learn_relays(relay, &[(other, FLAG_HOLEPUNCH)]);
     c.rendezvous_after_failure(other, now, &mut io);
     c.on_holepunch(relay, H::Error(other, E::NotConnected), now, &mut io);
-    assert_eq!(c.punch_stats().failed, 1);
+    assert_eq!(c.punch_stats().failed(), 1);
     assert_eq!(c.punch_stats().errors.get(&E::NotConnected), Some(&1));
 }
