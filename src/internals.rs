@@ -51,8 +51,8 @@ pub mod net {
 
 pub mod peer {
     pub use crate::peer::{
-        extension, metadata, mse, wire, BlockRef, Encryption, ExtHandshake, Message, MetadataMsg,
-        MsePolicy, PeerConn, PeerError, PexMsg,
+        extension, holepunch, metadata, mse, wire, BlockRef, Encryption, ExtHandshake, Message,
+        MetadataMsg, MsePolicy, PeerConn, PeerError, PexMsg,
     };
 }
 

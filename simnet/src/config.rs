@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::nat::NatKind;
+
 /// Defaults for every host, plus network-wide stream and queue parameters.
 ///
 /// Latency is per host: it is the one-way delay of the host's access link, so a packet from
@@ -71,7 +73,7 @@ pub struct HostConfig {
     pub(crate) up_rate: Option<Option<u64>>,
     pub(crate) down_rate: Option<Option<u64>>,
     pub(crate) loss: Option<f64>,
-    pub(crate) nat: bool,
+    pub(crate) nat: Option<NatKind>,
 }
 
 impl HostConfig {
@@ -84,7 +86,7 @@ impl HostConfig {
             up_rate: None,
             down_rate: None,
             loss: None,
-            nat: false,
+            nat: None,
         }
     }
 
@@ -135,9 +137,16 @@ impl HostConfig {
         self
     }
 
-    /// Outbound-only reachability: see the crate docs.
+    /// Outbound-only reachability: a port-restricted NAT ([`NatKind::PortRestricted`]), or
+    /// none. See `docs/simnet.md`.
     pub fn nat(mut self, nat: bool) -> Self {
-        self.nat = nat;
+        self.nat = nat.then_some(NatKind::PortRestricted);
+        self
+    }
+
+    /// Puts the host behind a NAT of this kind (see [`NatKind`]).
+    pub fn nat_kind(mut self, kind: NatKind) -> Self {
+        self.nat = Some(kind);
         self
     }
 }

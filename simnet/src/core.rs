@@ -3,7 +3,7 @@
 //! into it. A single driver task delivers due events; there is no task or timer per packet.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{HostConfig, NetworkConfig};
+use crate::nat::Nat;
 use crate::Stats;
 
 pub(crate) type HostId = usize;
@@ -70,7 +71,6 @@ impl Hasher for FastHasher {
 }
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
-type FastSet<K> = HashSet<K, BuildHasherDefault<FastHasher>>;
 
 pub(crate) struct Shared {
     pub(crate) core: Mutex<Core>,
@@ -329,7 +329,7 @@ impl Uplink {
 pub(crate) struct HostState {
     pub(crate) ips: Vec<IpAddr>,
     pub(crate) up: bool,
-    nat: bool,
+    nat: Option<Nat>,
     latency: Duration,
     jitter: Duration,
     up_rate: Option<u64>,
@@ -338,8 +338,6 @@ pub(crate) struct HostState {
     uplink: Uplink,
     downlink_free: Instant,
     pub(crate) stats: Stats,
-    nat_seen: FastSet<SocketAddr>,
-    nat_order: VecDeque<SocketAddr>,
     next_udp_port: u16,
     next_tcp_port: u16,
 }
@@ -549,7 +547,7 @@ impl Core {
         self.hosts.push(HostState {
             ips: hc.ips,
             up: true,
-            nat: hc.nat,
+            nat: hc.nat.map(|k| Nat::new(k, self.cfg.nat_table)),
             latency: hc.latency.unwrap_or(self.cfg.latency),
             jitter: hc.jitter.unwrap_or(self.cfg.jitter),
             up_rate: hc.up_rate.unwrap_or(self.cfg.up_rate),
@@ -558,8 +556,6 @@ impl Core {
             uplink: Uplink::default(),
             downlink_free: now,
             stats: Stats::default(),
-            nat_seen: FastSet::default(),
-            nat_order: VecDeque::new(),
             next_udp_port: EPHEMERAL_FIRST,
             next_tcp_port: EPHEMERAL_FIRST,
         });
@@ -585,8 +581,9 @@ impl Core {
         }
         // Queued packets die with the host (a pending `UplinkFree` finds nothing to send).
         host.uplink.clear();
-        host.nat_seen.clear();
-        host.nat_order.clear();
+        if let Some(n) = &mut host.nat {
+            n.clear();
+        }
         // Every socket of the host dies. Wake their waiters so they observe the error.
         let ports: Vec<(HostId, u16)> = self.udp.keys().filter(|k| k.0 == h).copied().collect();
         for k in ports {
@@ -671,17 +668,14 @@ impl Core {
         Duration::from_nanos(self.rng.random_range(0..=j.as_nanos() as u64))
     }
 
-    fn nat_remember(&mut self, h: HostId, remote: SocketAddr) {
-        let limit = self.cfg.nat_table.max(1);
-        let host = &mut self.hosts[h];
-        if !host.nat || !host.nat_seen.insert(remote) {
-            return;
+    /// The source port a datagram from local `port` to `remote` carries past the host's NAT.
+    fn nat_outbound(&mut self, h: HostId, port: u16, remote: SocketAddr) -> u16 {
+        if self.host_by_ip(remote.ip()) == Some(h) {
+            return port; // to itself: never through the router
         }
-        host.nat_order.push_back(remote);
-        if host.nat_order.len() > limit {
-            if let Some(old) = host.nat_order.pop_front() {
-                host.nat_seen.remove(&old);
-            }
+        match &mut self.hosts[h].nat {
+            Some(n) => n.outbound(port, remote),
+            None => port,
         }
     }
 
@@ -825,8 +819,8 @@ impl Core {
             ));
         }
         let bound_ip = self.udp_state(h, port, gen)?.ip;
-        let src = SocketAddr::new(self.source_ip(h, bound_ip, dst.ip()), port);
-        self.nat_remember(h, dst);
+        let src_port = self.nat_outbound(h, port, dst);
+        let src = SocketAddr::new(self.source_ip(h, bound_ip, dst.ip()), src_port);
         let len = buf.len() as u64;
         let host = &mut self.hosts[h];
         host.stats.packets_sent += 1;
@@ -943,14 +937,22 @@ impl Core {
         );
     }
 
-    fn on_arrive(&mut self, now: Instant, src: HostId, dst: HostId, payload: Payload) {
+    fn on_arrive(&mut self, now: Instant, src: HostId, dst: HostId, mut payload: Payload) {
         let size = payload.len();
         let is_dgram = matches!(payload, Payload::Datagram { .. });
         if is_dgram {
             let ok = self.hosts[dst].up && !self.blocked(src, dst);
-            let nat_ok = match &payload {
-                Payload::Datagram { src: from, .. } => {
-                    !self.hosts[dst].nat || self.hosts[dst].nat_seen.contains(from)
+            let nat_ok = match (&mut payload, &self.hosts[dst].nat) {
+                (
+                    Payload::Datagram {
+                        src: from, dst: to, ..
+                    },
+                    Some(n),
+                ) if src != dst => {
+                    // The router translates the external port back to the local one.
+                    n.inbound(to.port(), *from)
+                        .map(|p| to.set_port(p))
+                        .is_some()
                 }
                 _ => true,
             };
@@ -1196,7 +1198,11 @@ impl Core {
         if !self.hosts[dst].up {
             return; // SYN lost: the connect times out.
         }
-        if self.hosts[dst].nat && !self.hosts[dst].nat_seen.contains(&local) {
+        if self.hosts[dst]
+            .nat
+            .as_ref()
+            .is_some_and(|n| !n.admits_syn(local))
+        {
             return; // A NAT drops unsolicited SYNs: the connect times out.
         }
         let back = now + self.base_latency(src, dst);

@@ -31,6 +31,7 @@
 
 mod config;
 mod core;
+mod nat;
 #[cfg(feature = "quinn")]
 mod quinn_socket;
 mod stream;
@@ -43,6 +44,7 @@ use std::sync::Arc;
 
 pub use crate::config::{HostConfig, NetworkConfig};
 use crate::core::{HostId, Shared};
+pub use crate::nat::NatKind;
 #[cfg(feature = "quinn")]
 pub use crate::quinn_socket::QuinnSocket;
 pub use crate::stream::{TcpListener, TcpStream};

@@ -4,7 +4,7 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use simnet::{HostConfig, Network, NetworkConfig};
+use simnet::{HostConfig, NatKind, Network, NetworkConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
@@ -208,6 +208,67 @@ async fn nat_host_is_reachable_only_after_it_sends() {
     // Outbound streams work.
     let _s = n.connect(sa("10.0.0.1:6881")).await.unwrap();
     lp.accept().await.unwrap();
+}
+
+/// What a rendezvous server sees and what a holepunch gets through, per NAT kind: two hosts
+/// behind home NATs reach each other once both have sent (the punch); behind symmetric NATs
+/// the address the server saw is useless to the other host.
+#[tokio::test(start_paused = true)]
+async fn home_nats_punch_and_symmetric_nats_do_not() {
+    let net = Network::new(8);
+    let srv = net.add_host(ip("10.0.0.1")).unwrap();
+    let us = srv.bind_udp(sa("0.0.0.0:6881")).await.unwrap();
+    let mut buf = [0u8; 16];
+    for (kind, punched) in [(NatKind::Home, true), (NatKind::Symmetric, false)] {
+        let n = if punched { 2 } else { 4 };
+        let a_ip = format!("192.168.0.{n}");
+        let c_ip = format!("192.168.0.{}", n + 1);
+        let a = net
+            .add_host_with(HostConfig::new(ip(&a_ip)).nat_kind(kind))
+            .unwrap();
+        let c = net
+            .add_host_with(HostConfig::new(ip(&c_ip)).nat_kind(kind))
+            .unwrap();
+        let ua = a.bind_udp(sa("0.0.0.0:6881")).await.unwrap();
+        let uc = c.bind_udp(sa("0.0.0.0:6881")).await.unwrap();
+        // Both register with the server, which learns their external addresses.
+        ua.send_to(b"hello", sa("10.0.0.1:6881")).await.unwrap();
+        let (_, seen_a) = us.recv_from(&mut buf).await.unwrap();
+        uc.send_to(b"hello", sa("10.0.0.1:6881")).await.unwrap();
+        let (_, seen_c) = us.recv_from(&mut buf).await.unwrap();
+        assert_eq!(seen_c.ip(), ip(&c_ip));
+        assert_eq!(seen_a.ip(), ip(&a_ip));
+        assert_eq!(
+            seen_a.port() == 6881,
+            punched,
+            "{kind:?}: external port {seen_a}"
+        );
+        // The server answers on the mapping.
+        us.send_to(b"ok", seen_a).await.unwrap();
+        let (k, from) = ua.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..k], from), (&b"ok"[..], sa("10.0.0.1:6881")));
+        // Each punches towards the other's listen address (what a relay would report).
+        let a_listen = SocketAddr::new(ip(&a_ip), 6881);
+        let c_listen = SocketAddr::new(ip(&c_ip), 6881);
+        ua.send_to(b"punch", c_listen).await.unwrap();
+        uc.send_to(b"punch", a_listen).await.unwrap();
+        let got_c = timeout(Duration::from_secs(1), uc.recv_from(&mut buf)).await;
+        let got_a = timeout(Duration::from_secs(1), ua.recv_from(&mut buf)).await;
+        assert_eq!(got_c.is_ok(), punched, "{kind:?}");
+        assert_eq!(got_a.is_ok(), punched, "{kind:?}");
+        if punched {
+            // Once punched, both ways work and the sender's address is its listen address.
+            ua.send_to(b"data", c_listen).await.unwrap();
+            let (_, from) = uc.recv_from(&mut buf).await.unwrap();
+            assert_eq!(from, a_listen);
+        }
+        // Streams into a NATed host never get in.
+        let _l = c.listen(sa("0.0.0.0:6881")).await.unwrap();
+        assert_eq!(
+            a.connect(c_listen).await.unwrap_err().kind(),
+            ErrorKind::TimedOut
+        );
+    }
 }
 
 /// A small busy scenario: 20 hosts with jitter and loss gossiping datagrams and streams.

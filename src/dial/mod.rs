@@ -259,6 +259,27 @@ impl Dialer {
         .await
     }
 
+    /// A holepunch dial (BEP 55): uTP whatever the mode, as the relay's `connect` asks.
+    pub async fn punch(
+        &self,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+        our_id: PeerId,
+        connect_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> Result<PeerConn, PeerError> {
+        let u = self.utp.as_ref().ok_or(PeerError::Closed)?;
+        self.connect_utp(
+            u,
+            addr,
+            info_hash,
+            our_id,
+            connect_timeout,
+            handshake_timeout,
+        )
+        .await
+    }
+
     /// A uTP connection under the encryption policy (as for TCP).
     async fn connect_utp(
         &self,

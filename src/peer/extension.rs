@@ -1,7 +1,7 @@
 //! Extension protocol handshake (BEP 10): the bencoded dictionary sent as extended message 0
 //! right after the BitTorrent handshake when both sides set reserved bit 20.
 //!
-//! Our extension ids are stable ([`UT_METADATA_ID`], [`UT_PEX_ID`]): peers send us messages
+//! Our extension ids are stable ([`UT_METADATA_ID`], [`UT_PEX_ID`], [`UT_HOLEPUNCH_ID`]): peers send us messages
 //! tagged with these ids; we send to a peer with the ids *it* announced in its `m`.
 //! Every field from the network is bounded: at most [`MAX_EXTENSIONS`] names of at most
 //! [`MAX_NAME_LEN`] bytes, a client name of at most [`MAX_CLIENT_LEN`] bytes.
@@ -18,8 +18,11 @@ pub const HANDSHAKE_ID: u8 = 0;
 pub const UT_METADATA_ID: u8 = 1;
 /// The id peers use to send us ut_pex (BEP 11) messages.
 pub const UT_PEX_ID: u8 = 2;
+/// The id peers use to send us ut_holepunch (BEP 55) messages.
+pub const UT_HOLEPUNCH_ID: u8 = 3;
 pub const UT_METADATA: &str = "ut_metadata";
 pub const UT_PEX: &str = "ut_pex";
+pub const UT_HOLEPUNCH: &str = "ut_holepunch";
 /// Our `v` string.
 pub const CLIENT_NAME: &str = "magnetfetch 0.1.0";
 /// Requests we let a peer queue with us (`reqq`).

@@ -10,6 +10,7 @@
 pub mod conn;
 pub mod extension;
 pub mod handshake;
+pub mod holepunch;
 pub mod metadata;
 pub mod mse;
 pub mod pex;

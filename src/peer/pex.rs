@@ -15,14 +15,12 @@ use tokio::time::Instant;
 use super::PeerError;
 use crate::bencode::{Limits, Value, Writer};
 
-/// Flag bits of `added.f` (BEP 11), the whole table: the encryption, uTP and holepunch
-/// bits are set once those transports exist.
+/// Flag bits of `added.f` (BEP 11), the whole table: uTP is set for peers connected over
+/// uTP, holepunch for peers that announced ut_holepunch (BEP 55); encryption is not set.
 #[allow(dead_code)]
 pub const FLAG_ENCRYPTION: u8 = 0x01;
 pub const FLAG_SEED: u8 = 0x02;
-#[allow(dead_code)]
 pub const FLAG_UTP: u8 = 0x04;
-#[allow(dead_code)]
 pub const FLAG_HOLEPUNCH: u8 = 0x08;
 pub const FLAG_REACHABLE: u8 = 0x10;
 /// Not in BEP 11 (unused bit; other clients ignore it): the contact speaks magnetfetch's

@@ -1,6 +1,6 @@
 //! One task pair per connected peer: a reader that decodes messages and a writer that sends
 //! them, over an established [`PeerConn`] (BEP 3 wire, BEP 6 Fast, BEP 9 ut_metadata, BEP 10
-//! extension protocol, BEP 11 ut_pex).
+//! extension protocol, BEP 11 ut_pex, BEP 55 ut_holepunch messages: the actor decides).
 //!
 //! The torrent actor ([`super::swarm`]) makes every download decision; these tasks only move
 //! bytes. Uploads are the exception on purpose: a peer's `request` goes straight from the
@@ -9,7 +9,7 @@
 //! queue for no decision it needs to make.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,8 +18,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::peer::extension::{
-    ExtHandshake, HANDSHAKE_ID, UT_METADATA, UT_METADATA_ID, UT_PEX, UT_PEX_ID,
+    ExtHandshake, HANDSHAKE_ID, UT_HOLEPUNCH, UT_HOLEPUNCH_ID, UT_METADATA, UT_METADATA_ID, UT_PEX,
+    UT_PEX_ID,
 };
+use crate::peer::holepunch::HolepunchMsg;
 use crate::peer::metadata::{serve_request, MetadataMsg};
 use crate::peer::pex::FLAG_MF_QUIC;
 use crate::peer::wire::{BlockRef as WireBlock, MAX_BLOCK};
@@ -70,6 +72,8 @@ pub enum PeerCmd {
     Unchoke,
     /// Send a ut_pex message (already encoded) if the peer supports it.
     Pex(Vec<u8>),
+    /// Send a ut_holepunch message if the peer supports it.
+    Holepunch(HolepunchMsg),
     /// Hang up.
     Close,
 }
@@ -83,6 +87,12 @@ pub enum PeerEvent {
     Batch(Vec<Message>),
     /// Addresses learned from the peer's ut_pex, with their BEP 11 `added.f` flags.
     Pex(Vec<(std::net::SocketAddr, u8)>),
+    /// A ut_holepunch message (BEP 55) from the peer.
+    Holepunch(HolepunchMsg),
+    /// The peer sent its extended handshake again (BEP 10 allows updates; a peer whose
+    /// first one came from its metadata fetch does, once it has the torrent): whether it
+    /// now announces ut_holepunch.
+    ExtUpdate { holepunch: bool },
     /// We sent the peer [`PeerContext::quota`] payload bytes since we last unchoked it
     /// (once per unchoke): the choker may move its slot now instead of at the next tick.
     Quota,
@@ -119,6 +129,11 @@ pub struct PeerContext {
     pub quic_peers: crate::dial::QuicPeers,
     /// BEP 27 private torrent: do not even advertise ut_pex (peers come from trackers only).
     pub private: bool,
+    /// Advertise ut_holepunch (BEP 55) and take its messages: we have a uTP socket.
+    pub holepunch: bool,
+    /// The id the peer takes ut_holepunch on (0: none). Set from its extended handshake,
+    /// and again when it re-sends one (the reader sets it, the writer uses it).
+    pub their_holepunch: Arc<AtomicU8>,
     /// Payload bytes after an unchoke at which the writer reports [`PeerEvent::Quota`]
     /// (the choker's piece quota).
     pub quota: u64,
@@ -136,6 +151,8 @@ pub struct PeerExt {
     pub pex: bool,
     /// The peer's `mf_quic` (its QUIC UDP port), if it speaks magnetfetch's QUIC.
     pub quic_port: Option<u16>,
+    /// It announced ut_holepunch (BEP 55).
+    pub holepunch: bool,
 }
 
 /// Runs one peer until it closes or is told to. `have` is our bitfield at connection time:
@@ -164,6 +181,10 @@ pub async fn run_peer(
         listen_port: theirs.as_ref().and_then(|t| t.p),
         pex: theirs.as_ref().and_then(|t| t.id_of(UT_PEX)).is_some(),
         quic_port: theirs.as_ref().and_then(|t| t.mf_quic),
+        holepunch: theirs
+            .as_ref()
+            .and_then(|t| t.id_of(UT_HOLEPUNCH))
+            .is_some(),
     };
     let _ = ext_tx.send(ext);
     if let (Some(r), Some(ip)) = (&ctx.reach, theirs.as_ref().and_then(|t| t.yourip)) {
@@ -171,6 +192,10 @@ pub async fn run_peer(
     }
     let their_meta = theirs.as_ref().and_then(|t| t.id_of(UT_METADATA));
     let their_pex = theirs.as_ref().and_then(|t| t.id_of(UT_PEX));
+    let their_holepunch = ctx.their_holepunch.clone();
+    if let Some(id) = theirs.as_ref().and_then(|t| t.id_of(UT_HOLEPUNCH)) {
+        their_holepunch.store(id, Ordering::Relaxed);
+    }
     let (reader, writer, pending) = conn.into_parts();
     let (up_tx, up_rx) = mpsc::unbounded_channel::<Vec<Upload>>();
     let up_pending = Arc::new(AtomicUsize::new(0));
@@ -186,6 +211,7 @@ pub async fn run_peer(
         batch_bytes: SERVE_BATCH_BYTES / 8,
         their_meta,
         their_pex,
+        their_holepunch,
         owed: owed.clone(),
     };
     let mut writer_task = tokio::spawn(write_loop(
@@ -224,6 +250,9 @@ async fn setup(
     let mut ours = ExtHandshake::ours(our_port, Some(ctx.info.len() as u64), Some(conn.addr.ip()));
     if ctx.private {
         ours.m.remove(UT_PEX);
+    }
+    if ctx.holepunch && !ctx.private {
+        ours.m.insert(UT_HOLEPUNCH.to_string(), UT_HOLEPUNCH_ID);
     }
     ours.mf_quic = ctx.quic_port;
     if let Some(theirs) = conn.take_ext_done() {
@@ -344,6 +373,40 @@ async fn read_loop(
                         }
                         let ev = PeerEvent::Pex(p.added);
                         if ev_tx.send((key, ev)).await.is_err() {
+                            return PeerError::Closed;
+                        }
+                    }
+                }
+                Message::Extended {
+                    id: UT_HOLEPUNCH_ID,
+                    payload,
+                } if ctx.holepunch => {
+                    if let Ok(m) = HolepunchMsg::decode(&payload) {
+                        if !send_msgs(ev_tx, key, &mut msgs).await {
+                            return PeerError::Closed;
+                        }
+                        if ev_tx.send((key, PeerEvent::Holepunch(m))).await.is_err() {
+                            return PeerError::Closed;
+                        }
+                    }
+                }
+                Message::Extended {
+                    id: HANDSHAKE_ID,
+                    payload,
+                } => {
+                    if let Ok(hs) = ExtHandshake::decode(&payload) {
+                        if !send_msgs(ev_tx, key, &mut msgs).await {
+                            return PeerError::Closed;
+                        }
+                        let id = hs.id_of(UT_HOLEPUNCH);
+                        ctx.their_holepunch
+                            .store(id.unwrap_or(0), Ordering::Relaxed);
+                        let holepunch = id.is_some();
+                        if ev_tx
+                            .send((key, PeerEvent::ExtUpdate { holepunch }))
+                            .await
+                            .is_err()
+                        {
                             return PeerError::Closed;
                         }
                     }
@@ -497,6 +560,7 @@ struct WriterState {
     batch_bytes: usize,
     their_meta: Option<u8>,
     their_pex: Option<u8>,
+    their_holepunch: Arc<AtomicU8>,
     /// See [`owed_sub`].
     owed: Arc<AtomicU64>,
     ev_tx: mpsc::Sender<(PeerKey, PeerEvent)>,
@@ -566,6 +630,12 @@ async fn on_cmd(
         PeerCmd::Pex(payload) => {
             if let Some(id) = st.their_pex {
                 writer.send_extended(id, &payload).await?;
+            }
+        }
+        PeerCmd::Holepunch(m) => {
+            let id = st.their_holepunch.load(Ordering::Relaxed);
+            if id != 0 {
+                writer.send_extended(id, &m.encode()).await?;
             }
         }
         PeerCmd::Close => return Ok(false),

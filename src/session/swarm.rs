@@ -179,6 +179,10 @@ pub struct SwarmSummary {
     pub uploaded: u64,
     /// Payload bytes (received + sent) per transport.
     pub transport_bytes: TransportBytes,
+    /// Connections that came of a holepunch rendezvous we asked for (BEP 55).
+    pub punched: u64,
+    /// Rendezvous refused with an `error`, and punch dials that failed.
+    pub punch_failed: u64,
 }
 
 /// Payload bytes moved (received + sent) over each transport.
@@ -235,6 +239,8 @@ struct Effects {
     verified_tx: Option<mpsc::UnboundedSender<u32>>,
     dial: DialJob,
     connecting: JoinSet<(SocketAddr, Result<PeerConn, PeerError>)>,
+    /// Holepunch dials (uTP only, BEP 55): not counted as half-open candidate dials.
+    punching: JoinSet<(SocketAddr, Result<PeerConn, PeerError>)>,
     ws: webseeds::WebSeeds,
     dropped: Vec<PeerKey>,
     /// Bytes of pieces handed to hashing and writing, until written.
@@ -273,6 +279,23 @@ impl Io for Effects {
                         .dialer
                         .connect(
                             &d.net,
+                            a,
+                            d.info_hash,
+                            d.our_id,
+                            d.connect_timeout,
+                            d.handshake_timeout,
+                        )
+                        .await;
+                    (a, r)
+                });
+                true
+            }
+            Action::Punch(a) => {
+                let d = self.dial.clone();
+                self.punching.spawn(async move {
+                    let r = d
+                        .dialer
+                        .punch(
                             a,
                             d.info_hash,
                             d.our_id,
@@ -391,7 +414,8 @@ impl Swarm {
             core: SwarmCore::new(p.layout.clone(), p.our_id, picker, choker, down_limit, now)
                 .with_max_unwritten(p.cfg.max_unwritten)
                 .with_connections(Limits::of(&p.cfg), p.own.clone(), conn_rng)
-                .with_web_seeds(ws.urls(), now),
+                .with_web_seeds(ws.urls(), now)
+                .with_holepunch(p.dialer.utp.is_some()),
             fx: Effects {
                 links: BTreeMap::new(),
                 checks: JoinSet::new(),
@@ -414,6 +438,7 @@ impl Swarm {
                     handshake_timeout: p.cfg.handshake_timeout,
                 },
                 connecting: JoinSet::new(),
+                punching: JoinSet::new(),
                 ws,
                 dropped: Vec::new(),
             },
@@ -503,6 +528,11 @@ impl Swarm {
                         Err(_) => self.core.on_dial_lost(),
                     }
                 }
+                Some(r) = self.fx.punching.join_next(), if !self.fx.punching.is_empty() => {
+                    if let Ok((addr, res)) = r {
+                        self.on_punched(addr, res);
+                    }
+                }
                 a = inputs.addrs.recv(), if addrs_open => match a {
                     Some(a) => {
                         let now = Instant::now();
@@ -545,6 +575,8 @@ impl Swarm {
             downloaded: self.core.downloaded,
             uploaded: self.total_uploaded.load(Ordering::Relaxed),
             transport_bytes: self.transport_bytes_now(),
+            punched: self.core.punch_stats().punched,
+            punch_failed: self.core.punch_stats().failed(),
         })
     }
 
@@ -582,9 +614,25 @@ impl Swarm {
             Err(e) => {
                 tracing::debug!(%addr, %e, "connect failed");
                 self.core.on_dialled(addr, Dialled::Failed, now);
+                self.with_core(|c, io| c.rendezvous_after_failure(addr, now, io));
             }
         }
         self.connect_more(now);
+    }
+
+    /// A holepunch dial (BEP 55) ended: a connection is a peer like a dialled one.
+    fn on_punched(&mut self, addr: SocketAddr, res: Result<PeerConn, PeerError>) {
+        match res {
+            Ok(conn) => {
+                tracing::debug!(%addr, "punched through");
+                self.core.on_punch_dialled(addr, true);
+                self.add_peer(conn, true);
+            }
+            Err(e) => {
+                tracing::debug!(%addr, %e, "holepunch dial failed");
+                self.core.on_punch_dialled(addr, false);
+            }
+        }
     }
 
     /// A connection from the metadata fetch: a peer like any other, with its handshakes
@@ -677,6 +725,8 @@ impl Swarm {
             quic_port: self.p.dialer.advertised_port(),
             quic_peers: self.p.dialer.peers.clone(),
             private: self.p.cfg.private,
+            holepunch: self.p.dialer.utp.is_some(),
+            their_holepunch: Default::default(),
             quota: self.core.choker.quota(),
             backlog: self.fx.backlog.clone(),
             reach: self.p.reach.clone(),
@@ -711,6 +761,7 @@ impl Swarm {
                 self.with_core(|c, io| c.on_closed(key, &e.to_string(), now, io));
             }
             PeerEvent::Pex(addrs) => {
+                self.core.learn_relays(key, &addrs);
                 let n = addrs.len() as u64;
                 if self.with_core(|c, io| c.on_pex(addrs, now, io)) {
                     if let Some(c) = &self.p.cfg.sources {
@@ -719,6 +770,14 @@ impl Swarm {
                 }
             }
             PeerEvent::Quota => self.with_core(|c, io| c.on_quota(key, now, io)),
+            PeerEvent::ExtUpdate { holepunch } => {
+                self.poll_ext(key);
+                self.core.on_ext_update(key, holepunch);
+            }
+            PeerEvent::Holepunch(m) => {
+                self.poll_ext(key);
+                self.with_core(|c, io| c.on_holepunch(key, m, now, io));
+            }
             PeerEvent::Msg(m) => {
                 self.poll_ext(key);
                 self.with_core(|c, io| {

@@ -92,8 +92,12 @@ pub struct Scenario {
     pub leave_after_done: Option<Duration>,
     /// Churn: a leecher leaves this long after arriving, complete or not.
     pub leave_after: Option<Duration>,
-    /// Fraction of leechers behind a NAT (they can dial out but nobody can dial them).
+    /// Fraction of leechers behind a home NAT (simnet `NatKind::Home`): they dial out, nobody
+    /// dials them in, and over uTP they are reached by holepunching (BEP 55) through a peer
+    /// both are connected to.
     pub nat: f64,
+    /// The NAT those leechers sit behind (default: the common home NAT).
+    pub nat_kind: simnet::NatKind,
     /// Peers that serve a forged info dictionary (and data to match it) under our info-hash.
     pub bad_metadata: usize,
     /// DHT nodes that answer every `get_peers` with made-up peers and never store anything.
@@ -129,6 +133,7 @@ impl Default for Scenario {
             leave_after_done: None,
             leave_after: None,
             nat: 0.0,
+            nat_kind: simnet::NatKind::Home,
             bad_metadata: 0,
             dht_liars: 0,
             silent: 0,
@@ -198,8 +203,10 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         next_ip += 1;
         let mut cfg = simnet::HostConfig::new(ip)
             .latency(sc.latency)
-            .loss(sc.loss)
-            .nat(nat);
+            .loss(sc.loss);
+        if nat {
+            cfg = cfg.nat_kind(sc.nat_kind);
+        }
         if let Some(u) = up {
             cfg = cfg.up_rate(u);
         }
@@ -420,6 +427,8 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
             rep.transport_bytes.tcp += o.summary.transport_bytes.tcp;
             rep.transport_bytes.quic += o.summary.transport_bytes.quic;
             rep.transport_bytes.utp += o.summary.transport_bytes.utp;
+            rep.punched_connections += o.summary.punched;
+            rep.punch_failures += o.summary.punch_failed;
             if o.summary.complete {
                 ratios.push(round3(o.summary.uploaded as f64 / sc.size as f64));
             }
@@ -436,6 +445,15 @@ pub async fn run(sc: &Scenario) -> Result<Report, SimError> {
         leechers: (sc.up.is_some() && leecher_capacity > 0.0)
             .then(|| round3(rep.uploaded_by_leechers as f64 / leecher_capacity)),
     };
+    rep.nat_leechers = natted.len();
+    rep.nat_completed = natted
+        .iter()
+        .filter(|i| {
+            results
+                .get(**i)
+                .is_some_and(|r| r.as_ref().is_some_and(|(_, r)| r.done.is_some()))
+        })
+        .count();
     let results: Vec<LeechResult> = results.into_iter().flatten().map(|(_, r)| r).collect();
     let mut done: Vec<f64> = results.iter().filter_map(|r| r.done.map(secs)).collect();
     done.sort_by(f64::total_cmp);

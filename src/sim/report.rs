@@ -47,6 +47,14 @@ pub struct Utilisation {
 pub struct Report {
     pub leechers: usize,
     pub leechers_completed: usize,
+    /// Leechers behind a NAT (`--nat`), and how many of them completed.
+    pub nat_leechers: usize,
+    pub nat_completed: usize,
+    /// Leecher connections made by holepunching (BEP 55), each counted once (by the end
+    /// that asked for the rendezvous).
+    pub punched_connections: u64,
+    /// Rendezvous the leechers asked for that a relay refused, or whose uTP dial failed.
+    pub punch_failures: u64,
     /// Leecher start (t = 0) to verified completion.
     pub completion_s: Option<Dist>,
     /// Leecher start to verified metadata.

@@ -15,4 +15,5 @@ mod docs_examples;
 mod formats_cli;
 mod lsd_cli;
 mod quic_loopback;
+mod sim_cli;
 mod tracker_cli;

@@ -7,6 +7,7 @@ mod support;
 mod metadata_retry;
 mod reach_loopback;
 mod session_loopback;
+mod sim_holepunch;
 mod sim_swarm;
 mod slow_disk;
 mod torrent_cores;

@@ -321,6 +321,12 @@ fn print_table(r: &crate::sim::Report) {
         "leechers completed   {} / {}",
         r.leechers_completed, r.leechers
     );
+    if r.nat_leechers > 0 {
+        println!(
+            "NATed completed      {} / {}, {} punched connections",
+            r.nat_completed, r.nat_leechers, r.punched_connections
+        );
+    }
     println!("                          min   median      p90      max  (simulated s)");
     println!("metadata             {}", dist(&r.metadata_s));
     println!("completion           {}", dist(&r.completion_s));

@@ -1,7 +1,8 @@
 //! The torrent actor's decisions, without I/O: which blocks to request from whom, which
 //! blocks to keep, when a piece is ready for its hash check, interest (BEP 3), choking
 //! rounds, smart bans after failed checks, PEX contacts (BEP 11), the duplicate-connection
-//! rule, and blocks from web seeds (BEP 19) on the same path as peers' blocks. BEP 6's
+//! rule, holepunching (BEP 55, [`punch`]), and blocks from web seeds (BEP 19) on the same
+//! path as peers' blocks. BEP 6's
 //! `have all` counts like a full bitfield; BEP 10's extended handshake arrives as
 //! [`SwarmCore::on_ext`]. Its submodules hold the connection side: [`dial`] (which
 //! candidate is dialled next, and when), [`admit`] (which connection is kept, evicted or
@@ -59,6 +60,7 @@ const MAX_BANNED: usize = 4096;
 
 mod admit;
 mod dial;
+mod punch;
 mod web;
 
 pub(crate) use admit::Incoming;
@@ -123,6 +125,9 @@ pub(crate) enum Action {
     /// Dial this candidate (connect and handshake); the driver reports the outcome with
     /// [`SwarmCore::on_dialled`].
     Connect(SocketAddr),
+    /// Dial this address over uTP for a holepunch (BEP 55); the driver reports the outcome
+    /// with [`SwarmCore::on_punch_dialled`] and adds the peer.
+    Punch(SocketAddr),
     /// Fetch these blocks (sorted) from web seed number `seed` over HTTP; the driver reports
     /// the outcome with [`SwarmCore::on_web_fetched`].
     Fetch { seed: usize, blocks: Vec<BlockRef> },
@@ -287,6 +292,8 @@ pub(crate) struct SwarmCore {
     unwritten: u64,
     /// Past this many `unwritten` bytes no blocks are requested (disk backpressure).
     max_unwritten: u64,
+    /// Holepunching state and counters (BEP 55).
+    punch: punch::Punch,
 }
 
 impl SwarmCore {
@@ -325,6 +332,7 @@ impl SwarmCore {
             web: web::WebSeeds::default(),
             unwritten: 0,
             max_unwritten: u64::MAX,
+            punch: punch::Punch::default(),
         }
     }
 
@@ -363,6 +371,7 @@ impl SwarmCore {
     /// A connection the driver has started a task for (after [`SwarmCore::duplicate`]).
     pub(super) fn add_peer(&mut self, key: PeerKey, mut peer: Peer, alt: Option<SocketAddr>) {
         peer.alt_dial = alt;
+        self.count_punched(peer.addr, peer.connected_at);
         self.peers.insert(key, peer);
     }
 
@@ -373,6 +382,7 @@ impl SwarmCore {
             return;
         };
         tracing::debug!(addr = %p.addr, why, "peer dropped");
+        self.punch.forget_peer(key);
         let up = p.counters.uploaded.load(Ordering::Relaxed);
         self.transport_bytes.add(p.transport, up - p.up_seen);
         io.act(Action::Send(key, PeerCmd::Close));
@@ -1023,6 +1033,12 @@ impl SwarmCore {
             }
             if p.outgoing {
                 f |= crate::peer::pex::FLAG_REACHABLE;
+            }
+            if p.transport == Transport::Utp {
+                f |= crate::peer::pex::FLAG_UTP;
+            }
+            if p.ext.as_ref().is_some_and(|e| e.holepunch) {
+                f |= crate::peer::pex::FLAG_HOLEPUNCH;
             }
             // Our QUIC is on the same port as TCP: only then is the flag meaningful.
             if p.ext.as_ref().and_then(|e| e.quic_port) == Some(a.port()) {

@@ -948,3 +948,166 @@ fn web_seed_with_bad_data_is_struck_then_dropped() {
     assert_eq!(c.downloaded, before);
     assert!(io.checks().is_empty());
 }
+
+// ---- holepunching (BEP 55) ----------------------------------------------------------
+
+/// The ut_holepunch messages sent since the last call, by peer (taken out of the record).
+fn holepunches(io: &mut Rec) -> Vec<(PeerKey, crate::peer::holepunch::HolepunchMsg)> {
+    let mut out = Vec::new();
+    io.acts.retain(|a| match a {
+        Action::Send(k, PeerCmd::Holepunch(m)) => {
+            out.push((*k, *m));
+            false
+        }
+        _ => true,
+    });
+    out
+}
+
+fn ext(holepunch: bool, listen_port: Option<u16>) -> PeerExt {
+    PeerExt {
+        holepunch,
+        listen_port,
+        ..PeerExt::default()
+    }
+}
+
+#[test]
+fn relay_introduces_connected_peers_and_names_every_refusal() {
+    use crate::peer::holepunch::{HolepunchError as E, HolepunchMsg as H};
+    let now = Instant::now();
+    let mut c = core_with(4, 4 * BLOCK as u64, limits(50, 10, 8)).with_holepunch(true);
+    let mut io = Rec::default();
+    // a and b connected to us (incoming, listen port 6881), c is an old client.
+    let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    let a = add_at(
+        &mut c,
+        1,
+        sa("10.0.0.2:50001"),
+        crate::id::Id20([2; 20]),
+        false,
+        now,
+    );
+    let b = add_at(
+        &mut c,
+        2,
+        sa("10.0.0.3:50002"),
+        crate::id::Id20([3; 20]),
+        false,
+        now,
+    );
+    let old = add_at(
+        &mut c,
+        3,
+        sa("10.0.0.4:6881"),
+        crate::id::Id20([4; 20]),
+        true,
+        now,
+    );
+    c.on_ext(a, ext(true, Some(6881)), now);
+    c.on_ext(b, ext(true, Some(6881)), now);
+    c.on_ext(old, ext(false, None), now);
+
+    // Success: connect to both, each with the other's listen address.
+    c.on_holepunch(a, H::Rendezvous(sa("10.0.0.3:6881")), now, &mut io);
+    assert_eq!(
+        holepunches(&mut io),
+        vec![
+            (b, H::Connect(sa("10.0.0.2:6881"))),
+            (a, H::Connect(sa("10.0.0.3:6881"))),
+        ]
+    );
+    // The refusals, each echoing the rendezvous address.
+    for (t, e) in [
+        ("10.0.0.9:6881", E::NotConnected),
+        ("10.0.0.4:6881", E::NoSupport),
+        ("10.0.0.2:6881", E::NotConnected), // itself
+        ("0.0.0.0:6881", E::NoSuchPeer),
+    ] {
+        c.on_holepunch(a, H::Rendezvous(sa(t)), now, &mut io);
+        assert_eq!(holepunches(&mut io), vec![(a, H::Error(sa(t), e))], "{t}");
+    }
+    c.own.learn(sa("10.0.0.1:6881"));
+    c.on_holepunch(a, H::Rendezvous(sa("10.0.0.1:6881")), now, &mut io);
+    assert_eq!(
+        holepunches(&mut io),
+        vec![(a, H::Error(sa("10.0.0.1:6881"), E::NoSelf))]
+    );
+    // A peer that did not announce ut_holepunch is ignored (BEP 55).
+    c.on_holepunch(old, H::Rendezvous(sa("10.0.0.3:6881")), now, &mut io);
+    assert!(holepunches(&mut io).is_empty());
+    // Rate limit: at most MAX_RELAYED per minute per peer (7 used above), then silence.
+    for _ in 0..40 {
+        c.on_holepunch(b, H::Rendezvous(sa("10.0.0.9:1")), now, &mut io);
+    }
+    assert_eq!(holepunches(&mut io).len(), punch::MAX_RELAYED as usize);
+    let later = now + Duration::from_secs(61);
+    c.on_holepunch(b, H::Rendezvous(sa("10.0.0.9:1")), later, &mut io);
+    assert_eq!(holepunches(&mut io).len(), 1, "a new window");
+    // Without a uTP socket we are no relay and no end.
+    let mut off = core_with(4, 4 * BLOCK as u64, limits(50, 10, 8));
+    let k = add_at(
+        &mut off,
+        1,
+        sa("10.0.0.2:1"),
+        crate::id::Id20([2; 20]),
+        true,
+        now,
+    );
+    off.on_ext(k, ext(true, None), now);
+    off.on_holepunch(k, H::Rendezvous(sa("10.0.0.3:6881")), now, &mut io);
+    off.on_holepunch(k, H::Connect(sa("10.0.0.3:6881")), now, &mut io);
+    assert!(io.acts.is_empty(), "{:?}", io.acts);
+}
+
+#[test]
+fn a_failed_dial_to_a_pex_contact_asks_its_source_then_punches_and_counts_once() {
+    use crate::peer::holepunch::{HolepunchError as E, HolepunchMsg as H};
+    use crate::peer::pex::{FLAG_HOLEPUNCH, FLAG_UTP};
+    let now = Instant::now();
+    let mut c = core_with(4, 4 * BLOCK as u64, limits(50, 10, 8)).with_holepunch(true);
+    let mut io = Rec::default();
+    let sa = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    let relay = add(&mut c, 0, now);
+    c.on_ext(relay, ext(true, None), now);
+    let target = sa("10.0.0.7:6881");
+    let plain = sa("10.0.0.8:6881");
+    let pex = vec![(target, FLAG_HOLEPUNCH | FLAG_UTP), (plain, 0)];
+    c.learn_relays(relay, &pex);
+    assert!(c.on_pex(pex, now, &mut io));
+    assert_eq!(connects(&mut io).len(), 2);
+    // Both direct dials fail: only the holepunch-capable one is asked for.
+    c.on_dialled(target, Dialled::Failed, now);
+    c.rendezvous_after_failure(target, now, &mut io);
+    c.on_dialled(plain, Dialled::Failed, now);
+    c.rendezvous_after_failure(plain, now, &mut io);
+    assert_eq!(holepunches(&mut io), vec![(relay, H::Rendezvous(target))]);
+    // Not again within a minute.
+    c.rendezvous_after_failure(target, now + Duration::from_secs(5), &mut io);
+    assert!(holepunches(&mut io).is_empty());
+    // The relay's connect: we dial over uTP, once.
+    c.on_holepunch(relay, H::Connect(target), now, &mut io);
+    c.on_holepunch(relay, H::Connect(target), now, &mut io);
+    let punches: Vec<_> = io
+        .acts
+        .iter()
+        .filter(|a| matches!(a, Action::Punch(x) if *x == target))
+        .collect();
+    assert_eq!(punches.len(), 1);
+    // The connection (ours or theirs, whichever came first) counts once.
+    c.on_punch_dialled(target, true);
+    add_at(&mut c, 5, target, crate::id::Id20([9; 20]), true, now);
+    add_at(&mut c, 6, target, crate::id::Id20([9; 20]), false, now);
+    assert_eq!(c.punch_stats().punched, 1);
+    // Already connected: a connect for it is ignored.
+    io.acts.clear();
+    c.on_holepunch(relay, H::Connect(target), now, &mut io);
+    assert!(io.acts.is_empty());
+    // A refusal is counted by code.
+    let other = sa("10.0.0.9:6881");
+    c.learn_relays(relay, &[(other, FLAG_HOLEPUNCH)]);
+    c.rendezvous_after_failure(other, now, &mut io);
+    c.on_holepunch(relay, H::Error(other, E::NotConnected), now, &mut io);
+    assert_eq!(c.punch_stats().failed(), 1);
+    assert_eq!(c.punch_stats().errors.get(&E::NotConnected), Some(&1));
+}
