@@ -72,6 +72,8 @@ pub struct HostConfig {
     pub(crate) down_rate: Option<Option<u64>>,
     pub(crate) loss: Option<f64>,
     pub(crate) nat: bool,
+    pub(crate) fifo_uplink: bool,
+    pub(crate) mtu: Option<usize>,
 }
 
 impl HostConfig {
@@ -85,6 +87,8 @@ impl HostConfig {
             down_rate: None,
             loss: None,
             nat: false,
+            fifo_uplink: false,
+            mtu: None,
         }
     }
 
@@ -138,6 +142,23 @@ impl HostConfig {
     /// Outbound-only reachability: see the crate docs.
     pub fn nat(mut self, nat: bool) -> Self {
         self.nat = nat;
+        self
+    }
+
+    /// One drop-tail FIFO for the whole uplink instead of the fair queue: a home router
+    /// with a large buffer and no AQM. Every flow then waits behind every other flow's
+    /// backlog (bufferbloat), which is the queuing delay LEDBAT measures and yields to.
+    pub fn fifo_uplink(mut self, fifo: bool) -> Self {
+        self.fifo_uplink = fifo;
+        self
+    }
+
+    /// The IP MTU of this host's access link: a datagram whose IP packet (payload plus 28
+    /// bytes of IPv4+UDP header, 48 for IPv6) exceeds it, sent from or to this host, is
+    /// dropped silently, like a path whose ICMP "too big" messages are filtered. Streams
+    /// are not affected (TCP segments to the path).
+    pub fn mtu(mut self, bytes: usize) -> Self {
+        self.mtu = Some(bytes);
         self
     }
 }
