@@ -100,6 +100,9 @@ def main():
                 row = dict(run=run, mode=mode, ok=ok, wall=float(wall), user=float(user),
                            sys=float(sys_), rss_mib=int(rss) / 1024, seeder_cpu=seed_cpu,
                            transport_bytes=tb)
+                if not ok:
+                    row["exit"] = p.returncode
+                    row["stderr"] = p.stderr.strip().splitlines()[-3:]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:

@@ -176,6 +176,8 @@ pub struct Conn {
     flight: VecDeque<Sent>,
     /// Payload bytes of `flight` neither selectively acknowledged nor deemed lost.
     flight_bytes: usize,
+    /// A packet of `flight` may be marked lost (waiting to be sent again).
+    maybe_lost: bool,
     cc: Ledbat,
     mtu: PathMtu,
     peer_wnd: usize,
@@ -235,6 +237,7 @@ impl Conn {
             send_buf: VecDeque::new(),
             flight: VecDeque::new(),
             flight_bytes: 0,
+            maybe_lost: false,
             cc,
             mtu: PathMtu {
                 floor,
@@ -365,9 +368,8 @@ impl Conn {
     /// Reads received bytes in order; 0 at the end of the stream (or with nothing yet).
     pub fn read(&mut self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.recv_buf.len());
-        for (o, b) in out.iter_mut().zip(self.recv_buf.drain(..n)) {
-            *o = b;
-        }
+        copy_front(&self.recv_buf, &mut out[..n]);
+        self.recv_buf.drain(..n);
         // A window that had closed opens again: tell the sender now, not with our next
         // packet (there may be none).
         let half = self.cfg.recv_buf / 2;
@@ -596,13 +598,22 @@ impl Conn {
         }
         if self.state == State::Connected {
             let win = self.window();
-            for i in 0..self.flight.len() {
+            // Scanning the whole flight (hundreds of packets) on every call was most of the
+            // sender's CPU: it runs only when something was marked lost since the last scan.
+            let mut left_lost = false;
+            let scan = if self.maybe_lost {
+                self.flight.len()
+            } else {
+                0
+            };
+            for i in 0..scan {
                 let (lost, len) = (self.flight[i].lost, self.flight[i].payload.len());
                 if !lost {
                     continue;
                 }
                 // Always one packet, even into a closed window (a probe), else by window.
                 if self.flight_bytes > 0 && self.flight_bytes + len > win {
+                    left_lost = true;
                     break;
                 }
                 let (ty, seq) = (self.flight[i].ty, self.flight[i].seq);
@@ -615,13 +626,16 @@ impl Conn {
                 s.sent_at = now;
                 self.flight_bytes += len;
             }
+            self.maybe_lost = left_lost;
             // Sequence numbers in flight stay well inside half the space.
             while !self.send_buf.is_empty() && self.flight.len() < 0x4000 {
                 let len = self.send_buf.len().min(self.max_payload());
                 if self.flight_bytes > 0 && self.flight_bytes + len > self.window() {
                     break;
                 }
-                let payload: Vec<u8> = self.send_buf.drain(..len).collect();
+                let mut payload = vec![0u8; len];
+                copy_front(&self.send_buf, &mut payload);
+                self.send_buf.drain(..len);
                 self.send_new(Type::Data, payload, now);
             }
             if self.fin_wanted && !self.fin_sent && self.send_buf.is_empty() {
@@ -777,6 +791,7 @@ impl Conn {
                     }
                     if sacked_after >= 3 && !f.lost && !f.fast_resent {
                         f.lost = true;
+                        self.maybe_lost = true;
                         f.fast_resent = true;
                         self.flight_bytes -= f.payload.len();
                         // A lost probe says the path MTU is smaller, not that it is congested.
@@ -798,6 +813,7 @@ impl Conn {
                 if let Some(f) = self.flight.front_mut() {
                     if !f.lost && !f.fast_resent && !f.sacked {
                         f.lost = true;
+                        self.maybe_lost = true;
                         f.fast_resent = true;
                         self.flight_bytes -= f.payload.len();
                         match (f.probe, f.sends) {
@@ -905,6 +921,7 @@ impl Conn {
             for f in self.flight.iter_mut() {
                 if !f.sacked && !f.lost {
                     f.lost = true;
+                    self.maybe_lost = true;
                     self.flight_bytes -= f.payload.len();
                     if f.probe.is_some() && f.sends == 1 {
                         lost_probe = Some(f.seq);
@@ -932,6 +949,16 @@ impl Conn {
         }
         self.transmit(now);
     }
+}
+
+/// Copies the first `out.len()` bytes of `q` into `out`, slice by slice (a byte iterator
+/// over a `VecDeque` cost more CPU than the rest of the packet's path on loopback).
+fn copy_front(q: &VecDeque<u8>, out: &mut [u8]) {
+    let (a, b) = q.as_slices();
+    let k = out.len().min(a.len());
+    out[..k].copy_from_slice(&a[..k]);
+    let rest = out.len() - k;
+    out[k..].copy_from_slice(&b[..rest]);
 }
 
 #[cfg(test)]
