@@ -2,7 +2,7 @@
 """One magnetfetch seeder, one magnetfetch downloader, over loopback: uTP against TCP, and
 MSE/PE (RC4) against plaintext, in the same run, round robin:
 
-    cargo build --release --bin magnetfetch
+    cargo build --release
     /usr/bin/python3 benches/transports.py [--size 1G] [--runs 3] [--bin target/release/magnetfetch]
 
 Modes (downloader flags; the seeder runs `--transport auto --encryption prefer`, so it
