@@ -74,6 +74,8 @@ pub struct HostConfig {
     pub(crate) down_rate: Option<Option<u64>>,
     pub(crate) loss: Option<f64>,
     pub(crate) nat: Option<NatKind>,
+    pub(crate) fifo_uplink: bool,
+    pub(crate) mtu: Option<usize>,
 }
 
 impl HostConfig {
@@ -87,6 +89,8 @@ impl HostConfig {
             down_rate: None,
             loss: None,
             nat: None,
+            fifo_uplink: false,
+            mtu: None,
         }
     }
 
@@ -147,6 +151,23 @@ impl HostConfig {
     /// Puts the host behind a NAT of this kind (see [`NatKind`]).
     pub fn nat_kind(mut self, kind: NatKind) -> Self {
         self.nat = Some(kind);
+        self
+    }
+
+    /// One drop-tail FIFO for the whole uplink instead of the fair queue: a home router
+    /// with a large buffer and no AQM. Every flow then waits behind every other flow's
+    /// backlog (bufferbloat), which is the queuing delay LEDBAT measures and yields to.
+    pub fn fifo_uplink(mut self, fifo: bool) -> Self {
+        self.fifo_uplink = fifo;
+        self
+    }
+
+    /// The IP MTU of this host's access link: a datagram whose IP packet (payload plus 28
+    /// bytes of IPv4+UDP header, 48 for IPv6) exceeds it, sent from or to this host, is
+    /// dropped silently, like a path whose ICMP "too big" messages are filtered. Streams
+    /// are not affected (TCP segments to the path).
+    pub fn mtu(mut self, bytes: usize) -> Self {
+        self.mtu = Some(bytes);
         self
     }
 }

@@ -230,10 +230,13 @@ enum EventKind {
 enum FlowKey {
     Stream(ConnId, usize),
     Dgram(u16),
+    /// The one queue of a FIFO uplink (`HostConfig::fifo_uplink`).
+    Fifo,
 }
 
 struct Flow {
-    q: VecDeque<(HostId, Payload)>,
+    /// Each packet keeps its own flow's key: a FIFO uplink queues every flow in one.
+    q: VecDeque<(FlowKey, HostId, Payload)>,
     bytes: u64,
     deficit: i64,
 }
@@ -248,13 +251,25 @@ struct Uplink {
     flows: BTreeMap<FlowKey, Flow>,
     new_flows: VecDeque<FlowKey>,
     old_flows: VecDeque<FlowKey>,
+    /// Every flow shares one drop-tail queue (no fair queuing).
+    fifo: bool,
 }
 
 /// DRR quantum: one maximal stream chunk per round.
 const QUANTUM: i64 = MAX_CHUNK as i64;
 
 impl Uplink {
-    fn enqueue(&mut self, key: FlowKey, dst: HostId, payload: Payload) {
+    /// The scheduler's queue a packet of `key` joins.
+    fn queue_of(&self, key: FlowKey) -> FlowKey {
+        if self.fifo {
+            FlowKey::Fifo
+        } else {
+            key
+        }
+    }
+
+    fn enqueue(&mut self, flow: FlowKey, dst: HostId, payload: Payload) {
+        let key = self.queue_of(flow);
         // A flow absent from the map is in neither list: it (re)starts as a new flow.
         let fresh = !self.flows.contains_key(&key);
         let f = self.flows.entry(key).or_insert_with(|| Flow {
@@ -263,14 +278,15 @@ impl Uplink {
             deficit: QUANTUM,
         });
         f.bytes += payload.len() as u64;
-        f.q.push_back((dst, payload));
+        f.q.push_back((flow, dst, payload));
         if fresh {
             self.new_flows.push_back(key);
         }
     }
 
+    /// Bytes queued in the queue `key` joins (the whole uplink's, for a FIFO).
     fn flow_bytes(&self, key: FlowKey) -> u64 {
-        self.flows.get(&key).map_or(0, |f| f.bytes)
+        self.flows.get(&self.queue_of(key)).map_or(0, |f| f.bytes)
     }
 
     /// Next packet to put on the wire, by DRR.
@@ -298,12 +314,12 @@ impl Uplink {
                 continue;
             }
             match f.q.pop_front() {
-                Some((dst, payload)) => {
+                Some((flow, dst, payload)) => {
                     let len = payload.len() as u64;
                     f.bytes -= len;
                     // An empty packet (FIN) still costs a little, so a FIN-only flow ends.
                     f.deficit -= len.max(1) as i64;
-                    return Some((key, dst, payload));
+                    return Some((flow, dst, payload));
                 }
                 None => {
                     pop(self);
@@ -335,6 +351,8 @@ pub(crate) struct HostState {
     up_rate: Option<u64>,
     down_rate: Option<u64>,
     loss: f64,
+    /// IP MTU of the access link (`HostConfig::mtu`).
+    mtu: Option<usize>,
     uplink: Uplink,
     downlink_free: Instant,
     pub(crate) stats: Stats,
@@ -553,7 +571,11 @@ impl Core {
             up_rate: hc.up_rate.unwrap_or(self.cfg.up_rate),
             down_rate: hc.down_rate.unwrap_or(self.cfg.down_rate),
             loss: hc.loss.unwrap_or(self.cfg.loss),
-            uplink: Uplink::default(),
+            mtu: hc.mtu,
+            uplink: Uplink {
+                fifo: hc.fifo_uplink,
+                ..Uplink::default()
+            },
             downlink_free: now,
             stats: Stats::default(),
             next_udp_port: EPHEMERAL_FIRST,
@@ -831,6 +853,16 @@ impl Core {
             self.count_drop(h, buf.len());
             return Ok(buf.len());
         };
+        // Too big for the path MTU: dropped, with no ICMP error (a black hole).
+        let ip_header = if dst.is_ipv4() { 28 } else { 48 };
+        let path_mtu = match (self.hosts[h].mtu, self.hosts[dst_host].mtu) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if path_mtu.is_some_and(|m| buf.len() + ip_header > m) {
+            self.count_drop(h, buf.len());
+            return Ok(buf.len());
+        }
         let loss = 1.0 - (1.0 - self.hosts[h].loss) * (1.0 - self.hosts[dst_host].loss);
         if loss > 0.0 && self.rng.random::<f64>() < loss {
             self.count_drop(h, buf.len());
@@ -878,7 +910,8 @@ impl Core {
             return true;
         };
         if let FlowKey::Dgram(_) = key {
-            // Router/qdisc buffer per flow: what the link sends in `max_queue_delay`.
+            // Router/qdisc buffer per flow (the whole buffer on a FIFO uplink): what the
+            // link sends in `max_queue_delay`.
             let limit = (rate as u128 * self.cfg.max_queue_delay.as_nanos() / 1_000_000_000) as u64;
             if host.uplink.flow_bytes(key) + payload.len() as u64 > limit {
                 self.count_drop(src, payload.len());

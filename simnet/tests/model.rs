@@ -350,3 +350,81 @@ async fn stream_queue_bounds_bytes_in_the_uplink() {
     let cap = net.config().stream_queue;
     assert!(written >= cap && written <= cap + 64 * 1024, "{written}");
 }
+
+/// A FIFO uplink (`fifo_uplink`): a datagram waits behind the bytes every flow has queued
+/// (a stream's `stream_queue`), where the fair queue sends it next.
+#[tokio::test(start_paused = true)]
+async fn fifo_uplink_makes_datagrams_wait_behind_a_stream() {
+    for fifo in [false, true] {
+        let net = Network::new(11);
+        let a = net
+            .add_host_with(
+                HostConfig::new(ip("10.0.0.1"))
+                    .up_rate(1_000_000)
+                    .fifo_uplink(fifo),
+            )
+            .unwrap();
+        let b = net.add_host(ip("10.0.0.2")).unwrap();
+        let l = b.listen(sa("0.0.0.0:80")).await.unwrap();
+        let mut c = a.connect(sa("10.0.0.2:80")).await.unwrap();
+        let (mut s, _) = l.accept().await.unwrap();
+        tokio::spawn(async move {
+            let _ = c.write_all(&vec![1u8; 8 << 20]).await;
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ua = a.bind_udp(sa("10.0.0.1:1000")).await.unwrap();
+        let ub = b.bind_udp(sa("10.0.0.2:2000")).await.unwrap();
+        let t0 = Instant::now();
+        ua.send_to(b"ping", sa("10.0.0.2:2000")).await.unwrap();
+        let mut buf = [0u8; 8];
+        ub.recv_from(&mut buf).await.unwrap();
+        let dt = t0.elapsed();
+        if fifo {
+            // Behind ~128 KiB of stream data at 1 MB/s: ~130 ms, + 20 ms wire.
+            assert!(dt >= Duration::from_millis(140), "{dt:?}");
+        } else {
+            // At most the 64 KiB chunk being serialised (66 ms) + 20 ms wire.
+            assert!(dt <= Duration::from_millis(95), "{dt:?}");
+        }
+    }
+}
+
+/// `mtu`: datagrams over the path MTU (the smaller of both ends', IP and UDP headers
+/// counted) vanish; smaller ones and streams pass.
+#[tokio::test(start_paused = true)]
+async fn datagrams_over_the_path_mtu_are_dropped() {
+    let net = Network::new(12);
+    let a = net
+        .add_host_with(HostConfig::new(ip("10.0.0.1")).mtu(1400))
+        .unwrap();
+    let b = net.add_host(ip("10.0.0.2")).unwrap();
+    let ua = a.bind_udp(sa("10.0.0.1:1000")).await.unwrap();
+    let ub = b.bind_udp(sa("10.0.0.2:2000")).await.unwrap();
+    for len in [1373usize, 1372] {
+        ub.send_to(&vec![7u8; len], sa("10.0.0.1:1000"))
+            .await
+            .unwrap();
+        ua.send_to(&vec![7u8; len], sa("10.0.0.2:2000"))
+            .await
+            .unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = ua.recv_from(&mut buf).await.unwrap();
+    assert_eq!(n, 1372);
+    let (n, _) = ub.recv_from(&mut buf).await.unwrap();
+    assert_eq!(n, 1372);
+    assert_eq!(a.stats().packets_dropped, 1);
+    assert_eq!(b.stats().packets_dropped, 1);
+    let l = b.listen(sa("0.0.0.0:80")).await.unwrap();
+    let mut c = a.connect(sa("10.0.0.2:80")).await.unwrap();
+    let (mut s, _) = l.accept().await.unwrap();
+    c.write_all(&vec![1u8; 100_000]).await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got.len(), 100_000);
+}

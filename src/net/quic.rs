@@ -72,6 +72,8 @@ const KRPC_MAX: usize = 4096;
 /// Largest UDP payload probed on a loopback-bound endpoint (loopback MTU 65536 minus IP/UDP
 /// headers, rounded down).
 const LOOPBACK_UDP_PAYLOAD: u16 = 65000;
+/// An Ethernet MTU (1500) less the IPv4 and UDP headers.
+const ETHERNET_UDP_PAYLOAD: u16 = 1500 - 28;
 
 /// Tunables of the QUIC endpoint.
 #[derive(Clone, Debug)]
@@ -425,7 +427,12 @@ impl AsyncUdpSocket for QuicSocket {
                     continue;
                 }
                 if let Some(tx) = self.udp.utp_tx.as_ref().filter(|_| super::utp::is_utp(d)) {
-                    let _ = tx.try_send((Bytes::copy_from_slice(d), from));
+                    // A datagram that filled the buffer may have been cut short: a uTP
+                    // packet with part of its payload missing would corrupt the stream.
+                    // Dropped, it is only a loss (and a failed path MTU probe).
+                    if len < buf.len() {
+                        let _ = tx.try_send((Bytes::copy_from_slice(d), from));
+                    }
                     continue;
                 }
                 if len == 0 {
@@ -579,7 +586,9 @@ impl QuicEndpoint {
             seed[..8].copy_from_slice(&s.to_le_bytes());
             ep_cfg.rng_seed(Some(seed));
         }
-        let _ = ep_cfg.max_udp_payload_size(cfg.max_udp_payload.max(1200));
+        // The endpoint reads the shared socket for uTP too, into buffers of this size: they
+        // must hold an Ethernet-sized datagram (uTP peers send up to 1472 bytes over IPv4).
+        let _ = ep_cfg.max_udp_payload_size(cfg.max_udp_payload.max(ETHERNET_UDP_PAYLOAD));
         // Seeded (simulation) or from the OS; one generator per connection, each its own stream.
         let cid_seed = cfg.seed.unwrap_or_else(rand::random);
         let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));

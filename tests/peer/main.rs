@@ -11,4 +11,5 @@ mod peer_metadata;
 mod quic_sim;
 mod sim_connect;
 mod sim_metadata;
+mod utp_ledbat_sim;
 mod utp_loopback;

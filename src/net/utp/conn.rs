@@ -12,6 +12,12 @@
 //! - Receive side: in-order delivery with a reorder buffer, both bounded by the receive
 //!   buffer, which is also the window we advertise.
 //! - Congestion: [`Ledbat`] (target delay 100 ms), capped by the peer's advertised window.
+//! - Path MTU (RFC 4821's packetization-layer discovery, as libtorrent and libutp do it):
+//!   packets are cut to the largest datagram known to arrive, starting from
+//!   [`Config::mtu_floor`]. Now and then one DATA packet is padded up to a probe size,
+//!   halfway to [`Config::mtu_ceiling`] (binary search); acknowledged on its first send, the
+//!   size is proven and packets grow; lost, the ceiling comes down, and the packet goes
+//!   again unpadded, so a lost probe costs one retransmission and no congestion cut.
 //! - End: FIN after the last byte written; RESET either way closes at once.
 
 use std::collections::{HashMap, VecDeque};
@@ -20,13 +26,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ledbat::Ledbat;
-use super::packet::{encode, seq_lt, Header, Packet, Type};
+use super::packet::{encode, encode_padded, seq_lt, Header, Packet, Type, HEADER_LEN};
 
 /// Tunables of a connection.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Payload bytes per DATA packet (header not included).
-    pub max_payload: usize,
+    /// Datagram bytes (uTP header included) assumed to cross any path: the IPv6 minimum
+    /// MTU (1280) less the IPv6 and UDP headers. Packets start at this size.
+    pub mtu_floor: usize,
+    /// Largest datagram probed for: an Ethernet MTU (1500) less IP and UDP headers (1472
+    /// for IPv4, 1452 for IPv6).
+    pub mtu_ceiling: usize,
     /// Bytes received and not yet read (in order or not): also our advertised window.
     pub recv_buf: usize,
     /// Bytes written and not yet sent.
@@ -56,9 +66,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            // 1400-byte datagrams: under the 1472 (IPv4) / 1452 (IPv6) bytes an Ethernet
-            // path carries, with room for the header and a selective ACK.
-            max_payload: 1400 - 20,
+            mtu_floor: 1280 - 48,
+            mtu_ceiling: 1500 - 48,
             recv_buf: 1 << 20,
             send_buf: 1 << 20,
             max_cwnd: 1 << 20,
@@ -111,6 +120,42 @@ struct Sent {
     lost: bool,
     /// Already retransmitted by fast retransmit since the last timeout.
     fast_resent: bool,
+    /// Sent padded to this datagram size as a path MTU probe (first send only).
+    probe: Option<usize>,
+}
+
+/// Room kept in every datagram for the largest selective ACK we send (2 + 32 bytes), so a
+/// retransmission carrying one still fits the size its payload was cut for.
+const SACK_ROOM: usize = 34;
+/// Probing stops once the floor is this close to the ceiling.
+const MTU_CLOSE_ENOUGH: usize = 16;
+/// A path's MTU can change: the search starts over this long after it settled.
+const MTU_REPROBE: Duration = Duration::from_secs(600);
+
+/// Path MTU discovery state (datagram bytes, uTP header included).
+#[derive(Debug)]
+struct PathMtu {
+    /// The largest size known to arrive: packets are cut to it.
+    floor: usize,
+    /// Sizes above this were lost as probes.
+    ceiling: usize,
+    /// The probe in flight: sequence number and datagram size.
+    probe: Option<(u16, usize)>,
+    /// No new probe before this (set once the search has settled).
+    idle_until: Option<Instant>,
+}
+
+impl PathMtu {
+    /// The size to probe next, if a probe is due.
+    fn next_probe(&self, now: Instant) -> Option<usize> {
+        if self.probe.is_some()
+            || self.ceiling < self.floor + MTU_CLOSE_ENOUGH
+            || self.idle_until.is_some_and(|t| now < t)
+        {
+            return None;
+        }
+        Some((self.floor + self.ceiling).div_ceil(2))
+    }
 }
 
 /// The state machine of one connection.
@@ -131,7 +176,10 @@ pub struct Conn {
     flight: VecDeque<Sent>,
     /// Payload bytes of `flight` neither selectively acknowledged nor deemed lost.
     flight_bytes: usize,
+    /// A packet of `flight` may be marked lost (waiting to be sent again).
+    maybe_lost: bool,
     cc: Ledbat,
+    mtu: PathMtu,
     peer_wnd: usize,
     srtt: Option<Duration>,
     rttvar: Duration,
@@ -165,7 +213,9 @@ impl Conn {
         send_id: u16,
         recv_id: u16,
     ) -> Conn {
-        let mss = cfg.max_payload.max(1);
+        let floor = cfg.mtu_floor.max(HEADER_LEN + SACK_ROOM + 1);
+        let mss = floor - HEADER_LEN - SACK_ROOM;
+        let ceiling = cfg.mtu_ceiling.max(floor);
         let cc = Ledbat::new(
             4 * mss,
             mss,
@@ -187,7 +237,14 @@ impl Conn {
             send_buf: VecDeque::new(),
             flight: VecDeque::new(),
             flight_bytes: 0,
+            maybe_lost: false,
             cc,
+            mtu: PathMtu {
+                floor,
+                ceiling,
+                probe: None,
+                idle_until: None,
+            },
             peer_wnd: mss,
             srtt: None,
             rttvar: Duration::ZERO,
@@ -311,9 +368,8 @@ impl Conn {
     /// Reads received bytes in order; 0 at the end of the stream (or with nothing yet).
     pub fn read(&mut self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.recv_buf.len());
-        for (o, b) in out.iter_mut().zip(self.recv_buf.drain(..n)) {
-            *o = b;
-        }
+        copy_front(&self.recv_buf, &mut out[..n]);
+        self.recv_buf.drain(..n);
         // A window that had closed opens again: tell the sender now, not with our next
         // packet (there may be none).
         let half = self.cfg.recv_buf / 2;
@@ -427,21 +483,92 @@ impl Conn {
     }
 
     fn emit(&mut self, ty: Type, seq: u16, payload: &[u8], now: Instant) {
+        self.emit_padded(ty, seq, payload, 0, now);
+    }
+
+    /// Sends one packet, padded up to `size` bytes when it is shorter; returns its size.
+    fn emit_padded(
+        &mut self,
+        ty: Type,
+        seq: u16,
+        payload: &[u8],
+        size: usize,
+        now: Instant,
+    ) -> usize {
         let h = self.header(ty, seq, now);
         let sack = if ty == Type::Syn { None } else { self.sack() };
+        let plain = HEADER_LEN + sack.as_ref().map_or(0, |s| s.len() + 2) + payload.len();
         let mut v = Vec::new();
-        encode(&h, sack.as_deref(), payload, &mut v);
+        encode_padded(
+            &h,
+            sack.as_deref(),
+            size.saturating_sub(plain),
+            payload,
+            &mut v,
+        );
+        let len = v.len();
         self.out.push(v);
         self.need_ack = false;
         self.last_adv = h.wnd as usize;
         self.last_send = now;
+        len
     }
 
-    /// Sends a packet that consumes a sequence number and keeps it for retransmission.
+    /// Payload bytes per packet: what fits the path MTU known so far.
+    fn max_payload(&self) -> usize {
+        self.mtu.floor - HEADER_LEN - SACK_ROOM
+    }
+
+    /// The datagram size path MTU discovery has settled on (or reached so far).
+    pub fn packet_size(&self) -> usize {
+        self.mtu.floor
+    }
+
+    /// A probe of `size` bytes arrived: packets may be that large.
+    fn probe_arrived(&mut self, size: usize, now: Instant) {
+        self.mtu.floor = self.mtu.floor.max(size);
+        self.mtu.ceiling = self.mtu.ceiling.max(self.mtu.floor);
+        self.mtu.probe = None;
+        self.mtu_settle(now);
+    }
+
+    /// The probe in flight was lost: sizes from it up do not cross the path (or it met
+    /// plain loss, and the search goes on below it until the next round).
+    fn probe_lost(&mut self, seq: u16, now: Instant) {
+        if let Some((s, size)) = self.mtu.probe {
+            if s == seq {
+                self.mtu.ceiling = (size - 1).max(self.mtu.floor);
+                self.mtu.probe = None;
+                self.mtu_settle(now);
+            }
+        }
+    }
+
+    fn mtu_settle(&mut self, now: Instant) {
+        if self.mtu.ceiling < self.mtu.floor + MTU_CLOSE_ENOUGH {
+            self.mtu.idle_until = Some(now + MTU_REPROBE);
+        }
+    }
+
+    /// Sends a packet that consumes a sequence number and keeps it for retransmission; a
+    /// full-sized DATA packet is padded as a path MTU probe when one is due.
     fn send_new(&mut self, ty: Type, payload: Vec<u8>, now: Instant) {
         let seq = self.seq_nr;
         self.seq_nr = seq.wrapping_add(1);
-        self.emit(ty, seq, &payload, now);
+        if self.mtu.idle_until.is_some_and(|t| now >= t) {
+            // Paths change: search again from the configured ceiling.
+            self.mtu.idle_until = None;
+            self.mtu.ceiling = self.cfg.mtu_ceiling.max(self.mtu.floor);
+        }
+        let probe = match ty {
+            Type::Data if payload.len() == self.max_payload() => self.mtu.next_probe(now),
+            _ => None,
+        };
+        let size = self.emit_padded(ty, seq, &payload, probe.unwrap_or(0), now);
+        let probe = probe.filter(|_| size > self.mtu.floor).map(|_| size);
+        if let Some(size) = probe {
+            self.mtu.probe = Some((seq, size));
+        }
         self.flight_bytes += payload.len();
         self.flight.push_back(Sent {
             seq,
@@ -452,6 +579,7 @@ impl Conn {
             sacked: false,
             lost: false,
             fast_resent: false,
+            probe,
         });
         if self.rto_at.is_none() {
             self.rto_at = Some(now + self.rto);
@@ -470,13 +598,22 @@ impl Conn {
         }
         if self.state == State::Connected {
             let win = self.window();
-            for i in 0..self.flight.len() {
+            // Scanning the whole flight (hundreds of packets) on every call was most of the
+            // sender's CPU: it runs only when something was marked lost since the last scan.
+            let mut left_lost = false;
+            let scan = if self.maybe_lost {
+                self.flight.len()
+            } else {
+                0
+            };
+            for i in 0..scan {
                 let (lost, len) = (self.flight[i].lost, self.flight[i].payload.len());
                 if !lost {
                     continue;
                 }
                 // Always one packet, even into a closed window (a probe), else by window.
                 if self.flight_bytes > 0 && self.flight_bytes + len > win {
+                    left_lost = true;
                     break;
                 }
                 let (ty, seq) = (self.flight[i].ty, self.flight[i].seq);
@@ -489,13 +626,16 @@ impl Conn {
                 s.sent_at = now;
                 self.flight_bytes += len;
             }
+            self.maybe_lost = left_lost;
             // Sequence numbers in flight stay well inside half the space.
             while !self.send_buf.is_empty() && self.flight.len() < 0x4000 {
-                let len = self.send_buf.len().min(self.cfg.max_payload);
+                let len = self.send_buf.len().min(self.max_payload());
                 if self.flight_bytes > 0 && self.flight_bytes + len > self.window() {
                     break;
                 }
-                let payload: Vec<u8> = self.send_buf.drain(..len).collect();
+                let mut payload = vec![0u8; len];
+                copy_front(&self.send_buf, &mut payload);
+                self.send_buf.drain(..len);
                 self.send_new(Type::Data, payload, now);
             }
             if self.fin_wanted && !self.fin_sent && self.send_buf.is_empty() {
@@ -597,6 +737,9 @@ impl Conn {
             }
             if f.sends == 1 {
                 sample = Some(now.saturating_duration_since(f.sent_at));
+                if let Some(size) = f.probe {
+                    self.probe_arrived(size, now);
+                }
             }
             match f.ty {
                 Type::Fin => self.fin_acked = true,
@@ -605,10 +748,12 @@ impl Conn {
             }
         }
         let mut loss = false;
+        let mut lost_probes = Vec::new();
         if let (Some(mask), Some(front)) = (sack, self.flight.front().map(|f| f.seq)) {
             let base = ack.wrapping_add(2);
             let mut sacked_after = 0usize;
             let mut last_sacked = None;
+            let mut arrived_probe = None;
             for i in (0..mask.len() * 8).rev() {
                 if mask[i / 8] & (1 << (i % 8)) == 0 {
                     continue;
@@ -630,6 +775,9 @@ impl Conn {
                     f.lost = false;
                     if f.sends == 1 {
                         sample = Some(now.saturating_duration_since(f.sent_at));
+                        if let Some(size) = f.probe {
+                            arrived_probe = Some(size);
+                        }
                     }
                 }
             }
@@ -643,11 +791,19 @@ impl Conn {
                     }
                     if sacked_after >= 3 && !f.lost && !f.fast_resent {
                         f.lost = true;
+                        self.maybe_lost = true;
                         f.fast_resent = true;
                         self.flight_bytes -= f.payload.len();
-                        loss = true;
+                        // A lost probe says the path MTU is smaller, not that it is congested.
+                        match (f.probe, f.sends) {
+                            (Some(_), 1) => lost_probes.push(f.seq),
+                            _ => loss = true,
+                        }
                     }
                 }
+            }
+            if let Some(size) = arrived_probe {
+                self.probe_arrived(size, now);
             }
         }
         // Three duplicate ACKs: the packet after the ACK is lost.
@@ -657,9 +813,13 @@ impl Conn {
                 if let Some(f) = self.flight.front_mut() {
                     if !f.lost && !f.fast_resent && !f.sacked {
                         f.lost = true;
+                        self.maybe_lost = true;
                         f.fast_resent = true;
                         self.flight_bytes -= f.payload.len();
-                        loss = true;
+                        match (f.probe, f.sends) {
+                            (Some(_), 1) => lost_probes.push(f.seq),
+                            _ => loss = true,
+                        }
                     }
                 }
             }
@@ -667,6 +827,9 @@ impl Conn {
             self.dup_acks = 0;
         }
         self.last_ack_recv = Some(ack);
+        for seq in lost_probes {
+            self.probe_lost(seq, now);
+        }
         if let Some(r) = sample {
             self.rtt_sample(r);
         }
@@ -754,12 +917,20 @@ impl Conn {
             }
             self.rto = (self.rto * 2).min(Duration::from_secs(60));
             self.cc.on_timeout();
+            let mut lost_probe = None;
             for f in self.flight.iter_mut() {
                 if !f.sacked && !f.lost {
                     f.lost = true;
+                    self.maybe_lost = true;
                     self.flight_bytes -= f.payload.len();
+                    if f.probe.is_some() && f.sends == 1 {
+                        lost_probe = Some(f.seq);
+                    }
                 }
                 f.fast_resent = false;
+            }
+            if let Some(seq) = lost_probe {
+                self.probe_lost(seq, now);
             }
             self.rto_at = Some(now + self.rto);
             if self.state == State::SynSent {
@@ -780,6 +951,16 @@ impl Conn {
     }
 }
 
+/// Copies the first `out.len()` bytes of `q` into `out`, slice by slice (a byte iterator
+/// over a `VecDeque` cost more CPU than the rest of the packet's path on loopback).
+fn copy_front(q: &VecDeque<u8>, out: &mut [u8]) {
+    let (a, b) = q.as_slices();
+    let k = out.len().min(a.len());
+    out[..k].copy_from_slice(&a[..k]);
+    let rest = out.len() - k;
+    out[k..].copy_from_slice(&b[..rest]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -796,6 +977,9 @@ mod tests {
         sent: usize,
         drop_nth: Vec<usize>,
         dead: bool,
+        /// Datagrams longer than this vanish (a path MTU black hole).
+        mtu: usize,
+        largest: usize,
     }
 
     impl Link {
@@ -809,11 +993,17 @@ mod tests {
                 sent: 0,
                 drop_nth: Vec::new(),
                 dead: false,
+                mtu: usize::MAX,
+                largest: 0,
             }
         }
 
         fn push(&mut self, now: Instant, d: Vec<u8>) {
             self.sent += 1;
+            if d.len() > self.mtu {
+                return;
+            }
+            self.largest = self.largest.max(d.len());
             if self.dead
                 || self.drop_nth.contains(&self.sent)
                 || self.rng.random_range(0..1000) < self.loss_permille
@@ -1001,6 +1191,22 @@ mod tests {
     }
 
     #[test]
+    fn megabytes_both_ways_over_lossy_links_while_probing_the_mtu() {
+        for seed in 0..6 {
+            let mut ab = Link::new(20, seed);
+            ab.loss_permille = 20;
+            let mut ba = Link::new(20, seed + 100);
+            ba.loss_permille = 20;
+            let c = Config {
+                mtu_ceiling: 1472,
+                ..cfg()
+            };
+            let mut w = World::with_cfg(ab, ba, c);
+            exchange(&mut w, 2 << 20, Duration::from_secs(120));
+        }
+    }
+
+    #[test]
     fn lost_syn_and_lost_state_are_retried() {
         let mut ab = Link::new(5, 1);
         ab.drop_nth = vec![2]; // the first DATA after the handshake
@@ -1040,6 +1246,60 @@ mod tests {
             "{:?}",
             w.elapsed()
         );
+    }
+
+    /// Sends `len` bytes a -> b, returns when b has read them all.
+    fn one_way(w: &mut World, len: usize, limit: Duration) {
+        let data = pattern(len, 5);
+        let (mut wr, mut got) = (0, Vec::new());
+        let mut buf = vec![0u8; 65536];
+        while got.len() < data.len() {
+            assert!(w.elapsed() < limit, "stuck at {} of {len}", got.len());
+            if w.a.state() == State::Connected {
+                wr += w.a.write(&data[wr..]);
+            }
+            let n = w.b.read(&mut buf);
+            got.extend_from_slice(&buf[..n]);
+            w.tick();
+        }
+        assert!(got == data, "bytes differ");
+    }
+
+    #[test]
+    fn path_mtu_search_finds_the_largest_size_that_arrives() {
+        // A clean Ethernet-sized path: up to the ceiling.
+        let mut w = World::new(Link::new(10, 1), Link::new(10, 2));
+        assert_eq!(w.a.packet_size(), cfg().mtu_floor);
+        one_way(&mut w, 2 << 20, Duration::from_secs(10));
+        let c = cfg().mtu_ceiling;
+        assert!(w.a.packet_size() + MTU_CLOSE_ENOUGH > c && w.a.packet_size() <= c);
+        assert!(w.ab.largest <= c);
+        // A tunnel that drops datagrams over 1300 bytes without a word: the search settles
+        // just under it, and every lost probe's data arrives anyway.
+        for limit in [1240, 1300, 1400] {
+            let mut ab = Link::new(10, 3);
+            ab.mtu = limit;
+            let mut w = World::new(ab, Link::new(10, 4));
+            let t0 = w.now;
+            one_way(&mut w, 2 << 20, Duration::from_secs(20));
+            let size = w.a.packet_size();
+            assert!(
+                size <= limit && size + MTU_CLOSE_ENOUGH > limit,
+                "{size} for {limit}"
+            );
+            // Lost probes are not congestion: no timeout, and the transfer is not slowed
+            // to a crawl (2 MiB at a 20 ms RTT).
+            assert!(w.now - t0 < Duration::from_secs(5), "{:?}", w.now - t0);
+            // The search has settled: no probe for a while.
+            assert!(w.a.mtu.next_probe(w.now).is_none());
+        }
+        // Random loss on top: still converges under the limit and delivers.
+        let mut ab = Link::new(15, 5);
+        ab.mtu = 1350;
+        ab.loss_permille = 20;
+        let mut w = World::new(ab, Link::new(15, 6));
+        one_way(&mut w, 1 << 20, Duration::from_secs(60));
+        assert!(w.a.packet_size() <= 1350);
     }
 
     #[test]
@@ -1128,7 +1388,7 @@ mod tests {
         }
         // The receiver never read: it holds at most its buffer, the sender stopped.
         assert!(w.b.recv_buf.len() + w.b.reorder_bytes <= 64 * 1024);
-        assert!(w.a.flight_bytes <= w.a.cfg.max_payload);
+        assert!(w.a.flight_bytes <= w.a.max_payload());
         assert_eq!(w.a.state(), State::Connected);
         // Reading opens the window again and everything arrives.
         let mut got = Vec::new();

@@ -105,7 +105,10 @@ impl Ledbat {
             self.history.add(delay, now);
             let q = self.history.queuing(delay);
             self.last_queuing_us = q;
-            off = ((self.target_us - q as f64) / self.target_us).clamp(-1.0, 1.0);
+            // RFC 6817's off_target, capped above (grow at most `gain` per round trip) and
+            // not below: far over the target, e.g. behind a TCP flow's standing queue, the
+            // window shrinks in proportion and yields within a few round trips.
+            off = ((self.target_us - q as f64) / self.target_us).min(1.0);
             if q as f64 > self.target_us / 2.0 {
                 self.slow_start = false;
             }
@@ -114,8 +117,10 @@ impl Ledbat {
         if self.slow_start {
             self.cwnd += bytes;
         } else {
-            // A whole window acknowledged moves it by at most `gain` bytes (per RTT).
-            self.cwnd += self.gain * off * bytes / self.cwnd.max(1.0);
+            // A whole window acknowledged moves it by `gain × off_target` bytes (per RTT),
+            // and takes off at most half of it.
+            let delta = self.gain * off * bytes / self.cwnd.max(1.0);
+            self.cwnd += delta.max(-bytes / 2.0);
         }
         self.cwnd = self.cwnd.clamp(self.min, self.max);
     }
@@ -187,6 +192,18 @@ mod tests {
         }
         assert!(l.cwnd() <= w + 3000 + 100, "{} vs {w}", l.cwnd());
         assert!(l.cwnd() > w);
+        // Far above the target it shrinks faster than `gain` per window, by at most half.
+        let mut l = Ledbat::new(100_000, 1000, 1 << 20, Duration::from_millis(100), 3000);
+        l.on_ack(1000, 20 * MS, t0);
+        l.on_loss(t0, Duration::from_millis(50));
+        let w = l.cwnd();
+        let mut acked = 0;
+        while acked < w {
+            l.on_ack(1000, 20 * MS + 500 * MS, t0);
+            acked += 1000;
+        }
+        assert!(l.cwnd() < w - 3000 * 3, "{} vs {w}", l.cwnd());
+        assert!(l.cwnd() >= w / 2 - 1000, "{} vs {w}", l.cwnd());
     }
 
     #[test]

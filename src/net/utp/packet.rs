@@ -150,22 +150,59 @@ impl<'a> Packet<'a> {
 
 /// Appends one packet to `out`. A `sack` longer than 252 bytes is cut (it never is).
 pub fn encode(h: &Header, sack: Option<&[u8]>, payload: &[u8], out: &mut Vec<u8>) {
+    encode_padded(h, sack, 0, payload, out);
+}
+
+/// The largest padding extension: a selective ACK of this many zero bytes (a multiple of
+/// 4, as BEP 29 asks of a bitmask, under the one-byte length).
+const PAD_MAX: usize = 252;
+
+/// [`encode`], made up to `pad` bytes longer (0 to 5 bytes short of it) by selective-ACK
+/// extensions full of zeros, after the real one. A zero bitmask acknowledges nothing, and
+/// BEP 29 receivers read or skip every extension in the chain, so the padding changes
+/// nothing but the datagram's size: path MTU probes are padded, and the data they carry
+/// goes again unpadded when a probe is lost.
+pub fn encode_padded(
+    h: &Header,
+    sack: Option<&[u8]>,
+    pad: usize,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
     let sack = sack
         .filter(|s| !s.is_empty())
         .map(|s| &s[..s.len().min(252)]);
-    out.reserve(HEADER_LEN + sack.map_or(0, |s| s.len() + 2) + payload.len());
+    let mut pads = Vec::new();
+    let mut left = pad;
+    while left >= 6 && pads.len() + 1 < MAX_EXTENSIONS {
+        let len = (left - 2).min(PAD_MAX) / 4 * 4;
+        pads.push(len);
+        left -= 2 + len;
+    }
+    let exts = sack.iter().map(|s| s.len()).chain(pads.iter().copied());
+    let ext_bytes: usize = exts.clone().map(|l| l + 2).sum();
+    out.reserve(HEADER_LEN + ext_bytes + payload.len());
+    let first = if sack.is_some() || !pads.is_empty() {
+        EXT_SACK
+    } else {
+        0
+    };
     out.push(h.ty.nibble() << 4 | VERSION);
-    out.push(if sack.is_some() { EXT_SACK } else { 0 });
+    out.push(first);
     out.extend_from_slice(&h.conn_id.to_be_bytes());
     out.extend_from_slice(&h.ts.to_be_bytes());
     out.extend_from_slice(&h.ts_diff.to_be_bytes());
     out.extend_from_slice(&h.wnd.to_be_bytes());
     out.extend_from_slice(&h.seq.to_be_bytes());
     out.extend_from_slice(&h.ack.to_be_bytes());
-    if let Some(s) = sack {
-        out.push(0);
-        out.push(s.len() as u8);
-        out.extend_from_slice(s);
+    let n = exts.clone().count();
+    for (i, len) in exts.enumerate() {
+        out.push(if i + 1 < n { EXT_SACK } else { 0 });
+        out.push(len as u8);
+        match (i, sack) {
+            (0, Some(s)) => out.extend_from_slice(s),
+            _ => out.resize(out.len() + len, 0),
+        }
     }
     out.extend_from_slice(payload);
 }
@@ -231,6 +268,28 @@ mod tests {
         assert_eq!(v[1], 0);
         assert_eq!(&v[2..4], &[0x12, 0x34]);
         assert_eq!(&v[16..20], &[0xFF, 0xFF, 0, 3]);
+    }
+
+    #[test]
+    fn padding_is_zero_sacks_after_the_real_one() {
+        for pad in [0usize, 5, 6, 7, 100, 254, 255, 256, 600, 1000] {
+            for sack in [None, Some(&[0b1u8, 0, 0, 0][..])] {
+                let mut plain = Vec::new();
+                encode(&hdr(Type::Data), sack, b"payload", &mut plain);
+                let mut v = Vec::new();
+                encode_padded(&hdr(Type::Data), sack, pad, b"payload", &mut v);
+                let grown = v.len() - plain.len();
+                assert!(grown <= pad && grown + 5 >= pad, "pad {pad}: grew {grown}");
+                let p = Packet::parse(&v).unwrap();
+                assert_eq!(p.payload, b"payload");
+                assert!(is_utp(&v));
+                match sack {
+                    Some(s) => assert_eq!(p.sack, Some(s)),
+                    None if grown > 0 => assert!(p.sack.unwrap().iter().all(|b| *b == 0)),
+                    None => assert_eq!(p.sack, None),
+                }
+            }
+        }
     }
 
     #[test]

@@ -344,7 +344,7 @@ impl Task {
                 return;
             }
             let conn = Conn::accept(
-                self.cfg.conn.clone(),
+                self.conn_cfg(from),
                 self.epoch,
                 now,
                 &p.header,
@@ -359,6 +359,20 @@ impl Task {
             e.lock().conn.on_packet(&p, now);
             self.dirty.insert(key);
         }
+    }
+
+    /// A connection's tunables for this peer: IPv4's headers are 20 bytes shorter than
+    /// IPv6's, so an IPv4 path MTU search goes 20 bytes higher.
+    fn conn_cfg(&self, peer: SocketAddr) -> conn::Config {
+        let mut c = self.cfg.conn.clone();
+        let v4 = match peer.ip() {
+            std::net::IpAddr::V4(_) => true,
+            std::net::IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
+        };
+        if v4 && c.mtu_ceiling == conn::Config::default().mtu_ceiling {
+            c.mtu_ceiling += 20;
+        }
+        c
     }
 
     fn insert(&mut self, key: Key, conn: Conn, pending: Pending) {
@@ -393,7 +407,7 @@ impl Task {
             }
         };
         let now = Instant::now();
-        let conn = Conn::connect(self.cfg.conn.clone(), self.epoch, now, id);
+        let conn = Conn::connect(self.conn_cfg(addr), self.epoch, now, id);
         self.insert((addr, id), conn, Pending::Outgoing(tx));
     }
 
@@ -637,6 +651,11 @@ impl UtpStream {
     pub fn cc_state(&self) -> (usize, Option<Duration>) {
         let s = self.entry.lock();
         (s.conn.cwnd(), s.conn.rtt())
+    }
+
+    /// The datagram size path MTU discovery has reached (uTP header included).
+    pub fn packet_size(&self) -> usize {
+        self.entry.lock().conn.packet_size()
     }
 
     fn kick(&self, s: &mut Shared) {
