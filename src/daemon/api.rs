@@ -10,7 +10,9 @@
 //! - `GET /torrents/{id}/files`, `GET /torrents/{id}/pieces` (the verified bitfield),
 //!   `GET /torrents/{id}/stream/{file}` (with `Range`);
 //! - `GET /events`: Server-Sent Events (`state`, `removed`, `progress`);
-//! - `GET /session` (listening address, DHT); `GET /metrics` (Prometheus text);
+//! - `POST /torrents/{id}/queue` (`{"position": N}`): its place in the queue;
+//! - `GET /session` (listening address, DHT, queue limits), `PATCH /session` (the queue
+//!   limits); `GET /metrics` (Prometheus text);
 //! - `GET /`: the web UI (`ui.html`, built into the binary).
 //!
 //! Safety: bodies are bounded ([`MAX_BODY`]); with a token every request must carry it
@@ -60,11 +62,12 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
         .route("/torrents/{id}", get(one).delete(remove).patch(settings))
         .route("/torrents/{id}/pause", post(pause))
         .route("/torrents/{id}/resume", post(resume))
+        .route("/torrents/{id}/queue", post(queue_move))
         .route("/torrents/{id}/files", get(files))
         .route("/torrents/{id}/pieces", get(pieces))
         .route("/torrents/{id}/stream/{file}", get(stream))
         .route("/events", get(events))
-        .route("/session", get(session))
+        .route("/session", get(session).patch(session_settings))
         .route("/metrics", get(metrics_page))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -277,6 +280,64 @@ async fn resume(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueMove {
+    position: usize,
+}
+
+/// A JSON body, whatever `Content-Type` says (`curl --data` sends a form type).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))
+}
+
+async fn queue_move(State(ctx): State<Ctx>, Path(id): Path<String>, body: Bytes) -> Response {
+    let m: QueueMove = match json_body(&body) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match ctx.daemon.move_in_queue(&id, m.position) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PATCH /session`: `max_active_downloads` and `max_active_seeds`, each a count or `null`
+/// (no limit); a field not given keeps its value. Answers what `GET /session` does.
+async fn session_settings(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let m: serde_json::Map<String, serde_json::Value> = match json_body(&body) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut q = ctx.daemon.queue_limits();
+    for (k, v) in &m {
+        let n = match v {
+            serde_json::Value::Null => None,
+            v => match v.as_u64() {
+                Some(n) => Some(n as usize),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("{k}: a count (0 or more) or null"),
+                    )
+                }
+            },
+        };
+        match k.as_str() {
+            "max_active_downloads" => q.max_active_downloads = n,
+            "max_active_seeds" => q.max_active_seeds = n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown field {k:?}: max_active_downloads, max_active_seeds"),
+                )
+            }
+        }
+    }
+    ctx.daemon.set_queue_limits(q);
+    session(State(ctx)).await
+}
+
 async fn files(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
     match ctx.daemon.files(&id) {
         Ok(f) => Json(json!({ "files": f })).into_response(),
@@ -466,6 +527,7 @@ async fn session(State(ctx): State<Ctx>) -> Response {
         "listen_addr": s.listen_addr(),
         "listen_addr6": s.listen_addr6(),
         "torrents": ctx.daemon.list().len(),
+        "queue": ctx.daemon.queue_limits(),
         "dht": dht,
         "port_mapping": ctx.daemon.port_mapping(),
     }))

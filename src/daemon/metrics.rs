@@ -212,6 +212,7 @@ mod tests {
             error: None,
             stream_readers: 0,
             paused_because: None,
+            queue_position: 0,
             settings: Default::default(),
         }
     }
