@@ -8,6 +8,7 @@
 //! - `PATCH /torrents/{id}`: its settings (files, sequential, rates, seed ratio and time);
 //! - `DELETE /torrents/{id}` (`?delete_files=true` also deletes the data);
 //! - `GET /torrents/{id}/files`, `GET /torrents/{id}/pieces` (the verified bitfield),
+//!   `GET /torrents/{id}/peers`, `GET /torrents/{id}/trackers`, `GET /dht`,
 //!   `GET /torrents/{id}/stream/{file}` (with `Range`);
 //! - `GET /events`: Server-Sent Events (`state`, `removed`, `progress`);
 //! - `POST /torrents/{id}/queue` (`{"position": N}`): its place in the queue;
@@ -65,6 +66,9 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
         .route("/torrents/{id}/queue", post(queue_move))
         .route("/torrents/{id}/files", get(files))
         .route("/torrents/{id}/pieces", get(pieces))
+        .route("/torrents/{id}/peers", get(peers))
+        .route("/torrents/{id}/trackers", get(trackers))
+        .route("/dht", get(dht))
         .route("/torrents/{id}/stream/{file}", get(stream))
         .route("/events", get(events))
         .route("/session", get(session).patch(session_settings))
@@ -505,9 +509,9 @@ async fn events(State(ctx): State<Ctx>) -> Response {
         .into_response()
 }
 
-async fn session(State(ctx): State<Ctx>) -> Response {
-    let s = ctx.daemon.session();
-    let dht = match s.dht() {
+/// The DHT node's state as JSON (`null` without one).
+async fn dht_json(ctx: &Ctx) -> serde_json::Value {
+    match ctx.daemon.session().dht() {
         Some(d) => {
             let st = d.stats().await;
             json!({
@@ -515,13 +519,41 @@ async fn session(State(ctx): State<Ctx>) -> Response {
                 "nodes_v4": st.table_v4,
                 "nodes_v6": st.table_v6,
                 "queries_sent": st.queries_sent,
+                "responses": st.responses,
+                "timeouts": st.timeouts,
                 "queries_received": st.queries_received,
+                "queries_dropped": st.queries_dropped,
+                "lookups": st.lookups_done,
                 "peers_stored": st.peers_stored,
                 "external_addr": st.external_addr,
             })
         }
         None => serde_json::Value::Null,
-    };
+    }
+}
+
+/// `GET /dht`: `{"dht": ...}`, `null` with `--no-dht`.
+async fn dht(State(ctx): State<Ctx>) -> Response {
+    Json(json!({ "dht": dht_json(&ctx).await })).into_response()
+}
+
+async fn peers(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    match ctx.daemon.peers(&id).await {
+        Ok(p) => Json(json!({ "peers": p })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn trackers(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    match ctx.daemon.trackers(&id) {
+        Ok(t) => Json(json!({ "trackers": t })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn session(State(ctx): State<Ctx>) -> Response {
+    let s = ctx.daemon.session();
+    let dht = dht_json(&ctx).await;
     Json(json!({
         "peer_id": s.peer_id().to_hex(),
         "listen_addr": s.listen_addr(),
@@ -539,7 +571,13 @@ async fn metrics_page(State(ctx): State<Ctx>) -> Response {
         Some(d) => Some(d.stats().await),
         None => None,
     };
-    let page = metrics::render(&ctx.daemon.list(), dht.as_ref());
+    let peers = ctx.daemon.peer_counts().await;
+    let page = metrics::render(
+        &ctx.daemon.list(),
+        dht.as_ref(),
+        &ctx.daemon.totals(),
+        &peers,
+    );
     (
         [(
             header::CONTENT_TYPE,

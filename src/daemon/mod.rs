@@ -13,6 +13,7 @@ pub mod api;
 mod folder;
 mod input;
 mod metrics;
+mod peers;
 pub mod store;
 mod stream;
 
@@ -33,6 +34,9 @@ use store::{Saved, SavedList, Store};
 
 pub use folder::spawn as watch_folder;
 pub use input::InputError;
+
+/// A torrent's swarm answers a request for its peers within this (else: none).
+const PEERS_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a seeding torrent's seed ratio and seed time are checked.
 const SEED_LIMIT_EVERY: Duration = Duration::from_millis(500);
@@ -211,6 +215,7 @@ struct Run {
     meta: watch::Receiver<Option<Arc<Metainfo>>>,
     pieces: watch::Receiver<Option<Arc<crate::torrent::Bitfield>>>,
     readers: Arc<stream::Readers>,
+    lister: crate::session::PeerLister,
 }
 
 impl Run {
@@ -254,6 +259,8 @@ pub struct Daemon {
     /// The port mapping's status as JSON, when one runs (shown by `GET /session`).
     port_mapping: Mutex<Option<watch::Receiver<serde_json::Value>>>,
     queue: Mutex<QueueLimits>,
+    /// Bytes the HTTP streams read from disk.
+    stream_read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -284,6 +291,7 @@ impl Daemon {
             save_lock: Mutex::new(()),
             port_mapping: Mutex::new(None),
             queue: Mutex::new(cfg_queue),
+            stream_read: Default::default(),
         });
         for s in saved.torrents {
             if let Err(e) = d.restore(&s) {
@@ -585,6 +593,7 @@ impl Daemon {
             meta: handle.metainfo(),
             pieces: handle.pieces(),
             readers: stream::Readers::new(handle.focus_sender()),
+            lister: handle.peer_lister(),
         });
         drop(reg);
 
@@ -689,7 +698,7 @@ impl Daemon {
         let restart = {
             let mut reg = lock(&self.reg);
             let e = reg.torrents.get_mut(&id).expect("found above");
-            if let (Some(files), Some(m)) = (&settings.files, &e.metainfo) {
+            if let (Some(files), Some(m)) = (&settings.files, known_meta(e)) {
                 let n = m.info.files.len();
                 if files.is_empty() || files.iter().any(|&i| i as usize >= n) {
                     return Err(DaemonError::Refused(format!(
@@ -871,6 +880,7 @@ impl Daemon {
                 root,
                 pieces,
                 readers,
+                read_bytes: self.stream_read.clone(),
             },
             ty,
         ))
@@ -886,17 +896,131 @@ impl Daemon {
         Ok(bits.map(|b| (b.len(), hex::encode(b.as_bytes()))))
     }
 
+    /// The connected peers of torrent `key` (none unless it runs).
+    pub async fn peers(&self, key: &str) -> Result<Vec<peers::PeerView>, DaemonError> {
+        let id = self.find_id(key)?;
+        let lister = {
+            let reg = lock(&self.reg);
+            let e = reg.torrents.get(&id).expect("found above");
+            e.run
+                .as_ref()
+                .filter(|r| r.progress.borrow().peers > 0)
+                .map(|r| r.lister.clone())
+        };
+        let Some(l) = lister else {
+            return Ok(Vec::new());
+        };
+        Ok(l.peers(PEERS_WAIT).await.iter().map(Into::into).collect())
+    }
+
+    /// Connected peers of every running torrent that has some: (by source, by transport).
+    pub async fn peer_counts(&self) -> metrics::PeerCounts {
+        let listers: Vec<_> = {
+            let reg = lock(&self.reg);
+            reg.torrents
+                .values()
+                .filter_map(|e| e.run.as_ref())
+                .filter(|r| r.progress.borrow().peers > 0)
+                .map(|r| r.lister.clone())
+                .collect()
+        };
+        let mut c = metrics::PeerCounts::default();
+        for l in listers {
+            for p in l.peers(PEERS_WAIT).await {
+                let v = peers::PeerView::from(&p);
+                *c.by_source.entry(v.source).or_default() += 1;
+                *c.by_transport.entry(v.transport).or_default() += 1;
+                if v.encrypted {
+                    c.encrypted += 1;
+                }
+            }
+        }
+        c
+    }
+
+    /// Counters summed over every torrent (see [`metrics::Totals`]).
+    pub fn totals(&self) -> metrics::Totals {
+        let reg = lock(&self.reg);
+        let mut t = metrics::Totals {
+            stream_read: self.stream_read.load(std::sync::atomic::Ordering::Relaxed),
+            ..Default::default()
+        };
+        for e in reg.torrents.values() {
+            let p = match &e.run {
+                Some(r) => r.progress.borrow().clone(),
+                None => e.last.clone(),
+            };
+            t.hash_failures += p.failed_pieces;
+            t.bans += p.bans;
+            t.disk_written += p.disk_written;
+            t.uploaded += p.uploaded;
+            for s in &p.trackers {
+                t.announces_ok += s.announces;
+                t.announces_failed += s.failures;
+            }
+            let a = p.sources;
+            for (k, v) in [
+                ("dht", a.dht),
+                ("tracker", a.tracker),
+                ("pex", a.pex),
+                ("lsd", a.lsd),
+                ("incoming", a.incoming),
+            ] {
+                *t.addresses.entry(k).or_default() += v;
+            }
+        }
+        t
+    }
+
+    /// The trackers of torrent `key`: each one it names, with its last status once it has
+    /// one (`waiting` before).
+    pub fn trackers(&self, key: &str) -> Result<Vec<peers::TrackerView>, DaemonError> {
+        let id = self.find_id(key)?;
+        let reg = lock(&self.reg);
+        let e = reg.torrents.get(&id).expect("found above");
+        let statuses = match &e.run {
+            Some(r) => r.progress.borrow().trackers.clone(),
+            None => e.last.trackers.clone(),
+        };
+        let mut urls: Vec<String> = match &e.metainfo {
+            Some(m) if !m.announce_list.is_empty() => m.announce_list.concat(),
+            Some(m) => m.announce.iter().cloned().collect(),
+            None => Vec::new(),
+        };
+        if let Some(m) = e
+            .magnet
+            .as_deref()
+            .and_then(|m| crate::magnet::Magnet::parse(m).ok())
+        {
+            urls.extend(m.trackers);
+        }
+        let mut out: Vec<peers::TrackerView> = Vec::new();
+        for u in urls {
+            if out.iter().any(|t| t.url == u) {
+                continue;
+            }
+            let st = statuses.iter().find(|s| s.url == u).cloned().unwrap_or(
+                crate::session::TrackerStatus {
+                    url: u,
+                    ..Default::default()
+                },
+            );
+            out.push((&st).into());
+        }
+        for s in &statuses {
+            if !out.iter().any(|t| t.url == s.url) {
+                out.push(s.into());
+            }
+        }
+        Ok(out)
+    }
+
     /// The files of torrent `key` (empty until the metadata is known).
     pub fn files(&self, key: &str) -> Result<Vec<FileView>, DaemonError> {
         let id = self.find_id(key)?;
         let reg = lock(&self.reg);
         let e = reg.torrents.get(&id).expect("found above");
-        // The run knows the metadata a moment before the supervisor records it.
-        let Some(m) = e
-            .metainfo
-            .clone()
-            .or_else(|| e.run.as_ref().and_then(|r| r.meta.borrow().clone()))
-        else {
+        let Some(m) = known_meta(e) else {
             return Ok(Vec::new());
         };
         Ok(m.info
@@ -986,6 +1110,14 @@ impl Daemon {
         }
         self.session.shutdown().await;
     }
+}
+
+/// Torrent `e`'s metainfo if known. The run knows it a moment before the supervisor
+/// records it in the entry.
+fn known_meta(e: &Entry) -> Option<Arc<Metainfo>> {
+    e.metainfo
+        .clone()
+        .or_else(|| e.run.as_ref().and_then(|r| r.meta.borrow().clone()))
 }
 
 /// What torrent `e` starts from: its metainfo once known, else its magnet link.

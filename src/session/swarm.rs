@@ -165,6 +165,35 @@ pub struct SwarmInputs {
     pub handed: Vec<HandedConn>,
     /// Streaming readers' windows: pieces to fetch first (see `Picker::set_focus`).
     pub focus: Option<watch::Receiver<Vec<u32>>>,
+    /// Requests for the list of connected peers (see [`PeerInfo`]).
+    pub peer_list: Option<mpsc::Receiver<oneshot::Sender<Vec<PeerInfo>>>>,
+}
+
+/// One connected peer, for a caller that shows them (the daemon's `/peers`).
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    pub peer_id: PeerId,
+    /// Where its address came from first (`None`: we dialled an address no counted source
+    /// gave, e.g. handed over by the metadata fetch).
+    pub origin: Option<super::PeerOrigin>,
+    pub transport: Transport,
+    /// RC4 after an MSE/PE handshake.
+    pub encrypted: bool,
+    /// We dialled it.
+    pub outgoing: bool,
+    /// Payload bytes per second recently, from it and to it.
+    pub down_rate: u64,
+    pub up_rate: u64,
+    /// Payload bytes sent to it.
+    pub uploaded: u64,
+    /// Pieces it has, of how many.
+    pub pieces: u32,
+    pub pieces_total: u32,
+    pub am_choking: bool,
+    pub peer_choking: bool,
+    pub am_interested: bool,
+    pub peer_interested: bool,
 }
 
 /// Summary when the actor ends.
@@ -175,6 +204,8 @@ pub struct SwarmSummary {
     pub failed_pieces: u64,
     /// Peers banned for corrupt data.
     pub bans: u64,
+    /// Bytes of verified pieces written to storage.
+    pub written: u64,
     pub downloaded: u64,
     pub uploaded: u64,
     /// Payload bytes (received + sent) per transport.
@@ -208,6 +239,9 @@ struct Link {
     cmd: mpsc::Sender<PeerCmd>,
     /// Its extended handshake, until it has arrived (then handed to the core).
     ext_rx: Option<oneshot::Receiver<PeerExt>>,
+    /// For [`PeerInfo`] only.
+    encrypted: bool,
+    origin: Option<super::PeerOrigin>,
 }
 
 /// What a dial needs (one clone per connect task).
@@ -239,6 +273,8 @@ struct Effects {
     dropped: Vec<PeerKey>,
     /// Bytes of pieces handed to hashing and writing, until written.
     backlog: Arc<super::backlog::DiskBacklog>,
+    /// Bytes of pieces hashed and written (a [`Progress`] counter).
+    written: u64,
 }
 
 impl Io for Effects {
@@ -416,6 +452,7 @@ impl Swarm {
                 connecting: JoinSet::new(),
                 ws,
                 dropped: Vec::new(),
+                written: 0,
             },
             next_key: 0,
             ev_tx,
@@ -457,6 +494,7 @@ impl Swarm {
         let mut incoming_open = true;
         let mut stop_open = true;
         let mut focus = inputs.focus.take();
+        let mut peer_list = inputs.peer_list.take();
         self.publish(if self.complete() {
             Phase::Seeding
         } else {
@@ -488,6 +526,9 @@ impl Swarm {
                 Some(r) = self.fx.checks.join_next(), if self.fx.checking > 0 => {
                     self.fx.checking -= 1;
                     if let Ok((piece, res, digests)) = r {
+                        if matches!(res, Ok(true)) {
+                            self.fx.written += self.p.layout.piece_len(piece);
+                        }
                         self.on_checked(piece, res, digests)?;
                     }
                 }
@@ -526,6 +567,16 @@ impl Swarm {
                         Err(_) => focus = None,
                     }
                 }
+                r = async { peer_list.as_mut().expect("guarded").recv().await },
+                    if peer_list.is_some() =>
+                {
+                    match r {
+                        Some(reply) => {
+                            let _ = reply.send(self.peer_list());
+                        }
+                        None => peer_list = None,
+                    }
+                }
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -542,6 +593,7 @@ impl Swarm {
             complete: self.complete(),
             failed_pieces: self.core.failed_pieces,
             bans: self.core.bans,
+            written: self.fx.written,
             downloaded: self.core.downloaded,
             uploaded: self.total_uploaded.load(Ordering::Relaxed),
             transport_bytes: self.transport_bytes_now(),
@@ -609,15 +661,49 @@ impl Swarm {
             return;
         }
         if !h.outgoing {
-            self.count_incoming();
+            self.count_incoming(addr);
         }
         self.add_peer(h.conn, h.outgoing);
     }
 
-    fn count_incoming(&self) {
+    fn count_incoming(&self, addr: SocketAddr) {
         if let Some(c) = &self.p.cfg.sources {
             c.incoming.fetch_add(1, Ordering::Relaxed);
+            c.note(addr, super::PeerOrigin::Incoming);
         }
+    }
+
+    /// The connected peers now.
+    fn peer_list(&mut self) -> Vec<PeerInfo> {
+        let now = Instant::now();
+        let total = self.p.layout.piece_count();
+        let links = &self.fx.links;
+        self.core
+            .peers
+            .iter_mut()
+            .map(|(key, p)| {
+                let link = links.get(key);
+                let (down_rate, up_rate) = p.rates(now);
+                let (am_choking, peer_choking, am_interested, peer_interested) = p.flags();
+                PeerInfo {
+                    addr: p.addr,
+                    peer_id: p.peer_id,
+                    origin: link.and_then(|l| l.origin),
+                    transport: p.transport,
+                    encrypted: link.is_some_and(|l| l.encrypted),
+                    outgoing: p.outgoing,
+                    down_rate,
+                    up_rate,
+                    uploaded: p.counters.uploaded.load(Ordering::Relaxed),
+                    pieces: p.has.count(),
+                    pieces_total: total,
+                    am_choking,
+                    peer_choking,
+                    am_interested,
+                    peer_interested,
+                }
+            })
+            .collect()
     }
 
     /// An incoming peer: admitted, closed, or refused with a courtesy (our bitfield,
@@ -627,7 +713,7 @@ impl Swarm {
         let now = Instant::now();
         match self.with_core(|c, io| c.on_incoming(conn.addr, now, io)) {
             Incoming::Admit => {
-                self.count_incoming();
+                self.count_incoming(conn.addr);
                 self.add_peer(conn, false);
             }
             // Dropping the connection closes it.
@@ -682,6 +768,8 @@ impl Swarm {
             reach: self.p.reach.clone(),
         };
         let transport = conn.transport;
+        let encrypted = conn.encrypted;
+        let origin = self.p.cfg.sources.as_ref().and_then(|c| c.origin(addr));
         tokio::spawn(run_peer(
             conn,
             ctx,
@@ -696,6 +784,8 @@ impl Swarm {
             Link {
                 cmd: cmd_tx,
                 ext_rx: Some(ext_rx),
+                encrypted,
+                origin,
             },
         );
         let peer = Peer::new(addr, peer_id, transport, outgoing, counters, n, now);
@@ -712,6 +802,11 @@ impl Swarm {
             }
             PeerEvent::Pex(addrs) => {
                 let n = addrs.len() as u64;
+                if let Some(c) = &self.p.cfg.sources {
+                    for (a, _) in &addrs {
+                        c.note(*a, super::PeerOrigin::Pex);
+                    }
+                }
                 if self.with_core(|c, io| c.on_pex(addrs, now, io)) {
                     if let Some(c) = &self.p.cfg.sources {
                         c.pex.fetch_add(n, Ordering::Relaxed);
@@ -854,7 +949,12 @@ impl Swarm {
         let peers = self.core.peers.len();
         let known = self.core.known_peers();
         let transport_bytes = self.transport_bytes_now();
+        let (failed_pieces, bans, written) =
+            (self.core.failed_pieces, self.core.bans, self.fx.written);
         self.p.progress.send_modify(|pr| {
+            pr.failed_pieces = failed_pieces;
+            pr.bans = bans;
+            pr.disk_written = written;
             pr.transport_bytes = transport_bytes;
             pr.phase = phase;
             pr.total = layout.total_length();

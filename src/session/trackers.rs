@@ -40,6 +40,36 @@ pub struct PeerSources {
     pub lsd: u64,
 }
 
+/// Where a connected peer's address came from first (shown per peer by the daemon).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerOrigin {
+    Dht,
+    Tracker,
+    Pex,
+    Lsd,
+    /// It connected to us.
+    Incoming,
+    /// Given with the torrent (a magnet's `x.pe`, `--peer`) or by the caller.
+    Given,
+}
+
+impl PeerOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerOrigin::Dht => "dht",
+            PeerOrigin::Tracker => "tracker",
+            PeerOrigin::Pex => "pex",
+            PeerOrigin::Lsd => "lsd",
+            PeerOrigin::Incoming => "incoming",
+            PeerOrigin::Given => "given",
+        }
+    }
+}
+
+/// Addresses whose origin is remembered at most (the candidate table's size).
+const MAX_ORIGINS: usize = 10_000;
+
 /// Counters shared by the tasks that find peers; copied into [`Progress::sources`].
 #[derive(Debug, Default)]
 pub struct SourceCounters {
@@ -49,9 +79,25 @@ pub struct SourceCounters {
     pub incoming: AtomicU64,
     pub webseed: AtomicU64,
     pub lsd: AtomicU64,
+    /// The first source of each address heard of (bounded), for the per-peer view.
+    origins: std::sync::Mutex<std::collections::HashMap<SocketAddr, PeerOrigin>>,
 }
 
 impl SourceCounters {
+    /// Remembers where `addr` came from, unless an earlier source gave it already.
+    pub fn note(&self, addr: SocketAddr, origin: PeerOrigin) {
+        let mut m = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() < MAX_ORIGINS {
+            m.entry(addr).or_insert(origin);
+        }
+    }
+
+    /// Where `addr` came from first (`None`: from no counted source).
+    pub fn origin(&self, addr: SocketAddr) -> Option<PeerOrigin> {
+        let m = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&addr).copied()
+    }
+
     pub fn snapshot(&self) -> PeerSources {
         PeerSources {
             dht: self.dht.load(Ordering::Relaxed),
@@ -75,6 +121,12 @@ pub struct TrackerStatus {
     pub error: Option<String>,
     /// Peers in the last good reply.
     pub peers: usize,
+    /// Announces answered, and failed, since the torrent started.
+    pub announces: u64,
+    pub failures: u64,
+    /// When the last answer (or failure) came, in seconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_announce: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeders: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,6 +249,7 @@ async fn run(
                 Some(a) if own.is_own(a) => {}
                 Some(a) => {
                     counters.tracker.fetch_add(1, Ordering::Relaxed);
+                    counters.note(a, PeerOrigin::Tracker);
                     // A full queue drops this one address; the torrent has plenty then.
                     let _ = peers.try_send(a);
                 }
@@ -229,8 +282,11 @@ async fn run(
     }
 }
 
-/// Records a tracker's new status (the tracker set sends one per distinct status).
+/// Records a tracker's new status (the tracker set sends one per announce).
 pub fn apply_event(list: &mut Vec<TrackerStatus>, e: TrackerEvent) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let url = match &e {
         TrackerEvent::Ok { url, .. } | TrackerEvent::Error { url, .. } => url.clone(),
     };
@@ -246,6 +302,7 @@ pub fn apply_event(list: &mut Vec<TrackerStatus>, e: TrackerEvent) {
         None => return,
     };
     let s = &mut list[i];
+    s.last_announce = Some(now);
     match e {
         TrackerEvent::Ok {
             peers,
@@ -255,6 +312,7 @@ pub fn apply_event(list: &mut Vec<TrackerStatus>, e: TrackerEvent) {
             ..
         } => {
             s.status = "ok".into();
+            s.announces += 1;
             s.error = None;
             s.peers = peers;
             s.interval = interval;
@@ -263,6 +321,7 @@ pub fn apply_event(list: &mut Vec<TrackerStatus>, e: TrackerEvent) {
         }
         TrackerEvent::Error { error, .. } => {
             s.status = "error".into();
+            s.failures += 1;
             s.error = Some(error);
         }
     }
@@ -303,6 +362,8 @@ mod tests {
             },
         );
         assert_eq!(l.len(), 2);
+        assert_eq!((l[0].announces, l[0].failures), (1, 1));
+        assert!(l[0].last_announce.is_some());
         assert_eq!(l[0].status, "ok");
         assert_eq!(l[0].error, None);
         assert_eq!(l[1].peers, 3);

@@ -9,6 +9,7 @@ mod architecture;
 mod cli_fetch;
 mod cli_portmap;
 mod daemon_api;
+mod daemon_peers;
 mod daemon_queue;
 mod daemon_ui;
 mod dht_v6_cli;
