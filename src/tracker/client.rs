@@ -319,7 +319,7 @@ pub struct Progress {
     pub left: u64,
 }
 
-/// A tracker's status change, sent once per distinct status (not on every retry).
+/// A tracker's answer or failure, sent on every announce (the log only hears of a new status).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TrackerEvent {
     Ok {
