@@ -38,6 +38,9 @@ pub use input::InputError;
 /// A torrent's swarm answers a request for its peers within this (else: none).
 const PEERS_WAIT: Duration = Duration::from_secs(2);
 
+/// An idle seed (no peer) ticks this often (see `SwarmConfig::idle_tick`).
+const IDLE_TICK: Duration = Duration::from_secs(5);
+
 /// How often a seeding torrent's seed ratio and seed time are checked.
 const SEED_LIMIT_EVERY: Duration = Duration::from_millis(500);
 
@@ -572,6 +575,7 @@ impl Daemon {
         add.resume_dir = Some(self.cfg.state_dir.join("resume"));
         add.metadata_timeout = self.cfg.metadata_timeout;
         add.swarm.keep_seeding = true;
+        add.swarm.idle_tick = Some(IDLE_TICK);
         add.lsd = self.cfg.lsd;
         add.swarm.max_down_rate = e.settings.max_down_rate.or(self.cfg.max_down_rate);
         add.swarm.max_up_rate = e.settings.max_up_rate.or(self.cfg.max_up_rate);
@@ -602,12 +606,19 @@ impl Daemon {
         tokio::spawn(async move {
             let mut meta_known = meta_rx.borrow().is_some();
             let mut limits = tokio::time::interval(SEED_LIMIT_EVERY);
+            // Once it seeds, the tick is only needed for a seed ratio or time.
+            let seed_limits = me.upgrade().is_some_and(|d| {
+                lock(&d.reg).torrents.get(&id).is_some_and(|e| {
+                    e.settings.seed_ratio.is_some() || e.settings.seed_time.is_some()
+                })
+            });
+            let mut ticking = true;
             let mut seeding_since: Option<tokio::time::Instant> = None;
             let ended = loop {
                 tokio::select! {
                     r = handle.join() => break Some(r),
                     _ = stop_rx.changed() => break None,
-                    _ = limits.tick() => {
+                    _ = limits.tick(), if ticking => {
                         let p = handle.progress().borrow().clone();
                         let Some(d) = me.upgrade() else { continue };
                         if p.phase != Phase::Seeding {
@@ -616,6 +627,7 @@ impl Daemon {
                         }
                         if seeding_since.is_none() {
                             d.became_complete(id);
+                            ticking = seed_limits;
                         }
                         let since = *seeding_since.get_or_insert_with(tokio::time::Instant::now);
                         if let Some(why) = d.seed_limit_reached(id, &p, since.elapsed()) {

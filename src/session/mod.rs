@@ -411,6 +411,10 @@ pub struct Session {
 /// here is a peer that got neither a slot nor the courtesy of a refusal
 /// ([`courtesy`]), only a closed connection.
 const INCOMING_QUEUE: usize = 256;
+/// How often a torrent's peer-source counters reach its progress.
+const GLUE_TICK: Duration = Duration::from_millis(500);
+/// The same for torrents that tick rarely when idle ([`SwarmConfig::idle_tick`]).
+const GLUE_TICK_IDLE: Duration = Duration::from_secs(5);
 /// Peer addresses queued for a torrent at most (senders drop beyond it).
 const ADDR_QUEUE: usize = 1024;
 
@@ -704,6 +708,13 @@ impl Session {
             progress: progress_tx.clone(),
             peers: addr_tx.clone(),
             own: self.inner.own.clone(),
+            // A daemon's idle torrents (see `SwarmConfig::idle_tick`) copy their counters
+            // less often too.
+            tick: if add.swarm.idle_tick.is_some() {
+                GLUE_TICK_IDLE
+            } else {
+                GLUE_TICK
+            },
         });
         let mut add = add;
         add.swarm.private = add.swarm.private || private;

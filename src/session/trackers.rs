@@ -176,6 +176,8 @@ pub struct GlueParams {
     pub peers: mpsc::Sender<SocketAddr>,
     /// Our own addresses: a tracker lists us among the peers.
     pub own: Arc<super::own::OwnAddrs>,
+    /// How often the source counters are copied into the progress.
+    pub tick: Duration,
 }
 
 /// Starts announcing (when there are trackers) and publishing peer-source counts.
@@ -203,8 +205,10 @@ pub fn start(p: GlueParams) -> TorrentGlue {
         _ => None,
     };
     let (done_tx, done_rx) = oneshot::channel();
+    // Without trackers nobody reads the announce progress: not woken by every update.
+    let tprog_tx = trackers.as_ref().map(|_| tprog_tx);
     tokio::spawn(run(
-        p.progress, p.peers, p.counters, p.own, tprog_tx, peer_rx, ev_rx, done_rx,
+        p.progress, p.peers, p.counters, p.own, tprog_tx, peer_rx, ev_rx, done_rx, p.tick,
     ));
     TorrentGlue {
         trackers,
@@ -230,13 +234,14 @@ async fn run(
     peers: mpsc::Sender<SocketAddr>,
     counters: Arc<SourceCounters>,
     own: Arc<super::own::OwnAddrs>,
-    tprog: watch::Sender<TrackerProgress>,
+    tprog: Option<watch::Sender<TrackerProgress>>,
     mut tracker_peers: mpsc::Receiver<SocketAddr>,
     mut events: mpsc::Receiver<TrackerEvent>,
     mut done: oneshot::Receiver<()>,
+    every: Duration,
 ) {
     let mut prog_rx = progress.subscribe();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut peers_open = true;
     let mut events_open = true;
@@ -259,12 +264,12 @@ async fn run(
                 Some(e) => progress.send_modify(|p| apply_event(&mut p.trackers, e)),
                 None => events_open = false,
             },
-            r = prog_rx.changed() => {
+            r = prog_rx.changed(), if tprog.is_some() => {
                 if r.is_err() {
                     return;
                 }
                 let t = tracker_progress(&prog_rx.borrow_and_update());
-                tprog.send_if_modified(|old| {
+                tprog.as_ref().expect("guarded").send_if_modified(|old| {
                     let changed = *old != t;
                     *old = t;
                     changed

@@ -11,6 +11,7 @@ mod cli_portmap;
 mod daemon_api;
 mod daemon_peers;
 mod daemon_queue;
+mod daemon_scale;
 mod daemon_ui;
 mod dht_v6_cli;
 mod docs_examples;
