@@ -1572,6 +1572,9 @@ async fn save_resume(
     // end turns a previous run's `unsynced` pieces, now re-hashed, into trusted ones.
     let mut durable = have.clone();
     let mut dirty = !have.none();
+    // Pieces verified since the last save: only then is the tick needed (an idle seed
+    // would otherwise wake every second for nothing).
+    let mut pending = false;
     loop {
         let open = tokio::select! {
             biased;
@@ -1580,12 +1583,13 @@ async fn save_resume(
                     if have.set(p) {
                         saver.on_verified();
                         dirty = true;
+                        pending = true;
                     }
                     true
                 }
                 None => false,
             },
-            _ = tick.tick() => true,
+            _ = tick.tick(), if pending => true,
         };
         if (!open && dirty) || saver.due(Instant::now()) {
             let state = have.clone();
@@ -1625,6 +1629,7 @@ async fn save_resume(
             }
             saver.saved(Instant::now());
             dirty = false;
+            pending = false;
         }
         if !open {
             return;
