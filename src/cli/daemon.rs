@@ -15,6 +15,7 @@ use crate::daemon::{api, Daemon, DaemonConfig};
   magnetfetch daemon -o ~/Downloads                    # API on http://127.0.0.1:7878
   magnetfetch daemon -o ~/Downloads --watch ~/torrents  # adds .torrent/.magnet files dropped there
   magnetfetch daemon --http 127.0.0.1:7979 --no-dht --state-dir /var/lib/magnetfetch
+  magnetfetch daemon --max-active-downloads 3 --max-active-seeds 20  # the rest queue
   magnetfetch daemon --http 0.0.0.0:7878 --token s3cret   # any other address needs a token")]
 pub struct Args {
     /// Address of the HTTP API. Any address other than loopback requires --token
@@ -40,6 +41,13 @@ pub struct Args {
     /// Upload rate limit per torrent, e.g. 500K (per second)
     #[arg(long, value_name = "RATE", value_parser = crate::units::parse_rate)]
     pub max_up_rate: Option<u64>,
+    /// At most N torrents download at once (looking for peers, fetching metadata and
+    /// checking count too); the others wait in the queue, in the order they were added
+    #[arg(long, value_name = "N")]
+    pub max_active_downloads: Option<usize>,
+    /// At most N complete torrents seed at once; the others wait in the queue
+    #[arg(long, value_name = "N")]
+    pub max_active_seeds: Option<usize>,
     /// Do not announce on the local network (BEP 14 Local Service Discovery; never used
     /// for private torrents anyway)
     #[arg(long)]
@@ -99,6 +107,10 @@ async fn serve(args: Args) -> Result<(), CliError> {
             max_down_rate: args.max_down_rate,
             max_up_rate: args.max_up_rate,
             lsd: !args.no_lsd,
+            queue: crate::daemon::QueueLimits {
+                max_active_downloads: args.max_active_downloads,
+                max_active_seeds: args.max_active_seeds,
+            },
         },
     )
     .map_err(CliError::msg)?;

@@ -8,9 +8,12 @@
 //! - `PATCH /torrents/{id}`: its settings (files, sequential, rates, seed ratio and time);
 //! - `DELETE /torrents/{id}` (`?delete_files=true` also deletes the data);
 //! - `GET /torrents/{id}/files`, `GET /torrents/{id}/pieces` (the verified bitfield),
+//!   `GET /torrents/{id}/peers`, `GET /torrents/{id}/trackers`, `GET /dht`,
 //!   `GET /torrents/{id}/stream/{file}` (with `Range`);
 //! - `GET /events`: Server-Sent Events (`state`, `removed`, `progress`);
-//! - `GET /session` (listening address, DHT); `GET /metrics` (Prometheus text);
+//! - `POST /torrents/{id}/queue` (`{"position": N}`): its place in the queue;
+//! - `GET /session` (listening address, DHT, queue limits), `PATCH /session` (the queue
+//!   limits); `GET /metrics` (Prometheus text);
 //! - `GET /`: the web UI (`ui.html`, built into the binary).
 //!
 //! Safety: bodies are bounded ([`MAX_BODY`]); with a token every request must carry it
@@ -60,11 +63,15 @@ pub fn router(daemon: Arc<Daemon>, token: Option<String>) -> Router {
         .route("/torrents/{id}", get(one).delete(remove).patch(settings))
         .route("/torrents/{id}/pause", post(pause))
         .route("/torrents/{id}/resume", post(resume))
+        .route("/torrents/{id}/queue", post(queue_move))
         .route("/torrents/{id}/files", get(files))
         .route("/torrents/{id}/pieces", get(pieces))
+        .route("/torrents/{id}/peers", get(peers))
+        .route("/torrents/{id}/trackers", get(trackers))
+        .route("/dht", get(dht))
         .route("/torrents/{id}/stream/{file}", get(stream))
         .route("/events", get(events))
-        .route("/session", get(session))
+        .route("/session", get(session).patch(session_settings))
         .route("/metrics", get(metrics_page))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -277,6 +284,64 @@ async fn resume(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueMove {
+    position: usize,
+}
+
+/// A JSON body, whatever `Content-Type` says (`curl --data` sends a form type).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))
+}
+
+async fn queue_move(State(ctx): State<Ctx>, Path(id): Path<String>, body: Bytes) -> Response {
+    let m: QueueMove = match json_body(&body) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match ctx.daemon.move_in_queue(&id, m.position) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PATCH /session`: `max_active_downloads` and `max_active_seeds`, each a count or `null`
+/// (no limit); a field not given keeps its value. Answers what `GET /session` does.
+async fn session_settings(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    let m: serde_json::Map<String, serde_json::Value> = match json_body(&body) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut q = ctx.daemon.queue_limits();
+    for (k, v) in &m {
+        let n = match v {
+            serde_json::Value::Null => None,
+            v => match v.as_u64() {
+                Some(n) => Some(n as usize),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("{k}: a count (0 or more) or null"),
+                    )
+                }
+            },
+        };
+        match k.as_str() {
+            "max_active_downloads" => q.max_active_downloads = n,
+            "max_active_seeds" => q.max_active_seeds = n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown field {k:?}: max_active_downloads, max_active_seeds"),
+                )
+            }
+        }
+    }
+    ctx.daemon.set_queue_limits(q);
+    session(State(ctx)).await
+}
+
 async fn files(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
     match ctx.daemon.files(&id) {
         Ok(f) => Json(json!({ "files": f })).into_response(),
@@ -444,9 +509,9 @@ async fn events(State(ctx): State<Ctx>) -> Response {
         .into_response()
 }
 
-async fn session(State(ctx): State<Ctx>) -> Response {
-    let s = ctx.daemon.session();
-    let dht = match s.dht() {
+/// The DHT node's state as JSON (`null` without one).
+async fn dht_json(ctx: &Ctx) -> serde_json::Value {
+    match ctx.daemon.session().dht() {
         Some(d) => {
             let st = d.stats().await;
             json!({
@@ -454,18 +519,47 @@ async fn session(State(ctx): State<Ctx>) -> Response {
                 "nodes_v4": st.table_v4,
                 "nodes_v6": st.table_v6,
                 "queries_sent": st.queries_sent,
+                "responses": st.responses,
+                "timeouts": st.timeouts,
                 "queries_received": st.queries_received,
+                "queries_dropped": st.queries_dropped,
+                "lookups": st.lookups_done,
                 "peers_stored": st.peers_stored,
                 "external_addr": st.external_addr,
             })
         }
         None => serde_json::Value::Null,
-    };
+    }
+}
+
+/// `GET /dht`: `{"dht": ...}`, `null` with `--no-dht`.
+async fn dht(State(ctx): State<Ctx>) -> Response {
+    Json(json!({ "dht": dht_json(&ctx).await })).into_response()
+}
+
+async fn peers(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    match ctx.daemon.peers(&id).await {
+        Ok(p) => Json(json!({ "peers": p })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn trackers(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    match ctx.daemon.trackers(&id) {
+        Ok(t) => Json(json!({ "trackers": t })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn session(State(ctx): State<Ctx>) -> Response {
+    let s = ctx.daemon.session();
+    let dht = dht_json(&ctx).await;
     Json(json!({
         "peer_id": s.peer_id().to_hex(),
         "listen_addr": s.listen_addr(),
         "listen_addr6": s.listen_addr6(),
         "torrents": ctx.daemon.list().len(),
+        "queue": ctx.daemon.queue_limits(),
         "dht": dht,
         "port_mapping": ctx.daemon.port_mapping(),
     }))
@@ -477,7 +571,13 @@ async fn metrics_page(State(ctx): State<Ctx>) -> Response {
         Some(d) => Some(d.stats().await),
         None => None,
     };
-    let page = metrics::render(&ctx.daemon.list(), dht.as_ref());
+    let peers = ctx.daemon.peer_counts().await;
+    let page = metrics::render(
+        &ctx.daemon.list(),
+        dht.as_ref(),
+        &ctx.daemon.totals(),
+        &peers,
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -2,6 +2,7 @@
 //! `# HELP`/`# TYPE` per family, counters named `_total`, sizes in `_bytes`. Pure: renders
 //! what the daemon and its DHT node report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{State, TorrentView};
@@ -72,13 +73,169 @@ const PER_TORRENT: [Family; 9] = [
     ),
 ];
 
+/// Connected peers over every torrent, by where their address came from and by transport.
+#[derive(Clone, Debug, Default)]
+pub struct PeerCounts {
+    pub by_source: BTreeMap<&'static str, u64>,
+    pub by_transport: BTreeMap<&'static str, u64>,
+    pub encrypted: u64,
+}
+
+/// Counters summed over the torrents (each counts since the torrent last started, as the
+/// per-torrent byte counters do; a removed torrent's counts leave the sum).
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    pub hash_failures: u64,
+    pub bans: u64,
+    /// Bytes of verified pieces written.
+    pub disk_written: u64,
+    /// Payload bytes sent to peers (each was read from disk to be sent).
+    pub uploaded: u64,
+    /// Bytes HTTP streams read from disk.
+    pub stream_read: u64,
+    pub announces_ok: u64,
+    pub announces_failed: u64,
+    /// Peer addresses received, by source.
+    pub addresses: BTreeMap<&'static str, u64>,
+}
+
+/// Sources and transports always listed (0 when none), so a graph has every series.
+const SOURCES: [&str; 7] = ["dht", "tracker", "pex", "lsd", "incoming", "given", "other"];
+const TRANSPORTS: [&str; 3] = ["tcp", "utp", "quic"];
+
 fn head(out: &mut String, name: &str, ty: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {ty}");
 }
 
+/// One sample without labels, with its `# HELP` and `# TYPE`.
+fn single(out: &mut String, name: &str, ty: &str, help: &str, v: u64) {
+    head(out, name, ty, help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+/// One family with one label, every key of `keys` listed (0 when absent from `values`).
+fn labelled(
+    out: &mut String,
+    (name, ty, help): (&str, &str, &str),
+    label: &str,
+    keys: &[&str],
+    values: &BTreeMap<&'static str, u64>,
+) {
+    head(out, name, ty, help);
+    for k in keys {
+        let v = values.get(k).copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
+    }
+}
+
+/// The daemon-wide families: peers, trackers, hashing, disk, streams.
+pub fn render_totals(out: &mut String, t: &Totals, peers: &PeerCounts, readers: u64) {
+    labelled(
+        out,
+        (
+            "magnetfetch_peers_by_source",
+            "gauge",
+            "Connected peers by where their address came from first.",
+        ),
+        "source",
+        &SOURCES,
+        &peers.by_source,
+    );
+    labelled(
+        out,
+        (
+            "magnetfetch_peers_by_transport",
+            "gauge",
+            "Connected peers by transport.",
+        ),
+        "transport",
+        &TRANSPORTS,
+        &peers.by_transport,
+    );
+    single(
+        out,
+        "magnetfetch_peers_encrypted",
+        "gauge",
+        "Connected peers whose stream is RC4-enciphered (MSE/PE).",
+        peers.encrypted,
+    );
+    labelled(
+        out,
+        (
+            "magnetfetch_peer_addresses_total",
+            "counter",
+            "Peer addresses received, by source.",
+        ),
+        "source",
+        &SOURCES[..5],
+        &t.addresses,
+    );
+    let mut announces = BTreeMap::new();
+    announces.insert("ok", t.announces_ok);
+    announces.insert("error", t.announces_failed);
+    labelled(
+        out,
+        (
+            "magnetfetch_tracker_announces_total",
+            "counter",
+            "Tracker announces, by outcome.",
+        ),
+        "status",
+        &["ok", "error"],
+        &announces,
+    );
+    single(
+        out,
+        "magnetfetch_hash_failures_total",
+        "counter",
+        "Pieces that failed their hash check.",
+        t.hash_failures,
+    );
+    single(
+        out,
+        "magnetfetch_bans_total",
+        "counter",
+        "Peers banned for sending corrupt data.",
+        t.bans,
+    );
+    single(
+        out,
+        "magnetfetch_disk_write_bytes_total",
+        "counter",
+        "Bytes of verified pieces written to disk.",
+        t.disk_written,
+    );
+    single(
+        out,
+        "magnetfetch_disk_read_bytes_total",
+        "counter",
+        "Bytes read from disk to serve peers and HTTP streams.",
+        t.uploaded + t.stream_read,
+    );
+    single(
+        out,
+        "magnetfetch_stream_read_bytes_total",
+        "counter",
+        "Bytes HTTP streams read from disk.",
+        t.stream_read,
+    );
+    single(
+        out,
+        "magnetfetch_stream_readers",
+        "gauge",
+        "HTTP streams reading a torrent's file now.",
+        readers,
+    );
+}
+
 /// The whole `/metrics` page.
-pub fn render(torrents: &[TorrentView], dht: Option<&DhtStats>) -> String {
+pub fn render(
+    torrents: &[TorrentView],
+    dht: Option<&DhtStats>,
+    totals: &Totals,
+    peers: &PeerCounts,
+) -> String {
     let mut out = String::new();
     head(
         &mut out,
@@ -129,6 +286,7 @@ pub fn render(torrents: &[TorrentView], dht: Option<&DhtStats>) -> String {
         "Connected peers over every torrent.",
     );
     let _ = writeln!(out, "magnetfetch_peers {}", sum(|t| t.peers as u64));
+    render_totals(&mut out, totals, peers, sum(|t| t.stream_readers as u64));
     if let Some(d) = dht {
         head(
             &mut out,
@@ -146,7 +304,7 @@ pub fn render(torrents: &[TorrentView], dht: Option<&DhtStats>) -> String {
             "magnetfetch_dht_nodes{{family=\"ipv6\"}} {}",
             d.table_v6
         );
-        let counters: [(&str, &str, u64); 4] = [
+        let counters: [(&str, &str, u64); 6] = [
             (
                 "magnetfetch_dht_queries_sent_total",
                 "KRPC queries sent.",
@@ -166,6 +324,16 @@ pub fn render(torrents: &[TorrentView], dht: Option<&DhtStats>) -> String {
                 "magnetfetch_dht_queries_received_total",
                 "KRPC queries received.",
                 d.queries_received,
+            ),
+            (
+                "magnetfetch_dht_queries_dropped_total",
+                "KRPC queries received and dropped (rate limits, malformed).",
+                d.queries_dropped,
+            ),
+            (
+                "magnetfetch_dht_lookups_total",
+                "Lookups (get_peers) finished.",
+                d.lookups_done,
             ),
         ];
         for (name, help, v) in counters {
@@ -212,6 +380,7 @@ mod tests {
             error: None,
             stream_readers: 0,
             paused_because: None,
+            queue_position: 0,
             settings: Default::default(),
         }
     }
@@ -222,7 +391,17 @@ mod tests {
             view(1, State::Downloading, 100),
             view(2, State::Seeding, 50),
         ];
-        let page = render(&ts, None);
+        let mut totals = Totals {
+            bans: 1,
+            uploaded: 10,
+            stream_read: 5,
+            ..Totals::default()
+        };
+        totals.addresses.insert("dht", 4);
+        let mut peers = PeerCounts::default();
+        peers.by_source.insert("pex", 2);
+        peers.by_transport.insert("utp", 2);
+        let page = render(&ts, None, &totals, &peers);
         let mut declared = std::collections::HashSet::new();
         for line in page.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -254,5 +433,17 @@ mod tests {
             2
         )));
         assert!(!page.contains("magnetfetch_dht_nodes"));
+        for line in [
+            "magnetfetch_peers_by_source{source=\"pex\"} 2",
+            "magnetfetch_peers_by_source{source=\"dht\"} 0",
+            "magnetfetch_peers_by_transport{transport=\"utp\"} 2",
+            "magnetfetch_peer_addresses_total{source=\"dht\"} 4",
+            "magnetfetch_tracker_announces_total{status=\"error\"} 0",
+            "magnetfetch_bans_total 1",
+            "magnetfetch_disk_read_bytes_total 15",
+            "magnetfetch_stream_readers 0",
+        ] {
+            assert!(page.contains(&format!("{line}\n")), "{line} in {page}");
+        }
     }
 }

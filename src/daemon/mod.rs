@@ -13,6 +13,7 @@ pub mod api;
 mod folder;
 mod input;
 mod metrics;
+mod peers;
 pub mod store;
 mod stream;
 
@@ -34,6 +35,12 @@ use store::{Saved, SavedList, Store};
 pub use folder::spawn as watch_folder;
 pub use input::InputError;
 
+/// A torrent's swarm answers a request for its peers within this (else: none).
+const PEERS_WAIT: Duration = Duration::from_secs(2);
+
+/// An idle seed (no peer) ticks this often (see `SwarmConfig::idle_tick`).
+const IDLE_TICK: Duration = Duration::from_secs(5);
+
 /// How often a seeding torrent's seed ratio and seed time are checked.
 const SEED_LIMIT_EVERY: Duration = Duration::from_millis(500);
 
@@ -51,6 +58,17 @@ pub struct DaemonConfig {
     pub max_up_rate: Option<u64>,
     /// Local Service Discovery (BEP 14) for the torrents (never for private ones).
     pub lsd: bool,
+    /// At most this many torrents download (and this many seed) at once; the others wait
+    /// in the queue (`queued`), in queue order. `None`: no limit.
+    pub queue: QueueLimits,
+}
+
+/// Caps on running torrents (`--max-active-downloads`, `--max-active-seeds`, `PATCH /session`).
+/// A torrent looking for peers, fetching its metadata or checking counts as a download.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct QueueLimits {
+    pub max_active_downloads: Option<usize>,
+    pub max_active_seeds: Option<usize>,
 }
 
 /// What a torrent is doing, as the API shows it.
@@ -62,6 +80,8 @@ pub enum State {
     Checking,
     Downloading,
     Seeding,
+    /// Waiting for a free download or seed slot (see [`QueueLimits`]).
+    Queued,
     Paused,
     Error,
 }
@@ -74,18 +94,20 @@ impl State {
             State::Checking => "checking",
             State::Downloading => "downloading",
             State::Seeding => "seeding",
+            State::Queued => "queued",
             State::Paused => "paused",
             State::Error => "error",
         }
     }
 
     /// Every state, for metrics that list each one.
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Searching,
         State::Metadata,
         State::Checking,
         State::Downloading,
         State::Seeding,
+        State::Queued,
         State::Paused,
         State::Error,
     ];
@@ -129,6 +151,8 @@ pub struct TorrentView {
     pub stream_readers: usize,
     /// Why the daemon paused it by itself (`seed ratio 2 reached`, `seeded for 3600 s`).
     pub paused_because: Option<String>,
+    /// Place in the queue, 0 first (every torrent has one; see `POST /torrents/{id}/queue`).
+    pub queue_position: usize,
     pub settings: Settings,
 }
 
@@ -165,6 +189,12 @@ struct Entry {
     output: PathBuf,
     added: u64,
     paused: bool,
+    /// Wants to run but waits for a slot (see [`QueueLimits`]).
+    queued: bool,
+    /// Queue order: smaller first (the add order unless moved).
+    order: u64,
+    /// Was complete when last seen running: queued as a seed, not as a download.
+    complete: bool,
     settings: Settings,
     /// Why the daemon paused it by itself (seed ratio or time reached).
     paused_because: Option<String>,
@@ -188,6 +218,7 @@ struct Run {
     meta: watch::Receiver<Option<Arc<Metainfo>>>,
     pieces: watch::Receiver<Option<Arc<crate::torrent::Bitfield>>>,
     readers: Arc<stream::Readers>,
+    lister: crate::session::PeerLister,
 }
 
 impl Run {
@@ -207,7 +238,17 @@ async fn ended(mut done: watch::Receiver<bool>) {
 struct Registry {
     next_id: u64,
     generation: u64,
+    next_order: u64,
     torrents: BTreeMap<u64, Entry>,
+}
+
+impl Registry {
+    /// Ids in queue order.
+    fn queue(&self) -> Vec<u64> {
+        let mut ids: Vec<(u64, u64)> = self.torrents.values().map(|e| (e.order, e.id)).collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
 }
 
 /// The daemon: a session and its torrents.
@@ -220,6 +261,9 @@ pub struct Daemon {
     save_lock: Mutex<()>,
     /// The port mapping's status as JSON, when one runs (shown by `GET /session`).
     port_mapping: Mutex<Option<watch::Receiver<serde_json::Value>>>,
+    queue: Mutex<QueueLimits>,
+    /// Bytes the HTTP streams read from disk.
+    stream_read: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -238,6 +282,7 @@ impl Daemon {
     pub fn start(session: Session, cfg: DaemonConfig) -> Result<Arc<Daemon>, String> {
         let store = Store::new(&cfg.state_dir);
         let saved = store.load()?;
+        let cfg_queue = cfg.queue;
         let d = Arc::new(Daemon {
             session,
             cfg,
@@ -248,12 +293,15 @@ impl Daemon {
             }),
             save_lock: Mutex::new(()),
             port_mapping: Mutex::new(None),
+            queue: Mutex::new(cfg_queue),
+            stream_read: Default::default(),
         });
         for s in saved.torrents {
             if let Err(e) = d.restore(&s) {
                 tracing::warn!(id = s.id, info_hash = %s.info_hash, "cannot restore torrent: {e}");
             }
         }
+        d.schedule();
         Ok(d)
     }
 
@@ -300,6 +348,13 @@ impl Daemon {
             (s.output.clone(), s.added, s.paused),
             s.settings.clone(),
         );
+        let mut reg = lock(&self.reg);
+        let order = s.queue_order.unwrap_or(s.id);
+        reg.next_order = reg.next_order.max(order + 1);
+        if let Some(e) = reg.torrents.get_mut(&s.id) {
+            e.order = order;
+            e.complete = s.complete;
+        }
         Ok(())
     }
 
@@ -334,10 +389,7 @@ impl Daemon {
             }
             if let Some(done) = restart {
                 ended(done).await;
-                let paused = lock(&self.reg).torrents.get(&id).is_none_or(|e| e.paused);
-                if !paused {
-                    self.start_run(id, source);
-                }
+                self.schedule();
             }
             return Ok((id, ih));
         }
@@ -360,6 +412,7 @@ impl Daemon {
             (output, now_secs(), false),
             Settings::default(),
         );
+        self.schedule();
         self.save()?;
         Ok((id, ih))
     }
@@ -384,6 +437,9 @@ impl Daemon {
             output,
             added,
             paused,
+            queued: false,
+            order: 0,
+            complete: false,
             settings,
             paused_because: None,
             error: None,
@@ -391,13 +447,119 @@ impl Daemon {
             run: None,
             last: Progress::default(),
         };
+        let mut reg = lock(&self.reg);
+        reg.next_id = reg.next_id.max(id + 1);
+        let mut entry = entry;
+        entry.order = reg.next_order;
+        reg.next_order += 1;
+        reg.torrents.insert(id, entry);
+    }
+
+    /// The queue limits now.
+    pub fn queue_limits(&self) -> QueueLimits {
+        *lock(&self.queue)
+    }
+
+    /// Changes the queue limits (not saved: the command line's apply again after a restart).
+    pub fn set_queue_limits(self: &Arc<Self>, q: QueueLimits) {
+        *lock(&self.queue) = q;
+        self.schedule();
+    }
+
+    /// Moves torrent `key` to `position` in the queue (0 first; past the end: last).
+    pub fn move_in_queue(
+        self: &Arc<Self>,
+        key: &str,
+        position: usize,
+    ) -> Result<TorrentView, DaemonError> {
+        let id = self.find_id(key)?;
         {
             let mut reg = lock(&self.reg);
-            reg.next_id = reg.next_id.max(id + 1);
-            reg.torrents.insert(id, entry);
+            let mut ids = reg.queue();
+            ids.retain(|&i| i != id);
+            ids.insert(position.min(ids.len()), id);
+            for (n, i) in ids.iter().enumerate() {
+                if let Some(e) = reg.torrents.get_mut(i) {
+                    e.order = n as u64;
+                }
+            }
+            reg.next_order = ids.len() as u64;
         }
-        if !paused {
-            self.start_run(id, source);
+        self.schedule();
+        self.save()?;
+        self.view(id)
+    }
+
+    /// Starts and stops torrents so that, in queue order, at most the allowed number
+    /// download and seed; the rest show `queued`. Called whenever that may change: a
+    /// torrent added, paused, resumed, removed, complete or ended, and new limits. A torrent
+    /// still stopping is left alone: its end calls this again.
+    fn schedule(self: &Arc<Self>) {
+        let limits = self.queue_limits();
+        let mut start = Vec::new();
+        {
+            let mut reg = lock(&self.reg);
+            let (mut downloads, mut seeds) = (0usize, 0usize);
+            for id in reg.queue() {
+                let e = reg.torrents.get_mut(&id).expect("listed");
+                if e.paused || e.error.is_some() {
+                    e.queued = false;
+                    continue;
+                }
+                if e.run.as_ref().is_some_and(|r| *r.stop.borrow()) {
+                    continue;
+                }
+                let seeding = e.complete
+                    || e.run.as_ref().is_some_and(|r| {
+                        matches!(r.progress.borrow().phase, Phase::Seeding | Phase::Done)
+                    });
+                let (count, cap) = if seeding {
+                    (&mut seeds, limits.max_active_seeds)
+                } else {
+                    (&mut downloads, limits.max_active_downloads)
+                };
+                if cap.is_none_or(|c| *count < c) {
+                    *count += 1;
+                    e.queued = false;
+                    if e.run.is_none() {
+                        start.push(id);
+                    }
+                } else {
+                    e.queued = true;
+                    if let Some(r) = &e.run {
+                        tracing::debug!(id, "queued: no free slot");
+                        let _ = r.stop.send(true);
+                    }
+                }
+            }
+        }
+        for id in start {
+            let source = lock(&self.reg).torrents.get(&id).and_then(source_of);
+            match source {
+                Some(s) => self.start_run(id, s),
+                None => {
+                    if let Some(e) = lock(&self.reg).torrents.get_mut(&id) {
+                        e.error = Some("nothing to start from".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// A running torrent became complete: it now takes a seed slot, not a download slot.
+    fn became_complete(self: &Arc<Self>, id: u64) {
+        let changed = match lock(&self.reg).torrents.get_mut(&id) {
+            Some(e) if !e.complete => {
+                e.complete = true;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            if let Err(e) = self.save() {
+                tracing::warn!(id, "{e}");
+            }
+            self.schedule();
         }
     }
 
@@ -413,6 +575,7 @@ impl Daemon {
         add.resume_dir = Some(self.cfg.state_dir.join("resume"));
         add.metadata_timeout = self.cfg.metadata_timeout;
         add.swarm.keep_seeding = true;
+        add.swarm.idle_tick = Some(IDLE_TICK);
         add.lsd = self.cfg.lsd;
         add.swarm.max_down_rate = e.settings.max_down_rate.or(self.cfg.max_down_rate);
         add.swarm.max_up_rate = e.settings.max_up_rate.or(self.cfg.max_up_rate);
@@ -434,6 +597,7 @@ impl Daemon {
             meta: handle.metainfo(),
             pieces: handle.pieces(),
             readers: stream::Readers::new(handle.focus_sender()),
+            lister: handle.peer_lister(),
         });
         drop(reg);
 
@@ -442,17 +606,28 @@ impl Daemon {
         tokio::spawn(async move {
             let mut meta_known = meta_rx.borrow().is_some();
             let mut limits = tokio::time::interval(SEED_LIMIT_EVERY);
+            // Once it seeds, the tick is only needed for a seed ratio or time.
+            let seed_limits = me.upgrade().is_some_and(|d| {
+                lock(&d.reg).torrents.get(&id).is_some_and(|e| {
+                    e.settings.seed_ratio.is_some() || e.settings.seed_time.is_some()
+                })
+            });
+            let mut ticking = true;
             let mut seeding_since: Option<tokio::time::Instant> = None;
             let ended = loop {
                 tokio::select! {
                     r = handle.join() => break Some(r),
                     _ = stop_rx.changed() => break None,
-                    _ = limits.tick() => {
+                    _ = limits.tick(), if ticking => {
                         let p = handle.progress().borrow().clone();
                         let Some(d) = me.upgrade() else { continue };
                         if p.phase != Phase::Seeding {
                             seeding_since = None;
                             continue;
+                        }
+                        if seeding_since.is_none() {
+                            d.became_complete(id);
+                            ticking = seed_limits;
                         }
                         let since = *seeding_since.get_or_insert_with(tokio::time::Instant::now);
                         if let Some(why) = d.seed_limit_reached(id, &p, since.elapsed()) {
@@ -535,7 +710,7 @@ impl Daemon {
         let restart = {
             let mut reg = lock(&self.reg);
             let e = reg.torrents.get_mut(&id).expect("found above");
-            if let (Some(files), Some(m)) = (&settings.files, &e.metainfo) {
+            if let (Some(files), Some(m)) = (&settings.files, known_meta(e)) {
                 let n = m.info.files.len();
                 if files.is_empty() || files.iter().any(|&i| i as usize >= n) {
                     return Err(DaemonError::Refused(format!(
@@ -544,24 +719,17 @@ impl Daemon {
                     )));
                 }
             }
+            if e.settings.files != settings.files {
+                // A new file selection may want pieces a complete torrent lacks.
+                e.complete = false;
+            }
             e.settings = settings;
             e.run.as_ref().map(Run::stop)
         };
         self.save()?;
         if let Some(done) = restart {
             ended(done).await;
-            let source = {
-                let reg = lock(&self.reg);
-                let e = reg.torrents.get(&id).expect("found above");
-                match (&e.metainfo, &e.magnet) {
-                    (Some(m), _) => Some(Source::Metainfo(m.clone())),
-                    (None, Some(m)) => crate::magnet::Magnet::parse(m).ok().map(Source::Magnet),
-                    (None, None) => None,
-                }
-            };
-            if let Some(s) = source {
-                self.start_run(id, s);
-            }
+            self.schedule();
         }
         self.view(id)
     }
@@ -576,20 +744,29 @@ impl Daemon {
         }
     }
 
-    fn run_ended(&self, id: u64, generation: u64, last: Progress, error: Option<String>) {
-        let mut reg = lock(&self.reg);
-        let Some(e) = reg.torrents.get_mut(&id) else {
-            return;
-        };
-        if e.run.as_ref().map(|r| r.generation) != Some(generation) {
-            return;
+    fn run_ended(
+        self: &Arc<Self>,
+        id: u64,
+        generation: u64,
+        last: Progress,
+        error: Option<String>,
+    ) {
+        {
+            let mut reg = lock(&self.reg);
+            let Some(e) = reg.torrents.get_mut(&id) else {
+                return;
+            };
+            if e.run.as_ref().map(|r| r.generation) != Some(generation) {
+                return;
+            }
+            let asked_to_stop = e.run.as_ref().is_some_and(|r| *r.stop.borrow());
+            e.run = None;
+            e.last = last;
+            if !e.paused && !asked_to_stop {
+                e.error = Some(error.unwrap_or_else(|| "stopped".into()));
+            }
         }
-        let asked_to_stop = e.run.as_ref().is_some_and(|r| *r.stop.borrow());
-        e.run = None;
-        e.last = last;
-        if !e.paused && !asked_to_stop {
-            e.error = Some(error.unwrap_or_else(|| "stopped".into()));
-        }
+        self.schedule();
     }
 
     fn find_id(&self, key: &str) -> Result<u64, DaemonError> {
@@ -627,36 +804,28 @@ impl Daemon {
     /// Starts a paused (or failed) torrent again; a running one is left alone.
     pub fn resume(self: &Arc<Self>, key: &str) -> Result<TorrentView, DaemonError> {
         let id = self.find_id(key)?;
-        let source = {
+        {
             let mut reg = lock(&self.reg);
             let e = reg.torrents.get_mut(&id).expect("found above");
+            if e.run.is_none() && source_of(e).is_none() {
+                return Err(DaemonError::Refused("nothing to start from".into()));
+            }
             e.paused = false;
             e.paused_because = None;
-            if e.run.is_some() {
-                None
-            } else {
-                Some(match (&e.metainfo, &e.magnet) {
-                    (Some(m), _) => Source::Metainfo(m.clone()),
-                    (None, Some(m)) => Source::Magnet(
-                        crate::magnet::Magnet::parse(m)
-                            .map_err(|e| DaemonError::Refused(e.to_string()))?,
-                    ),
-                    (None, None) => {
-                        return Err(DaemonError::Refused("nothing to start from".into()))
-                    }
-                })
-            }
-        };
-        if let Some(s) = source {
-            self.start_run(id, s);
+            e.error = None;
         }
+        self.schedule();
         self.save()?;
         self.view(id)
     }
 
     /// Removes a torrent; with `delete_files` also its data (only what the torrent itself
     /// names, inside its download directory).
-    pub async fn remove(&self, key: &str, delete_files: bool) -> Result<(), DaemonError> {
+    pub async fn remove(
+        self: &Arc<Self>,
+        key: &str,
+        delete_files: bool,
+    ) -> Result<(), DaemonError> {
         let id = self.find_id(key)?;
         let (run, entry_meta, output, ih) = {
             let mut reg = lock(&self.reg);
@@ -666,6 +835,7 @@ impl Daemon {
         if let Some(r) = run {
             ended(r.stop()).await;
         }
+        self.schedule();
         self.store.remove_torrent(&ih);
         let _ = std::fs::remove_file(
             self.cfg
@@ -722,6 +892,7 @@ impl Daemon {
                 root,
                 pieces,
                 readers,
+                read_bytes: self.stream_read.clone(),
             },
             ty,
         ))
@@ -737,12 +908,131 @@ impl Daemon {
         Ok(bits.map(|b| (b.len(), hex::encode(b.as_bytes()))))
     }
 
+    /// The connected peers of torrent `key` (none unless it runs).
+    pub async fn peers(&self, key: &str) -> Result<Vec<peers::PeerView>, DaemonError> {
+        let id = self.find_id(key)?;
+        let lister = {
+            let reg = lock(&self.reg);
+            let e = reg.torrents.get(&id).expect("found above");
+            e.run
+                .as_ref()
+                .filter(|r| r.progress.borrow().peers > 0)
+                .map(|r| r.lister.clone())
+        };
+        let Some(l) = lister else {
+            return Ok(Vec::new());
+        };
+        Ok(l.peers(PEERS_WAIT).await.iter().map(Into::into).collect())
+    }
+
+    /// Connected peers of every running torrent that has some: (by source, by transport).
+    pub async fn peer_counts(&self) -> metrics::PeerCounts {
+        let listers: Vec<_> = {
+            let reg = lock(&self.reg);
+            reg.torrents
+                .values()
+                .filter_map(|e| e.run.as_ref())
+                .filter(|r| r.progress.borrow().peers > 0)
+                .map(|r| r.lister.clone())
+                .collect()
+        };
+        let mut c = metrics::PeerCounts::default();
+        for l in listers {
+            for p in l.peers(PEERS_WAIT).await {
+                let v = peers::PeerView::from(&p);
+                *c.by_source.entry(v.source).or_default() += 1;
+                *c.by_transport.entry(v.transport).or_default() += 1;
+                if v.encrypted {
+                    c.encrypted += 1;
+                }
+            }
+        }
+        c
+    }
+
+    /// Counters summed over every torrent (see [`metrics::Totals`]).
+    pub fn totals(&self) -> metrics::Totals {
+        let reg = lock(&self.reg);
+        let mut t = metrics::Totals {
+            stream_read: self.stream_read.load(std::sync::atomic::Ordering::Relaxed),
+            ..Default::default()
+        };
+        for e in reg.torrents.values() {
+            let p = match &e.run {
+                Some(r) => r.progress.borrow().clone(),
+                None => e.last.clone(),
+            };
+            t.hash_failures += p.failed_pieces;
+            t.bans += p.bans;
+            t.disk_written += p.disk_written;
+            t.uploaded += p.uploaded;
+            for s in &p.trackers {
+                t.announces_ok += s.announces;
+                t.announces_failed += s.failures;
+            }
+            let a = p.sources;
+            for (k, v) in [
+                ("dht", a.dht),
+                ("tracker", a.tracker),
+                ("pex", a.pex),
+                ("lsd", a.lsd),
+                ("incoming", a.incoming),
+            ] {
+                *t.addresses.entry(k).or_default() += v;
+            }
+        }
+        t
+    }
+
+    /// The trackers of torrent `key`: each one it names, with its last status once it has
+    /// one (`waiting` before).
+    pub fn trackers(&self, key: &str) -> Result<Vec<peers::TrackerView>, DaemonError> {
+        let id = self.find_id(key)?;
+        let reg = lock(&self.reg);
+        let e = reg.torrents.get(&id).expect("found above");
+        let statuses = match &e.run {
+            Some(r) => r.progress.borrow().trackers.clone(),
+            None => e.last.trackers.clone(),
+        };
+        let mut urls: Vec<String> = match &e.metainfo {
+            Some(m) if !m.announce_list.is_empty() => m.announce_list.concat(),
+            Some(m) => m.announce.iter().cloned().collect(),
+            None => Vec::new(),
+        };
+        if let Some(m) = e
+            .magnet
+            .as_deref()
+            .and_then(|m| crate::magnet::Magnet::parse(m).ok())
+        {
+            urls.extend(m.trackers);
+        }
+        let mut out: Vec<peers::TrackerView> = Vec::new();
+        for u in urls {
+            if out.iter().any(|t| t.url == u) {
+                continue;
+            }
+            let st = statuses.iter().find(|s| s.url == u).cloned().unwrap_or(
+                crate::session::TrackerStatus {
+                    url: u,
+                    ..Default::default()
+                },
+            );
+            out.push((&st).into());
+        }
+        for s in &statuses {
+            if !out.iter().any(|t| t.url == s.url) {
+                out.push(s.into());
+            }
+        }
+        Ok(out)
+    }
+
     /// The files of torrent `key` (empty until the metadata is known).
     pub fn files(&self, key: &str) -> Result<Vec<FileView>, DaemonError> {
         let id = self.find_id(key)?;
         let reg = lock(&self.reg);
         let e = reg.torrents.get(&id).expect("found above");
-        let Some(m) = &e.metainfo else {
+        let Some(m) = known_meta(e) else {
             return Ok(Vec::new());
         };
         Ok(m.info
@@ -762,15 +1052,24 @@ impl Daemon {
     /// Every torrent, by id.
     pub fn list(&self) -> Vec<TorrentView> {
         let reg = lock(&self.reg);
-        reg.torrents.values().map(view_of).collect()
+        let mut position: BTreeMap<u64, usize> = BTreeMap::new();
+        for (n, id) in reg.queue().into_iter().enumerate() {
+            position.insert(id, n);
+        }
+        reg.torrents
+            .values()
+            .map(|e| view_of(e, position[&e.id]))
+            .collect()
     }
 
     pub fn view(&self, id: u64) -> Result<TorrentView, DaemonError> {
         let reg = lock(&self.reg);
-        reg.torrents
+        let e = reg
+            .torrents
             .get(&id)
-            .map(view_of)
-            .ok_or_else(|| DaemonError::NotFound(id.to_string()))
+            .ok_or_else(|| DaemonError::NotFound(id.to_string()))?;
+        let position = reg.torrents.values().filter(|o| o.order < e.order).count();
+        Ok(view_of(e, position))
     }
 
     /// One torrent by id or info-hash.
@@ -797,6 +1096,8 @@ impl Daemon {
                         paused: e.paused,
                         added: e.added,
                         settings: e.settings.clone(),
+                        queue_order: Some(e.order),
+                        complete: e.complete,
                     })
                     .collect(),
             }
@@ -823,14 +1124,35 @@ impl Daemon {
     }
 }
 
-fn view_of(e: &Entry) -> TorrentView {
+/// Torrent `e`'s metainfo if known. The run knows it a moment before the supervisor
+/// records it in the entry.
+fn known_meta(e: &Entry) -> Option<Arc<Metainfo>> {
+    e.metainfo
+        .clone()
+        .or_else(|| e.run.as_ref().and_then(|r| r.meta.borrow().clone()))
+}
+
+/// What torrent `e` starts from: its metainfo once known, else its magnet link.
+fn source_of(e: &Entry) -> Option<Source> {
+    match (&e.metainfo, &e.magnet) {
+        (Some(m), _) => Some(Source::Metainfo(m.clone())),
+        (None, Some(m)) => crate::magnet::Magnet::parse(m).ok().map(Source::Magnet),
+        (None, None) => None,
+    }
+}
+
+fn view_of(e: &Entry, queue_position: usize) -> TorrentView {
     let p = match &e.run {
         Some(r) => r.progress.borrow().clone(),
         None => e.last.clone(),
     };
     let state = if e.error.is_some() {
         State::Error
-    } else if e.paused || e.run.is_none() {
+    } else if e.paused {
+        State::Paused
+    } else if e.queued {
+        State::Queued
+    } else if e.run.is_none() {
         State::Paused
     } else {
         match p.phase {
@@ -880,6 +1202,7 @@ fn view_of(e: &Entry) -> TorrentView {
         error: e.error.clone(),
         stream_readers: e.run.as_ref().map_or(0, |r| r.readers.count()),
         paused_because: e.paused_because.clone(),
+        queue_position,
         settings: e.settings.clone(),
     }
 }

@@ -36,6 +36,12 @@ pub struct Saved {
     pub added: u64,
     #[serde(default)]
     pub settings: Settings,
+    /// Its place in the queue (smaller first; `None`: by id, as lists saved before queues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_order: Option<u64>,
+    /// It was complete when last seen running (it queues for a seed slot).
+    #[serde(default)]
+    pub complete: bool,
 }
 
 /// A torrent's own settings (`PATCH /torrents/{id}`).
@@ -166,6 +172,8 @@ mod tests {
                     seed_ratio: Some(1.5),
                     ..Settings::default()
                 },
+                queue_order: Some(7),
+                complete: true,
             }],
         };
         store.save(&list).unwrap();

@@ -247,6 +247,8 @@ pub struct Source {
     pub root: PathBuf,
     pub pieces: watch::Receiver<Option<Arc<Bitfield>>>,
     pub readers: Arc<Readers>,
+    /// Bytes read from disk by every stream of the daemon (a metric).
+    pub read_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Streams `range` of the file: chunks on the returned channel, in order; an error item
@@ -311,6 +313,8 @@ async fn read(
         })
         .await
         .map_err(std::io::Error::other)??;
+        src.read_bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
             // The client went away (or seeked: a new request).
             return Ok(());

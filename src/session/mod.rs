@@ -28,7 +28,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -46,8 +46,9 @@ pub use metadata::{
     fetch_metadata, fetch_metadata_stats, serve_metadata, FetchConfig, FetchError, FetchStatus,
     Fetched, HandedConn,
 };
+pub use swarm::PeerInfo;
 pub use swarm::{SwarmConfig, SwarmError, SwarmSummary, TransportBytes};
-pub use trackers::{PeerSources, SourceCounters, TrackerStatus};
+pub use trackers::{PeerOrigin, PeerSources, SourceCounters, TrackerStatus};
 
 /// Where a torrent is in its life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -119,6 +120,11 @@ pub struct Progress {
     pub trackers: Vec<TrackerStatus>,
     /// Payload bytes (received + sent) per transport.
     pub transport_bytes: swarm::TransportBytes,
+    /// Pieces that failed their hash check, and peers banned for it, in this run.
+    pub failed_pieces: u64,
+    pub bans: u64,
+    /// Bytes of verified pieces written to storage in this run.
+    pub disk_written: u64,
 }
 
 /// Session-wide settings.
@@ -281,6 +287,7 @@ pub struct TorrentHandle {
     focus: watch::Sender<Vec<u32>>,
     stop: watch::Sender<bool>,
     addrs: mpsc::Sender<SocketAddr>,
+    peer_list: mpsc::Sender<oneshot::Sender<Vec<PeerInfo>>>,
     join: JoinHandle<Result<TorrentOutcome, TorrentError>>,
 }
 
@@ -310,6 +317,12 @@ impl TorrentHandle {
         self.focus.clone()
     }
 
+    /// Asks for the connected peers (see [`PeerInfo`]); none while the torrent fetches
+    /// its metadata or checks its data (the swarm answers once it runs).
+    pub fn peer_lister(&self) -> PeerLister {
+        PeerLister(self.peer_list.clone())
+    }
+
     /// A sender for peer addresses from any source (DHT, tracker, ...).
     pub fn peer_sender(&self) -> mpsc::Sender<SocketAddr> {
         self.addrs.clone()
@@ -334,6 +347,25 @@ impl TorrentHandle {
         match self.join.await {
             Ok(r) => r,
             Err(_) => Err(TorrentError::Stopped),
+        }
+    }
+}
+
+/// Asks a running torrent for its connected peers (see [`TorrentHandle::peer_lister`]).
+#[derive(Clone, Debug)]
+pub struct PeerLister(mpsc::Sender<oneshot::Sender<Vec<PeerInfo>>>);
+
+impl PeerLister {
+    /// The connected peers, or none when the swarm does not answer within `wait` (it
+    /// is not running yet, or has ended).
+    pub async fn peers(&self, wait: Duration) -> Vec<PeerInfo> {
+        let (tx, rx) = oneshot::channel();
+        if self.0.try_send(tx).is_err() {
+            return Vec::new();
+        }
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(v)) => v,
+            _ => Vec::new(),
         }
     }
 }
@@ -379,6 +411,10 @@ pub struct Session {
 /// here is a peer that got neither a slot nor the courtesy of a refusal
 /// ([`courtesy`]), only a closed connection.
 const INCOMING_QUEUE: usize = 256;
+/// How often a torrent's peer-source counters reach its progress.
+const GLUE_TICK: Duration = Duration::from_millis(500);
+/// The same for torrents that tick rarely when idle ([`SwarmConfig::idle_tick`]).
+const GLUE_TICK_IDLE: Duration = Duration::from_secs(5);
 /// Peer addresses queued for a torrent at most (senders drop beyond it).
 const ADDR_QUEUE: usize = 1024;
 
@@ -617,6 +653,7 @@ impl Session {
         let (pieces_tx, pieces_rx) = watch::channel(None);
         let (focus_tx, focus_rx) = watch::channel(Vec::new());
         let (addr_tx, addr_rx) = mpsc::channel(ADDR_QUEUE);
+        let (list_tx, list_rx) = mpsc::channel(8);
         let (inc_tx, inc_rx) = mpsc::channel(INCOMING_QUEUE);
         lock(&self.inner.torrents).insert(
             info_hash,
@@ -634,6 +671,9 @@ impl Session {
         }
         let private = matches!(&add.source, Source::Metainfo(m) if m.info.private);
         let counters = Arc::new(SourceCounters::default());
+        for a in initial_peers(&add) {
+            counters.note(a, PeerOrigin::Given);
+        }
         if let (Some(dht), false) = (&self.inner.dht, private) {
             tokio::spawn(discover(
                 dht.clone(),
@@ -668,6 +708,13 @@ impl Session {
             progress: progress_tx.clone(),
             peers: addr_tx.clone(),
             own: self.inner.own.clone(),
+            // A daemon's idle torrents (see `SwarmConfig::idle_tick`) copy their counters
+            // less often too.
+            tick: if add.swarm.idle_tick.is_some() {
+                GLUE_TICK_IDLE
+            } else {
+                GLUE_TICK
+            },
         });
         let mut add = add;
         add.swarm.private = add.swarm.private || private;
@@ -686,6 +733,7 @@ impl Session {
                     addrs: addr_rx,
                     incoming: inc_rx,
                     seen: Vec::new(),
+                    peer_list: list_rx,
                 },
             )
             .await;
@@ -702,6 +750,7 @@ impl Session {
             focus: focus_tx,
             stop: stop_tx,
             addrs: addr_tx,
+            peer_list: list_tx,
             join,
         }
     }
@@ -877,6 +926,7 @@ async fn lsd_peers(
                 Some(a) if own.is_own(a) => {}
                 Some(a) => {
                     counters.lsd.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    counters.note(a, trackers::PeerOrigin::Lsd);
                     let _ = tx.try_send(a);
                 }
                 None => return,
@@ -921,6 +971,7 @@ async fn discover(
                     Some(a) if own.is_own(a) => {}
                     Some(a) => {
                         counters.dht.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        counters.note(a, trackers::PeerOrigin::Dht);
                         let _ = tx.try_send(a);
                     }
                     None => break,
@@ -1051,6 +1102,7 @@ struct TorrentInputs {
     incoming: mpsc::Receiver<PeerConn>,
     /// Peer addresses heard of during the metadata phase (the swarm's first candidates).
     seen: Vec<SocketAddr>,
+    peer_list: mpsc::Receiver<oneshot::Sender<Vec<PeerInfo>>>,
 }
 
 /// The phases of one torrent: metadata (magnets only), storage and check/resume, swarm.
@@ -1423,6 +1475,7 @@ async fn swarm_phase(
         mut addrs,
         incoming,
         seen,
+        peer_list,
     } = inputs;
     let (fwd_tx, fwd_rx) = mpsc::channel(ADDR_QUEUE);
     tokio::spawn(async move {
@@ -1444,6 +1497,7 @@ async fn swarm_phase(
             stop,
             handed,
             focus: Some(focus),
+            peer_list: Some(peer_list),
         })
         .await;
     // The swarm is gone, so is its sender: the saver writes the final state and ends.
@@ -1518,6 +1572,9 @@ async fn save_resume(
     // end turns a previous run's `unsynced` pieces, now re-hashed, into trusted ones.
     let mut durable = have.clone();
     let mut dirty = !have.none();
+    // Pieces verified since the last save: only then is the tick needed (an idle seed
+    // would otherwise wake every second for nothing).
+    let mut pending = false;
     loop {
         let open = tokio::select! {
             biased;
@@ -1526,12 +1583,13 @@ async fn save_resume(
                     if have.set(p) {
                         saver.on_verified();
                         dirty = true;
+                        pending = true;
                     }
                     true
                 }
                 None => false,
             },
-            _ = tick.tick() => true,
+            _ = tick.tick(), if pending => true,
         };
         if (!open && dirty) || saver.due(Instant::now()) {
             let state = have.clone();
@@ -1571,6 +1629,7 @@ async fn save_resume(
             }
             saver.saved(Instant::now());
             dirty = false;
+            pending = false;
         }
         if !open {
             return;

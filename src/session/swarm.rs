@@ -83,6 +83,12 @@ pub struct SwarmConfig {
     /// Model a disk that writes this many bytes/s at most (tests and benchmarks of a disk
     /// slower than the network; see [`crate::torrent::storage::WriteRate`]).
     pub disk_write_rate: Option<u64>,
+    /// A complete torrent with no peer, no dial, check or web-seed fetch in flight ticks
+    /// this rarely instead of every 0.5 s (a daemon's hundreds of idle seeds would
+    /// otherwise wake the process hundreds of times a second). Events (a peer, an address)
+    /// are handled at once either way. `None`: always 0.5 s (simulations keep their
+    /// schedule).
+    pub idle_tick: Option<Duration>,
 }
 
 /// Default [`SwarmConfig::max_unwritten`]: 4 MiB, 4 pieces of 1 MiB or 16 of 256 KiB —
@@ -111,6 +117,7 @@ impl Default for SwarmConfig {
             max_unwritten: DEFAULT_MAX_UNWRITTEN,
             disk_backlog: None,
             disk_write_rate: None,
+            idle_tick: None,
         }
     }
 }
@@ -165,6 +172,35 @@ pub struct SwarmInputs {
     pub handed: Vec<HandedConn>,
     /// Streaming readers' windows: pieces to fetch first (see `Picker::set_focus`).
     pub focus: Option<watch::Receiver<Vec<u32>>>,
+    /// Requests for the list of connected peers (see [`PeerInfo`]).
+    pub peer_list: Option<mpsc::Receiver<oneshot::Sender<Vec<PeerInfo>>>>,
+}
+
+/// One connected peer, for a caller that shows them (the daemon's `/peers`).
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    pub peer_id: PeerId,
+    /// Where its address came from first (`None`: we dialled an address no counted source
+    /// gave, e.g. handed over by the metadata fetch).
+    pub origin: Option<super::PeerOrigin>,
+    pub transport: Transport,
+    /// RC4 after an MSE/PE handshake.
+    pub encrypted: bool,
+    /// We dialled it.
+    pub outgoing: bool,
+    /// Payload bytes per second recently, from it and to it.
+    pub down_rate: u64,
+    pub up_rate: u64,
+    /// Payload bytes sent to it.
+    pub uploaded: u64,
+    /// Pieces it has, of how many.
+    pub pieces: u32,
+    pub pieces_total: u32,
+    pub am_choking: bool,
+    pub peer_choking: bool,
+    pub am_interested: bool,
+    pub peer_interested: bool,
 }
 
 /// Summary when the actor ends.
@@ -175,6 +211,8 @@ pub struct SwarmSummary {
     pub failed_pieces: u64,
     /// Peers banned for corrupt data.
     pub bans: u64,
+    /// Bytes of verified pieces written to storage.
+    pub written: u64,
     pub downloaded: u64,
     pub uploaded: u64,
     /// Payload bytes (received + sent) per transport.
@@ -212,6 +250,9 @@ struct Link {
     cmd: mpsc::Sender<PeerCmd>,
     /// Its extended handshake, until it has arrived (then handed to the core).
     ext_rx: Option<oneshot::Receiver<PeerExt>>,
+    /// For [`PeerInfo`] only.
+    encrypted: bool,
+    origin: Option<super::PeerOrigin>,
 }
 
 /// What a dial needs (one clone per connect task).
@@ -245,6 +286,8 @@ struct Effects {
     dropped: Vec<PeerKey>,
     /// Bytes of pieces handed to hashing and writing, until written.
     backlog: Arc<super::backlog::DiskBacklog>,
+    /// Bytes of pieces hashed and written (a [`Progress`] counter).
+    written: u64,
 }
 
 impl Io for Effects {
@@ -441,6 +484,7 @@ impl Swarm {
                 punching: JoinSet::new(),
                 ws,
                 dropped: Vec::new(),
+                written: 0,
             },
             next_key: 0,
             ev_tx,
@@ -482,6 +526,7 @@ impl Swarm {
         let mut incoming_open = true;
         let mut stop_open = true;
         let mut focus = inputs.focus.take();
+        let mut peer_list = inputs.peer_list.take();
         self.publish(if self.complete() {
             Phase::Seeding
         } else {
@@ -513,6 +558,9 @@ impl Swarm {
                 Some(r) = self.fx.checks.join_next(), if self.fx.checking > 0 => {
                     self.fx.checking -= 1;
                     if let Ok((piece, res, digests)) = r {
+                        if matches!(res, Ok(true)) {
+                            self.fx.written += self.p.layout.piece_len(piece);
+                        }
                         self.on_checked(piece, res, digests)?;
                     }
                 }
@@ -556,7 +604,22 @@ impl Swarm {
                         Err(_) => focus = None,
                     }
                 }
-                _ = tick.tick() => self.on_tick(),
+                r = async { peer_list.as_mut().expect("guarded").recv().await },
+                    if peer_list.is_some() =>
+                {
+                    match r {
+                        Some(reply) => {
+                            let _ = reply.send(self.peer_list());
+                        }
+                        None => peer_list = None,
+                    }
+                }
+                _ = tick.tick() => {
+                    self.on_tick();
+                    if let Some(d) = self.p.cfg.idle_tick.filter(|_| self.idle()) {
+                        tick.reset_after(d);
+                    }
+                }
             }
         }
         self.stopping.store(true, Ordering::Relaxed);
@@ -572,6 +635,7 @@ impl Swarm {
             complete: self.complete(),
             failed_pieces: self.core.failed_pieces,
             bans: self.core.bans,
+            written: self.fx.written,
             downloaded: self.core.downloaded,
             uploaded: self.total_uploaded.load(Ordering::Relaxed),
             transport_bytes: self.transport_bytes_now(),
@@ -657,15 +721,49 @@ impl Swarm {
             return;
         }
         if !h.outgoing {
-            self.count_incoming();
+            self.count_incoming(addr);
         }
         self.add_peer(h.conn, h.outgoing);
     }
 
-    fn count_incoming(&self) {
+    fn count_incoming(&self, addr: SocketAddr) {
         if let Some(c) = &self.p.cfg.sources {
             c.incoming.fetch_add(1, Ordering::Relaxed);
+            c.note(addr, super::PeerOrigin::Incoming);
         }
+    }
+
+    /// The connected peers now.
+    fn peer_list(&mut self) -> Vec<PeerInfo> {
+        let now = Instant::now();
+        let total = self.p.layout.piece_count();
+        let links = &self.fx.links;
+        self.core
+            .peers
+            .iter_mut()
+            .map(|(key, p)| {
+                let link = links.get(key);
+                let (down_rate, up_rate) = p.rates(now);
+                let (am_choking, peer_choking, am_interested, peer_interested) = p.flags();
+                PeerInfo {
+                    addr: p.addr,
+                    peer_id: p.peer_id,
+                    origin: link.and_then(|l| l.origin),
+                    transport: p.transport,
+                    encrypted: link.is_some_and(|l| l.encrypted),
+                    outgoing: p.outgoing,
+                    down_rate,
+                    up_rate,
+                    uploaded: p.counters.uploaded.load(Ordering::Relaxed),
+                    pieces: p.has.count(),
+                    pieces_total: total,
+                    am_choking,
+                    peer_choking,
+                    am_interested,
+                    peer_interested,
+                }
+            })
+            .collect()
     }
 
     /// An incoming peer: admitted, closed, or refused with a courtesy (our bitfield,
@@ -675,7 +773,7 @@ impl Swarm {
         let now = Instant::now();
         match self.with_core(|c, io| c.on_incoming(conn.addr, now, io)) {
             Incoming::Admit => {
-                self.count_incoming();
+                self.count_incoming(conn.addr);
                 self.add_peer(conn, false);
             }
             // Dropping the connection closes it.
@@ -732,6 +830,8 @@ impl Swarm {
             reach: self.p.reach.clone(),
         };
         let transport = conn.transport;
+        let encrypted = conn.encrypted;
+        let origin = self.p.cfg.sources.as_ref().and_then(|c| c.origin(addr));
         tokio::spawn(run_peer(
             conn,
             ctx,
@@ -746,6 +846,8 @@ impl Swarm {
             Link {
                 cmd: cmd_tx,
                 ext_rx: Some(ext_rx),
+                encrypted,
+                origin,
             },
         );
         let peer = Peer::new(addr, peer_id, transport, outgoing, counters, n, now);
@@ -763,6 +865,11 @@ impl Swarm {
             PeerEvent::Pex(addrs) => {
                 self.core.learn_relays(key, &addrs);
                 let n = addrs.len() as u64;
+                if let Some(c) = &self.p.cfg.sources {
+                    for (a, _) in &addrs {
+                        c.note(*a, super::PeerOrigin::Pex);
+                    }
+                }
                 if self.with_core(|c, io| c.on_pex(addrs, now, io)) {
                     if let Some(c) = &self.p.cfg.sources {
                         c.pex.fetch_add(n, Ordering::Relaxed);
@@ -878,6 +985,15 @@ impl Swarm {
         self.publish(phase);
     }
 
+    /// Complete, and nothing to look after: no peer, dial, check or web-seed fetch.
+    fn idle(&self) -> bool {
+        self.complete()
+            && self.core.peers.is_empty()
+            && self.fx.connecting.is_empty()
+            && self.fx.checking == 0
+            && self.fx.ws.tasks.is_empty()
+    }
+
     fn progress_phase(&self) -> Phase {
         if self.complete() {
             if self.p.cfg.keep_seeding {
@@ -913,7 +1029,12 @@ impl Swarm {
         let peers = self.core.peers.len();
         let known = self.core.known_peers();
         let transport_bytes = self.transport_bytes_now();
+        let (failed_pieces, bans, written) =
+            (self.core.failed_pieces, self.core.bans, self.fx.written);
         self.p.progress.send_modify(|pr| {
+            pr.failed_pieces = failed_pieces;
+            pr.bans = bans;
+            pr.disk_written = written;
             pr.transport_bytes = transport_bytes;
             pr.phase = phase;
             pr.total = layout.total_length();

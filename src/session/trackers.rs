@@ -40,6 +40,36 @@ pub struct PeerSources {
     pub lsd: u64,
 }
 
+/// Where a connected peer's address came from first (shown per peer by the daemon).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerOrigin {
+    Dht,
+    Tracker,
+    Pex,
+    Lsd,
+    /// It connected to us.
+    Incoming,
+    /// Given with the torrent (a magnet's `x.pe`, `--peer`) or by the caller.
+    Given,
+}
+
+impl PeerOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerOrigin::Dht => "dht",
+            PeerOrigin::Tracker => "tracker",
+            PeerOrigin::Pex => "pex",
+            PeerOrigin::Lsd => "lsd",
+            PeerOrigin::Incoming => "incoming",
+            PeerOrigin::Given => "given",
+        }
+    }
+}
+
+/// Addresses whose origin is remembered at most (the candidate table's size).
+const MAX_ORIGINS: usize = 10_000;
+
 /// Counters shared by the tasks that find peers; copied into [`Progress::sources`].
 #[derive(Debug, Default)]
 pub struct SourceCounters {
@@ -49,9 +79,25 @@ pub struct SourceCounters {
     pub incoming: AtomicU64,
     pub webseed: AtomicU64,
     pub lsd: AtomicU64,
+    /// The first source of each address heard of (bounded), for the per-peer view.
+    origins: std::sync::Mutex<std::collections::HashMap<SocketAddr, PeerOrigin>>,
 }
 
 impl SourceCounters {
+    /// Remembers where `addr` came from, unless an earlier source gave it already.
+    pub fn note(&self, addr: SocketAddr, origin: PeerOrigin) {
+        let mut m = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() < MAX_ORIGINS {
+            m.entry(addr).or_insert(origin);
+        }
+    }
+
+    /// Where `addr` came from first (`None`: from no counted source).
+    pub fn origin(&self, addr: SocketAddr) -> Option<PeerOrigin> {
+        let m = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&addr).copied()
+    }
+
     pub fn snapshot(&self) -> PeerSources {
         PeerSources {
             dht: self.dht.load(Ordering::Relaxed),
@@ -75,6 +121,12 @@ pub struct TrackerStatus {
     pub error: Option<String>,
     /// Peers in the last good reply.
     pub peers: usize,
+    /// Announces answered, and failed, since the torrent started.
+    pub announces: u64,
+    pub failures: u64,
+    /// When the last answer (or failure) came, in seconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_announce: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seeders: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,6 +176,8 @@ pub struct GlueParams {
     pub peers: mpsc::Sender<SocketAddr>,
     /// Our own addresses: a tracker lists us among the peers.
     pub own: Arc<super::own::OwnAddrs>,
+    /// How often the source counters are copied into the progress.
+    pub tick: Duration,
 }
 
 /// Starts announcing (when there are trackers) and publishing peer-source counts.
@@ -151,8 +205,10 @@ pub fn start(p: GlueParams) -> TorrentGlue {
         _ => None,
     };
     let (done_tx, done_rx) = oneshot::channel();
+    // Without trackers nobody reads the announce progress: not woken by every update.
+    let tprog_tx = trackers.as_ref().map(|_| tprog_tx);
     tokio::spawn(run(
-        p.progress, p.peers, p.counters, p.own, tprog_tx, peer_rx, ev_rx, done_rx,
+        p.progress, p.peers, p.counters, p.own, tprog_tx, peer_rx, ev_rx, done_rx, p.tick,
     ));
     TorrentGlue {
         trackers,
@@ -178,13 +234,14 @@ async fn run(
     peers: mpsc::Sender<SocketAddr>,
     counters: Arc<SourceCounters>,
     own: Arc<super::own::OwnAddrs>,
-    tprog: watch::Sender<TrackerProgress>,
+    tprog: Option<watch::Sender<TrackerProgress>>,
     mut tracker_peers: mpsc::Receiver<SocketAddr>,
     mut events: mpsc::Receiver<TrackerEvent>,
     mut done: oneshot::Receiver<()>,
+    every: Duration,
 ) {
     let mut prog_rx = progress.subscribe();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut peers_open = true;
     let mut events_open = true;
@@ -197,6 +254,7 @@ async fn run(
                 Some(a) if own.is_own(a) => {}
                 Some(a) => {
                     counters.tracker.fetch_add(1, Ordering::Relaxed);
+                    counters.note(a, PeerOrigin::Tracker);
                     // A full queue drops this one address; the torrent has plenty then.
                     let _ = peers.try_send(a);
                 }
@@ -206,12 +264,12 @@ async fn run(
                 Some(e) => progress.send_modify(|p| apply_event(&mut p.trackers, e)),
                 None => events_open = false,
             },
-            r = prog_rx.changed() => {
+            r = prog_rx.changed(), if tprog.is_some() => {
                 if r.is_err() {
                     return;
                 }
                 let t = tracker_progress(&prog_rx.borrow_and_update());
-                tprog.send_if_modified(|old| {
+                tprog.as_ref().expect("guarded").send_if_modified(|old| {
                     let changed = *old != t;
                     *old = t;
                     changed
@@ -229,8 +287,11 @@ async fn run(
     }
 }
 
-/// Records a tracker's new status (the tracker set sends one per distinct status).
+/// Records a tracker's new status (the tracker set sends one per announce).
 pub fn apply_event(list: &mut Vec<TrackerStatus>, e: TrackerEvent) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let url = match &e {
         TrackerEvent::Ok { url, .. } | TrackerEvent::Error { url, .. } => url.clone(),
     };
@@ -246,6 +307,7 @@ pub fn apply_event(list: &mut Vec<TrackerStatus>, e: TrackerEvent) {
         None => return,
     };
     let s = &mut list[i];
+    s.last_announce = Some(now);
     match e {
         TrackerEvent::Ok {
             peers,
@@ -255,6 +317,7 @@ pub fn apply_event(list: &mut Vec<TrackerStatus>, e: TrackerEvent) {
             ..
         } => {
             s.status = "ok".into();
+            s.announces += 1;
             s.error = None;
             s.peers = peers;
             s.interval = interval;
@@ -263,6 +326,7 @@ pub fn apply_event(list: &mut Vec<TrackerStatus>, e: TrackerEvent) {
         }
         TrackerEvent::Error { error, .. } => {
             s.status = "error".into();
+            s.failures += 1;
             s.error = Some(error);
         }
     }
@@ -303,6 +367,8 @@ mod tests {
             },
         );
         assert_eq!(l.len(), 2);
+        assert_eq!((l[0].announces, l[0].failures), (1, 1));
+        assert!(l[0].last_announce.is_some());
         assert_eq!(l[0].status, "ok");
         assert_eq!(l[0].error, None);
         assert_eq!(l[1].peers, 3);

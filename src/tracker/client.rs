@@ -319,7 +319,7 @@ pub struct Progress {
     pub left: u64,
 }
 
-/// A tracker's status change, sent once per distinct status (not on every retry).
+/// A tracker's answer or failure, sent on every announce (the log only hears of a new status).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TrackerEvent {
     Ok {
@@ -435,14 +435,13 @@ impl TierTask {
 
     fn report(&self, url: &str, r: &Result<AnnounceResponse, TrackerError>) {
         let status = r.as_ref().err().map(ToString::to_string);
+        // Every answer goes out (it counts announces and dates the last one); the log only
+        // hears of a status that changed.
         let changed = self
             .dedup
             .lock()
             .map(|mut d| d.changed(url, status.as_deref()))
             .unwrap_or(false);
-        if !changed {
-            return;
-        }
         let ev = match r {
             Ok(a) => TrackerEvent::Ok {
                 url: url.to_string(),
@@ -452,7 +451,9 @@ impl TierTask {
                 leechers: a.incomplete,
             },
             Err(e) => {
-                tracing::info!(tracker = url, error = %e, "tracker error");
+                if changed {
+                    tracing::info!(tracker = url, error = %e, "tracker error");
+                }
                 TrackerEvent::Error {
                     url: url.to_string(),
                     error: e.to_string(),

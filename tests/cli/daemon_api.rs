@@ -54,7 +54,7 @@ pub fn http(
     (status, body)
 }
 
-fn json(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Value {
+pub fn json(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Value {
     let (status, text) = http(addr, method, path, body, &[]);
     assert!(
         (200..300).contains(&status),
@@ -94,7 +94,12 @@ pub fn start_daemon(
 }
 
 /// Polls `GET /torrents/{id}` until `done` holds for it (or panics after `limit`).
-fn wait_torrent(api: SocketAddr, id: u64, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_torrent(
+    api: SocketAddr,
+    id: u64,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let end = Instant::now() + limit;
     loop {
         let t = json(api, "GET", &format!("/torrents/{id}"), b"");

@@ -1,7 +1,9 @@
 //! The daemon's web UI in a real browser: headless Chromium driven by selenium
 //! (`tests/support/ui_browser.py`; apt: chromium, chromium-driver, python3-selenium) adds a
-//! magnet of a loopback `magnetfetch seed` from the page, sees it reach `seeding` at 100 %,
-//! pauses and resumes it from the page. SKIPs loudly without the browser, FAILs then under
+//! magnet of a loopback `magnetfetch seed` (a directory of two files, 512 KiB/s) from the
+//! page, unticks the second file in the detail's files tab while it downloads (the daemon
+//! then has the selection `[0]`), opens the peers, trackers and pieces tabs, sees it reach
+//! `seeding`, pauses and resumes it from the page. SKIPs loudly without the browser, FAILs then under
 //! MAGNETFETCH_REQUIRE_INTEROP=1. Addresses from `fresh_ip()`.
 
 use std::process::Command;
@@ -24,12 +26,21 @@ fn a_magnet_added_in_the_browser_downloads_and_is_paused_and_resumed_there() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("ui.bin");
-    std::fs::write(&file, random_bytes(2 * 1024 * 1024 + 5, 244)).unwrap();
+    let file = dir.path().join("ui");
+    std::fs::create_dir_all(&file).unwrap();
+    std::fs::write(file.join("a.bin"), random_bytes(2 * 1024 * 1024 + 5, 244)).unwrap();
+    std::fs::write(file.join("b.bin"), random_bytes(300_000, 246)).unwrap();
     let seed_bind = format!("{}:{}", fresh_ip(), crate::support::free_port());
     let (_seeder, magnet) = start_seeder(
         &file,
-        &["--no-dht", "--bind", &seed_bind, "-q"],
+        &[
+            "--no-dht",
+            "--bind",
+            &seed_bind,
+            "--max-up-rate",
+            "512K",
+            "-q",
+        ],
         &dir.path().join("seed-state"),
     );
     let out = dir.path().join("out");
@@ -51,6 +62,7 @@ fn a_magnet_added_in_the_browser_downloads_and_is_paused_and_resumed_there() {
         String::from_utf8_lossy(&run.stderr)
     );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!("browser steps: {}", v["steps"]);
     assert_eq!(v["title"], "magnetfetch", "{v}");
     let states: Vec<&str> = v["states"]
         .as_array()
@@ -65,5 +77,14 @@ fn a_magnet_added_in_the_browser_downloads_and_is_paused_and_resumed_there() {
         seeding < paused && states.last() == Some(&"seeding"),
         "{states:?}"
     );
-    assert!(std::fs::read(out.join("ui.bin")).unwrap() == std::fs::read(&file).unwrap());
+    assert_eq!(v["selected"], "0", "{v}");
+    assert_eq!(
+        v["tabs"],
+        serde_json::json!(["peers", "trackers", "pieces", "files"])
+    );
+    let t = crate::daemon_api::json(api, "GET", "/torrents/1", b"");
+    assert_eq!(t["settings"]["files"], serde_json::json!([0]), "{t}");
+    assert!(
+        std::fs::read(out.join("ui/a.bin")).unwrap() == std::fs::read(file.join("a.bin")).unwrap()
+    );
 }

@@ -239,6 +239,21 @@ impl Peer {
         }
     }
 
+    /// Payload bytes per second recently: (received from it, sent to it).
+    pub(super) fn rates(&mut self, now: Instant) -> (u64, u64) {
+        (self.down.rate(now), self.up.rate(now))
+    }
+
+    /// (we choke it, it chokes us, we are interested, it is interested).
+    pub(super) fn flags(&self) -> (bool, bool, bool, bool) {
+        (
+            self.am_choking,
+            self.peer_choking,
+            self.am_interested,
+            self.peer_interested,
+        )
+    }
+
     /// The address others could dial to reach this peer, if known.
     pub(super) fn dial_addr(&self) -> Option<SocketAddr> {
         if self.outgoing {
