@@ -14,7 +14,7 @@
 //! after the handshake, so a flood of SYNs from spoofed sources costs bounded memory and
 //! no tasks. Buffers per connection are bounded by [`conn::Config`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -228,9 +228,9 @@ pub fn start(
         cfg,
         epoch: Instant::now(),
         rng,
-        conns: HashMap::new(),
+        conns: BTreeMap::new(),
         half_open: 0,
-        dirty: HashSet::new(),
+        dirty: BTreeSet::new(),
         dirty_tx,
         accept_tx: acc_tx,
         out: Vec::new(),
@@ -246,9 +246,11 @@ struct Task {
     cfg: UtpConfig,
     epoch: Instant,
     rng: rand::rngs::StdRng,
-    conns: HashMap<Key, Arc<Entry>>,
+    /// Ordered maps, not hashed ones: the order connections are served in must not
+    /// depend on a random hash seed, or a simulation would not replay from its seed.
+    conns: BTreeMap<Key, Arc<Entry>>,
     half_open: usize,
-    dirty: HashSet<Key>,
+    dirty: BTreeSet<Key>,
     dirty_tx: mpsc::UnboundedSender<Key>,
     accept_tx: mpsc::Sender<UtpStream>,
     out: Vec<(Vec<u8>, SocketAddr)>,
@@ -413,7 +415,7 @@ impl Task {
 
     fn close_all(&mut self) {
         let now = Instant::now();
-        for (k, e) in self.conns.drain() {
+        for (k, e) in std::mem::take(&mut self.conns) {
             let mut s = e.lock();
             s.conn.reset(now);
             for d in s.conn.take_out() {
@@ -445,7 +447,7 @@ impl Task {
             return;
         }
         let now = Instant::now();
-        let keys: Vec<Key> = self.dirty.drain().collect();
+        let keys: Vec<Key> = std::mem::take(&mut self.dirty).into_iter().collect();
         for key in keys {
             let Some(e) = self.conns.get(&key).cloned() else {
                 continue;
